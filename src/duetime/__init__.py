@@ -1,0 +1,5 @@
+"""duetime: anyio-native deferred callbacks."""
+
+from __future__ import annotations
+
+__all__: list[str] = []
