@@ -1,5 +1,32 @@
-"""duetime: anyio-native deferred callbacks."""
+"""duetime: anyio-native deferred callbacks for asyncio and trio.
+
+Schedule sync or async callbacks after a delay, at a loop or wall-clock time, or
+soon, and get an awaitable :class:`Handle` back::
+
+    async with duetime.Scheduler() as scheduler:
+        handle = scheduler.call_later(0.5, add, 1, 2)
+        assert await handle == 3
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from ._exceptions import CallbackCancelled, DeadlineExpired, DuetimeError, SchedulerClosed
+from ._handle import Handle, RunInfo, Status, current_run
+from ._retry import Retry
+from ._scheduler import Scheduler, SchedulerStatistics
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CallbackCancelled",
+    "DeadlineExpired",
+    "DuetimeError",
+    "Handle",
+    "Retry",
+    "RunInfo",
+    "Scheduler",
+    "SchedulerClosed",
+    "SchedulerStatistics",
+    "Status",
+    "current_run",
+]

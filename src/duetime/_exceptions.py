@@ -1,0 +1,29 @@
+"""The exceptions duetime raises."""
+
+from __future__ import annotations
+
+__all__ = ["CallbackCancelled", "DeadlineExpired", "DuetimeError", "SchedulerClosed"]
+
+
+class DuetimeError(Exception):
+    """Base class of every exception duetime defines."""
+
+
+class CallbackCancelled(DuetimeError):
+    """Raised when awaiting, or reading the outcome of, a handle that was cancelled.
+
+    This is deliberately *not* the backend's cancellation exception: a cancelled
+    callback is an outcome the awaiter observes, not a cancellation of the awaiter.
+    """
+
+
+class DeadlineExpired(DuetimeError, TimeoutError):
+    """A deadline carried into a callback (``inherit_deadline=True``) or a pool ran out.
+
+    A handle that ends ``EXPIRED`` never started. A callback cut off mid-run by a
+    deadline it inherited ends ``FAILED`` with this exception.
+    """
+
+
+class SchedulerClosed(DuetimeError, RuntimeError):
+    """Scheduling on a scheduler that has not been entered yet, or has been exited."""

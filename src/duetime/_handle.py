@@ -1,0 +1,366 @@
+"""Handle: the awaitable result of one scheduled callback, and its Status."""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import logging
+from collections.abc import Callable, Generator
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+
+from anyio import Event, TaskNotFinished
+
+from ._exceptions import CallbackCancelled
+
+if TYPE_CHECKING:
+    from ._retry import Retry
+
+__all__ = ["Handle", "RunInfo", "Status", "current_run"]
+
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+logger = logging.getLogger("duetime")
+
+
+class Status(enum.StrEnum):
+    """Where a handle is in its life.  ``print(status)`` shows the bare name."""
+
+    PENDING = "PENDING"  #: scheduled, not started
+    RUNNING = "RUNNING"  #: running now (or between retry attempts: see Retry)
+    COMPLETED = "COMPLETED"  #: returned a value
+    FAILED = "FAILED"  #: raised an exception
+    CANCELLED = "CANCELLED"  #: cancelled before or while running
+    EXPIRED = "EXPIRED"  #: never started, because its deadline had passed
+
+
+# Internal state codes.  Plain ints keep the hot path to int compares; QUEUED is a
+# due handle waiting for a runner task, which users see as PENDING.
+PENDING, QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED, EXPIRED = range(7)
+_PUBLIC = (
+    Status.PENDING,
+    Status.PENDING,
+    Status.RUNNING,
+    Status.COMPLETED,
+    Status.FAILED,
+    Status.CANCELLED,
+    Status.EXPIRED,
+)
+
+_ids = itertools.count(1)
+
+
+class Owner(Protocol):
+    """What a handle needs from whoever runs it (a Scheduler, PendingReplies...)."""
+
+    def _cancel_pending(self, handle: Handle[Any]) -> None: ...
+
+    def _cancel_running(self, handle: Handle[Any]) -> bool: ...
+
+
+class Extra:
+    """The rare fields of a handle, allocated only when one of them is needed.
+
+    Keeping them here keeps a plain pending ``call_later`` to nine slots.
+    """
+
+    __slots__ = (
+        "attempt",
+        "callbacks",
+        "cancelling",
+        "deadline",
+        "event",
+        "in_thread",
+        "internal",
+        "missed",
+        "name",
+        "retry",
+        "series",
+        "timeout",
+        "wall",
+    )
+
+    def __init__(self) -> None:
+        self.name: str | None = None
+        self.timeout: float | None = None
+        self.retry: Retry | None = None
+        self.in_thread: bool | None = None
+        self.deadline: float | None = None  # inherited absolute deadline
+        self.wall: Any = None  # aware datetime target, while pending
+        self.event: Event | None = None
+        self.callbacks: list[Callable[[Handle[Any]], object]] | None = None
+        self.cancelling = False
+        self.internal = False
+        self.attempt = 1
+        self.missed = 0
+        self.series: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """What a running callback can learn about its own run (see :func:`current_run`).
+
+    :ivar handle: the callback's handle
+    :ivar scheduled: the loop time it was due
+    :ivar started: the loop time it actually started
+    :ivar attempt: the attempt number, from 1 (see :class:`Retry`)
+    :ivar missed: for a recurring run, how many grid points were missed before it
+    """
+
+    handle: Handle[Any]
+    scheduled: float
+    started: float
+    attempt: int
+    missed: int
+
+
+# Holds (handle, started) while a callback runs: a tuple is cheaper than a RunInfo,
+# which is built only when asked for.
+_current: ContextVar[tuple[Handle[Any], float] | None] = ContextVar(
+    "duetime_current_run", default=None
+)
+
+
+def current_run() -> RunInfo:
+    """Return information about the callback that is running now.
+
+    Works in sync callbacks (inline or in a worker thread) and async callbacks.
+
+    :raises RuntimeError: if called outside a callback run by duetime
+    """
+    cur = _current.get()
+    if cur is None:
+        raise RuntimeError("current_run() called outside a duetime callback")
+    handle, started = cur
+    x = handle._x
+    return RunInfo(
+        handle,
+        handle._when,
+        started,
+        x.attempt if x is not None else 1,
+        x.missed if x is not None else 0,
+    )
+
+
+class Handle(Generic[T_co]):
+    """The awaitable outcome of one scheduled callback.
+
+    Modelled on :class:`anyio.TaskHandle`.  ``await handle`` returns the callback's
+    return value or re-raises its exception; a cancelled handle raises
+    :exc:`CallbackCancelled` and an expired one :exc:`DeadlineExpired`.
+
+    Handles are created by the ``call_*`` methods, never directly.
+    """
+
+    # Nine slots: rare fields live in ``_x`` (an :class:`Extra`), made on demand.
+    # ``_result`` is a state payload: the coroutine or cancel scope while running,
+    # the return value or exception once finished.
+    __slots__ = ("__weakref__", "_args", "_func", "_id", "_owner", "_result", "_st", "_when", "_x")
+
+    _result: Any
+
+    def __init__(
+        self,
+        when: float,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        owner: Owner | None,
+        x: Extra | None = None,
+    ) -> None:
+        self._when = when
+        self._id = next(_ids)
+        self._func: Callable[..., Any] | None = func
+        self._args: tuple[Any, ...] | None = args
+        self._st = PENDING
+        self._result = None
+        self._owner = owner
+        self._x = x
+
+    # -- introspection ---------------------------------------------------------
+
+    @property
+    def id(self) -> int:
+        """A unique integer identifying this handle within the process."""
+        return self._id
+
+    @property
+    def when(self) -> float:
+        """The loop time (``anyio.current_time()``) this callback is or was due."""
+        return self._when
+
+    @property
+    def name(self) -> str:
+        """The name given with ``name=``, else the callback's qualified name."""
+        x = self._x
+        if x is not None and x.name is not None:
+            return x.name
+        func = self._func
+        if func is None:
+            return f"handle-{self._id}"
+        return _callable_name(func)
+
+    @property
+    def status(self) -> Status:
+        """The handle's current :class:`Status`."""
+        return _PUBLIC[self._st]
+
+    def done(self) -> bool:
+        """Whether the handle is in a final state."""
+        return self._st >= COMPLETED
+
+    @property
+    def return_value(self) -> T_co:
+        """The callback's return value.
+
+        :raises anyio.TaskNotFinished: if the handle has not finished
+        :raises CallbackCancelled: if it was cancelled
+        :raises BaseException: the callback's own exception if it failed, or
+            :exc:`DeadlineExpired` if it expired
+        """
+        st = self._st
+        if st == COMPLETED:
+            return self._result  # type: ignore[no-any-return]
+        if st < COMPLETED:
+            raise TaskNotFinished("the callback has not finished yet")
+        if st == CANCELLED:
+            raise CallbackCancelled(f"{self.name} was cancelled")
+        raise self._result
+
+    @property
+    def exception(self) -> BaseException | None:
+        """The callback's exception, or ``None`` if it returned normally.
+
+        For an EXPIRED handle this is the :exc:`DeadlineExpired`.
+
+        :raises anyio.TaskNotFinished: if the handle has not finished
+        :raises CallbackCancelled: if it was cancelled
+        """
+        st = self._st
+        if st == COMPLETED:
+            return None
+        if st < COMPLETED:
+            raise TaskNotFinished("the callback has not finished yet")
+        if st == CANCELLED:
+            raise CallbackCancelled(f"{self.name} was cancelled")
+        return self._result  # type: ignore[no-any-return]
+
+    # -- control ---------------------------------------------------------------
+
+    def cancel(self) -> bool:
+        """Cancel the callback.
+
+        A pending handle is removed from the schedule in O(1).  A running async
+        callback, or a sync one in a worker thread, has its cancel scope cancelled
+        (the thread itself runs on; its result is discarded).  A sync callback
+        running inline on the event loop cannot be interrupted: cancelling it
+        returns ``False``.  Calling this twice is safe.
+
+        :return: ``True`` if this call cancelled it, ``False`` if it had finished
+            already (or cannot be interrupted)
+        """
+        st = self._st
+        if st >= COMPLETED:
+            return False
+        owner = self._owner
+        assert owner is not None
+        if st <= QUEUED:
+            owner._cancel_pending(self)
+            return True
+        x = self._x
+        if x is not None and x.cancelling:
+            return False
+        return owner._cancel_running(self)
+
+    async def wait(self) -> None:
+        """Wait until the handle is in a final state, without raising its outcome."""
+        if self._st >= COMPLETED:
+            return
+        x = self._extra()
+        if x.event is None:
+            x.event = Event()
+        await x.event.wait()
+
+    def add_done_callback(self, fn: Callable[[Handle[T_co]], object]) -> None:
+        """Call ``fn(handle)`` once the handle is in a final state.
+
+        If it already is, ``fn`` is called at once.  An exception raised by ``fn``
+        is logged on the ``duetime`` logger.
+        """
+        if self._st >= COMPLETED:
+            _call_done_callback(fn, self)
+            return
+        x = self._extra()
+        if x.callbacks is None:
+            x.callbacks = []
+        x.callbacks.append(fn)
+
+    def remove_done_callback(self, fn: Callable[[Handle[T_co]], object]) -> bool:
+        """Remove a callback added with :meth:`add_done_callback`; True if found."""
+        x = self._x
+        if x is None or not x.callbacks or fn not in x.callbacks:
+            return False
+        x.callbacks.remove(fn)
+        return True
+
+    def __await__(self) -> Generator[Any, None, T_co]:
+        if self._st < COMPLETED:
+            yield from self.wait().__await__()
+        return self.return_value
+
+    def __repr__(self) -> str:
+        return (
+            f"<Handle id={self._id} name={self.name!r} status={_PUBLIC[self._st]}"
+            f" when={self._when:.6f}>"
+        )
+
+    # -- internals used by owners ---------------------------------------------
+
+    def _extra(self) -> Extra:
+        x = self._x
+        if x is None:
+            x = self._x = Extra()
+        return x
+
+    def _finish(self, st: int, result: object) -> bool:
+        """Move to final state ``st``; wake awaiters and run done-callbacks.
+
+        :return: whether anybody observes the outcome (an awaiter or a callback)
+        """
+        self._st = st
+        self._result = result
+        self._args = None
+        self._owner = None
+        x = self._x
+        if x is None:
+            return False
+        observed = False
+        event = x.event
+        if event is not None:
+            observed = True
+            event.set()
+        callbacks = x.callbacks
+        if callbacks:
+            observed = True
+            x.callbacks = None
+            for fn in callbacks:
+                _call_done_callback(fn, self)
+        return observed
+
+
+def _call_done_callback(fn: Callable[[Handle[Any]], object], handle: Handle[Any]) -> None:
+    try:
+        fn(handle)
+    except Exception:
+        logger.exception("done-callback %r of %r raised", fn, handle)
+
+
+def _callable_name(func: Callable[..., Any]) -> str:
+    name = getattr(func, "__qualname__", None)
+    if name is None:
+        inner = getattr(func, "func", None)  # functools.partial
+        if inner is not None and inner is not func:
+            return _callable_name(inner)
+        return repr(func)
+    return str(name)

@@ -1,0 +1,59 @@
+"""The timer heap: ``(when, seq, handle)`` tuples with lazy cancellation.
+
+Cancelling an entry is O(1): the handle is marked and its tuple stays in the heap
+until it is popped or until the heap is compacted.  Compaction runs when more than
+half of the tuples are dead, so a cancel storm gives its memory back (asyncio's
+heap keeps cancelled timers until they are due).  The scheduler reads
+``entries`` directly in its hot loop; everything else goes through methods.
+"""
+
+from __future__ import annotations
+
+from heapq import heapify
+from typing import Any
+
+__all__ = ["TimerHeap"]
+
+# Below this size compaction is not worth the pass over the list.
+_MIN_COMPACT = 64
+
+
+class TimerHeap:
+    """A binary heap of ``(when, seq, handle)`` with dead-entry accounting.
+
+    An entry is *live* while ``handle._st == 0`` (pending) and ``handle._when is
+    when`` (the tuple's float is the very object the handle holds; a rescheduled
+    handle gets a new float, which makes its old tuple stale).
+    """
+
+    __slots__ = ("dead", "entries")
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[float, int, Any]] = []
+        self.dead = 0
+
+    def __len__(self) -> int:
+        return len(self.entries) - self.dead
+
+    def note_dead(self) -> None:
+        """Record that one tuple in the heap no longer refers to a live entry."""
+        self.dead += 1
+        if self.dead > _MIN_COMPACT and self.dead * 2 > len(self.entries):
+            self.compact()
+
+    def compact(self) -> None:
+        """Drop dead tuples and restore the heap invariant, in place."""
+        entries = self.entries
+        # In place, so that a loop iterating over ``entries`` keeps the same list.
+        entries[:] = [e for e in entries if e[2]._st == 0 and e[2]._when is e[0]]
+        heapify(entries)
+        self.dead = 0
+
+    def live(self) -> list[Any]:
+        """Return the live handles, in no particular order."""
+        return [e[2] for e in self.entries if e[2]._st == 0 and e[2]._when is e[0]]
+
+    def clear(self) -> None:
+        """Remove every tuple."""
+        self.entries.clear()
+        self.dead = 0
