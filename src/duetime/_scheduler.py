@@ -9,9 +9,9 @@ import math
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from heapq import heappop, heappush
-from types import CoroutineType, TracebackType
+from datetime import UTC, datetime, timedelta
+from heapq import heappush
+from types import TracebackType
 from typing import Any, Literal, TypeVar, TypeVarTuple, Unpack, overload
 
 from anyio import (
@@ -20,29 +20,25 @@ from anyio import (
     Event,
     create_task_group,
     current_effective_deadline,
-    get_cancelled_exc_class,
     move_on_after,
-    sleep_forever,
-    to_thread,
 )
 from anyio.abc import TaskGroup
 from anyio.lowlevel import current_token
 
 from ._exceptions import DeadlineExpired, SchedulerClosed
+from ._execute import LATENESS_SAMPLES, Executor, is_async
 from ._handle import (
     CANCELLED,
-    COMPLETED,
     EXPIRED,
-    FAILED,
     PENDING,
     QUEUED,
     RUNNING,
     Extra,
     Handle,
-    _current,
 )
 from ._heap import TimerHeap
 from ._retry import Retry
+from ._wall import WallClockWatch
 
 __all__ = ["Scheduler", "SchedulerStatistics"]
 
@@ -52,16 +48,7 @@ PosArgsT = TypeVarTuple("PosArgsT")
 logger = logging.getLogger("duetime")
 
 _INF = math.inf
-# A sync callback that holds the event loop longer than this is reported.
-BLOCKING_WARN_SECONDS = 0.1
-# The wall-clock watchdog re-checks this often while datetime entries are pending.
-_WALL_CHECK_INTERVAL = 1.0
-# A change of (wall time - loop time) beyond this is a clock step or a suspend.
-_WALL_STEP_TOLERANCE = 0.1
-# Runner tasks parked for reuse; beyond this an idle runner exits.
-_MAX_PARKED = 256
-_MAX_BURST = 512
-_LATENESS_SAMPLES = 1024
+_LATENESS_SAMPLES = LATENESS_SAMPLES
 
 _NEW, _OPEN, _CLOSING, _CLOSED = range(4)
 
@@ -94,7 +81,7 @@ class SchedulerStatistics:
 
 
 def _default_wall_clock() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _backend_clock() -> Callable[[], float]:
@@ -121,13 +108,6 @@ def _to_delay(delay: object, what: str = "delay") -> float:
     return value
 
 
-def _is_async(func: Callable[..., Any]) -> bool:
-    if inspect.iscoroutinefunction(func):
-        return True
-    call = getattr(func, "__call__", None)  # noqa: B004 - an async __call__ counts
-    return call is not None and inspect.iscoroutinefunction(call)
-
-
 def _check_aware(when: datetime) -> None:
     if when.tzinfo is None or when.utcoffset() is None:
         raise ValueError(
@@ -135,7 +115,7 @@ def _check_aware(when: datetime) -> None:
         )
 
 
-class Scheduler:
+class Scheduler(Executor, WallClockWatch):
     """Run callbacks later: after a delay, at a time, or soon.
 
     Use it as ``async with Scheduler() as scheduler:``.  The block owns one anyio
@@ -296,13 +276,6 @@ class Scheduler:
             self._quiet_mode = mode
             await self._quiet.wait()
 
-    def _check_quiet(self) -> None:
-        mode = self._quiet_mode
-        if mode and (self._pending if mode == 1 else self._running) == 0:
-            assert self._quiet is not None
-            self._quiet_mode = 0
-            self._quiet.set()
-
     def _cancel_all_pending(self) -> None:
         q = self._q
         doomed = self._heap.live() + list(q)
@@ -353,7 +326,7 @@ class Scheduler:
         inherit_deadline: bool = ...,
     ) -> Handle[T]: ...
 
-    def call_soon(
+    def call_soon(  # type: ignore[misc]  # mypy: TypeVarTuple overload impl
         self,
         func: Callable[..., Any],
         /,
@@ -423,7 +396,7 @@ class Scheduler:
         inherit_deadline: bool = ...,
     ) -> Handle[T]: ...
 
-    def call_later(
+    def call_later(  # type: ignore[misc]  # mypy: TypeVarTuple overload impl
         self,
         delay: float | timedelta,
         func: Callable[..., Any],
@@ -511,7 +484,7 @@ class Scheduler:
         inherit_deadline: bool = ...,
     ) -> Handle[T]: ...
 
-    def call_at(
+    def call_at(  # type: ignore[misc]  # mypy: TypeVarTuple overload impl
         self,
         when: float | datetime,
         func: Callable[..., Any],
@@ -555,7 +528,7 @@ class Scheduler:
             return self._schedule_opts(
                 loop_when, func, args, name, timeout, retry, in_thread, inherit_deadline, x
             )
-        fwhen = float(when)
+        fwhen = float(when)  # type: ignore[arg-type]
         if (
             name is not None
             or timeout is not None
@@ -610,7 +583,7 @@ class Scheduler:
             if t == 0:
                 raise ValueError("timeout must be > 0")
             threaded = in_thread if in_thread is not None else self._sync_in_thread
-            if not threaded and not _is_async(func):
+            if not threaded and not is_async(func):
                 raise ValueError(
                     "timeout= cannot be enforced on a sync callback run inline on the "
                     "event loop; pass in_thread=True (or use an async callback)"
@@ -655,56 +628,6 @@ class Scheduler:
         self._push_new(h)
         return h
 
-    def _rearm(self, when: float) -> None:
-        self._wake_at = when
-        scope = self._sleep_scope
-        if scope is not None:
-            scope.deadline = when
-
-    # ------------------------------------------------------------------ wall clock
-
-    def _track_wall(self, h: Handle[Any]) -> None:
-        if not self._wall_handles:
-            self._wall_offset = self._wall_clock().timestamp() - self._clock()
-        self._wall_handles[h] = None
-        if self._watchdog is None:
-            self._watchdog = self._schedule_internal(
-                self._clock() + _WALL_CHECK_INTERVAL, self._check_wall
-            )
-
-    def _untrack_wall(self, h: Handle[Any]) -> None:
-        x = h._x
-        if x is not None and x.wall is not None:
-            x.wall = None
-            self._wall_handles.pop(h, None)
-
-    def _check_wall(self) -> None:
-        """The watchdog: re-key datetime entries after a clock step or a suspend.
-
-        One internal entry for the whole scheduler, re-armed once a second only
-        while datetime entries are pending; a normal tick costs O(1).
-        """
-        self._watchdog = None
-        if not self._wall_handles:
-            return
-        now = self._clock()
-        wall_now = self._wall_clock()
-        offset = wall_now.timestamp() - now
-        if abs(offset - self._wall_offset) > _WALL_STEP_TOLERANCE:
-            self._wall_offset = offset
-            for h in list(self._wall_handles):
-                x = h._x
-                assert x is not None
-                new_when = now + max((x.wall - wall_now).total_seconds(), 0.0)
-                if abs(new_when - h._when) > _WALL_STEP_TOLERANCE:
-                    # The old tuple goes stale (its float is no longer h._when).
-                    h._when = new_when
-                    heappush(self._entries, (new_when, h._id, h))
-                    self._heap.note_dead()
-                    if new_when < self._wake_at:
-                        self._rearm(new_when)
-        self._watchdog = self._schedule_internal(now + _WALL_CHECK_INTERVAL, self._check_wall)
-
     # ------------------------------------------------------------------ cancellation
 
     def _cancel_pending(self, h: Handle[Any]) -> None:
@@ -727,314 +650,6 @@ class Scheduler:
             h._extra().cancelling = True  # its runner closes it instead of running it
             return True
         return False  # a sync callback running inline cannot be interrupted
-
-    # ------------------------------------------------------------------ the timer loop
-
-    async def _timer_loop(self) -> None:
-        entries = self._entries
-        clock = self._clock
-        heap = self._heap
-        while True:
-            now = clock()
-            if entries and entries[0][0] <= now:
-                self._run_due(now)
-            if self._q:
-                self._pump()
-            elif self._recheck:
-                self._recheck = False
-                self._burst = 1
-            if self._quiet_mode:
-                self._check_quiet()
-            # Drop dead tuples from the top so we don't wake up for nothing.
-            while entries:
-                when, _, top = entries[0]
-                if top._st == PENDING and top._when is when:
-                    break
-                heappop(entries)
-                heap.dead -= 1
-            if self._recheck:
-                deadline = -_INF  # only yield, so runners can take the queued work
-            else:
-                deadline = entries[0][0] if entries else _INF
-            with CancelScope(deadline=deadline) as scope:
-                self._sleep_scope = scope
-                self._wake_at = deadline
-                try:
-                    await sleep_forever()
-                finally:
-                    self._wake_at = -_INF
-                    self._sleep_scope = None
-
-    def _run_due(self, now: float) -> None:
-        """Run or dispatch every entry due at ``now``, in (when, seq) order.
-
-        Plain sync callbacks run right here, inline, one after another: the
-        cheapest path there is.  Everything else goes to a runner task.
-        """
-        entries = self._entries
-        heap = self._heap
-        clock = self._clock
-        slow = self._sync_in_thread or self._limiter is not None
-        lat = self._lat
-        set_current = _current.set
-        reset_current = _current.reset
-        t = now
-        while entries and entries[0][0] <= now:
-            when, _, h = heappop(entries)
-            if h._st or h._when is not when:
-                heap.dead -= 1
-                continue
-            if slow or h._x is not None:
-                self._dispatch(h, t)
-                continue
-            # -- fast path: a plain callback, inline on the event loop
-            h._st = RUNNING
-            self._pending -= 1
-            self._running += 1
-            late = t - when
-            if late > self._max_late:
-                self._max_late = late
-            lat[self._lat_n & (_LATENESS_SAMPLES - 1)] = late
-            self._lat_n += 1
-            token = set_current((h, t))
-            try:
-                result = h._func(*h._args)  # type: ignore[misc]
-            except Exception as exc:
-                self._running -= 1
-                self._fail(h, exc)
-            else:
-                if type(result) is CoroutineType:
-                    # An async callback: it has started; a runner awaits it.
-                    h._result = result
-                    self._q.append(h)
-                else:
-                    self._running -= 1
-                    self._completed += 1
-                    h._st = COMPLETED
-                    h._result = result
-                    h._args = None
-                    h._owner = None
-            finally:
-                reset_current(token)
-            t2 = clock()
-            if t2 - t > BLOCKING_WARN_SECONDS:
-                _warn_blocking(h, t2 - t)
-            t = t2
-
-    def _dispatch(self, h: Handle[Any], now: float) -> None:
-        """A due handle that needs more than the fast path."""
-        x = h._x
-        if x is not None:
-            if x.internal:
-                h._st = COMPLETED
-                h._owner = None
-                assert h._func is not None
-                try:
-                    h._func()
-                except Exception:
-                    logger.exception("duetime internal callback %r failed", h._func)
-                return
-            if x.wall is not None:
-                self._untrack_wall(h)
-        h._st = QUEUED
-        self._q.append(h)
-
-    def _pump(self) -> None:
-        """Get runner tasks onto the queued work, reusing parked ones first.
-
-        A runner drains the queue until one of its jobs really suspends, so quick
-        async callbacks share a few runners.  More runners are spawned, in
-        doubling bursts, only while the queue is still full after those runners
-        had their turn: they are all blocked.
-        """
-        q = self._q
-        need = len(q) - self._avail
-        parked = self._parked
-        while need > 0 and parked:
-            parked.popleft().set()
-            self._avail += 1
-            need -= 1
-        if need > 0:
-            if self._avail == 0:
-                n = min(need, self._burst)
-                self._burst = min(self._burst * 2, _MAX_BURST)
-                assert self._tg is not None
-                for _ in range(n):
-                    self._avail += 1
-                    self._tg.start_soon(self._runner)
-            self._recheck = True
-        else:
-            self._recheck = False
-            self._burst = 1
-
-    async def _runner(self) -> None:
-        q = self._q
-        parked = self._parked
-        self._avail -= 1
-        while True:
-            while q:
-                await self._run_job(q.popleft())
-            if len(parked) >= _MAX_PARKED:
-                return
-            event = Event()
-            parked.append(event)
-            await event.wait()
-            self._avail -= 1
-
-    async def _run_job(self, h: Handle[Any]) -> None:
-        """Run one queued handle in this runner task, to its final state."""
-        x = h._x
-        started: float
-        if h._st == RUNNING:
-            # An async callback started inline: await its coroutine.
-            coro = h._result
-            started = self._clock()  # approximately; it was created just before
-            if x is not None and x.cancelling:
-                coro.close()
-                self._running -= 1
-                self._cancelled += 1
-                h._finish(CANCELLED, None)
-                self._check_quiet()
-                return
-            await self._drive(h, x, coro, None, started, _INF)
-            return
-        if h._st != QUEUED:
-            return  # cancelled while queued
-        limiter = self._limiter
-        if limiter is not None:
-            await limiter.acquire()
-            if h._st != QUEUED:
-                limiter.release()
-                return
-        try:
-            now = self._clock()
-            if x is not None and x.deadline is not None and now >= x.deadline:
-                self._pending -= 1
-                self._expired += 1
-                h._finish(EXPIRED, DeadlineExpired(f"{h.name} could not start before its deadline"))
-                self._check_quiet()
-                return
-            h._st = RUNNING
-            self._pending -= 1
-            self._running += 1
-            late = now - h._when
-            if late > self._max_late:
-                self._max_late = late
-            self._lat[self._lat_n & (_LATENESS_SAMPLES - 1)] = late
-            self._lat_n += 1
-            deadline = _INF
-            if x is not None:
-                if x.timeout is not None:
-                    deadline = now + x.timeout
-                if x.deadline is not None and x.deadline < deadline:
-                    deadline = x.deadline
-            func = h._func
-            assert func is not None and h._args is not None
-            in_thread = self._sync_in_thread
-            if x is not None and x.in_thread is not None:
-                in_thread = x.in_thread
-            thread = in_thread and not _is_async(func)
-            await self._drive(h, x, func, thread, now, deadline)
-        finally:
-            if limiter is not None:
-                limiter.release()
-
-    async def _drive(
-        self,
-        h: Handle[Any],
-        x: Extra | None,
-        target: Any,
-        thread: bool | None,
-        started: float,
-        deadline: float,
-    ) -> None:
-        """Run ``target`` (a coroutine, or a function when ``thread`` is not None).
-
-        Ends the handle in its final state, or re-queues it for a retry.
-        """
-        token = _current.set((h, started))
-        try:
-            with CancelScope(deadline=deadline) as scope:
-                h._result = scope  # lets cancel() reach a running callback
-                if thread is None:
-                    result = await target
-                elif thread:
-                    result = await to_thread.run_sync(target, *h._args, abandon_on_cancel=True)
-                else:
-                    t0 = self._clock()
-                    result = target(*h._args)
-                    elapsed = self._clock() - t0
-                    if elapsed > BLOCKING_WARN_SECONDS:
-                        _warn_blocking(h, elapsed)
-                    if inspect.iscoroutine(result):
-                        result = await result
-        except Exception as exc:
-            self._running -= 1
-            self._fail(h, exc)
-        except get_cancelled_exc_class():
-            self._running -= 1
-            self._cancelled += 1
-            h._finish(CANCELLED, None)
-            self._check_quiet()
-            assert self._tg is not None
-            if self._tg.cancel_scope.cancel_called:
-                raise
-            # The callback cancelled itself; this runner lives on.
-        else:
-            self._running -= 1
-            if scope.cancelled_caught:
-                if x is not None and x.cancelling:
-                    self._cancelled += 1
-                    h._finish(CANCELLED, None)
-                elif x is not None and x.deadline is not None and deadline == x.deadline:
-                    self._fail(h, DeadlineExpired(f"{h.name} was cut off by its deadline"))
-                else:
-                    timeout = x.timeout if x is not None else None
-                    self._fail(h, TimeoutError(f"{h.name} timed out after {timeout} s"))
-            else:
-                self._completed += 1
-                h._finish(COMPLETED, result)
-        finally:
-            _current.reset(token)
-        self._check_quiet()
-
-    def _fail(self, h: Handle[Any], exc: BaseException) -> None:
-        """A run raised ``exc``: retry it, or fail the handle and report it."""
-        x = h._x
-        if x is not None:
-            retry = x.retry
-            if (
-                retry is not None
-                and self._state != _CLOSED
-                and not x.cancelling
-                and retry.should_retry(x.attempt, exc)
-            ):
-                when = self._clock() + retry.pause(x.attempt)
-                if x.deadline is None or when < x.deadline:
-                    x.attempt += 1
-                    h._when = when
-                    h._st = PENDING
-                    h._result = None
-                    self._pending += 1
-                    heappush(self._entries, (when, h._id, h))
-                    if when < self._wake_at:
-                        self._rearm(when)
-                    return
-        self._failed += 1
-        if not h._finish(FAILED, exc):
-            self._report(h, exc)
-
-    def _report(self, h: Handle[Any], exc: BaseException) -> None:
-        on_error = self._on_error
-        if on_error is None:
-            logger.error(
-                "unobserved exception in callback %s", h.name, exc_info=(type(exc), exc, exc.__traceback__)
-            )
-            return
-        try:
-            on_error(h, exc)
-        except Exception:
-            logger.exception("on_error raised while reporting %r", h)
 
     # ------------------------------------------------------------------ introspection
 
@@ -1070,15 +685,5 @@ class Scheduler:
         return f"<Scheduler {state} pending={self._pending} running={self._running}>"
 
 
-def _warn_blocking(h: Handle[Any], elapsed: float) -> None:
-    logger.warning(
-        "sync callback %s blocked the event loop for %.3f s; pass in_thread=True "
-        "or make it async",
-        h.name,
-        elapsed,
-    )
-
-
 def _clock_unavailable() -> float:
     raise SchedulerClosed("the scheduler has not been entered")
-

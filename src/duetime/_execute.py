@@ -1,0 +1,426 @@
+"""Running due entries: the inline fast path, runner tasks, and outcomes."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+from collections import deque
+from collections.abc import Callable
+from heapq import heappop, heappush
+from types import CoroutineType
+from typing import TYPE_CHECKING, Any
+
+from anyio import (
+    CancelScope,
+    CapacityLimiter,
+    Event,
+    get_cancelled_exc_class,
+    sleep_forever,
+    to_thread,
+)
+from anyio.abc import TaskGroup
+
+from ._exceptions import DeadlineExpired
+from ._handle import (
+    CANCELLED,
+    COMPLETED,
+    EXPIRED,
+    FAILED,
+    PENDING,
+    QUEUED,
+    RUNNING,
+    Extra,
+    Handle,
+    _current,
+)
+from ._heap import TimerHeap
+
+__all__ = ["Executor"]
+
+logger = logging.getLogger("duetime")
+
+_INF = math.inf
+# A sync callback that holds the event loop longer than this is reported.
+BLOCKING_WARN_SECONDS = 0.1
+# Runner tasks parked for reuse; beyond this an idle runner exits.
+_MAX_PARKED = 256
+_MAX_BURST = 512
+LATENESS_SAMPLES = 1024
+CLOSED = 3  # Scheduler state: exited
+
+
+def is_async(func: Callable[..., Any]) -> bool:
+    """Whether calling ``func`` returns a coroutine (as far as can be told)."""
+    if inspect.iscoroutinefunction(func):
+        return True
+    call = getattr(func, "__call__", None)  # noqa: B004 - an async __call__ counts
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
+class Executor:
+    """The part of :class:`Scheduler` that runs entries once they are due.
+
+    It owns the timer loop, the inline fast path for plain sync callbacks, the
+    runner tasks that run everything else, and the final outcome of each handle.
+    The heap and the scheduling API live elsewhere; this class only reads the heap.
+    """
+
+    _entries: list[tuple[float, int, Any]]
+    _heap: TimerHeap
+    _clock: Callable[[], float]
+    _sync_in_thread: bool
+    _limiter: CapacityLimiter | None
+    _tg: TaskGroup | None
+    _state: int
+    _on_error: Callable[[Handle[Any], BaseException], object] | None
+    _wake_at: float
+    _sleep_scope: CancelScope | None
+    _q: deque[Handle[Any]]
+    _parked: deque[Event]
+    _avail: int
+    _burst: int
+    _recheck: bool
+    _pending: int
+    _running: int
+    _completed: int
+    _failed: int
+    _cancelled: int
+    _expired: int
+    _max_late: float
+    _lat: list[float]
+    _lat_n: int
+    _quiet: Event | None
+    _quiet_mode: int
+
+    if TYPE_CHECKING:
+
+        def _untrack_wall(self, h: Handle[Any]) -> None: ...
+
+    def _rearm(self, when: float) -> None:
+        self._wake_at = when
+        scope = self._sleep_scope
+        if scope is not None:
+            scope.deadline = when
+
+    def _check_quiet(self) -> None:
+        mode = self._quiet_mode
+        if mode and (self._pending if mode == 1 else self._running) == 0:
+            assert self._quiet is not None
+            self._quiet_mode = 0
+            self._quiet.set()
+
+    async def _timer_loop(self) -> None:
+        entries = self._entries
+        clock = self._clock
+        heap = self._heap
+        while True:
+            now = clock()
+            if entries and entries[0][0] <= now:
+                self._run_due(now)
+            if self._q:
+                self._pump()
+            elif self._recheck:
+                self._recheck = False
+                self._burst = 1
+            if self._quiet_mode:
+                self._check_quiet()
+            # Drop dead tuples from the top so we don't wake up for nothing.
+            while entries:
+                when, _, top = entries[0]
+                if top._st == PENDING and top._when is when:
+                    break
+                heappop(entries)
+                heap.dead -= 1
+            # With work queued for runners, only yield so they can take it.
+            deadline = -_INF if self._recheck else entries[0][0] if entries else _INF
+            with CancelScope(deadline=deadline) as scope:
+                self._sleep_scope = scope
+                self._wake_at = deadline
+                try:
+                    await sleep_forever()
+                finally:
+                    self._wake_at = -_INF
+                    self._sleep_scope = None
+
+    def _run_due(self, now: float) -> None:
+        """Run or dispatch every entry due at ``now``, in (when, seq) order.
+
+        Plain sync callbacks run right here, inline, one after another: the
+        cheapest path there is.  Everything else goes to a runner task.
+        """
+        entries = self._entries
+        heap = self._heap
+        clock = self._clock
+        slow = self._sync_in_thread or self._limiter is not None
+        lat = self._lat
+        set_current = _current.set
+        reset_current = _current.reset
+        t = now
+        while entries and entries[0][0] <= now:
+            when, _, h = heappop(entries)
+            if h._st or h._when is not when:
+                heap.dead -= 1
+                continue
+            if slow or h._x is not None:
+                self._dispatch(h, t)
+                continue
+            # -- fast path: a plain callback, inline on the event loop
+            h._st = RUNNING
+            self._pending -= 1
+            self._running += 1
+            late = t - when
+            if late > self._max_late:
+                self._max_late = late
+            lat[self._lat_n & (LATENESS_SAMPLES - 1)] = late
+            self._lat_n += 1
+            token = set_current((h, t))
+            try:
+                result = h._func(*h._args)
+            except Exception as exc:
+                self._running -= 1
+                self._fail(h, exc)
+            else:
+                if type(result) is CoroutineType:
+                    # An async callback: it has started; a runner awaits it.
+                    h._result = result
+                    self._q.append(h)
+                else:
+                    self._running -= 1
+                    self._completed += 1
+                    h._st = COMPLETED
+                    h._result = result
+                    h._args = None
+                    h._owner = None
+            finally:
+                reset_current(token)
+            t2 = clock()
+            if t2 - t > BLOCKING_WARN_SECONDS:
+                _warn_blocking(h, t2 - t)
+            t = t2
+
+    def _dispatch(self, h: Handle[Any], now: float) -> None:
+        """A due handle that needs more than the fast path."""
+        x = h._x
+        if x is not None:
+            if x.internal:
+                h._st = COMPLETED
+                h._owner = None
+                assert h._func is not None
+                try:
+                    h._func()
+                except Exception:
+                    logger.exception("duetime internal callback %r failed", h._func)
+                return
+            if x.wall is not None:
+                self._untrack_wall(h)
+        h._st = QUEUED
+        self._q.append(h)
+
+    def _pump(self) -> None:
+        """Get runner tasks onto the queued work, reusing parked ones first.
+
+        A runner drains the queue until one of its jobs really suspends, so quick
+        async callbacks share a few runners.  More runners are spawned, in
+        doubling bursts, only while the queue is still full after those runners
+        had their turn: they are all blocked.
+        """
+        q = self._q
+        need = len(q) - self._avail
+        parked = self._parked
+        while need > 0 and parked:
+            parked.popleft().set()
+            self._avail += 1
+            need -= 1
+        if need > 0:
+            if self._avail == 0:
+                n = min(need, self._burst)
+                self._burst = min(self._burst * 2, _MAX_BURST)
+                assert self._tg is not None
+                for _ in range(n):
+                    self._avail += 1
+                    self._tg.start_soon(self._runner)
+            self._recheck = True
+        else:
+            self._recheck = False
+            self._burst = 1
+
+    async def _runner(self) -> None:
+        q = self._q
+        parked = self._parked
+        self._avail -= 1
+        while True:
+            while q:
+                await self._run_job(q.popleft())
+            if len(parked) >= _MAX_PARKED:
+                return
+            event = Event()
+            parked.append(event)
+            await event.wait()
+            self._avail -= 1
+
+    async def _run_job(self, h: Handle[Any]) -> None:
+        """Run one queued handle in this runner task, to its final state."""
+        x = h._x
+        started: float
+        if h._st == RUNNING:
+            # An async callback started inline: await its coroutine.
+            coro = h._result
+            started = self._clock()  # approximately; it was created just before
+            if x is not None and x.cancelling:
+                coro.close()
+                self._running -= 1
+                self._cancelled += 1
+                h._finish(CANCELLED, None)
+                self._check_quiet()
+                return
+            await self._drive(h, x, coro, None, started, _INF)
+            return
+        if h._st != QUEUED:
+            return  # cancelled while queued
+        limiter = self._limiter
+        if limiter is not None:
+            await limiter.acquire()
+            if h._st != QUEUED:
+                limiter.release()
+                return
+        try:
+            now = self._clock()
+            if x is not None and x.deadline is not None and now >= x.deadline:
+                self._pending -= 1
+                self._expired += 1
+                h._finish(EXPIRED, DeadlineExpired(f"{h.name} could not start before its deadline"))
+                self._check_quiet()
+                return
+            h._st = RUNNING
+            self._pending -= 1
+            self._running += 1
+            late = now - h._when
+            if late > self._max_late:
+                self._max_late = late
+            self._lat[self._lat_n & (LATENESS_SAMPLES - 1)] = late
+            self._lat_n += 1
+            deadline = _INF
+            if x is not None:
+                if x.timeout is not None:
+                    deadline = now + x.timeout
+                if x.deadline is not None and x.deadline < deadline:
+                    deadline = x.deadline
+            func = h._func
+            assert func is not None
+            in_thread = self._sync_in_thread
+            if x is not None and x.in_thread is not None:
+                in_thread = x.in_thread
+            thread = in_thread and not is_async(func)
+            await self._drive(h, x, func, thread, now, deadline)
+        finally:
+            if limiter is not None:
+                limiter.release()
+
+    async def _drive(
+        self,
+        h: Handle[Any],
+        x: Extra | None,
+        target: Any,
+        thread: bool | None,
+        started: float,
+        deadline: float,
+    ) -> None:
+        """Run ``target`` (a coroutine, or a function when ``thread`` is not None).
+
+        Ends the handle in its final state, or re-queues it for a retry.
+        """
+        args = h._args or ()
+        token = _current.set((h, started))
+        try:
+            with CancelScope(deadline=deadline) as scope:
+                h._result = scope  # lets cancel() reach a running callback
+                if thread is None:
+                    result = await target
+                elif thread:
+                    result = await to_thread.run_sync(target, *args, abandon_on_cancel=True)
+                else:
+                    t0 = self._clock()
+                    result = target(*args)
+                    elapsed = self._clock() - t0
+                    if elapsed > BLOCKING_WARN_SECONDS:
+                        _warn_blocking(h, elapsed)
+                    if inspect.iscoroutine(result):
+                        result = await result
+        except Exception as exc:
+            self._running -= 1
+            self._fail(h, exc)
+        except get_cancelled_exc_class():
+            self._running -= 1
+            self._cancelled += 1
+            h._finish(CANCELLED, None)
+            self._check_quiet()
+            assert self._tg is not None
+            if self._tg.cancel_scope.cancel_called:
+                raise
+            # The callback cancelled itself; this runner lives on.
+        else:
+            self._running -= 1
+            if scope.cancelled_caught:
+                if x is not None and x.cancelling:
+                    self._cancelled += 1
+                    h._finish(CANCELLED, None)
+                elif x is not None and x.deadline is not None and deadline == x.deadline:
+                    self._fail(h, DeadlineExpired(f"{h.name} was cut off by its deadline"))
+                else:
+                    timeout = x.timeout if x is not None else None
+                    self._fail(h, TimeoutError(f"{h.name} timed out after {timeout} s"))
+            else:
+                self._completed += 1
+                h._finish(COMPLETED, result)
+        finally:
+            _current.reset(token)
+        self._check_quiet()
+
+    def _fail(self, h: Handle[Any], exc: BaseException) -> None:
+        """A run raised ``exc``: retry it, or fail the handle and report it."""
+        x = h._x
+        if x is not None:
+            retry = x.retry
+            if (
+                retry is not None
+                and self._state != CLOSED
+                and not x.cancelling
+                and retry.should_retry(x.attempt, exc)
+            ):
+                when = self._clock() + retry.pause(x.attempt)
+                if x.deadline is None or when < x.deadline:
+                    x.attempt += 1
+                    h._when = when
+                    h._st = PENDING
+                    h._result = None
+                    self._pending += 1
+                    heappush(self._entries, (when, h._id, h))
+                    if when < self._wake_at:
+                        self._rearm(when)
+                    return
+        self._failed += 1
+        if not h._finish(FAILED, exc):
+            self._report(h, exc)
+
+    def _report(self, h: Handle[Any], exc: BaseException) -> None:
+        on_error = self._on_error
+        if on_error is None:
+            logger.error(
+                "unobserved exception in callback %s",
+                h.name,
+                exc_info=(type(exc), exc, exc.__traceback__),
+            )
+            return
+        try:
+            on_error(h, exc)
+        except Exception:
+            logger.exception("on_error raised while reporting %r", h)
+
+
+def _warn_blocking(h: Handle[Any], elapsed: float) -> None:
+    logger.warning(
+        "sync callback %s blocked the event loop for %.3f s; pass in_thread=True or make it async",
+        h.name,
+        elapsed,
+    )
