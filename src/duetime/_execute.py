@@ -362,6 +362,7 @@ class Executor:
         else:
             self._running -= 1
             if scope.cancelled_caught:
+                x = h._x  # cancel() may have made it since
                 if x is not None and x.cancelling:
                     self._cancelled += 1
                     h._finish(CANCELLED, None)

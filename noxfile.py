@@ -1,0 +1,32 @@
+"""Developer sessions: ``nox -s tests``, ``nox -s lint``, ``nox -s demo``."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint"]
+nox.options.reuse_existing_virtualenvs = True
+
+
+@nox.session
+@nox.parametrize("backend", ["asyncio", "trio"])
+def tests(session: nox.Session, backend: str) -> None:
+    """Run the test suite on one backend (both run on virtual time)."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "pytest", "-k", backend, *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff (lint and format) and mypy --strict on src and tests."""
+    session.install("-e", ".[lint]")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("mypy")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The newcomer's tour, shortened."""
+    session.install("-e", ".[cli]")
+    session.run("python", "-m", "duetime", "demo", "--fast")

@@ -1,0 +1,31 @@
+"""Command line: ``python -m duetime demo``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the duetime command line; return the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m duetime", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="a short live tour of duetime")
+    demo.add_argument("--fast", action="store_true", help="shrink every delay (for CI)")
+    demo.add_argument(
+        "--backend", choices=["asyncio", "trio"], default="asyncio", help="event loop to run on"
+    )
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        from ._demo import run_demo
+
+        return run_demo(fast=args.fast, backend=args.backend)
+    parser.error(f"unknown command {args.command!r}")  # pragma: no cover
+    return 2  # pragma: no cover
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,519 @@
+"""The Scheduler and its Handles, on asyncio and trio, in virtual time."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+import weakref
+from functools import partial
+from typing import Any
+
+import anyio
+import pytest
+
+import duetime
+from duetime import CallbackCancelled, Scheduler, Status
+
+pytestmark = pytest.mark.anyio
+
+
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+async def async_add(a: int, b: int) -> int:
+    await anyio.sleep(1)
+    return a + b
+
+
+def boom() -> None:
+    raise ZeroDivisionError("boom")
+
+
+async def test_call_later_returns_awaitable_handle() -> None:
+    async with Scheduler() as s:
+        start = anyio.current_time()
+        h = s.call_later(0.5, add, 1, 2)
+        assert h.status is Status.PENDING
+        assert h.when == pytest.approx(start + 0.5)
+        assert await h == 3
+        assert anyio.current_time() - start == pytest.approx(0.5, abs=1e-6)
+        assert h.status is Status.COMPLETED
+        assert h.done()
+        assert h.return_value == 3
+        assert h.exception is None
+        assert h.name == "add"
+
+
+async def test_async_callback_and_timedelta_delay() -> None:
+    from datetime import timedelta
+
+    async with Scheduler() as s:
+        start = anyio.current_time()
+        h = s.call_later(timedelta(seconds=2), async_add, 2, 3)
+        assert await h == 5
+        # due at +2, then the callback itself sleeps 1 s
+        assert anyio.current_time() - start == pytest.approx(3.0, abs=1e-6)
+
+
+async def test_keyword_arguments_go_through_partial() -> None:
+    def greet(name: str, *, punct: str) -> str:
+        return name + punct
+
+    async with Scheduler() as s:
+        assert await s.call_soon(partial(greet, "hi", punct="!")) == "hi!"
+
+
+async def test_call_at_loop_time_and_never_early() -> None:
+    fired: list[float] = []
+    async with Scheduler() as s:
+        target = anyio.current_time() + 5
+        h = s.call_at(target, lambda: fired.append(anyio.current_time()))
+        await h
+    assert fired[0] >= target
+
+
+async def test_same_due_time_runs_fifo() -> None:
+    order: list[int] = []
+    async with Scheduler() as s:
+        when = anyio.current_time() + 1
+        for i in range(50):
+            s.call_at(when, order.append, i)
+        s.call_at(when - 0.5, order.append, -1)
+        await anyio.sleep(2)
+    assert order == [-1, *range(50)]
+
+
+async def test_call_soon_runs_after_already_due() -> None:
+    order: list[str] = []
+    async with Scheduler() as s:
+        s.call_soon(order.append, "a")
+        s.call_soon(order.append, "b")
+        await s.call_soon(order.append, "c")
+    assert order == ["a", "b", "c"]
+
+
+async def test_earlier_entry_rearms_sleeping_loop() -> None:
+    async with Scheduler() as s:
+        late = s.call_later(100, add, 0, 0)
+        await anyio.sleep(1)  # the loop is now asleep until +100
+        start = anyio.current_time()
+        await s.call_later(2, add, 1, 1)
+        assert anyio.current_time() - start == pytest.approx(2.0, abs=1e-6)
+        assert late.status is Status.PENDING
+
+
+async def test_cancel_pending() -> None:
+    ran: list[int] = []
+    async with Scheduler() as s:
+        h = s.call_later(1, ran.append, 1)
+        assert h.cancel() is True
+        assert h.cancel() is False
+        assert h.status is Status.CANCELLED
+        with pytest.raises(CallbackCancelled):
+            await h
+        with pytest.raises(CallbackCancelled):
+            _ = h.return_value
+        with pytest.raises(CallbackCancelled):
+            _ = h.exception
+        assert len(s) == 0
+        await anyio.sleep(2)
+    assert ran == []
+    assert s.statistics().cancelled == 1
+
+
+async def test_cancel_running_async_callback() -> None:
+    async with Scheduler() as s:
+        h = s.call_soon(anyio.sleep, 10)
+        await anyio.sleep(1)
+        assert h.status is Status.RUNNING
+        assert h.cancel() is True
+        await h.wait()
+        assert h.status is Status.CANCELLED
+        assert s.statistics().cancelled == 1
+        # the scheduler keeps working
+        assert await s.call_later(1, add, 2, 2) == 4
+
+
+async def test_return_value_before_finish_raises_task_not_finished() -> None:
+    async with Scheduler() as s:
+        h = s.call_later(1, add, 1, 1)
+        with pytest.raises(anyio.TaskNotFinished):
+            _ = h.return_value
+        with pytest.raises(anyio.TaskNotFinished):
+            _ = h.exception
+        h.cancel()
+
+
+async def test_failure_is_captured_and_reraised() -> None:
+    async with Scheduler(on_error=lambda h, e: None) as s:
+        h = s.call_soon(boom)
+        with pytest.raises(ZeroDivisionError, match="boom") as info:
+            await h
+        assert h.status is Status.FAILED
+        assert isinstance(h.exception, ZeroDivisionError)
+        # its own traceback: the frame of boom() is in it
+        assert any(tb.name == "boom" for tb in info.traceback)
+        with pytest.raises(ZeroDivisionError):
+            _ = h.return_value
+
+
+async def test_unobserved_error_goes_to_on_error_observed_does_not() -> None:
+    seen: list[tuple[duetime.Handle[Any], BaseException]] = []
+    async with Scheduler(on_error=lambda h, e: seen.append((h, e))) as s:
+        unobserved = s.call_soon(boom)
+        observed = s.call_later(1, boom)
+        observed.add_done_callback(lambda h: None)
+        cancelled = s.call_later(1, boom)
+        cancelled.cancel()
+        await anyio.sleep(2)
+        assert s.call_soon(add, 1, 1) is not None  # loop still alive
+        await anyio.sleep(1)
+    assert [h for h, _ in seen] == [unobserved]
+    assert isinstance(seen[0][1], ZeroDivisionError)
+
+
+async def test_default_on_error_logs_with_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.ERROR, logger="duetime")
+    async with Scheduler() as s:
+        s.call_soon(boom, name="exploder")
+        await anyio.sleep(1)
+    records = [r for r in caplog.records if r.name == "duetime"]
+    assert len(records) == 1
+    assert records[0].levelno == logging.ERROR
+    assert "exploder" in records[0].getMessage()
+    assert records[0].exc_info is not None
+    assert records[0].exc_info[0] is ZeroDivisionError
+
+
+async def test_async_failure_does_not_stop_the_loop() -> None:
+    async def fail_later() -> None:
+        await anyio.sleep(1)
+        raise ValueError("nope")
+
+    async with Scheduler(on_error=lambda h, e: None) as s:
+        bad = s.call_soon(fail_later)
+        good = s.call_later(2, add, 1, 1)
+        assert await good == 2
+        assert isinstance(bad.exception, ValueError)
+
+
+async def test_body_exception_propagates_unwrapped_and_cancels_all() -> None:
+    handles: list[duetime.Handle[Any]] = []
+    with pytest.raises(KeyError, match="body"):
+        async with Scheduler() as s:
+            handles.append(s.call_later(5, add, 1, 1))
+            handles.append(s.call_soon(anyio.sleep, 100))
+            await anyio.sleep(1)
+            raise KeyError("body")
+    assert [h.status for h in handles] == [Status.CANCELLED, Status.CANCELLED]
+
+
+async def test_exit_cancel_mode_cancels_pending_and_awaits_running() -> None:
+    async with Scheduler() as s:
+        pending = s.call_later(10, add, 1, 1)
+        running = s.call_soon(async_add, 1, 2)
+        await anyio.sleep(0.5)
+        start = anyio.current_time()
+    assert pending.status is Status.CANCELLED
+    assert running.status is Status.COMPLETED
+    assert running.return_value == 3
+    assert anyio.current_time() - start == pytest.approx(0.5, abs=1e-6)
+
+
+async def test_exit_drain_mode_runs_pending_at_due_time() -> None:
+    fired: list[float] = []
+    async with Scheduler(on_exit="drain") as s:
+        start = anyio.current_time()
+        h = s.call_later(10, lambda: fired.append(anyio.current_time()))
+    assert h.status is Status.COMPLETED
+    assert fired == [pytest.approx(start + 10, abs=1e-6)]
+
+
+async def test_exit_grace_cancels_slow_running_callbacks() -> None:
+    async with Scheduler(grace=2) as s:
+        slow = s.call_soon(anyio.sleep, 100)
+        quick = s.call_soon(anyio.sleep, 1)
+        await anyio.sleep(0.1)
+        start = anyio.current_time()
+    assert quick.status is Status.COMPLETED
+    assert slow.status is Status.CANCELLED
+    assert anyio.current_time() - start == pytest.approx(2, abs=1e-6)
+
+
+async def test_scheduling_outside_the_block_raises() -> None:
+    s = Scheduler()
+    with pytest.raises(duetime.SchedulerClosed, match="not been entered"):
+        s.call_soon(add, 1, 1)
+    async with s:
+        pass
+    with pytest.raises(duetime.SchedulerClosed):
+        s.call_later(1, add, 1, 1)
+    with pytest.raises(RuntimeError, match="once"):
+        async with s:
+            pass
+
+
+async def test_timeout_on_async_callback() -> None:
+    async with Scheduler() as s:
+        h = s.call_soon(anyio.sleep, 10, timeout=2)
+        with pytest.raises(TimeoutError):
+            await h
+        assert h.status is Status.FAILED
+        assert type(h.exception) is TimeoutError
+
+
+async def test_in_thread_runs_in_a_worker_thread() -> None:
+    main = threading.get_ident()
+    async with Scheduler() as s:
+        ident = await s.call_soon(threading.get_ident, in_thread=True)
+        assert ident != main
+        assert await s.call_soon(threading.get_ident) == main
+    async with Scheduler(sync_in_thread=True) as s:
+        assert await s.call_soon(threading.get_ident) != main
+        assert await s.call_soon(threading.get_ident, in_thread=False) == main
+
+
+async def test_max_concurrency_limits_running_callbacks() -> None:
+    peak = 0
+    running = 0
+
+    async def job() -> None:
+        nonlocal peak, running
+        running += 1
+        peak = max(peak, running)
+        await anyio.sleep(1)
+        running -= 1
+
+    async with Scheduler(max_concurrency=3) as s:
+        handles = [s.call_soon(job) for _ in range(10)]
+        start = anyio.current_time()
+        for h in handles:
+            await h
+        assert anyio.current_time() - start == pytest.approx(4, abs=1e-6)
+    assert peak == 3
+
+
+async def test_blocking_sync_callback_is_reported(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Virtual clocks don't move during a busy loop, so lower the threshold instead.
+    monkeypatch.setattr("duetime._execute.BLOCKING_WARN_SECONDS", -1.0)
+    caplog.set_level(logging.WARNING, logger="duetime")
+    async with Scheduler() as s:
+        await s.call_soon(add, 1, 1, name="slowpoke")
+    assert any("slowpoke" in r.getMessage() and "blocked" in r.getMessage() for r in caplog.records)
+
+
+async def test_current_run_in_sync_async_and_thread_callbacks() -> None:
+    def sync_info() -> duetime.RunInfo:
+        return duetime.current_run()
+
+    async def async_info() -> duetime.RunInfo:
+        await anyio.sleep(0)
+        return duetime.current_run()
+
+    async with Scheduler() as s:
+        h1 = s.call_later(1, sync_info)
+        info = await h1
+        assert info.handle is h1
+        assert info.scheduled == h1.when
+        assert info.started >= info.scheduled
+        assert info.attempt == 1
+        h2 = s.call_soon(async_info)
+        assert (await h2).handle is h2
+        h3 = s.call_soon(sync_info, in_thread=True)
+        assert (await h3).handle is h3
+    with pytest.raises(RuntimeError):
+        duetime.current_run()
+
+
+async def test_retry_puts_attempts_back_on_the_heap() -> None:
+    attempts: list[tuple[int, float]] = []
+
+    def flaky() -> str:
+        info = duetime.current_run()
+        attempts.append((info.attempt, anyio.current_time()))
+        if info.attempt < 3:
+            raise ConnectionError("flaky")
+        return "ok"
+
+    retry = duetime.Retry(attempts=3, backoff=1.0, factor=2.0, jitter=0.0)
+    async with Scheduler() as s:
+        start = anyio.current_time()
+        h = s.call_soon(flaky, retry=retry)
+        assert await h == "ok"
+    assert [a for a, _ in attempts] == [1, 2, 3]
+    assert [t - start for _, t in attempts] == pytest.approx([0, 1, 3], abs=1e-6)
+    assert s.statistics().completed == 1
+    assert s.statistics().failed == 0
+
+
+async def test_retry_gives_up_and_respects_on() -> None:
+    calls = 0
+
+    def always() -> None:
+        nonlocal calls
+        calls += 1
+        raise ConnectionError("down")
+
+    async with Scheduler(on_error=lambda h, e: None) as s:
+        h = s.call_soon(always, retry=duetime.Retry(attempts=2, backoff=0.5, jitter=0))
+        with pytest.raises(ConnectionError):
+            await h
+        assert calls == 2
+        h2 = s.call_soon(boom, retry=duetime.Retry(attempts=5, on=(ConnectionError,)))
+        with pytest.raises(ZeroDivisionError):
+            await h2
+    assert s.statistics().failed == 2
+
+
+async def test_inherit_deadline_expires_before_start() -> None:
+    ran: list[int] = []
+    async with Scheduler() as s:
+        with anyio.move_on_after(5):
+            h = s.call_later(10, ran.append, 1, inherit_deadline=True)
+        assert h.status is Status.EXPIRED
+        assert isinstance(h.exception, duetime.DeadlineExpired)
+        with pytest.raises(duetime.DeadlineExpired):
+            await h
+        await anyio.sleep(11)
+    assert ran == []
+    assert s.statistics().expired == 1
+
+
+async def test_inherit_deadline_cuts_off_mid_run() -> None:
+    async with Scheduler() as s:
+        with anyio.move_on_after(5):
+            h = s.call_later(1, anyio.sleep, 10, inherit_deadline=True)
+            ok = s.call_later(1, anyio.sleep, 1, inherit_deadline=True)
+        start = anyio.current_time()
+        await ok
+        with pytest.raises(duetime.DeadlineExpired):
+            await h
+        assert h.status is Status.FAILED
+        assert anyio.current_time() - start == pytest.approx(5, abs=1e-6)
+
+
+async def test_statistics_add_up_and_len() -> None:
+    async with Scheduler(on_error=lambda h, e: None) as s:
+        s.call_later(1, add, 1, 1)
+        s.call_later(1, boom)
+        s.call_later(5, add, 1, 1).cancel()
+        s.call_later(100, add, 1, 1)
+        s.call_soon(anyio.sleep, 50)
+        assert len(s) == 4
+        await anyio.sleep(2)
+        st = s.statistics()
+        assert (st.pending, st.running, st.completed, st.failed, st.cancelled) == (1, 1, 1, 1, 1)
+        assert len(s) == 1
+        assert st.max_lateness >= 0
+        assert st.p99_lateness <= st.max_lateness
+
+
+async def test_finished_handles_are_not_retained() -> None:
+    class Payload:
+        pass
+
+    async with Scheduler() as s:
+        h = s.call_soon(Payload)
+        await h
+        ref = weakref.ref(h)
+        cancelled = weakref.ref(s.call_later(10, add, 1, 1))
+        cancelled_handle = cancelled()
+        assert cancelled_handle is not None
+        cancelled_handle.cancel()
+        del h, cancelled_handle
+        await anyio.sleep(0)
+        gc.collect()
+        assert ref() is None
+        assert cancelled() is None or cancelled() in [e[2] for e in s._entries]
+
+
+async def test_cancel_storm_compacts_the_heap() -> None:
+    async with Scheduler() as s:
+        handles = [s.call_later(1000 + i, add, i, i) for i in range(10_000)]
+        for h in handles[:9_000]:
+            h.cancel()
+        assert len(s) == 1_000
+        assert len(s._entries) < 5_000
+        assert await s.call_later(1, add, 1, 1) == 2
+
+
+async def test_idle_scheduler_does_not_poll(monkeypatch: pytest.MonkeyPatch) -> None:
+    sleeps = 0
+    real = anyio.sleep_forever
+
+    async def counting_sleep_forever() -> None:
+        nonlocal sleeps
+        sleeps += 1
+        await real()
+
+    monkeypatch.setattr("duetime._execute.sleep_forever", counting_sleep_forever)
+    async with Scheduler() as s:
+        h = s.call_later(3600, add, 1, 1)
+        await anyio.sleep(1)
+        before = sleeps
+        await anyio.sleep(3000)
+        assert sleeps == before  # no wake-ups while nothing is due
+        assert await h == 2
+
+
+async def test_handle_repr_and_ids() -> None:
+    async with Scheduler() as s:
+        a = s.call_later(1, add, 1, 1, name="first")
+        b = s.call_later(1, add, 1, 1)
+        assert a.id != b.id
+        assert "first" in repr(a)
+        assert "PENDING" in repr(a)
+        done: list[Status] = []
+        a.add_done_callback(lambda h: done.append(h.status))
+        await a
+        a.add_done_callback(lambda h: done.append(h.status))
+        assert done == [Status.COMPLETED, Status.COMPLETED]
+        await b
+
+
+async def test_callback_may_schedule_more_work() -> None:
+    results: list[int] = []
+    async with Scheduler() as s:
+
+        def step(n: int) -> None:
+            results.append(n)
+            if n < 5:
+                s.call_later(1, step, n + 1)
+
+        s.call_soon(step, 0)
+        await anyio.sleep(10)
+    assert results == [0, 1, 2, 3, 4, 5]
+
+
+async def test_async_callback_that_cancels_itself_leaves_loop_alive() -> None:
+    async def self_cancel() -> None:
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await anyio.sleep(1)
+        raise RuntimeError("after self-cancel")
+
+    async with Scheduler(on_error=lambda h, e: None) as s:
+        h = s.call_soon(self_cancel)
+        with pytest.raises(RuntimeError):
+            await h
+        assert await s.call_later(1, add, 3, 3) == 6
+
+
+async def test_many_concurrent_async_callbacks_all_start_on_time() -> None:
+    starts: list[float] = []
+
+    async def job() -> None:
+        starts.append(anyio.current_time())
+        await anyio.sleep(10)
+
+    async with Scheduler() as s:
+        t0 = anyio.current_time()
+        handles = [s.call_later(1, job) for _ in range(300)]
+        for h in handles:
+            await h
+    assert len(starts) == 300
+    assert max(starts) - t0 == pytest.approx(1, abs=1e-6)

@@ -1,0 +1,82 @@
+"""Aware datetimes fire on the wall clock, even when it is stepped."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import anyio
+import pytest
+
+from duetime import Scheduler, Status
+
+pytestmark = pytest.mark.anyio
+
+BASE = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
+
+
+class SteppableWall:
+    """A wall clock that follows loop time, plus a step we can change."""
+
+    def __init__(self) -> None:
+        self.t0 = anyio.current_time()
+        self.step = 0.0
+
+    def __call__(self) -> datetime:
+        return BASE + timedelta(seconds=anyio.current_time() - self.t0 + self.step)
+
+
+async def test_datetime_fires_at_its_wall_time() -> None:
+    wall = SteppableWall()
+    async with Scheduler(wall_clock=wall) as s:
+        fired: list[datetime] = []
+        h = s.call_at(BASE + timedelta(minutes=10), lambda: fired.append(wall()))
+        await h
+    assert fired[0] >= BASE + timedelta(minutes=10)
+    assert fired[0] - (BASE + timedelta(minutes=10)) < timedelta(seconds=1)
+
+
+async def test_other_timezones_are_fine() -> None:
+    wall = SteppableWall()
+    tz = timezone(timedelta(hours=5, minutes=30))
+    async with Scheduler(wall_clock=wall) as s:
+        h = s.call_at((BASE + timedelta(seconds=30)).astimezone(tz), wall)
+        fired = await h
+    assert timedelta(0) <= fired - (BASE + timedelta(seconds=30)) < timedelta(seconds=1)
+
+
+@pytest.mark.parametrize("step", [3500.0, -600.0])
+async def test_clock_step_is_followed_within_a_second(step: float) -> None:
+    wall = SteppableWall()
+    target = BASE + timedelta(hours=1)
+    async with Scheduler(wall_clock=wall) as s:
+        fired: list[datetime] = []
+        h = s.call_at(target, lambda: fired.append(wall()))
+        await anyio.sleep(10)
+        wall.step = step  # the system clock jumps (or the machine slept)
+        await h
+    assert h.status is Status.COMPLETED
+    assert fired[0] >= target  # never early on the wall clock
+    assert fired[0] - target < timedelta(seconds=1.01)
+
+
+async def test_past_datetime_runs_soon() -> None:
+    wall = SteppableWall()
+    async with Scheduler(wall_clock=wall) as s:
+        start = anyio.current_time()
+        await s.call_at(BASE - timedelta(days=1), lambda: None)
+        assert anyio.current_time() == pytest.approx(start, abs=1e-6)
+
+
+async def test_watchdog_only_runs_while_datetime_entries_pend() -> None:
+    wall = SteppableWall()
+    async with Scheduler(wall_clock=wall) as s:
+        h = s.call_at(BASE + timedelta(seconds=5), lambda: None)
+        assert s._watchdog is not None
+        await h
+        await anyio.sleep(2)
+        assert s._watchdog is None
+        assert len(s._entries) == 0
+        h2 = s.call_at(BASE + timedelta(hours=2), lambda: None)
+        h2.cancel()
+        await anyio.sleep(2)
+        assert s._watchdog is None
