@@ -27,7 +27,9 @@ op = st.one_of(
 
 
 def backends() -> list[tuple[str, dict[str, Any]]]:
-    result: list[tuple[str, dict[str, Any]]] = [("trio", {"clock": MockClock(autojump_threshold=0)})]
+    result: list[tuple[str, dict[str, Any]]] = [
+        ("trio", {"clock": MockClock(autojump_threshold=0)})
+    ]
     if VirtualTimeLoop is not None:
         result.append(("asyncio", {"loop_factory": VirtualTimeLoop}))
     return result

@@ -10,6 +10,7 @@ from functools import partial
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 import duetime
@@ -311,7 +312,7 @@ async def test_current_run_in_sync_async_and_thread_callbacks() -> None:
         return duetime.current_run()
 
     async def async_info() -> duetime.RunInfo:
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         return duetime.current_run()
 
     async with Scheduler() as s:
@@ -425,7 +426,7 @@ async def test_finished_handles_are_not_retained() -> None:
         assert cancelled_handle is not None
         cancelled_handle.cancel()
         del h, cancelled_handle
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         gc.collect()
         assert ref() is None
         assert cancelled() is None or cancelled() in [e[2] for e in s._entries]

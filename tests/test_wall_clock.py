@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import anyio
 import pytest
@@ -11,7 +11,7 @@ from duetime import Scheduler, Status
 
 pytestmark = pytest.mark.anyio
 
-BASE = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
+BASE = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
 
 class SteppableWall:

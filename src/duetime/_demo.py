@@ -58,7 +58,8 @@ async def _tour(scale: float) -> None:
         _say(f"{stamp()} 3. cancellation: a pending handle is removed in O(1)")
         doomed = scheduler.call_later(60, _add, 0, 0, name="never-runs")
         _say(
-            f"{stamp()}    cancel() -> {doomed.cancel()}, again -> {doomed.cancel()}, status={doomed.status}"
+            f"{stamp()}    cancel() -> {doomed.cancel()}, again -> {doomed.cancel()},"
+            f" status={doomed.status}"
         )
 
         _say(f"{stamp()} 4. errors are captured, never lost, never kill the loop")
