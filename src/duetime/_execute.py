@@ -147,24 +147,33 @@ class Executor:
         """Run or dispatch every entry due at ``now``, in (when, seq) order.
 
         Plain sync callbacks run right here, inline, one after another: the
-        cheapest path there is.  Everything else goes to a runner task.
+        cheapest path there is.  Everything else goes to a runner task.  A sync
+        callback never overtakes queued work of the same pass: the pass stops
+        there and resumes once the runners have started what was queued, so
+        bodies start in (when, seq) order across sync and async callbacks.
         """
         entries = self._entries
         heap = self._heap
         clock = self._clock
         slow = self._sync_in_thread or self._limiter is not None
         lat = self._lat
+        q = self._q
         set_current = _current.set
         reset_current = _current.reset
         t = now
         while entries and entries[0][0] <= now:
-            when, _, h = heappop(entries)
+            when, seq, h = heappop(entries)
             if h._st or h._when is not when:
                 heap.dead -= 1
                 continue
             if slow or h._x is not None:
                 self._dispatch(h, t)
                 continue
+            if q and not is_async(h._func):
+                # Work queued in this pass has not started yet: running this sync
+                # callback now would overtake it.  Put it back; runners go first.
+                heappush(entries, (when, seq, h))
+                break
             # -- fast path: a plain callback, inline on the event loop
             h._st = RUNNING
             self._pending -= 1
@@ -184,7 +193,7 @@ class Executor:
                 if type(result) is CoroutineType:
                     # An async callback: it has started; a runner awaits it.
                     h._result = result
-                    self._q.append(h)
+                    q.append(h)
                 else:
                     self._running -= 1
                     self._completed += 1
