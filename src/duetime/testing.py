@@ -1,0 +1,515 @@
+"""Deterministic, virtual-time testing helpers for code built on duetime / anyio.
+
+The pieces:
+
+* :class:`VirtualTimeLoop` -- an :class:`asyncio.SelectorEventLoop` whose clock
+  (``loop.time()`` and therefore :func:`anyio.current_time`) is virtual. When
+  nothing is ready to run and the loop would only be waiting for a timer, the
+  clock *autojumps* straight to that timer's due time instead of sleeping.
+  Real I/O (sockets, the self-pipe used by ``call_soon_threadsafe`` and signal
+  wake-ups) keeps working because the real selector is always polled first.
+  It is the asyncio counterpart of :class:`trio.testing.MockClock` with
+  ``autojump_threshold=0``.
+* :class:`VirtualWallClock` -- a ``Callable[[], datetime]`` (aware, UTC) that
+  advances with the event loop's clock on both backends and can be *stepped*
+  to simulate a system-clock change.
+* :func:`virtual_time_backend`, :data:`virtual_time_backends` and
+  :func:`anyio_backend_fixture` -- glue for anyio's pytest plugin, giving every
+  test a fresh virtual clock on asyncio and on trio.
+* :func:`advance_time` and :func:`hold_autojump` -- backend-neutral helpers to
+  move virtual time by hand and to pause autojumping while work happens
+  outside the event loop.
+
+Typical ``conftest.py``::
+
+    from duetime.testing import anyio_backend_fixture
+
+    anyio_backend = anyio_backend_fixture()
+
+See ``docs/testing.md`` for the full guide, including the known limit around
+worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import queue
+import selectors
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Executor
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple, Unpack
+
+import anyio
+
+if TYPE_CHECKING:
+    from selectors import SelectorKey
+
+    from _typeshed import FileDescriptorLike
+
+__all__ = [
+    "DEFAULT_WALL_START",
+    "VirtualTimeLoop",
+    "VirtualWallClock",
+    "advance_time",
+    "anyio_backend_fixture",
+    "hold_autojump",
+    "virtual_time_backend",
+    "virtual_time_backends",
+]
+
+_T = TypeVar("_T")
+_Ts = TypeVarTuple("_Ts")
+
+#: Wall-clock reading a :class:`VirtualWallClock` starts at when no ``start`` is
+#: given. A fixed value keeps tests deterministic.
+DEFAULT_WALL_START = datetime(2024, 1, 1, tzinfo=UTC)
+
+#: How often (real seconds) the loop re-checks for outstanding thread work while
+#: it lets virtual time flow in real time. Results from threads wake the loop
+#: immediately through the self-pipe; this only bounds the time spent noticing
+#: that the last piece of thread work has finished without producing a wake-up.
+_THREAD_POLL_INTERVAL = 0.02
+
+#: Thread name anyio gives to its asyncio worker threads (``anyio.to_thread``).
+_ANYIO_WORKER_NAME = "AnyIO worker thread"
+
+
+class _AutojumpSelector(selectors.BaseSelector):
+    """Delegating selector whose ``select`` is routed through the loop."""
+
+    def __init__(self, real: selectors.BaseSelector, loop: VirtualTimeLoop) -> None:
+        self._real = real
+        # A weak reference avoids a loop <-> selector reference cycle.
+        self._loop_ref = weakref.ref(loop)
+
+    def register(self, fileobj: FileDescriptorLike, events: int, data: Any = None) -> SelectorKey:
+        return self._real.register(fileobj, events, data)
+
+    def unregister(self, fileobj: FileDescriptorLike) -> SelectorKey:
+        return self._real.unregister(fileobj)
+
+    def modify(self, fileobj: FileDescriptorLike, events: int, data: Any = None) -> SelectorKey:
+        return self._real.modify(fileobj, events, data)
+
+    def select(self, timeout: float | None = None) -> list[tuple[SelectorKey, int]]:
+        loop = self._loop_ref()
+        if loop is None:  # pragma: no cover - loop already garbage collected
+            return self._real.select(timeout)
+        return loop._virtual_select(self._real, timeout)
+
+    def close(self) -> None:
+        self._real.close()
+
+    def get_key(self, fileobj: FileDescriptorLike) -> SelectorKey:
+        return self._real.get_key(fileobj)
+
+    def get_map(self) -> Mapping[FileDescriptorLike, SelectorKey]:
+        return self._real.get_map()
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """An asyncio event loop running on a virtual clock with autojump.
+
+    ``time()`` returns virtual seconds, starting at ``start`` (default ``0.0``).
+    Virtual time only moves forward, and only when:
+
+    * the loop is idle -- nothing ready to run, no I/O event pending -- and is
+      waiting for a timer: the clock jumps exactly to that timer's due time
+      (*autojump*); with ``autojump_threshold > 0`` the loop first waits that
+      many *real* seconds for I/O before jumping;
+    * thread work started through this loop is outstanding (see below): the
+      clock then flows at the real rate, so a timeout around thread work
+      behaves as it would in production instead of firing immediately;
+    * :meth:`advance` is called.
+
+    When no timer is pending at all the loop blocks on the real selector, so
+    ``call_soon_threadsafe``, worker threads, signals and sockets wake it up as
+    usual.
+
+    Outstanding thread work that suspends autojumping:
+
+    * ``loop.run_in_executor`` calls (this includes ``asyncio.to_thread`` and
+      ``loop.getaddrinfo``, hence anyio's ``connect_tcp`` name resolution);
+    * busy ``anyio.to_thread.run_sync`` worker threads of this loop (detected by
+      inspecting anyio's worker threads; if a future anyio changes them, the
+      detection silently stops working -- use :meth:`hold_autojump`);
+    * any ``with loop.hold_autojump():`` block (or :func:`hold_autojump`).
+
+    Work the loop cannot see -- a ``threading.Thread`` you start yourself that
+    reports back with ``call_soon_threadsafe``, a subprocess, an external
+    server -- does not stop autojumping: wrap the wait in :func:`hold_autojump`.
+
+    Use with anyio::
+
+        anyio.run(main, backend="asyncio",
+                  backend_options={"loop_factory": VirtualTimeLoop})
+
+    Options other than the defaults go through :func:`functools.partial`, e.g.
+    ``loop_factory=partial(VirtualTimeLoop, autojump_threshold=0.05)``.
+
+    Args:
+        selector: the real selector to poll (default :class:`selectors.DefaultSelector`).
+        start: the initial virtual time.
+        autojump: when ``False`` virtual time only moves through :meth:`advance`
+            (and while thread work is outstanding it stays frozen too).
+        autojump_threshold: real seconds the loop must have been idle before it
+            jumps. ``0`` jumps at once; ``math.inf`` never jumps.
+    """
+
+    def __init__(
+        self,
+        selector: selectors.BaseSelector | None = None,
+        *,
+        start: float = 0.0,
+        autojump: bool = True,
+        autojump_threshold: float = 0.0,
+    ) -> None:
+        self._virtual_now = 0.0
+        self._autojump = bool(autojump)
+        self._autojump_threshold = 0.0
+        self._held = 0
+        self._held_lock = threading.Lock()
+        real = selector if selector is not None else selectors.DefaultSelector()
+        super().__init__(_AutojumpSelector(real, self))
+        try:
+            if not math.isfinite(start):
+                raise ValueError("start must be a finite number")
+            self._virtual_now = float(start)
+            self.autojump_threshold = autojump_threshold
+        except BaseException:
+            self.close()  # a half-built loop would complain in __del__
+            raise
+
+    # -- clock -------------------------------------------------------------------
+
+    def time(self) -> float:
+        """Return the current virtual time."""
+        return self._virtual_now
+
+    def advance(self, seconds: float) -> None:
+        """Move virtual time forward by ``seconds`` (must be ``>= 0``).
+
+        Timers that become due run on the next loop iteration, e.g. after an
+        ``await anyio.sleep(0)``. Call it from the loop's thread (from another
+        thread use ``loop.call_soon_threadsafe(loop.advance, seconds)``).
+        """
+        if not seconds >= 0:  # also rejects NaN
+            raise ValueError(f"time cannot go backwards (advance({seconds!r}))")
+        if math.isinf(seconds):
+            raise ValueError("cannot advance virtual time by an infinite amount")
+        self._virtual_now += seconds
+
+    @property
+    def autojump(self) -> bool:
+        """Whether idle waits for timers jump the clock. Assignable."""
+        return self._autojump
+
+    @autojump.setter
+    def autojump(self, value: bool) -> None:
+        self._autojump = bool(value)
+
+    @property
+    def autojump_threshold(self) -> float:
+        """Real seconds of idleness before the clock jumps. Assignable."""
+        return self._autojump_threshold
+
+    @autojump_threshold.setter
+    def autojump_threshold(self, value: float) -> None:
+        value = float(value)
+        if not value >= 0:
+            raise ValueError("autojump_threshold must be >= 0")
+        self._autojump_threshold = value
+
+    # -- outstanding outside work --------------------------------------------------
+
+    @contextmanager
+    def hold_autojump(self) -> Iterator[None]:
+        """Suspend autojumping for the duration of the block.
+
+        While held, an idle loop waiting for a timer lets virtual time flow at
+        the real rate (it really waits) instead of jumping. Blocks nest.
+        """
+        self._begin_outside_work()
+        try:
+            yield
+        finally:
+            self._end_outside_work()
+
+    def _begin_outside_work(self) -> None:
+        with self._held_lock:
+            self._held += 1
+
+    def _end_outside_work(self, _fut: object = None) -> None:
+        with self._held_lock:
+            self._held -= 1
+
+    def _anyio_workers_busy(self) -> bool:
+        for thread in threading.enumerate():
+            if thread.name != _ANYIO_WORKER_NAME or getattr(thread, "loop", None) is not self:
+                continue
+            if getattr(thread, "stopping", True) or not thread.is_alive():
+                continue
+            work_queue = getattr(thread, "queue", None)
+            if isinstance(work_queue, queue.Queue) and work_queue.unfinished_tasks > 0:
+                return True
+        return False
+
+    def _outside_work_pending(self) -> bool:
+        return self._held > 0 or self._anyio_workers_busy()
+
+    def run_in_executor(
+        self,
+        executor: Executor | None,
+        func: Callable[[Unpack[_Ts]], _T],
+        *args: *_Ts,
+    ) -> asyncio.Future[_T]:
+        future = super().run_in_executor(executor, func, *args)
+        self._begin_outside_work()
+        future.add_done_callback(self._end_outside_work)
+        return future
+
+    async def shutdown_default_executor(self, *args: Any, **kwargs: Any) -> None:
+        # Joining the executor's threads happens in a helper thread; on
+        # Python >= 3.12 the wait is bounded by a timer that must not autojump.
+        with self.hold_autojump():
+            await super().shutdown_default_executor(*args, **kwargs)
+
+    # -- the select hook --------------------------------------------------------
+
+    def _next_timer_when(self, timeout: float) -> float:
+        """Exact virtual due time of the timer ``_run_once`` is waiting for."""
+        scheduled: list[asyncio.TimerHandle] | None = getattr(self, "_scheduled", None)
+        if scheduled:
+            head = scheduled[0]
+            if not head.cancelled():
+                # Using the handle's own due time (rather than now + timeout)
+                # keeps times exact and ignores asyncio's 24 h select cap.
+                return max(self._virtual_now, head.when())
+        return self._virtual_now + timeout
+
+    def _virtual_select(
+        self, real: selectors.BaseSelector, timeout: float | None
+    ) -> list[tuple[SelectorKey, int]]:
+        if timeout is not None and timeout <= 0:
+            return real.select(0)
+        if timeout is None or not self._autojump:
+            # No timer at all (or autojump off, so no timer can come due by
+            # itself): only I/O, a thread or a signal can wake us.
+            return real.select(None)
+
+        target = self._next_timer_when(timeout)
+        # Thread work is outstanding: let virtual time flow at the real rate.
+        while self._outside_work_pending():
+            remaining = target - self._virtual_now
+            if remaining <= 0:
+                return []
+            started = time.perf_counter()
+            events = real.select(min(remaining, _THREAD_POLL_INTERVAL))
+            elapsed = time.perf_counter() - started
+            self._virtual_now = min(self._virtual_now + elapsed, target)
+            if events:
+                return events
+
+        threshold = self._autojump_threshold
+        if math.isinf(threshold):
+            return real.select(None)
+        events = real.select(threshold)
+        if events:
+            return events
+        if target > self._virtual_now:
+            self._virtual_now = target
+        return []
+
+
+class VirtualWallClock:
+    """A wall clock (aware UTC :class:`~datetime.datetime`) that follows the loop clock.
+
+    Calling the instance returns ``start + (anyio.current_time() - t0) + steps``,
+    where ``t0`` is the event loop's time when the clock was created (if created
+    inside a running event loop) or else when it was first called. On a virtual
+    clock (``VirtualTimeLoop`` / ``MockClock``) it therefore advances exactly with
+    virtual time, on both backends. Pass it wherever a
+    ``wall_clock: Callable[[], datetime]`` is accepted.
+
+    :meth:`step` and :meth:`set` simulate a system-clock step (NTP correction,
+    DST-unaware admin, suspend/resume): the wall clock jumps, the loop clock
+    does not.
+
+    Args:
+        start: the first reading; must be timezone-aware (it is converted to
+            UTC). Defaults to :data:`DEFAULT_WALL_START` (2024-01-01T00:00Z) so
+            tests are deterministic.
+    """
+
+    def __init__(self, start: datetime | None = None) -> None:
+        if start is None:
+            start = DEFAULT_WALL_START
+        if start.tzinfo is None or start.utcoffset() is None:
+            raise ValueError("VirtualWallClock needs a timezone-aware start datetime")
+        self._base = start.astimezone(UTC)
+        self._t0: float | None = None
+        try:
+            self._t0 = anyio.current_time()
+        except Exception:  # not inside an event loop yet: anchor on first call
+            self._t0 = None
+
+    def _elapsed(self) -> float:
+        now = anyio.current_time()
+        if self._t0 is None:
+            self._t0 = now
+        return now - self._t0
+
+    def __call__(self) -> datetime:
+        """Return the current virtual wall-clock time (aware, UTC)."""
+        return self._base + timedelta(seconds=self._elapsed())
+
+    def step(self, seconds: float) -> None:
+        """Step the wall clock by ``seconds`` (negative steps go back in time)."""
+        self._base += timedelta(seconds=seconds)
+
+    def set(self, when: datetime) -> None:
+        """Step the wall clock so that it now reads ``when`` (timezone-aware)."""
+        if when.tzinfo is None or when.utcoffset() is None:
+            raise ValueError("VirtualWallClock.set() needs a timezone-aware datetime")
+        self._base = when.astimezone(UTC) - timedelta(seconds=self._elapsed())
+
+    def __repr__(self) -> str:
+        return f"<VirtualWallClock base={self._base.isoformat()} t0={self._t0!r}>"
+
+
+# -- anyio pytest plugin glue ---------------------------------------------------------
+
+#: Backend names to parametrize an ``anyio_backend`` fixture over; turn each
+#: into a fresh fixture value with :func:`virtual_time_backend`. (Plain strings
+#: on purpose: a ``trio.testing.MockClock`` must not be shared between tests, so
+#: the options are built per test.)
+virtual_time_backends: tuple[str, ...] = ("asyncio", "trio")
+
+
+def virtual_time_backend(name: str) -> tuple[str, dict[str, Any]]:
+    """Return a fresh ``anyio_backend`` value running ``name`` on virtual time.
+
+    * ``"asyncio"`` -> ``("asyncio", {"loop_factory": VirtualTimeLoop})``
+    * ``"trio"`` -> ``("trio", {"clock": MockClock(autojump_threshold=0)})``
+      with a new :class:`trio.testing.MockClock` on every call (trio is
+      imported lazily, so this module works without trio installed).
+    """
+    if name == "asyncio":
+        return ("asyncio", {"loop_factory": VirtualTimeLoop})
+    if name == "trio":
+        from trio.testing import MockClock
+
+        return ("trio", {"clock": MockClock(autojump_threshold=0)})
+    raise ValueError(f"unknown backend {name!r}; expected 'asyncio' or 'trio'")
+
+
+def anyio_backend_fixture(backends: Iterable[str] = virtual_time_backends) -> Any:
+    """Build an ``anyio_backend`` pytest fixture running every test on virtual time.
+
+    Usage, in a ``conftest.py`` or test module::
+
+        anyio_backend = anyio_backend_fixture()               # both backends
+        anyio_backend = anyio_backend_fixture(["asyncio"])    # asyncio only
+
+    The fixture is function-scoped and parametrized by backend name (test ids
+    ``[asyncio]`` / ``[trio]``), and returns a fresh value per test.
+    """
+    import pytest
+
+    names = list(backends)
+    for name in names:
+        virtual_time_backend(name)  # validate early (and fail early if trio is missing)
+
+    def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
+        return virtual_time_backend(request.param)
+
+    return pytest.fixture(params=names, name="anyio_backend")(anyio_backend)
+
+
+# -- backend-neutral helpers -------------------------------------------------------
+
+
+def _current_mock_clock() -> Any:
+    """The running trio MockClock, or ``None`` (also when not on trio)."""
+    try:
+        import trio
+        from trio.testing import MockClock
+    except ImportError:
+        return None
+    try:
+        clock = trio.lowlevel.current_clock()
+    except RuntimeError:
+        return None
+    return clock if isinstance(clock, MockClock) else None
+
+
+def advance_time(seconds: float) -> None:
+    """Move the running event loop's virtual clock forward by ``seconds``.
+
+    Works on a :class:`VirtualTimeLoop` (asyncio) and on a trio
+    ``MockClock``; raises :class:`RuntimeError` on a real clock. Timers that
+    become due run at the next checkpoint (e.g. ``await anyio.sleep(0)``).
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    if isinstance(loop, VirtualTimeLoop):
+        loop.advance(seconds)
+        return
+    clock = _current_mock_clock()
+    if clock is not None:
+        clock.jump(seconds)
+        return
+    raise RuntimeError("advance_time() needs a VirtualTimeLoop or a trio MockClock")
+
+
+# Per-MockClock nesting state for hold_autojump(): (depth, saved rate, saved threshold).
+_trio_holds: weakref.WeakKeyDictionary[Any, tuple[int, float, float]] = weakref.WeakKeyDictionary()
+
+
+@contextmanager
+def hold_autojump() -> Iterator[None]:
+    """Suspend autojumping while work outside the event loop is in flight.
+
+    Inside the block an idle loop waiting for a timer lets virtual time flow
+    at the *real* rate instead of jumping, so e.g. ``fail_after(5)`` around a
+    thread that reports back through ``call_soon_threadsafe`` only fires after
+    five real seconds. On asyncio this uses :meth:`VirtualTimeLoop.hold_autojump`;
+    on trio it sets the ``MockClock``'s ``rate`` to 1 and its
+    ``autojump_threshold`` to infinity, restoring both afterwards. On a real
+    clock it does nothing. Blocks nest.
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    if isinstance(loop, VirtualTimeLoop):
+        with loop.hold_autojump():
+            yield
+        return
+    clock = _current_mock_clock()
+    if clock is None:
+        yield
+        return
+    depth, rate, threshold = _trio_holds.get(clock, (0, clock.rate, clock.autojump_threshold))
+    if depth == 0:
+        clock.autojump_threshold = math.inf
+        clock.rate = 1.0
+    _trio_holds[clock] = (depth + 1, rate, threshold)
+    try:
+        yield
+    finally:
+        depth, rate, threshold = _trio_holds[clock]
+        if depth == 1:
+            del _trio_holds[clock]
+            clock.rate = rate
+            clock.autojump_threshold = threshold
+        else:
+            _trio_holds[clock] = (depth - 1, rate, threshold)
