@@ -237,7 +237,12 @@ async def run_all(quick: bool) -> dict[str, Any]:
 
     raw = await best_of(repeats, lambda: raw_schedule(n))
     ours = await best_of(repeats, lambda: duetime_schedule(n))
-    r["schedule"] = {"raw_us": raw * 1e6, "duetime_us": ours * 1e6, "ratio": ours / raw, "target": "<= 1.0"}
+    r["schedule"] = {
+        "raw_us": raw * 1e6,
+        "duetime_us": ours * 1e6,
+        "ratio": ours / raw,
+        "target": "<= 1.0",
+    }
 
     raw = await best_of(repeats, lambda: raw_fire(n))
     ours = await best_of(repeats, lambda: duetime_fire(n))
@@ -273,7 +278,11 @@ async def run_all(quick: bool) -> dict[str, Any]:
     r["memory"] = {"raw_bytes": raw, "duetime_bytes": ours, "ratio": ours / raw, "target": "<= 1.2"}
 
     per, left = await duetime_cancel(n)
-    r["cancel"] = {"duetime_per_s": 1 / per, "heap_left_after_cancel_all": left, "target": ">= 1M/s"}
+    r["cancel"] = {
+        "duetime_per_s": 1 / per,
+        "heap_left_after_cancel_all": left,
+        "target": ">= 1M/s",
+    }
     return r
 
 

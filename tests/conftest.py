@@ -2,21 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
+from duetime.testing import anyio_backend_fixture
 
-import pytest
-from trio.testing import MockClock
-
-try:
-    from duetime.testing import VirtualTimeLoop
-except ImportError:  # pragma: no cover - until duetime.testing lands
-    VirtualTimeLoop = None
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
-    if request.param == "trio":
-        return ("trio", {"clock": MockClock(autojump_threshold=0)})
-    if VirtualTimeLoop is None:
-        return ("asyncio", {})
-    return ("asyncio", {"loop_factory": VirtualTimeLoop})
+anyio_backend = anyio_backend_fixture()

@@ -11,11 +11,7 @@ from hypothesis import strategies as st
 from trio.testing import MockClock
 
 from duetime import Handle, Scheduler, Status
-
-try:
-    from duetime.testing import VirtualTimeLoop
-except ImportError:  # pragma: no cover
-    VirtualTimeLoop = None
+from duetime.testing import VirtualTimeLoop
 
 FINAL = {Status.COMPLETED, Status.FAILED, Status.CANCELLED, Status.EXPIRED}
 

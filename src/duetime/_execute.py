@@ -132,6 +132,7 @@ class Executor:
                     break
                 heappop(entries)
                 heap.dead -= 1
+            top = None  # don't keep the last handle alive while asleep
             # With work queued for runners, only yield so they can take it.
             deadline = -_INF if self._recheck else entries[0][0] if entries else _INF
             with CancelScope(deadline=deadline) as scope:
