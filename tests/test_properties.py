@@ -17,6 +17,7 @@ FINAL = {Status.COMPLETED, Status.FAILED, Status.CANCELLED, Status.EXPIRED}
 
 op = st.one_of(
     st.tuples(st.just("schedule"), st.integers(0, 5), st.sampled_from(["ok", "fail", "async"])),
+    st.tuples(st.just("soon"), st.just(0), st.sampled_from(["ok", "fail", "async"])),
     st.tuples(st.just("cancel"), st.integers(0, 200), st.just("")),
     st.tuples(st.just("advance"), st.integers(0, 3), st.just("")),
 )
@@ -48,9 +49,14 @@ async def scenario(ops: list[tuple[str, int, str]], on_exit: str) -> None:
 
     async with Scheduler(on_exit=on_exit, on_error=lambda h, e: None) as s:  # type: ignore[arg-type]
         for name, n, kind in ops:
-            if name == "schedule":
+            if name in ("schedule", "soon"):
                 ref = [len(handles)]
-                if kind == "async":
+                if name == "soon":
+                    if kind == "async":
+                        handles.append(s.call_soon(arecord, ref))
+                    else:
+                        handles.append(s.call_soon(record, ref, kind))
+                elif kind == "async":
                     handles.append(s.call_later(n, arecord, ref))
                 else:
                     handles.append(s.call_later(n, record, ref, kind))

@@ -518,3 +518,44 @@ async def test_many_concurrent_async_callbacks_all_start_on_time() -> None:
             await h
     assert len(starts) == 300
     assert max(starts) - t0 == pytest.approx(1, abs=1e-6)
+
+
+async def test_call_soon_and_heap_entries_merge_in_order() -> None:
+    order: list[str] = []
+    async with Scheduler() as s:
+        now = anyio.current_time()
+        s.call_at(now - 1, order.append, "past-at")  # due before anything else
+        s.call_soon(order.append, "soon-1")
+        s.call_at(now, order.append, "at-now")  # same when as soon-1 or earlier
+        s.call_soon(order.append, "soon-2")
+        await s.call_soon(order.append, "soon-3")
+    assert order[0] == "past-at"
+    assert order.index("soon-1") < order.index("soon-2") < order.index("soon-3")
+    assert order.index("at-now") < order.index("soon-2")
+
+
+async def test_statistics_inside_a_running_sync_callback() -> None:
+    async with Scheduler() as s:
+
+        def look() -> tuple[int, int]:
+            st = s.statistics()
+            return st.running, st.pending
+
+        async def alook() -> tuple[int, int]:
+            await anyio.lowlevel.checkpoint()
+            return look()
+
+        s.call_later(10, look)
+        assert await s.call_soon(look) == (1, 1)
+        assert await s.call_later(1, alook) == (1, 1)
+
+
+async def test_cancelled_call_soon_never_runs() -> None:
+    ran: list[int] = []
+    async with Scheduler() as s:
+        handles = [s.call_soon(ran.append, i) for i in range(10)]
+        for h in handles[::2]:
+            h.cancel()
+        await anyio.sleep(1)
+    assert ran == [1, 3, 5, 7, 9]
+    assert s.statistics().cancelled == 5

@@ -33,6 +33,7 @@ from ._handle import (
     Extra,
     Handle,
     _current,
+    _tls,
 )
 from ._heap import TimerHeap
 
@@ -88,8 +89,10 @@ class Executor:
     _cancelled: int
     _expired: int
     _max_late: float
-    _lat: list[float]
-    _lat_n: int
+    _lat: deque[float]
+    _soon: deque[Handle[Any]]
+    _inline: Handle[Any] | None
+    _inline_started: float
     _quiet: Event | None
     _quiet_mode: int
 
@@ -112,11 +115,12 @@ class Executor:
 
     async def _timer_loop(self) -> None:
         entries = self._entries
+        soon = self._soon
         clock = self._clock
         heap = self._heap
         while True:
             now = clock()
-            if entries and entries[0][0] <= now:
+            if soon or (entries and entries[0][0] <= now):
                 self._run_due(now)
             if self._q:
                 self._pump()
@@ -133,8 +137,8 @@ class Executor:
                 heappop(entries)
                 heap.dead -= 1
             top = None  # don't keep the last handle alive while asleep
-            # With work queued for runners, only yield so they can take it.
-            deadline = -_INF if self._recheck else entries[0][0] if entries else _INF
+            # With queued or FIFO work left, only yield (runners go first), then on.
+            deadline = -_INF if self._recheck or soon else entries[0][0] if entries else _INF
             with CancelScope(deadline=deadline) as scope:
                 self._sleep_scope = scope
                 self._wake_at = deadline
@@ -147,67 +151,89 @@ class Executor:
     def _run_due(self, now: float) -> None:
         """Run or dispatch every entry due at ``now``, in (when, seq) order.
 
-        Plain sync callbacks run right here, inline, one after another: the
-        cheapest path there is.  Everything else goes to a runner task.  A sync
-        callback never overtakes queued work of the same pass: the pass stops
-        there and resumes once the runners have started what was queued, so
-        bodies start in (when, seq) order across sync and async callbacks.
+        Two sorted sources are merged: the heap and the ``call_soon`` FIFO (its
+        entries are due at once, in clock order, so they skip the heap).  Plain
+        sync callbacks run right here, inline, one after another: the cheapest
+        path there is.  Everything else goes to a runner task.  A sync callback
+        never overtakes queued work of the same pass: the pass stops there and
+        resumes once the runners have started what was queued, so bodies start
+        in (when, seq) order across sync and async callbacks.
         """
         entries = self._entries
+        soon = self._soon
         heap = self._heap
         clock = self._clock
         slow = self._sync_in_thread or self._limiter is not None
-        lat = self._lat
+        record_late = self._lat.append
+        max_late = self._max_late
         q = self._q
-        set_current = _current.set
-        reset_current = _current.reset
+        _tls.scheduler = self  # lets current_run() see the inline callback
         t = now
-        while entries and entries[0][0] <= now:
-            when, seq, h = heappop(entries)
-            if h._st or h._when is not when:
-                heap.dead -= 1
-                continue
-            if slow or h._x is not None:
-                self._dispatch(h, t)
-                continue
-            if q and not is_async(h._func):
-                # Work queued in this pass has not started yet: running this sync
-                # callback now would overtake it.  Put it back; runners go first.
-                heappush(entries, (when, seq, h))
-                break
-            # -- fast path: a plain callback, inline on the event loop
-            h._st = RUNNING
-            self._pending -= 1
-            self._running += 1
-            late = t - when
-            if late > self._max_late:
-                self._max_late = late
-            lat[self._lat_n & (LATENESS_SAMPLES - 1)] = late
-            self._lat_n += 1
-            token = set_current((h, t))
-            try:
-                result = h._func(*h._args)
-            except Exception as exc:
-                self._running -= 1
-                self._fail(h, exc)
-            else:
-                if type(result) is CoroutineType:
-                    # An async callback: it has started; a runner awaits it.
-                    h._result = result
-                    q.append(h)
+        try:
+            while True:
+                # Pick the earlier of the FIFO head and the heap top.
+                if soon and soon[0]._when <= now:
+                    h = soon[0]
+                    if entries and entries[0][0] <= now and entries[0][:2] < (h._when, h._id):
+                        when, seq, h = heappop(entries)
+                        from_heap = True
+                    else:
+                        soon.popleft()
+                        when = h._when
+                        from_heap = False
+                elif entries and entries[0][0] <= now:
+                    when, seq, h = heappop(entries)
+                    from_heap = True
                 else:
-                    self._running -= 1
-                    self._completed += 1
-                    h._st = COMPLETED
-                    h._result = result
-                    h._args = None
-                    h._owner = None
-            finally:
-                reset_current(token)
-            t2 = clock()
-            if t2 - t > BLOCKING_WARN_SECONDS:
-                _warn_blocking(h, t2 - t)
-            t = t2
+                    break
+                if h._st or h._when is not when:
+                    heap.dead -= 1  # cancelled (or re-keyed) while pending
+                    continue
+                if slow or h._x is not None:
+                    self._dispatch(h, t)
+                    continue
+                if q and not is_async(h._func):  # type: ignore[arg-type]
+                    # Work queued in this pass has not started yet: running this
+                    # sync callback now would overtake it.  Put it back.
+                    if from_heap:
+                        heappush(entries, (when, seq, h))
+                    else:
+                        soon.appendleft(h)
+                    break
+                # -- fast path: a plain callback, inline on the event loop.  While
+                # it runs, _inline says so (cheaper than a contextvar per call).
+                h._st = RUNNING
+                self._pending -= 1
+                self._inline = h
+                self._inline_started = t
+                late = t - when
+                if late > max_late:
+                    max_late = late
+                record_late(late)
+                try:
+                    result = h._func(*h._args)  # type: ignore[misc]  # set while pending
+                except Exception as exc:
+                    self._inline = None
+                    self._fail(h, exc)
+                else:
+                    if type(result) is CoroutineType:
+                        # An async callback: it has started; a runner awaits it.
+                        self._running += 1
+                        h._result = result
+                        q.append(h)
+                    else:
+                        self._completed += 1
+                        h._st = COMPLETED
+                        h._result = result
+                        h._args = None
+                t2 = clock()
+                if t2 - t > BLOCKING_WARN_SECONDS:
+                    _warn_blocking(h, t2 - t)
+                t = t2
+        finally:
+            self._inline = None
+            _tls.scheduler = None
+            self._max_late = max_late
 
     def _dispatch(self, h: Handle[Any], now: float) -> None:
         """A due handle that needs more than the fast path."""
@@ -308,8 +334,7 @@ class Executor:
             late = now - h._when
             if late > self._max_late:
                 self._max_late = late
-            self._lat[self._lat_n & (LATENESS_SAMPLES - 1)] = late
-            self._lat_n += 1
+            self._lat.append(late)
             deadline = _INF
             if x is not None:
                 if x.timeout is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import itertools
 import logging
+import threading
 from collections.abc import Callable, Generator
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -123,6 +124,11 @@ _current: ContextVar[tuple[Handle[Any], float] | None] = ContextVar(
 )
 
 
+# The scheduler whose timer loop runs sync callbacks inline in this thread; it
+# holds the running one in ``_inline`` (cheaper than setting _current per call).
+_tls = threading.local()
+
+
 def current_run() -> RunInfo:
     """Return information about the callback that is running now.
 
@@ -132,8 +138,13 @@ def current_run() -> RunInfo:
     """
     cur = _current.get()
     if cur is None:
-        raise RuntimeError("current_run() called outside a duetime callback")
-    handle, started = cur
+        scheduler = getattr(_tls, "scheduler", None)
+        if scheduler is None or scheduler._inline is None:
+            raise RuntimeError("current_run() called outside a duetime callback")
+        handle = scheduler._inline
+        started = scheduler._inline_started
+    else:
+        handle, started = cur
     x = handle._x
     return RunInfo(
         handle,

@@ -198,8 +198,13 @@ class Scheduler(Executor, WallClockWatch):
         self._cancelled = 0
         self._expired = 0
         self._max_late = 0.0
-        self._lat: list[float] = [0.0] * _LATENESS_SAMPLES
-        self._lat_n = 0
+        self._lat: deque[float] = deque(maxlen=_LATENESS_SAMPLES)
+        # call_soon entries: due at once and already in (when, seq) order, so a
+        # FIFO serves them without the heap's log n.
+        self._soon: deque[Handle[Any]] = deque()
+        # The plain sync callback running inline right now, if any.
+        self._inline: Handle[Any] | None = None
+        self._inline_started = 0.0
 
         # Exit waits on this while ``_quiet_mode`` holds (1: pending==0, 2: running==0).
         self._quiet: Event | None = None
@@ -278,8 +283,9 @@ class Scheduler(Executor, WallClockWatch):
 
     def _cancel_all_pending(self) -> None:
         q = self._q
-        doomed = self._heap.live() + list(q)
+        doomed = self._heap.live() + list(self._soon) + list(q)
         self._heap.clear()
+        self._soon.clear()
         q.clear()
         self._wall_handles.clear()
         self._watchdog = None
@@ -362,10 +368,10 @@ class Scheduler(Executor, WallClockWatch):
         if not callable(func):
             raise TypeError(f"func must be callable, got {func!r}")
         h: Handle[Any] = Handle(when, func, args, self)
-        heappush(self._entries, (when, h._id, h))
+        self._soon.append(h)
         self._pending += 1
-        if when < self._wake_at:
-            self._rearm(when)
+        if self._wake_at > -_INF:
+            self._rearm(-_INF)
         return h
 
     @overload
@@ -659,14 +665,14 @@ class Scheduler(Executor, WallClockWatch):
 
     def statistics(self) -> SchedulerStatistics:
         """Return a snapshot of the scheduler's counters."""
-        n = min(self._lat_n, _LATENESS_SAMPLES)
+        n = len(self._lat)
         p99 = 0.0
         if n:
-            samples = sorted(self._lat[:n])
+            samples = sorted(self._lat)
             p99 = samples[min(n - 1, math.ceil(0.99 * n) - 1)]
         return SchedulerStatistics(
             pending=self._pending,
-            running=self._running,
+            running=self._running + (self._inline is not None),
             completed=self._completed,
             failed=self._failed,
             cancelled=self._cancelled,
