@@ -559,3 +559,52 @@ async def test_cancelled_call_soon_never_runs() -> None:
         await anyio.sleep(1)
     assert ran == [1, 3, 5, 7, 9]
     assert s.statistics().cancelled == 5
+
+
+async def test_large_due_batch_keeps_order_and_skips_cancelled() -> None:
+    started: list[tuple[float, int]] = []
+    handles: list[duetime.Handle[Any]] = []
+
+    def sync_job(i: int) -> None:
+        h = handles[i]
+        started.append((h.when, h.id))
+
+    async def async_job(i: int) -> None:
+        h = handles[i]
+        started.append((h.when, h.id))
+        await anyio.sleep(1)
+
+    async with Scheduler() as s:
+        t0 = anyio.current_time() + 1
+        for i in range(2000):
+            job = async_job if i % 10 == 0 else sync_job
+            handles.append(s.call_at(t0 + (i % 7) * 0.001, job, i))
+        for h in handles[::3]:
+            h.cancel()
+        await anyio.sleep(5)
+    assert started == sorted(started)
+    assert len(started) == 2000 - len(handles[::3])
+    assert all(h.status is Status.CANCELLED for h in handles[::3])
+    assert s.statistics().completed == len(started)
+
+
+async def test_exit_in_the_middle_of_a_due_batch_loses_nothing() -> None:
+    reached = anyio.Event()
+    handles: list[duetime.Handle[Any]] = []
+
+    def sync_job(i: int) -> None:
+        if i == 100:
+            reached.set()
+
+    async def async_job(i: int) -> None:
+        await anyio.sleep(0)
+
+    async with Scheduler() as s:
+        for i in range(1000):
+            handles.append(s.call_later(1, async_job if i % 2 else sync_job, i))
+        await reached.wait()
+    stats = s.statistics()
+    assert all(h.done() for h in handles)
+    assert stats.pending == stats.running == 0
+    assert stats.completed + stats.cancelled == 1000
+    assert 0 < stats.cancelled < 900

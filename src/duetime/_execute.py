@@ -91,6 +91,8 @@ class Executor:
     _max_late: float
     _lat: deque[float]
     _soon: deque[Handle[Any]]
+    _batch: list[tuple[float, int, Any]] | None
+    _batch_j: int
     _inline: Handle[Any] | None
     _inline_started: float
     _quiet: Event | None
@@ -120,7 +122,7 @@ class Executor:
         heap = self._heap
         while True:
             now = clock()
-            if soon or (entries and entries[0][0] <= now):
+            if soon or self._batch is not None or (entries and entries[0][0] <= now):
                 self._run_due(now)
             if self._q:
                 self._pump()
@@ -138,7 +140,10 @@ class Executor:
                 heap.dead -= 1
             top = None  # don't keep the last handle alive while asleep
             # With queued or FIFO work left, only yield (runners go first), then on.
-            deadline = -_INF if self._recheck or soon else entries[0][0] if entries else _INF
+            if self._recheck or soon or self._batch is not None:
+                deadline = -_INF
+            else:
+                deadline = entries[0][0] if entries else _INF
             with CancelScope(deadline=deadline) as scope:
                 self._sleep_scope = scope
                 self._wake_at = deadline
@@ -167,25 +172,46 @@ class Executor:
         record_late = self._lat.append
         max_late = self._max_late
         q = self._q
+        # Many due at once: take them as one sorted batch instead of popping each.
+        # A batch left over by an interrupted pass is resumed first.
+        batch = self._batch
+        if batch is None:
+            batch = self._batch = heap.take_due(now)
+            j = 0
+        else:
+            j = self._batch_j
+        k = len(batch) if batch is not None else 0
         _tls.scheduler = self  # lets current_run() see the inline callback
         t = now
         try:
             while True:
-                # Pick the earlier of the FIFO head and the heap top.
+                # The heap side's next entry, from the batch or the heap top.
+                if batch is not None:
+                    e = batch[j] if j < k else None
+                elif entries and entries[0][0] <= now:
+                    e = entries[0]
+                else:
+                    e = None
+                # Merge with the call_soon FIFO in (when, seq) order.
                 if soon and soon[0]._when <= now:
                     h = soon[0]
-                    if entries and entries[0][0] <= now and entries[0][:2] < (h._when, h._id):
-                        when, seq, h = heappop(entries)
+                    if e is not None and e[:2] < (h._when, h._id):
+                        when, seq, h = e
                         from_heap = True
                     else:
                         soon.popleft()
                         when = h._when
                         from_heap = False
-                elif entries and entries[0][0] <= now:
-                    when, seq, h = heappop(entries)
+                elif e is not None:
+                    when, seq, h = e
                     from_heap = True
                 else:
                     break
+                if from_heap:
+                    if batch is not None:
+                        j += 1
+                    else:
+                        heappop(entries)
                 if h._st or h._when is not when:
                     heap.dead -= 1  # cancelled (or re-keyed) while pending
                     continue
@@ -195,10 +221,12 @@ class Executor:
                 if q and not is_async(h._func):  # type: ignore[arg-type]
                     # Work queued in this pass has not started yet: running this
                     # sync callback now would overtake it.  Put it back.
-                    if from_heap:
-                        heappush(entries, (when, seq, h))
-                    else:
+                    if not from_heap:
                         soon.appendleft(h)
+                    elif batch is not None:
+                        j -= 1
+                    else:
+                        heappush(entries, (when, seq, h))
                     break
                 # -- fast path: a plain callback, inline on the event loop.  While
                 # it runs, _inline says so (cheaper than a contextvar per call).
@@ -234,6 +262,10 @@ class Executor:
             self._inline = None
             _tls.scheduler = None
             self._max_late = max_late
+            if batch is not None and j < k:
+                self._batch_j = j  # resumed by the next pass
+            else:
+                self._batch = None
 
     def _dispatch(self, h: Handle[Any], now: float) -> None:
         """A due handle that needs more than the fast path."""

@@ -6,6 +6,7 @@ import asyncio
 import inspect
 import logging
 import math
+import time
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -88,6 +89,9 @@ def _backend_clock() -> Callable[[], float]:
     """Return the running backend's raw clock function (cheaper than current_time)."""
     native = current_token().native_token
     if isinstance(native, asyncio.AbstractEventLoop):
+        if type(native).time is asyncio.BaseEventLoop.time:
+            # Same values as loop.time(), minus a Python-level method call.
+            return time.monotonic
         return native.time
     import trio
 
@@ -202,6 +206,9 @@ class Scheduler(Executor, WallClockWatch):
         # call_soon entries: due at once and already in (when, seq) order, so a
         # FIFO serves them without the heap's log n.
         self._soon: deque[Handle[Any]] = deque()
+        # Due entries taken off the heap as one sorted batch, and how far along.
+        self._batch: list[tuple[float, int, Any]] | None = None
+        self._batch_j = 0
         # The plain sync callback running inline right now, if any.
         self._inline: Handle[Any] | None = None
         self._inline_started = 0.0
@@ -284,6 +291,9 @@ class Scheduler(Executor, WallClockWatch):
     def _cancel_all_pending(self) -> None:
         q = self._q
         doomed = self._heap.live() + list(self._soon) + list(q)
+        if self._batch is not None:
+            doomed += [e[2] for e in self._batch[self._batch_j :] if e[2]._when is e[0]]
+            self._batch = None
         self._heap.clear()
         self._soon.clear()
         q.clear()
