@@ -597,7 +597,7 @@ async def test_exit_in_the_middle_of_a_due_batch_loses_nothing() -> None:
             reached.set()
 
     async def async_job(i: int) -> None:
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
 
     async with Scheduler() as s:
         for i in range(1000):

@@ -647,14 +647,23 @@ class Scheduler(Executor, WallClockWatch):
     # ------------------------------------------------------------------ cancellation
 
     def _cancel_pending(self, h: Handle[Any]) -> None:
+        # Hot under cancel storms: the common case is inlined.  The handle's
+        # tuple stays where it is (heap, FIFO or runner queue) and is skipped.
         if h._st == PENDING:
             self._heap.note_dead()
-        # A QUEUED handle stays in _q; its runner skips it.
-        self._untrack_wall(h)
         self._pending -= 1
         self._cancelled += 1
-        h._finish(CANCELLED, None)
-        self._check_quiet()
+        x = h._x
+        if x is None:
+            h._st = CANCELLED
+            h._args = None
+            h._owner = None
+        else:
+            if x.wall is not None:
+                self._untrack_wall(h)
+            h._finish(CANCELLED, None)
+        if self._quiet_mode:
+            self._check_quiet()
 
     def _cancel_running(self, h: Handle[Any]) -> bool:
         payload = h._result
