@@ -72,6 +72,7 @@ class Executor:
     _clock: Callable[[], float]
     _sync_in_thread: bool
     _limiter: CapacityLimiter | None
+    _thread_limiter: CapacityLimiter | None
     _tg: TaskGroup | None
     _state: int
     _on_error: Callable[[Handle[Any], BaseException], object] | None
@@ -405,7 +406,9 @@ class Executor:
                 if thread is None:
                     result = await target
                 elif thread:
-                    result = await to_thread.run_sync(target, *args, abandon_on_cancel=True)
+                    result = await to_thread.run_sync(
+                        target, *args, abandon_on_cancel=True, limiter=self._thread_limiter
+                    )
                 else:
                     t0 = self._clock()
                     result = target(*args)
