@@ -10,12 +10,14 @@ def test_public_names_are_pinned() -> None:
             "DeadlineExpired",
             "DuetimeError",
             "Handle",
+            "Job",
             "Retry",
             "RunInfo",
             "Scheduler",
             "SchedulerClosed",
             "SchedulerStatistics",
             "Status",
+            "ThreadedScheduler",
             "current_run",
         ]
     )

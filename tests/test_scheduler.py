@@ -442,23 +442,24 @@ async def test_cancel_storm_compacts_the_heap() -> None:
         assert await s.call_later(1, add, 1, 1) == 2
 
 
-async def test_idle_scheduler_does_not_poll(monkeypatch: pytest.MonkeyPatch) -> None:
-    sleeps = 0
-    real = anyio.sleep_forever
-
-    async def counting_sleep_forever() -> None:
-        nonlocal sleeps
-        sleeps += 1
-        await real()
-
-    monkeypatch.setattr("duetime._execute.sleep_forever", counting_sleep_forever)
+async def test_idle_scheduler_does_not_poll() -> None:
     async with Scheduler() as s:
+        wakeups = 0
+        real = s._next_deadline
+
+        def counting() -> float:
+            nonlocal wakeups
+            wakeups += 1
+            return real()
+
+        s._next_deadline = counting  # type: ignore[method-assign]
         h = s.call_later(3600, add, 1, 1)
         await anyio.sleep(1)
-        before = sleeps
+        before = wakeups
         await anyio.sleep(3000)
-        assert sleeps == before  # no wake-ups while nothing is due
+        assert wakeups == before  # no wake-ups while nothing is due
         assert await h == 2
+        assert wakeups > before
 
 
 async def test_handle_repr_and_ids() -> None:

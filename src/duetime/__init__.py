@@ -14,6 +14,7 @@ from ._exceptions import CallbackCancelled, DeadlineExpired, DuetimeError, Sched
 from ._handle import Handle, RunInfo, Status, current_run
 from ._retry import Retry
 from ._scheduler import Scheduler, SchedulerStatistics
+from ._threaded import Job, ThreadedScheduler
 
 __version__ = "0.1.0"
 
@@ -22,11 +23,13 @@ __all__ = [
     "DeadlineExpired",
     "DuetimeError",
     "Handle",
+    "Job",
     "Retry",
     "RunInfo",
     "Scheduler",
     "SchedulerClosed",
     "SchedulerStatistics",
     "Status",
+    "ThreadedScheduler",
     "current_run",
 ]

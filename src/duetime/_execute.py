@@ -16,7 +16,6 @@ from anyio import (
     CapacityLimiter,
     Event,
     get_cancelled_exc_class,
-    sleep_forever,
     to_thread,
 )
 from anyio.abc import TaskGroup
@@ -73,6 +72,7 @@ class Executor:
     _sync_in_thread: bool
     _limiter: CapacityLimiter | None
     _thread_limiter: CapacityLimiter | None
+    _before_sleep: Callable[[], float] | None
     _tg: TaskGroup | None
     _state: int
     _on_error: Callable[[Handle[Any], BaseException], object] | None
@@ -97,6 +97,7 @@ class Executor:
     _inline: Handle[Any] | None
     _inline_started: float
     _quiet: Event | None
+    _never: Event
     _quiet_mode: int
 
     if TYPE_CHECKING:
@@ -140,19 +141,25 @@ class Executor:
                 heappop(entries)
                 heap.dead -= 1
             top = None  # don't keep the last handle alive while asleep
-            # With queued or FIFO work left, only yield (runners go first), then on.
-            if self._recheck or soon or self._batch is not None:
-                deadline = -_INF
-            else:
-                deadline = entries[0][0] if entries else _INF
+            hook = self._before_sleep
+            deadline = self._next_deadline() if hook is None else hook()
             with CancelScope(deadline=deadline) as scope:
                 self._sleep_scope = scope
                 self._wake_at = deadline
                 try:
-                    await sleep_forever()
+                    # A never-set Event, not sleep_forever(): on asyncio that is
+                    # sleep(inf), a timer at +inf per iteration.
+                    await self._never.wait()
                 finally:
                     self._wake_at = -_INF
                     self._sleep_scope = None
+
+    def _next_deadline(self) -> float:
+        """When the timer loop must wake next (-inf: only yield, then go on)."""
+        if self._recheck or self._soon or self._batch is not None:
+            return -_INF  # queued or FIFO work left: runners go first, then on
+        entries = self._entries
+        return entries[0][0] if entries else _INF
 
     def _run_due(self, now: float) -> None:
         """Run or dispatch every entry due at ``now``, in (when, seq) order.

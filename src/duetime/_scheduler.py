@@ -230,6 +230,9 @@ class Scheduler(Executor, WallClockWatch):
         self._limiter: CapacityLimiter | None = None
         # Bounds worker threads for sync callbacks (None: anyio's default limiter).
         self._thread_limiter: CapacityLimiter | None = None
+        # Called by the timer loop right before it sleeps; returns the deadline.
+        # ThreadedScheduler uses it to take in submissions without a wake-up.
+        self._before_sleep: Callable[[], float] | None = None
 
         self._heap = TimerHeap()
         self._entries = self._heap.entries
@@ -283,6 +286,7 @@ class Scheduler(Executor, WallClockWatch):
         self._clock = _backend_clock()
         if self._max_concurrency is not None:
             self._limiter = CapacityLimiter(self._max_concurrency)
+        self._never = Event()  # the timer loop sleeps on it until its deadline
         tg = create_task_group()
         await tg.__aenter__()
         self._tg = tg

@@ -304,6 +304,11 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
             return real.select(None)
 
         target = self._next_timer_when(timeout)
+        if math.isinf(target):
+            # The only timers are at +inf (asyncio.sleep(inf), which is what
+            # anyio.sleep_forever() does): none can ever come due, so jumping
+            # would poison the clock.  Wait for I/O, a thread or a signal.
+            return real.select(None)
         # Thread work is outstanding: let virtual time flow at the real rate.
         while self._outside_work_pending():
             remaining = target - self._virtual_now

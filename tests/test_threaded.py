@@ -1,0 +1,225 @@
+"""ThreadedScheduler: the same API for synchronous programs, from any thread.
+
+These tests are synchronous.  Where time must pass, the background loop runs on
+virtual time (VirtualTimeLoop or trio's MockClock), so a job due in an hour
+completes at once.  Where a job must stay pending while this thread works, the
+loop runs in real time and the job is an hour away: a virtual loop would jump
+ahead whenever it idles, since it cannot see this thread's work.  Nothing sleeps.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from trio.testing import MockClock
+
+import duetime
+from duetime import CallbackCancelled, SchedulerClosed, Status, ThreadedScheduler
+from duetime.testing import VirtualTimeLoop, VirtualWallClock
+
+
+def make(backend: str = "asyncio", **kwargs: Any) -> ThreadedScheduler:
+    if backend == "trio":
+        options: dict[str, Any] = {"clock": MockClock(autojump_threshold=0)}
+    else:
+        options = {"loop_factory": VirtualTimeLoop}
+    return ThreadedScheduler(backend, backend_options=options, **kwargs)
+
+
+BACKENDS = pytest.mark.parametrize("backend", ["asyncio", "trio"])
+
+
+def say_hello(name: str) -> str:
+    return f"Greeting for {name} sent."
+
+
+def divide_by_zero(x: int) -> float:
+    return x / 0
+
+
+@BACKENDS
+def test_seed_004_one_time_task_at_a_wall_clock_time(backend: str) -> None:
+    wall = VirtualWallClock(datetime(2026, 11, 23, 12, 0, tzinfo=UTC))
+    target = datetime(2026, 11, 23, 12, 0, 2, tzinfo=UTC)
+
+    async def wall_now() -> datetime:
+        return wall()  # on the loop thread, where the virtual clock lives
+
+    with make(backend, wall_clock=wall) as s:
+        job = s.call_at(target, say_hello, "Alice")
+        stamp = s.call_at(target, wall_now)
+        assert isinstance(job.id, str)
+        assert len(job.id) == 36
+        assert job.result(timeout=5) == "Greeting for Alice sent."
+        assert job.status is Status.COMPLETED
+        assert timedelta(0) <= stamp.result(timeout=5) - target < timedelta(seconds=1)
+
+
+@BACKENDS
+def test_seed_004_task_with_exception(backend: str) -> None:
+    with make(backend) as s:
+        job = s.call_later(1, divide_by_zero, 10)
+        err = job.exception(timeout=5)
+        assert job.status is Status.FAILED
+        assert repr(err) == "ZeroDivisionError('division by zero')"
+        with pytest.raises(ZeroDivisionError):
+            job.result()
+
+
+@BACKENDS
+def test_async_callbacks_run_on_the_loop(backend: str) -> None:
+    import anyio
+
+    async def fetch(x: int) -> int:
+        await anyio.sleep(10)
+        return x * 2
+
+    with make(backend) as s:
+        assert s.call_soon(fetch, 21).result(timeout=5) == 42
+
+
+def test_eight_threads_scheduling_concurrently() -> None:
+    with make() as s:
+        jobs: list[duetime.Job[int]] = []
+        lock = threading.Lock()
+
+        def producer(base: int) -> None:
+            mine = [s.call_later((i % 10) * 0.1, int, base + i) for i in range(200)]
+            with lock:
+                jobs.extend(mine)
+
+        threads = [threading.Thread(target=producer, args=(k * 1000,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        results = sorted(job.result(timeout=10) for job in jobs)
+    assert results == sorted(k * 1000 + i for k in range(8) for i in range(200))
+    assert len({job.id for job in jobs}) == 1600
+    assert all(job.status is Status.COMPLETED for job in jobs)
+
+
+def test_a_hundred_thousand_pending_jobs_far_in_the_future() -> None:
+    # A real-time loop: a virtual one would jump to the first due time while this
+    # thread is still submitting (the loop cannot see work in other threads).
+    with ThreadedScheduler() as s:
+        jobs = [s.call_later(24 * 3600 + i, int, i) for i in range(100_000)]
+        assert len(s) == 100_000
+        assert s.get(jobs[-1].id) is jobs[-1]
+        assert jobs[12_345].cancel() is True
+    assert all(job.status is Status.CANCELLED for job in jobs)
+    assert len(s) == 0
+
+
+def test_slow_callback_does_not_delay_a_fast_one() -> None:
+    release = threading.Event()
+    with make(max_threads=4) as s:
+        slow = s.call_soon(release.wait, 30)
+        fast = s.call_later(0.01, str, "fast")
+        assert fast.result(timeout=10) == "fast"
+        assert slow.status is Status.RUNNING
+        release.set()
+        assert slow.result(timeout=10) is True
+
+
+def test_shutdown_with_work_in_flight() -> None:
+    release = threading.Event()
+    s = ThreadedScheduler().start()
+    running = s.call_soon(release.wait, 30)
+    pending = s.call_later(3600, str, "never")
+    started = threading.Event()
+    running.add_done_callback(lambda j: None)  # exercised before it finishes
+    s.call_soon(started.set).result(timeout=10)  # FIFO: after `running` started
+    assert started.is_set()
+    threading.Timer(0.05, release.set).start()
+    s.shutdown(wait=True)  # waits for the running job, cancels the pending one
+    assert running.status is Status.COMPLETED
+    assert pending.status is Status.CANCELLED
+    with pytest.raises(CallbackCancelled):
+        pending.result()
+    assert pending.cancel() is False
+    s.shutdown()  # twice is safe
+    errors: list[BaseException] = []
+
+    def late() -> None:
+        try:
+            s.call_soon(print)
+        except BaseException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=late)
+    t.start()
+    t.join()
+    assert len(errors) == 1
+    assert isinstance(errors[0], SchedulerClosed)
+
+
+def test_shutdown_without_wait_cancels_running_async_jobs() -> None:
+    import anyio
+
+    s = ThreadedScheduler().start()
+    job = s.call_soon(anyio.sleep, 3600)
+    s.shutdown(wait=False)
+    assert job.status is Status.CANCELLED
+
+
+def test_cancel_timeout_and_done_callbacks() -> None:
+    with ThreadedScheduler() as s:
+        job = s.call_later(10_000, str, "x")
+        with pytest.raises(TimeoutError):
+            job.result(timeout=0)
+        seen: list[Status] = []
+        job.add_done_callback(lambda j: seen.append(j.status))
+        assert job.cancel() is True
+        assert job.cancel() is False
+        assert job.done()
+        with pytest.raises(CallbackCancelled):
+            job.result()
+        assert seen == [Status.CANCELLED]
+        done = s.call_soon(str, "y")
+        done.result(timeout=5)
+        done.add_done_callback(lambda j: seen.append(j.status))
+        assert seen == [Status.CANCELLED, Status.COMPLETED]
+        assert s.get("no-such-id") is None
+
+
+def test_bad_input_raises_in_the_calling_thread() -> None:
+    s = make()
+    with pytest.raises(SchedulerClosed):
+        s.call_soon(print)
+    with s:
+        with pytest.raises(ValueError, match="delay"):
+            s.call_later(-1, print)
+        with pytest.raises(TypeError):
+            s.call_later(1, 42)  # type: ignore[call-overload]
+        with pytest.raises(ValueError, match="naive"):
+            s.call_at(datetime(2030, 1, 1), print)
+        with pytest.raises(TypeError):
+            s.call_at(12.5, print)  # type: ignore[call-overload]
+        with pytest.raises(ValueError, match="cannot be enforced"):
+            s.call_later(1, print, timeout=1, in_thread=False)
+    with pytest.raises(ValueError, match="max_threads"):
+        ThreadedScheduler(max_threads=0)
+    with pytest.raises(ValueError, match="on_exit"):
+        ThreadedScheduler(on_exit="later")
+
+
+def test_timedelta_delay_and_retry() -> None:
+    calls = 0
+
+    def flaky() -> str:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            raise ConnectionError
+        return "ok"
+
+    with make() as s:
+        job = s.call_later(
+            timedelta(seconds=1), flaky, retry=duetime.Retry(attempts=3, backoff=1, jitter=0)
+        )
+        assert job.result(timeout=5) == "ok"
+    assert calls == 3
