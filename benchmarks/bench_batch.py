@@ -176,7 +176,7 @@ def run(quick: bool) -> dict[str, dict[str, Any]]:
             notes.append("duetime.process_batch is not in this build yet: its side is skipped")
         r[name] = {
             "title": title + (" (durations x0.2, quick)" if quick else ""),
-            "unit": "count / ms",
+            "unit": "",
             "values": values,
             "ratios": ratios,
             "notes": notes,

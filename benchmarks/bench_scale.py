@@ -143,7 +143,7 @@ def run(quick: bool) -> dict[str, dict[str, Any]]:
     mb = 1 / 2**20
     r["pending_1m"] = {
         "title": f"{n:,} pending call_later: time to schedule and RSS growth (fresh process)",
-        "unit": "s / MiB",
+        "unit": "",
         "values": {
             "asyncio loop.call_later seconds": raw["seconds"],
             "duetime seconds": ours["seconds"],

@@ -186,7 +186,7 @@ def to_markdown(report: dict[str, Any]) -> str:
                 label = f"**{name}**: {title}" if i == 0 else ""
                 meas = measured if i == 0 else ""
                 val = f"{r['what']}: **{_fmt(r['value'])}**" if "value" in r else ""
-                met = _met(r.get("met")) if r else ""
+                met = _met(r.get("met")) if r and r.get("target") != "(report)" else ""
                 lines.append(f"| {label} | {meas} | {val} | {r.get('target', '')} | {met} |")
             notes += [f"- {name}: {n}" for n in sc.get("notes", [])]
     out = "\n".join(lines)
@@ -304,12 +304,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="comma-separated modules, e.g. core,latency")
     parser.add_argument("--docs", default=None, help="also update DIR/performance.md and DIR/img/")
     parser.add_argument("--list", action="store_true", help="list the scenario modules and exit")
+    parser.add_argument(
+        "--render", default=None, help="re-render a results.json (table, plots, docs); no run"
+    )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--result", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.child:
         return child(Path(args.child), args.quick, Path(args.result))
+    if args.render:
+        report = json.loads(Path(args.render).read_text())
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        table = to_markdown(report)
+        (out / "results.md").write_text(table + "\n")
+        plots = plot(report, out)
+        if args.docs:
+            update_docs(Path(args.docs), report, table, plots)
+        print(table)
+        return 0
     modules = discover([o for o in args.only.split(",") if o] or None)
     if args.list or not modules:
         for p in modules:
