@@ -1,4 +1,4 @@
-"""Developer sessions: ``nox -s tests``, ``nox -s lint``, ``nox -s demo``."""
+"""Developer sessions: ``nox -s tests``, ``nox -s lint``, ``nox -s demo``, ``nox -s bench``."""
 
 from __future__ import annotations
 
@@ -30,3 +30,10 @@ def demo(session: nox.Session) -> None:
     """The newcomer's tour, shortened."""
     session.install("-e", ".[cli]")
     session.run("python", "-m", "duetime", "demo", "--fast")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """The benchmark suite against the peers (``nox -s bench -- --quick`` for a smoke run)."""
+    session.install("-e", ".[bench]")
+    session.run("python", "-m", "duetime", "bench", *session.posargs)

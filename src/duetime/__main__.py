@@ -1,4 +1,4 @@
-"""Command line: ``python -m duetime demo``."""
+"""Command line: ``python -m duetime demo`` and ``python -m duetime bench``."""
 
 from __future__ import annotations
 
@@ -18,6 +18,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument(
         "--backend", choices=["asyncio", "trio"], default="asyncio", help="event loop to run on"
     )
+    sub.add_parser(
+        "bench",
+        help="the benchmark suite against the peers (from a checkout; needs the bench extra)",
+        add_help=False,
+    )
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        # The runner owns its options (--quick, --out, --only, --docs, --list).
+        from ._bench import run_bench
+
+        return run_bench(argv[1:])
     args = parser.parse_args(argv)
     if args.command == "demo":
         from ._demo import run_demo
