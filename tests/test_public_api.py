@@ -10,12 +10,15 @@ def test_public_names_are_pinned() -> None:
             "DeadlineExpired",
             "DuetimeError",
             "Handle",
+            "PendingReplies",
+            "Recurring",
             "Retry",
             "RunInfo",
             "Scheduler",
             "SchedulerClosed",
             "SchedulerStatistics",
             "Status",
+            "Timeouts",
             "current_run",
         ]
     )

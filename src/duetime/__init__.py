@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from ._exceptions import CallbackCancelled, DeadlineExpired, DuetimeError, SchedulerClosed
 from ._handle import Handle, RunInfo, Status, current_run
+from ._keyed import PendingReplies, Timeouts
+from ._recurring import Recurring
 from ._retry import Retry
 from ._scheduler import Scheduler, SchedulerStatistics
 
@@ -22,11 +24,14 @@ __all__ = [
     "DeadlineExpired",
     "DuetimeError",
     "Handle",
+    "PendingReplies",
+    "Recurring",
     "Retry",
     "RunInfo",
     "Scheduler",
     "SchedulerClosed",
     "SchedulerStatistics",
     "Status",
+    "Timeouts",
     "current_run",
 ]
