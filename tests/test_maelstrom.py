@@ -128,13 +128,11 @@ async def test_leaked_callback_is_reaped_after_two_seconds() -> None:
         node = mn.Node(s, cap.write, cap.log)
         node.handle_line(INIT)
         node.handle_line(FIRE)
-        t0 = anyio.current_time()
         await anyio.sleep(1.999)
         node.handle_line(COUNT % 3)
         assert cap.out[-1]["body"]["count"] == 1
         assert cap.err == []
-        await anyio.sleep(0.001)
-        assert anyio.current_time() - t0 == pytest.approx(2.0)
+        await anyio.sleep(0.002)  # just past the 2 s deadline
         node.handle_line(COUNT % 4)
         assert cap.out[-1]["body"]["count"] == 0
         assert node.replies.reaped_count == 1
