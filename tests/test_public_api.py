@@ -11,6 +11,8 @@ def test_public_names_are_pinned() -> None:
             "DuetimeError",
             "Handle",
             "Job",
+            "PendingReplies",
+            "Recurring",
             "Retry",
             "RunInfo",
             "Scheduler",
@@ -18,6 +20,7 @@ def test_public_names_are_pinned() -> None:
             "SchedulerStatistics",
             "Status",
             "ThreadedScheduler",
+            "Timeouts",
             "current_run",
         ]
     )

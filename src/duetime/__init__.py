@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from ._exceptions import CallbackCancelled, DeadlineExpired, DuetimeError, SchedulerClosed
 from ._handle import Handle, RunInfo, Status, current_run
+from ._keyed import PendingReplies, Timeouts
+from ._recurring import Recurring
 from ._retry import Retry
 from ._scheduler import Scheduler, SchedulerStatistics
 from ._threaded import Job, ThreadedScheduler
@@ -24,6 +26,8 @@ __all__ = [
     "DuetimeError",
     "Handle",
     "Job",
+    "PendingReplies",
+    "Recurring",
     "Retry",
     "RunInfo",
     "Scheduler",
@@ -31,5 +35,6 @@ __all__ = [
     "SchedulerStatistics",
     "Status",
     "ThreadedScheduler",
+    "Timeouts",
     "current_run",
 ]

@@ -38,6 +38,7 @@ from ._handle import (
     Handle,
 )
 from ._heap import TimerHeap
+from ._recurring import Misfire, Overlap, Recurring
 from ._retry import Retry
 from ._wall import WallClockWatch
 
@@ -618,6 +619,103 @@ class Scheduler(Executor, WallClockWatch):
             self._rearm(fwhen)
         return h
 
+    @overload
+    def call_every(
+        self,
+        interval: float | timedelta,
+        func: Callable[[Unpack[PosArgsT]], Coroutine[Any, Any, T]],
+        /,
+        *args: Unpack[PosArgsT],
+        start: float | timedelta | datetime = ...,
+        max_runs: int | None = ...,
+        until: float | timedelta | datetime | None = ...,
+        jitter: float | timedelta = ...,
+        misfire: Misfire = ...,
+        overlap: Overlap = ...,
+        name: str | None = ...,
+        timeout: float | None = ...,
+        retry: Retry | None = ...,
+        in_thread: bool | None = ...,
+        inherit_deadline: bool = ...,
+    ) -> Recurring[T]: ...
+
+    @overload
+    def call_every(
+        self,
+        interval: float | timedelta,
+        func: Callable[[Unpack[PosArgsT]], T],
+        /,
+        *args: Unpack[PosArgsT],
+        start: float | timedelta | datetime = ...,
+        max_runs: int | None = ...,
+        until: float | timedelta | datetime | None = ...,
+        jitter: float | timedelta = ...,
+        misfire: Misfire = ...,
+        overlap: Overlap = ...,
+        name: str | None = ...,
+        timeout: float | None = ...,
+        retry: Retry | None = ...,
+        in_thread: bool | None = ...,
+        inherit_deadline: bool = ...,
+    ) -> Recurring[T]: ...
+
+    def call_every(  # type: ignore[misc]  # mypy: TypeVarTuple overload impl
+        self,
+        interval: float | timedelta,
+        func: Callable[..., Any],
+        /,
+        *args: Any,
+        start: float | timedelta | datetime = 0.0,
+        max_runs: int | None = None,
+        until: float | timedelta | datetime | None = None,
+        jitter: float | timedelta = 0.0,
+        misfire: Misfire = "coalesce",
+        overlap: Overlap = "skip",
+        name: str | None = None,
+        timeout: float | None = None,
+        retry: Retry | None = None,
+        in_thread: bool | None = None,
+        inherit_deadline: bool = False,
+    ) -> Recurring[Any]:
+        """Run ``func(*args)`` every ``interval`` on a fixed-rate grid.
+
+        Run ``k`` is due at ``start + k * interval`` (plus that run's own random
+        jitter in ``[0, jitter)``); slow runs never shift the grid.  See
+        :class:`Recurring` and ``docs/recurring.md``.
+
+        :param start: a delay, timedelta or aware datetime for the first run
+            (default: now)
+        :param max_runs: stop after this many runs have started
+        :param until: start no run due after this delay, timedelta or datetime
+        :param jitter: per-run random delay, ``0 <= jitter < interval``
+        :param misfire: ``"coalesce"``, ``"skip"`` or ``"catch_up"``: what to do
+            when more than one grid point is due at once
+        :param overlap: ``"skip"``, ``"wait"`` or ``"allow"``: what to do when a
+            run is due while the previous one still runs
+        :return: the :class:`Recurring` series; other options as for
+            :meth:`call_later`, applied to each run
+        :raises SchedulerClosed: outside the ``async with`` block
+        :raises TypeError: on an argument of the wrong type
+        :raises ValueError: on an argument out of range or an unknown policy name
+        """
+        return Recurring(
+            self,
+            interval,
+            func,
+            args,
+            start=start,
+            max_runs=max_runs,
+            until=until,
+            jitter=jitter,
+            misfire=misfire,
+            overlap=overlap,
+            name=name,
+            timeout=timeout,
+            retry=retry,
+            in_thread=in_thread,
+            inherit_deadline=inherit_deadline,
+        )
+
     def _closed_reason(self) -> str:
         if self._state == _NEW:
             return "the scheduler has not been entered: use 'async with Scheduler() as s:'"
@@ -671,6 +769,13 @@ class Scheduler(Executor, WallClockWatch):
         h: Handle[Any] = Handle(when, func, (), self, x)
         self._push_new(h)
         return h
+
+    def _cancel_internal(self, h: Handle[Any]) -> None:
+        """Drop an entry made by :meth:`_schedule_internal` (uncounted, O(1))."""
+        if h._st == PENDING:
+            h._st = CANCELLED
+            h._func = None
+            self._heap.note_dead()
 
     # ------------------------------------------------------------------ cancellation
 

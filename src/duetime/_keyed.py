@@ -1,0 +1,287 @@
+"""Timeouts and PendingReplies: timers and reply deadlines looked up by key."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Hashable
+from datetime import timedelta
+from functools import partial
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, TypeVarTuple, Unpack
+
+from ._exceptions import SchedulerClosed
+from ._execute import is_async
+from ._handle import CANCELLED, COMPLETED, FAILED, Extra, Handle, _callable_name, _current
+
+if TYPE_CHECKING:
+    from ._scheduler import Scheduler
+
+__all__ = ["PendingReplies", "Timeouts"]
+
+T = TypeVar("T")
+PosArgsT = TypeVarTuple("PosArgsT")
+
+
+class Timeouts:
+    """Timers by key: watchdogs, debouncing, per-operation timeouts.
+
+    Each key has at most one timer.  A timer that fires is removed before its
+    callback runs (so the callback may set it again).  ``set``, ``reset`` and
+    ``clear`` cost one heap push and/or one O(1) lazy cancel.
+
+    :param scheduler: an entered :class:`Scheduler` that runs the callbacks
+    """
+
+    __slots__ = ("_s", "_timers")
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        self._s = scheduler
+        # key -> (handle, delay, func, args)
+        self._timers: dict[Hashable, tuple[Handle[Any], float, Callable[..., Any], tuple[Any, ...]]]
+        self._timers = {}
+
+    def set(
+        self,
+        key: Hashable,
+        delay: float | timedelta,
+        func: Callable[[Unpack[PosArgsT]], object],
+        /,
+        *args: Unpack[PosArgsT],
+    ) -> Handle[Any]:
+        """Call ``func(*args)`` after ``delay``, replacing any timer set for ``key``.
+
+        :return: the timer's :class:`Handle`
+        :raises TypeError, ValueError: as :meth:`Scheduler.call_later`
+        """
+        if not callable(func):
+            raise TypeError(f"func must be callable, got {func!r}")
+        seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
+        h = self._schedule(key, seconds, func, args)
+        old = self._timers.get(key)
+        self._timers[key] = (h, float(seconds), func, args)
+        if old is not None:
+            old[0].cancel()
+        return h
+
+    def _schedule(
+        self, key: Hashable, delay: float, func: Callable[..., Any], args: tuple[Any, ...]
+    ) -> Handle[Any]:
+        fire = self._fire_async if is_async(func) else self._fire_sync
+        return self._s.call_later(delay, fire, key, func, args, name=_callable_name(func))
+
+    def reset(self, key: Hashable) -> bool:
+        """Restart the countdown for ``key`` with its original delay.
+
+        :return: False if no timer is set for ``key``
+        """
+        entry = self._timers.get(key)
+        if entry is None:
+            return False
+        old, delay, func, args = entry
+        self._timers[key] = (self._schedule(key, delay, func, args), delay, func, args)
+        old.cancel()
+        return True
+
+    def clear(self, key: Hashable) -> bool:
+        """Cancel the timer for ``key``.
+
+        :return: False if none was pending
+        """
+        entry = self._timers.pop(key, None)
+        return entry is not None and entry[0].cancel()
+
+    def get(self, key: Hashable) -> Handle[Any] | None:
+        """The Handle of the timer pending for ``key``, or None."""
+        self._prune()
+        entry = self._timers.get(key)
+        return None if entry is None else entry[0]
+
+    def __contains__(self, key: object) -> bool:
+        entry = self._timers.get(key)
+        return entry is not None and not entry[0].done()
+
+    def __len__(self) -> int:
+        self._prune()
+        return len(self._timers)
+
+    def _prune(self) -> None:
+        # Timers cancelled by the scheduler's exit (or via their handle) linger
+        # until looked at; only then is the O(n) pass worth it.
+        if self._s._closed:
+            self._timers = {k: e for k, e in self._timers.items() if not e[0].done()}
+
+    def _take(self, key: Hashable) -> None:
+        cur = _current.get()
+        entry = self._timers.get(key)
+        if entry is not None and cur is not None and entry[0] is cur[0]:
+            del self._timers[key]
+
+    def _fire_sync(self, key: Hashable, func: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        self._take(key)
+        return func(*args)
+
+    async def _fire_async(
+        self, key: Hashable, func: Callable[..., Any], args: tuple[Any, ...]
+    ) -> Any:
+        self._take(key)
+        return await func(*args)
+
+    def __repr__(self) -> str:
+        return f"<Timeouts pending={len(self._timers)}>"
+
+
+def _awaiting_reply() -> None:
+    """Stands in as the 'callback' of a PendingReplies handle (names it in reprs)."""
+
+
+class PendingReplies(Generic[T]):
+    """Handles for requests whose replies may never arrive: the reply reaper.
+
+    Each pending entry expires at its own deadline, an internal entry in the
+    scheduler's heap, so there is no periodic scan and nothing is kept forever.
+    An expired entry fails its handle with :exc:`TimeoutError` (done-callbacks
+    run with it) and counts as reaped; that is an expected outcome, never
+    reported to ``on_error``.  Leaving the scheduler's block cancels what is
+    still pending.
+
+    :param scheduler: an entered :class:`Scheduler` (its clock and heap are used)
+    :param timeout: the default seconds to wait for a reply (> 0)
+    :raises ValueError: if ``timeout`` is not a positive finite number
+    """
+
+    def __init__(self, scheduler: Scheduler, timeout: float | timedelta = 2.0) -> None:
+        self._s = scheduler
+        self._timeout = _positive(timeout)
+        # key -> (user handle, internal expiry entry)
+        self._pending: dict[Hashable, tuple[Handle[T], Handle[Any]]] = {}
+        self.reaped_count = 0  #: entries that expired without a reply
+        self.late_count = 0  #: replies for keys not (or no longer) pending
+        scheduler._series.add(_CancelOnExit(self))
+
+    @property
+    def pending_count(self) -> int:
+        """Entries waiting for their reply."""
+        return len(self._pending)
+
+    @property
+    def timeout(self) -> float:
+        """The default timeout in seconds."""
+        return self._timeout
+
+    def expect(self, key: Hashable, timeout: float | timedelta | None = None) -> Handle[T]:
+        """Wait for the reply to ``key``: return a Handle that the reply resolves.
+
+        :param timeout: seconds before the entry is reaped (default: the
+            object's ``timeout``)
+        :raises ValueError: if ``key`` is already pending, or ``timeout`` <= 0
+        :raises SchedulerClosed: if the scheduler is not open
+        """
+        if key in self._pending:
+            raise ValueError(f"a reply to {key!r} is already pending")
+        seconds = self._timeout if timeout is None else _positive(timeout)
+        s = self._s
+        if s._closed:
+            raise SchedulerClosed(s._closed_reason())
+        deadline = s._clock() + seconds
+        x = Extra()
+        x.name = f"reply to {key!r}"
+        # _args is never called with; it keeps the key for handle.cancel().
+        h: Handle[T] = Handle(deadline, _awaiting_reply, (key,), self, x)
+        expiry = s._schedule_internal(deadline, partial(self._expire, key))
+        self._pending[key] = (h, expiry)
+        return h
+
+    def resolve(self, key: Hashable, value: T) -> bool:
+        """Complete the entry for ``key`` with ``value``.
+
+        :return: True if it was pending; False if late or unknown (counted in
+            ``late_count``)
+        """
+        entry = self._pending.pop(key, None)
+        if entry is None:
+            self.late_count += 1
+            return False
+        h, expiry = entry
+        self._s._cancel_internal(expiry)
+        h._finish(COMPLETED, value)
+        return True
+
+    def fail(self, key: Hashable, exc: BaseException) -> bool:
+        """Fail the entry for ``key`` with ``exc`` (e.g. an error reply).
+
+        If nobody observes the handle the exception goes to ``on_error``.
+
+        :return: True if it was pending; False if late or unknown (counted in
+            ``late_count``)
+        """
+        if not isinstance(exc, BaseException):
+            raise TypeError(f"exc must be an exception, got {exc!r}")
+        entry = self._pending.pop(key, None)
+        if entry is None:
+            self.late_count += 1
+            return False
+        h, expiry = entry
+        self._s._cancel_internal(expiry)
+        if not h._finish(FAILED, exc):
+            self._s._report(h, exc)
+        return True
+
+    def cancel_all(self) -> int:
+        """Cancel every pending entry; return how many there were."""
+        entries = list(self._pending.values())
+        self._pending.clear()
+        for h, expiry in entries:
+            self._s._cancel_internal(expiry)
+            h._finish(CANCELLED, None)
+        return len(entries)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._pending
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def _expire(self, key: Hashable) -> None:
+        h, _ = self._pending.pop(key)
+        self.reaped_count += 1
+        # An expected outcome: the handle fails, nothing is reported.
+        h._finish(FAILED, TimeoutError(f"no reply to {key!r} within the timeout"))
+
+    # -- Owner protocol: how handle.cancel() reaches us ----------------------------
+
+    def _cancel_pending(self, handle: Handle[Any]) -> None:
+        assert handle._args is not None
+        entry = self._pending.pop(handle._args[0], None)
+        if entry is not None:
+            self._s._cancel_internal(entry[1])
+        handle._finish(CANCELLED, None)
+
+    def _cancel_running(self, handle: Handle[Any]) -> bool:
+        return False  # never RUNNING
+
+    def __repr__(self) -> str:
+        return (
+            f"<PendingReplies pending={len(self._pending)} reaped={self.reaped_count}"
+            f" late={self.late_count}>"
+        )
+
+
+class _CancelOnExit:
+    """Registered in ``scheduler._series``: the scheduler's exit cancels the entries."""
+
+    __slots__ = ("_replies",)
+
+    def __init__(self, replies: PendingReplies[Any]) -> None:
+        self._replies = replies
+
+    def cancel(self) -> None:
+        self._replies.cancel_all()
+
+
+def _positive(value: object) -> float:
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"timeout must be a number of seconds or a timedelta, got {value!r}")
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"timeout must be finite and > 0, got {value!r}")
+    return float(value)

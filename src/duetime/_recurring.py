@@ -1,0 +1,475 @@
+"""call_every: Recurring, a fixed-rate series with misfire and overlap policies."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Generator
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+
+from anyio import Event, current_effective_deadline
+
+from ._exceptions import SchedulerClosed
+from ._execute import is_async
+from ._handle import FAILED, Extra, Handle, Status, _callable_name
+from ._retry import Retry
+
+if TYPE_CHECKING:
+    from ._scheduler import Scheduler
+
+__all__ = ["Misfire", "Overlap", "Recurring"]
+
+T = TypeVar("T")
+
+Misfire = Literal["coalesce", "skip", "catch_up"]
+Overlap = Literal["skip", "wait", "allow"]
+_MISFIRE = ("coalesce", "skip", "catch_up")
+_OVERLAP = ("skip", "wait", "allow")
+
+#: How many finished runs ``async for run in recurring`` keeps for a slow consumer.
+BUFFER_SIZE = 128
+
+_INF = math.inf
+
+
+def _seconds(value: object, what: str) -> float:
+    """A number of seconds or a timedelta as a finite float (sign not checked)."""
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{what} must be a number of seconds or a timedelta, got {value!r}")
+    f = float(value)
+    if not math.isfinite(f):
+        raise ValueError(f"{what} must be finite, got {value!r}")
+    return f
+
+
+def _loop_time(scheduler: Scheduler, value: object, what: str) -> float:
+    """A delay, timedelta or aware datetime as a loop time (from now)."""
+    now = scheduler._clock()
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"{what}: naive datetime {value!r}; pass an aware datetime")
+        return now + max((value - scheduler._wall_clock()).total_seconds(), 0.0)
+    delay = _seconds(value, what)
+    if delay < 0:
+        raise ValueError(f"{what} must be >= 0, got {value!r}")
+    return now + delay
+
+
+class Recurring(Generic[T]):
+    """A callback run on a fixed-rate grid: run ``k`` is due at ``start + k * interval``.
+
+    Made by :meth:`Scheduler.call_every`, never directly.  Only the next decision
+    point of the series is on the scheduler's heap at any time; each run is an
+    ordinary :class:`Handle` (its ``when`` is the grid time it stands for).  The
+    grid is computed by multiplication, never by adding up intervals, and the
+    time a run takes never moves it.
+
+    Status: ``PENDING`` until the first run starts, ``RUNNING`` while the series
+    is active (paused included), then ``COMPLETED`` (``max_runs`` reached,
+    ``until`` or an inherited deadline passed) or ``CANCELLED``.  The status is
+    final as soon as no further run will start; a run already in progress is not
+    interrupted, and ``await recurring`` also waits for it.
+    """
+
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        interval: float | timedelta,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        *,
+        start: float | timedelta | datetime = 0.0,
+        max_runs: int | None = None,
+        until: float | timedelta | datetime | None = None,
+        jitter: float | timedelta = 0.0,
+        misfire: Misfire = "coalesce",
+        overlap: Overlap = "skip",
+        name: str | None = None,
+        timeout: float | None = None,
+        retry: Retry | None = None,
+        in_thread: bool | None = None,
+        inherit_deadline: bool = False,
+    ) -> None:
+        step = _seconds(interval, "interval")
+        if not step > 0:
+            raise ValueError(f"interval must be > 0, got {interval!r}")
+        if not callable(func):
+            raise TypeError(f"func must be callable, got {func!r}")
+        spread = _seconds(jitter, "jitter")
+        if not 0 <= spread < step:
+            raise ValueError(f"jitter must be >= 0 and < interval ({step}), got {jitter!r}")
+        if max_runs is not None:
+            if isinstance(max_runs, bool) or not isinstance(max_runs, int):
+                raise TypeError(f"max_runs must be an int, got {max_runs!r}")
+            if max_runs < 1:
+                raise ValueError(f"max_runs must be >= 1, got {max_runs}")
+        if misfire not in _MISFIRE:
+            raise ValueError(f"misfire must be one of {_MISFIRE}, got {misfire!r}")
+        if overlap not in _OVERLAP:
+            raise ValueError(f"overlap must be one of {_OVERLAP}, got {overlap!r}")
+        template = self._template(scheduler, func, name, timeout, retry, in_thread)
+        if not isinstance(inherit_deadline, bool):
+            raise TypeError(f"inherit_deadline must be a bool, got {inherit_deadline!r}")
+        if scheduler._closed:
+            raise SchedulerClosed(scheduler._closed_reason())
+        base = _loop_time(scheduler, start, "start")
+        end = _INF if until is None else _loop_time(scheduler, until, "until")
+        deadline = current_effective_deadline() if inherit_deadline else _INF
+
+        self._s = scheduler
+        self._func = func
+        self._args = args
+        self._x = template
+        self._interval = step
+        self._base = base
+        self._jitter = spread
+        self._max_runs = max_runs
+        self._until = end
+        self._deadline = deadline
+        self._misfire = misfire
+        self._overlap = overlap
+
+        self._k = 0  # grid index of the next decision point
+        self._tick: Handle[Any] | None = None
+        self._tick_when: float | None = None
+        self._status = Status.PENDING
+        self._paused = False
+        self._started = 0
+        self._runs = 0
+        self._missed = 0
+        self._unreported_missed = 0  # shown to the next run as current_run().missed
+        self._active: set[Handle[Any]] = set()
+        self._waiting: float | None = None  # grid time of the run waiting (overlap="wait")
+        self._catching_up = False  # misfire="catch_up": point _k is armed when a run ends
+        self._closing = False  # no point left: end once the waiting run has started
+        self._last: Handle[T] | None = None
+        self._buffer: deque[Handle[T]] = deque()
+        self._dropped = 0
+        self._iterating = 0
+        self._wakeup: Event | None = None
+        self._done: Event | None = None
+        scheduler._series.add(self)
+        self._arm(0)
+
+    @staticmethod
+    def _template(
+        scheduler: Scheduler,
+        func: Callable[..., Any],
+        name: str | None,
+        timeout: float | None,
+        retry: Retry | None,
+        in_thread: bool | None,
+    ) -> Extra:
+        """Validate the per-run options once, at the call site."""
+        x = Extra()
+        if name is not None:
+            if not isinstance(name, str):
+                raise TypeError(f"name must be a str, got {name!r}")
+            x.name = name
+        if in_thread is not None:
+            if not isinstance(in_thread, bool):
+                raise TypeError(f"in_thread must be a bool, got {in_thread!r}")
+            x.in_thread = in_thread
+        if timeout is not None:
+            t = _seconds(timeout, "timeout")
+            if not t > 0:
+                raise ValueError(f"timeout must be > 0, got {timeout!r}")
+            threaded = in_thread if in_thread is not None else scheduler._sync_in_thread
+            if not threaded and not is_async(func):
+                raise ValueError(
+                    "timeout= cannot be enforced on a sync callback run inline on the "
+                    "event loop; pass in_thread=True (or use an async callback)"
+                )
+            x.timeout = t
+        if retry is not None:
+            if not isinstance(retry, Retry):
+                raise TypeError(f"retry must be a duetime.Retry, got {retry!r}")
+            x.retry = retry
+        return x
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def status(self) -> Status:
+        """PENDING, RUNNING, then COMPLETED or CANCELLED (see the class docs)."""
+        return self._status
+
+    @property
+    def name(self) -> str:
+        """The ``name=`` given, else the callback's qualified name."""
+        return self._x.name if self._x.name is not None else _callable_name(self._func)
+
+    @property
+    def interval(self) -> float:
+        """The grid spacing in seconds."""
+        return self._interval
+
+    @property
+    def runs(self) -> int:
+        """Runs that finished, whatever their outcome."""
+        return self._runs
+
+    @property
+    def started(self) -> int:
+        """Runs that were started (what ``max_runs`` counts)."""
+        return self._started
+
+    @property
+    def missed(self) -> int:
+        """Grid points that passed without a run of their own (misfire or overlap)."""
+        return self._missed
+
+    @property
+    def dropped(self) -> int:
+        """Finished runs that ``async for`` lost because its buffer was full."""
+        return self._dropped
+
+    @property
+    def next_at(self) -> float | None:
+        """The loop time of the next due point, or None if paused or ended."""
+        return self._tick_when
+
+    @property
+    def last(self) -> Handle[T] | None:
+        """The Handle of the latest run started, or None before the first."""
+        return self._last
+
+    @property
+    def paused(self) -> bool:
+        """Whether :meth:`pause` is in effect."""
+        return self._paused
+
+    def done(self) -> bool:
+        """Whether the series is over and its last run has finished."""
+        return self._status in (Status.COMPLETED, Status.CANCELLED) and not self._active
+
+    # ------------------------------------------------------------------ control
+
+    def cancel(self) -> bool:
+        """Stop the series: no further run starts, and a waiting run is dropped.
+
+        A run already in progress is not interrupted (cancel ``recurring.last``
+        for that).  Safe to call twice.
+
+        :return: True if this call stopped the series, False if it had ended
+        """
+        if self._status in (Status.COMPLETED, Status.CANCELLED):
+            return False
+        self._end(Status.CANCELLED)
+        return True
+
+    def pause(self) -> None:
+        """Start no runs until :meth:`resume`.  Grid points passed meanwhile are
+        not runs, so they are not counted as missed.  A waiting run is dropped."""
+        if self._paused or self._status in (Status.COMPLETED, Status.CANCELLED):
+            return
+        self._paused = True
+        self._waiting = None
+        self._catching_up = False
+        self._closing = False
+        self._disarm()
+
+    def resume(self) -> None:
+        """Continue on the original grid, at its next point not in the past."""
+        if not self._paused:
+            return
+        self._paused = False
+        if self._status in (Status.COMPLETED, Status.CANCELLED):
+            return
+        now = self._s._clock()
+        k = max(self._k, math.ceil((now - self._base) / self._interval))
+        self._arm(k)
+
+    # ------------------------------------------------------------------ the grid
+
+    def _grid(self, k: int) -> float:
+        return self._base + k * self._interval
+
+    def _arm(self, k: int) -> None:
+        """Put decision point ``k`` on the heap, or end the series if there is none."""
+        when = self._grid(k)
+        waiting = self._waiting is not None
+        runs_left = self._max_runs is None or self._started + waiting < self._max_runs
+        if not (runs_left and when <= self._until and when < self._deadline):
+            if waiting:
+                # A run due before the end still waits (overlap="wait"): the series
+                # ends once it has started.
+                self._closing = True
+            else:
+                self._end(Status.COMPLETED)
+            return
+        if self._jitter:
+            when += random.uniform(0.0, self._jitter)
+        self._k = k
+        self._tick_when = when
+        self._tick = self._s._schedule_internal(when, self._on_tick)
+
+    def _disarm(self) -> None:
+        tick = self._tick
+        self._tick = None
+        self._tick_when = None
+        if tick is not None:
+            self._s._cancel_internal(tick)
+
+    def _on_tick(self) -> None:
+        """A grid point is due: apply the misfire, then the overlap policy."""
+        due = self._tick_when  # grid point k, plus its jitter
+        assert due is not None
+        self._tick = None
+        self._tick_when = None
+        s = self._s
+        if s._closed:
+            self._end(Status.CANCELLED)
+            return
+        k = self._k
+        # The latest grid point due by now.  On time it is k (jitter < interval).
+        m = max(k, math.floor((s._clock() - self._base) / self._interval))
+        if self._until < _INF:
+            m = min(m, max(k, math.floor((self._until - self._base) / self._interval)))
+        nxt = m + 1
+        if m == k:
+            self._due(due)
+        elif self._misfire == "coalesce":
+            # One run now stands for point m; k..m-1 are missed.
+            self._miss(m - k)
+            self._due(self._grid(m))
+        elif self._misfire == "skip":
+            self._miss(m - k + 1)
+        else:
+            # catch_up: run k now; k+1.. follow one after another, each once the
+            # previous run has ended, so they never overlap each other.
+            self._due(self._grid(k))
+            nxt = k + 1
+            if self._active:
+                self._k = nxt
+                self._catching_up = True
+                return
+        self._arm(nxt)
+
+    def _miss(self, n: int) -> None:
+        self._missed += n
+        self._unreported_missed += n
+
+    def _due(self, when: float) -> None:
+        """A run is due (its grid time ``when``): start it, or apply ``overlap``."""
+        if self._active and self._overlap != "allow":
+            if self._overlap == "wait" and self._waiting is None:
+                self._waiting = when
+            else:
+                self._miss(1)
+            return
+        self._start_run(when)
+
+    def _start_run(self, when: float) -> None:
+        t = self._x
+        x = Extra()
+        x.name = t.name
+        x.timeout = t.timeout
+        x.retry = t.retry
+        x.in_thread = t.in_thread
+        if self._deadline < _INF:
+            x.deadline = self._deadline
+        x.series = self
+        x.missed = self._unreported_missed
+        self._unreported_missed = 0
+        h: Handle[T] = Handle(when, self._func, self._args, self._s, x)
+        self._s._push_new(h)
+        self._started += 1
+        self._last = h
+        self._active.add(h)
+        if self._status == Status.PENDING:
+            self._status = Status.RUNNING
+        h.add_done_callback(self._on_run_done)
+
+    def _on_run_done(self, h: Handle[Any]) -> None:
+        self._active.discard(h)
+        self._runs += 1
+        if h._st == FAILED and not self._iterating:
+            # This done-callback observes every run; a failure must not vanish.
+            self._s._report(h, h._result)
+        buf = self._buffer
+        if len(buf) >= BUFFER_SIZE:
+            old = buf.popleft()
+            self._dropped += 1
+            if old._st == FAILED and self._iterating:
+                self._s._report(old, old._result)
+        buf.append(h)
+        self._wake()
+        if self._status in (Status.COMPLETED, Status.CANCELLED):
+            if not self._active:
+                self._finish()
+            return
+        if self._waiting is not None and not self._paused:
+            when = self._waiting
+            self._waiting = None
+            if self._s._closed:
+                self._end(Status.CANCELLED)
+                return
+            self._start_run(when)
+            if self._closing:
+                self._end(Status.COMPLETED)
+        elif self._catching_up and not self._paused:
+            self._catching_up = False
+            self._arm(self._k)
+
+    def _end(self, status: Status) -> None:
+        self._status = status
+        self._waiting = None
+        self._catching_up = False
+        self._closing = False
+        self._disarm()
+        self._s._series.discard(self)
+        if not self._active:
+            self._finish()
+
+    def _finish(self) -> None:
+        if self._done is not None:
+            self._done.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        ev = self._wakeup
+        if ev is not None:
+            self._wakeup = None
+            ev.set()
+
+    # ------------------------------------------------------------------ awaiting
+
+    async def wait(self) -> int:
+        """Wait until the series is over and its last run finished; return ``runs``."""
+        if not self.done():
+            if self._done is None:
+                self._done = Event()
+            await self._done.wait()
+        return self._runs
+
+    def __await__(self) -> Generator[Any, None, int]:
+        return self.wait().__await__()
+
+    def __aiter__(self) -> AsyncIterator[Handle[T]]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Handle[T]]:
+        self._iterating += 1
+        try:
+            while True:
+                if self._buffer:
+                    yield self._buffer.popleft()
+                    continue
+                if self.done():
+                    return
+                if self._wakeup is None:
+                    self._wakeup = Event()
+                await self._wakeup.wait()
+        finally:
+            self._iterating -= 1
+
+    def __repr__(self) -> str:
+        return (
+            f"<Recurring name={self.name!r} status={self._status} every={self._interval}"
+            f" runs={self._runs} missed={self._missed}>"
+        )
