@@ -10,12 +10,14 @@ def test_public_names_are_pinned() -> None:
             "DeadlineExpired",
             "DuetimeError",
             "Handle",
+            "PoolStatistics",
             "Retry",
             "RunInfo",
             "Scheduler",
             "SchedulerClosed",
             "SchedulerStatistics",
             "Status",
+            "WorkerPool",
             "current_run",
         ]
     )

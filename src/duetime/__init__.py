@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from ._exceptions import CallbackCancelled, DeadlineExpired, DuetimeError, SchedulerClosed
 from ._handle import Handle, RunInfo, Status, current_run
+from ._pool import PoolStatistics, WorkerPool
 from ._retry import Retry
 from ._scheduler import Scheduler, SchedulerStatistics
 
@@ -22,11 +23,13 @@ __all__ = [
     "DeadlineExpired",
     "DuetimeError",
     "Handle",
+    "PoolStatistics",
     "Retry",
     "RunInfo",
     "Scheduler",
     "SchedulerClosed",
     "SchedulerStatistics",
     "Status",
+    "WorkerPool",
     "current_run",
 ]
