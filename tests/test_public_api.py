@@ -6,6 +6,7 @@ import duetime
 def test_public_names_are_pinned() -> None:
     assert sorted(duetime.__all__) == sorted(
         [
+            "BatchReport",
             "CallbackCancelled",
             "DeadlineExpired",
             "DuetimeError",
@@ -19,6 +20,7 @@ def test_public_names_are_pinned() -> None:
             "Status",
             "WorkerPool",
             "current_run",
+            "process_batch",
         ]
     )
     for name in duetime.__all__:

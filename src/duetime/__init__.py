@@ -10,6 +10,7 @@ soon, and get an awaitable :class:`Handle` back::
 
 from __future__ import annotations
 
+from ._batch import BatchReport, process_batch
 from ._exceptions import CallbackCancelled, DeadlineExpired, DuetimeError, SchedulerClosed
 from ._handle import Handle, RunInfo, Status, current_run
 from ._pool import PoolStatistics, WorkerPool
@@ -19,6 +20,7 @@ from ._scheduler import Scheduler, SchedulerStatistics
 __version__ = "0.1.0"
 
 __all__ = [
+    "BatchReport",
     "CallbackCancelled",
     "DeadlineExpired",
     "DuetimeError",
@@ -32,4 +34,5 @@ __all__ = [
     "Status",
     "WorkerPool",
     "current_run",
+    "process_batch",
 ]
