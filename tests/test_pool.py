@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 from typing import Any
 
 import anyio
@@ -503,3 +504,29 @@ async def test_bad_input() -> None:
             ppool.submit_nowait(1, priority=math.nan)
         with pytest.raises(TypeError, match="priority"):
             ppool.submit_nowait(1, priority="high")  # type: ignore[arg-type]
+
+
+async def test_seed003_orders_daemon_example(monkeypatch: pytest.MonkeyPatch) -> None:
+    # docs/examples/orders_daemon.py: orders in a queue, daemons, a callback on
+    # each completion, one order failing while the rest carry on.
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parent.parent / "docs" / "examples" / "orders_daemon.py"
+    spec = importlib.util.spec_from_file_location("orders_daemon", path)
+    assert spec is not None
+    assert spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "orders_daemon", example)  # for its dataclasses
+    spec.loader.exec_module(example)
+
+    start = anyio.current_time()
+    outbox, stats = await example.main()
+    assert len(outbox) == 10  # every order got its callback
+    assert [line for line in outbox if "sorry" in line] == [
+        "to customer-4: sorry, order 4: card declined"
+    ]
+    assert sum("shipped" in line for line in outbox) == 9
+    assert (stats.completed, stats.failed, stats.submitted) == (9, 1, 10)
+    # three daemons in parallel: 9 orders of 0.15 s and one of 0.05 s
+    assert anyio.current_time() - start < 10 * 0.15 / 2
