@@ -15,7 +15,8 @@ from anyio import current_effective_deadline
 from ._checkpoint import Checkpoint
 from ._exceptions import CallbackCancelled
 from ._handle import CANCELLED, COMPLETED, EXPIRED, FAILED, Handle
-from ._pool import WorkerPool, _number
+from ._pool import WorkerPool
+from ._pool_queue import number
 from ._scheduler import _backend_clock
 
 __all__ = ["BatchReport", "process_batch"]
@@ -150,7 +151,7 @@ async def process_batch(
         ``key`` without ``checkpoint``
     """
     items = list(items)
-    margin = _number(margin, "margin")
+    margin = number(margin, "margin")
     if not (0.0 <= margin < _INF):
         raise ValueError(f"margin must be finite and >= 0, got {margin}")
     if on_progress is not None and not callable(on_progress):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import heapq
 import inspect
 import logging
 import math
@@ -12,13 +10,11 @@ from collections.abc import Callable, Coroutine
 from contextvars import ContextVar
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, TypeVar, overload
 
 from anyio import (
     CancelScope,
-    ClosedResourceError,
     Event,
-    WouldBlock,
     create_task_group,
     current_effective_deadline,
     get_cancelled_exc_class,
@@ -37,6 +33,7 @@ from ._handle import (
     RUNNING,
     Handle,
 )
+from ._pool_queue import CLOSED, CLOSING, NEW, OPEN, PoolQueue, _Getter, expired, number
 from ._scheduler import _backend_clock
 
 __all__ = ["PoolStatistics", "WorkerPool"]
@@ -47,7 +44,6 @@ T = TypeVar("T")
 logger = logging.getLogger("duetime")
 
 _INF = math.inf
-_NEW, _OPEN, _CLOSING, _CLOSED = range(4)
 # Weight of the newest sample in the duration estimate once past the first few:
 # the first 1/_EWMA_ALPHA samples are a plain running mean, then an EWMA, so the
 # estimate settles fast and still follows a drift in item cost.
@@ -90,18 +86,7 @@ class PoolStatistics:
     estimate: float
 
 
-class _Getter:
-    """An idle worker waiting for an item; a submit hands the item over directly."""
-
-    __slots__ = ("event", "gone", "handle")
-
-    def __init__(self) -> None:
-        self.event = Event()
-        self.handle: Handle[Any] | None = None
-        self.gone = False
-
-
-class WorkerPool(Generic[ItemT, T]):
+class WorkerPool(PoolQueue[ItemT, T]):
     """N workers that run ``handler(item)`` for items taken from a bounded queue.
 
     ::
@@ -196,14 +181,14 @@ class WorkerPool(Generic[ItemT, T]):
         if type(priority) is not bool:
             raise TypeError("priority must be a bool")
         if deadline is not None:
-            deadline = _number(deadline, "deadline")
+            deadline = number(deadline, "deadline")
             if math.isnan(deadline):
                 raise ValueError("deadline must not be NaN")
-        min_time = _number(min_time, "min_time")
+        min_time = number(min_time, "min_time")
         if not (0.0 <= min_time < _INF):
             raise ValueError(f"min_time must be finite and >= 0, got {min_time}")
         if item_timeout is not None:
-            item_timeout = _number(item_timeout, "item_timeout")
+            item_timeout = number(item_timeout, "item_timeout")
             if not (0.0 < item_timeout < _INF):
                 raise ValueError(f"item_timeout must be finite and > 0, got {item_timeout}")
         if on_error is not None and not callable(on_error):
@@ -220,7 +205,7 @@ class WorkerPool(Generic[ItemT, T]):
         self._item_timeout = item_timeout
         self._on_error = on_error
 
-        self._state = _NEW
+        self._state = NEW
         self._tg: TaskGroup | None = None
         self._clock: Callable[[], float] = _not_entered
         self._watch_scope: CancelScope | None = None
@@ -251,7 +236,7 @@ class WorkerPool(Generic[ItemT, T]):
     # ------------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> WorkerPool[ItemT, T]:
-        if self._state != _NEW:
+        if self._state != NEW:
             raise RuntimeError("a WorkerPool can be entered only once")
         self._clock = _backend_clock()
         deadline = self._deadline_arg
@@ -262,7 +247,7 @@ class WorkerPool(Generic[ItemT, T]):
         tg = create_task_group()
         await tg.__aenter__()
         self._tg = tg
-        self._state = _OPEN
+        self._state = OPEN
         for i in range(self._workers):
             tg.start_soon(self._worker, name=f"duetime pool worker {i} {id(self):#x}")
         if deadline is not None and deadline != _INF:
@@ -287,7 +272,7 @@ class WorkerPool(Generic[ItemT, T]):
             await self._tg.__aexit__(type(inner), inner, inner.__traceback__)
             raise
         finally:
-            self._state = _CLOSED
+            self._state = CLOSED
         self._abort()
         try:
             return await self._tg.__aexit__(exc_type, exc, tb)
@@ -306,13 +291,13 @@ class WorkerPool(Generic[ItemT, T]):
         returns at once.  Calling it twice is safe.
         """
         self._begin_close()
-        if _in_handler.get() is self or self._state == _NEW:
+        if _in_handler.get() is self or self._state == NEW:
             return
         await self._wait_drained()
 
     def _begin_close(self) -> None:
-        if self._state in (_NEW, _OPEN):
-            self._state = _CLOSING
+        if self._state in (NEW, OPEN):
+            self._state = CLOSING
         if self._drained is None:
             self._drained = Event()
         # Idle workers re-check (and exit once the queue is empty); blocked
@@ -344,7 +329,7 @@ class WorkerPool(Generic[ItemT, T]):
         for h in doomed:
             if h._st == QUEUED:
                 if late:
-                    self._settle(h, EXPIRED, _expired(h))
+                    self._settle(h, EXPIRED, expired(h))
                 else:
                     self._settle(h, CANCELLED, None)
         assert self._tg is not None
@@ -367,163 +352,7 @@ class WorkerPool(Generic[ItemT, T]):
         self._live = 0
         for h in doomed:
             if h._st == QUEUED:
-                self._settle(h, EXPIRED, _expired(h))
-
-    # ------------------------------------------------------------------ submitting
-
-    async def submit(self, item: ItemT, *, priority: float | None = None) -> Handle[T]:
-        """Queue ``item``, waiting while the queue is full (backpressure).
-
-        An item that could not finish before the pool's deadline is not queued:
-        its handle is returned already EXPIRED.
-
-        :param priority: with ``WorkerPool(priority=True)``, lower runs first
-            (default 0); FIFO among equal priorities
-        :return: the item's :class:`Handle`
-        :raises anyio.ClosedResourceError: if the pool is closed (also while waiting)
-        :raises RuntimeError: if the pool has not been entered
-        :raises TypeError, ValueError: for a bad ``priority``
-        """
-        prio = self._check_submit(priority)
-        if not self._putters:
-            h = self._try_submit(item, prio)
-            if h is not None:
-                return h
-        ev = Event()
-        self._putters.append(ev)
-        try:
-            while True:
-                await ev.wait()
-                self._check_open()
-                h = self._try_submit(item, prio)
-                if h is not None:
-                    if self._putters and self._has_room():
-                        self._wake_putter()
-                    return h
-                # Somebody else took the room: wait again, first in line.
-                ev = Event()
-                self._putters.appendleft(ev)
-        except BaseException:
-            if ev.is_set():
-                # Woken but leaving: pass the wake-up on so no room goes unused.
-                self._wake_putter()
-            else:
-                with contextlib.suppress(ValueError):
-                    self._putters.remove(ev)
-            raise
-
-    def submit_nowait(self, item: ItemT, *, priority: float | None = None) -> Handle[T]:
-        """Queue ``item`` if there is room.
-
-        :return: the item's :class:`Handle` (already EXPIRED if it could not
-            finish before the deadline)
-        :raises anyio.WouldBlock: if the queue is full
-        :raises anyio.ClosedResourceError: if the pool is closed
-        :raises RuntimeError: if the pool has not been entered
-        :raises TypeError, ValueError: for a bad ``priority``
-        """
-        prio = self._check_submit(priority)
-        h = None if self._putters else self._try_submit(item, prio)
-        if h is None:
-            raise WouldBlock
-        return h
-
-    def _check_open(self) -> None:
-        if self._state == _NEW:
-            raise RuntimeError("the WorkerPool has not been entered")
-        if self._state != _OPEN:
-            raise ClosedResourceError
-
-    def _check_submit(self, priority: float | None) -> float:
-        if priority is None:
-            prio = 0.0
-        else:
-            if not self._priority:
-                raise ValueError("priority= needs WorkerPool(..., priority=True)")
-            prio = _number(priority, "priority")
-            if math.isnan(prio):
-                raise ValueError("priority must not be NaN")
-        self._check_open()
-        return prio
-
-    def _has_room(self) -> bool:
-        if self._live < self._maxsize:
-            return True
-        return any(not g.gone for g in self._getters)
-
-    def _try_submit(self, item: ItemT, prio: float) -> Handle[T] | None:
-        """Accept ``item`` if there is room (or it is already too late for it)."""
-        now = self._clock()
-        deadline = self._deadline
-        if deadline is not None and now + self._needed() >= deadline:
-            h: Handle[T] = Handle(now, self._handler, (item,), self)
-            self._submitted += 1
-            self._queued += 1
-            self._settle(h, EXPIRED, _expired(h))
-            return h
-        getters = self._getters
-        while getters:
-            g = getters.popleft()
-            if g.gone:
-                continue
-            # An idle worker: hand the item over.  PENDING (not QUEUED) marks it
-            # as not occupying the queue.
-            h = Handle(now, self._handler, (item,), self)
-            self._submitted += 1
-            self._queued += 1
-            g.handle = h
-            g.event.set()
-            return h
-        if self._live >= self._maxsize:
-            return None
-        h = Handle(now, self._handler, (item,), self)
-        h._st = QUEUED
-        self._submitted += 1
-        self._queued += 1
-        self._live += 1
-        if self._priority:
-            heapq.heappush(self._heap, (prio, h._id, h))
-        else:
-            self._fifo.append(h)
-        return h
-
-    def _wake_putter(self) -> None:
-        if self._putters:
-            self._putters.popleft().set()
-
-    # ------------------------------------------------------------------ workers
-
-    def _pop(self) -> Handle[Any] | None:
-        fifo, heap = self._fifo, self._heap
-        while fifo or heap:
-            h = fifo.popleft() if fifo else heapq.heappop(heap)[2]
-            if h._st == QUEUED:
-                self._live -= 1
-                self._wake_putter()
-                return h
-        return None
-
-    async def _get(self) -> Handle[Any] | None:
-        """The next item to run, or None once the pool is closing and empty."""
-        while True:
-            h = self._pop()
-            if h is not None:
-                return h
-            if self._state != _OPEN:
-                return None
-            g = _Getter()
-            self._getters.append(g)
-            # Room appeared for a producer waiting on maxsize=0 (a handover).
-            self._wake_putter()
-            try:
-                await g.event.wait()
-            except BaseException:
-                g.gone = True
-                if g.handle is not None and g.handle._st < COMPLETED:
-                    self._settle(g.handle, CANCELLED, None)
-                raise
-            if g.handle is not None:
-                return g.handle
+                self._settle(h, EXPIRED, expired(h))
 
     async def _worker(self) -> None:
         """Supervise one worker loop: a crash outside a handler restarts it."""
@@ -565,7 +394,7 @@ class WorkerPool(Generic[ItemT, T]):
         now = clock()
         deadline = self._deadline
         if deadline is not None and now + self._needed() >= deadline:
-            self._settle(h, EXPIRED, _expired(h))
+            self._settle(h, EXPIRED, expired(h))
             return
         cut = _INF if deadline is None else deadline
         timeout = self._item_timeout
@@ -705,16 +534,6 @@ class WorkerPool(Generic[ItemT, T]):
             f"<WorkerPool {state} workers={self._workers} queued={self._queued}"
             f" running={self._running}>"
         )
-
-
-def _number(value: object, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{what} must be a number, not {type(value).__name__}")
-    return float(value)
-
-
-def _expired(h: Handle[Any]) -> DeadlineExpired:
-    return DeadlineExpired(f"{h.name} could not finish before the pool's deadline")
 
 
 def _cut_off(h: Handle[Any]) -> DeadlineExpired:
