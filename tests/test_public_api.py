@@ -6,6 +6,7 @@ import duetime
 def test_public_names_are_pinned() -> None:
     assert sorted(duetime.__all__) == sorted(
         [
+            "BatchReport",
             "CallbackCancelled",
             "DeadlineExpired",
             "DuetimeError",
@@ -13,6 +14,7 @@ def test_public_names_are_pinned() -> None:
             "Job",
             "PendingReplies",
             "Recurring",
+            "PoolStatistics",
             "Retry",
             "RunInfo",
             "Scheduler",
@@ -21,7 +23,9 @@ def test_public_names_are_pinned() -> None:
             "Status",
             "ThreadedScheduler",
             "Timeouts",
+            "WorkerPool",
             "current_run",
+            "process_batch",
         ]
     )
     for name in duetime.__all__:

@@ -10,9 +10,11 @@ soon, and get an awaitable :class:`Handle` back::
 
 from __future__ import annotations
 
+from ._batch import BatchReport, process_batch
 from ._exceptions import CallbackCancelled, DeadlineExpired, DuetimeError, SchedulerClosed
 from ._handle import Handle, RunInfo, Status, current_run
 from ._keyed import PendingReplies, Timeouts
+from ._pool import PoolStatistics, WorkerPool
 from ._recurring import Recurring
 from ._retry import Retry
 from ._scheduler import Scheduler, SchedulerStatistics
@@ -21,12 +23,14 @@ from ._threaded import Job, ThreadedScheduler
 __version__ = "0.1.0"
 
 __all__ = [
+    "BatchReport",
     "CallbackCancelled",
     "DeadlineExpired",
     "DuetimeError",
     "Handle",
     "Job",
     "PendingReplies",
+    "PoolStatistics",
     "Recurring",
     "Retry",
     "RunInfo",
@@ -36,5 +40,7 @@ __all__ = [
     "Status",
     "ThreadedScheduler",
     "Timeouts",
+    "WorkerPool",
     "current_run",
+    "process_batch",
 ]

@@ -1,0 +1,544 @@
+"""WorkerPool: a bounded, optionally prioritised queue served by N supervised workers."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+from collections import deque
+from collections.abc import Callable, Coroutine
+from contextvars import ContextVar
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, TypeVar, overload
+
+from anyio import (
+    CancelScope,
+    Event,
+    create_task_group,
+    current_effective_deadline,
+    get_cancelled_exc_class,
+    sleep_until,
+)
+from anyio.abc import TaskGroup
+
+from ._exceptions import DeadlineExpired
+from ._execute import is_async
+from ._handle import (
+    CANCELLED,
+    COMPLETED,
+    EXPIRED,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    Handle,
+)
+from ._pool_queue import CLOSED, CLOSING, NEW, OPEN, PoolQueue, _Getter, expired, number
+from ._scheduler import _backend_clock
+
+__all__ = ["PoolStatistics", "WorkerPool"]
+
+ItemT = TypeVar("ItemT")
+T = TypeVar("T")
+
+logger = logging.getLogger("duetime")
+
+_INF = math.inf
+# Weight of the newest sample in the duration estimate once past the first few:
+# the first 1/_EWMA_ALPHA samples are a plain running mean, then an EWMA, so the
+# estimate settles fast and still follows a drift in item cost.
+_EWMA_ALPHA = 0.2
+
+# The pool whose handler is running in this context: close() from inside a
+# handler must not wait for the drain (it would wait on itself).
+_in_handler: ContextVar[WorkerPool[Any, Any] | None] = ContextVar(
+    "duetime_pool_handler", default=None
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStatistics:
+    """A snapshot of a :class:`WorkerPool`'s counters.
+
+    ``queued + running + completed + failed + cancelled + expired == submitted``
+    at every moment: each submitted item is in exactly one of those states.
+
+    :ivar submitted: items accepted by ``submit``/``submit_nowait``
+    :ivar queued: accepted, not started
+    :ivar running: started, not finished
+    :ivar completed: the handler returned
+    :ivar failed: the handler raised, was cut off by ``item_timeout``
+        (``TimeoutError``) or by the deadline (:exc:`DeadlineExpired`)
+    :ivar cancelled: cancelled before or while running
+    :ivar expired: never started, because they could not finish before the deadline
+    :ivar restarts: workers that crashed outside a handler and were replaced
+    :ivar estimate: the running estimate of one item's duration, in seconds
+    """
+
+    submitted: int
+    queued: int
+    running: int
+    completed: int
+    failed: int
+    cancelled: int
+    expired: int
+    restarts: int
+    estimate: float
+
+
+class WorkerPool(PoolQueue[ItemT, T]):
+    """N workers that run ``handler(item)`` for items taken from a bounded queue.
+
+    ::
+
+        async with duetime.WorkerPool(handler, workers=4, maxsize=100) as pool:
+            h = await pool.submit(item)       # waits while the queue is full
+            h = pool.submit_nowait(item)      # raises anyio.WouldBlock when full
+        # leaving the block = close() + wait for the drain
+
+    Every submitted item gets a :class:`Handle` and ends in exactly one final
+    state.  Producers wait for room and workers wait for items on *separate*
+    wait lists, and an item is handed straight to an idle worker, so no mix of
+    producers, workers, priorities and ``maxsize`` can deadlock.
+
+    :param handler: an async or sync function of one item.  A sync handler runs
+        inline on the event loop, so neither ``item_timeout`` nor the deadline can
+        interrupt it; make it async (or wrap it in ``anyio.to_thread.run_sync``)
+        if it blocks.
+    :param workers: how many items run at once (>= 1)
+    :param maxsize: how many items may wait in the queue.  ``0`` means none: a
+        submit waits until a worker is free to take the item.  ``math.inf``
+        means unbounded.
+    :param priority: if true, ``submit(item, priority=p)`` orders the queue:
+        a lower ``p`` runs first, equal priorities run in submission order
+    :param deadline: an absolute loop time (``anyio.current_time()``).  The
+        deadline in effect where the pool is entered applies too; the earlier
+        of the two wins.  An item that cannot finish before it is never started
+        and ends EXPIRED; an item still running at the deadline is cut off and
+        ends FAILED with :exc:`DeadlineExpired`.
+    :param min_time: an item is not started unless at least this many seconds,
+        and at least the running estimate of an item's duration, remain
+    :param item_timeout: seconds each item may run; past that it is cancelled
+        and ends FAILED with ``TimeoutError``
+    :param on_error: ``on_error(handle, exc)`` for each failed item that nobody
+        observes (no awaiter, no done-callback).  Default: log it at ERROR.
+    :raises TypeError: if ``handler`` or ``on_error`` is not callable, or a
+        number has the wrong type
+    :raises ValueError: if ``workers < 1``, ``maxsize < 0``, or ``min_time``,
+        ``item_timeout`` or ``deadline`` is out of range
+    """
+
+    @overload
+    def __init__(
+        self: WorkerPool[ItemT, T],
+        handler: Callable[[ItemT], Coroutine[Any, Any, T]],
+        *,
+        workers: int = ...,
+        maxsize: float = ...,
+        priority: bool = ...,
+        deadline: float | None = ...,
+        min_time: float = ...,
+        item_timeout: float | None = ...,
+        on_error: Callable[[Handle[Any], BaseException], object] | None = ...,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: WorkerPool[ItemT, T],
+        handler: Callable[[ItemT], T],
+        *,
+        workers: int = ...,
+        maxsize: float = ...,
+        priority: bool = ...,
+        deadline: float | None = ...,
+        min_time: float = ...,
+        item_timeout: float | None = ...,
+        on_error: Callable[[Handle[Any], BaseException], object] | None = ...,
+    ) -> None: ...
+
+    def __init__(
+        self,
+        handler: Callable[[ItemT], Any],
+        *,
+        workers: int = 1,
+        maxsize: float = _INF,
+        priority: bool = False,
+        deadline: float | None = None,
+        min_time: float = 0.0,
+        item_timeout: float | None = None,
+        on_error: Callable[[Handle[Any], BaseException], object] | None = None,
+    ) -> None:
+        if not callable(handler):
+            raise TypeError(f"handler must be callable, not {type(handler).__name__}")
+        if type(workers) is not int:
+            raise TypeError(f"workers must be an int, not {type(workers).__name__}")
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        if maxsize != _INF and type(maxsize) is not int:
+            raise TypeError(f"maxsize must be an int or math.inf, not {maxsize!r}")
+        if maxsize < 0:
+            raise ValueError(f"maxsize must be >= 0, got {maxsize}")
+        if type(priority) is not bool:
+            raise TypeError("priority must be a bool")
+        if deadline is not None:
+            deadline = number(deadline, "deadline")
+            if math.isnan(deadline):
+                raise ValueError("deadline must not be NaN")
+        min_time = number(min_time, "min_time")
+        if not (0.0 <= min_time < _INF):
+            raise ValueError(f"min_time must be finite and >= 0, got {min_time}")
+        if item_timeout is not None:
+            item_timeout = number(item_timeout, "item_timeout")
+            if not (0.0 < item_timeout < _INF):
+                raise ValueError(f"item_timeout must be finite and > 0, got {item_timeout}")
+        if on_error is not None and not callable(on_error):
+            raise TypeError("on_error must be callable")
+
+        self._handler = handler
+        self._async = is_async(handler)
+        self._workers = workers
+        self._maxsize = maxsize
+        self._priority = priority
+        self._deadline_arg = deadline
+        self._deadline: float | None = None
+        self._min_time = min_time
+        self._item_timeout = item_timeout
+        self._on_error = on_error
+
+        self._state = NEW
+        self._tg: TaskGroup | None = None
+        self._clock: Callable[[], float] = _not_entered
+        self._watch_scope: CancelScope | None = None
+
+        # The queue: a deque (FIFO) or a heap of (priority, seq, handle).  Items
+        # in it are QUEUED; a cancelled one stays until popped (lazy removal), so
+        # ``_live`` is the occupancy that backpressure counts.
+        self._fifo: deque[Handle[Any]] = deque()
+        self._heap: list[tuple[float, int, Handle[Any]]] = []
+        self._live = 0
+        # Idle workers and blocked producers wait on separate lists, each woken
+        # one at a time, and only by an event that concerns it.
+        self._getters: deque[_Getter] = deque()
+        self._putters: deque[Event] = deque()
+        self._drained: Event | None = None
+
+        self._submitted = 0
+        self._queued = 0  # accepted, not started (in the queue, or handed to a worker)
+        self._running = 0
+        self._counts = [0] * 7  # by final state code
+        self._restarts = 0
+        self._est = 0.0
+        self._samples = 0
+        # process_batch's hook: observer(handle, seconds_run, cut_off) for each
+        # item that ran, just before it finishes.
+        self._observer: Callable[[Handle[Any], float, bool], None] | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> WorkerPool[ItemT, T]:
+        if self._state != NEW:
+            raise RuntimeError("a WorkerPool can be entered only once")
+        self._clock = _backend_clock()
+        deadline = self._deadline_arg
+        ambient = current_effective_deadline()
+        if ambient != _INF:
+            deadline = ambient if deadline is None else min(deadline, ambient)
+        self._deadline = deadline
+        tg = create_task_group()
+        await tg.__aenter__()
+        self._tg = tg
+        self._state = OPEN
+        for i in range(self._workers):
+            tg.start_soon(self._worker, name=f"duetime pool worker {i} {id(self):#x}")
+        if deadline is not None and deadline != _INF:
+            self._watch_scope = CancelScope()
+            tg.start_soon(self._watch_deadline, deadline, self._watch_scope)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._tg is not None
+        self._begin_close()
+        try:
+            if exc is None:
+                await self._wait_drained()
+        except BaseException as inner:
+            # Cancelled while draining: abort, and let the task group see it.
+            self._abort()
+            await self._tg.__aexit__(type(inner), inner, inner.__traceback__)
+            raise
+        finally:
+            self._state = CLOSED
+        self._abort()
+        try:
+            return await self._tg.__aexit__(exc_type, exc, tb)
+        except BaseExceptionGroup as group:
+            # The body's own exception leaves as itself, never wrapped.
+            if exc is not None and len(group.exceptions) == 1 and group.exceptions[0] is exc:
+                return False
+            raise
+
+    async def close(self) -> None:
+        """The sentinel: accept nothing more, let queued items run, then stop.
+
+        Producers waiting for room get :exc:`anyio.ClosedResourceError`.  Waits
+        until every accepted item has finished, except when called from one of
+        this pool's own handlers (which would be waiting on itself): then it
+        returns at once.  Calling it twice is safe.
+        """
+        self._begin_close()
+        if _in_handler.get() is self or self._state == NEW:
+            return
+        await self._wait_drained()
+
+    def _begin_close(self) -> None:
+        if self._state in (NEW, OPEN):
+            self._state = CLOSING
+        if self._drained is None:
+            self._drained = Event()
+        # Idle workers re-check (and exit once the queue is empty); blocked
+        # producers see the pool closed.
+        for g in self._getters:
+            g.event.set()
+        self._getters.clear()
+        for ev in self._putters:
+            ev.set()
+        self._putters.clear()
+        self._check_drained()
+
+    async def _wait_drained(self) -> None:
+        assert self._drained is not None
+        await self._drained.wait()
+
+    def _check_drained(self) -> None:
+        if self._drained is not None and self._queued + self._running == 0:
+            self._drained.set()
+
+    def _abort(self) -> None:
+        """Body raised (or we were cancelled): end queued items, cancel the workers."""
+        now = self._clock()
+        late = self._deadline is not None and now >= self._deadline
+        doomed = list(self._fifo) + [e[2] for e in self._heap]
+        self._fifo.clear()
+        self._heap.clear()
+        self._live = 0
+        for h in doomed:
+            if h._st == QUEUED:
+                if late:
+                    self._settle(h, EXPIRED, expired(h))
+                else:
+                    self._settle(h, CANCELLED, None)
+        assert self._tg is not None
+        self._tg.cancel_scope.cancel()
+
+    async def _watch_deadline(self, deadline: float, scope: CancelScope) -> None:
+        with scope:
+            await sleep_until(deadline)
+            # No queued item can start any more: expire them now rather than as
+            # workers come free, and release producers waiting for room.
+            self._expire_queued()
+            for ev in self._putters:
+                ev.set()
+            self._putters.clear()
+
+    def _expire_queued(self) -> None:
+        doomed = list(self._fifo) + [e[2] for e in self._heap]
+        self._fifo.clear()
+        self._heap.clear()
+        self._live = 0
+        for h in doomed:
+            if h._st == QUEUED:
+                self._settle(h, EXPIRED, expired(h))
+
+    async def _worker(self) -> None:
+        """Supervise one worker loop: a crash outside a handler restarts it."""
+        while True:
+            current: list[Handle[Any]] = []
+            try:
+                await self._work(current)
+                return
+            except Exception as exc:
+                self._restarts += 1
+                logger.exception("a WorkerPool worker crashed; replacing it")
+                for h in current:
+                    self._settle(h, FAILED, exc)
+
+    async def _work(self, current: list[Handle[Any]]) -> None:
+        while True:
+            h = await self._get()
+            if h is None:
+                return
+            current.append(h)
+            await self._run(h)
+            current.clear()
+
+    def _needed(self) -> float:
+        """Seconds an item needs to be worth starting."""
+        est = self._est
+        return est if est > self._min_time else self._min_time
+
+    def _learn(self, seconds: float) -> None:
+        self._samples += 1
+        alpha = max(1.0 / self._samples, _EWMA_ALPHA)
+        self._est += alpha * (seconds - self._est)
+
+    async def _run(self, h: Handle[Any]) -> None:
+        """Run one accepted item to its final state."""
+        if h._st >= COMPLETED:
+            return  # cancelled (or expired) while waiting
+        clock = self._clock
+        now = clock()
+        deadline = self._deadline
+        if deadline is not None and now + self._needed() >= deadline:
+            self._settle(h, EXPIRED, expired(h))
+            return
+        cut = _INF if deadline is None else deadline
+        timeout = self._item_timeout
+        by_timeout = timeout is not None and now + timeout < cut
+        if by_timeout:
+            assert timeout is not None
+            cut = now + timeout
+        self._queued -= 1
+        self._running += 1
+        h._st = RUNNING
+        assert h._args is not None
+        item = h._args[0]
+        token = _in_handler.set(self)
+        scope: CancelScope | None = None
+        try:
+            if self._async:
+                with CancelScope(deadline=cut) as scope:
+                    h._result = scope
+                    result = await self._handler(item)
+            else:
+                result = self._handler(item)
+                if inspect.isawaitable(result):
+                    with CancelScope(deadline=cut) as scope:
+                        h._result = scope
+                        result = await result
+        except Exception as exc:
+            self._settle(h, FAILED, exc, clock() - now)
+        except get_cancelled_exc_class():
+            ended = clock()
+            x = h._x
+            if x is not None and x.cancelling:
+                self._settle(h, CANCELLED, None, ended - now)
+            elif deadline is not None and ended >= deadline:
+                self._settle(h, FAILED, _cut_off(h), ended - now, True)
+            else:
+                self._settle(h, CANCELLED, None, ended - now)
+            if current_effective_deadline() == -_INF:
+                raise  # the pool (or something around it) is being cancelled
+            # The handler cancelled itself: this worker carries on.
+        else:
+            ran = clock() - now
+            if scope is not None and scope.cancelled_caught:
+                x = h._x
+                if x is not None and x.cancelling:
+                    self._settle(h, CANCELLED, None, ran)
+                elif by_timeout:
+                    late = TimeoutError(f"{h.name} timed out after {timeout} s")
+                    self._settle(h, FAILED, late, ran, True)
+                else:
+                    self._settle(h, FAILED, _cut_off(h), ran, True)
+            else:
+                self._learn(ran)
+                self._settle(h, COMPLETED, result, ran)
+        finally:
+            _in_handler.reset(token)
+
+    def _settle(
+        self,
+        h: Handle[Any],
+        st: int,
+        result: object,
+        ran: float | None = None,
+        cut: bool = False,
+    ) -> None:
+        """Move ``h`` to final state ``st``, keeping every counter in step."""
+        cur = h._st
+        if cur >= COMPLETED:
+            return
+        if cur == RUNNING:
+            self._running -= 1
+        else:
+            self._queued -= 1
+        self._counts[st] += 1
+        if ran is not None and self._observer is not None:
+            self._observer(h, ran, cut)
+        observed = h._finish(st, result)
+        if st == FAILED and not observed:
+            assert isinstance(result, BaseException)
+            self._report(h, result)
+        self._check_drained()
+
+    def _report(self, h: Handle[Any], exc: BaseException) -> None:
+        on_error = self._on_error
+        if on_error is None:
+            logger.error(
+                "unobserved exception in pool item %s",
+                h.name,
+                exc_info=(type(exc), exc, exc.__traceback__),
+            )
+            return
+        try:
+            on_error(h, exc)
+        except Exception:
+            logger.exception("on_error raised while reporting %r", h)
+
+    # ------------------------------------------------------------------ Owner protocol
+
+    def _cancel_pending(self, h: Handle[Any]) -> None:
+        if h._st == QUEUED:
+            self._live -= 1
+            self._wake_putter()
+        self._settle(h, CANCELLED, None)
+
+    def _cancel_running(self, h: Handle[Any]) -> bool:
+        scope = h._result
+        if isinstance(scope, CancelScope):
+            h._extra().cancelling = True
+            scope.cancel()
+            return True
+        return False  # a sync handler running inline cannot be interrupted
+
+    # ------------------------------------------------------------------ introspection
+
+    @property
+    def deadline(self) -> float | None:
+        """The deadline in force (loop time), or None; known once entered."""
+        return self._deadline
+
+    def statistics(self) -> PoolStatistics:
+        """Return a snapshot of the pool's counters."""
+        c = self._counts
+        return PoolStatistics(
+            submitted=self._submitted,
+            queued=self._queued,
+            running=self._running,
+            completed=c[COMPLETED],
+            failed=c[FAILED],
+            cancelled=c[CANCELLED],
+            expired=c[EXPIRED],
+            restarts=self._restarts,
+            estimate=self._est,
+        )
+
+    def __repr__(self) -> str:
+        state = ("new", "open", "closing", "closed")[self._state]
+        return (
+            f"<WorkerPool {state} workers={self._workers} queued={self._queued}"
+            f" running={self._running}>"
+        )
+
+
+def _cut_off(h: Handle[Any]) -> DeadlineExpired:
+    return DeadlineExpired(f"{h.name} was cut off by the pool's deadline")
+
+
+def _not_entered() -> float:
+    raise RuntimeError("the WorkerPool has not been entered")
