@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Hashable
 from datetime import timedelta
 from functools import partial
@@ -11,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, TypeVarTuple, Unpack
 from ._exceptions import SchedulerClosed
 from ._execute import is_async
 from ._handle import CANCELLED, COMPLETED, FAILED, Extra, Handle, _callable_name, _current
+from ._options import to_positive
 
 if TYPE_CHECKING:
     from ._scheduler import Scheduler
@@ -150,7 +150,7 @@ class PendingReplies(Generic[T]):
 
     def __init__(self, scheduler: Scheduler, timeout: float | timedelta = 2.0) -> None:
         self._s = scheduler
-        self._timeout = _positive(timeout)
+        self._timeout = to_positive(timeout, "timeout")
         # key -> (user handle, internal expiry entry)
         self._pending: dict[Hashable, tuple[Handle[T], Handle[Any]]] = {}
         self.reaped_count = 0  #: entries that expired without a reply
@@ -177,7 +177,7 @@ class PendingReplies(Generic[T]):
         """
         if key in self._pending:
             raise ValueError(f"a reply to {key!r} is already pending")
-        seconds = self._timeout if timeout is None else _positive(timeout)
+        seconds = self._timeout if timeout is None else to_positive(timeout, "timeout")
         s = self._s
         if s._closed:
             raise SchedulerClosed(s._closed_reason())
@@ -275,13 +275,3 @@ class _CancelOnExit:
 
     def cancel(self) -> None:
         self._replies.cancel_all()
-
-
-def _positive(value: object) -> float:
-    if isinstance(value, timedelta):
-        value = value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"timeout must be a number of seconds or a timedelta, got {value!r}")
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"timeout must be finite and > 0, got {value!r}")
-    return float(value)

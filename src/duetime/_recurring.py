@@ -14,6 +14,7 @@ from anyio import Event, current_effective_deadline
 from ._exceptions import SchedulerClosed
 from ._execute import is_async
 from ._handle import FAILED, Extra, Handle, Status, _callable_name
+from ._options import check_aware, to_delay, to_seconds
 from ._retry import Retry
 
 if TYPE_CHECKING:
@@ -34,29 +35,13 @@ BUFFER_SIZE = 128
 _INF = math.inf
 
 
-def _seconds(value: object, what: str) -> float:
-    """A number of seconds or a timedelta as a finite float (sign not checked)."""
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{what} must be a number of seconds or a timedelta, got {value!r}")
-    f = float(value)
-    if not math.isfinite(f):
-        raise ValueError(f"{what} must be finite, got {value!r}")
-    return f
-
-
 def _loop_time(scheduler: Scheduler, value: object, what: str) -> float:
     """A delay, timedelta or aware datetime as a loop time (from now)."""
     now = scheduler._clock()
     if isinstance(value, datetime):
-        if value.tzinfo is None or value.utcoffset() is None:
-            raise ValueError(f"{what}: naive datetime {value!r}; pass an aware datetime")
+        check_aware(value)
         return now + max((value - scheduler._wall_clock()).total_seconds(), 0.0)
-    delay = _seconds(value, what)
-    if delay < 0:
-        raise ValueError(f"{what} must be >= 0, got {value!r}")
-    return now + delay
+    return now + to_delay(value, what)
 
 
 class Recurring(Generic[T]):
@@ -94,12 +79,12 @@ class Recurring(Generic[T]):
         in_thread: bool | None = None,
         inherit_deadline: bool = False,
     ) -> None:
-        step = _seconds(interval, "interval")
+        step = to_seconds(interval, "interval")
         if not step > 0:
             raise ValueError(f"interval must be > 0, got {interval!r}")
         if not callable(func):
             raise TypeError(f"func must be callable, got {func!r}")
-        spread = _seconds(jitter, "jitter")
+        spread = to_seconds(jitter, "jitter")
         if not 0 <= spread < step:
             raise ValueError(f"jitter must be >= 0 and < interval ({step}), got {jitter!r}")
         if max_runs is not None:
@@ -175,7 +160,7 @@ class Recurring(Generic[T]):
                 raise TypeError(f"in_thread must be a bool, got {in_thread!r}")
             x.in_thread = in_thread
         if timeout is not None:
-            t = _seconds(timeout, "timeout")
+            t = to_seconds(timeout, "timeout")
             if not t > 0:
                 raise ValueError(f"timeout must be > 0, got {timeout!r}")
             threaded = in_thread if in_thread is not None else scheduler._sync_in_thread

@@ -18,8 +18,9 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from ._exceptions import CallbackCancelled, SchedulerClosed
 from ._handle import Handle, Status
+from ._options import check_aware, make_extra, to_delay
 from ._retry import Retry
-from ._scheduler import Scheduler, _check_aware, _to_delay, make_extra
+from ._scheduler import Scheduler
 
 __all__ = ["Job", "ThreadedScheduler"]
 
@@ -100,7 +101,7 @@ class Job(Generic[T]):
 
     def _wait(self, timeout: float | None) -> Handle[T]:
         if timeout is not None:
-            timeout = _to_delay(timeout, "timeout")
+            timeout = to_delay(timeout, "timeout")
         if not self.done():
             event = threading.Event()
             self._owner._on_done(self, lambda _h: event.set())
@@ -338,7 +339,7 @@ class ThreadedScheduler(AbstractContextManager["ThreadedScheduler"]):
         :raises SchedulerClosed: before :meth:`start` or after :meth:`shutdown`
         :raises TypeError, ValueError: on bad input, as :meth:`Scheduler.call_later`
         """
-        return self._submit(_to_delay(delay), func, args, name, timeout, retry, in_thread)
+        return self._submit(to_delay(delay), func, args, name, timeout, retry, in_thread)
 
     @overload
     def call_at(
@@ -388,7 +389,7 @@ class ThreadedScheduler(AbstractContextManager["ThreadedScheduler"]):
         """
         if not isinstance(when, datetime):
             raise TypeError(f"when must be an aware datetime, got {when!r}")
-        _check_aware(when)
+        check_aware(when)
         return self._submit(when, func, args, name, timeout, retry, in_thread)
 
     def _submit(
