@@ -14,6 +14,7 @@ def test_public_names_are_pinned() -> None:
             "Job",
             "PendingReplies",
             "Recurring",
+            "RecurringJob",
             "PoolStatistics",
             "Retry",
             "RunInfo",

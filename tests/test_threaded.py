@@ -9,6 +9,7 @@ ahead whenever it idles, since it cannot see this thread's work.  Nothing sleeps
 
 from __future__ import annotations
 
+import itertools
 import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -223,3 +224,49 @@ def test_timedelta_delay_and_retry() -> None:
         )
         assert job.result(timeout=5) == "ok"
     assert calls == 3
+
+
+@BACKENDS
+def test_seed_004_periodic_task(backend: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # trio's MockClock jumps while a worker thread runs (the sync callback does),
+    # so on trio this runs in real time at 10 ms instead.
+    interval = timedelta(seconds=1) if backend == "asyncio" else timedelta(milliseconds=10)
+    counter = itertools.count()
+
+    def count_up(start: int, step: int) -> int:
+        value = start + step * next(counter)
+        print(f"Counting: {value}")
+        return value
+
+    scheduler = make() if backend == "asyncio" else ThreadedScheduler("trio")
+    with scheduler as s:
+        p = s.call_every(interval, count_up, 0, 1, max_runs=4)
+        assert isinstance(p.id, str)
+        assert s.get(p.id) is p
+        assert p.wait(timeout=60) == 4
+        assert p.status is Status.COMPLETED
+        assert p.last_result() == 3
+    assert capsys.readouterr().out.splitlines() == [f"Counting: {i}" for i in range(4)]
+
+
+def test_recurring_job_cancel_pause_and_bad_input() -> None:
+    with ThreadedScheduler() as s:
+        p = s.call_every(3600, str, "tick", start=3600)
+        with pytest.raises(LookupError):
+            p.last_result()
+        p.pause()
+        p.resume()
+        with pytest.raises(TimeoutError):
+            p.wait(timeout=0)
+        assert p.cancel() is True
+        assert p.cancel() is False
+        assert p.wait(timeout=10) == 0
+        assert p.status is Status.CANCELLED
+        with pytest.raises(ValueError, match="interval"):
+            s.call_every(0, str)
+        with pytest.raises(ValueError, match="misfire"):
+            s.call_every(1, str, misfire="later")  # type: ignore[arg-type]
+        forever = s.call_every(3600, str, "x", start=3600)
+    assert forever.status is Status.CANCELLED  # shutdown cancels series
+    with pytest.raises(SchedulerClosed):
+        s.call_every(1, str)

@@ -18,7 +18,7 @@ from ._pool import PoolStatistics, WorkerPool
 from ._recurring import Recurring
 from ._retry import Retry
 from ._scheduler import Scheduler, SchedulerStatistics
-from ._threaded import Job, ThreadedScheduler
+from ._threaded import Job, RecurringJob, ThreadedScheduler
 
 __version__ = "0.1.0"
 
@@ -32,6 +32,7 @@ __all__ = [
     "PendingReplies",
     "PoolStatistics",
     "Recurring",
+    "RecurringJob",
     "Retry",
     "RunInfo",
     "Scheduler",

@@ -13,16 +13,17 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Generic, TypeVar, TypeVarTuple, Unpack, overload
 
-from anyio import CapacityLimiter
+from anyio import CapacityLimiter, fail_after
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from ._exceptions import CallbackCancelled, SchedulerClosed
 from ._handle import Handle, Status
 from ._options import check_aware, make_extra, to_delay
+from ._recurring import Misfire, Overlap, Recurring
 from ._retry import Retry
 from ._scheduler import Scheduler
 
-__all__ = ["Job", "ThreadedScheduler"]
+__all__ = ["Job", "RecurringJob", "ThreadedScheduler"]
 
 T = TypeVar("T")
 PosArgsT = TypeVarTuple("PosArgsT")
@@ -41,8 +42,7 @@ class Job(Generic[T]):
     __slots__ = ("__weakref__", "_cancel_early", "_handle", "_id", "_owner")
 
     def __init__(self, owner: ThreadedScheduler) -> None:
-        # Random version-4 UUID; random.getrandbits avoids a urandom syscall per job.
-        self._id = str(uuid.UUID(int=random.getrandbits(128), version=4))
+        self._id = _new_id()
         self._owner = owner
         # Set on the loop thread once the submission is taken off the inbox.
         self._handle: Handle[T] | None = None
@@ -116,6 +116,102 @@ class Job(Generic[T]):
         return f"<Job id={self._id} status={self.status}>"
 
 
+class RecurringJob(Generic[T]):
+    """A thread-safe handle to a recurring series of a :class:`ThreadedScheduler`.
+
+    Reading its counters is safe from any thread; control methods make one
+    round trip to the loop.
+    """
+
+    __slots__ = ("__weakref__", "_id", "_owner", "_series")
+
+    def __init__(self, owner: ThreadedScheduler, series: Recurring[T]) -> None:
+        self._id = _new_id()
+        self._owner = owner
+        self._series = series
+
+    @property
+    def id(self) -> str:
+        """A unique UUID string."""
+        return self._id
+
+    @property
+    def status(self) -> Status:
+        """PENDING before the first run, RUNNING while active, then final."""
+        return self._series.status
+
+    @property
+    def runs(self) -> int:
+        """Runs that finished (succeeded or failed)."""
+        return self._series.runs
+
+    @property
+    def missed(self) -> int:
+        """Grid points that passed without a run of their own."""
+        return self._series.missed
+
+    def done(self) -> bool:
+        """Whether the series is over and its last run finished."""
+        return self._series.done()
+
+    def last_result(self, timeout: float | None = None) -> T:
+        """The latest run's outcome: its value, or its exception raised.
+
+        :raises LookupError: if no run has started yet
+        """
+        last = self._series.last
+        if last is None:
+            raise LookupError("no run has started yet")
+        job: Job[T] = Job(self._owner)
+        job._handle = last
+        return job.result(timeout)
+
+    def cancel(self) -> bool:
+        """Stop the series (a run in progress finishes); True if this call did."""
+        try:
+            return self._owner._loop_call(self._series.cancel)
+        except SchedulerClosed:
+            return False
+
+    def pause(self) -> None:
+        """Pause the series; :meth:`resume` continues on the grid."""
+        self._owner._loop_call(self._series.pause)
+
+    def resume(self) -> None:
+        """Resume a paused series at its next grid point."""
+        self._owner._loop_call(self._series.resume)
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Block until the series is over; return the number of runs.
+
+        :raises TimeoutError: if it is not over within ``timeout`` seconds
+        """
+        if timeout is not None:
+            timeout = to_delay(timeout, "timeout")
+        if self.done():
+            return self._series.runs
+
+        async def wait() -> int:
+            with fail_after(timeout):  # on the loop's clock
+                return await self._series.wait()
+
+        portal = self._owner._portal
+        if self._owner._state != 1 or portal is None:
+            return self._series.runs  # shut down: the series is over
+        try:
+            return portal.call(wait)
+        except TimeoutError:
+            raise TimeoutError(f"recurring job {self._id} not over after {timeout} s") from None
+
+    def __repr__(self) -> str:
+        return f"<RecurringJob id={self._id} status={self.status} runs={self.runs}>"
+
+
+def _new_id() -> str:
+    # Random version-4 UUID; random.getrandbits avoids a urandom syscall per job.
+    return str(uuid.UUID(int=random.getrandbits(128), version=4))
+
+
 class ThreadedScheduler(AbstractContextManager["ThreadedScheduler"]):
     """Run a :class:`Scheduler` on an event loop in a background thread.
 
@@ -176,7 +272,7 @@ class ThreadedScheduler(AbstractContextManager["ThreadedScheduler"]):
         # submission due no earlier than that needs no cross-thread wake-up.
         self._planned_wake = -math.inf
         self._clock_offset = 0.0  # loop time - time.monotonic()
-        self._jobs: dict[str, Job[Any]] = {}
+        self._jobs: dict[str, Job[Any] | RecurringJob[Any]] = {}
         self._prune_at = 1024
         self._portal: BlockingPortal | None = None
         self._portal_cm: AbstractContextManager[BlockingPortal] | None = None
@@ -392,6 +488,65 @@ class ThreadedScheduler(AbstractContextManager["ThreadedScheduler"]):
         check_aware(when)
         return self._submit(when, func, args, name, timeout, retry, in_thread)
 
+    def call_every(
+        self,
+        interval: float | timedelta,
+        func: Callable[..., Any],
+        /,
+        *args: Any,
+        start: float | timedelta | datetime = 0.0,
+        max_runs: int | None = None,
+        until: float | timedelta | datetime | None = None,
+        jitter: float | timedelta = 0.0,
+        misfire: Misfire = "coalesce",
+        overlap: Overlap = "skip",
+        name: str | None = None,
+        timeout: float | None = None,
+        retry: Retry | None = None,
+        in_thread: bool | None = None,
+    ) -> RecurringJob[Any]:
+        """Run ``func(*args)`` every ``interval``; see :meth:`Scheduler.call_every`.
+
+        One round trip to the loop, so bad input raises here, at the call site.
+
+        :raises SchedulerClosed: before :meth:`start` or after :meth:`shutdown`
+        :raises TypeError, ValueError: on bad input, as :meth:`Scheduler.call_every`
+        """
+
+        def create() -> list[Recurring[Any]]:
+            # In a list: the portal would otherwise await the awaitable Recurring.
+            return [
+                self._scheduler.call_every(
+                    interval,
+                    func,
+                    *args,
+                    start=start,
+                    max_runs=max_runs,
+                    until=until,
+                    jitter=jitter,
+                    misfire=misfire,
+                    overlap=overlap,
+                    name=name,
+                    timeout=timeout,
+                    retry=retry,
+                    in_thread=in_thread,
+                )
+            ]
+
+        with self._lock:
+            if self._state != 1:
+                raise SchedulerClosed(self._closed_message())
+        series = self._loop_call(create)[0]
+        job: RecurringJob[Any] = RecurringJob(self, series)
+        with self._lock:
+            self._jobs[job._id] = job
+        return job
+
+    def _closed_message(self) -> str:
+        if self._state == 0:
+            return "the ThreadedScheduler is not running: call start() or use 'with'"
+        return "the ThreadedScheduler has been shut down"
+
     def _submit(
         self,
         when: float | datetime,
@@ -411,11 +566,7 @@ class ThreadedScheduler(AbstractContextManager["ThreadedScheduler"]):
         due = -math.inf if isinstance(when, datetime) else submitted + when
         with self._lock:
             if self._state != 1:
-                raise SchedulerClosed(
-                    "the ThreadedScheduler is not running: call start() or use 'with'"
-                    if self._state == 0
-                    else "the ThreadedScheduler has been shut down"
-                )
+                raise SchedulerClosed(self._closed_message())
             self._inbox.append((job, when, submitted, func, args, opts))
             self._jobs[job._id] = job
             if len(self._jobs) >= self._prune_at:
@@ -511,7 +662,7 @@ class ThreadedScheduler(AbstractContextManager["ThreadedScheduler"]):
 
     # ------------------------------------------------------------------ lookup
 
-    def get(self, job_id: str) -> Job[Any] | None:
+    def get(self, job_id: str) -> Job[Any] | RecurringJob[Any] | None:
         """Return the job with this id, or None if unknown (or long finished)."""
         with self._lock:
             return self._jobs.get(job_id)
