@@ -18,6 +18,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument(
         "--backend", choices=["asyncio", "trio"], default="asyncio", help="event loop to run on"
     )
+    demo.add_argument("--plain", action="store_true", help="plain text, even if rich is installed")
     sub.add_parser(
         "bench",
         help="the benchmark suite against the peers (from a checkout; needs the bench extra)",
@@ -33,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from ._demo import run_demo
 
-        return run_demo(fast=args.fast, backend=args.backend)
+        return run_demo(fast=args.fast, backend=args.backend, plain=args.plain)
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover
     return 2  # pragma: no cover
 
