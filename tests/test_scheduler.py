@@ -609,3 +609,22 @@ async def test_exit_in_the_middle_of_a_due_batch_loses_nothing() -> None:
     assert stats.pending == stats.running == 0
     assert stats.completed + stats.cancelled == 1000
     assert 0 < stats.cancelled < 900
+
+
+@pytest.mark.parametrize("grace", [None, 0.0])
+async def test_exit_cancels_callbacks_waiting_for_the_limiter(grace: float | None) -> None:
+    ran: list[str] = []
+
+    async def job(name: str) -> None:
+        ran.append(name)
+        await anyio.sleep(0.2)
+
+    async with Scheduler(max_concurrency=1, grace=grace) as s:
+        h1 = s.call_soon(job, "h1")
+        h2 = s.call_soon(job, "h2")
+        await anyio.sleep(0.1)  # h1 runs; h2 waits for the limiter
+    assert ran == ["h1"]
+    assert h2.status is Status.CANCELLED
+    assert h1.status is (Status.COMPLETED if grace is None else Status.CANCELLED)
+    stats = s.statistics()
+    assert stats.pending == stats.running == 0

@@ -270,3 +270,60 @@ def test_recurring_job_cancel_pause_and_bad_input() -> None:
     assert forever.status is Status.CANCELLED  # shutdown cancels series
     with pytest.raises(SchedulerClosed):
         s.call_every(1, str)
+
+
+def test_scheduling_from_a_callback_on_the_loop_thread() -> None:
+    import anyio
+
+    done = threading.Event()
+    with ThreadedScheduler() as s:
+
+        async def chain() -> str:
+            await anyio.lowlevel.checkpoint()
+            s.call_later(0, done.set)  # from the loop thread itself
+            return "chained"
+
+        assert s.call_soon(chain).result(timeout=10) == "chained"
+        assert done.wait(10)
+        # later submissions from this thread still wake the loop
+        assert s.call_later(0.01, str, "after").result(timeout=10) == "after"
+
+
+def test_result_while_shutdown_is_finishing_a_running_job() -> None:
+    release = threading.Event()
+    s = ThreadedScheduler().start()
+    job = s.call_soon(release.wait, 30)
+    s.call_soon(str).result(timeout=10)  # `job` has started by now
+    stopper = threading.Thread(target=s.shutdown)
+    stopper.start()
+    threading.Timer(0.05, release.set).start()
+    assert job.result(timeout=10) is True  # waits for the job, not a TaskNotFinished
+    stopper.join()
+
+
+def test_a_job_that_fails_to_schedule_still_ends() -> None:
+    from datetime import datetime as dt
+
+    naive_clock = dt.now  # a broken wall clock: naive datetimes
+    with ThreadedScheduler(wall_clock=naive_clock) as s:
+        job = s.call_at(dt.now(UTC) + timedelta(seconds=1), str)
+        assert isinstance(job.exception(timeout=10), TypeError)
+        assert job.status is Status.FAILED
+
+
+def test_shutdown_from_inside_a_job_is_refused() -> None:
+    import anyio
+
+    def stop_from_worker() -> None:
+        s.shutdown()
+
+    async def stop_from_loop() -> None:
+        await anyio.lowlevel.checkpoint()
+        s.shutdown()
+
+    with ThreadedScheduler() as s:
+        for func in (stop_from_worker, stop_from_loop):
+            err = s.call_soon(func).exception(timeout=10)
+            assert isinstance(err, RuntimeError)
+            assert "own callbacks" in str(err)
+        assert s.call_soon(str, "still running").result(timeout=10) == "still running"

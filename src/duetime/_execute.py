@@ -71,6 +71,7 @@ class Executor:
     _clock: Callable[[], float]
     _sync_in_thread: bool
     _limiter: CapacityLimiter | None
+    _acquiring: set[Handle[Any]]
     _thread_limiter: CapacityLimiter | None
     _before_sleep: Callable[[], float] | None
     _tg: TaskGroup | None
@@ -259,8 +260,8 @@ class Executor:
                         q.append(h)
                     else:
                         self._completed += 1
-                        h._st = COMPLETED
                         h._result = result
+                        h._st = COMPLETED
                         h._args = None
                 t2 = clock()
                 if t2 - t > BLOCKING_WARN_SECONDS:
@@ -356,7 +357,20 @@ class Executor:
             return  # cancelled while queued
         limiter = self._limiter
         if limiter is not None:
-            await limiter.acquire()
+            # Off every queue while it waits for a token: keep it findable, so
+            # that leaving the block cancels it like any other pending handle.
+            self._acquiring.add(h)
+            try:
+                await limiter.acquire()
+            except BaseException:
+                if h._st == QUEUED:
+                    self._pending -= 1
+                    self._cancelled += 1
+                    h._finish(CANCELLED, None)
+                    self._check_quiet()
+                raise
+            finally:
+                self._acquiring.discard(h)
             if h._st != QUEUED:
                 limiter.release()
                 return

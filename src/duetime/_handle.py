@@ -339,8 +339,10 @@ class Handle(Generic[T_co]):
 
         :return: whether anybody observes the outcome (an awaiter or a callback)
         """
-        self._st = st
+        # The outcome first, then the state: a reader in another thread that
+        # sees done() must see the result too.
         self._result = result
+        self._st = st
         self._args = None
         self._owner = None
         x = self._x

@@ -154,6 +154,7 @@ class Scheduler(Calls, Executor, WallClockWatch):
         self._tg: TaskGroup | None = None
         self._clock: Callable[[], float] = _clock_unavailable
         self._limiter: CapacityLimiter | None = None
+        self._acquiring: set[Handle[Any]] = set()  # due, waiting for a limiter token
         # Bounds worker threads for sync callbacks (None: anyio's default limiter).
         self._thread_limiter: CapacityLimiter | None = None
         # Called by the timer loop right before it sleeps; returns the deadline.
@@ -270,7 +271,7 @@ class Scheduler(Calls, Executor, WallClockWatch):
 
     def _cancel_all_pending(self) -> None:
         q = self._q
-        doomed = self._heap.live() + list(self._soon) + list(q)
+        doomed = self._heap.live() + list(self._soon) + list(q) + list(self._acquiring)
         if self._batch is not None:
             doomed += [e[2] for e in self._batch[self._batch_j :] if e[2]._when is e[0]]
             self._batch = None

@@ -17,7 +17,7 @@ from anyio import CapacityLimiter, fail_after
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from ._exceptions import CallbackCancelled, SchedulerClosed
-from ._handle import Handle, Status
+from ._handle import FAILED, Handle, Status, current_run
 from ._options import check_aware, make_extra, to_delay
 from ._recurring import Misfire, Overlap, Recurring
 from ._retry import Retry
@@ -39,7 +39,7 @@ class Job(Generic[T]):
     :meth:`exception` block until the job is done (or ``timeout`` passes).
     """
 
-    __slots__ = ("__weakref__", "_cancel_early", "_handle", "_id", "_owner")
+    __slots__ = ("__weakref__", "_cancel_early", "_done_event", "_handle", "_id", "_owner")
 
     def __init__(self, owner: ThreadedScheduler) -> None:
         self._id = _new_id()
@@ -47,6 +47,7 @@ class Job(Generic[T]):
         # Set on the loop thread once the submission is taken off the inbox.
         self._handle: Handle[T] | None = None
         self._cancel_early = False
+        self._done_event: threading.Event | None = None  # made by the first waiter
 
     @property
     def id(self) -> str:
@@ -103,8 +104,11 @@ class Job(Generic[T]):
         if timeout is not None:
             timeout = to_delay(timeout, "timeout")
         if not self.done():
-            event = threading.Event()
-            self._owner._on_done(self, lambda _h: event.set())
+            event = self._done_event
+            if event is None:
+                # One event per job, however often result(timeout=...) is retried.
+                event = self._done_event = threading.Event()
+                self._owner._on_done(self, lambda _h: event.set())
             if not event.wait(timeout):
                 raise TimeoutError(f"job {self._id} not done after {timeout} s")
         h = self._handle
@@ -196,7 +200,7 @@ class RecurringJob(Generic[T]):
                 return await self._series.wait()
 
         portal = self._owner._portal
-        if self._owner._state != 1 or portal is None:
+        if portal is None or self._owner._stopped.is_set():
             return self._series.runs  # shut down: the series is over
         try:
             return portal.call(wait)
@@ -275,6 +279,8 @@ class ThreadedScheduler(AbstractContextManager["ThreadedScheduler"]):
         self._jobs: dict[str, Job[Any] | RecurringJob[Any]] = {}
         self._prune_at = 1024
         self._portal: BlockingPortal | None = None
+        self._loop_thread: int | None = None
+        self._stopped = threading.Event()  # set once the loop thread has finished
         self._portal_cm: AbstractContextManager[BlockingPortal] | None = None
         self._scheduler_cm: AbstractContextManager[Scheduler] | None = None
 
@@ -299,6 +305,7 @@ class ThreadedScheduler(AbstractContextManager["ThreadedScheduler"]):
         return self
 
     def _set_thread_limiter(self) -> None:
+        self._loop_thread = threading.get_ident()
         s = self._scheduler
         s._thread_limiter = CapacityLimiter(self._max_threads)
         s._before_sleep = self._before_sleep
@@ -321,6 +328,11 @@ class ThreadedScheduler(AbstractContextManager["ThreadedScheduler"]):
         Afterwards every scheduling call, from any thread, raises
         :exc:`SchedulerClosed`.
         """
+        if threading.get_ident() == self._loop_thread or self._called_from_own_job():
+            raise RuntimeError(
+                "shutdown() cannot be called from one of this scheduler's own callbacks: it "
+                "would wait for itself; call it from the thread that started the scheduler"
+            )
         with self._lock:
             if self._state == 2:
                 return
@@ -338,7 +350,17 @@ class ThreadedScheduler(AbstractContextManager["ThreadedScheduler"]):
                 portal.call(setattr, self._scheduler, "_grace", 0.0)
             self._scheduler_cm.__exit__(None, None, None)
         finally:
-            self._portal_cm.__exit__(None, None, None)
+            try:
+                self._portal_cm.__exit__(None, None, None)
+            finally:
+                self._stopped.set()
+
+    def _called_from_own_job(self) -> bool:
+        try:
+            info = current_run()
+        except RuntimeError:
+            return False
+        return info.handle._owner is self._scheduler
 
     def __enter__(self) -> ThreadedScheduler:
         return self.start()
@@ -575,11 +597,17 @@ class ThreadedScheduler(AbstractContextManager["ThreadedScheduler"]):
             if wake:
                 self._wake_pending = True
         if wake:
+            if threading.get_ident() == self._loop_thread:
+                # From a callback on the loop itself: no cross-thread hop needed.
+                self._drain()
+                return job
             assert self._portal is not None
             try:
                 # One cross-thread wake-up per batch of submissions.
                 self._portal.start_task_soon(self._drain)
             except RuntimeError:
+                with self._lock:
+                    self._wake_pending = False
                 # A concurrent shutdown() stopped the portal after draining the
                 # inbox, this job included: it has its final state already.
                 if self._state == 1:
@@ -608,9 +636,21 @@ class ThreadedScheduler(AbstractContextManager["ThreadedScheduler"]):
             else:
                 # Count the delay from the submission, not from this drain.
                 target = now + max(when - (mono - submitted), 0.0)
-            job._handle = s.call_at(
-                target, func, *args, name=name, timeout=timeout, retry=retry, in_thread=in_thread
-            )
+            try:
+                job._handle = s.call_at(
+                    target,
+                    func,
+                    *args,
+                    name=name,
+                    timeout=timeout,
+                    retry=retry,
+                    in_thread=in_thread,
+                )
+            except Exception as exc:  # e.g. a wall_clock that returns a naive datetime
+                # Validated at the call site, so this is rare; the job still ends.
+                failed: Handle[Any] = Handle(now, func, args, None)
+                failed._finish(FAILED, exc)
+                job._handle = failed
 
     def _prune(self) -> None:
         """Forget finished jobs beyond ``keep_finished`` (called under the lock)."""
@@ -643,21 +683,26 @@ class ThreadedScheduler(AbstractContextManager["ThreadedScheduler"]):
         except SchedulerClosed:
             return False  # shut down: the job is final already
 
-    def _on_done(self, job: Job[Any], fn: Callable[[Handle[Any]], object]) -> None:
+    def _on_done(self, job: Job[Any], fn: Callable[[Handle[Any] | None], object]) -> None:
+        """Call ``fn(handle)`` on the loop thread once ``job`` is done (at once if it is)."""
+
         def register() -> None:
             self._drain()
             h = job._handle
-            if h is not None:
+            if h is None:
+                fn(None)  # cancelled before the loop took it: final already
+            else:
                 h.add_done_callback(fn)
 
-        if self._state == 1 and self._portal is not None:
+        portal = self._portal
+        if portal is not None and not self._stopped.is_set():
             try:
-                self._portal.call(register)
+                portal.call(register)
                 return
             except RuntimeError:
-                pass  # the portal stopped meanwhile: the job is final now
+                pass  # the portal stopped meanwhile: every job is final now
         h = job._handle
-        if h is not None:
+        if h is None or h.done():
             fn(h)
 
     # ------------------------------------------------------------------ lookup
