@@ -216,3 +216,32 @@ async def test_answered_requests_leave_the_heap_too() -> None:
         await anyio.sleep(61)
         assert s._entries == []
         assert replies.reaped_count == 0
+
+
+async def test_timer_cancelled_through_its_handle_lets_go_of_the_key() -> None:
+    fired: list[str] = []
+    async with Scheduler() as s:
+        t = Timeouts(s)
+        h = t.set("a", 1, fired.append, "a")
+        t.set("b", 1, fired.append, "b")
+        assert h.cancel() is True
+        assert "a" not in t
+        assert len(t) == 1
+        assert t.get("a") is None
+        assert t.reset("a") is False
+        await anyio.sleep(2)
+        assert fired == ["b"]
+        assert len(t) == 0
+
+
+async def test_finished_pending_replies_are_not_kept_by_the_scheduler() -> None:
+    async with Scheduler() as s:
+        for i in range(100):
+            replies: PendingReplies[str] = PendingReplies(s, timeout=1)
+            replies.expect(i)
+            replies.resolve(i, "ok")
+        assert len(s._series) == 0
+        replies.expect("left")
+        assert len(s._series) == 1
+    with pytest.raises(TypeError):
+        replies.fail("x", BaseException())  # type: ignore[arg-type]

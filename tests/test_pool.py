@@ -530,3 +530,15 @@ async def test_seed003_orders_daemon_example(monkeypatch: pytest.MonkeyPatch) ->
     assert (stats.completed, stats.failed, stats.submitted) == (9, 1, 10)
     # three daemons in parallel: 9 orders of 0.15 s and one of 0.05 s
     assert anyio.current_time() - start < 10 * 0.15 / 2
+
+
+async def test_item_handed_to_an_idle_worker_is_cancelled_if_the_body_raises() -> None:
+    ran: list[str] = []
+    handles: list[duetime.Handle[Any]] = []
+    with pytest.raises(KeyError):
+        async with WorkerPool(ran.append, workers=1) as pool:
+            await anyio.sleep(1)  # the worker is idle, waiting for an item
+            handles.append(pool.submit_nowait("x"))
+            raise KeyError("body")
+    assert ran == []
+    assert handles[0].status is Status.CANCELLED

@@ -455,3 +455,54 @@ async def test_retry_on_timeout_and_jitter_range(caplog: pytest.LogCaptureFixtur
     gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert len(starts) == 3
     assert all(1 + 0.5 <= g <= 1 + 1.5 for g in gaps)  # 1 s run + pause in [0.5, 1.5]
+
+
+async def test_cancel_and_pause_withdraw_a_run_waiting_for_the_limiter() -> None:
+    ran: list[str] = []
+
+    async def blocker() -> None:
+        await anyio.sleep(0.5)
+
+    def tick() -> None:
+        ran.append("tick")
+
+    async with Scheduler(max_concurrency=1) as s:
+        s.call_soon(blocker)
+        r = s.call_every(10, tick)
+        await anyio.sleep(0.1)  # the first run is due, waiting for the limiter
+        assert r.cancel() is True
+        await anyio.sleep(1)
+        assert ran == []
+        assert r.status is Status.CANCELLED
+        assert (r.started, r.runs) == (0, 0)
+        assert await r == 0
+
+        s.call_soon(blocker)
+        r2 = s.call_every(10, tick)
+        await anyio.sleep(0.1)
+        r2.pause()
+        await anyio.sleep(1)
+        assert ran == []
+        r2.resume()
+        await anyio.sleep(10)
+        assert ran == ["tick"]
+        r2.cancel()
+
+
+async def test_failures_an_early_leaving_consumer_never_saw_are_reported() -> None:
+    reported: list[BaseException] = []
+
+    def boom() -> None:
+        raise ValueError("boom")
+
+    async with Scheduler(on_error=lambda h, e: reported.append(e)) as s:
+        r = s.call_every(0.01, boom, max_runs=5)
+        async for run in r:
+            assert isinstance(run.exception, ValueError)
+            await anyio.sleep(1)  # slow: the other four finish meanwhile
+            break
+        await r
+        # The abandoned iterator is finalized at the next checkpoint (trio and
+        # asyncio both close it through their async-generator hooks).
+        await anyio.sleep(0.1)
+    assert len(reported) == 4

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, TypeVarTuple, Unpack
 
 from ._exceptions import SchedulerClosed
 from ._execute import is_async
-from ._handle import CANCELLED, COMPLETED, FAILED, Extra, Handle, _callable_name, _current
+from ._handle import CANCELLED, COMPLETED, FAILED, Extra, Handle, _callable_name, current_run
 from ._options import to_positive
 
 if TYPE_CHECKING:
@@ -66,7 +66,16 @@ class Timeouts:
         self, key: Hashable, delay: float, func: Callable[..., Any], args: tuple[Any, ...]
     ) -> Handle[Any]:
         fire = self._fire_async if is_async(func) else self._fire_sync
-        return self._s.call_later(delay, fire, key, func, args, name=_callable_name(func))
+        h = self._s.call_later(delay, fire, key, func, args, name=_callable_name(func))
+        # However it ends (fired, cancelled through its handle, scheduler exit),
+        # the key lets go of it, so len() and `in` stay exact and O(1).
+        h.add_done_callback(partial(self._discard, key))
+        return h
+
+    def _discard(self, key: Hashable, h: Handle[Any]) -> None:
+        entry = self._timers.get(key)
+        if entry is not None and entry[0] is h:
+            del self._timers[key]
 
     def reset(self, key: Hashable) -> bool:
         """Restart the countdown for ``key`` with its original delay.
@@ -91,7 +100,6 @@ class Timeouts:
 
     def get(self, key: Hashable) -> Handle[Any] | None:
         """The Handle of the timer pending for ``key``, or None."""
-        self._prune()
         entry = self._timers.get(key)
         return None if entry is None else entry[0]
 
@@ -100,20 +108,11 @@ class Timeouts:
         return entry is not None and not entry[0].done()
 
     def __len__(self) -> int:
-        self._prune()
         return len(self._timers)
 
-    def _prune(self) -> None:
-        # Timers cancelled by the scheduler's exit (or via their handle) linger
-        # until looked at; only then is the O(n) pass worth it.
-        if self._s._closed:
-            self._timers = {k: e for k, e in self._timers.items() if not e[0].done()}
-
     def _take(self, key: Hashable) -> None:
-        cur = _current.get()
-        entry = self._timers.get(key)
-        if entry is not None and cur is not None and entry[0] is cur[0]:
-            del self._timers[key]
+        # Fired: let go of the key before the callback runs, so it may set it again.
+        self._discard(key, current_run().handle)
 
     def _fire_sync(self, key: Hashable, func: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         self._take(key)
@@ -155,7 +154,9 @@ class PendingReplies(Generic[T]):
         self._pending: dict[Hashable, tuple[Handle[T], Handle[Any]]] = {}
         self.reaped_count = 0  #: entries that expired without a reply
         self.late_count = 0  #: replies for keys not (or no longer) pending
-        scheduler._series.add(_CancelOnExit(self))
+        # Registered with the scheduler only while entries are pending, so that
+        # leaving its block cancels them, and a finished object is not kept.
+        self._exit_hook = _CancelOnExit(self)
 
     @property
     def pending_count(self) -> int:
@@ -187,8 +188,16 @@ class PendingReplies(Generic[T]):
         # _args is never called with; it keeps the key for handle.cancel().
         h: Handle[T] = Handle(deadline, _awaiting_reply, (key,), self, x)
         expiry = s._schedule_internal(deadline, partial(self._expire, key))
+        if not self._pending:
+            s._series.add(self._exit_hook)
         self._pending[key] = (h, expiry)
         return h
+
+    def _take(self, key: Hashable) -> tuple[Handle[T], Handle[Any]] | None:
+        entry = self._pending.pop(key, None)
+        if not self._pending:
+            self._s._series.discard(self._exit_hook)
+        return entry
 
     def resolve(self, key: Hashable, value: T) -> bool:
         """Complete the entry for ``key`` with ``value``.
@@ -196,7 +205,7 @@ class PendingReplies(Generic[T]):
         :return: True if it was pending; False if late or unknown (counted in
             ``late_count``)
         """
-        entry = self._pending.pop(key, None)
+        entry = self._take(key)
         if entry is None:
             self.late_count += 1
             return False
@@ -205,7 +214,7 @@ class PendingReplies(Generic[T]):
         h._finish(COMPLETED, value)
         return True
 
-    def fail(self, key: Hashable, exc: BaseException) -> bool:
+    def fail(self, key: Hashable, exc: Exception) -> bool:
         """Fail the entry for ``key`` with ``exc`` (e.g. an error reply).
 
         If nobody observes the handle the exception goes to ``on_error``.
@@ -213,9 +222,9 @@ class PendingReplies(Generic[T]):
         :return: True if it was pending; False if late or unknown (counted in
             ``late_count``)
         """
-        if not isinstance(exc, BaseException):
-            raise TypeError(f"exc must be an exception, got {exc!r}")
-        entry = self._pending.pop(key, None)
+        if not isinstance(exc, Exception):
+            raise TypeError(f"exc must be an Exception instance, got {exc!r}")
+        entry = self._take(key)
         if entry is None:
             self.late_count += 1
             return False
@@ -229,6 +238,7 @@ class PendingReplies(Generic[T]):
         """Cancel every pending entry; return how many there were."""
         entries = list(self._pending.values())
         self._pending.clear()
+        self._s._series.discard(self._exit_hook)
         for h, expiry in entries:
             self._s._cancel_internal(expiry)
             h._finish(CANCELLED, None)
@@ -241,7 +251,9 @@ class PendingReplies(Generic[T]):
         return len(self._pending)
 
     def _expire(self, key: Hashable) -> None:
-        h, _ = self._pending.pop(key)
+        entry = self._take(key)
+        assert entry is not None
+        h = entry[0]
         self.reaped_count += 1
         # An expected outcome: the handle fails, nothing is reported.
         h._finish(FAILED, TimeoutError(f"no reply to {key!r} within the timeout"))
@@ -250,7 +262,7 @@ class PendingReplies(Generic[T]):
 
     def _cancel_pending(self, handle: Handle[Any]) -> None:
         assert handle._args is not None
-        entry = self._pending.pop(handle._args[0], None)
+        entry = self._take(handle._args[0])
         if entry is not None:
             self._s._cancel_internal(entry[1])
         handle._finish(CANCELLED, None)

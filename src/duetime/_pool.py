@@ -390,6 +390,11 @@ class WorkerPool(PoolQueue[ItemT, T]):
         """Run one accepted item to its final state."""
         if h._st >= COMPLETED:
             return  # cancelled (or expired) while waiting
+        tg = self._tg
+        if tg is not None and tg.cancel_scope.cancel_called:
+            # Handed straight to this worker, then the body raised: never started.
+            self._settle(h, CANCELLED, None)
+            return
         clock = self._clock
         now = clock()
         deadline = self._deadline

@@ -13,7 +13,7 @@ from anyio import Event, current_effective_deadline
 
 from ._exceptions import SchedulerClosed
 from ._execute import is_async
-from ._handle import FAILED, Extra, Handle, Status, _callable_name
+from ._handle import FAILED, QUEUED, Extra, Handle, Status, _callable_name
 from ._options import check_aware, to_delay, to_seconds
 from ._retry import Retry
 
@@ -137,6 +137,8 @@ class Recurring(Generic[T]):
         self._iterating = 0
         self._wakeup: Event | None = None
         self._done: Event | None = None
+        # Failed runs buffered for an `async for` consumer that has not seen them.
+        self._unseen_failures: set[Handle[Any]] = set()
         scheduler._series.add(self)
         self._arm(0)
 
@@ -257,6 +259,7 @@ class Recurring(Generic[T]):
         self._catching_up = False
         self._closing = False
         self._disarm()
+        self._drop_unstarted()
 
     def resume(self) -> None:
         """Continue on the original grid, at its next point not in the past."""
@@ -373,15 +376,18 @@ class Recurring(Generic[T]):
     def _on_run_done(self, h: Handle[Any]) -> None:
         self._active.discard(h)
         self._runs += 1
-        if h._st == FAILED and not self._iterating:
-            # This done-callback observes every run; a failure must not vanish.
-            self._s._report(h, h._result)
+        if h._st == FAILED:
+            if self._iterating:
+                # The consumer will see it; if it never does, it is reported then.
+                self._unseen_failures.add(h)
+            else:
+                # This done-callback observes every run; a failure must not vanish.
+                self._s._report(h, h._result)
         buf = self._buffer
         if len(buf) >= BUFFER_SIZE:
             old = buf.popleft()
             self._dropped += 1
-            if old._st == FAILED and self._iterating:
-                self._s._report(old, old._result)
+            self._report_unseen(old)
         buf.append(h)
         self._wake()
         if self._status in (Status.COMPLETED, Status.CANCELLED):
@@ -401,12 +407,25 @@ class Recurring(Generic[T]):
             self._catching_up = False
             self._arm(self._k)
 
+    def _drop_unstarted(self) -> None:
+        """Withdraw runs created but not started yet (due, waiting for a limiter).
+
+        They never ran, so they count neither as started nor as runs.
+        """
+        for h in [h for h in self._active if h._st <= QUEUED]:
+            self._active.discard(h)
+            h.remove_done_callback(self._on_run_done)
+            h.cancel()
+            self._started -= 1
+
     def _end(self, status: Status) -> None:
         self._status = status
         self._waiting = None
         self._catching_up = False
         self._closing = False
         self._disarm()
+        if status == Status.CANCELLED:
+            self._drop_unstarted()
         self._s._series.discard(self)
         if not self._active:
             self._finish()
@@ -438,12 +457,19 @@ class Recurring(Generic[T]):
     def __aiter__(self) -> AsyncIterator[Handle[T]]:
         return self._iterate()
 
+    def _report_unseen(self, h: Handle[Any]) -> None:
+        if h in self._unseen_failures:
+            self._unseen_failures.discard(h)
+            self._s._report(h, h._result)
+
     async def _iterate(self) -> AsyncIterator[Handle[T]]:
         self._iterating += 1
         try:
             while True:
                 if self._buffer:
-                    yield self._buffer.popleft()
+                    h = self._buffer.popleft()
+                    self._unseen_failures.discard(h)
+                    yield h
                     continue
                 if self.done():
                     return
@@ -452,6 +478,11 @@ class Recurring(Generic[T]):
                 await self._wakeup.wait()
         finally:
             self._iterating -= 1
+            if not self._iterating:
+                # The consumer left early: failures it was going to see never
+                # reached anybody.
+                for h in list(self._unseen_failures):
+                    self._report_unseen(h)
 
     def __repr__(self) -> str:
         return (
