@@ -483,6 +483,8 @@ async def test_bad_input() -> None:
         WorkerPool(double, min_time=-1)
     with pytest.raises(ValueError, match="item_timeout"):
         WorkerPool(double, item_timeout=0)
+    with pytest.raises(ValueError, match="cannot be enforced on a sync handler"):
+        WorkerPool(str, item_timeout=1)
     with pytest.raises(TypeError, match="deadline"):
         WorkerPool(double, deadline="soon")  # type: ignore[call-overload]
     with pytest.raises(ValueError, match="deadline"):

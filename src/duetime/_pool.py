@@ -33,6 +33,7 @@ from ._handle import (
     RUNNING,
     Handle,
 )
+from ._options import to_delay, to_positive
 from ._pool_queue import CLOSED, CLOSING, NEW, OPEN, PoolQueue, _Getter, expired, number
 from ._scheduler import _backend_clock
 
@@ -184,13 +185,17 @@ class WorkerPool(PoolQueue[ItemT, T]):
             deadline = number(deadline, "deadline")
             if math.isnan(deadline):
                 raise ValueError("deadline must not be NaN")
-        min_time = number(min_time, "min_time")
-        if not (0.0 <= min_time < _INF):
-            raise ValueError(f"min_time must be finite and >= 0, got {min_time}")
+        min_time = to_delay(min_time, "min_time")
         if item_timeout is not None:
-            item_timeout = number(item_timeout, "item_timeout")
-            if not (0.0 < item_timeout < _INF):
-                raise ValueError(f"item_timeout must be finite and > 0, got {item_timeout}")
+            item_timeout = to_positive(item_timeout, "item_timeout")
+            if not is_async(handler):
+                # As for Scheduler's timeout=: a sync handler runs inline and
+                # cannot be interrupted, so the limit could not be enforced.
+                raise ValueError(
+                    "item_timeout cannot be enforced on a sync handler, which runs inline "
+                    "on the event loop; make it async (e.g. wrap blocking work in "
+                    "anyio.to_thread.run_sync)"
+                )
         if on_error is not None and not callable(on_error):
             raise TypeError("on_error must be callable")
 
