@@ -280,6 +280,10 @@ class Recurring(Generic[T]):
     def _arm(self, k: int) -> None:
         """Put decision point ``k`` on the heap, or end the series if there is none."""
         when = self._grid(k)
+        if self._jitter:
+            # Before the end checks: a jittered run past `until` or the deadline
+            # is not created at all (rather than created and expired).
+            when += random.uniform(0.0, self._jitter)
         waiting = self._waiting is not None
         runs_left = self._max_runs is None or self._started + waiting < self._max_runs
         if not (runs_left and when <= self._until and when < self._deadline):
@@ -290,8 +294,6 @@ class Recurring(Generic[T]):
             else:
                 self._end(Status.COMPLETED)
             return
-        if self._jitter:
-            when += random.uniform(0.0, self._jitter)
         self._k = k
         self._tick_when = when
         self._tick = self._s._schedule_internal(when, self._on_tick)
