@@ -369,7 +369,7 @@ class Calls:
 
         Run ``k`` is due at ``start + k * interval`` (plus that run's own random
         jitter in ``[0, jitter)``); slow runs never shift the grid.  See
-        :class:`Recurring` and ``docs/recurring.md``.
+        :class:`Recurring` and ``docs/guide-periodic.md``.
 
         :param start: a delay, timedelta or aware datetime for the first run
             (default: now)
