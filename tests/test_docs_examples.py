@@ -64,7 +64,10 @@ def _virtual_run(backend: str, trio_threshold: float) -> Callable[..., Any]:
 
 @pytest.mark.parametrize(("path", "backend"), _cases())
 def test_example_runs(
-    path: Path, backend: str | None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    path: Path,
+    backend: str | None,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     if backend is not None:
         source = path.read_text()

@@ -90,8 +90,8 @@ async def errors() -> None:
         bad = scheduler.call_later(0.1, divide, 1, 0)
         try:
             await bad  # the callback's own exception, with its traceback
-        except ZeroDivisionError:
-            pass
+        except ZeroDivisionError as exc:
+            print(f"{bad.name} failed: {exc!r}")
         assert bad.status is Status.FAILED
         assert isinstance(bad.exception, ZeroDivisionError)
 

@@ -61,7 +61,7 @@ async def clock_steps() -> None:
         assert timedelta(0) <= fired_at[0] - nine < timedelta(seconds=1)
 
         await timer  # a loop-time delay ignores the wall clock: 60 minutes after all
-        assert report.status is Status.COMPLETED and timer.status is Status.COMPLETED
+        assert report.status is timer.status is Status.COMPLETED
         assert fired_at[1] - fired_at[0] > timedelta(minutes=29)
     # --8<-- [end:step]
 
