@@ -37,3 +37,23 @@ def bench(session: nox.Session) -> None:
     """The benchmark suite against the peers (``nox -s bench -- --quick`` for a smoke run)."""
     session.install("-e", ".[bench]")
     session.run("python", "-m", "duetime", "bench", *session.posargs)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site, built strictly (warnings are errors) into ``site/``.
+
+    The build needs no network, and the site loads nothing from one:
+    ``.ci/check_site_offline.py`` fails on any external script, style or font.
+    """
+    session.install("-e", ".[docs]")
+    session.env["NO_MKDOCS_2_WARNING"] = "1"  # Material's banner about MkDocs 2
+    session.run("mkdocs", "build", "--strict", *session.posargs)
+    session.run("python", ".ci/check_site_offline.py", "site")
+
+
+@nox.session
+def build(session: nox.Session) -> None:
+    """The wheel and the sdist, into ``dist/``."""
+    session.install("build>=1.2")
+    session.run("python", "-m", "build", "--outdir", "dist")

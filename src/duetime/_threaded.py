@@ -455,7 +455,8 @@ class ThreadedScheduler(AbstractContextManager["ThreadedScheduler"]):
         """Run ``func(*args)`` after ``delay`` seconds, counted from this call.
 
         :raises SchedulerClosed: before :meth:`start` or after :meth:`shutdown`
-        :raises TypeError, ValueError: on bad input, as :meth:`Scheduler.call_later`
+        :raises TypeError: on bad input, as :meth:`Scheduler.call_later`
+        :raises ValueError: on bad input, as :meth:`Scheduler.call_later`
         """
         return self._submit(to_delay(delay), func, args, name, timeout, retry, in_thread)
 
