@@ -39,6 +39,8 @@ SNIPPET = re.compile(r'--8<--\s+"([^":]+)(?::([\w-]+))?"')
 def _cases() -> list[Any]:
     cases: list[Any] = []
     for path in EXAMPLES:
+        if "# docs-example: not run" in path.read_text():
+            continue  # a program with its own tests (e.g. it serves stdin)
         if "anyio.run(" in path.read_text():
             cases += [pytest.param(path, b, id=f"{path.stem}-{b}") for b in ("asyncio", "trio")]
         else:

@@ -18,6 +18,9 @@ callables, so it can be driven in-process on virtual time (see
 ``tests/test_maelstrom.py``).
 """
 
+# docs-example: not run by tests/test_docs_examples.py (it serves stdin until EOF);
+# tests/test_maelstrom.py drives it with the seed's sample cases instead.
+
 from __future__ import annotations
 
 import json
@@ -78,6 +81,7 @@ class Node:
         body = {**body, "in_reply_to": request["body"].get("msg_id")}
         self.send(request["src"], body)
 
+    # --8<-- [start:rpc]
     def rpc(self, dest: str, body: Body, callback: RpcCallback) -> int:
         """Send ``body`` to ``dest``; ``callback(reply, error)`` runs exactly once:
         with the reply, or with a TimeoutError once the entry is reaped."""
@@ -98,6 +102,8 @@ class Node:
                 f"{self.replies.timeout} s (TimeoutError)"
             )
         callback(None if exc is not None else handle.return_value, exc)
+
+    # --8<-- [end:rpc]
 
     # -- input -----------------------------------------------------------------
 

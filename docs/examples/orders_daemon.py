@@ -55,6 +55,7 @@ def incoming_orders() -> list[Order]:
     return orders
 
 
+# --8<-- [start:daemon]
 async def main() -> tuple[list[str], duetime.PoolStatistics]:
     outbox: list[str] = []
     # Three daemons; at most five orders wait in the queue (backpressure on
@@ -65,6 +66,7 @@ async def main() -> tuple[list[str], duetime.PoolStatistics]:
             handle = await daemons.submit(order)
             handle.add_done_callback(partial(notify_customer, order, outbox))
     return outbox, daemons.statistics()
+# --8<-- [end:daemon]
 
 
 if __name__ == "__main__":
@@ -73,3 +75,6 @@ if __name__ == "__main__":
     for line in outbox:
         print(line)
     print(stats)
+    assert (stats.completed, stats.failed) == (9, 1)
+    assert len(outbox) == 10  # every customer was told, the declined one too
+    print("orders daemon example passed")
