@@ -66,6 +66,8 @@ async def main() -> tuple[list[str], duetime.PoolStatistics]:
             handle = await daemons.submit(order)
             handle.add_done_callback(partial(notify_customer, order, outbox))
     return outbox, daemons.statistics()
+
+
 # --8<-- [end:daemon]
 
 
