@@ -80,3 +80,16 @@ async def test_watchdog_only_runs_while_datetime_entries_pend() -> None:
         h2.cancel()
         await anyio.sleep(2)
         assert s._watchdog is None
+
+
+async def test_backward_step_just_before_due_is_not_early() -> None:
+    wall = SteppableWall()
+    target = BASE + timedelta(seconds=10)
+    async with Scheduler(wall_clock=wall) as s:
+        fired: list[datetime] = []
+        h = s.call_at(target, lambda: fired.append(wall()))
+        await anyio.sleep(9.9)  # the watchdog last looked at t=9
+        wall.step = -300  # stepped back 5 minutes, 0.1 s before the entry is due
+        await h
+    assert fired[0] >= target  # never early on the wall clock
+    assert fired[0] - target < timedelta(seconds=1.01)

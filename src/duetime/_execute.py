@@ -7,6 +7,7 @@ import logging
 import math
 from collections import deque
 from collections.abc import Callable
+from datetime import datetime
 from heapq import heappop, heappush
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any
@@ -47,6 +48,8 @@ BLOCKING_WARN_SECONDS = 0.1
 _MAX_PARKED = 256
 _MAX_BURST = 512
 LATENESS_SAMPLES = 1024
+# A datetime entry more than this early on the wall clock when due is re-keyed.
+_WALL_EARLY_TOLERANCE = 0.001
 CLOSED = 3  # Scheduler state: exited
 
 
@@ -74,6 +77,7 @@ class Executor:
     _acquiring: set[Handle[Any]]
     _thread_limiter: CapacityLimiter | None
     _before_sleep: Callable[[], float] | None
+    _wall_clock: Callable[[], datetime]
     _tg: TaskGroup | None
     _state: int
     _on_error: Callable[[Handle[Any], BaseException], object] | None
@@ -290,6 +294,14 @@ class Executor:
                     logger.exception("duetime internal callback %r failed", h._func)
                 return
             if x.wall is not None:
+                # The watchdog looks once a second; if the wall clock was stepped
+                # back since, this would be early on the wall clock: not yet.
+                remaining = (x.wall - self._wall_clock()).total_seconds()
+                if remaining > _WALL_EARLY_TOLERANCE:
+                    when = now + remaining
+                    h._when = when
+                    heappush(self._entries, (when, h._id, h))
+                    return
                 self._untrack_wall(h)
         h._st = QUEUED
         self._q.append(h)
