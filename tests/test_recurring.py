@@ -506,3 +506,13 @@ async def test_failures_an_early_leaving_consumer_never_saw_are_reported() -> No
         # asyncio both close it through their async-generator hooks).
         await anyio.sleep(0.1)
     assert len(reported) == 4
+
+
+async def test_a_day_of_one_minute_runs_lands_on_exact_times() -> None:
+    starts: list[float] = []
+    async with Scheduler() as s:
+        t0 = anyio.current_time()
+        r = s.call_every(60, lambda: starts.append(anyio.current_time() - t0), max_runs=1440)
+        assert await r == 1440
+    assert starts == [k * 60.0 for k in range(1440)]  # exact: no drift, no jitter
+    assert r.missed == 0
