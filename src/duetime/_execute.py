@@ -34,6 +34,7 @@ from ._handle import (
     Handle,
     _current,
     _tls,
+    report_unobserved,
 )
 from ._heap import TimerHeap
 
@@ -508,18 +509,7 @@ class Executor:
             self._report(h, exc)
 
     def _report(self, h: Handle[Any], exc: BaseException) -> None:
-        on_error = self._on_error
-        if on_error is None:
-            logger.error(
-                "unobserved exception in callback %s",
-                h.name,
-                exc_info=(type(exc), exc, exc.__traceback__),
-            )
-            return
-        try:
-            on_error(h, exc)
-        except Exception:
-            logger.exception("on_error raised while reporting %r", h)
+        report_unobserved(self._on_error, h, exc)
 
 
 def _warn_blocking(h: Handle[Any], elapsed: float) -> None:

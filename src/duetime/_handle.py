@@ -362,6 +362,25 @@ class Handle(Generic[T_co]):
         return observed
 
 
+def report_unobserved(
+    on_error: Callable[[Handle[Any], BaseException], object] | None,
+    handle: Handle[Any],
+    exc: BaseException,
+) -> None:
+    """Hand an exception nobody observed to ``on_error``, or log it with its traceback."""
+    if on_error is None:
+        logger.error(
+            "unobserved exception in %s",
+            handle.name,
+            exc_info=(type(exc), exc, exc.__traceback__),
+        )
+        return
+    try:
+        on_error(handle, exc)
+    except Exception:
+        logger.exception("on_error raised while reporting %r", handle)
+
+
 def _call_done_callback(fn: Callable[[Handle[Any]], object], handle: Handle[Any]) -> None:
     try:
         fn(handle)

@@ -32,7 +32,9 @@ from ._handle import (
     QUEUED,
     RUNNING,
     Handle,
+    report_unobserved,
 )
+from ._lifecycle import exit_task_group
 from ._options import to_delay, to_positive
 from ._pool_queue import CLOSED, CLOSING, NEW, OPEN, PoolQueue, _Getter, expired, number
 from ._scheduler import _backend_clock
@@ -279,13 +281,7 @@ class WorkerPool(PoolQueue[ItemT, T]):
         finally:
             self._state = CLOSED
         self._abort()
-        try:
-            return await self._tg.__aexit__(exc_type, exc, tb)
-        except BaseExceptionGroup as group:
-            # The body's own exception leaves as itself, never wrapped.
-            if exc is not None and len(group.exceptions) == 1 and group.exceptions[0] is exc:
-                return False
-            raise
+        return await exit_task_group(self._tg, exc_type, exc, tb)
 
     async def close(self) -> None:
         """The sentinel: accept nothing more, let queued items run, then stop.
@@ -487,18 +483,7 @@ class WorkerPool(PoolQueue[ItemT, T]):
         self._check_drained()
 
     def _report(self, h: Handle[Any], exc: BaseException) -> None:
-        on_error = self._on_error
-        if on_error is None:
-            logger.error(
-                "unobserved exception in pool item %s",
-                h.name,
-                exc_info=(type(exc), exc, exc.__traceback__),
-            )
-            return
-        try:
-            on_error(h, exc)
-        except Exception:
-            logger.exception("on_error raised while reporting %r", h)
+        report_unobserved(self._on_error, h, exc)
 
     # ------------------------------------------------------------------ Owner protocol
 

@@ -12,9 +12,8 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 from anyio import Event, current_effective_deadline
 
 from ._exceptions import SchedulerClosed
-from ._execute import is_async
 from ._handle import FAILED, QUEUED, Extra, Handle, Status, _callable_name
-from ._options import check_aware, to_delay, to_seconds
+from ._options import check_aware, make_extra, to_delay, to_seconds
 from ._retry import Retry
 
 if TYPE_CHECKING:
@@ -96,7 +95,10 @@ class Recurring(Generic[T]):
             raise ValueError(f"misfire must be one of {_MISFIRE}, got {misfire!r}")
         if overlap not in _OVERLAP:
             raise ValueError(f"overlap must be one of {_OVERLAP}, got {overlap!r}")
-        template = self._template(scheduler, func, name, timeout, retry, in_thread)
+        # The per-run options, validated once, at the call site.
+        template = make_extra(
+            func, name, timeout, retry, in_thread, False, scheduler._sync_in_thread
+        )
         if not isinstance(inherit_deadline, bool):
             raise TypeError(f"inherit_deadline must be a bool, got {inherit_deadline!r}")
         if scheduler._closed:
@@ -141,42 +143,6 @@ class Recurring(Generic[T]):
         self._unseen_failures: set[Handle[Any]] = set()
         scheduler._series.add(self)
         self._arm(0)
-
-    @staticmethod
-    def _template(
-        scheduler: Scheduler,
-        func: Callable[..., Any],
-        name: str | None,
-        timeout: float | None,
-        retry: Retry | None,
-        in_thread: bool | None,
-    ) -> Extra:
-        """Validate the per-run options once, at the call site."""
-        x = Extra()
-        if name is not None:
-            if not isinstance(name, str):
-                raise TypeError(f"name must be a str, got {name!r}")
-            x.name = name
-        if in_thread is not None:
-            if not isinstance(in_thread, bool):
-                raise TypeError(f"in_thread must be a bool, got {in_thread!r}")
-            x.in_thread = in_thread
-        if timeout is not None:
-            t = to_seconds(timeout, "timeout")
-            if not t > 0:
-                raise ValueError(f"timeout must be > 0, got {timeout!r}")
-            threaded = in_thread if in_thread is not None else scheduler._sync_in_thread
-            if not threaded and not is_async(func):
-                raise ValueError(
-                    "timeout= cannot be enforced on a sync callback run inline on the "
-                    "event loop; pass in_thread=True (or use an async callback)"
-                )
-            x.timeout = t
-        if retry is not None:
-            if not isinstance(retry, Retry):
-                raise TypeError(f"retry must be a duetime.Retry, got {retry!r}")
-            x.retry = retry
-        return x
 
     # ------------------------------------------------------------------ state
 

@@ -35,6 +35,7 @@ from ._handle import (
     Handle,
 )
 from ._heap import TimerHeap
+from ._lifecycle import exit_task_group
 from ._options import to_delay
 from ._wall import WallClockWatch
 
@@ -250,13 +251,7 @@ class Scheduler(Calls, Executor, WallClockWatch):
         finally:
             self._state = _CLOSED
         self._abort()
-        try:
-            return await self._tg.__aexit__(exc_type, exc, tb)
-        except BaseExceptionGroup as group:
-            # The body's own exception leaves as itself, never wrapped.
-            if exc is not None and len(group.exceptions) == 1 and group.exceptions[0] is exc:
-                return False
-            raise
+        return await exit_task_group(self._tg, exc_type, exc, tb)
 
     def _abort(self) -> None:
         self._cancel_all_pending()
