@@ -628,3 +628,25 @@ async def test_exit_cancels_callbacks_waiting_for_the_limiter(grace: float | Non
     assert h1.status is (Status.COMPLETED if grace is None else Status.CANCELLED)
     stats = s.statistics()
     assert stats.pending == stats.running == 0
+
+
+async def test_outer_cancel_scope_ends_the_block_cleanly() -> None:
+    handles: list[duetime.Handle[Any]] = []
+    with anyio.move_on_after(5) as outer:
+        async with Scheduler(on_exit="drain") as s:
+            handles.append(s.call_later(100, add, 1, 1))
+            handles.append(s.call_soon(anyio.sleep, 100))
+            await anyio.sleep(50)  # cancelled at t=5
+    assert outer.cancelled_caught
+    assert [h.status for h in handles] == [Status.CANCELLED, Status.CANCELLED]
+    stats = s.statistics()
+    assert stats.pending == stats.running == 0
+
+
+async def test_outer_cancel_while_draining_on_exit() -> None:
+    with anyio.move_on_after(5) as outer:
+        async with Scheduler(on_exit="drain") as s:
+            late = s.call_later(100, add, 1, 1)
+        # leaving the block waits to drain `late`, at t=100: the outer scope wins
+    assert outer.cancelled_caught
+    assert late.status is Status.CANCELLED
