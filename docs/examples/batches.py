@@ -24,9 +24,9 @@ async def pool_basics() -> None:
     async with duetime.WorkerPool(resize, workers=4, maxsize=8) as pool:
         handles = [await pool.submit(f"img{i}.png") for i in range(20)]  # backpressure
         try:
-            pool.submit_nowait("one-more.png")  # may find the queue full
+            pool.submit_nowait("one-more.png")
         except anyio.WouldBlock:
-            pass
+            print("queue full: try later")  # the non-blocking way to learn it
     # leaving the block = close() + wait until every queued item has run
     assert [h.return_value for h in handles[:2]] == ["img0.png (small)", "img1.png (small)"]
     stats = pool.statistics()
