@@ -507,7 +507,9 @@ class ThreadedScheduler(AbstractContextManager["ThreadedScheduler"]):
         :raises ValueError: if ``when`` is naive
         """
         if not isinstance(when, datetime):
-            raise TypeError(f"when must be an aware datetime, got {when!r}")
+            raise TypeError(
+                f"when must be an aware datetime, got {when!r}; for a delay use call_later()"
+            )
         check_aware(when)
         return self._submit(when, func, args, name, timeout, retry, in_thread)
 
