@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import anyio
@@ -10,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from trio.testing import MockClock
 
-from duetime import Handle, Scheduler, Status
+from duetime import Handle, Scheduler, Status, current_run
 from duetime.testing import VirtualTimeLoop
 
 FINAL = {Status.COMPLETED, Status.FAILED, Status.CANCELLED, Status.EXPIRED}
@@ -97,3 +98,64 @@ async def scenario(ops: list[tuple[str, int, str]], on_exit: str) -> None:
 def test_random_interleavings(ops: list[tuple[str, int, str]], on_exit: str) -> None:
     for backend, options in backends():
         anyio.run(scenario, ops, on_exit, backend=backend, backend_options=options)
+
+
+async def recurring_scenario(
+    interval: int, durations: list[int], misfire: str, overlap: str, max_runs: int, stop_at: int
+) -> None:
+    runs: list[tuple[float, float, float]] = []  # (scheduled, started, ended)
+
+    async with Scheduler() as s:
+        t0 = anyio.current_time()
+
+        async def job() -> None:
+            info = current_run()
+            started = anyio.current_time()
+            await anyio.sleep(durations[len(runs) % len(durations)] / 2)
+            runs.append((info.scheduled - t0, started - t0, anyio.current_time() - t0))
+
+        r = s.call_every(interval, job, max_runs=max_runs, misfire=misfire, overlap=overlap)  # type: ignore[arg-type]
+        with anyio.move_on_after(stop_at):
+            await r
+        r.cancel()
+        total = await r
+    assert r.done()
+    assert r.status in (Status.COMPLETED, Status.CANCELLED)
+    assert total == r.runs == r.started == len(runs)
+    assert r.started <= max_runs
+    for scheduled, started, _ended in runs:
+        assert started >= scheduled  # never early
+        assert scheduled / interval == int(scheduled / interval)  # on the grid
+    by_start = sorted(runs, key=lambda run: run[1])
+    scheduled_times = [sch for sch, _, _ in by_start]
+    assert scheduled_times == sorted(scheduled_times)  # grid order is start order
+    assert len(set(scheduled_times)) == len(scheduled_times)  # no grid point twice
+    if overlap != "allow":
+        for (_, _, ended), (_, started, _) in itertools.pairwise(by_start):
+            assert started >= ended  # runs never overlap
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    interval=st.integers(1, 3),
+    durations=st.lists(st.integers(0, 12), min_size=1, max_size=5),
+    misfire=st.sampled_from(["coalesce", "skip", "catch_up"]),
+    overlap=st.sampled_from(["skip", "wait", "allow"]),
+    max_runs=st.integers(1, 8),
+    stop_at=st.integers(1, 40),
+)
+def test_recurring_invariants(
+    interval: int, durations: list[int], misfire: str, overlap: str, max_runs: int, stop_at: int
+) -> None:
+    for backend, options in backends():
+        anyio.run(
+            recurring_scenario,
+            interval,
+            durations,
+            misfire,
+            overlap,
+            max_runs,
+            stop_at,
+            backend=backend,
+            backend_options=options,
+        )
