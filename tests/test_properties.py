@@ -101,7 +101,7 @@ def test_random_interleavings(ops: list[tuple[str, int, str]], on_exit: str) -> 
 
 
 async def recurring_scenario(
-    interval: int, durations: list[int], misfire: str, overlap: str, max_runs: int, stop_at: int
+    interval: int, durations: list[int], misfire: Any, overlap: Any, max_runs: int, stop_at: int
 ) -> None:
     runs: list[tuple[float, float, float]] = []  # (scheduled, started, ended)
 
@@ -114,7 +114,13 @@ async def recurring_scenario(
             await anyio.sleep(durations[len(runs) % len(durations)] / 2)
             runs.append((info.scheduled - t0, started - t0, anyio.current_time() - t0))
 
-        r = s.call_every(interval, job, max_runs=max_runs, misfire=misfire, overlap=overlap)  # type: ignore[arg-type]
+        r = s.call_every(
+            interval,
+            job,
+            max_runs=max_runs,
+            misfire=misfire,
+            overlap=overlap,
+        )
         with anyio.move_on_after(stop_at):
             await r
         r.cancel()

@@ -650,3 +650,95 @@ async def test_outer_cancel_while_draining_on_exit() -> None:
         # leaving the block waits to drain `late`, at t=100: the outer scope wins
     assert outer.cancelled_caught
     assert late.status is Status.CANCELLED
+
+
+async def test_cancelled_call_soon_storm_does_not_block_later_compaction() -> None:
+    async with Scheduler() as s:
+        soon = [s.call_soon(add, i, i) for i in range(10_000)]
+        for h in soon:
+            h.cancel()
+        await anyio.lowlevel.checkpoint()  # the FIFO is popped
+        await anyio.sleep(1)
+        later = [s.call_later(1000 + i, add, i, i) for i in range(10_000)]
+        for h in later:
+            h.cancel()
+        assert len(s) == 0
+        assert len(s._entries) < 5_000  # compacted: the memory came back
+        assert s._heap.dead >= 0
+
+
+async def test_done_callback_added_while_running_inline_is_called() -> None:
+    seen: list[Status] = []
+    async with Scheduler() as s:
+
+        def job() -> int:
+            duetime.current_run().handle.add_done_callback(lambda h: seen.append(h.status))
+            return 42
+
+        h = s.call_soon(job)
+        await anyio.sleep(1)
+        assert h.return_value == 42
+    assert seen == [Status.COMPLETED]
+    assert h._owner is None  # a held handle does not keep the scheduler alive
+
+
+async def test_no_phantom_running_callback_after_an_inline_one_returns() -> None:
+    observed: list[tuple[int, bool]] = []
+    async with Scheduler() as s:
+        replies: duetime.PendingReplies[str] = duetime.PendingReplies(s, timeout=1)
+        when = anyio.current_time() + 1
+
+        def look(_h: object) -> None:
+            try:
+                duetime.current_run()
+                inside = True
+            except RuntimeError:
+                inside = False
+            observed.append((s.statistics().running, inside))
+
+        s.call_at(when, add, 1, 1)  # a plain callback, due in the same pass
+        replies.expect("k").add_done_callback(look)  # expires at the same time
+        await anyio.sleep(2)
+    assert observed == [(0, False)]
+
+
+@pytest.mark.parametrize("on_exit", ["drain", "cancel"])
+async def test_a_retry_due_while_exiting(on_exit: str) -> None:
+    attempts: list[int] = []
+    reported: list[BaseException] = []
+
+    async def flaky() -> str:
+        attempts.append(duetime.current_run().attempt)
+        await anyio.sleep(0.5)
+        if len(attempts) < 3:
+            raise ConnectionError("down")
+        return "ok"
+
+    async with Scheduler(on_exit=on_exit, on_error=lambda h, e: reported.append(e)) as s:  # type: ignore[arg-type]
+        h = s.call_soon(flaky, retry=duetime.Retry(attempts=3, backoff=1, jitter=0))
+        await anyio.sleep(0.1)  # attempt 1 is running as the block exits
+    if on_exit == "drain":
+        assert h.status is Status.COMPLETED  # the block waited for every attempt
+        assert attempts == [1, 2, 3]
+        assert reported == []
+    else:
+        # Not retried once exiting: the running attempt's failure is final, and seen.
+        assert h.status is Status.FAILED
+        assert attempts == [1]
+        assert len(reported) == 1
+
+
+async def test_call_later_zero_from_a_callback_keeps_fifo_order_in_a_big_batch() -> None:
+    order: list[str] = []
+    async with Scheduler() as s:
+        when = anyio.current_time() + 1
+
+        def spawn() -> None:
+            s.call_later(0, order.append, "A")  # scheduled first
+            s.call_soon(order.append, "B")  # scheduled second, same time
+
+        s.call_at(when, spawn)
+        for _ in range(300):  # enough due at once to take the sorted-batch path
+            s.call_at(when, add, 0, 0)
+        await anyio.sleep(2)
+    assert order == ["A", "B"]

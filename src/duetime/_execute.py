@@ -51,7 +51,7 @@ _MAX_BURST = 512
 LATENESS_SAMPLES = 1024
 # A datetime entry more than this early on the wall clock when due is re-keyed.
 _WALL_EARLY_TOLERANCE = 0.001
-CLOSED = 3  # Scheduler state: exited
+OPEN, CLOSING = 1, 2  # Scheduler states (see _scheduler)
 
 
 def is_async(func: Callable[..., Any]) -> bool:
@@ -78,6 +78,7 @@ class Executor:
     _acquiring: set[Handle[Any]]
     _thread_limiter: CapacityLimiter | None
     _before_sleep: Callable[[], float] | None
+    _on_exit: str
     _wall_clock: Callable[[], datetime]
     _tg: TaskGroup | None
     _state: int
@@ -199,35 +200,42 @@ class Executor:
         t = now
         try:
             while True:
-                # The heap side's next entry, from the batch or the heap top.
-                if batch is not None:
-                    e = batch[j] if j < k else None
+                # The heap side's next entry: the batch's, or the heap top when
+                # something due was pushed during the pass and sorts first.
+                # src: 0 the call_soon FIFO, 1 the batch, 2 the heap.
+                src = 0
+                e = None
+                if batch is not None and j < k:
+                    e = batch[j]
+                    src = 1
+                    if entries and entries[0][0] <= now and entries[0][:2] < e[:2]:
+                        e = entries[0]
+                        src = 2
                 elif entries and entries[0][0] <= now:
                     e = entries[0]
-                else:
-                    e = None
+                    src = 2
                 # Merge with the call_soon FIFO in (when, seq) order.
                 if soon and soon[0]._when <= now:
                     h = soon[0]
                     if e is not None and e[:2] < (h._when, h._id):
                         when, seq, h = e
-                        from_heap = True
                     else:
                         soon.popleft()
                         when = h._when
-                        from_heap = False
+                        src = 0
                 elif e is not None:
                     when, seq, h = e
-                    from_heap = True
                 else:
                     break
-                if from_heap:
-                    if batch is not None:
-                        j += 1
-                    else:
-                        heappop(entries)
+                if src == 2:
+                    heappop(entries)
+                elif src == 1:
+                    j += 1
                 if h._st or h._when is not when:
-                    heap.dead -= 1  # cancelled (or re-keyed) while pending
+                    # Cancelled (or re-keyed) while pending.  Only tuples taken
+                    # from the heap itself leave its dead count; see TimerHeap.
+                    if src == 2:
+                        heap.dead -= 1
                     continue
                 if slow or h._x is not None:
                     self._dispatch(h, t)
@@ -235,9 +243,9 @@ class Executor:
                 if q and not is_async(h._func):  # type: ignore[arg-type]
                     # Work queued in this pass has not started yet: running this
                     # sync callback now would overtake it.  Put it back.
-                    if not from_heap:
+                    if src == 0:
                         soon.appendleft(h)
-                    elif batch is not None:
+                    elif src == 1:
                         j -= 1
                     else:
                         heappush(entries, (when, seq, h))
@@ -258,16 +266,22 @@ class Executor:
                     self._inline = None
                     self._fail(h, exc)
                 else:
+                    self._inline = None
                     if type(result) is CoroutineType:
                         # An async callback: it has started; a runner awaits it.
                         self._running += 1
                         h._result = result
                         q.append(h)
-                    else:
+                    elif h._x is None:
                         self._completed += 1
                         h._result = result
                         h._st = COMPLETED
                         h._args = None
+                        h._owner = None
+                    else:
+                        # It got an awaiter or a done-callback while running.
+                        self._completed += 1
+                        h._finish(COMPLETED, result)
                 t2 = clock()
                 if t2 - t > BLOCKING_WARN_SECONDS:
                     _warn_blocking(h, t2 - t)
@@ -489,7 +503,7 @@ class Executor:
             retry = x.retry
             if (
                 retry is not None
-                and self._state != CLOSED
+                and (self._state == OPEN or (self._state == CLOSING and self._on_exit == "drain"))
                 and not x.cancelling
                 and retry.should_retry(x.attempt, exc)
             ):

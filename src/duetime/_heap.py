@@ -5,6 +5,12 @@ until it is popped or until the heap is compacted.  Compaction runs when more th
 half of the tuples are dead, so a cancel storm gives its memory back (asyncio's
 heap keeps cancelled timers until they are due).  The scheduler reads
 ``entries`` directly in its hot loop; everything else goes through methods.
+
+``dead`` may over-count, never under-count: a cancelled handle whose tuple has
+already left the heap (a ``call_soon`` FIFO entry, or one in a due batch) is
+still counted, and compaction, which recounts from scratch, corrects it.  Each
+over-count is one real cancel, so compactions stay amortized O(1) per cancel;
+an under-count could skip compaction and keep a cancel storm's memory.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from anyio import (
     CapacityLimiter,
     Event,
     create_task_group,
-    move_on_after,
+    move_on_at,
 )
 from anyio.abc import TaskGroup
 from anyio.lowlevel import current_token
@@ -238,10 +238,16 @@ class Scheduler(Calls, Executor, WallClockWatch):
             if exc is None:
                 if self._on_exit == "cancel":
                     self._cancel_all_pending()
-                else:
-                    await self._wait_quiet(1)
-                with move_on_after(_INF if self._grace is None else self._grace):
-                    await self._wait_quiet(2)
+                grace_end = _INF if self._grace is None else self._clock() + self._grace
+                while True:
+                    if self._on_exit == "drain":
+                        await self._wait_quiet(1)  # each pending one has started
+                    with move_on_at(grace_end) as grace:
+                        await self._wait_quiet(2)
+                    # A failed attempt may have put a retry back on the heap while
+                    # draining: wait for that one too.
+                    if grace.cancelled_caught or not self._pending:
+                        break
         except BaseException as inner:
             # Cancelled (or interrupted) while draining: abort, let the task group
             # see the new exception.
