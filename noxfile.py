@@ -18,7 +18,7 @@ def tests(session: nox.Session, backend: str) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff (lint and format) and mypy --strict on src and tests."""
+    """ruff (lint and format) and mypy --strict on src, tests and docs/examples."""
     session.install("-e", ".[lint]")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
