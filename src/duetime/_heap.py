@@ -45,7 +45,8 @@ class TimerHeap:
         self.dead = 0
 
     def __len__(self) -> int:
-        return len(self.entries) - self.dead
+        """The number of tuples in the heap, dead ones included."""
+        return len(self.entries)
 
     def note_dead(self) -> None:
         """Record that one tuple in the heap no longer refers to a live entry."""
