@@ -2,11 +2,38 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 
 from anyio.abc import TaskGroup
 
-__all__ = ["exit_task_group"]
+__all__ = ["exit_block", "exit_task_group"]
+
+
+async def exit_block(
+    tg: TaskGroup,
+    drain: Callable[[], Awaitable[None]],
+    abort: Callable[[], None],
+    exc_type: type[BaseException] | None,
+    exc: BaseException | None,
+    tb: TracebackType | None,
+) -> bool | None:
+    """Leave an ``async with`` block that owns ``tg`` (Scheduler, WorkerPool).
+
+    Unless the body raised, ``drain()`` first lets outstanding work finish; then
+    ``abort()`` ends whatever is left and cancels the group's tasks.  If the drain
+    itself is interrupted (an enclosing scope is cancelled), ``abort()`` runs and
+    the group sees that exception instead.
+    """
+    try:
+        if exc is None:
+            await drain()
+    except BaseException as inner:
+        abort()
+        await tg.__aexit__(type(inner), inner, inner.__traceback__)
+        raise
+    abort()
+    return await exit_task_group(tg, exc_type, exc, tb)
 
 
 async def exit_task_group(

@@ -34,7 +34,7 @@ from ._handle import (
     Handle,
     report_unobserved,
 )
-from ._lifecycle import exit_task_group
+from ._lifecycle import exit_block
 from ._options import to_delay, to_positive
 from ._pool_queue import CLOSED, CLOSING, NEW, OPEN, PoolQueue, _Getter, expired, number
 from ._scheduler import _backend_clock
@@ -270,18 +270,7 @@ class WorkerPool(PoolQueue[ItemT, T]):
     ) -> bool | None:
         assert self._tg is not None
         self._begin_close()
-        try:
-            if exc is None:
-                await self._wait_drained()
-        except BaseException as inner:
-            # Cancelled while draining: abort, and let the task group see it.
-            self._abort()
-            await self._tg.__aexit__(type(inner), inner, inner.__traceback__)
-            raise
-        finally:
-            self._state = CLOSED
-        self._abort()
-        return await exit_task_group(self._tg, exc_type, exc, tb)
+        return await exit_block(self._tg, self._wait_drained, self._abort, exc_type, exc, tb)
 
     async def close(self) -> None:
         """The sentinel: accept nothing more, let queued items run, then stop.
@@ -321,6 +310,7 @@ class WorkerPool(PoolQueue[ItemT, T]):
 
     def _abort(self) -> None:
         """Body raised (or we were cancelled): end queued items, cancel the workers."""
+        self._state = CLOSED
         now = self._clock()
         late = self._deadline is not None and now >= self._deadline
         doomed = list(self._fifo) + [e[2] for e in self._heap]

@@ -35,7 +35,7 @@ from ._handle import (
     Handle,
 )
 from ._heap import TimerHeap
-from ._lifecycle import exit_task_group
+from ._lifecycle import exit_block
 from ._options import to_delay
 from ._wall import WallClockWatch
 
@@ -232,34 +232,27 @@ class Scheduler(Calls, Executor, WallClockWatch):
         assert self._tg is not None
         self._closed = True
         self._state = _CLOSING
-        try:
-            for series in list(self._series):
-                series.cancel()
-            if exc is None:
-                if self._on_exit == "cancel":
-                    self._cancel_all_pending()
-                grace_end = _INF if self._grace is None else self._clock() + self._grace
-                while True:
-                    if self._on_exit == "drain":
-                        await self._wait_quiet(1)  # each pending one has started
-                    with move_on_at(grace_end) as grace:
-                        await self._wait_quiet(2)
-                    # A failed attempt may have put a retry back on the heap while
-                    # draining: wait for that one too.
-                    if grace.cancelled_caught or not self._pending:
-                        break
-        except BaseException as inner:
-            # Cancelled (or interrupted) while draining: abort, let the task group
-            # see the new exception.
-            self._abort()
-            await self._tg.__aexit__(type(inner), inner, inner.__traceback__)
-            raise
-        finally:
-            self._state = _CLOSED
-        self._abort()
-        return await exit_task_group(self._tg, exc_type, exc, tb)
+        for series in list(self._series):
+            series.cancel()
+        return await exit_block(self._tg, self._drain_on_exit, self._abort, exc_type, exc, tb)
+
+    async def _drain_on_exit(self) -> None:
+        """The block ended normally: apply ``on_exit``, then ``grace``."""
+        if self._on_exit == "cancel":
+            self._cancel_all_pending()
+        grace_end = _INF if self._grace is None else self._clock() + self._grace
+        while True:
+            if self._on_exit == "drain":
+                await self._wait_quiet(1)  # each pending one has started
+            with move_on_at(grace_end) as grace:
+                await self._wait_quiet(2)
+            # A failed attempt may have put a retry back on the heap while
+            # draining: wait for that one too.
+            if grace.cancelled_caught or not self._pending:
+                break
 
     def _abort(self) -> None:
+        self._state = _CLOSED  # no retries from here on
         self._cancel_all_pending()
         assert self._tg is not None
         self._tg.cancel_scope.cancel()
