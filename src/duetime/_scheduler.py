@@ -45,7 +45,6 @@ __all__ = ["Scheduler", "SchedulerStatistics"]
 logger = logging.getLogger("duetime")
 
 _INF = math.inf
-_LATENESS_SAMPLES = LATENESS_SAMPLES
 
 _NEW, _OPEN, _CLOSING, _CLOSED = range(4)
 
@@ -183,7 +182,7 @@ class Scheduler(Calls, Executor, WallClockWatch):
         self._cancelled = 0
         self._expired = 0
         self._max_late = 0.0
-        self._lat: deque[float] = deque(maxlen=_LATENESS_SAMPLES)
+        self._lat: deque[float] = deque(maxlen=LATENESS_SAMPLES)
         # call_soon entries: due at once and already in (when, seq) order, so a
         # FIFO serves them without the heap's log n.
         self._soon: deque[Handle[Any]] = deque()
