@@ -583,8 +583,12 @@ class ThreadedScheduler(AbstractContextManager["ThreadedScheduler"]):
         in_thread: bool | None,
     ) -> Job[Any]:
         # Validate here, in the caller's thread, so bad input raises at the call site.
-        make_extra(func, name, timeout, retry, in_thread, False, self._scheduler._sync_in_thread)
         opts = (name, timeout, retry, in_thread)
+        if opts == (None, None, None, None):
+            if not callable(func):
+                raise TypeError(f"func must be callable, got {func!r}")
+        else:
+            make_extra(func, name, timeout, retry, in_thread, False, self._scheduler._sync_in_thread)
         job: Job[Any] = Job(self)
         submitted = time.monotonic()
         # A datetime's loop time needs the wall clock, maybe not readable here: wake.
