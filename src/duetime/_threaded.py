@@ -588,7 +588,8 @@ class ThreadedScheduler(AbstractContextManager["ThreadedScheduler"]):
             if not callable(func):
                 raise TypeError(f"func must be callable, got {func!r}")
         else:
-            make_extra(func, name, timeout, retry, in_thread, False, self._scheduler._sync_in_thread)
+            threaded = self._scheduler._sync_in_thread
+            make_extra(func, name, timeout, retry, in_thread, False, threaded)
         job: Job[Any] = Job(self)
         submitted = time.monotonic()
         # A datetime's loop time needs the wall clock, maybe not readable here: wake.
