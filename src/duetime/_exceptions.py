@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-__all__ = ["CallbackCancelled", "DeadlineExpired", "DuetimeError", "SchedulerClosed"]
+__all__ = [
+    "CallbackCancelled",
+    "DeadlineExpired",
+    "DuetimeError",
+    "EntryExists",
+    "SchedulerClosed",
+]
 
 
 class DuetimeError(Exception):
@@ -27,3 +33,8 @@ class DeadlineExpired(DuetimeError, TimeoutError):
 
 class SchedulerClosed(DuetimeError, RuntimeError):
     """Scheduling on a scheduler that has not been entered yet, or has been exited."""
+
+
+class EntryExists(DuetimeError, ValueError):
+    """A durable entry with that key already exists (``on_conflict="error"``, or a
+    ``"replace"`` of an entry that is running)."""

@@ -1,0 +1,218 @@
+"""The store seam: what a durable store does, and the values that cross it.
+
+A store keeps *rows*: one per one-shot entry, one per recurring series.  All
+times that cross this seam are wall-clock UTC epoch seconds (floats) on the
+*store's* clock (:meth:`Store.time`: Redis ``TIME``, the host clock for
+SQLite, virtual wall time for ``MemoryStore``).  Nothing here imports, unpickles
+or evaluates anything: a row names a task and carries a JSON payload string.
+
+Delivery is at least once.  :meth:`Store.claim` leases rows and gives each a
+fencing token, unique per store for its whole life; :meth:`Store.finish` and
+:meth:`Store.extend` succeed only with the current token, so a worker that lost
+its lease can neither complete nor double-complete.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from .._handle import Status
+
+__all__ = [
+    "Claim",
+    "Dead",
+    "Done",
+    "Entry",
+    "NewRow",
+    "NextOccurrence",
+    "OnConflict",
+    "Outcome",
+    "Release",
+    "RetryAt",
+    "Store",
+]
+
+OnConflict = Literal["keep", "replace", "error"]
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A durable entry as a store reports it (public, read-only).
+
+    :ivar key: the entry's key (given to ``defer`` or generated), unique per store
+    :ivar task: the registered task name
+    :ivar args: the decoded positional arguments
+    :ivar due: when it is (next) due, an aware UTC datetime
+    :ivar status: PENDING, RUNNING, COMPLETED, FAILED or CANCELLED
+    :ivar attempt: the attempt number of the current occurrence, from 1
+    :ivar last_error: the reason of the last failure (or dead letter), if any
+    :ivar occurrence: for a recurring series, the index of the current
+        occurrence (0 for a one-shot entry)
+    :ivar schedule: for a recurring series, its trigger spec (JSON text), else None
+    :ivar deliveries: claims of the current attempt that ended without a fenced
+        finish (a crashed or paused worker); compared with ``max_deliveries``
+    """
+
+    key: str
+    task: str
+    args: tuple[Any, ...]
+    due: datetime
+    status: Status
+    attempt: int = 1
+    last_error: str | None = None
+    occurrence: int = 0
+    schedule: str | None = None
+    deliveries: int = 0
+
+    @property
+    def idempotency_key(self) -> str:
+        """The same for every attempt of one occurrence: ``key`` or ``key@occurrence``."""
+        return self.key if self.schedule is None else f"{self.key}@{self.occurrence}"
+
+
+@dataclass(frozen=True, slots=True)
+class NewRow:
+    """A row to add (built by ``defer``; the payload is already encoded and checked).
+
+    Exactly one of ``due`` (absolute epoch seconds) and ``delay`` (seconds added
+    to the store's clock, so producer clock skew cannot make it early) is set.
+    """
+
+    key: str
+    task: str
+    payload: str  # JSON text of the arguments (tagged types already encoded)
+    due: float | None = None
+    delay: float | None = None
+    lease: float = 30.0
+    max_deliveries: int = 5
+    schedule: str | None = None  # JSON text of a recurring trigger and its policies
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A leased row handed to one worker.
+
+    :ivar entry: the entry (status RUNNING)
+    :ivar payload: its JSON payload text, decoded by the worker
+    :ivar token: the fencing token; finish and extend need it
+    :ivar lease_until: store-clock time the lease lapses unless extended
+    :ivar lease: the row's lease length in seconds
+    """
+
+    entry: Entry
+    payload: str
+    token: int
+    lease_until: float
+    lease: float
+
+
+# -- outcomes handed to Store.finish ---------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """The occurrence completed: a one-shot row becomes a COMPLETED tombstone."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryAt:
+    """The attempt raised and is retried at ``at``: attempt + 1, deliveries reset."""
+
+    at: float
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class NextOccurrence:
+    """A series moves on: occurrence + 1 due at ``due``, attempt 1, deliveries reset.
+
+    ``error`` records why the occurrence just ended failed (retries exhausted),
+    or None if it completed.
+    """
+
+    due: float
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Dead:
+    """Dead-letter the row: FAILED with its reason, listable and retryable."""
+
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """Give the lease back unrun (shutdown): PENDING again, this claim not counted."""
+
+
+Outcome = Done | RetryAt | NextOccurrence | Dead | Release
+
+
+@runtime_checkable
+class Store(Protocol):
+    """What every durable store does.  Used as ``async with store:`` by the Scheduler.
+
+    Every method is safe to call concurrently from tasks of one event loop, and
+    several processes (or hosts, for a networked store) may share one store.
+    """
+
+    lease: float  #: the default lease in seconds, for rows that carry none
+    dedupe_ttl: float  #: how long a finished key is kept as a tombstone
+
+    async def __aenter__(self) -> Store: ...
+
+    async def __aexit__(self, *exc_info: object) -> None: ...
+
+    async def time(self) -> float:
+        """The store's clock, in UTC epoch seconds."""
+
+    async def add(self, rows: Sequence[NewRow], *, on_conflict: OnConflict = "keep") -> list[Entry]:
+        """Insert rows atomically per row, idempotent by key.
+
+        ``"keep"`` returns an existing entry (tombstones included) unchanged,
+        ``"replace"`` replaces one that is not RUNNING, ``"error"`` raises
+        :exc:`~duetime.EntryExists` for any existing row (a RUNNING one raises
+        under ``"replace"`` too).  Returns the entry now stored for each row.
+        """
+
+    async def cancel(self, key: str) -> bool:
+        """Delete a PENDING or FAILED row; False if absent, RUNNING or finished."""
+
+    async def get(self, key: str) -> Entry | None:
+        """The entry stored under ``key`` (tombstones included), or None."""
+
+    async def entries(self, *, status: Status | None = None, limit: int = 1000) -> list[Entry]:
+        """Entries by due time, optionally only those with ``status``."""
+
+    async def claim(self, owner: str, limit: int) -> list[Claim]:
+        """Lease up to ``limit`` due rows (PENDING and due, or RUNNING with a lapsed
+        lease), each with a new fencing token.  A row whose deliveries would exceed
+        its ``max_deliveries`` is dead-lettered instead of returned."""
+
+    async def extend(self, claims: Sequence[tuple[str, int]]) -> list[bool]:
+        """Renew the leases of ``(key, token)`` pairs by each row's lease, in one call."""
+
+    async def finish(self, key: str, token: int, outcome: Outcome) -> bool:
+        """Apply ``outcome`` if ``token`` is still current; False (no change) otherwise."""
+
+    async def retry(self, key: str) -> bool:
+        """Make a FAILED row PENDING again, due now, attempt 1; False if not FAILED."""
+
+    async def delete(self, key: str) -> bool:
+        """Delete a row that is not RUNNING (tombstones and dead letters included)."""
+
+    async def head(self) -> float | None:
+        """When the earliest row becomes claimable (due time or lease end), or None."""
+
+    async def wait_changed(self, timeout: float) -> None:
+        """Return when another writer may have moved the head earlier, or after
+        ``timeout`` seconds (a safety poll).  Never raises on a timeout."""
+
+
+def utc(ts: float) -> datetime:
+    """Epoch seconds to an aware UTC datetime."""
+    return datetime.fromtimestamp(ts, UTC)
