@@ -37,7 +37,7 @@ async def main() -> None:
 
         assert replies.resolve(0, {"type": "echo_ok"}) is False  # too late: ignored
         assert replies.late_count == 1
-        assert len(scheduler) == 0  # nothing left behind in the heap
+        assert scheduler.statistics().pending == 0  # nothing left behind in the heap
     # --8<-- [end:reaper]
     print("reaper example passed")
 

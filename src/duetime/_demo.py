@@ -13,11 +13,10 @@ from typing import Any, Protocol
 
 import anyio
 
-from ._batch import process_batch
 from ._handle import Handle
 from ._keyed import PendingReplies, Timeouts
-from ._pool import WorkerPool
 from ._scheduler import Scheduler
+from .pool import WorkerPool, process_batch
 
 __all__ = ["run_demo"]
 

@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from anyio import Event, current_effective_deadline
 
-from ._exceptions import SchedulerClosed
-from ._handle import FAILED, QUEUED, Extra, Handle, Status, _callable_name
-from ._options import check_aware, make_extra, to_delay, to_seconds
+from ._handle import FAILED, QUEUED, Extra, Handle, Status
+from ._options import make_extra
 from ._retry import Retry
+from ._util import callable_name, check_aware, to_delay, to_seconds
 
 if TYPE_CHECKING:
-    from ._scheduler import Scheduler
+    from ._host import Host
 
 __all__ = ["Misfire", "Overlap", "Recurring"]
 
@@ -34,13 +34,12 @@ BUFFER_SIZE = 128
 _INF = math.inf
 
 
-def _loop_time(scheduler: Scheduler, value: object, what: str) -> float:
+def _loop_time(host: Host, value: object, what: str) -> float:
     """A delay, timedelta or aware datetime as a loop time (from now)."""
-    now = scheduler._clock()
     if isinstance(value, datetime):
         check_aware(value)
-        return now + max((value - scheduler._wall_clock()).total_seconds(), 0.0)
-    return now + to_delay(value, what)
+        return host.to_loop_time(value)
+    return host.clock() + to_delay(value, what)
 
 
 class Recurring(Generic[T]):
@@ -61,7 +60,7 @@ class Recurring(Generic[T]):
 
     def __init__(
         self,
-        scheduler: Scheduler,
+        host: Host,
         interval: float | timedelta,
         func: Callable[..., Any],
         args: tuple[Any, ...],
@@ -96,18 +95,15 @@ class Recurring(Generic[T]):
         if overlap not in _OVERLAP:
             raise ValueError(f"overlap must be one of {_OVERLAP}, got {overlap!r}")
         # The per-run options, validated once, at the call site.
-        template = make_extra(
-            func, name, timeout, retry, in_thread, False, scheduler._sync_in_thread
-        )
+        template = make_extra(func, name, timeout, retry, in_thread, False, host.sync_in_thread)
         if not isinstance(inherit_deadline, bool):
             raise TypeError(f"inherit_deadline must be a bool, got {inherit_deadline!r}")
-        if scheduler._closed:
-            raise SchedulerClosed(scheduler._closed_reason())
-        base = _loop_time(scheduler, start, "start")
-        end = _INF if until is None else _loop_time(scheduler, until, "until")
+        host.check_open()
+        base = _loop_time(host, start, "start")
+        end = _INF if until is None else _loop_time(host, until, "until")
         deadline = current_effective_deadline() if inherit_deadline else _INF
 
-        self._s = scheduler
+        self._s = host
         self._func = func
         self._args = args
         self._x = template
@@ -141,7 +137,7 @@ class Recurring(Generic[T]):
         self._done: Event | None = None
         # Failed runs buffered for an `async for` consumer that has not seen them.
         self._unseen_failures: set[Handle[Any]] = set()
-        scheduler._series.add(self)
+        host.add_exit_hook(self)
         self._arm(0)
 
     # ------------------------------------------------------------------ state
@@ -154,7 +150,7 @@ class Recurring(Generic[T]):
     @property
     def name(self) -> str:
         """The ``name=`` given, else the callback's qualified name."""
-        return self._x.name if self._x.name is not None else _callable_name(self._func)
+        return self._x.name if self._x.name is not None else callable_name(self._func)
 
     @property
     def interval(self) -> float:
@@ -234,7 +230,7 @@ class Recurring(Generic[T]):
         self._paused = False
         if self._status in (Status.COMPLETED, Status.CANCELLED):
             return
-        now = self._s._clock()
+        now = self._s.clock()
         k = max(self._k, math.ceil((now - self._base) / self._interval))
         self._arm(k)
 
@@ -262,14 +258,14 @@ class Recurring(Generic[T]):
             return
         self._k = k
         self._tick_when = when
-        self._tick = self._s._schedule_internal(when, self._on_tick)
+        self._tick = self._s.schedule_internal(when, self._on_tick)
 
     def _disarm(self) -> None:
         tick = self._tick
         self._tick = None
         self._tick_when = None
         if tick is not None:
-            self._s._cancel_internal(tick)
+            self._s.cancel_internal(tick)
 
     def _on_tick(self) -> None:
         """A grid point is due: apply the misfire, then the overlap policy."""
@@ -278,12 +274,12 @@ class Recurring(Generic[T]):
         self._tick = None
         self._tick_when = None
         s = self._s
-        if s._closed:
+        if s.closed:
             self._end(Status.CANCELLED)
             return
         k = self._k
         # The latest grid point due by now.  On time it is k (jitter < interval).
-        m = max(k, math.floor((s._clock() - self._base) / self._interval))
+        m = max(k, math.floor((s.clock() - self._base) / self._interval))
         if self._until < _INF:
             m = min(m, max(k, math.floor((self._until - self._base) / self._interval)))
         nxt = m + 1
@@ -333,7 +329,7 @@ class Recurring(Generic[T]):
         x.missed = self._unreported_missed
         self._unreported_missed = 0
         h: Handle[T] = Handle(when, self._func, self._args, self._s, x)
-        self._s._push_new(h)
+        self._s.push(h)
         self._started += 1
         self._last = h
         self._active.add(h)
@@ -350,7 +346,7 @@ class Recurring(Generic[T]):
                 self._unseen_failures.add(h)
             else:
                 # This done-callback observes every run; a failure must not vanish.
-                self._s._report(h, h._result)
+                self._s.report(h, h._result)
         buf = self._buffer
         if len(buf) >= BUFFER_SIZE:
             old = buf.popleft()
@@ -365,7 +361,7 @@ class Recurring(Generic[T]):
         if self._waiting is not None and not self._paused:
             when = self._waiting
             self._waiting = None
-            if self._s._closed:
+            if self._s.closed:
                 self._end(Status.CANCELLED)
                 return
             self._start_run(when)
@@ -394,7 +390,7 @@ class Recurring(Generic[T]):
         self._disarm()
         if status == Status.CANCELLED:
             self._drop_unstarted()
-        self._s._series.discard(self)
+        self._s.discard_exit_hook(self)
         if not self._active:
             self._finish()
 
@@ -428,7 +424,7 @@ class Recurring(Generic[T]):
     def _report_unseen(self, h: Handle[Any]) -> None:
         if h in self._unseen_failures:
             self._unseen_failures.discard(h)
-            self._s._report(h, h._result)
+            self._s.report(h, h._result)
 
     async def _iterate(self) -> AsyncIterator[Handle[T]]:
         self._iterating += 1
