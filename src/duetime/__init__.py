@@ -11,6 +11,7 @@ soon, and get an awaitable :class:`Handle` back::
 from __future__ import annotations
 
 from ._batch import BatchReport, process_batch
+from ._cron import Cron
 from ._exceptions import CallbackCancelled, DeadlineExpired, DuetimeError, SchedulerClosed
 from ._handle import Handle, RunInfo, Status, current_run
 from ._keyed import PendingReplies, Timeouts
@@ -25,6 +26,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BatchReport",
     "CallbackCancelled",
+    "Cron",
     "DeadlineExpired",
     "DuetimeError",
     "Handle",
