@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from ._cron import Cron
 from ._exceptions import CallbackCancelled, DeadlineExpired, DuetimeError, SchedulerClosed
 from ._handle import Handle, RunInfo, Status, current_run
 from ._keyed import PendingReplies, Timeouts
@@ -29,6 +30,7 @@ except PackageNotFoundError:  # pragma: no cover - run from a bare source tree
 __all__ = [
     "BatchReport",
     "CallbackCancelled",
+    "Cron",
     "DeadlineExpired",
     "DuetimeError",
     "Handle",
