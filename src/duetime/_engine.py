@@ -193,9 +193,12 @@ class Engine:
         if when < self.wake_at:
             self.rearm(when)
 
-    def schedule_internal(self, when: float, func: Callable[[], object]) -> Handle[Any]:
+    def schedule_internal(
+        self, when: float, func: Callable[[], object], wall: datetime | None = None
+    ) -> Handle[Any]:
         x = Extra()
         x.internal = True
+        x.wall = wall
         h: Handle[Any] = Handle(when, func, (), self, x)
         self.push(h)
         return h
@@ -205,6 +208,9 @@ class Engine:
             h._st = CANCELLED
             h._func = None
             self.heap.note_dead()
+            x = h._x
+            if x is not None and x.wall is not None:
+                self.wall.untrack(h)
 
     def rearm(self, when: float) -> None:
         """Wake the timer loop at ``when`` (earlier than it planned)."""
@@ -503,6 +509,8 @@ class Engine:
         """A due handle that needs more than the fast path."""
         x = h._x
         if x is not None:
+            if x.wall is not None and self.wall.early(h, now):
+                return  # re-keyed: not yet on the wall clock
             if x.internal:
                 h._st = COMPLETED
                 h._owner = None
@@ -512,8 +520,6 @@ class Engine:
                 except Exception:
                     logger.exception("duetime internal callback %r failed", h._func)
                 return
-            if x.wall is not None and self.wall.early(h, now):
-                return  # re-keyed: not yet on the wall clock
         h._st = QUEUED
         self._q.append(h)
 

@@ -59,8 +59,14 @@ class Host(Owner, Protocol):
     def push(self, handle: Handle[Any]) -> None:
         """Schedule a new counted handle (with its Extra) at ``handle.when``."""
 
-    def schedule_internal(self, when: float, func: Callable[[], object]) -> Handle[Any]:
-        """Run ``func()`` inline at ``when``: uncounted, unreported, O(log n)."""
+    def schedule_internal(
+        self, when: float, func: Callable[[], object], wall: datetime | None = None
+    ) -> Handle[Any]:
+        """Run ``func()`` inline at ``when``: uncounted, unreported, O(log n).
+
+        With ``wall`` (the aware datetime ``when`` stands for) it is a wall-clock
+        entry: re-keyed on clock steps and never run early on the wall clock.
+        """
 
     def cancel_internal(self, handle: Handle[Any]) -> None:
         """Drop an entry made by :meth:`schedule_internal` (O(1); safe twice)."""

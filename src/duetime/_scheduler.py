@@ -11,6 +11,7 @@ from typing import Any, Literal, TypeVar, TypeVarTuple, Unpack, overload
 
 from anyio import current_effective_deadline
 
+from ._cron import Cron
 from ._engine import Engine
 from ._exceptions import DeadlineExpired, SchedulerClosed
 from ._handle import EXPIRED, Extra, Handle
@@ -407,7 +408,7 @@ class Scheduler:
     @overload
     def call_every(
         self,
-        interval: float | timedelta,
+        interval: float | timedelta | Cron,
         func: Callable[[Unpack[PosArgsT]], Coroutine[Any, Any, T]],
         /,
         *args: Unpack[PosArgsT],
@@ -427,7 +428,7 @@ class Scheduler:
     @overload
     def call_every(
         self,
-        interval: float | timedelta,
+        interval: float | timedelta | Cron,
         func: Callable[[Unpack[PosArgsT]], T],
         /,
         *args: Unpack[PosArgsT],
@@ -446,7 +447,7 @@ class Scheduler:
 
     def call_every(  # type: ignore[misc]  # mypy: TypeVarTuple overload impl
         self,
-        interval: float | timedelta,
+        interval: float | timedelta | Cron,
         func: Callable[..., Any],
         /,
         *args: Any,

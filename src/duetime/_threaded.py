@@ -16,6 +16,7 @@ from typing import Any, Generic, Literal, TypeVar, TypeVarTuple, Unpack, overloa
 from anyio import CapacityLimiter, fail_after
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
+from ._cron import Cron
 from ._exceptions import CallbackCancelled, SchedulerClosed
 from ._handle import FAILED, Handle, Status, current_run
 from ._host import host_of
@@ -535,9 +536,47 @@ class ThreadedScheduler(AbstractContextManager["ThreadedScheduler"]):
         check_aware(when)
         return self._submit(when, func, args, name, timeout, retry, in_thread)
 
+    @overload
     def call_every(
         self,
-        interval: float | timedelta,
+        interval: float | timedelta | Cron,
+        func: Callable[[Unpack[PosArgsT]], Coroutine[Any, Any, T]],
+        /,
+        *args: Unpack[PosArgsT],
+        start: float | timedelta | datetime = ...,
+        max_runs: int | None = ...,
+        until: float | timedelta | datetime | None = ...,
+        jitter: float | timedelta = ...,
+        misfire: Misfire = ...,
+        overlap: Overlap = ...,
+        name: str | None = ...,
+        timeout: float | None = ...,
+        retry: Retry | None = ...,
+        in_thread: bool | None = ...,
+    ) -> RecurringJob[T]: ...
+
+    @overload
+    def call_every(
+        self,
+        interval: float | timedelta | Cron,
+        func: Callable[[Unpack[PosArgsT]], T],
+        /,
+        *args: Unpack[PosArgsT],
+        start: float | timedelta | datetime = ...,
+        max_runs: int | None = ...,
+        until: float | timedelta | datetime | None = ...,
+        jitter: float | timedelta = ...,
+        misfire: Misfire = ...,
+        overlap: Overlap = ...,
+        name: str | None = ...,
+        timeout: float | None = ...,
+        retry: Retry | None = ...,
+        in_thread: bool | None = ...,
+    ) -> RecurringJob[T]: ...
+
+    def call_every(  # type: ignore[misc]  # mypy: TypeVarTuple overload impl
+        self,
+        interval: float | timedelta | Cron,
         func: Callable[..., Any],
         /,
         *args: Any,

@@ -29,13 +29,15 @@ class WallWatch:
     datetime entries are pending, and re-keys them all when it has moved.
     """
 
-    __slots__ = ("_engine", "_handles", "_offset", "_watchdog")
+    __slots__ = ("__weakref__", "_engine", "_handles", "_listening", "_offset", "_watchdog")
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._handles: dict[Handle[Any], None] = {}
         self._offset = 0.0
         self._watchdog: Handle[Any] | None = None
+        # True once subscribed to a wall clock that announces its own steps.
+        self._listening = False
 
     def track(self, h: Handle[Any]) -> None:
         """Watch a pending handle whose Extra holds its target datetime (``wall``)."""
@@ -43,8 +45,23 @@ class WallWatch:
         if not self._handles:
             self._offset = e.wall_clock().timestamp() - e.clock()
         self._handles[h] = None
-        if self._watchdog is None:
-            self._watchdog = e.schedule_internal(e.clock() + WALL_CHECK_INTERVAL, self._check)
+        if self._listening or self._watchdog is not None:
+            return
+        # A wall clock that follows the loop clock exactly between steps and
+        # announces each step (duetime.testing.VirtualWallClock) needs no
+        # watchdog: a 24 h virtual wait costs no wake-up per virtual second.
+        subscribe = getattr(e.wall_clock, "add_step_listener", None)
+        if subscribe is not None:
+            subscribe(self._on_step)
+            self._listening = True
+            return
+        self._watchdog = e.schedule_internal(e.clock() + WALL_CHECK_INTERVAL, self._check)
+
+    def _on_step(self) -> None:
+        """The wall clock was stepped: re-check on the loop, at once."""
+        if self._handles and self._watchdog is None:
+            e = self._engine
+            self._watchdog = e.schedule_internal(e.clock(), self._check)
 
     def untrack(self, h: Handle[Any]) -> None:
         """Stop watching ``h`` (it started, or was cancelled)."""
@@ -99,4 +116,5 @@ class WallWatch:
                     e.heap.rekey(h, new_when)
                     if new_when < e.wake_at:
                         e.rearm(new_when)
-        self._watchdog = e.schedule_internal(now + WALL_CHECK_INTERVAL, self._check)
+        if not self._listening:
+            self._watchdog = e.schedule_internal(now + WALL_CHECK_INTERVAL, self._check)
