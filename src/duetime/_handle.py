@@ -31,8 +31,8 @@ logger = logging.getLogger("duetime")
 class Status(enum.StrEnum):
     """Where a handle is in its life.  ``print(status)`` shows the bare name."""
 
-    PENDING = "PENDING"  #: scheduled, not started
-    RUNNING = "RUNNING"  #: running now (or between retry attempts: see Retry)
+    PENDING = "PENDING"  #: scheduled, not started (or waiting for its next retry attempt)
+    RUNNING = "RUNNING"  #: an attempt is running now
     COMPLETED = "COMPLETED"  #: returned a value
     FAILED = "FAILED"  #: raised an exception
     CANCELLED = "CANCELLED"  #: cancelled before or while running
