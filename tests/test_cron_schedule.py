@@ -58,7 +58,9 @@ async def test_every_five_minutes_over_a_day() -> None:
             until=datetime(2025, 6, 2, tzinfo=UTC) - timedelta(seconds=1),
         )
         assert await r == 288
-    assert fired == [datetime(2025, 6, 1, tzinfo=UTC) + timedelta(minutes=5 * i) for i in range(288)]
+    assert fired == [
+        datetime(2025, 6, 1, tzinfo=UTC) + timedelta(minutes=5 * i) for i in range(288)
+    ]
 
 
 async def test_the_first_run_is_the_next_cron_time_not_now() -> None:

@@ -1,4 +1,4 @@
-"""A Maelstrom node whose RPC callbacks can never leak (seed 001: the callback reaper).
+"""A Maelstrom node whose RPC callbacks can never leak: the callback reaper.
 
 Run it as ``python docs/examples/maelstrom_node.py``: it speaks Maelstrom's JSON
 lines on stdin and stdout, and logs to stderr.
@@ -27,7 +27,7 @@ callables, so it can be driven in-process on virtual time (see
 """
 
 # docs-example: not run by tests/test_docs_examples.py (it serves stdin until EOF);
-# tests/test_maelstrom.py drives it with the seed's sample cases instead.
+# tests/test_maelstrom.py drives it with sample sessions instead.
 
 from __future__ import annotations
 

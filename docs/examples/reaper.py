@@ -1,4 +1,4 @@
-"""The reaper for RPC callbacks whose replies never arrive (seed 001).
+"""The reaper for RPC callbacks whose replies never arrive.
 
 The code of docs/guide-reaper.md.  Run it with ``python docs/examples/reaper.py``;
 tests/test_docs_examples.py runs it on virtual time on asyncio and on trio.
