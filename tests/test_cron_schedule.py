@@ -17,8 +17,8 @@ pytestmark = pytest.mark.anyio
 PARIS = ZoneInfo("Europe/Paris")
 
 
-def paris(*args: int) -> datetime:
-    return datetime(*args, tzinfo=PARIS)  # type: ignore[misc]
+def paris(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=PARIS)
 
 
 async def test_a_year_of_nightly_runs_in_paris_across_both_dst_changes() -> None:
