@@ -265,7 +265,7 @@ def test_recurring_job_cancel_pause_and_bad_input() -> None:
         with pytest.raises(ValueError, match="interval"):
             s.call_every(0, str)
         with pytest.raises(ValueError, match="misfire"):
-            s.call_every(1, print, misfire="later")  # type: ignore[call-overload]
+            s.call_every(1, print, misfire="later")  # type: ignore[call-overload, call-arg]
         forever = s.call_every(3600, print, "x", start=3600)
     assert forever.status is Status.CANCELLED  # shutdown cancels series
     with pytest.raises(SchedulerClosed):
