@@ -10,9 +10,10 @@ import pytest
 
 from duetime import Status
 from duetime.durable._memory import MemoryStore
+from duetime.durable._sqlite import SQLiteStore
 from duetime.durable._store import Done, Store
 
-from .conformance import StoreConformance, row
+from .conformance import StoreConformance, loop_epoch_clock, row
 
 pytestmark = pytest.mark.anyio
 
@@ -76,3 +77,8 @@ class TestMemoryStoreExtras:
             MemoryStore(lease=0)
         with pytest.raises(ValueError, match="dedupe_ttl"):
             MemoryStore(dedupe_ttl=-1)
+
+
+class TestSQLiteStore(StoreConformance):
+    def make_store(self, tmp_path: Path, **options: Any) -> Store:
+        return SQLiteStore(tmp_path / "jobs.db", clock=loop_epoch_clock(), poll=0.25, **options)
