@@ -1,9 +1,14 @@
-"""MkDocs hook: render the docstrings' Sphinx roles as plain code.
+"""MkDocs hooks: mkdocstrings directives hidden from plain Markdown, and Sphinx roles.
+
+``docs/reference.md`` must read well as plain Markdown (GitHub, an editor, the
+sdist), where a ``::: duetime.Scheduler`` line would show as is.  So the page
+keeps its directives in HTML comments, ``<!-- mkdocstrings ... -->``, which no
+Markdown renderer shows, and :func:`on_page_markdown` uncovers them for the site.
 
 The docstrings use Sphinx markup (``:class:`Retry```), which mkdocstrings'
 Sphinx-style parser reads for parameters and exceptions but leaves inline roles
-alone, so a page would show ":class:" before the name.  This drops the role and
-keeps the name (``~a.b.C`` shows as ``C``, as Sphinx does).
+alone, so a page would show ":class:" before the name.  :func:`on_page_content`
+drops the role and keeps the name (``~a.b.C`` shows as ``C``, as Sphinx does).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+_DIRECTIVES = re.compile(r"^<!-- mkdocstrings\n(.*?)^-->$", re.DOTALL | re.MULTILINE)
 _ROLE = re.compile(r":(?:class|meth|func|exc|data|attr|mod|obj):<code>(~?)([^<]+)</code>")
 
 
@@ -21,3 +27,7 @@ def _plain(match: re.Match[str]) -> str:
 
 def on_page_content(html: str, **_: Any) -> str:
     return _ROLE.sub(_plain, html)
+
+
+def on_page_markdown(markdown: str, **_: Any) -> str:
+    return _DIRECTIVES.sub(lambda m: m.group(1), markdown)

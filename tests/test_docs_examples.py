@@ -10,8 +10,11 @@ An example may set ``TRIO_AUTOJUMP_THRESHOLD`` (seconds of real idleness before
 trio's MockClock jumps; default 0) when it waits on worker threads with a timeout
 pending: see "Known limit" in docs/testing.md.
 
-The examples check themselves with ``assert``; the pages include them with
-pymdownx.snippets (``--8<-- "file.py:section"``).
+The examples check themselves with ``assert``.  The guides show the same code
+as plain fenced blocks tagged ``<!-- tested in docs/examples/x.py:section -->``,
+and the tests below fail when a block and its section differ (see
+tests/docs_blocks.py; ``python tests/docs_blocks.py --write`` copies edited
+guide code into the example files).
 """
 
 from __future__ import annotations
@@ -29,11 +32,12 @@ from trio.testing import MockClock
 
 from duetime.testing import VirtualTimeLoop
 
+from . import docs_blocks
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 EXAMPLES = sorted((DOCS / "examples").glob("*.py"))
-PAGES = sorted(DOCS.glob("*.md"))
-SNIPPET = re.compile(r'--8<--\s+"([^":]+)(?::([\w-]+))?"')
+PAGES = docs_blocks.pages()
 
 
 def _cases() -> list[Any]:
@@ -86,22 +90,42 @@ def test_there_are_examples() -> None:
     assert len(EXAMPLES) >= 5
 
 
-@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
-def test_every_example_is_shown_on_a_page(path: Path) -> None:
-    included = {m.group(1) for page in PAGES for m in SNIPPET.finditer(page.read_text())}
-    assert path.name in included, f"no page includes docs/examples/{path.name}"
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.stem)
+def test_page_code_is_the_tested_code(page: Path) -> None:
+    """Each tagged block is, character for character, a section that runs."""
+    problems = [p for p in docs_blocks.differences() if p.startswith(str(page.relative_to(ROOT)))]
+    assert problems == []
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.stem)
-def test_snippet_sections_exist(page: Path) -> None:
-    for match in SNIPPET.finditer(page.read_text()):
-        name, section = match.groups()
-        # The snippet base paths of mkdocs.yml: docs/examples, then tests/.
-        path = DOCS / "examples" / name
-        source = (path if path.exists() else ROOT / "tests" / name).read_text()
-        if section is not None:
-            assert f"--8<-- [start:{section}]" in source, f"{page.name}: {name}:{section}"
-            assert f"--8<-- [end:{section}]" in source, f"{page.name}: {name}:{section}"
+def test_page_reads_as_plain_markdown(page: Path) -> None:
+    """No include markers: GitHub, an editor and the sdist show the code itself."""
+    assert "--8<--" not in page.read_text()
+
+
+SHOWN = {(b.file, b.section) for page in PAGES for b in docs_blocks.blocks(page)}
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_every_example_section_is_shown_on_a_page(path: Path) -> None:
+    name = str(path.relative_to(ROOT))
+    sections = docs_blocks.sections(path)
+    assert sections, f"{name} has no section a guide shows"
+    missing = [s for s in sections if (name, s) not in SHOWN]
+    assert missing == [], f"no page shows {name}: {missing}"
+
+
+def test_the_blocks_check_can_fail(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    code = tmp_path / "code.py"
+    code.write_text("def f() -> int:\n    # --8<-- [start:s]\n    return 1\n    # --8<-- [end:s]\n")
+    page.write_text(f"<!-- tested in {code}:s -->\n\n```python\nreturn 2\n```\n")
+    (block,) = docs_blocks.blocks(page)
+    assert block.code == "return 2\n"
+    assert docs_blocks.read_section(code, "s") == "return 1\n"
+    docs_blocks.write_section(code, "s", block.code)
+    assert docs_blocks.read_section(code, "s") == "return 2\n"
+    assert "    return 2\n" in code.read_text()
 
 
 def test_readme_example_runs(

@@ -1,10 +1,17 @@
 from __future__ import annotations
 
+import re
+import tomllib
+from pathlib import Path
 from typing import get_args
 
 import pytest
 
 import duetime
+import duetime.testing
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = (ROOT / "docs" / "reference.md").read_text()
 
 
 def test_public_names_are_pinned() -> None:
@@ -70,3 +77,26 @@ async def test_an_idle_open_scheduler_is_truthy() -> None:
     async with duetime.Scheduler() as s:
         assert s
         assert s.statistics().pending == 0
+
+
+def _rows() -> set[str]:
+    return set(re.findall(r"^\| `(\w+)` \|", REFERENCE, re.MULTILINE))
+
+
+def test_reference_describes_every_exported_name() -> None:
+    # A one-line description each, readable as plain Markdown (GitHub, the sdist).
+    names = set(duetime.__all__) | set(duetime.testing.__all__)
+    assert sorted(names - _rows()) == []
+    assert sorted(_rows() - names) == []  # no row for a name that is gone
+
+
+def test_reference_has_the_full_docs_of_every_exported_name() -> None:
+    # The site's generated reference: a mkdocstrings directive, hidden in a comment.
+    directives = set(re.findall(r"^::: duetime\.(\w+)$", REFERENCE, re.MULTILINE))
+    assert sorted(set(duetime.__all__) - directives) == []
+    assert "::: duetime.testing\n" in REFERENCE
+
+
+def test_version_has_one_source() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert duetime.__version__ == pyproject["project"]["version"]
