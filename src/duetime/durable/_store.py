@@ -29,6 +29,8 @@ Refinements made by the store helper (on top of the lead's first cut):
 - A token stays current until the row is claimed again, replaced, cancelled
   or finished: finishing or extending after the lease lapsed but before any
   re-claim succeeds (nobody else can hold the row then).
+- :meth:`Store.add` is all or nothing per batch (the lead's text said "atomically
+  per row"): an ``EntryExists`` leaves the store unchanged.
 - :meth:`Store.entries` and :meth:`Store.get` never report a tombstone older
   than ``dedupe_ttl`` (stores purge those lazily).
 """
@@ -236,7 +238,9 @@ class Store(Protocol):
         """The store's clock, in UTC epoch seconds."""
 
     async def add(self, rows: Sequence[NewRow], *, on_conflict: OnConflict = "keep") -> list[Entry]:
-        """Insert rows atomically per row, idempotent by key.
+        """Insert rows, idempotent by key; the batch is one atomic step (if any row
+        raises, none is inserted; a key repeated in one batch conflicts with its
+        earlier row).
 
         ``"keep"`` returns an existing entry (tombstones included) unchanged,
         ``"replace"`` replaces one that is not RUNNING, ``"error"`` raises
