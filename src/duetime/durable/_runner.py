@@ -19,6 +19,7 @@ import os
 import socket
 import uuid
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -44,6 +45,7 @@ from ._store import (
     Release,
     RetryAt,
     Store,
+    utc,
 )
 
 __all__ = ["DurableRunner"]
@@ -204,12 +206,14 @@ class DurableRunner:
                         run.scope.cancel()
                 with anyio.move_on_after(_SHIELD_CAP):
                     await self._wait_idle()
-                tg = self._tg
-                assert tg is not None
-                tg.cancel_scope.cancel()
-                try:
-                    await tg.__aexit__(None, None, None)
-                finally:
+            # Only the two loops are left; the task group must exit outside the shield.
+            tg = self._tg
+            assert tg is not None
+            tg.cancel_scope.cancel()
+            try:
+                await tg.__aexit__(None, None, None)
+            finally:
+                with CancelScope(shield=True), anyio.move_on_after(_SHIELD_CAP):
                     await self._store.__aexit__(exc_type, exc, tb)
 
     async def _wait_idle(self) -> None:
@@ -556,6 +560,13 @@ class DurableRunner:
             if outcome is not None and not run.lost:
                 with CancelScope(shield=True):
                     await self._finish_safely(run.key, run.token, outcome)
+                # Our own write may move the head earlier than the loop's wake-up
+                # (a store need not report its own writes to wait_changed).
+                due = outcome.at if isinstance(outcome, RetryAt) else None
+                if isinstance(outcome, NextOccurrence):
+                    due = outcome.due
+                if due is not None and due < self._wake_at:
+                    self._poke()
             full = len(self._runs) >= self._concurrency
             self._runs.discard(run)
             if full:
@@ -636,6 +647,8 @@ class DurableRunner:
                 return await self._spawn_occurrence(claim, task, series, point)
         if self._stopping or run.lost:
             return None if run.lost else Release()
+        if series is not None and point != entry.due.timestamp():
+            entry = replace(entry, due=utc(point))  # current_entry().due: the point it stands for
         error = await self._call(task, args, entry, run)
         if run.lost:
             return None
@@ -670,6 +683,7 @@ class DurableRunner:
         )
         # "keep": a re-delivered series row does not add its occurrence twice.
         await self._store.add([row], on_conflict="keep")
+        self._poke()  # it is due now; our own write need not wake wait_changed
         return _next(series.grid.after(point), None)
 
     async def _call(
