@@ -1,4 +1,4 @@
-"""Command line: ``python -m duetime demo`` and ``python -m duetime bench``."""
+"""Command line: ``python -m duetime demo``, ``bench``, ``worker`` and ``entries``."""
 
 from __future__ import annotations
 
@@ -24,6 +24,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the benchmark suite against the peers (from a checkout; needs the bench extra)",
         add_help=False,
     )
+    from .durable._cli import add_commands
+
+    add_commands(sub)  # worker, entries
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:
         # The runner owns its options (--quick, --out, --only, --docs, --list).
@@ -35,6 +38,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ._demo import run_demo
 
         return run_demo(fast=args.fast, backend=args.backend, plain=args.plain)
+    if args.command in ("worker", "entries"):
+        from .durable._cli import run_command
+
+        return run_command(args)
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover
     return 2  # pragma: no cover
 

@@ -45,7 +45,18 @@ def test_tagged_types_round_trip() -> None:
 
 
 def test_json_values_round_trip_and_tuples_become_lists() -> None:
-    args = (None, True, False, 0, -(2**200), 1.5, "é ✓ \x00", [1, [2]], {"a": {"b": []}}, (1, 2))
+    args: tuple[Any, ...] = (
+        None,
+        True,
+        False,
+        0,
+        -(2**200),
+        1.5,
+        "é ✓ \x00",
+        [1, [2]],
+        {"a": {"b": []}},
+        (1, 2),
+    )
     assert roundtrip(*args) == (*args[:-1], [1, 2])
 
 
