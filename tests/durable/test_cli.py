@@ -91,10 +91,10 @@ def test_worker_process_runs_entries_and_releases_leases_on_sigterm(
     db = tmp_path / "jobs.db"
     notes = tmp_path / "notes.txt"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, str(tmp_path)])}
+    argv = ["worker", "jobs_mod:tasks", "--store", f"sqlite:///{db}", "--concurrency", "4"]
+    argv += ["--grace", "0.2", "--backend", backend]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "duetime", "worker", "jobs_mod:tasks"]
-        + ["--store", f"sqlite:///{db}", "--concurrency", "4", "--grace", "0.2"]
-        + ["--backend", backend],
+        [sys.executable, "-m", "duetime", *argv],
         cwd=tmp_path,
         env=env,
         stderr=subprocess.PIPE,
