@@ -1,13 +1,13 @@
-"""Seed 002's deadline patterns (lionherd-core style, in plain anyio) as the baseline for
+"""lionherd-core's deadline patterns (its tutorial's, in plain anyio) as the baseline for
 ``duetime.process_batch``.
 
-The baselines are the two patterns of seed 002, written with anyio only:
+The baselines are the two patterns of lionherd-core's tutorial, written with anyio only:
 
 - sequential: ``move_on_at(deadline)``, check the remaining time before each item;
 - parallel: N workers on a bounded queue (a memory object stream), a sentinel to stop,
   each worker checking ``current_effective_deadline()`` before an item.
 
-Both are instrumented for the accounting seed 002 lacks: completed, skipped, cut
+Both are instrumented for the accounting those patterns lack: completed, skipped, cut
 off in flight, and ``wasted`` (seconds spent on items that did not complete).
 ``process_batch`` is measured on the same workloads when this duetime has it;
 otherwise its side is reported as skipped.  ``--quick`` scales every duration by 0.2.
@@ -72,7 +72,7 @@ async def parallel_pattern(
                 return
             dl = anyio.current_effective_deadline()
             if dl - clock() < min_time:
-                acc["skipped"] += 1  # seed 002 drops these silently; we count them
+                acc["skipped"] += 1  # the pattern drops these silently; we count them
                 continue
             s = clock()
             try:
@@ -125,7 +125,7 @@ async def duetime_batch(n: int, dur: float, budget: float, workers: int) -> dict
 
 
 def run(quick: bool) -> dict[str, dict[str, Any]]:
-    """Seed 002's two acceptance scenarios, pattern vs process_batch."""
+    """The two deadline scenarios, lionherd-core pattern vs process_batch."""
     k = 0.2 if quick else 1.0
     judge = not quick
     have_batch = hasattr(duetime, "process_batch")
@@ -140,11 +140,11 @@ def run(quick: bool) -> dict[str, dict[str, Any]]:
         else:
             base = anyio.run(parallel_pattern, n, dur, budget, workers, 0.01 * k)
         values = {
-            "seed-002 pattern completed": base["completed"],
-            "seed-002 pattern wasted ms": base["wasted_s"] * 1e3,
-            "seed-002 pattern elapsed ms": base["elapsed_s"] * 1e3,
+            "lionherd-core pattern completed": base["completed"],
+            "lionherd-core pattern wasted ms": base["wasted_s"] * 1e3,
+            "lionherd-core pattern elapsed ms": base["elapsed_s"] * 1e3,
         }
-        notes = [f"seed-002 pattern: {base}"]
+        notes = [f"lionherd-core pattern: {base}"]
         ratios = []
         if have_batch:
             ours = anyio.run(duetime_batch, n, dur, budget, workers)

@@ -1,5 +1,5 @@
 """Drift of a recurring callback in real time: duetime's fixed-rate grid against
-reschedule-after-run (the seeds' design), in the same run.
+reschedule-after-run (a common hand-written design), in the same run.
 
 Run: ``python benchmarks/bench_drift.py [--runs 200] [--interval 0.01] [--out DIR]``.
 Writes ``drift.json`` and ``drift.md`` to DIR (default ``bench-results/``).
@@ -57,7 +57,7 @@ MISSED: list[int] = []  # grid points each fixed-rate series missed (machine hic
 
 
 async def duetime_reschedule(runs: int, interval: float) -> list[float]:
-    """The seeds' design on duetime's own call_later: schedule the next run after this one."""
+    """Reschedule-after-run on duetime's own call_later: schedule the next run after this one."""
     starts: list[float] = []
     clock = anyio.current_time
     done = anyio.Event()
@@ -79,7 +79,7 @@ async def duetime_reschedule(runs: int, interval: float) -> list[float]:
 
 
 async def asyncio_reschedule(runs: int, interval: float) -> list[float]:
-    """The seeds' design on raw asyncio: loop.call_later from inside the callback."""
+    """Reschedule-after-run on raw asyncio: loop.call_later from inside the callback."""
     loop = asyncio.get_running_loop()
     starts: list[float] = []
     fut: asyncio.Future[None] = loop.create_future()
@@ -161,8 +161,8 @@ def run(quick: bool) -> dict[str, dict[str, Any]]:
                 f"grid points missed by the fixed-rate series (asyncio, trio): {MISSED};"
                 " a hiccup of the machine longer than the interval makes the series"
                 " skip a point (counted, coalesced) instead of shifting the grid",
-                "fixed rate: run k is due at start + k * interval; the reschedule designs"
-                " (seeds 000/004) schedule the next run after each one and drift by the"
+                "fixed rate: run k is due at start + k * interval; the reschedule-after-run"
+                " designs schedule the next run after each one and drift by the"
                 " run's duration plus the loop's lateness every time",
             ],
         }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import random
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -336,7 +337,9 @@ async def test_checkpoint_with_custom_key_and_progress(tmp_path: Path) -> None:
         return f"order-{item['id']}"
 
     await process_batch(items, work, checkpoint=db, key=key)
-    with sqlite3.connect(db) as conn:
+    # closing(): a connection left open would hold the file, and the next batch
+    # on it is refused (the checkpoint's lock, see docs/batches.md).
+    with closing(sqlite3.connect(db)) as conn:
         keys = sorted(r[0] for r in conn.execute("SELECT key FROM duetime_completed"))
     assert keys == ["order-0", "order-1", "order-3"]  # the failed one is not recorded
     calls: list[tuple[int, int]] = []
@@ -360,7 +363,7 @@ async def test_interrupted_run_loses_no_recorded_item(tmp_path: Path) -> None:
             tg.start_soon(interrupt)
             await process_batch(range(20), tenth, checkpoint=db)
             pytest.fail("the batch should have been cancelled")
-    with sqlite3.connect(db) as conn:
+    with closing(sqlite3.connect(db)) as conn:
         keys = sorted(int(r[0]) for r in conn.execute("SELECT key FROM duetime_completed"))
     assert keys == [0, 1, 2, 3, 4]
     report = await process_batch(range(20), tenth, checkpoint=db)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
 from typing import Any
 
 import anyio
@@ -9,6 +11,8 @@ import pytest
 
 import duetime
 from duetime import PendingReplies, Scheduler, Status, Timeouts
+
+from .support import duetime_activity, memory_held
 
 pytestmark = pytest.mark.anyio
 
@@ -96,11 +100,14 @@ async def test_timeouts_bad_input_and_scheduler_exit() -> None:
 async def test_timeouts_many_keys_heap_stays_bounded() -> None:
     async with Scheduler() as s:
         t = Timeouts(s)
-        for i in range(2000):
-            t.set(i % 10, 100, print)
-        assert len(t) == 10
-        assert len(s) == 10
-        assert len(s._entries) < 200  # cancelled tuples are compacted away
+        with memory_held() as held:
+            for i in range(2000):
+                t.set(i % 10, 100, print)
+            assert len(t) == 10
+            assert s.statistics().pending == 10
+            # Replaced timers are compacted away: 1,990 of them kept would hold
+            # about 400 kB.
+            assert held() < 100_000
 
 
 # ---------------------------------------------------------------------- PendingReplies
@@ -120,7 +127,11 @@ async def test_reply_resolves_the_handle() -> None:
         assert replies.resolve(7, {}) is False
         assert replies.late_count == 1
         assert replies.reaped_count == 0
-        assert s._entries == [] or all(e[2]._st for e in s._entries)
+        # The reply cancelled its expiry: nothing is left to wake the scheduler.
+        with duetime_activity() as activity:
+            await anyio.sleep(10)
+        assert activity() == 0
+        assert replies.reaped_count == 0
 
 
 async def test_expiry_fails_with_timeout_runs_callbacks_and_is_not_reported() -> None:
@@ -191,8 +202,8 @@ async def test_50000_leaked_requests_are_all_reaped() -> None:
     async with Scheduler() as s:
         replies: PendingReplies[None] = PendingReplies(s, timeout=2.0)
         t0 = anyio.current_time()
-        handles = [replies.expect(i) for i in range(50_000)]
         reaped_at: list[float] = []
+        handles = [replies.expect(i) for i in range(50_000)]
         handles[-1].add_done_callback(lambda h: reaped_at.append(anyio.current_time() - t0))
         assert replies.pending_count == 50_000
         await anyio.sleep(1.999)
@@ -202,20 +213,25 @@ async def test_50000_leaked_requests_are_all_reaped() -> None:
         assert replies.reaped_count == 50_000
         assert reaped_at == [pytest.approx(2.0)]
         assert all(isinstance(h.exception, TimeoutError) for h in handles)
-        assert s._entries == []  # every expiry entry left the heap
-        assert len(s) == 0
+        assert s.statistics().pending == 0
+        with duetime_activity() as activity:  # every expiry entry left the scheduler
+            await anyio.sleep(100)
+        assert activity() == 0
 
 
 async def test_answered_requests_leave_the_heap_too() -> None:
     async with Scheduler() as s:
         replies: PendingReplies[None] = PendingReplies(s, timeout=60.0)
-        for i in range(10_000):
-            replies.expect(i)
-            replies.resolve(i, None)
-        assert len(s._entries) < 200  # cancelled expiry entries are compacted away
-        await anyio.sleep(61)
-        assert s._entries == []
-        assert replies.reaped_count == 0
+        with memory_held() as held:
+            for i in range(10_000):
+                replies.expect(i)
+                replies.resolve(i, None)
+            # Cancelled expiry entries are compacted away (10,000 kept would
+            # hold about 2 MB).
+            assert held() < 100_000
+            await anyio.sleep(61)
+            assert replies.reaped_count == 0  # no expiry was left to fire
+            assert held() < 10_000
 
 
 async def test_timer_cancelled_through_its_handle_lets_go_of_the_key() -> None:
@@ -236,12 +252,17 @@ async def test_timer_cancelled_through_its_handle_lets_go_of_the_key() -> None:
 
 async def test_finished_pending_replies_are_not_kept_by_the_scheduler() -> None:
     async with Scheduler() as s:
+        finished: list[weakref.ref[PendingReplies[str]]] = []
         for i in range(100):
-            replies: PendingReplies[str] = PendingReplies(s, timeout=1)
-            replies.expect(i)
-            replies.resolve(i, "ok")
-        assert len(s._series) == 0
-        replies.expect("left")
-        assert len(s._series) == 1
+            done: PendingReplies[str] = PendingReplies(s, timeout=1)
+            done.expect(i)
+            done.resolve(i, "ok")
+            finished.append(weakref.ref(done))
+        del done
+        gc.collect()
+        assert [r for r in finished if r() is not None] == []
+        replies: PendingReplies[str] = PendingReplies(s, timeout=1)
+        left = replies.expect("left")
+    assert left.status is Status.CANCELLED  # still pending, so the exit cancelled it
     with pytest.raises(TypeError):
         replies.fail("x", BaseException())  # type: ignore[arg-type]

@@ -299,6 +299,9 @@ async def test_unobserved_failure_goes_to_on_error() -> None:
 
 async def test_crashed_worker_is_replaced(caplog: pytest.LogCaptureFixture) -> None:
     async with WorkerPool(double, workers=1) as pool:
+        # Fault injection, the one private seam left in the tests on purpose: no
+        # public path crashes a worker outside its handler (every user hook is
+        # guarded), so a defect is planted in the pool's own bookkeeping.
         real_learn = pool._learn
         calls = 0
 

@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+from typing import get_args
+
+import pytest
+
 import duetime
 
 
@@ -8,10 +12,13 @@ def test_public_names_are_pinned() -> None:
         [
             "BatchReport",
             "CallbackCancelled",
+            "Cron",
             "DeadlineExpired",
             "DuetimeError",
             "Handle",
             "Job",
+            "Misfire",
+            "Overlap",
             "PendingReplies",
             "Recurring",
             "RecurringJob",
@@ -29,8 +36,14 @@ def test_public_names_are_pinned() -> None:
             "process_batch",
         ]
     )
-    for name in duetime.__all__:
+    aliases = {"Misfire", "Overlap"}  # typing.Literal aliases have no module of ours
+    for name in set(duetime.__all__) - aliases:
         assert getattr(duetime, name).__module__.startswith("duetime")
+
+
+def test_policy_aliases_list_the_accepted_values() -> None:
+    assert get_args(duetime.Misfire) == ("coalesce", "skip", "catch_up")
+    assert get_args(duetime.Overlap) == ("skip", "wait", "allow")
 
 
 def test_exception_hierarchy() -> None:
@@ -50,3 +63,10 @@ def test_status_is_a_str_enum() -> None:
         "CANCELLED",
         "EXPIRED",
     ]
+
+
+@pytest.mark.anyio
+async def test_an_idle_open_scheduler_is_truthy() -> None:
+    async with duetime.Scheduler() as s:
+        assert s
+        assert s.statistics().pending == 0

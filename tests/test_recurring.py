@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
 import logging
+import weakref
 from datetime import timedelta
 from typing import Any
 
@@ -13,6 +15,8 @@ import pytest
 import duetime
 from duetime import Recurring, Retry, Scheduler, Status
 from duetime.testing import VirtualWallClock, advance_time
+
+from .support import count_instances, duetime_activity
 
 pytestmark = pytest.mark.anyio
 
@@ -70,7 +74,10 @@ async def test_status_runs_last_next_at_and_await() -> None:
         assert r.status is Status.COMPLETED
         assert r.next_at is None
         assert r.done()
-        assert r not in s._series
+        series = weakref.ref(r)
+        del r, info
+        gc.collect()
+        assert series() is None  # a finished series is not kept by the scheduler
 
 
 async def test_until_as_delay_and_datetime() -> None:
@@ -255,17 +262,25 @@ async def test_cancel_stops_the_series_without_interrupting_a_run() -> None:
         assert r.started == 3
         await anyio.sleep(5)
         assert [t - t0 for t in ended] == [0.5, 1.5, 2.5]
-        assert len(s) == 0
-        assert s._entries == []
+        assert s.statistics().pending == 0
+        with duetime_activity() as activity:  # nothing of the series is left to run
+            await anyio.sleep(100)
+        assert activity() == 0
 
 
 async def test_cancel_before_the_first_run() -> None:
     async with Scheduler() as s:
-        r = s.call_every(1, noop, start=10)
+        calls: list[float] = []
+        r = s.call_every(1, calls.append, 0.0, start=10)
         r.cancel()
         assert await r == 0
         assert r.status is Status.CANCELLED
-        assert s._entries == [] or all(e[2]._st for e in s._entries)
+        series = weakref.ref(r)
+        del r
+        gc.collect()
+        assert series() is None  # the scheduler let go of it at once
+        await anyio.sleep(20)
+        assert calls == []
 
 
 async def test_scheduler_exit_cancels_the_series() -> None:
@@ -274,7 +289,11 @@ async def test_scheduler_exit_cancels_the_series() -> None:
         await anyio.sleep(2.5)
     assert r.status is Status.CANCELLED
     assert r.runs == 3
-    assert not s._series
+    series = weakref.ref(r)
+    del r
+    gc.collect()
+    assert series() is None  # the exited scheduler does not keep it
+    assert s.closed
 
 
 async def test_failing_runs_do_not_end_the_series_and_are_reported() -> None:
@@ -310,8 +329,8 @@ async def test_async_for_buffer_drops_oldest_and_counts() -> None:
         r = s.call_every(1, int, max_runs=200)
         await r  # nobody consumes while the 200 runs finish
         seen = [run async for run in r]
-    assert r.dropped == 200 - duetime._recurring.BUFFER_SIZE
-    assert len(seen) == duetime._recurring.BUFFER_SIZE
+    assert r.dropped == 200 - 128  # the documented buffer size
+    assert len(seen) == 128
     assert seen[0].when < seen[-1].when
     assert seen[-1] is r.last
 
@@ -380,9 +399,11 @@ async def test_bad_input(kwargs: dict[str, Any], exc: type[Exception]) -> None:
     args: dict[str, Any] = {"interval": 1.0, "func": noop}
     args.update(kwargs)
     async with Scheduler() as s:
+        before = count_instances(Recurring)
         with pytest.raises(exc):
             s.call_every(args.pop("interval"), args.pop("func"), **args)
-        assert not s._series
+        assert count_instances(Recurring) == before  # nothing half-made is kept
+        assert s.statistics().pending == 0
 
 
 async def test_naive_datetime_start_and_closed_scheduler() -> None:
@@ -409,15 +430,17 @@ async def test_retry_waits_on_the_heap_not_in_a_task() -> None:
         return "ok"
 
     async with Scheduler() as s:
+        await s.call_soon(anyio.sleep, 0)  # the scheduler's runner tasks are up
+        idle_tasks = len(anyio.get_running_tasks())
         t0 = anyio.current_time()
         h = s.call_soon(flaky, retry=Retry(attempts=3, backoff=2, factor=3, jitter=0))
         await anyio.sleep(1)
         # Between attempts the handle is a heap entry again: pending, nothing runs.
         assert h.status is Status.PENDING
         assert h.when == t0 + 2
-        assert len(s) == 1
+        assert s.statistics().pending == 1
         assert s.statistics().running == 0
-        assert [e[2] for e in s._entries if e[2]._st == 0] == [h]
+        assert len(anyio.get_running_tasks()) == idle_tasks  # no task waits for it
         assert await h == "ok"
     assert [t - t0 for t in attempts] == [0, 2, 8]
 

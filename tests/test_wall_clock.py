@@ -9,6 +9,8 @@ import pytest
 
 from duetime import Scheduler, Status
 
+from .support import duetime_activity
+
 pytestmark = pytest.mark.anyio
 
 BASE = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
@@ -20,8 +22,10 @@ class SteppableWall:
     def __init__(self) -> None:
         self.t0 = anyio.current_time()
         self.step = 0.0
+        self.reads = 0
 
     def __call__(self) -> datetime:
+        self.reads += 1
         return BASE + timedelta(seconds=anyio.current_time() - self.t0 + self.step)
 
 
@@ -71,15 +75,23 @@ async def test_watchdog_only_runs_while_datetime_entries_pend() -> None:
     wall = SteppableWall()
     async with Scheduler(wall_clock=wall) as s:
         h = s.call_at(BASE + timedelta(seconds=5), lambda: None)
-        assert s._watchdog is not None
+        reads = wall.reads
+        await anyio.sleep(3)
+        assert wall.reads > reads  # the watchdog looks at the wall clock
         await h
         await anyio.sleep(2)
-        assert s._watchdog is None
-        assert len(s._entries) == 0
+        assert s.statistics().pending == 0
+        with duetime_activity() as activity:  # and stops once nothing pends
+            await anyio.sleep(3600)
+        assert activity() == 0
         h2 = s.call_at(BASE + timedelta(hours=2), lambda: None)
         h2.cancel()
         await anyio.sleep(2)
-        assert s._watchdog is None
+        reads = wall.reads
+        with duetime_activity() as activity:
+            await anyio.sleep(3 * 3600)
+        assert activity() == 0
+        assert wall.reads == reads
 
 
 async def test_backward_step_just_before_due_is_not_early() -> None:

@@ -1,4 +1,4 @@
-"""A Maelstrom node whose RPC callbacks can never leak (seed 001: the callback reaper).
+"""A Maelstrom node whose RPC callbacks can never leak: the callback reaper.
 
 Run it as ``python docs/examples/maelstrom_node.py``: it speaks Maelstrom's JSON
 lines on stdin and stdout, and logs to stderr.
@@ -13,17 +13,26 @@ reaped is ignored.
 Messages handled: ``init``, ``echo``, ``pending_count`` and ``send_fire_forget``
 (send ``payload`` to ``target`` expecting a reply that may never come).
 
+No input line can stop the node or make it write anything but JSON: a line it
+cannot use (not UTF-8, not strict JSON, nested too deeply, NaN or infinite
+numbers, a ``msg_id`` or ``in_reply_to`` that is not an integer) is answered
+with a Maelstrom ``error`` (code 12, malformed-request) if its sender and
+``msg_id`` can be read, and is otherwise skipped with a line on stderr.  A
+request whose handling fails gets an ``error`` reply as well (code 12 for bad
+fields, 13 for anything else).
+
 The core, :class:`Node`, takes its input line by line and writes through plain
 callables, so it can be driven in-process on virtual time (see
 ``tests/test_maelstrom.py``).
 """
 
 # docs-example: not run by tests/test_docs_examples.py (it serves stdin until EOF);
-# tests/test_maelstrom.py drives it with the seed's sample cases instead.
+# tests/test_maelstrom.py drives it with sample sessions instead.
 
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import AsyncIterable, Callable
 from functools import partial
@@ -38,6 +47,43 @@ RpcCallback = Callable[[Body | None, BaseException | None], object]
 
 #: Seconds an RPC waits for its reply before its callback is reaped.
 RPC_TIMEOUT = 2.0
+
+#: Maelstrom error codes used here.
+MALFORMED_REQUEST = 12
+CRASH = 13
+
+
+class Malformed(ValueError):
+    """An input line the node cannot use."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise Malformed(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (math.inf, -math.inf):
+        raise Malformed(f"{text} is out of range for a float")
+    return value
+
+
+def _parse_strict(line: str) -> Any:
+    """Standard JSON only: no NaN/Infinity, no number that overflows a float."""
+    return json.loads(line, parse_constant=_reject_constant, parse_float=_finite_float)
+
+
+def _is_int(value: object) -> bool:
+    """A JSON integer: an ``int``, not a ``bool`` (``True == 1`` in Python)."""
+    return type(value) is int
+
+
+def _dumps(obj: object) -> str:
+    """One JSON line, or an exception: never ``NaN``/``Infinity`` (``allow_nan=False``).
+
+    ``ensure_ascii`` (the default) keeps the line ASCII whatever strings it holds.
+    """
+    return json.dumps(obj, allow_nan=False)
 
 
 class Node:
@@ -69,12 +115,16 @@ class Node:
     # -- output ----------------------------------------------------------------
 
     def send(self, dest: str, body: Body) -> int:
-        """Send ``body`` (plus a fresh ``msg_id``, counting from 0) to ``dest``."""
+        """Send ``body`` (plus a fresh ``msg_id``, counting from 0) to ``dest``.
+
+        :raises ValueError: if the message cannot be written as standard JSON
+        :raises RecursionError: if it is nested too deeply to be written
+        """
         msg_id = self.next_msg_id
-        self.next_msg_id += 1
         src = self.node_id if self.node_id is not None else self._addressed_as
-        out = {"src": src, "dest": dest, "body": {**body, "msg_id": msg_id}}
-        self.write(json.dumps(out))
+        line = _dumps({"src": src, "dest": dest, "body": {**body, "msg_id": msg_id}})
+        self.next_msg_id += 1  # only once the line is sure to be written
+        self.write(line)
         return msg_id
 
     def reply(self, request: dict[str, Any], body: Body) -> None:
@@ -107,27 +157,71 @@ class Node:
 
     # -- input -----------------------------------------------------------------
 
-    def handle_line(self, line: str) -> None:
-        """Handle one input line.  Malformed input is logged and skipped."""
-        line = line.strip()
-        if not line:
+    def handle_line(self, line: str | bytes) -> None:
+        """Handle one input line (text, or bytes that must be UTF-8).
+
+        Nothing in a line can make this raise or write anything but JSON: a
+        malformed line gets an error reply if its ``src`` and ``msg_id`` can be
+        read, and is logged and skipped otherwise.
+        """
+        if isinstance(line, bytes):
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                # Read it once more, leniently, only to find whom to tell.
+                lenient = line.decode("utf-8", "replace").strip()
+                self._malformed(lenient, f"invalid UTF-8 ({exc.reason})")
+                return
+        else:
+            text = line
+        text = text.strip()
+        if not text:
             return
         try:
-            msg = json.loads(line)
+            msg = _parse_strict(text)
             if not isinstance(msg, dict):
-                raise ValueError("not a JSON object")
-            body = msg["body"]
+                raise Malformed("not a JSON object")
+            body = msg.get("body")
             if not isinstance(body, dict) or not isinstance(body.get("type"), str):
-                raise ValueError("body must be an object with a string 'type'")
-            if not isinstance(msg["src"], str):
-                raise ValueError("src must be a string")
-        except (ValueError, KeyError) as exc:
-            self.log(f"error: malformed input ignored ({exc!r}): {line[:200]}")
+                raise Malformed("body must be an object with a string 'type'")
+            if not isinstance(msg.get("src"), str):
+                raise Malformed("src must be a string")
+            for field in ("msg_id", "in_reply_to"):
+                if field in body and not _is_int(body[field]):
+                    raise Malformed(f"{field} must be an integer, got {body[field]!r:.50}")
+        except Exception as exc:  # ValueError, RecursionError: any parse failure
+            self._malformed(text, _describe(exc))
             return
         try:
             self.handle(msg)
         except Exception as exc:  # one bad message must not stop the node
-            self.log(f"error: handling {line[:200]} failed: {exc!r}")
+            self.log(f"error: handling {text[:200]} failed: {_describe(exc)}")
+            code = (
+                MALFORMED_REQUEST if isinstance(exc, ValueError | KeyError | TypeError) else CRASH
+            )
+            self._error_reply(msg["src"], body.get("msg_id"), code, _describe(exc))
+
+    def _malformed(self, text: str, why: str) -> None:
+        """Log a line that could not be used, and answer it if its sender can be read."""
+        self.log(f"error: malformed input ({why}): {text[:200]!r}")
+        try:
+            # Lenient on purpose (NaN, 1e999 accepted): it only looks for src and
+            # msg_id, which must themselves be clean to be used.
+            msg = json.loads(text)
+            src, msg_id = msg["src"], msg["body"]["msg_id"]
+        except Exception:
+            return
+        if isinstance(src, str) and src.isprintable() and "\ufffd" not in src:
+            self._error_reply(src, msg_id, MALFORMED_REQUEST, f"malformed request: {why}")
+
+    def _error_reply(self, dest: str, msg_id: object, code: int, text: str) -> None:
+        """Send a Maelstrom error to ``dest`` for request ``msg_id``, if it has one."""
+        if not _is_int(msg_id):
+            return  # not a request (or no usable id): nobody waits for an answer
+        try:
+            self.send(dest, {"type": "error", "code": code, "text": text, "in_reply_to": msg_id})
+        except Exception as exc:
+            self.log(f"error: could not send the error reply to {dest!r:.50}: {_describe(exc)}")
 
     def handle(self, msg: dict[str, Any]) -> None:
         body: Body = msg["body"]
@@ -165,8 +259,14 @@ class Node:
 _REQUESTS = frozenset({"init", "echo", "pending_count", "send_fire_forget"})
 
 
+def _describe(exc: BaseException) -> str:
+    """``repr(exc)``, short enough for a log line or an error reply."""
+    text = repr(exc)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
 async def serve(
-    lines: AsyncIterable[str],
+    lines: AsyncIterable[str] | AsyncIterable[bytes],
     write: Callable[[str], object],
     log: Callable[[str], object],
 ) -> Node:
@@ -191,7 +291,9 @@ def _log_stderr(line: str) -> None:
 
 
 async def main() -> None:
-    await serve(anyio.wrap_file(sys.stdin), _write_stdout, _log_stderr)
+    # Bytes, decoded line by line in handle_line: a text stdin would raise
+    # UnicodeDecodeError in the iterator itself, outside any per-line handling.
+    await serve(anyio.wrap_file(sys.stdin.buffer), _write_stdout, _log_stderr)
 
 
 if __name__ == "__main__":

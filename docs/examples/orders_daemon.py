@@ -1,4 +1,4 @@
-"""Seed 003's pattern: orders in a queue, daemons processing them, a callback on each.
+"""Orders in a queue, daemons processing them, a callback on each.
 
 An e-commerce site does not process a large order while the customer waits: it
 puts the order in a queue.  Daemon workers take orders from the queue and

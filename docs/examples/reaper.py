@@ -1,4 +1,4 @@
-"""The reaper for RPC callbacks whose replies never arrive (seed 001).
+"""The reaper for RPC callbacks whose replies never arrive.
 
 The code of docs/guide-reaper.md.  Run it with ``python docs/examples/reaper.py``;
 tests/test_docs_examples.py runs it on virtual time on asyncio and on trio.
@@ -37,7 +37,7 @@ async def main() -> None:
 
         assert replies.resolve(0, {"type": "echo_ok"}) is False  # too late: ignored
         assert replies.late_count == 1
-        assert len(scheduler) == 0  # nothing left behind in the heap
+        assert scheduler.statistics().pending == 0  # nothing left behind in the heap
     # --8<-- [end:reaper]
     print("reaper example passed")
 

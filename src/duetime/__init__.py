@@ -10,25 +10,33 @@ soon, and get an awaitable :class:`Handle` back::
 
 from __future__ import annotations
 
-from ._batch import BatchReport, process_batch
+from importlib.metadata import PackageNotFoundError, version
+
+from ._cron import Cron
 from ._exceptions import CallbackCancelled, DeadlineExpired, DuetimeError, SchedulerClosed
 from ._handle import Handle, RunInfo, Status, current_run
 from ._keyed import PendingReplies, Timeouts
-from ._pool import PoolStatistics, WorkerPool
-from ._recurring import Recurring
+from ._recurring import Misfire, Overlap, Recurring
 from ._retry import Retry
 from ._scheduler import Scheduler, SchedulerStatistics
 from ._threaded import Job, RecurringJob, ThreadedScheduler
+from .pool import BatchReport, PoolStatistics, WorkerPool, process_batch
 
-__version__ = "0.1.0"
+try:
+    __version__ = version("duetime")  # pyproject.toml is the one source
+except PackageNotFoundError:  # pragma: no cover - run from a bare source tree
+    __version__ = "0+unknown"
 
 __all__ = [
     "BatchReport",
     "CallbackCancelled",
+    "Cron",
     "DeadlineExpired",
     "DuetimeError",
     "Handle",
     "Job",
+    "Misfire",
+    "Overlap",
     "PendingReplies",
     "PoolStatistics",
     "Recurring",

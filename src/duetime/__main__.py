@@ -1,4 +1,8 @@
-"""Command line: ``python -m duetime demo``, ``bench``, ``worker`` and ``entries``."""
+"""Command line: ``python -m duetime demo``, ``worker`` and ``entries``.
+
+The benchmark suite is a development tool of the source checkout:
+``python benchmarks/run.py`` or ``nox -s bench``.
+"""
 
 from __future__ import annotations
 
@@ -19,20 +23,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--backend", choices=["asyncio", "trio"], default="asyncio", help="event loop to run on"
     )
     demo.add_argument("--plain", action="store_true", help="plain text, even if rich is installed")
-    sub.add_parser(
-        "bench",
-        help="the benchmark suite against the peers (from a checkout; needs the bench extra)",
-        add_help=False,
-    )
     from .durable._cli import add_commands
 
     add_commands(sub)  # worker, entries
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["bench"]:
-        # The runner owns its options (--quick, --out, --only, --docs, --list).
-        from ._bench import run_bench
-
-        return run_bench(argv[1:])
     args = parser.parse_args(argv)
     if args.command == "demo":
         from ._demo import run_demo

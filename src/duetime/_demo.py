@@ -13,11 +13,8 @@ from typing import Any, Protocol
 
 import anyio
 
-from ._batch import process_batch
-from ._handle import Handle
-from ._keyed import PendingReplies, Timeouts
-from ._pool import WorkerPool
-from ._scheduler import Scheduler
+# The public names only: the tour shows what users can write.
+from . import Handle, PendingReplies, Scheduler, Timeouts, WorkerPool, process_batch
 
 __all__ = ["run_demo"]
 
@@ -225,7 +222,7 @@ async def _tour(scale: float, plain: bool) -> None:
                 out.say("heartbeat: countdown reset")
             await fired.wait()
 
-            out.section("5. Reaping leaked RPC callbacks: PendingReplies (seed 001)")
+            out.section("5. Reaping leaked RPC callbacks: PendingReplies")
             replies: PendingReplies[str] = PendingReplies(scheduler, timeout=1.0 * scale)
             calls = [replies.expect(msg_id) for msg_id in range(5)]
             replies.resolve(0, "pong")
@@ -241,7 +238,7 @@ async def _tour(scale: float, plain: bool) -> None:
                 f" late={replies.late_count}"
             )
 
-            out.section("6. A deadline-bounded batch returns partial results (seed 002)")
+            out.section("6. A deadline-bounded batch returns partial results")
 
             async def work(item: int) -> int:
                 await anyio.sleep(0.1 * scale)

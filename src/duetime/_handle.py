@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from anyio import Event, TaskNotFinished
+from anyio.lowlevel import checkpoint
 
 from ._exceptions import CallbackCancelled
+from ._util import callable_name
 
 if TYPE_CHECKING:
     from ._retry import Retry
@@ -29,8 +31,8 @@ logger = logging.getLogger("duetime")
 class Status(enum.StrEnum):
     """Where a handle is in its life.  ``print(status)`` shows the bare name."""
 
-    PENDING = "PENDING"  #: scheduled, not started
-    RUNNING = "RUNNING"  #: running now (or between retry attempts: see Retry)
+    PENDING = "PENDING"  #: scheduled, not started (or waiting for its next retry attempt)
+    RUNNING = "RUNNING"  #: an attempt is running now
     COMPLETED = "COMPLETED"  #: returned a value
     FAILED = "FAILED"  #: raised an exception
     CANCELLED = "CANCELLED"  #: cancelled before or while running
@@ -124,8 +126,8 @@ _current: ContextVar[tuple[Handle[Any], float] | None] = ContextVar(
 )
 
 
-# The scheduler whose timer loop runs sync callbacks inline in this thread; it
-# holds the running one in ``_inline`` (cheaper than setting _current per call).
+# The engine whose timer loop runs sync callbacks inline in this thread; it
+# holds the running one in ``inline`` (cheaper than setting _current per call).
 _tls = threading.local()
 
 
@@ -138,11 +140,11 @@ def current_run() -> RunInfo:
     """
     cur = _current.get()
     if cur is None:
-        scheduler = getattr(_tls, "scheduler", None)
-        if scheduler is None or scheduler._inline is None:
+        engine = getattr(_tls, "engine", None)
+        if engine is None or engine.inline is None:
             raise RuntimeError("current_run() called outside a duetime callback")
-        handle = scheduler._inline
-        started = scheduler._inline_started
+        handle = engine.inline
+        started = engine.inline_started
     else:
         handle, started = cur
     x = handle._x
@@ -210,7 +212,7 @@ class Handle(Generic[T_co]):
         func = self._func
         if func is None:
             return f"handle-{self._id}"
-        return _callable_name(func)
+        return callable_name(func)
 
     @property
     def status(self) -> Status:
@@ -285,8 +287,13 @@ class Handle(Generic[T_co]):
         return owner._cancel_running(self)
 
     async def wait(self) -> None:
-        """Wait until the handle is in a final state, without raising its outcome."""
+        """Wait until the handle is in a final state, without raising its outcome.
+
+        Always a checkpoint, as in trio and anyio: it can be cancelled and it
+        lets other tasks run even when the handle has already finished.
+        """
         if self._st >= COMPLETED:
+            await checkpoint()
             return
         x = self._extra()
         if x.event is None:
@@ -316,8 +323,8 @@ class Handle(Generic[T_co]):
         return True
 
     def __await__(self) -> Generator[Any, None, T_co]:
-        if self._st < COMPLETED:
-            yield from self.wait().__await__()
+        # A checkpoint whether or not it has finished (see wait()).
+        yield from self.wait().__await__()
         return self.return_value
 
     def __repr__(self) -> str:
@@ -386,13 +393,3 @@ def _call_done_callback(fn: Callable[[Handle[Any]], object], handle: Handle[Any]
         fn(handle)
     except Exception:
         logger.exception("done-callback %r of %r raised", fn, handle)
-
-
-def _callable_name(func: Callable[..., Any]) -> str:
-    name = getattr(func, "__qualname__", None)
-    if name is None:
-        inner = getattr(func, "func", None)  # functools.partial
-        if inner is not None and inner is not func:
-            return _callable_name(inner)
-        return repr(func)
-    return str(name)

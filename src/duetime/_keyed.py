@@ -7,10 +7,9 @@ from datetime import timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, TypeVarTuple, Unpack
 
-from ._exceptions import SchedulerClosed
-from ._execute import is_async
-from ._handle import CANCELLED, COMPLETED, FAILED, Extra, Handle, _callable_name, current_run
-from ._options import to_positive
+from ._handle import CANCELLED, COMPLETED, FAILED, Extra, Handle, current_run
+from ._host import host_of
+from ._util import callable_name, is_async, to_positive
 
 if TYPE_CHECKING:
     from ._scheduler import Scheduler
@@ -66,7 +65,7 @@ class Timeouts:
         self, key: Hashable, delay: float, func: Callable[..., Any], args: tuple[Any, ...]
     ) -> Handle[Any]:
         fire = self._fire_async if is_async(func) else self._fire_sync
-        h = self._s.call_later(delay, fire, key, func, args, name=_callable_name(func))
+        h = self._s.call_later(delay, fire, key, func, args, name=callable_name(func))
         # However it ends (fired, cancelled through its handle, scheduler exit),
         # the key lets go of it, so len() and `in` stay exact and O(1).
         h.add_done_callback(partial(self._discard, key))
@@ -148,7 +147,7 @@ class PendingReplies(Generic[T]):
     """
 
     def __init__(self, scheduler: Scheduler, timeout: float | timedelta = 2.0) -> None:
-        self._s = scheduler
+        self._s = host_of(scheduler)
         self._timeout = to_positive(timeout, "timeout")
         # key -> (user handle, internal expiry entry)
         self._pending: dict[Hashable, tuple[Handle[T], Handle[Any]]] = {}
@@ -180,23 +179,22 @@ class PendingReplies(Generic[T]):
             raise ValueError(f"a reply to {key!r} is already pending")
         seconds = self._timeout if timeout is None else to_positive(timeout, "timeout")
         s = self._s
-        if s._closed:
-            raise SchedulerClosed(s._closed_reason())
-        deadline = s._clock() + seconds
+        s.check_open()
+        deadline = s.clock() + seconds
         x = Extra()
         x.name = f"reply to {key!r}"
         # _args is never called with; it keeps the key for handle.cancel().
         h: Handle[T] = Handle(deadline, _awaiting_reply, (key,), self, x)
-        expiry = s._schedule_internal(deadline, partial(self._expire, key))
+        expiry = s.schedule_internal(deadline, partial(self._expire, key))
         if not self._pending:
-            s._series.add(self._exit_hook)
+            s.add_exit_hook(self._exit_hook)
         self._pending[key] = (h, expiry)
         return h
 
     def _take(self, key: Hashable) -> tuple[Handle[T], Handle[Any]] | None:
         entry = self._pending.pop(key, None)
         if not self._pending:
-            self._s._series.discard(self._exit_hook)
+            self._s.discard_exit_hook(self._exit_hook)
         return entry
 
     def resolve(self, key: Hashable, value: T) -> bool:
@@ -210,7 +208,7 @@ class PendingReplies(Generic[T]):
             self.late_count += 1
             return False
         h, expiry = entry
-        self._s._cancel_internal(expiry)
+        self._s.cancel_internal(expiry)
         h._finish(COMPLETED, value)
         return True
 
@@ -229,18 +227,18 @@ class PendingReplies(Generic[T]):
             self.late_count += 1
             return False
         h, expiry = entry
-        self._s._cancel_internal(expiry)
+        self._s.cancel_internal(expiry)
         if not h._finish(FAILED, exc):
-            self._s._report(h, exc)
+            self._s.report(h, exc)
         return True
 
     def cancel_all(self) -> int:
         """Cancel every pending entry; return how many there were."""
         entries = list(self._pending.values())
         self._pending.clear()
-        self._s._series.discard(self._exit_hook)
+        self._s.discard_exit_hook(self._exit_hook)
         for h, expiry in entries:
-            self._s._cancel_internal(expiry)
+            self._s.cancel_internal(expiry)
             h._finish(CANCELLED, None)
         return len(entries)
 
@@ -264,7 +262,7 @@ class PendingReplies(Generic[T]):
         assert handle._args is not None
         entry = self._take(handle._args[0])
         if entry is not None:
-            self._s._cancel_internal(entry[1])
+            self._s.cancel_internal(entry[1])
         handle._finish(CANCELLED, None)
 
     def _cancel_running(self, handle: Handle[Any]) -> bool:
@@ -278,7 +276,7 @@ class PendingReplies(Generic[T]):
 
 
 class _CancelOnExit:
-    """Registered in ``scheduler._series``: the scheduler's exit cancels the entries."""
+    """An exit hook of the scheduler's host: its exit cancels the entries."""
 
     __slots__ = ("_replies",)
 

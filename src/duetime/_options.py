@@ -1,71 +1,15 @@
-"""Validation of the arguments every scheduling call shares."""
+"""Validation of the options every scheduling call shares (``name=``, ``timeout=``...)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from datetime import datetime, timedelta
 from typing import Any
 
-from ._execute import is_async
 from ._handle import Extra
 from ._retry import Retry
+from ._util import is_async, to_positive
 
-__all__ = ["check_aware", "make_extra", "to_delay", "to_positive", "to_seconds"]
-
-_INF = math.inf
-
-
-def to_seconds(value: object, what: str) -> float:
-    """A number of seconds or a timedelta as a finite float (any sign).
-
-    :raises TypeError: if ``value`` is neither a real number nor a timedelta
-    :raises ValueError: if it is NaN or infinite
-    """
-    if type(value) is float or type(value) is int:
-        seconds = float(value)
-    elif isinstance(value, timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        raise TypeError(f"{what} must be a number of seconds or a timedelta, got {value!r}")
-    if not math.isfinite(seconds):
-        raise ValueError(f"{what} must be finite, got {value!r}")
-    return seconds
-
-
-def to_delay(value: object, what: str = "delay") -> float:
-    """Like :func:`to_seconds`, and ``>= 0``.
-
-    :raises ValueError: if negative, NaN or infinite
-    """
-    seconds = to_seconds(value, what)
-    if seconds < 0:
-        raise ValueError(f"{what} must be finite and >= 0, got {value!r}")
-    return seconds
-
-
-def to_positive(value: object, what: str) -> float:
-    """Like :func:`to_seconds`, and ``> 0``.
-
-    :raises ValueError: if zero, negative, NaN or infinite
-    """
-    seconds = to_seconds(value, what)
-    if seconds <= 0:
-        raise ValueError(f"{what} must be finite and > 0, got {value!r}")
-    return seconds
-
-
-def check_aware(when: datetime) -> None:
-    """Reject a naive datetime.
-
-    :raises ValueError: if ``when`` has no UTC offset
-    """
-    if when.tzinfo is None or when.utcoffset() is None:
-        raise ValueError(
-            f"naive datetime {when!r}: pass an aware datetime (e.g. tzinfo=timezone.utc)"
-        )
+__all__ = ["make_extra"]
 
 
 def make_extra(

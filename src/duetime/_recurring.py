@@ -11,13 +11,14 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from anyio import Event, current_effective_deadline
 
-from ._exceptions import SchedulerClosed
-from ._handle import FAILED, QUEUED, Extra, Handle, Status, _callable_name
-from ._options import check_aware, make_extra, to_delay, to_seconds
+from ._cron import Cron
+from ._handle import FAILED, QUEUED, Extra, Handle, Status
+from ._options import make_extra
 from ._retry import Retry
+from ._util import callable_name, check_aware, to_delay, to_seconds
 
 if TYPE_CHECKING:
-    from ._scheduler import Scheduler
+    from ._host import Host
 
 __all__ = ["Misfire", "Overlap", "Recurring"]
 
@@ -34,13 +35,58 @@ BUFFER_SIZE = 128
 _INF = math.inf
 
 
-def _loop_time(scheduler: Scheduler, value: object, what: str) -> float:
+def _loop_time(host: Host, value: object, what: str) -> float:
     """A delay, timedelta or aware datetime as a loop time (from now)."""
-    now = scheduler._clock()
     if isinstance(value, datetime):
         check_aware(value)
-        return now + max((value - scheduler._wall_clock()).total_seconds(), 0.0)
-    return now + to_delay(value, what)
+        return host.to_loop_time(value)
+    return host.clock() + to_delay(value, what)
+
+
+class _CronPoints:
+    """The fire times of a :class:`Cron` from a start, by index (0, 1, ...).
+
+    The series only moves forward, so points are generated one after another
+    and the ones behind the armed index are dropped.
+    """
+
+    __slots__ = ("_cron", "_k0", "_pts")
+
+    def __init__(self, cron: Cron, start: datetime) -> None:
+        self._cron = cron
+        self._k0 = 0
+        self._pts: list[datetime | None] = [cron.next_at_or_after(start)]
+
+    def at(self, k: int) -> datetime | None:
+        """Point ``k`` (None: the expression has no fire time left)."""
+        pts = self._pts
+        while self._k0 + len(pts) <= k:
+            last = pts[-1]
+            if last is None:
+                return None
+            pts.append(self._cron.next_after(last))
+        return pts[k - self._k0]
+
+    def drop_before(self, k: int) -> None:
+        """Forget the points before ``k`` (the last one known is always kept)."""
+        n = min(k - self._k0, len(self._pts) - 1)
+        if n > 0:
+            del self._pts[:n]
+            self._k0 += n
+
+    def first_at_or_after(self, k: int, when: datetime) -> int:
+        """The first index ``>= k`` whose point is at or after ``when``."""
+        while True:
+            dt = self.at(k)
+            if dt is None or dt >= when:
+                return k
+            k += 1
+            self.drop_before(k - 1)
+
+
+# A clock step or a suspend can leave a per-minute cron series this many points
+# behind at most before the series counts the rest in one go (misfire applies).
+_MAX_CRON_SCAN = 100_000
 
 
 class Recurring(Generic[T]):
@@ -61,8 +107,8 @@ class Recurring(Generic[T]):
 
     def __init__(
         self,
-        scheduler: Scheduler,
-        interval: float | timedelta,
+        host: Host,
+        interval: float | timedelta | Cron,
         func: Callable[..., Any],
         args: tuple[Any, ...],
         *,
@@ -78,13 +124,24 @@ class Recurring(Generic[T]):
         in_thread: bool | None = None,
         inherit_deadline: bool = False,
     ) -> None:
-        step = to_seconds(interval, "interval")
-        if not step > 0:
-            raise ValueError(f"interval must be > 0, got {interval!r}")
+        cron: Cron | None = None
+        if isinstance(interval, Cron):
+            cron = interval
+            step = _INF  # the grid is the expression's, not arithmetic
+        else:
+            step = to_seconds(interval, "interval")
+            if not step > 0:
+                raise ValueError(f"interval must be > 0, got {interval!r}")
         if not callable(func):
             raise TypeError(f"func must be callable, got {func!r}")
         spread = to_seconds(jitter, "jitter")
-        if not 0 <= spread < step:
+        if cron is not None:
+            if not 0 <= spread < cron.min_gap:
+                raise ValueError(
+                    f"jitter must be >= 0 and < the shortest gap of {cron!r}"
+                    f" ({cron.min_gap} s), got {jitter!r}"
+                )
+        elif not 0 <= spread < step:
             raise ValueError(f"jitter must be >= 0 and < interval ({step}), got {jitter!r}")
         if max_runs is not None:
             if isinstance(max_runs, bool) or not isinstance(max_runs, int):
@@ -96,22 +153,28 @@ class Recurring(Generic[T]):
         if overlap not in _OVERLAP:
             raise ValueError(f"overlap must be one of {_OVERLAP}, got {overlap!r}")
         # The per-run options, validated once, at the call site.
-        template = make_extra(
-            func, name, timeout, retry, in_thread, False, scheduler._sync_in_thread
-        )
+        template = make_extra(func, name, timeout, retry, in_thread, False, host.sync_in_thread)
         if not isinstance(inherit_deadline, bool):
             raise TypeError(f"inherit_deadline must be a bool, got {inherit_deadline!r}")
-        if scheduler._closed:
-            raise SchedulerClosed(scheduler._closed_reason())
-        base = _loop_time(scheduler, start, "start")
-        end = _INF if until is None else _loop_time(scheduler, until, "until")
+        host.check_open()
+        self._cron: _CronPoints | None = None
+        if cron is not None:
+            if isinstance(start, datetime):
+                check_aware(start)
+                first = start
+            else:
+                first = host.wall_clock() + timedelta(seconds=to_delay(start, "start"))
+            self._cron = _CronPoints(cron, first)
+        base = _loop_time(host, start, "start")
+        end = _INF if until is None else _loop_time(host, until, "until")
         deadline = current_effective_deadline() if inherit_deadline else _INF
 
-        self._s = scheduler
+        self._s = host
         self._func = func
         self._args = args
         self._x = template
         self._interval = step
+        self._trigger: float | Cron = step if cron is None else cron
         self._base = base
         self._jitter = spread
         self._max_runs = max_runs
@@ -141,7 +204,7 @@ class Recurring(Generic[T]):
         self._done: Event | None = None
         # Failed runs buffered for an `async for` consumer that has not seen them.
         self._unseen_failures: set[Handle[Any]] = set()
-        scheduler._series.add(self)
+        host.add_exit_hook(self)
         self._arm(0)
 
     # ------------------------------------------------------------------ state
@@ -154,12 +217,17 @@ class Recurring(Generic[T]):
     @property
     def name(self) -> str:
         """The ``name=`` given, else the callback's qualified name."""
-        return self._x.name if self._x.name is not None else _callable_name(self._func)
+        return self._x.name if self._x.name is not None else callable_name(self._func)
 
     @property
-    def interval(self) -> float:
-        """The grid spacing in seconds."""
-        return self._interval
+    def interval(self) -> float | None:
+        """The grid spacing in seconds (None for a :class:`Cron` series)."""
+        return None if self._cron is not None else self._interval
+
+    @property
+    def trigger(self) -> float | Cron:
+        """What the series follows: the interval in seconds, or the :class:`Cron`."""
+        return self._trigger
 
     @property
     def runs(self) -> int:
@@ -234,14 +302,40 @@ class Recurring(Generic[T]):
         self._paused = False
         if self._status in (Status.COMPLETED, Status.CANCELLED):
             return
-        now = self._s._clock()
-        k = max(self._k, math.ceil((now - self._base) / self._interval))
+        if self._cron is not None:
+            k = self._cron.first_at_or_after(self._k, self._s.wall_clock())
+        else:
+            now = self._s.clock()
+            k = max(self._k, math.ceil((now - self._base) / self._interval))
         self._arm(k)
 
     # ------------------------------------------------------------------ the grid
 
     def _grid(self, k: int) -> float:
-        return self._base + k * self._interval
+        """The loop time of grid point ``k`` (inf: there is none)."""
+        pts = self._cron
+        if pts is None:
+            return self._base + k * self._interval
+        dt = pts.at(k)
+        if dt is None:
+            return _INF
+        # Not clamped to now: a missed point keeps its place in the past.
+        s = self._s
+        return s.clock() + (dt - s.wall_clock()).total_seconds()
+
+    def _latest_due(self, k: int) -> int:
+        """The latest grid point due by now, from ``k`` (on time: ``k`` itself)."""
+        pts = self._cron
+        if pts is None:
+            return max(k, math.floor((self._s.clock() - self._base) / self._interval))
+        wall_now = self._s.wall_clock()
+        m = k
+        for _ in range(_MAX_CRON_SCAN):
+            nxt = pts.at(m + 1)
+            if nxt is None or nxt > wall_now:
+                break
+            m += 1
+        return m
 
     def _arm(self, k: int) -> None:
         """Put decision point ``k`` on the heap, or end the series if there is none."""
@@ -262,14 +356,21 @@ class Recurring(Generic[T]):
             return
         self._k = k
         self._tick_when = when
-        self._tick = self._s._schedule_internal(when, self._on_tick)
+        wall = None
+        if self._cron is not None:
+            self._cron.drop_before(k)
+            wall = self._cron.at(k)
+            if wall is not None and self._jitter:
+                wall += timedelta(seconds=when - self._grid(k))
+        # A cron point is a wall-clock entry: never early under a clock step.
+        self._tick = self._s.schedule_internal(when, self._on_tick, wall)
 
     def _disarm(self) -> None:
         tick = self._tick
         self._tick = None
         self._tick_when = None
         if tick is not None:
-            self._s._cancel_internal(tick)
+            self._s.cancel_internal(tick)
 
     def _on_tick(self) -> None:
         """A grid point is due: apply the misfire, then the overlap policy."""
@@ -278,14 +379,18 @@ class Recurring(Generic[T]):
         self._tick = None
         self._tick_when = None
         s = self._s
-        if s._closed:
+        if s.closed:
             self._end(Status.CANCELLED)
             return
         k = self._k
         # The latest grid point due by now.  On time it is k (jitter < interval).
-        m = max(k, math.floor((s._clock() - self._base) / self._interval))
+        m = self._latest_due(k)
         if self._until < _INF:
-            m = min(m, max(k, math.floor((self._until - self._base) / self._interval)))
+            if self._cron is None:
+                m = min(m, max(k, math.floor((self._until - self._base) / self._interval)))
+            else:
+                while m > k and self._grid(m) > self._until:
+                    m -= 1
         nxt = m + 1
         if m == k:
             self._due(due)
@@ -333,7 +438,7 @@ class Recurring(Generic[T]):
         x.missed = self._unreported_missed
         self._unreported_missed = 0
         h: Handle[T] = Handle(when, self._func, self._args, self._s, x)
-        self._s._push_new(h)
+        self._s.push(h)
         self._started += 1
         self._last = h
         self._active.add(h)
@@ -350,7 +455,7 @@ class Recurring(Generic[T]):
                 self._unseen_failures.add(h)
             else:
                 # This done-callback observes every run; a failure must not vanish.
-                self._s._report(h, h._result)
+                self._s.report(h, h._result)
         buf = self._buffer
         if len(buf) >= BUFFER_SIZE:
             old = buf.popleft()
@@ -365,7 +470,7 @@ class Recurring(Generic[T]):
         if self._waiting is not None and not self._paused:
             when = self._waiting
             self._waiting = None
-            if self._s._closed:
+            if self._s.closed:
                 self._end(Status.CANCELLED)
                 return
             self._start_run(when)
@@ -394,7 +499,7 @@ class Recurring(Generic[T]):
         self._disarm()
         if status == Status.CANCELLED:
             self._drop_unstarted()
-        self._s._series.discard(self)
+        self._s.discard_exit_hook(self)
         if not self._active:
             self._finish()
 
@@ -428,7 +533,7 @@ class Recurring(Generic[T]):
     def _report_unseen(self, h: Handle[Any]) -> None:
         if h in self._unseen_failures:
             self._unseen_failures.discard(h)
-            self._s._report(h, h._result)
+            self._s.report(h, h._result)
 
     async def _iterate(self) -> AsyncIterator[Handle[T]]:
         self._iterating += 1
@@ -454,6 +559,6 @@ class Recurring(Generic[T]):
 
     def __repr__(self) -> str:
         return (
-            f"<Recurring name={self.name!r} status={self._status} every={self._interval}"
+            f"<Recurring name={self.name!r} status={self._status} every={self._trigger}"
             f" runs={self._runs} missed={self._missed}>"
         )

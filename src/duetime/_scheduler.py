@@ -2,51 +2,31 @@
 
 from __future__ import annotations
 
-import asyncio
-import inspect
-import logging
 import math
-import time
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, TypeVarTuple, Unpack, overload
 
-from anyio import (
-    CancelScope,
-    CapacityLimiter,
-    Event,
-    create_task_group,
-    move_on_at,
-)
-from anyio.abc import TaskGroup
-from anyio.lowlevel import current_token
+from anyio import current_effective_deadline
 
-from ._calls import Calls
-from ._exceptions import SchedulerClosed
-from ._execute import LATENESS_SAMPLES, Executor
-from ._handle import (
-    CANCELLED,
-    PENDING,
-    QUEUED,
-    RUNNING,
-    Handle,
-)
-from ._heap import TimerHeap
-from ._lifecycle import exit_block
-from ._options import to_delay
-from ._wall import WallClockWatch
+from ._cron import Cron
+from ._engine import Engine
+from ._exceptions import DeadlineExpired, SchedulerClosed
+from ._handle import EXPIRED, Extra, Handle
+from ._host import Host
+from ._options import make_extra
+from ._recurring import Misfire, Overlap, Recurring
+from ._retry import Retry
+from ._util import check_aware, to_delay, to_seconds
 
 __all__ = ["Scheduler", "SchedulerStatistics"]
 
-
-logger = logging.getLogger("duetime")
+T = TypeVar("T")
+PosArgsT = TypeVarTuple("PosArgsT")
 
 _INF = math.inf
-
-_NEW, _OPEN, _CLOSING, _CLOSED = range(4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,25 +60,17 @@ def _default_wall_clock() -> datetime:
     return datetime.now(UTC)
 
 
-def _backend_clock() -> Callable[[], float]:
-    """Return the running backend's raw clock function (cheaper than current_time)."""
-    native = current_token().native_token
-    if isinstance(native, asyncio.AbstractEventLoop):
-        if type(native).time is asyncio.BaseEventLoop.time:
-            # Same values as loop.time(), minus a Python-level method call.
-            return time.monotonic
-        return native.time
-    import trio
-
-    return trio.current_time
-
-
-class Scheduler(Calls, Executor, WallClockWatch):
+class Scheduler:
     """Run callbacks later: after a delay, at a time, or soon.
 
     Use it as ``async with Scheduler() as scheduler:``.  The block owns one anyio
     task group with one timer loop; callbacks are kept in a heap and the loop
     sleeps in a cancel scope whose deadline is the earliest due time.
+
+    The plain path of each ``call_*`` (no options) is written out in full in
+    each method rather than shared: it is the hot path the benchmarks hold to
+    ``<= 1.0x loop.call_later``, and a helper call costs about 10% of it.
+    Anything with an option goes through the shared :meth:`_schedule_opts`.
 
     :param max_concurrency: how many callbacks may run at once (None: no limit).
         Due callbacks past the limit wait for an :class:`anyio.CapacityLimiter`.
@@ -114,9 +86,14 @@ class Scheduler(Calls, Executor, WallClockWatch):
         failed).  Default: log it at ERROR on the ``duetime`` logger.
     :param wall_clock: returns the current wall time as an aware datetime; used
         only for datetime-based schedules (default: the system clock, UTC)
+    :param slow_callback_duration: a sync callback that holds the event loop
+        longer than this many seconds is logged as a warning naming it (as
+        asyncio's ``loop.slow_callback_duration``; default 0.1)
     :raises ValueError: on an invalid argument value
     :raises TypeError: on an argument of the wrong type
     """
+
+    __slots__ = ("__weakref__", "_engine", "_push")
 
     def __init__(
         self,
@@ -127,6 +104,7 @@ class Scheduler(Calls, Executor, WallClockWatch):
         sync_in_thread: bool = False,
         on_error: Callable[[Handle[Any], BaseException], object] | None = None,
         wall_clock: Callable[[], datetime] | None = None,
+        slow_callback_duration: float = 0.1,
     ) -> None:
         if max_concurrency is not None:
             if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int):
@@ -141,85 +119,26 @@ class Scheduler(Calls, Executor, WallClockWatch):
             raise TypeError("on_error must be callable")
         if wall_clock is not None and not callable(wall_clock):
             raise TypeError("wall_clock must be callable")
-
-        self._max_concurrency = max_concurrency
-        self._on_exit = on_exit
-        self._grace = grace
-        self._sync_in_thread = bool(sync_in_thread)
-        self._on_error = on_error
-        self._wall_clock = wall_clock or _default_wall_clock
-
-        self._state = _NEW
-        self._closed = True  # no scheduling before __aenter__ or after exit
-        self._tg: TaskGroup | None = None
-        self._clock: Callable[[], float] = _clock_unavailable
-        self._limiter: CapacityLimiter | None = None
-        self._acquiring: set[Handle[Any]] = set()  # due, waiting for a limiter token
-        # Bounds worker threads for sync callbacks (None: anyio's default limiter).
-        self._thread_limiter: CapacityLimiter | None = None
-        # Called by the timer loop right before it sleeps; returns the deadline.
-        # ThreadedScheduler uses it to take in submissions without a wake-up.
-        self._before_sleep: Callable[[], float] | None = None
-
-        self._heap = TimerHeap()
-        self._entries = self._heap.entries
-        # The timer loop sleeps in _sleep_scope until _wake_at; -inf while awake so
-        # that scheduling from inside a pass never re-arms.
-        self._wake_at = -_INF
-        self._sleep_scope: CancelScope | None = None
-
-        # Due handles waiting for a runner task, and the runners' bookkeeping.
-        self._q: deque[Handle[Any]] = deque()
-        self._parked: deque[Event] = deque()
-        self._avail = 0  # runners woken or spawned that have not looked at _q yet
-        self._burst = 1
-        self._recheck = False
-
-        self._pending = 0
-        self._running = 0
-        self._completed = 0
-        self._failed = 0
-        self._cancelled = 0
-        self._expired = 0
-        self._max_late = 0.0
-        self._lat: deque[float] = deque(maxlen=LATENESS_SAMPLES)
-        # call_soon entries: due at once and already in (when, seq) order, so a
-        # FIFO serves them without the heap's log n.
-        self._soon: deque[Handle[Any]] = deque()
-        # Due entries taken off the heap as one sorted batch, and how far along.
-        self._batch: list[tuple[float, int, Any]] | None = None
-        self._batch_j = 0
-        # The plain sync callback running inline right now, if any.
-        self._inline: Handle[Any] | None = None
-        self._inline_started = 0.0
-
-        # Exit waits on this while ``_quiet_mode`` holds (1: pending==0, 2: running==0).
-        self._quiet: Event | None = None
-        self._quiet_mode = 0
-
-        # Pending datetime-based handles, and the one watchdog that re-checks them.
-        self._wall_handles: dict[Handle[Any], None] = {}
-        self._wall_offset = 0.0
-        self._watchdog: Handle[Any] | None = None
-
-        # Recurring series (or anything with .cancel()) cancelled when the block exits.
-        self._series: set[Any] = set()
+        slow = to_seconds(slow_callback_duration, "slow_callback_duration")
+        if slow < 0:
+            raise ValueError(f"slow_callback_duration must be >= 0, got {slow_callback_duration!r}")
+        engine = Engine(
+            max_concurrency=max_concurrency,
+            on_exit=on_exit,
+            grace=grace,
+            sync_in_thread=bool(sync_in_thread),
+            on_error=on_error,
+            wall_clock=wall_clock or _default_wall_clock,
+            slow_callback_duration=slow,
+        )
+        self._engine = engine
+        # The heap's push, bound once: the call_later/call_at hot path calls it.
+        self._push = engine.heap.push
 
     # ------------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> Scheduler:
-        if self._state != _NEW:
-            raise RuntimeError("a Scheduler can be entered only once")
-        self._clock = _backend_clock()
-        if self._max_concurrency is not None:
-            self._limiter = CapacityLimiter(self._max_concurrency)
-        self._never = Event()  # the timer loop sleeps on it until its deadline
-        tg = create_task_group()
-        await tg.__aenter__()
-        self._tg = tg
-        self._state = _OPEN
-        self._closed = False
-        tg.start_soon(self._timer_loop, name=f"duetime timer loop {id(self):#x}")
+        await self._engine.open()
         return self
 
     async def __aexit__(
@@ -228,136 +147,417 @@ class Scheduler(Calls, Executor, WallClockWatch):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
-        assert self._tg is not None
-        self._closed = True
-        self._state = _CLOSING
-        for series in list(self._series):
-            series.cancel()
-        return await exit_block(self._tg, self._drain_on_exit, self._abort, exc_type, exc, tb)
+        return await self._engine.close(exc_type, exc, tb)
 
-    async def _drain_on_exit(self) -> None:
-        """The block ended normally: apply ``on_exit``, then ``grace``."""
-        if self._on_exit == "cancel":
-            self._cancel_all_pending()
-        grace_end = _INF if self._grace is None else self._clock() + self._grace
-        while True:
-            if self._on_exit == "drain":
-                await self._wait_quiet(1)  # each pending one has started
-            with move_on_at(grace_end) as grace:
-                await self._wait_quiet(2)
-            # A failed attempt may have put a retry back on the heap while
-            # draining: wait for that one too.
-            if grace.cancelled_caught or not self._pending:
-                break
+    def __duetime_host__(self) -> Host:
+        """The engine, as the narrow :class:`~duetime._host.Host` seam satellites use."""
+        return self._engine
 
-    def _abort(self) -> None:
-        self._state = _CLOSED  # no retries from here on
-        self._cancel_all_pending()
-        assert self._tg is not None
-        self._tg.cancel_scope.cancel()
+    # ------------------------------------------------------------------ scheduling
 
-    async def _wait_quiet(self, mode: int) -> None:
-        while (self._pending if mode == 1 else self._running) > 0:
-            self._quiet = Event()
-            self._quiet_mode = mode
-            await self._quiet.wait()
+    @overload
+    def call_soon(
+        self,
+        func: Callable[[Unpack[PosArgsT]], Coroutine[Any, Any, T]],
+        /,
+        *args: Unpack[PosArgsT],
+        name: str | None = ...,
+        timeout: float | None = ...,
+        retry: Retry | None = ...,
+        in_thread: bool | None = ...,
+        inherit_deadline: bool = ...,
+    ) -> Handle[T]: ...
 
-    def _cancel_all_pending(self) -> None:
-        q = self._q
-        doomed = self._heap.live() + list(self._soon) + list(q) + list(self._acquiring)
-        if self._batch is not None:
-            doomed += [e[2] for e in self._batch[self._batch_j :] if e[2]._when is e[0]]
-            self._batch = None
-        self._heap.clear()
-        self._soon.clear()
-        q.clear()
-        self._wall_handles.clear()
-        self._watchdog = None
-        for h in doomed:
-            x = h._x
-            if x is not None and x.internal:
-                continue
-            if h._st <= QUEUED:
-                self._pending -= 1
-                self._cancelled += 1
-                h._finish(CANCELLED, None)
-            elif h._st == RUNNING and inspect.iscoroutine(h._result):
-                # An async callback created inline but not yet picked up by a runner.
-                h._result.close()
-                self._running -= 1
-                self._cancelled += 1
-                h._finish(CANCELLED, None)
+    @overload
+    def call_soon(
+        self,
+        func: Callable[[Unpack[PosArgsT]], T],
+        /,
+        *args: Unpack[PosArgsT],
+        name: str | None = ...,
+        timeout: float | None = ...,
+        retry: Retry | None = ...,
+        in_thread: bool | None = ...,
+        inherit_deadline: bool = ...,
+    ) -> Handle[T]: ...
 
-    def _closed_reason(self) -> str:
-        if self._state == _NEW:
-            return "the scheduler has not been entered: use 'async with Scheduler() as s:'"
-        return "the scheduler is closed"
+    def call_soon(  # type: ignore[misc]  # mypy: TypeVarTuple overload impl
+        self,
+        func: Callable[..., Any],
+        /,
+        *args: Any,
+        name: str | None = None,
+        timeout: float | None = None,
+        retry: Retry | None = None,
+        in_thread: bool | None = None,
+        inherit_deadline: bool = False,
+    ) -> Handle[Any]:
+        """Run ``func(*args)`` as soon as possible, after callbacks already due.
 
-    # ------------------------------------------------------------------ cancellation
+        Keyword options are described in :meth:`call_later`.
 
-    def _cancel_pending(self, h: Handle[Any]) -> None:
-        # Hot under cancel storms: the common case is inlined.  The handle's
-        # tuple stays where it is (heap, FIFO or runner queue) and is skipped.
-        if h._st == PENDING:
-            self._heap.note_dead()
-        self._pending -= 1
-        self._cancelled += 1
-        x = h._x
-        if x is None:
-            h._st = CANCELLED
-            h._args = None
-            h._owner = None
-        else:
-            if x.wall is not None:
-                self._untrack_wall(h)
-            h._finish(CANCELLED, None)
-        if self._quiet_mode:
-            self._check_quiet()
+        :return: the callback's :class:`Handle`
+        :raises SchedulerClosed: outside the ``async with`` block
+        :raises TypeError: if ``func`` is not callable or an option has a bad type
+        :raises ValueError: if an option has a bad value
+        """
+        e = self._engine
+        if e.closed:
+            raise SchedulerClosed(e.closed_reason())
+        when = e.clock()
+        if (
+            name is not None
+            or timeout is not None
+            or retry is not None
+            or in_thread is not None
+            or inherit_deadline
+        ):
+            return self._schedule_opts(
+                when, func, args, name, timeout, retry, in_thread, inherit_deadline
+            )
+        if not callable(func):
+            raise TypeError(f"func must be callable, got {func!r}")
+        h: Handle[Any] = Handle(when, func, args, e)
+        e.soon.append(h)
+        e.pending += 1
+        if e.wake_at > -_INF:
+            e.rearm(-_INF)
+        return h
 
-    def _cancel_running(self, h: Handle[Any]) -> bool:
-        payload = h._result
-        if isinstance(payload, CancelScope):
-            h._extra().cancelling = True
-            payload.cancel()
-            return True
-        if inspect.iscoroutine(payload):
-            h._extra().cancelling = True  # its runner closes it instead of running it
-            return True
-        return False  # a sync callback running inline cannot be interrupted
+    @overload
+    def call_later(
+        self,
+        delay: float | timedelta,
+        func: Callable[[Unpack[PosArgsT]], Coroutine[Any, Any, T]],
+        /,
+        *args: Unpack[PosArgsT],
+        name: str | None = ...,
+        timeout: float | None = ...,
+        retry: Retry | None = ...,
+        in_thread: bool | None = ...,
+        inherit_deadline: bool = ...,
+    ) -> Handle[T]: ...
+
+    @overload
+    def call_later(
+        self,
+        delay: float | timedelta,
+        func: Callable[[Unpack[PosArgsT]], T],
+        /,
+        *args: Unpack[PosArgsT],
+        name: str | None = ...,
+        timeout: float | None = ...,
+        retry: Retry | None = ...,
+        in_thread: bool | None = ...,
+        inherit_deadline: bool = ...,
+    ) -> Handle[T]: ...
+
+    def call_later(  # type: ignore[misc]  # mypy: TypeVarTuple overload impl
+        self,
+        delay: float | timedelta,
+        func: Callable[..., Any],
+        /,
+        *args: Any,
+        name: str | None = None,
+        timeout: float | None = None,
+        retry: Retry | None = None,
+        in_thread: bool | None = None,
+        inherit_deadline: bool = False,
+    ) -> Handle[Any]:
+        """Run ``func(*args)`` after ``delay`` seconds (a number or a timedelta).
+
+        ``func`` is a sync or an async function; keyword arguments for it go
+        through :func:`functools.partial`.
+
+        :param name: a name for repr and logs
+        :param timeout: seconds each run may take before it is cancelled and fails
+            with :exc:`TimeoutError`.  Not allowed for a sync callback run inline
+            (it cannot be interrupted): use ``in_thread=True``.
+        :param retry: a :class:`Retry` policy for failed runs
+        :param in_thread: run a sync callback in a worker thread (overrides the
+            scheduler's ``sync_in_thread``)
+        :param inherit_deadline: carry the caller's effective deadline into the
+            callback: it ends EXPIRED without running if it would start at or
+            after that deadline, and FAILED with :exc:`DeadlineExpired` if the
+            deadline cuts it off
+        :return: the callback's :class:`Handle`
+        :raises SchedulerClosed: outside the ``async with`` block
+        :raises TypeError: if ``func`` is not callable or an argument has a bad type
+        :raises ValueError: if ``delay`` is negative, NaN or infinite, or an
+            option has a bad value
+        """
+        if type(delay) is not float and type(delay) is not int:
+            delay = to_delay(delay)
+        elif not 0.0 <= delay < _INF:
+            raise ValueError(f"delay must be finite and >= 0, got {delay!r}")
+        e = self._engine
+        if e.closed:
+            raise SchedulerClosed(e.closed_reason())
+        when = e.clock() + delay
+        if (
+            name is not None
+            or timeout is not None
+            or retry is not None
+            or in_thread is not None
+            or inherit_deadline
+        ):
+            return self._schedule_opts(
+                when, func, args, name, timeout, retry, in_thread, inherit_deadline
+            )
+        if not callable(func):
+            raise TypeError(f"func must be callable, got {func!r}")
+        h: Handle[Any] = Handle(when, func, args, e)
+        self._push(when, h)
+        e.pending += 1
+        if when < e.wake_at:
+            e.rearm(when)
+        return h
+
+    @overload
+    def call_at(
+        self,
+        when: float | datetime,
+        func: Callable[[Unpack[PosArgsT]], Coroutine[Any, Any, T]],
+        /,
+        *args: Unpack[PosArgsT],
+        name: str | None = ...,
+        timeout: float | None = ...,
+        retry: Retry | None = ...,
+        in_thread: bool | None = ...,
+        inherit_deadline: bool = ...,
+    ) -> Handle[T]: ...
+
+    @overload
+    def call_at(
+        self,
+        when: float | datetime,
+        func: Callable[[Unpack[PosArgsT]], T],
+        /,
+        *args: Unpack[PosArgsT],
+        name: str | None = ...,
+        timeout: float | None = ...,
+        retry: Retry | None = ...,
+        in_thread: bool | None = ...,
+        inherit_deadline: bool = ...,
+    ) -> Handle[T]: ...
+
+    def call_at(  # type: ignore[misc]  # mypy: TypeVarTuple overload impl
+        self,
+        when: float | datetime,
+        func: Callable[..., Any],
+        /,
+        *args: Any,
+        name: str | None = None,
+        timeout: float | None = None,
+        retry: Retry | None = None,
+        in_thread: bool | None = None,
+        inherit_deadline: bool = False,
+    ) -> Handle[Any]:
+        """Run ``func(*args)`` at ``when``.
+
+        A float is a time on the event loop's clock (``anyio.current_time()``).
+        An aware datetime is wall-clock time: it fires within about a second of
+        that wall time even if the system clock is stepped or the machine sleeps
+        meanwhile.  A time in the past runs as soon as possible.  Options are as
+        for :meth:`call_later`.
+
+        :return: the callback's :class:`Handle`
+        :raises SchedulerClosed: outside the ``async with`` block
+        :raises TypeError: if ``when`` is neither a number nor a datetime, or
+            ``func`` is not callable
+        :raises ValueError: if ``when`` is NaN or infinite, or a naive datetime
+        """
+        wall: datetime | None = None
+        if isinstance(when, datetime):
+            check_aware(when)
+            wall = when
+        elif isinstance(when, bool) or not isinstance(when, int | float):
+            raise TypeError(f"when must be a loop time (float) or an aware datetime, got {when!r}")
+        elif not math.isfinite(when):
+            raise ValueError(f"when must be finite, got {when!r}")
+        e = self._engine
+        if e.closed:
+            raise SchedulerClosed(e.closed_reason())
+        if wall is not None:
+            loop_when = e.to_loop_time(wall)
+            x = Extra()
+            x.wall = wall
+            return self._schedule_opts(
+                loop_when, func, args, name, timeout, retry, in_thread, inherit_deadline, x
+            )
+        fwhen = float(when)  # type: ignore[arg-type]
+        if (
+            name is not None
+            or timeout is not None
+            or retry is not None
+            or in_thread is not None
+            or inherit_deadline
+        ):
+            return self._schedule_opts(
+                fwhen, func, args, name, timeout, retry, in_thread, inherit_deadline
+            )
+        if not callable(func):
+            raise TypeError(f"func must be callable, got {func!r}")
+        h: Handle[Any] = Handle(fwhen, func, args, e)
+        self._push(fwhen, h)
+        e.pending += 1
+        if fwhen < e.wake_at:
+            e.rearm(fwhen)
+        return h
+
+    @overload
+    def call_every(
+        self,
+        interval: float | timedelta | Cron,
+        func: Callable[[Unpack[PosArgsT]], Coroutine[Any, Any, T]],
+        /,
+        *args: Unpack[PosArgsT],
+        start: float | timedelta | datetime = ...,
+        max_runs: int | None = ...,
+        until: float | timedelta | datetime | None = ...,
+        jitter: float | timedelta = ...,
+        misfire: Misfire = ...,
+        overlap: Overlap = ...,
+        name: str | None = ...,
+        timeout: float | None = ...,
+        retry: Retry | None = ...,
+        in_thread: bool | None = ...,
+        inherit_deadline: bool = ...,
+    ) -> Recurring[T]: ...
+
+    @overload
+    def call_every(
+        self,
+        interval: float | timedelta | Cron,
+        func: Callable[[Unpack[PosArgsT]], T],
+        /,
+        *args: Unpack[PosArgsT],
+        start: float | timedelta | datetime = ...,
+        max_runs: int | None = ...,
+        until: float | timedelta | datetime | None = ...,
+        jitter: float | timedelta = ...,
+        misfire: Misfire = ...,
+        overlap: Overlap = ...,
+        name: str | None = ...,
+        timeout: float | None = ...,
+        retry: Retry | None = ...,
+        in_thread: bool | None = ...,
+        inherit_deadline: bool = ...,
+    ) -> Recurring[T]: ...
+
+    def call_every(  # type: ignore[misc]  # mypy: TypeVarTuple overload impl
+        self,
+        interval: float | timedelta | Cron,
+        func: Callable[..., Any],
+        /,
+        *args: Any,
+        start: float | timedelta | datetime = 0.0,
+        max_runs: int | None = None,
+        until: float | timedelta | datetime | None = None,
+        jitter: float | timedelta = 0.0,
+        misfire: Misfire = "coalesce",
+        overlap: Overlap = "skip",
+        name: str | None = None,
+        timeout: float | None = None,
+        retry: Retry | None = None,
+        in_thread: bool | None = None,
+        inherit_deadline: bool = False,
+    ) -> Recurring[Any]:
+        """Run ``func(*args)`` every ``interval`` on a fixed-rate grid.
+
+        Run ``k`` is due at ``start + k * interval`` (plus that run's own random
+        jitter in ``[0, jitter)``); slow runs never shift the grid.  See
+        :class:`Recurring` and ``docs/guide-periodic.md``.
+
+        :param start: a delay, timedelta or aware datetime for the first run
+            (default: now)
+        :param max_runs: stop after this many runs have started
+        :param until: start no run due after this delay, timedelta or datetime
+        :param jitter: per-run random delay, ``0 <= jitter < interval``
+        :param misfire: ``"coalesce"``, ``"skip"`` or ``"catch_up"``: what to do
+            when more than one grid point is due at once
+        :param overlap: ``"skip"``, ``"wait"`` or ``"allow"``: what to do when a
+            run is due while the previous one still runs
+        :return: the :class:`Recurring` series; other options as for
+            :meth:`call_later`, applied to each run
+        :raises SchedulerClosed: outside the ``async with`` block
+        :raises TypeError: on an argument of the wrong type
+        :raises ValueError: on an argument out of range or an unknown policy name
+        """
+        return Recurring(
+            self._engine,
+            interval,
+            func,
+            args,
+            start=start,
+            max_runs=max_runs,
+            until=until,
+            jitter=jitter,
+            misfire=misfire,
+            overlap=overlap,
+            name=name,
+            timeout=timeout,
+            retry=retry,
+            in_thread=in_thread,
+            inherit_deadline=inherit_deadline,
+        )
+
+    def _schedule_opts(
+        self,
+        when: float,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        name: str | None,
+        timeout: float | None,
+        retry: Retry | None,
+        in_thread: bool | None,
+        inherit_deadline: bool,
+        x: Extra | None = None,
+    ) -> Handle[Any]:
+        """The slow path of every ``call_*``: validate options, build the Extra."""
+        e = self._engine
+        x = make_extra(func, name, timeout, retry, in_thread, inherit_deadline, e.sync_in_thread, x)
+        h: Handle[Any] = Handle(when, func, args, e, x)
+        if inherit_deadline:
+            deadline = current_effective_deadline()
+            if deadline < _INF:
+                x.deadline = deadline
+                if when >= deadline:
+                    # Never started: it could not begin before the deadline.
+                    e.expired += 1
+                    h._finish(EXPIRED, DeadlineExpired(f"{h.name} was due after its deadline"))
+                    return h
+        e.push(h)
+        return h
 
     # ------------------------------------------------------------------ introspection
 
-    def __len__(self) -> int:
-        """The number of callbacks scheduled and not yet started."""
-        return self._pending
-
     def statistics(self) -> SchedulerStatistics:
         """Return a snapshot of the scheduler's counters."""
-        n = len(self._lat)
+        e = self._engine
+        lat = e.lat
+        n = len(lat)
         p99 = 0.0
         if n:
-            samples = sorted(self._lat)
+            samples = sorted(lat)
             p99 = samples[min(n - 1, math.ceil(0.99 * n) - 1)]
         return SchedulerStatistics(
-            pending=self._pending,
-            running=self._running + (self._inline is not None),
-            completed=self._completed,
-            failed=self._failed,
-            cancelled=self._cancelled,
-            expired=self._expired,
-            max_lateness=max(self._max_late, 0.0),
+            pending=e.pending,
+            running=e.running + (e.inline is not None),
+            completed=e.completed,
+            failed=e.failed,
+            cancelled=e.cancelled,
+            expired=e.expired,
+            max_lateness=max(e.max_late, 0.0),
             p99_lateness=max(p99, 0.0),
         )
 
     @property
     def closed(self) -> bool:
         """Whether scheduling is refused (not entered yet, or exiting/exited)."""
-        return self._closed
+        return self._engine.closed
 
     def __repr__(self) -> str:
-        state = ("new", "open", "closing", "closed")[self._state]
-        return f"<Scheduler {state} pending={self._pending} running={self._running}>"
-
-
-def _clock_unavailable() -> float:
-    raise SchedulerClosed("the scheduler has not been entered")
+        e = self._engine
+        state = ("new", "open", "closing", "closed")[e.state]
+        return f"<Scheduler {state} pending={e.pending} running={e.running}>"

@@ -11,17 +11,20 @@ from collections.abc import Callable, Coroutine
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any, Generic, TypeVar, TypeVarTuple, Unpack, overload
+from typing import Any, Generic, Literal, TypeVar, TypeVarTuple, Unpack, overload
 
 from anyio import CapacityLimiter, fail_after
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
+from ._cron import Cron
 from ._exceptions import CallbackCancelled, SchedulerClosed
 from ._handle import FAILED, Handle, Status, current_run
-from ._options import check_aware, make_extra, to_delay
+from ._host import host_of
+from ._options import make_extra
 from ._recurring import Misfire, Overlap, Recurring
 from ._retry import Retry
 from ._scheduler import Scheduler
+from ._util import check_aware, to_delay
 
 __all__ = ["Job", "RecurringJob", "ThreadedScheduler"]
 
@@ -233,8 +236,13 @@ class ThreadedScheduler(AbstractContextManager["ThreadedScheduler"]):
     :param max_threads: worker threads for sync callbacks (default: min(32, CPUs + 4))
     :param keep_finished: how many finished jobs :meth:`get` can still find by id
         (jobs the program holds stay usable regardless)
-    :param scheduler_options: passed to :class:`Scheduler`; ``sync_in_thread``
-        defaults to True here
+    :param max_concurrency: as for :class:`Scheduler`
+    :param on_exit: as for :class:`Scheduler`
+    :param grace: as for :class:`Scheduler`
+    :param sync_in_thread: as for :class:`Scheduler`, but True by default here
+    :param on_error: as for :class:`Scheduler` (called on the loop thread)
+    :param wall_clock: as for :class:`Scheduler`
+    :param slow_callback_duration: as for :class:`Scheduler`
     """
 
     def __init__(
@@ -244,7 +252,13 @@ class ThreadedScheduler(AbstractContextManager["ThreadedScheduler"]):
         backend_options: dict[str, Any] | None = None,
         max_threads: int | None = None,
         keep_finished: int = _DEFAULT_KEEP_FINISHED,
-        **scheduler_options: Any,
+        max_concurrency: int | None = None,
+        on_exit: Literal["cancel", "drain"] = "cancel",
+        grace: float | None = None,
+        sync_in_thread: bool = True,
+        on_error: Callable[[Handle[Any], BaseException], object] | None = None,
+        wall_clock: Callable[[], datetime] | None = None,
+        slow_callback_duration: float = 0.1,
     ) -> None:
         if max_threads is None:
             import os
@@ -258,8 +272,17 @@ class ThreadedScheduler(AbstractContextManager["ThreadedScheduler"]):
             raise TypeError(f"keep_finished must be an int, got {keep_finished!r}")
         if keep_finished < 0:
             raise ValueError(f"keep_finished must be >= 0, got {keep_finished}")
-        scheduler_options.setdefault("sync_in_thread", True)
-        self._scheduler = Scheduler(**scheduler_options)  # validates the options now
+        # Validates the options now, in the caller's thread.
+        self._scheduler = Scheduler(
+            max_concurrency=max_concurrency,
+            on_exit=on_exit,
+            grace=grace,
+            sync_in_thread=sync_in_thread,
+            on_error=on_error,
+            wall_clock=wall_clock,
+            slow_callback_duration=slow_callback_duration,
+        )
+        self._host = host_of(self._scheduler)
         self._backend = backend
         self._backend_options = backend_options
         self._max_threads = max_threads
@@ -306,19 +329,19 @@ class ThreadedScheduler(AbstractContextManager["ThreadedScheduler"]):
 
     def _set_thread_limiter(self) -> None:
         self._loop_thread = threading.get_ident()
-        s = self._scheduler
-        s._thread_limiter = CapacityLimiter(self._max_threads)
-        s._before_sleep = self._before_sleep
-        s._rearm(-math.inf)  # one pass through the hook, which publishes _planned_wake
+        host = self._host
+        host.set_thread_limiter(CapacityLimiter(self._max_threads))
+        host.set_before_sleep(self._before_sleep)
+        host.wake()  # one pass through the hook, which publishes _planned_wake
 
     def _before_sleep(self) -> float:
         """On the loop thread, each time the timer loop is about to sleep."""
-        s = self._scheduler
+        host = self._host
         with self._lock:
             self._drain_locked()
-            deadline = s._next_deadline()
+            deadline = host.next_deadline()
             self._planned_wake = deadline
-            self._clock_offset = s._clock() - time.monotonic()
+            self._clock_offset = host.clock() - time.monotonic()
             return deadline
 
     def shutdown(self, wait: bool = True) -> None:
@@ -347,7 +370,7 @@ class ThreadedScheduler(AbstractContextManager["ThreadedScheduler"]):
         try:
             portal.call(self._drain)  # everything submitted before now gets a handle
             if not wait:
-                portal.call(setattr, self._scheduler, "_grace", 0.0)
+                portal.call(self._host.end_grace)
             self._scheduler_cm.__exit__(None, None, None)
         finally:
             try:
@@ -360,7 +383,7 @@ class ThreadedScheduler(AbstractContextManager["ThreadedScheduler"]):
             info = current_run()
         except RuntimeError:
             return False
-        return info.handle._owner is self._scheduler
+        return info.handle._owner is self._host
 
     def __enter__(self) -> ThreadedScheduler:
         return self.start()
@@ -513,9 +536,47 @@ class ThreadedScheduler(AbstractContextManager["ThreadedScheduler"]):
         check_aware(when)
         return self._submit(when, func, args, name, timeout, retry, in_thread)
 
+    @overload
     def call_every(
         self,
-        interval: float | timedelta,
+        interval: float | timedelta | Cron,
+        func: Callable[[Unpack[PosArgsT]], Coroutine[Any, Any, T]],
+        /,
+        *args: Unpack[PosArgsT],
+        start: float | timedelta | datetime = ...,
+        max_runs: int | None = ...,
+        until: float | timedelta | datetime | None = ...,
+        jitter: float | timedelta = ...,
+        misfire: Misfire = ...,
+        overlap: Overlap = ...,
+        name: str | None = ...,
+        timeout: float | None = ...,
+        retry: Retry | None = ...,
+        in_thread: bool | None = ...,
+    ) -> RecurringJob[T]: ...
+
+    @overload
+    def call_every(
+        self,
+        interval: float | timedelta | Cron,
+        func: Callable[[Unpack[PosArgsT]], T],
+        /,
+        *args: Unpack[PosArgsT],
+        start: float | timedelta | datetime = ...,
+        max_runs: int | None = ...,
+        until: float | timedelta | datetime | None = ...,
+        jitter: float | timedelta = ...,
+        misfire: Misfire = ...,
+        overlap: Overlap = ...,
+        name: str | None = ...,
+        timeout: float | None = ...,
+        retry: Retry | None = ...,
+        in_thread: bool | None = ...,
+    ) -> RecurringJob[T]: ...
+
+    def call_every(  # type: ignore[misc]  # mypy: TypeVarTuple overload impl
+        self,
+        interval: float | timedelta | Cron,
         func: Callable[..., Any],
         /,
         *args: Any,
@@ -588,7 +649,7 @@ class ThreadedScheduler(AbstractContextManager["ThreadedScheduler"]):
             if not callable(func):
                 raise TypeError(f"func must be callable, got {func!r}")
         else:
-            threaded = self._scheduler._sync_in_thread
+            threaded = self._host.sync_in_thread
             make_extra(func, name, timeout, retry, in_thread, False, threaded)
         job: Job[Any] = Job(self)
         submitted = time.monotonic()
@@ -631,7 +692,7 @@ class ThreadedScheduler(AbstractContextManager["ThreadedScheduler"]):
         inbox, self._inbox = self._inbox, []
         self._wake_pending = False
         s = self._scheduler
-        now = s._clock()
+        now = self._host.clock()
         mono = time.monotonic()
         for job, when, submitted, func, args, (name, timeout, retry, in_thread) in inbox:
             if job._cancel_early:

@@ -1,86 +1,120 @@
-"""The wall-clock watchdog: datetime entries survive clock steps and suspends."""
+"""The wall-clock watch: datetime entries survive clock steps and suspends."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import datetime
-from heapq import heappush
 from typing import TYPE_CHECKING, Any
 
 from ._handle import Handle
-from ._heap import TimerHeap
 
-__all__ = ["WallClockWatch"]
+if TYPE_CHECKING:
+    from ._engine import Engine
+
+__all__ = ["WallWatch"]
 
 # The watchdog re-checks this often while datetime entries are pending.
 WALL_CHECK_INTERVAL = 1.0
 # A change of (wall time - loop time) beyond this is a clock step or a suspend.
 WALL_STEP_TOLERANCE = 0.1
+# A datetime entry more than this early on the wall clock when due is re-keyed.
+WALL_EARLY_TOLERANCE = 0.001
 
 
-class WallClockWatch:
+class WallWatch:
     """Keeps datetime-based entries on time when wall and loop clocks diverge.
 
     An aware datetime is turned into a loop time when it is scheduled.  If the
     system clock is stepped, or the machine sleeps (the monotonic loop clock
     stops, the wall clock does not), that loop time is wrong.  One internal
-    heap entry per scheduler re-checks ``wall - loop`` once a second, only while
+    heap entry per engine re-checks ``wall - loop`` once a second, only while
     datetime entries are pending, and re-keys them all when it has moved.
     """
 
-    _entries: list[tuple[float, int, Any]]
-    _heap: TimerHeap
-    _clock: Callable[[], float]
-    _wall_clock: Callable[[], datetime]
-    _wake_at: float
-    _wall_handles: dict[Handle[Any], None]
-    _wall_offset: float
-    _watchdog: Handle[Any] | None
+    __slots__ = ("__weakref__", "_engine", "_handles", "_listening", "_offset", "_watchdog")
 
-    if TYPE_CHECKING:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._handles: dict[Handle[Any], None] = {}
+        self._offset = 0.0
+        self._watchdog: Handle[Any] | None = None
+        # True once subscribed to a wall clock that announces its own steps.
+        self._listening = False
 
-        def _rearm(self, when: float) -> None: ...
+    def track(self, h: Handle[Any]) -> None:
+        """Watch a pending handle whose Extra holds its target datetime (``wall``)."""
+        e = self._engine
+        if not self._handles:
+            self._offset = e.wall_clock().timestamp() - e.clock()
+        self._handles[h] = None
+        if self._listening or self._watchdog is not None:
+            return
+        # A wall clock that follows the loop clock exactly between steps and
+        # announces each step (duetime.testing.VirtualWallClock) needs no
+        # watchdog: a 24 h virtual wait costs no wake-up per virtual second.
+        subscribe = getattr(e.wall_clock, "add_step_listener", None)
+        if subscribe is not None:
+            subscribe(self._on_step)
+            self._listening = True
+            return
+        self._watchdog = e.schedule_internal(e.clock() + WALL_CHECK_INTERVAL, self._check)
 
-        def _schedule_internal(self, when: float, func: Callable[[], object]) -> Handle[Any]: ...
+    def _on_step(self) -> None:
+        """The wall clock was stepped: re-check on the loop, at once."""
+        if self._handles and self._watchdog is None:
+            e = self._engine
+            self._watchdog = e.schedule_internal(e.clock(), self._check)
 
-    def _track_wall(self, h: Handle[Any]) -> None:
-        if not self._wall_handles:
-            self._wall_offset = self._wall_clock().timestamp() - self._clock()
-        self._wall_handles[h] = None
-        if self._watchdog is None:
-            self._watchdog = self._schedule_internal(
-                self._clock() + WALL_CHECK_INTERVAL, self._check_wall
-            )
-
-    def _untrack_wall(self, h: Handle[Any]) -> None:
+    def untrack(self, h: Handle[Any]) -> None:
+        """Stop watching ``h`` (it started, or was cancelled)."""
         x = h._x
         if x is not None and x.wall is not None:
             x.wall = None
-            self._wall_handles.pop(h, None)
+            self._handles.pop(h, None)
 
-    def _check_wall(self) -> None:
+    def early(self, h: Handle[Any], now: float) -> bool:
+        """Called when ``h`` is due on the loop clock: True if it was re-keyed.
+
+        The watchdog looks once a second; if the wall clock was stepped back
+        since, running it now would be early on the wall clock.
+        """
+        x = h._x
+        assert x is not None
+        remaining = (x.wall - self._engine.wall_clock()).total_seconds()
+        if remaining > WALL_EARLY_TOLERANCE:
+            when = now + remaining
+            h._when = when
+            self._engine.heap.push(when, h)
+            return True
+        self.untrack(h)
+        return False
+
+    def clear(self) -> None:
+        """Forget every handle (the engine is cancelling them all)."""
+        self._handles.clear()
+        self._watchdog = None
+
+    def _check(self) -> None:
         """The watchdog: re-key datetime entries after a clock step or a suspend.
 
-        One internal entry for the whole scheduler, re-armed once a second only
+        One internal entry for the whole engine, re-armed once a second only
         while datetime entries are pending; a normal tick costs O(1).
         """
         self._watchdog = None
-        if not self._wall_handles:
+        if not self._handles:
             return
-        now = self._clock()
-        wall_now = self._wall_clock()
+        e = self._engine
+        now = e.clock()
+        wall_now = e.wall_clock()
         offset = wall_now.timestamp() - now
-        if abs(offset - self._wall_offset) > WALL_STEP_TOLERANCE:
-            self._wall_offset = offset
-            for h in list(self._wall_handles):
+        if abs(offset - self._offset) > WALL_STEP_TOLERANCE:
+            self._offset = offset
+            for h in list(self._handles):
                 x = h._x
                 assert x is not None
                 new_when = now + max((x.wall - wall_now).total_seconds(), 0.0)
                 if abs(new_when - h._when) > WALL_STEP_TOLERANCE:
                     # The old tuple goes stale (its float is no longer h._when).
-                    h._when = new_when
-                    heappush(self._entries, (new_when, h._id, h))
-                    self._heap.note_dead()
-                    if new_when < self._wake_at:
-                        self._rearm(new_when)
-        self._watchdog = self._schedule_internal(now + WALL_CHECK_INTERVAL, self._check_wall)
+                    e.heap.rekey(h, new_when)
+                    if new_when < e.wake_at:
+                        e.rearm(new_when)
+        if not self._listening:
+            self._watchdog = e.schedule_internal(now + WALL_CHECK_INTERVAL, self._check)

@@ -358,6 +358,7 @@ class VirtualWallClock:
         if start.tzinfo is None or start.utcoffset() is None:
             raise ValueError("VirtualWallClock needs a timezone-aware start datetime")
         self._base = start.astimezone(UTC)
+        self._listeners: list[weakref.WeakMethod[Callable[[], object]]] = []
         self._t0: float | None = None
         try:
             self._t0 = anyio.current_time()
@@ -377,12 +378,33 @@ class VirtualWallClock:
     def step(self, seconds: float) -> None:
         """Step the wall clock by ``seconds`` (negative steps go back in time)."""
         self._base += timedelta(seconds=seconds)
+        self._announce()
 
     def set(self, when: datetime) -> None:
         """Step the wall clock so that it now reads ``when`` (timezone-aware)."""
         if when.tzinfo is None or when.utcoffset() is None:
             raise ValueError("VirtualWallClock.set() needs a timezone-aware datetime")
         self._base = when.astimezone(UTC) - timedelta(seconds=self._elapsed())
+        self._announce()
+
+    def add_step_listener(self, listener: Callable[[], object]) -> None:
+        """Call the bound method ``listener()`` after each :meth:`step` or :meth:`set`.
+
+        A Scheduler whose ``wall_clock`` offers this trusts the clock to follow
+        the loop clock exactly between steps, so it re-checks its datetime
+        entries only when told, instead of once a (virtual) second.  Listeners
+        are held weakly.
+        """
+        self._listeners.append(weakref.WeakMethod(listener))
+
+    def _announce(self) -> None:
+        alive = []
+        for ref in self._listeners:
+            fn = ref()
+            if fn is not None:
+                alive.append(ref)
+                fn()
+        self._listeners = alive
 
     def __repr__(self) -> str:
         return f"<VirtualWallClock base={self._base.isoformat()} t0={self._t0!r}>"

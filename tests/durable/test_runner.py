@@ -458,6 +458,27 @@ async def test_a_series_runs_each_occurrence_once_with_two_runners() -> None:
         assert at - t0 == pytest.approx(10 * i, abs=1e-6)
 
 
+async def test_a_cron_series_runs_on_its_wall_clock_points() -> None:
+    from duetime import Cron
+
+    tasks = TaskRegistry()
+    runs: list[str] = []
+
+    @tasks.task("quarter")
+    def quarter() -> None:
+        runs.append(current_entry().due.strftime("%H:%M"))
+
+    store = MemoryStore()  # its clock starts at 2024-01-01T00:00Z
+    async with DurableRunner(store, tasks, worker=True) as r:
+        await anyio.sleep(60)  # 00:01: the first point is 00:15, not now
+        s = await r.defer_every(Cron("*/15 * * * *"), quarter, key="q")
+        assert s.due == datetime(2024, 1, 1, 0, 15, tzinfo=UTC)
+        with anyio.fail_after(3600):
+            while len(runs) < 4:
+                await anyio.sleep(1)
+    assert runs == ["00:15", "00:30", "00:45", "01:00"]
+
+
 @pytest.mark.parametrize(
     ("misfire", "expected"),
     [("coalesce", [30.0, 40.0]), ("skip", [40.0]), ("catch_up", [0.0, 10.0, 20.0, 30.0, 40.0])],

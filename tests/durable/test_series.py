@@ -109,12 +109,21 @@ def test_schedule_text_round_trips_and_bad_text_is_refused() -> None:
             parse_schedule(bad)
 
 
-def test_a_cron_spec_without_cron_support_is_a_clear_error() -> None:
-    text = Series(CronGrid(EveryQuarterHour()), "coalesce", "skip").dump(0.0)
-    try:
-        import duetime._cron  # noqa: F401
-    except ImportError:
-        with pytest.raises(ValueError, match=r"duetime\.Cron"):
-            parse_schedule(text)
-    else:  # pragma: no cover - once the cron module is merged
-        pytest.skip("duetime._cron exists: the runner tests cover real cron series")
+def test_a_real_cron_round_trips_through_the_schedule_text() -> None:
+    from duetime import Cron
+
+    cron = Cron("0 2 * * *", tz="Europe/Paris")
+    text = Series(CronGrid(cron), "coalesce", "skip").dump(0.0)
+    back = parse_schedule(text)
+    assert isinstance(back.grid, CronGrid)
+    assert back.grid.cron == cron
+    # 2026-03-29 is the spring-forward day in Paris: 02:00 is skipped, run at 03:00.
+    t = datetime(2026, 3, 28, 12, tzinfo=UTC).timestamp()
+    nxt = back.grid.after(t)
+    assert nxt is not None
+    assert datetime.fromtimestamp(nxt, UTC) == datetime(2026, 3, 29, 1, tzinfo=UTC)
+
+
+def test_a_bad_cron_spec_is_refused() -> None:
+    with pytest.raises(ValueError, match="cron spec"):
+        parse_schedule(Series(CronGrid(EveryQuarterHour()), "coalesce", "skip").dump(0.0))

@@ -20,7 +20,7 @@ from anyio import CancelScope, Event
 
 from .._exceptions import SchedulerClosed
 from .._handle import Status
-from .._options import check_aware, to_delay
+from .._util import check_aware, to_delay
 from ._codec import encode_args
 from ._registry import TaskRegistry
 from ._series import MISFIRE, OVERLAP, Misfire, Overlap, Series, trigger_grid

@@ -22,9 +22,8 @@ from anyio import (
 )
 from anyio.abc import TaskGroup
 
-from ._exceptions import DeadlineExpired
-from ._execute import is_async
-from ._handle import (
+from .._exceptions import DeadlineExpired
+from .._handle import (
     CANCELLED,
     COMPLETED,
     EXPIRED,
@@ -34,10 +33,9 @@ from ._handle import (
     Handle,
     report_unobserved,
 )
-from ._lifecycle import exit_block
-from ._options import to_delay, to_positive
-from ._pool_queue import CLOSED, CLOSING, NEW, OPEN, PoolQueue, _Getter, expired, number
-from ._scheduler import _backend_clock
+from .._lifecycle import exit_block
+from .._util import CLOSED, CLOSING, NEW, OPEN, backend_clock, is_async, to_delay, to_positive
+from ._queue import PoolQueue, _Getter, expired, number
 
 __all__ = ["PoolStatistics", "WorkerPool"]
 
@@ -245,7 +243,7 @@ class WorkerPool(PoolQueue[ItemT, T]):
     async def __aenter__(self) -> WorkerPool[ItemT, T]:
         if self._state != NEW:
             raise RuntimeError("a WorkerPool can be entered only once")
-        self._clock = _backend_clock()
+        self._clock = backend_clock()
         deadline = self._deadline_arg
         ambient = current_effective_deadline()
         if ambient != _INF:

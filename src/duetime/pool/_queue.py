@@ -1,6 +1,6 @@
 """WorkerPool's queue: producers and idle workers wait on separate lists.
 
-lionherd-core's PriorityQueue (seed 002) deadlocks with ``maxsize=1`` and several
+lionherd-core's PriorityQueue deadlocks with ``maxsize=1`` and several
 producers because puts and gets share one Condition woken with ``notify(1)``: a
 put can wake another put.  Here each wake-up goes to a waiter that can use it:
 taking an item wakes one producer, a submit that finds an idle worker hands the
@@ -18,15 +18,14 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from anyio import ClosedResourceError, Event, WouldBlock
 
-from ._exceptions import DeadlineExpired
-from ._handle import CANCELLED, COMPLETED, EXPIRED, QUEUED, Handle
+from .._exceptions import DeadlineExpired
+from .._handle import CANCELLED, COMPLETED, EXPIRED, QUEUED, Handle
+from .._util import NEW, OPEN
 
-__all__ = ["CLOSED", "CLOSING", "NEW", "OPEN", "PoolQueue", "expired", "number"]
+__all__ = ["PoolQueue", "expired", "number"]
 
 ItemT = TypeVar("ItemT")
 T = TypeVar("T")
-
-NEW, OPEN, CLOSING, CLOSED = range(4)
 
 
 class _Getter:

@@ -12,12 +12,12 @@ from typing import Any, Generic, TypeVar, overload
 
 from anyio import current_effective_deadline
 
+from .._exceptions import CallbackCancelled
+from .._handle import CANCELLED, COMPLETED, EXPIRED, FAILED, Handle
+from .._util import backend_clock
 from ._checkpoint import Checkpoint
-from ._exceptions import CallbackCancelled
-from ._handle import CANCELLED, COMPLETED, EXPIRED, FAILED, Handle
 from ._pool import WorkerPool
-from ._pool_queue import number
-from ._scheduler import _backend_clock
+from ._queue import number
 
 __all__ = ["BatchReport", "process_batch"]
 
@@ -163,7 +163,7 @@ async def process_batch(
             raise ValueError("key= is only used with checkpoint=")
     if checkpoint is not None and not isinstance(checkpoint, str | os.PathLike):
         raise TypeError(f"checkpoint must be a path, not {type(checkpoint).__name__}")
-    clock = _backend_clock()
+    clock = backend_clock()
     t0 = clock()
     ambient = current_effective_deadline()
     if ambient != _INF:
