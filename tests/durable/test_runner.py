@@ -580,3 +580,35 @@ async def test_idle_worker_does_not_poll_per_entry() -> None:
         assert claims <= 3600 / 10 + 5  # the safety poll only
     async with DurableRunner(store, tasks, worker=False):
         pass
+
+
+async def test_store_errors_in_the_claim_loop_back_off_and_never_crash(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    tasks = TaskRegistry()
+    runs: list[float] = []
+
+    @tasks.task("t")
+    async def t() -> None:
+        runs.append(anyio.current_time())
+
+    store = MemoryStore()
+    failures = 0
+    claim = store.claim
+
+    async def flaky_claim(owner: str, limit: int) -> Any:
+        nonlocal failures
+        if failures < 5:
+            failures += 1
+            raise OSError("database is locked")
+        return await claim(owner, limit)
+
+    store.claim = flaky_claim  # type: ignore[method-assign]
+    async with DurableRunner(store, tasks, worker=True) as r:
+        t0 = anyio.current_time()
+        await r.defer(t, key="k")
+        await wait_for(r, "k", Status.COMPLETED)
+    assert failures == 5
+    # Backoff 0.1, 0.2, 0.4, 0.8, 1.6 s: not a crash loop, not a long stall.
+    assert runs[0] - t0 == pytest.approx(3.1, abs=0.15)
+    assert sum("store error" in m for m in caplog.messages) == 5
