@@ -1,4 +1,4 @@
-"""Command line: ``python -m duetime demo``.
+"""Command line: ``python -m duetime demo``, ``worker`` and ``entries``.
 
 The benchmark suite is a development tool of the source checkout:
 ``python benchmarks/run.py`` or ``nox -s bench``.
@@ -23,11 +23,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--backend", choices=["asyncio", "trio"], default="asyncio", help="event loop to run on"
     )
     demo.add_argument("--plain", action="store_true", help="plain text, even if rich is installed")
+    from .durable._cli import add_commands
+
+    add_commands(sub)  # worker, entries
     args = parser.parse_args(argv)
     if args.command == "demo":
         from ._demo import run_demo
 
         return run_demo(fast=args.fast, backend=args.backend, plain=args.plain)
+    if args.command in ("worker", "entries"):
+        from .durable._cli import run_command
+
+        return run_command(args)
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover
     return 2  # pragma: no cover
 

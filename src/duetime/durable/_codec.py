@@ -1,0 +1,208 @@
+"""The argument codec: strict JSON plus a closed set of tagged types.
+
+A durable entry's positional arguments are stored as one JSON array.  Besides
+JSON's own values (``None``, ``bool``, ``int``, finite ``float``, ``str``,
+``list``/``tuple`` and ``dict`` with ``str`` keys) five types are carried by a
+tag: aware :class:`~datetime.datetime`, :class:`~datetime.date`,
+:class:`~uuid.UUID`, :class:`~decimal.Decimal` and ``bytes``.  Nothing else is
+accepted: no pickle, no class looked up by name.
+
+Tagging is unambiguous.  A tagged value is a JSON object with exactly one key,
+one of the tag names below (``{"$date": "2026-12-01"}``).  A user ``dict`` that
+has any key starting with ``$`` is itself wrapped, as ``{"$dict": {...}}``, so a
+user dict never reads as a tag, whatever its keys.  Decoding treats any object
+with a ``$`` key as a tag and rejects tags it does not know.
+
+Round trips are exact except that a ``tuple`` comes back as a ``list`` and a
+datetime's ``tzinfo`` comes back as a fixed UTC offset (the same instant).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from uuid import UUID
+
+__all__ = ["MAX_DEPTH", "MAX_PAYLOAD", "PayloadError", "decode_args", "encode_args"]
+
+#: Largest encoded payload, in bytes of UTF-8.
+MAX_PAYLOAD = 64 * 1024
+#: Deepest nesting of lists and dicts inside one argument.
+MAX_DEPTH = 64
+
+_ALLOWED = (
+    "arguments are JSON values (None, bool, int, finite float, str, list, tuple, "
+    "dict with str keys) or an aware datetime, date, UUID, Decimal or bytes"
+)
+
+
+class PayloadError(ValueError):
+    """A stored payload that is not a valid argument array (written elsewhere)."""
+
+
+def _where(path: list[str]) -> str:
+    return "argument " + "".join(path) if path else "arguments"
+
+
+def _encode(value: Any, path: list[str], depth: int) -> Any:
+    t = type(value)
+    if value is None or t is bool or t is int or t is str:
+        return value
+    if t is float:
+        if not math.isfinite(value):
+            raise ValueError(f"{_where(path)} is {value!r}: NaN and infinities are not JSON")
+        return value
+    if t is list or t is tuple:
+        if depth >= MAX_DEPTH:
+            raise ValueError(f"{_where(path)} is nested deeper than {MAX_DEPTH} levels")
+        out: list[Any] = []
+        for i, item in enumerate(value):
+            path.append(f"[{i}]")
+            out.append(_encode(item, path, depth + 1))
+            path.pop()
+        return out
+    if t is dict:
+        if depth >= MAX_DEPTH:
+            raise ValueError(f"{_where(path)} is nested deeper than {MAX_DEPTH} levels")
+        obj: dict[str, Any] = {}
+        escape = False
+        for k, v in value.items():
+            if type(k) is not str:
+                raise TypeError(f"{_where(path)} has a key {k!r}: dict keys must be str")
+            escape = escape or k.startswith("$")
+            path.append(f"[{k!r}]")
+            obj[k] = _encode(v, path, depth + 1)
+            path.pop()
+        return {"$dict": obj} if escape else obj
+    # The tagged types.  datetime is a date subclass: test it first.
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(
+                f"{_where(path)} is a naive datetime {value!r}: pass an aware one "
+                "(e.g. tzinfo=timezone.utc)"
+            )
+        return {"$datetime": value.isoformat()}
+    if isinstance(value, date):
+        return {"$date": value.isoformat()}
+    if isinstance(value, UUID):
+        return {"$uuid": str(value)}
+    if isinstance(value, Decimal):
+        return {"$decimal": str(value)}
+    if t is bytes:
+        return {"$bytes": base64.b64encode(value).decode("ascii")}
+    hint = ""
+    if isinstance(value, set | frozenset):
+        hint = " (pass a sorted list)"
+    elif isinstance(value, bytearray | memoryview):
+        hint = " (pass bytes(...))"
+    elif isinstance(value, str | int | float):
+        hint = " (pass the plain value, e.g. an enum's .value)"
+    raise TypeError(f"{_where(path)} has type {t.__qualname__}{hint}: {_ALLOWED}")
+
+
+def encode_args(args: tuple[Any, ...] | list[Any]) -> str:
+    """Encode positional arguments as the JSON text a store keeps.
+
+    :raises TypeError: for a value of a type the codec does not carry (a set,
+        an arbitrary object, a non-str dict key, an enum)
+    :raises ValueError: for a naive datetime, NaN or an infinity, nesting deeper
+        than :data:`MAX_DEPTH`, a str that is not valid Unicode, an int too large
+        to write, or a payload over :data:`MAX_PAYLOAD` bytes
+    """
+    encoded = [_encode(arg, [str(i)], 0) for i, arg in enumerate(args)]
+    try:
+        text = json.dumps(encoded, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except ValueError as exc:  # an int beyond sys.get_int_max_str_digits()
+        raise ValueError(f"arguments cannot be written as JSON: {exc}") from None
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ValueError("arguments hold a str with a lone surrogate (not valid Unicode)") from None
+    if size > MAX_PAYLOAD:
+        raise ValueError(
+            f"arguments are {size} bytes as JSON, over the {MAX_PAYLOAD} byte limit: "
+            "store large data elsewhere and pass its id"
+        )
+    return text
+
+
+def _bad_constant(name: str) -> Any:
+    raise PayloadError(f"payload holds {name}")
+
+
+def _decode_tag(tag: str, raw: Any, depth: int) -> Any:
+    if tag == "$dict":
+        if type(raw) is not dict:
+            raise PayloadError("a $dict tag must hold an object")
+        return {k: _decode(v, depth + 1) for k, v in raw.items()}
+    if type(raw) is not str:
+        raise PayloadError(f"a {tag} tag must hold a string")
+    try:
+        if tag == "$datetime":
+            dt = datetime.fromisoformat(raw)
+            if dt.tzinfo is None:
+                raise PayloadError("a $datetime tag holds a naive datetime")
+            return dt
+        if tag == "$date":
+            return date.fromisoformat(raw)
+        if tag == "$uuid":
+            return UUID(raw)
+        if tag == "$decimal":
+            return Decimal(raw)
+        if tag == "$bytes":
+            return base64.b64decode(raw.encode("ascii"), validate=True)
+    except (ValueError, InvalidOperation, binascii.Error, UnicodeEncodeError) as exc:
+        raise PayloadError(f"bad {tag} value {raw[:40]!r}: {exc}") from None
+    raise PayloadError(f"unknown tag {tag!r}")
+
+
+def _decode(value: Any, depth: int) -> Any:
+    t = type(value)
+    if t is float:
+        if not math.isfinite(value):
+            raise PayloadError("payload holds a number out of range")
+        return value
+    if t is list:
+        if depth >= MAX_DEPTH:
+            raise PayloadError(f"payload is nested deeper than {MAX_DEPTH} levels")
+        return [_decode(v, depth + 1) for v in value]
+    if t is dict:
+        if depth >= MAX_DEPTH:
+            raise PayloadError(f"payload is nested deeper than {MAX_DEPTH} levels")
+        tags = [k for k in value if k.startswith("$")]
+        if tags:
+            if len(value) != 1:
+                raise PayloadError(f"an object with a tag {tags[0]!r} has other keys")
+            return _decode_tag(tags[0], value[tags[0]], depth)
+        return {k: _decode(v, depth + 1) for k, v in value.items()}
+    return value
+
+
+def decode_args(payload: str) -> tuple[Any, ...]:
+    """Decode a stored payload into positional arguments.
+
+    :raises PayloadError: (a ValueError) if the payload is not what
+        :func:`encode_args` writes: not JSON, not an array, too deep, an unknown
+        or malformed tag
+    """
+    if not isinstance(payload, str):
+        raise PayloadError(f"payload must be str, got {type(payload).__name__}")
+    try:
+        value = json.loads(payload, parse_constant=_bad_constant)
+    except PayloadError:
+        raise
+    except RecursionError:
+        raise PayloadError("payload is nested too deeply") from None
+    except ValueError as exc:
+        raise PayloadError(f"payload is not valid JSON: {exc}") from None
+    if type(value) is not list:
+        raise PayloadError("payload is not a JSON array of arguments")
+    try:
+        return tuple(_decode(v, 0) for v in value)
+    except RecursionError:  # pragma: no cover - MAX_DEPTH comes first
+        raise PayloadError("payload is nested too deeply") from None

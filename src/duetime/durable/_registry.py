@@ -1,0 +1,230 @@
+"""TaskRegistry: the registered tasks a durable store may name, and current_entry().
+
+A store names a task; it never holds code.  A worker finds the function for a
+stored entry only through the :class:`TaskRegistry` it was given, so nothing is
+imported, unpickled or evaluated from a store.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any, TypeVar, overload
+
+from .._retry import Retry
+from ._store import Entry
+
+__all__ = ["TaskDef", "TaskRegistry", "current_entry"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Longest task name a registry accepts (names are stored in every row).
+MAX_NAME = 200
+
+_current: ContextVar[Entry | None] = ContextVar("duetime_current_entry", default=None)
+
+
+def current_entry() -> Entry:
+    """The durable entry whose task is running in this context.
+
+    Inside a task run by a durable worker it returns the :class:`Entry` (status
+    RUNNING): ``key``, ``task``, ``attempt``, ``due`` and ``idempotency_key``,
+    which is the same for every attempt of one occurrence.
+
+    :raises RuntimeError: outside a durable task
+    """
+    entry = _current.get()
+    if entry is None:
+        raise RuntimeError("current_entry() is only available inside a durable task")
+    return entry
+
+
+def _is_async(func: Callable[..., Any]) -> bool:
+    while isinstance(func, functools.partial):
+        func = func.func
+    if inspect.iscoroutinefunction(func):
+        return True
+    call = getattr(func, "__call__", None)  # noqa: B004 - an async __call__ counts
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
+def _check_seconds(value: object, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{what} must be a number of seconds, got {value!r}")
+    seconds = float(value)
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ValueError(f"{what} must be finite and > 0, got {value!r}")
+    return seconds
+
+
+def check_task_name(name: object) -> str:
+    """Validate a task name.
+
+    :raises TypeError: if ``name`` is not a str
+    :raises ValueError: if it is empty, too long, or holds control characters
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"a task name must be a str, got {name!r}")
+    if not name or len(name) > MAX_NAME:
+        raise ValueError(f"a task name must have 1 to {MAX_NAME} characters, got {name!r}")
+    if not name.isprintable():
+        raise ValueError(f"a task name must be printable, got {name!r}")
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class TaskDef:
+    """A registered task: its name, function and options.
+
+    :ivar name: the name stored in entries
+    :ivar func: the function (async functions run on the event loop, sync ones
+        in a worker thread)
+    :ivar retry: how a raising attempt is retried (None: not retried)
+    :ivar lease: the lease in seconds written into each entry (None: the store's)
+    :ivar timeout: seconds an attempt may run before it is cancelled and counts
+        as a failed attempt (None: no limit)
+    :ivar max_deliveries: claims of one attempt that may end without a finish
+        (a crashed or paused worker) before the entry is dead-lettered as poison
+    :ivar is_async: whether ``func`` returns an awaitable
+    """
+
+    name: str
+    func: Callable[..., Any]
+    retry: Retry | None
+    lease: float | None
+    timeout: float | None
+    max_deliveries: int
+    is_async: bool
+
+
+class TaskRegistry:
+    """The tasks a durable scheduler or worker can run, by name.
+
+    ::
+
+        tasks = TaskRegistry()
+
+        @tasks.task("billing.send_invoice", retry=Retry(attempts=5), lease=30.0)
+        async def send_invoice(invoice_id: int) -> None: ...
+
+    ``tasks["billing.send_invoice"]`` and ``tasks[send_invoice]`` return the
+    :class:`TaskDef`; ``name in tasks`` and ``func in tasks`` test membership.
+    """
+
+    __slots__ = ("_by_func", "_by_name")
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, TaskDef] = {}
+        self._by_func: dict[Callable[..., Any], TaskDef] = {}
+
+    def task(
+        self,
+        name: str,
+        *,
+        retry: Retry | None = None,
+        lease: float | None = None,
+        timeout: float | None = None,
+        max_deliveries: int = 5,
+    ) -> Callable[[F], F]:
+        """Register the decorated function under ``name`` and return it unchanged.
+
+        :param name: the task's stable name (stored in entries, so renaming the
+            function does not orphan them)
+        :param retry: how a raising attempt is retried, across restarts
+        :param lease: seconds a claim holds the entry before another worker may
+            take it (renewed every lease/3 while the task runs); overrides the
+            store's default
+        :param timeout: seconds an attempt may run; a timed-out attempt is a
+            failed attempt (``TimeoutError``)
+        :param max_deliveries: lost claims (worker crashed or paused past its
+            lease) of one attempt before the entry is dead-lettered as poison
+        :raises TypeError: if an option has a bad type
+        :raises ValueError: if the name is invalid or an option out of range
+        """
+        check_task_name(name)
+        if retry is not None and not isinstance(retry, Retry):
+            raise TypeError(f"retry must be a duetime.Retry or None, got {retry!r}")
+        lease_s = None if lease is None else _check_seconds(lease, "lease")
+        timeout_s = None if timeout is None else _check_seconds(timeout, "timeout")
+        if isinstance(max_deliveries, bool) or not isinstance(max_deliveries, int):
+            raise TypeError(f"max_deliveries must be an int, got {max_deliveries!r}")
+        if max_deliveries < 1:
+            raise ValueError(f"max_deliveries must be >= 1, got {max_deliveries}")
+
+        def register(func: F) -> F:
+            if not callable(func):
+                raise TypeError(f"@task({name!r}) must decorate a callable, got {func!r}")
+            self.add(
+                TaskDef(name, func, retry, lease_s, timeout_s, max_deliveries, _is_async(func))
+            )
+            return func
+
+        return register
+
+    def add(self, task: TaskDef) -> None:
+        """Register a :class:`TaskDef` (what :meth:`task` does).
+
+        :raises ValueError: if its name, or its function, is already registered
+        """
+        if task.name in self._by_name:
+            raise ValueError(f"task {task.name!r} is already registered")
+        other = self._by_func.get(task.func)
+        if other is not None:
+            raise ValueError(f"{task.func!r} is already registered as task {other.name!r}")
+        self._by_name[task.name] = task
+        self._by_func[task.func] = task
+
+    @overload
+    def resolve(self, task: str) -> TaskDef: ...
+    @overload
+    def resolve(self, task: Callable[..., Any]) -> TaskDef: ...
+    def resolve(self, task: str | Callable[..., Any]) -> TaskDef:
+        """The registered task for a name or a function, checked at the call site.
+
+        :raises LookupError: for a name that is not registered
+        :raises TypeError: for a function that is not registered, or anything else
+        """
+        if isinstance(task, str):
+            found = self._by_name.get(task)
+            if found is None:
+                raise LookupError(f"no task named {task!r} is registered in this TaskRegistry")
+            return found
+        if callable(task):
+            try:
+                found = self._by_func.get(task)
+            except TypeError:  # an unhashable callable is never registered
+                found = None
+            if found is None:
+                raise TypeError(
+                    f"{task!r} is not a registered task: decorate it with @tasks.task(name)"
+                )
+            return found
+        raise TypeError(f"a task is a registered function or its name, got {task!r}")
+
+    def get(self, name: str) -> TaskDef | None:
+        """The task registered under ``name``, or None (what a worker uses)."""
+        return self._by_name.get(name)
+
+    def __getitem__(self, task: str | Callable[..., Any]) -> TaskDef:
+        return self.resolve(task)
+
+    def __contains__(self, task: object) -> bool:
+        if isinstance(task, str):
+            return task in self._by_name
+        try:
+            return task in self._by_func
+        except TypeError:
+            return False
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._by_name)
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+    def __repr__(self) -> str:
+        return f"<TaskRegistry {sorted(self._by_name)!r}>"

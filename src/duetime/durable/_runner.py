@@ -1,0 +1,375 @@
+"""DurableRunner: defer registered tasks into a store, and (as a worker) run them.
+
+The Scheduler owns one runner when it is given ``store=``: ``defer`` and friends
+go through it, and with ``worker=True`` its claim loop (``_worker.WorkerSide``)
+runs stored entries.  This module holds the lifecycle and the producer API.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import anyio
+from anyio import CancelScope, Event
+
+from .._exceptions import SchedulerClosed
+from .._handle import Status
+from .._util import check_aware, to_delay
+from ._codec import encode_args
+from ._registry import TaskRegistry
+from ._series import MISFIRE, OVERLAP, Misfire, Overlap, Series, trigger_grid
+from ._store import Entry, NewRow, OnConflict, Store
+from ._worker import SHIELD_CAP, WorkerSide, _Run
+
+__all__ = ["DurableRunner"]
+
+_MAX_KEY = 512
+_ON_CONFLICT = ("keep", "replace", "error")
+
+
+def _check_key(key: object, what: str = "key") -> str:
+    if not isinstance(key, str):
+        raise TypeError(f"{what} must be a str, got {key!r}")
+    if not key or len(key) > _MAX_KEY or not key.isprintable():
+        raise ValueError(f"{what} must be 1 to {_MAX_KEY} printable characters, got {key!r}")
+    return key
+
+
+class DurableRunner(WorkerSide):
+    """Defers registered tasks into a store and, as a worker, runs them.
+
+    Use it as ``async with DurableRunner(store, tasks, worker=True) as runner:``;
+    entering it enters the store, leaving it leaves the store.
+
+    :param store: the durable store (entered and left with the runner)
+    :param registry: the tasks this process may defer and run
+    :param worker: run stored entries (False: only defer, e.g. a web process)
+    :param concurrency: how many durable tasks run at once in this process
+    :param grace: how long leaving waits for running tasks before cancelling
+        them and releasing their leases (None: as long as they take)
+    :param on_error: ``on_error(entry, exc)`` for each final failure of a task
+        (retries exhausted, an unknown task, an undecodable payload); default:
+        logged at ERROR on the ``duetime.durable`` logger
+    :param wall_clock: accepted for symmetry with the Scheduler; durable times
+        are on the store's clock, so it is not consulted
+    :param owner: this worker's name in the store (default: host, pid, random)
+    :raises TypeError: on an argument of the wrong type
+    :raises ValueError: on an out-of-range value
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        registry: TaskRegistry,
+        *,
+        worker: bool = True,
+        concurrency: int = 16,
+        grace: float | None = None,
+        on_error: Callable[[Entry, BaseException], object] | None = None,
+        wall_clock: Callable[[], datetime] | None = None,
+        owner: str | None = None,
+    ) -> None:
+        if not isinstance(store, Store):
+            raise TypeError(f"store must implement the duetime Store protocol, got {store!r}")
+        if not isinstance(registry, TaskRegistry):
+            raise TypeError(f"tasks must be a duetime.TaskRegistry, got {registry!r}")
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int):
+            raise TypeError(f"concurrency must be an int, got {concurrency!r}")
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        if on_error is not None and not callable(on_error):
+            raise TypeError("on_error must be callable")
+        self._store = store
+        self._registry = registry
+        self._worker = bool(worker)
+        self._concurrency = concurrency
+        self._grace = None if grace is None else to_delay(grace, "grace")
+        self._on_error = on_error
+        self._wall_clock = wall_clock
+        self.owner = (
+            _check_key(owner, "owner")
+            if owner is not None
+            else f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        )
+        self._open = False
+        self._stopping = False
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._runs: set[_Run] = set()
+        self._idle: Event | None = None  # set when _runs becomes empty (shutdown waits)
+        self._claim_done: Event | None = None
+        # The claim loop: a poke wakes it; _wake_at is the store time it wakes
+        # anyway (+inf while awake: any deferral pokes; -inf when every slot is busy).
+        self._poked = False
+        self._sleep_scope: CancelScope | None = None
+        self._wake_at = math.inf
+        self._renew_scope: CancelScope | None = None
+        self._renew_at = math.inf
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def __aenter__(self) -> DurableRunner:
+        if self._open or self._stopping:
+            raise RuntimeError("a DurableRunner can be entered only once")
+        await self._store.__aenter__()
+        tg = anyio.create_task_group()
+        try:
+            await tg.__aenter__()
+        except BaseException:
+            await self._store.__aexit__(None, None, None)
+            raise
+        self._tg = tg
+        self._open = True
+        if self._worker:
+            self._claim_done = Event()
+            tg.start_soon(self._claim_loop, name=f"duetime durable claim loop {self.owner}")
+            tg.start_soon(self._renew_loop, name=f"duetime durable lease renewal {self.owner}")
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        """Stop claiming, release what did not start, give running tasks ``grace``,
+        then cancel them and release their leases; leave the store."""
+        self._open = False
+        self._stopping = True
+        self._poke()
+        try:
+            if exc_type is None and self._runs and self._grace != 0:
+                # Not shielded: an outer cancellation cuts the grace short.
+                with anyio.move_on_after(math.inf if self._grace is None else self._grace):
+                    await self._wait_idle()
+        finally:
+            with CancelScope(shield=True):
+                with anyio.move_on_after(SHIELD_CAP):
+                    if self._claim_done is not None:
+                        await self._claim_done.wait()
+                for run in list(self._runs):
+                    if run.scope is not None:
+                        run.scope.cancel()
+                with anyio.move_on_after(SHIELD_CAP):
+                    await self._wait_idle()
+            # Only the two loops are left; the task group must exit outside the shield.
+            tg = self._tg
+            assert tg is not None
+            tg.cancel_scope.cancel()
+            try:
+                await tg.__aexit__(None, None, None)
+            finally:
+                with CancelScope(shield=True), anyio.move_on_after(SHIELD_CAP):
+                    await self._store.__aexit__(exc_type, exc, tb)
+
+    async def _wait_idle(self) -> None:
+        while self._runs:
+            self._idle = Event()
+            await self._idle.wait()
+
+    def _check_open(self) -> None:
+        if not self._open:
+            raise SchedulerClosed("the durable runner is not open (enter it with async with)")
+
+    # -- producer API ------------------------------------------------------------------
+
+    def _row(
+        self,
+        task: str | Callable[..., Any],
+        args: Sequence[Any],
+        delay: float | timedelta | None,
+        at: datetime | None,
+        key: str | None,
+    ) -> NewRow:
+        t = self._registry.resolve(task)
+        if at is not None:
+            if delay is not None:
+                raise ValueError("pass delay= or at=, not both")
+            if not isinstance(at, datetime):
+                raise TypeError(f"at must be an aware datetime, got {at!r}")
+            check_aware(at)
+            due: float | None = at.timestamp()
+            wait = None
+        else:
+            due = None
+            wait = 0.0 if delay is None else to_delay(delay, "delay")
+        return NewRow(
+            key=uuid.uuid4().hex if key is None else _check_key(key),
+            task=t.name,
+            payload=encode_args(tuple(args)),
+            due=due,
+            delay=wait,
+            lease=t.lease,
+            max_deliveries=t.max_deliveries,
+        )
+
+    async def _add(self, rows: list[NewRow], on_conflict: OnConflict) -> list[Entry]:
+        if on_conflict not in _ON_CONFLICT:
+            raise ValueError(f"on_conflict must be one of {_ON_CONFLICT}, got {on_conflict!r}")
+        self._check_open()
+        entries = await self._store.add(rows, on_conflict=on_conflict)
+        if self._worker and any(
+            e.status is Status.PENDING and e.due.timestamp() < self._wake_at for e in entries
+        ):
+            self._poke()
+        return entries
+
+    async def defer(
+        self,
+        task: str | Callable[..., Any],
+        /,
+        *args: Any,
+        delay: float | timedelta | None = None,
+        at: datetime | None = None,
+        key: str | None = None,
+        on_conflict: OnConflict = "keep",
+    ) -> Entry:
+        """Store one entry of a registered task; it is safe in the store on return.
+
+        :param task: the registered function, or its name
+        :param args: positional arguments (JSON plus the tagged types)
+        :param delay: seconds (or a timedelta) added to the store's clock
+        :param at: an aware datetime (absolute; as good as this host's clock)
+        :param key: the entry's key (default: a random one); an insert is
+            idempotent by key
+        :param on_conflict: ``"keep"`` returns an existing entry (finished ones
+            included), ``"replace"`` replaces one that is not running,
+            ``"error"`` raises :exc:`~duetime.EntryExists`
+        :returns: the entry now stored under the key
+        :raises LookupError: an unknown task name
+        :raises TypeError: an unregistered function, or an argument the codec
+            does not carry
+        :raises ValueError: a naive ``at``, a negative delay, both ``delay`` and
+            ``at``, an argument the codec refuses, a payload over 64 KiB
+        :raises EntryExists: see ``on_conflict``
+        :raises SchedulerClosed: if the runner is not open
+        """
+        row = self._row(task, args, delay, at, key)
+        return (await self._add([row], on_conflict))[0]
+
+    async def defer_many(
+        self,
+        task: str | Callable[..., Any],
+        argsets: Iterable[Sequence[Any]],
+        *,
+        delay: float | timedelta | None = None,
+        at: datetime | None = None,
+        keys: Iterable[str | None] | None = None,
+        on_conflict: OnConflict = "keep",
+    ) -> list[Entry]:
+        """Store many entries of one task in one store call.
+
+        Every row is checked before anything is stored.
+
+        :param argsets: one sequence of positional arguments per entry
+        :param keys: one key (or None) per entry; default: random keys
+        :raises ValueError: ``keys`` of another length, or a key given twice;
+            otherwise as :meth:`defer`
+        """
+        sets = list(argsets)
+        for args in sets:
+            if isinstance(args, str | bytes) or not isinstance(args, Sequence):
+                raise TypeError(f"each item of argsets must be a tuple or list, got {args!r}")
+        key_list = [None] * len(sets) if keys is None else list(keys)
+        if len(key_list) != len(sets):
+            raise ValueError(f"got {len(key_list)} keys for {len(sets)} argument sets")
+        rows = [self._row(task, a, delay, at, k) for a, k in zip(sets, key_list, strict=True)]
+        if len({r.key for r in rows}) != len(rows):
+            raise ValueError("defer_many got the same key twice")
+        if not rows:
+            self._check_open()
+            return []
+        return await self._add(rows, on_conflict)
+
+    async def defer_every(
+        self,
+        trigger: float | timedelta | Any,
+        task: str | Callable[..., Any],
+        /,
+        *args: Any,
+        key: str,
+        start: float | timedelta | datetime | None = None,
+        misfire: Misfire = "coalesce",
+        overlap: Overlap = "skip",
+        on_conflict: OnConflict = "keep",
+    ) -> Entry:
+        """Store a recurring series: one row, on a drift-free grid.
+
+        :param trigger: an interval (seconds or a timedelta; point ``k`` is due
+            at ``start + k * interval``) or a ``duetime.Cron``
+        :param key: the series' identity (required; idempotent by key)
+        :param start: when the grid starts: a delay from the store's now, or an
+            aware datetime (default: now; an interval's first point is ``start``,
+            a cron trigger's is its first time at or after ``start``)
+        :param misfire: a point claimed a whole interval or more late:
+            ``"coalesce"`` runs once for the latest point, ``"skip"`` skips,
+            ``"catch_up"`` runs every missed point, one after another
+        :param overlap: points that come while an occurrence runs: ``"skip"``
+            them, ``"wait"`` (the first runs next), or ``"allow"`` (each point
+            becomes its own entry keyed ``"{key}@{occurrence}"``)
+        :raises TypeError: a bad trigger or argument
+        :raises ValueError: a bad policy, interval, start, or as :meth:`defer`
+        """
+        t = self._registry.resolve(task)
+        _check_key(key)
+        if misfire not in MISFIRE:
+            raise ValueError(f"misfire must be one of {MISFIRE}, got {misfire!r}")
+        if overlap not in OVERLAP:
+            raise ValueError(f"overlap must be one of {OVERLAP}, got {overlap!r}")
+        trigger_grid(trigger, 0.0)  # validate at the call site
+        payload = encode_args(args)
+        begin: float | None = None
+        if isinstance(start, datetime):
+            check_aware(start)
+            begin = start.timestamp()
+        elif start is not None:
+            offset = to_delay(start, "start")
+        self._check_open()
+        if begin is None:
+            begin = await self._store.time() + (0.0 if start is None else offset)
+        grid = trigger_grid(trigger, begin)
+        first = grid.first(begin)
+        if first is None:
+            raise ValueError(f"{trigger!r} has no time at or after {begin}")
+        row = NewRow(
+            key=key,
+            task=t.name,
+            payload=payload,
+            due=first,
+            lease=t.lease,
+            max_deliveries=t.max_deliveries,
+            schedule=Series(grid, misfire, overlap).dump(begin),
+        )
+        return (await self._add([row], on_conflict))[0]
+
+    async def cancel_deferred(self, key: str) -> bool:
+        """Delete a PENDING or FAILED entry (or series); False if absent, running or finished."""
+        self._check_open()
+        return await self._store.cancel(_check_key(key))
+
+    async def deferred(self, key: str) -> Entry | None:
+        """The entry stored under ``key`` (finished ones while kept), or None."""
+        self._check_open()
+        return await self._store.get(_check_key(key))
+
+    async def entries(self, *, status: Status | None = None, limit: int = 1000) -> list[Entry]:
+        """Stored entries by due time, optionally only those with ``status``."""
+        self._check_open()
+        return await self._store.entries(status=status, limit=limit)
+
+    async def dead_letters(self, *, limit: int = 1000) -> list[Entry]:
+        """FAILED entries (retries exhausted, unknown task, bad payload, poison)."""
+        return await self.entries(status=Status.FAILED, limit=limit)
+
+    async def retry_deferred(self, key: str) -> bool:
+        """Make a FAILED entry PENDING again, due now, attempt 1; False if not FAILED."""
+        self._check_open()
+        ok = await self._store.retry(_check_key(key))
+        if ok and self._worker:
+            self._poke()
+        return ok
+
+    async def delete_deferred(self, key: str) -> bool:
+        """Delete an entry that is not running (dead letters and finished ones too)."""
+        self._check_open()
+        return await self._store.delete(_check_key(key))

@@ -1,0 +1,397 @@
+"""The worker side of a DurableRunner: the claim loop, lease renewal, running claims.
+
+One claim loop and one renewal loop per process.  The claim loop sleeps until
+the store's head, a wake-up hint from the store (``wait_changed``), an earlier
+entry written by this process, or a freed slot: there is no polling per entry.
+Each claim runs as its own task with ``current_entry()`` set and ends with one
+fenced ``finish``.  Every lease the process holds is renewed in one batched
+``extend`` every lease/3; a run whose lease was taken over is cancelled and
+never finishes the entry.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import replace
+from typing import Any
+
+import anyio
+import anyio.abc
+from anyio import CancelScope, Event, get_cancelled_exc_class, to_thread
+
+from ._codec import PayloadError, decode_args
+from ._registry import TaskDef, TaskRegistry, _current
+from ._series import Series, parse_schedule
+from ._store import (
+    Claim,
+    Dead,
+    Done,
+    Entry,
+    NewRow,
+    NextOccurrence,
+    Outcome,
+    Release,
+    RetryAt,
+    Store,
+    utc,
+)
+
+__all__ = ["MAX_CLAIM", "SAFETY_POLL", "WorkerSide"]
+
+logger = logging.getLogger("duetime.durable")
+
+#: The longest the claim loop sleeps without a hint (a safety poll).
+SAFETY_POLL = 10.0
+#: At most this many entries per claim (DESIGN §10).
+MAX_CLAIM = 100
+#: Nap after an empty claim although the head said something was due.
+_MIN_NAP = 0.01
+#: Upper bound of the backoff after store errors in the loops.
+_MAX_BACKOFF = 30.0
+#: How long a shielded store call at shutdown (release, finish) may take.
+SHIELD_CAP = 30.0
+_MAX_REASON = 2000
+
+
+class _Run:
+    """One claim this process holds: what renewal and shutdown need."""
+
+    __slots__ = ("key", "lease", "lost", "renew_at", "scope", "started", "token")
+
+    def __init__(self, claim: Claim, now: float) -> None:
+        self.key = claim.entry.key
+        self.token = claim.token
+        self.lease = claim.lease
+        self.renew_at = now + claim.lease / 3
+        self.scope: CancelScope | None = None
+        self.started = False
+        self.lost = False
+
+
+def _reason(exc: BaseException) -> str:
+    text = f"{type(exc).__qualname__}: {exc}"
+    return text if len(text) <= _MAX_REASON else text[: _MAX_REASON - 3] + "..."
+
+
+class WorkerSide:
+    """The worker half of :class:`~duetime.durable._runner.DurableRunner` (a base class)."""
+
+    owner: str
+    _store: Store
+    _registry: TaskRegistry
+    _concurrency: int
+    _on_error: Any
+    _stopping: bool
+    _tg: anyio.abc.TaskGroup | None
+    _runs: set[_Run]
+    _idle: Event | None
+    _claim_done: Event | None
+    _poked: bool
+    _sleep_scope: CancelScope | None
+    _wake_at: float
+    _renew_scope: CancelScope | None
+    _renew_at: float
+
+    # -- the claim loop ------------------------------------------------------------------
+
+    def _poke(self) -> None:
+        self._poked = True
+        if self._sleep_scope is not None:
+            self._sleep_scope.cancel()
+
+    async def _claim_loop(self) -> None:
+        backoff = 0.0
+        try:
+            while not self._stopping:
+                self._poked = False
+                self._wake_at = math.inf
+                use_store = True
+                delay: float | None
+                try:
+                    free = self._concurrency - len(self._runs)
+                    if free <= 0:
+                        delay = None  # a finishing task pokes
+                    else:
+                        limit = min(free, MAX_CLAIM)
+                        n = await self._claim(limit)
+                        if n == limit:
+                            continue  # maybe more are due
+                        head = await self._store.head()
+                        now = await self._store.time()
+                        delay = SAFETY_POLL if head is None else min(head - now, SAFETY_POLL)
+                        if delay <= 0:
+                            if n:
+                                continue
+                            delay = _MIN_NAP
+                        self._wake_at = now + delay
+                    backoff = 0.0
+                except Exception:
+                    backoff = min(max(backoff * 2, 0.1), _MAX_BACKOFF)
+                    logger.exception("durable claim loop: store error; retrying in %.1f s", backoff)
+                    delay, use_store = backoff, False
+                if self._poked or self._stopping:
+                    continue
+                if delay is None:
+                    self._wake_at = -math.inf
+                await self._sleep(delay, use_store)
+        finally:
+            assert self._claim_done is not None
+            self._claim_done.set()
+
+    async def _claim(self, limit: int) -> int:
+        # Shielded: claimed rows must reach this process, to run or be released.
+        with CancelScope(shield=True):
+            with anyio.fail_after(SHIELD_CAP):
+                claims = await self._store.claim(self.owner, limit)
+            if self._stopping:
+                for c in claims:
+                    await self._finish_safely(c.entry.key, c.token, Release())
+                return len(claims)
+        now = anyio.current_time()
+        tg = self._tg
+        assert tg is not None
+        for c in claims:
+            run = _Run(c, now)
+            self._runs.add(run)
+            if run.renew_at < self._renew_at and self._renew_scope is not None:
+                self._renew_scope.cancel()
+            tg.start_soon(self._run_claim, c, run, name=f"duetime durable {c.entry.key}")
+        return len(claims)
+
+    async def _sleep(self, delay: float | None, use_store: bool) -> None:
+        with CancelScope() as scope:
+            self._sleep_scope = scope
+            try:
+                if delay is None:
+                    await anyio.sleep_forever()
+                elif use_store:
+                    await self._store.wait_changed(delay)
+                else:
+                    await anyio.sleep(delay)
+            except Exception:
+                logger.exception("durable claim loop: wait_changed failed")
+                await anyio.sleep(min(delay or SAFETY_POLL, 1.0))
+            finally:
+                self._sleep_scope = None
+
+    # -- lease renewal -----------------------------------------------------------------
+
+    async def _renew_loop(self) -> None:
+        while True:
+            nxt = min((r.renew_at for r in self._runs), default=math.inf)
+            with CancelScope(deadline=nxt) as scope:
+                self._renew_scope, self._renew_at = scope, nxt
+                try:
+                    await anyio.sleep_forever()
+                finally:
+                    self._renew_scope, self._renew_at = None, math.inf
+            now = anyio.current_time()
+            batch = [r for r in self._runs if r.renew_at <= now + r.lease / 6]
+            if not batch:
+                continue
+            try:
+                oks = await self._store.extend([(r.key, r.token) for r in batch])
+            except Exception:
+                logger.exception("durable lease renewal: store error; retrying")
+                for r in batch:
+                    r.renew_at = now + min(1.0, r.lease / 10)
+                continue
+            for run, ok in zip(batch, oks, strict=False):
+                if ok:
+                    run.renew_at = now + run.lease / 3
+                elif not run.lost:
+                    run.lost = True
+                    logger.warning(
+                        "durable entry %r: lease lost (another worker may hold it); "
+                        "its run is cancelled and not finished here",
+                        run.key,
+                    )
+                    if run.scope is not None:
+                        run.scope.cancel()
+
+    # -- running one claim -------------------------------------------------------------
+
+    async def _run_claim(self, claim: Claim, run: _Run) -> None:
+        outcome: Outcome | None = None
+        try:
+            outcome = await self._execute(claim, run)
+        except get_cancelled_exc_class():
+            outcome = Release()
+            raise
+        except Exception:  # a store error (or a bug) around the run: never kill the runner
+            logger.exception("durable entry %r: the runner failed around its run", run.key)
+        finally:
+            if outcome is not None and not run.lost:
+                with CancelScope(shield=True):
+                    await self._finish_safely(run.key, run.token, outcome)
+                # Our own write may move the head earlier than the loop's wake-up
+                # (a store need not report its own writes to wait_changed).
+                due = outcome.at if isinstance(outcome, RetryAt) else None
+                if isinstance(outcome, NextOccurrence):
+                    due = outcome.due
+                if due is not None and due < self._wake_at:
+                    self._poke()
+            full = len(self._runs) >= self._concurrency
+            self._runs.discard(run)
+            if full:
+                self._poke()
+            if not self._runs and self._idle is not None:
+                self._idle.set()
+
+    async def _finish_safely(self, key: str, token: int, outcome: Outcome) -> None:
+        """Finish with a few retries on store errors; a lost lease is only logged."""
+        pause = 0.1
+        for attempt in range(4):
+            try:
+                with anyio.fail_after(SHIELD_CAP):
+                    ok = await self._store.finish(key, token, outcome)
+            except Exception:
+                if attempt == 3:
+                    logger.exception(
+                        "durable entry %r: could not record %r; it is run again "
+                        "when its lease lapses",
+                        key,
+                        outcome,
+                    )
+                    return
+                await anyio.sleep(pause)
+                pause *= 2
+                continue
+            if not ok:
+                logger.warning(
+                    "durable entry %r: lease lost before %s was recorded (another "
+                    "worker holds it now)",
+                    key,
+                    type(outcome).__name__,
+                )
+            return
+
+    def _report(self, entry: Entry, exc: BaseException) -> None:
+        if self._on_error is None:
+            logger.error(
+                "durable task %r (entry %r, attempt %d) failed for good",
+                entry.task,
+                entry.key,
+                entry.attempt,
+                exc_info=(type(exc), exc, exc.__traceback__),
+            )
+            return
+        try:
+            self._on_error(entry, exc)
+        except Exception:
+            logger.exception("on_error raised while reporting entry %r", entry.key)
+
+    def _dead(self, entry: Entry, exc: BaseException, prefix: str) -> Dead:
+        self._report(entry, exc)
+        return Dead(prefix + str(exc))
+
+    async def _execute(self, claim: Claim, run: _Run) -> Outcome | None:
+        entry = claim.entry
+        task = self._registry.get(entry.task)
+        if task is None:
+            msg = f"task {entry.task!r} is not registered in this worker's TaskRegistry"
+            return self._dead(entry, LookupError(msg), "unknown task: ")
+        try:
+            args = decode_args(claim.payload)
+        except PayloadError as exc:
+            return self._dead(entry, exc, "bad payload: ")
+        series: Series | None = None
+        point = 0.0
+        if entry.schedule is not None:
+            try:
+                series = parse_schedule(entry.schedule)
+            except ValueError as exc:
+                return self._dead(entry, exc, "bad schedule: ")
+            claimed_at = claim.lease_until - claim.lease
+            stands = series.stands_for(entry.due.timestamp(), claimed_at, entry.attempt > 1)
+            if stands is None:  # misfire="skip"
+                return _next(series.grid.after(claimed_at), None)
+            point = stands
+            if series.overlap == "allow":
+                return await self._spawn_occurrence(claim, task, series, point)
+        if self._stopping or run.lost:
+            return None if run.lost else Release()
+        if series is not None and point != entry.due.timestamp():
+            entry = replace(entry, due=utc(point))  # current_entry().due: the point it stands for
+        error = await self._call(task, args, entry, run)
+        if run.lost:
+            return None
+        if isinstance(error, _Released):
+            return Release()
+        if error is None:
+            if series is None:
+                return Done()
+            return _next(series.next_due(point, await self._store.time()), None)
+        reason = _reason(error)
+        now = await self._store.time()
+        if task.retry is not None and task.retry.should_retry(entry.attempt, error):
+            return RetryAt(now + task.retry.pause(entry.attempt), reason)
+        self._report(entry, error)
+        if series is None:
+            return Dead(reason)
+        nxt = series.next_due(point, now)
+        return NextOccurrence(nxt, reason) if nxt is not None else Dead(reason)
+
+    async def _spawn_occurrence(
+        self, claim: Claim, task: TaskDef, series: Series, point: float
+    ) -> Outcome:
+        """overlap="allow": the occurrence becomes its own one-shot entry."""
+        entry = claim.entry
+        row = NewRow(
+            key=f"{entry.key}@{entry.occurrence}",
+            task=task.name,
+            payload=claim.payload,
+            due=point,
+            lease=task.lease,
+            max_deliveries=task.max_deliveries,
+        )
+        # "keep": a re-delivered series row does not add its occurrence twice.
+        await self._store.add([row], on_conflict="keep")
+        self._poke()  # it is due now; our own write need not wake wait_changed
+        return _next(series.grid.after(point), None)
+
+    async def _call(
+        self, task: TaskDef, args: tuple[Any, ...], entry: Entry, run: _Run
+    ) -> BaseException | _Released | None:
+        """Run the task; return its exception, _RELEASED if we cancelled it, or None."""
+        token = _current.set(entry)
+        try:
+            with CancelScope() as scope:
+                run.scope = scope
+                run.started = True
+                try:
+                    if task.timeout is None:
+                        await self._invoke(task, args)
+                    else:
+                        with anyio.fail_after(task.timeout):
+                            await self._invoke(task, args)
+                except get_cancelled_exc_class():
+                    raise
+                except BaseException as exc:  # a task's error is an outcome
+                    return exc
+            if scope.cancelled_caught:
+                return _RELEASED
+            return None
+        finally:
+            run.scope = None
+            _current.reset(token)
+
+    @staticmethod
+    async def _invoke(task: TaskDef, args: tuple[Any, ...]) -> None:
+        if task.is_async:
+            await task.func(*args)
+        else:
+            # abandon_on_cancel: a timeout or shutdown does not wait for the thread.
+            await to_thread.run_sync(task.func, *args, abandon_on_cancel=True)
+
+
+class _Released:
+    """The run was cancelled by this runner (shutdown or a lost lease)."""
+
+
+_RELEASED = _Released()
+
+
+def _next(due: float | None, error: str | None) -> Outcome:
+    return Done() if due is None else NextOccurrence(due, error)
