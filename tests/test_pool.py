@@ -185,7 +185,7 @@ async def test_close_is_the_sentinel() -> None:
     async with WorkerPool(work, workers=2) as pool:
         hs = [await pool.submit(i) for i in range(5)]
         start = anyio.current_time()
-        await pool.close()
+        await pool.aclose()
         # queued items still ran; close waited for them
         assert anyio.current_time() - start == pytest.approx(3.0)
         assert sorted(done) == [0, 1, 2, 3, 4]
@@ -194,7 +194,7 @@ async def test_close_is_the_sentinel() -> None:
             await pool.submit(9)
         with pytest.raises(anyio.ClosedResourceError):
             pool.submit_nowait(9)
-        await pool.close()  # twice is fine
+        await pool.aclose()  # twice is fine
 
 
 async def test_close_releases_blocked_producers() -> None:
@@ -212,7 +212,7 @@ async def test_close_releases_blocked_producers() -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(producer)
             await anyio.sleep(0.5)
-            await pool.close()
+            await pool.aclose()
         assert len(caught) == 1
     assert check_accounts(pool).submitted == 1
 
@@ -235,12 +235,13 @@ async def test_close_from_inside_a_handler_does_not_wait_on_itself() -> None:
 
     async def work(x: int) -> None:
         if x == 0:
-            await pool.close()
+            await pool.aclose()
 
     with anyio.fail_after(10):
         async with WorkerPool(work) as pool:
-            h0 = await pool.submit(0)
-            h1 = await pool.submit(1)
+            # Both accepted before the worker runs item 0, which closes the pool.
+            h0 = pool.submit_nowait(0)
+            h1 = pool.submit_nowait(1)
     assert h0.status is Status.COMPLETED
     assert h1.status is Status.COMPLETED
 
@@ -290,7 +291,9 @@ async def test_unobserved_failure_goes_to_on_error() -> None:
     async with WorkerPool(boom, on_error=lambda h, e: seen.append((h, e))) as pool:
         h = await pool.submit(7)
         await anyio.wait_all_tasks_blocked()
-        h2 = await pool.submit(8)
+        # submit_nowait never yields, so the done-callback is in place before
+        # the worker can run the item (await submit() is a checkpoint).
+        h2 = pool.submit_nowait(8)
         observed: list[Status] = []
         h2.add_done_callback(lambda hh: observed.append(hh.status))
     assert [(x[0], type(x[1])) for x in seen] == [(h, KeyError)]
@@ -547,3 +550,41 @@ async def test_item_handed_to_an_idle_worker_is_cancelled_if_the_body_raises() -
             raise KeyError("body")
     assert ran == []
     assert handles[0].status is Status.CANCELLED
+
+
+async def test_submit_is_a_checkpoint_even_with_room() -> None:
+    # As trio's and anyio's send: a cancelled caller is cancelled there, and the
+    # item is not accepted ...
+    async with WorkerPool(double, workers=1) as pool:
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await pool.submit(1)
+            pytest.fail("submit() did not check for cancellation")
+        assert scope.cancelled_caught
+        assert check_accounts(pool).submitted == 0
+    # ... and other tasks get to run while a producer loops over submit().
+    ran: list[str] = []
+
+    async def other() -> None:
+        ran.append("other")
+
+    async with WorkerPool(double, workers=1) as pool, anyio.create_task_group() as tg:
+        tg.start_soon(other)
+        for i in range(3):
+            await pool.submit(i)
+        assert ran == ["other"]
+
+
+async def test_one_closed_idiom_for_pool_and_scheduler() -> None:
+    async with WorkerPool(double) as pool:
+        await pool.aclose()
+        with pytest.raises(anyio.ClosedResourceError, match="closed"):
+            await pool.submit(1)
+    async with duetime.Scheduler() as scheduler:
+        pass
+    with pytest.raises(anyio.ClosedResourceError) as info:
+        scheduler.call_soon(print)
+    # The Scheduler's flavour is also a DuetimeError and, as in 0.1, a RuntimeError.
+    assert isinstance(info.value, duetime.SchedulerClosed)
+    assert isinstance(info.value, duetime.DuetimeError)
+    assert isinstance(info.value, RuntimeError)

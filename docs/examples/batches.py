@@ -27,7 +27,7 @@ async def pool_basics() -> None:
             pool.submit_nowait("one-more.png")
         except anyio.WouldBlock:
             print("queue full: try later")  # the non-blocking way to learn it
-    # leaving the block = close() + wait until every queued item has run
+    # leaving the block = aclose() + wait until every queued item has run
     assert [h.return_value for h in handles[:2]] == ["img0.png (small)", "img1.png (small)"]
     stats = pool.statistics()
     assert stats.submitted == stats.completed  # every item accounted for
@@ -37,7 +37,12 @@ async def pool_basics() -> None:
 async def priorities() -> None:
     # --8<-- [start:priority]
     order: list[str] = []
-    async with duetime.WorkerPool(order.append, workers=1, priority=True) as pool:
+
+    async def job(name: str) -> None:
+        order.append(name)
+        await anyio.sleep(0.1)
+
+    async with duetime.WorkerPool(job, workers=1, priority=True) as pool:
         # One worker, busy with the first item while the others queue up.
         for name, prio in [("first", 0), ("routine", 5), ("urgent", 0), ("later", 9)]:
             await pool.submit(name, priority=prio)  # lower runs first; FIFO among equals

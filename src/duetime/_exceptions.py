@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from anyio import ClosedResourceError
+
 __all__ = [
     "CallbackCancelled",
     "DeadlineExpired",
@@ -31,8 +33,14 @@ class DeadlineExpired(DuetimeError, TimeoutError):
     """
 
 
-class SchedulerClosed(DuetimeError, RuntimeError):
-    """Scheduling on a scheduler that has not been entered yet, or has been exited."""
+class SchedulerClosed(DuetimeError, ClosedResourceError, RuntimeError):
+    """Scheduling on a scheduler that has not been entered yet, or has been exited.
+
+    duetime has one "closed" idiom, anyio's: a closed :class:`WorkerPool` raises
+    :exc:`anyio.ClosedResourceError`, as anyio's streams do, and this is one
+    too, so ``except anyio.ClosedResourceError`` catches both.  It stays a
+    :exc:`RuntimeError`, as in duetime 0.1.
+    """
 
 
 class EntryExists(DuetimeError, ValueError):

@@ -178,95 +178,166 @@ async def process_batch(
         min_time=min_time,
         item_timeout=item_timeout,
     )
+    keys = None if checkpoint is None else _keys(items, repr if key is None else key)
+    batch = _Batch(items, clock, stop, on_progress, keys)
+    # Opened last: a bad argument above leaves no file behind.
+    batch.ckpt = None if checkpoint is None else Checkpoint(checkpoint)
+    try:
+        todo = batch.resume()
+        pool._observer = batch.observe
+        async with pool:
+            for i in todo:
+                if batch.out_of_time():
+                    break  # the rest are reported skipped, without making handles
+                await batch.start(pool, i)
+    finally:
+        batch.close_checkpoint()
+    return batch.report(t0)
 
-    n = len(items)
-    kind = [_NOT_DONE] * n
-    outcome: list[Any] = [None] * n
+
+def _keys(items: list[ItemT], keyfn: Callable[[ItemT], str]) -> list[str]:
+    """The checkpoint key of each item, or TypeError if ``keyfn`` returns a non-str."""
     keys: list[str] = []
-    ckpt: Checkpoint | None = None
-    if checkpoint is not None:
-        keyfn: Callable[[ItemT], str] = repr if key is None else key
-        for item in items:
-            k = keyfn(item)
-            if type(k) is not str:
-                raise TypeError(f"key(item) must return a str, not {type(k).__name__}")
-            keys.append(k)
-        ckpt = Checkpoint(checkpoint)
+    for item in items:
+        k = keyfn(item)
+        if type(k) is not str:
+            raise TypeError(f"key(item) must return a str, not {type(k).__name__}")
+        keys.append(k)
+    return keys
 
-    ran: dict[int, tuple[float, bool]] = {}  # handle id -> (seconds run, cut off)
-    state: dict[str, Any] = {"done": 0, "wasted": 0.0}
 
-    def observe(h: Handle[Any], seconds: float, cut: bool) -> None:
-        ran[h._id] = (seconds, cut)
+class _Batch(Generic[ItemT]):
+    """One call of :func:`process_batch`: where each item ended up, and the report.
 
-    def progress() -> None:
-        state["done"] += 1
-        if on_progress is not None:
+    Items are known by their input index.  The pool tells the batch how long
+    each item ran (:meth:`observe`, just before the item finishes); the item's
+    done-callback then records its outcome (:meth:`finished`).  Items never
+    handed to the pool stay ``_NOT_DONE`` and are reported skipped.
+    """
+
+    __slots__ = (
+        "ckpt",
+        "clock",
+        "done",
+        "items",
+        "keys",
+        "kind",
+        "on_progress",
+        "outcome",
+        "ran",
+        "stop",
+        "wasted",
+    )
+
+    def __init__(
+        self,
+        items: list[ItemT],
+        clock: Callable[[], float],
+        stop: float | None,
+        on_progress: Callable[[int, int], object] | None,
+        keys: list[str] | None,
+    ) -> None:
+        self.items = items
+        self.clock = clock
+        self.stop = stop  # the deadline less the margin, or None
+        self.on_progress = on_progress
+        self.keys = keys  # the checkpoint key of each item, with a checkpoint
+        self.ckpt: Checkpoint | None = None
+        n = len(items)
+        self.kind = [_NOT_DONE] * n
+        self.outcome: list[Any] = [None] * n  # the result, or the exception
+        self.ran: dict[int, tuple[float, bool]] = {}  # handle id -> (seconds run, cut off)
+        self.done = 0  # items finished or checkpointed, for on_progress
+        self.wasted = 0.0
+
+    def resume(self) -> Sequence[int]:
+        """Mark the items the checkpoint shows done; return the indices left to run."""
+        n = len(self.items)
+        if self.ckpt is None or self.keys is None:
+            return range(n)
+        done_keys = self.ckpt.keys()
+        kind = self.kind
+        for i, k in enumerate(self.keys):
+            if k in done_keys:
+                kind[i] = _CHECKPOINTED
+        todo = [i for i in range(n) if kind[i] != _CHECKPOINTED]
+        self.done = n - len(todo)
+        return todo
+
+    def out_of_time(self) -> bool:
+        """Whether the batch's stop time (deadline less margin) has come."""
+        return self.stop is not None and self.clock() >= self.stop
+
+    async def start(self, pool: WorkerPool[ItemT, Any], i: int) -> None:
+        """Submit item ``i`` (waiting for room) and record its outcome when it ends."""
+        h = await pool.submit(self.items[i])
+        h.add_done_callback(partial(self.finished, i))
+
+    def observe(self, h: Handle[Any], seconds: float, cut: bool) -> None:
+        """The pool's hook: item ``h`` ran ``seconds`` and was (or not) cut off."""
+        self.ran[h._id] = (seconds, cut)
+
+    def finished(self, i: int, h: Handle[Any]) -> None:
+        """Record where item ``i`` ended up, from its final handle ``h``."""
+        st = h._st
+        info = self.ran.pop(h._id, None)
+        if st == COMPLETED:
+            self.kind[i] = _COMPLETED
+            self.outcome[i] = h._result
+            self._record(i)
+        else:
+            if info is not None:
+                self.wasted += info[0]
+            if st == FAILED:
+                self.kind[i] = _TIMED_OUT if info is not None and info[1] else _FAILED
+                self.outcome[i] = h._result
+            elif st == CANCELLED and info is not None:
+                self.kind[i] = _FAILED
+                self.outcome[i] = CallbackCancelled(f"item {i} was cancelled while running")
+            else:
+                assert st in (EXPIRED, CANCELLED)
+                self.kind[i] = _SKIPPED
+        self._progress()
+
+    def _record(self, i: int) -> None:
+        ckpt = self.ckpt
+        if ckpt is None or self.keys is None:
+            return
+        try:
+            ckpt.record(self.keys[i])
+        except Exception:
+            logger.exception("could not record item %d in checkpoint %s", i, ckpt.path)
+
+    def _progress(self) -> None:
+        self.done += 1
+        if self.on_progress is not None:
             try:
-                on_progress(state["done"], n)
+                self.on_progress(self.done, len(self.items))
             except Exception:
                 logger.exception("on_progress raised; the batch carries on")
 
-    def finished(i: int, h: Handle[Any]) -> None:
-        st = h._st
-        info = ran.pop(h._id, None)
-        if st == COMPLETED:
-            kind[i] = _COMPLETED
-            outcome[i] = h._result
-            if ckpt is not None:
-                try:
-                    ckpt.record(keys[i])
-                except Exception:
-                    logger.exception("could not record item %d in checkpoint %s", i, ckpt.path)
-        else:
-            if info is not None:
-                state["wasted"] += info[0]
-            if st == FAILED:
-                kind[i] = _TIMED_OUT if info is not None and info[1] else _FAILED
-                outcome[i] = h._result
-            elif st == CANCELLED and info is not None:
-                kind[i] = _FAILED
-                outcome[i] = CallbackCancelled(f"item {i} was cancelled while running")
+    def close_checkpoint(self) -> None:
+        if self.ckpt is not None:
+            self.ckpt.close()
+
+    def report(self, t0: float) -> BatchReport[ItemT, Any]:
+        """The report, every item in exactly one list, in input order."""
+        report: BatchReport[ItemT, Any] = BatchReport()
+        outcome = self.outcome
+        for i, (item, where) in enumerate(zip(self.items, self.kind, strict=True)):
+            if where == _COMPLETED:
+                report.completed.append((item, outcome[i]))
+            elif where == _FAILED:
+                report.failed.append((item, outcome[i]))
+            elif where == _TIMED_OUT:
+                report.timed_out.append(item)
+            elif where == _CHECKPOINTED:
+                report.checkpointed.append(item)
             else:
-                assert st in (EXPIRED, CANCELLED)
-                kind[i] = _SKIPPED
-        progress()
-
-    try:
-        todo: Sequence[int] = range(n)
-        if ckpt is not None:
-            done_keys = ckpt.keys()
-            for i, k in enumerate(keys):
-                if k in done_keys:
-                    kind[i] = _CHECKPOINTED
-            todo = [i for i in todo if kind[i] != _CHECKPOINTED]
-            state["done"] = n - len(todo)
-        pool._observer = observe
-        async with pool:
-            for i in todo:
-                if stop is not None and clock() >= stop:
-                    break  # the rest are skipped below, without making handles
-                h = await pool.submit(items[i])
-                h.add_done_callback(partial(finished, i))
-    finally:
-        if ckpt is not None:
-            ckpt.close()
-
-    report: BatchReport[ItemT, Any] = BatchReport()
-    for i, item in enumerate(items):
-        where = kind[i]
-        if where == _COMPLETED:
-            report.completed.append((item, outcome[i]))
-        elif where == _FAILED:
-            report.failed.append((item, outcome[i]))
-        elif where == _TIMED_OUT:
-            report.timed_out.append(item)
-        elif where == _CHECKPOINTED:
-            report.checkpointed.append(item)
-        else:
-            report.skipped.append(item)
-    now = clock()
-    report.elapsed = now - t0
-    report.wasted = state["wasted"]
-    report.deadline_reached = stop is not None and (bool(report.skipped) or now >= stop)
-    return report
+                report.skipped.append(item)
+        now = self.clock()
+        report.elapsed = now - t0
+        report.wasted = self.wasted
+        stop = self.stop
+        report.deadline_reached = stop is not None and (bool(report.skipped) or now >= stop)
+        return report

@@ -50,7 +50,7 @@ _INF = math.inf
 # estimate settles fast and still follows a drift in item cost.
 _EWMA_ALPHA = 0.2
 
-# The pool whose handler is running in this context: close() from inside a
+# The pool whose handler is running in this context: aclose() from inside a
 # handler must not wait for the drain (it would wait on itself).
 _in_handler: ContextVar[WorkerPool[Any, Any] | None] = ContextVar(
     "duetime_pool_handler", default=None
@@ -95,7 +95,7 @@ class WorkerPool(PoolQueue[ItemT, T]):
         async with duetime.WorkerPool(handler, workers=4, maxsize=100) as pool:
             h = await pool.submit(item)       # waits while the queue is full
             h = pool.submit_nowait(item)      # raises anyio.WouldBlock when full
-        # leaving the block = close() + wait for the drain
+        # leaving the block = aclose() + wait for the drain
 
     Every submitted item gets a :class:`Handle` and ends in exactly one final
     state.  Producers wait for room and workers wait for items on *separate*
@@ -270,13 +270,15 @@ class WorkerPool(PoolQueue[ItemT, T]):
         self._begin_close()
         return await exit_block(self._tg, self._wait_drained, self._abort, exc_type, exc, tb)
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         """The sentinel: accept nothing more, let queued items run, then stop.
 
-        Producers waiting for room get :exc:`anyio.ClosedResourceError`.  Waits
-        until every accepted item has finished, except when called from one of
-        this pool's own handlers (which would be waiting on itself): then it
-        returns at once.  Calling it twice is safe.
+        anyio's name for closing a resource.  Afterwards ``submit`` and
+        ``submit_nowait`` raise :exc:`anyio.ClosedResourceError`, and so do
+        producers that were waiting for room.  Waits until every accepted item
+        has finished, except when called from one of this pool's own handlers
+        (which would be waiting on itself): then it returns at once.  Calling it
+        twice is safe.
         """
         self._begin_close()
         if _in_handler.get() is self or self._state == NEW:

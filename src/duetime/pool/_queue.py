@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from anyio import ClosedResourceError, Event, WouldBlock
+from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled
 
 from .._exceptions import DeadlineExpired
 from .._handle import CANCELLED, COMPLETED, EXPIRED, QUEUED, Handle
@@ -90,14 +91,21 @@ class PoolQueue(Generic[ItemT, T]):
         :param priority: with ``WorkerPool(priority=True)``, lower runs first
             (default 0); FIFO among equal priorities
         :return: the item's :class:`Handle`
+        This is a checkpoint, as trio's and anyio's ``send`` are: a cancelled
+        caller gets the backend's cancellation before the item is accepted, and
+        once it is accepted the call still yields to other tasks, shielded, so
+        the caller never loses a handle to an item that will run.
+
         :raises anyio.ClosedResourceError: if the pool is closed (also while waiting)
         :raises RuntimeError: if the pool has not been entered
         :raises TypeError, ValueError: for a bad ``priority``
         """
+        await checkpoint_if_cancelled()
         prio = self._check_submit(priority)
         if not self._putters:
             h = self._try_submit(item, prio)
             if h is not None:
+                await cancel_shielded_checkpoint()
                 return h
         ev = Event()
         self._putters.append(ev)
@@ -142,7 +150,7 @@ class PoolQueue(Generic[ItemT, T]):
         if self._state == NEW:
             raise RuntimeError("the WorkerPool has not been entered")
         if self._state != OPEN:
-            raise ClosedResourceError
+            raise ClosedResourceError("the WorkerPool is closed")
 
     def _check_submit(self, priority: float | None) -> float:
         if priority is None:
