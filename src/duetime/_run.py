@@ -12,8 +12,9 @@ from __future__ import annotations
 import inspect
 import math
 from collections import deque
+from collections.abc import Callable
 from contextvars import Context
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from anyio import CancelScope, Event, get_cancelled_exc_class, to_thread
 
@@ -34,9 +35,47 @@ from ._handle import (
 from ._util import is_async, strip_own_frames
 
 if TYPE_CHECKING:
-    from ._engine import Engine
+    from anyio import CapacityLimiter
+    from anyio.abc import TaskGroup
 
-__all__ = ["Runners"]
+    from ._heap import TimerHeap
+    from ._unobserved import Unobserved
+
+
+class EngineView(Protocol):
+    """What runner tasks use of their engine (``_engine.Engine`` is one)."""
+
+    pending: int
+    running: int
+    completed: int
+    failed: int
+    cancelled: int
+    expired: int
+    max_late: float
+    lat: deque[float]
+    clock: Callable[[], float]
+    tg: TaskGroup | None
+    limiter: CapacityLimiter | None
+    thread_limiter: CapacityLimiter | None
+    sync_in_thread: bool
+    slow_callback_duration: float
+    base_context: Context
+    heap: TimerHeap
+    wake_at: float
+    unobserved: Unobserved
+
+    def rearm(self, when: float) -> None: ...
+
+    def check_quiet(self) -> None: ...
+
+    def crash(self, exc: BaseException) -> None: ...
+
+    def may_retry(self, when: float) -> bool: ...
+
+    def warn_blocking(self, h: Handle[Any], elapsed: float) -> None: ...
+
+
+__all__ = ["EngineView", "Runners"]
 
 _INF = math.inf
 # Runner tasks parked for reuse; beyond this an idle runner exits.
@@ -49,7 +88,7 @@ class Runners:
 
     __slots__ = ("_avail", "_burst", "_engine", "_parked", "acquiring", "q", "recheck")
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: EngineView) -> None:
         self._engine = engine
         #: Due handles waiting for a runner task.
         self.q: deque[Handle[Any]] = deque()

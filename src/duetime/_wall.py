@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._handle import Handle
 
 if TYPE_CHECKING:
-    from ._engine import Engine
+    from ._heap import TimerHeap
+
+
+class EngineView(Protocol):
+    """What the wall-clock watch uses of its engine (``_engine.Engine`` is one)."""
+
+    clock: Callable[[], float]
+    wall_clock: Callable[[], datetime]
+    heap: TimerHeap
+    wake_at: float
+
+    def rearm(self, when: float) -> None: ...
+
+    def schedule_internal(
+        self, when: float, func: Callable[[], object], wall: datetime | None = None
+    ) -> Handle[Any]: ...
+
 
 __all__ = ["WallWatch"]
 
@@ -31,7 +49,7 @@ class WallWatch:
 
     __slots__ = ("__weakref__", "_engine", "_handles", "_listening", "_offset", "_watchdog")
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: EngineView) -> None:
         self._engine = engine
         self._handles: dict[Handle[Any], None] = {}
         self._offset = 0.0
