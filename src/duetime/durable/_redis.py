@@ -99,8 +99,10 @@ class RedisStore:
     Open it with ``async with`` (the Scheduler does).  Times are the server's
     clock (``TIME``): a ``delay`` is added to it, and leases lapse by it, so the
     hosts' clocks need not agree.  Passwords, the database and TLS go in the URL:
-    ``redis://user:password@host:6379/0``, ``rediss://host:6380/0`` (TLS),
-    ``unix:///run/redis.sock?db=0``.
+    ``redis://user:password@host:6379/0`` (percent-encode ``@``, ``:`` and ``/``
+    in a password), ``rediss://host:6380/0?ssl_ca_certs=/etc/ssl/redis-ca.pem``
+    (TLS; also ``ssl_certfile``, ``ssl_keyfile``, ``ssl_cert_reqs``,
+    ``ssl_check_hostname``), ``unix:///run/redis.sock?db=0``.
 
     At startup the store logs a WARNING on the ``duetime`` logger if the server's
     ``maxmemory-policy`` is not ``noeviction`` (an evicted row is a lost entry).
@@ -167,10 +169,15 @@ class RedisStore:
             import coredis
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise ImportError("RedisStore needs coredis: pip install 'duetime[redis]'") from exc
-        client: coredis.Redis[str] = coredis.Redis.from_url(self.url, decode_responses=True)
+        client: coredis.Redis[str] = coredis.Redis.from_url(
+            self.url, decode_responses=True, decode_components=True
+        )
         stack = AsyncExitStack()
         try:
             await stack.enter_async_context(client)
+            # The first round trip: a wrong address or password fails here, plainly.
+            await client.ping()
+            await self._check_eviction(client)
             self._scripts = {
                 name: client.register_script(getattr(lua, name)) for name in lua.__all__
             }
@@ -181,10 +188,13 @@ class RedisStore:
             tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(tg.cancel_scope.cancel)
             tg.start_soon(self._listen, self._pubsub)
-            await self._check_eviction(client)
         except BaseException:
-            with anyio.CancelScope(shield=True):
+            # No shielding scope here: coredis's task groups were entered before it,
+            # and must be exited in the scope they were entered in.
+            try:
                 await stack.aclose()
+            except Exception:  # coredis re-raises the same error from its task group
+                logger.debug("RedisStore: error while closing after a failed open", exc_info=True)
             raise
         self._client = client
         self._stack = stack
