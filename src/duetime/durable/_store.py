@@ -10,11 +10,37 @@ Delivery is at least once.  :meth:`Store.claim` leases rows and gives each a
 fencing token, unique per store for its whole life; :meth:`Store.finish` and
 :meth:`Store.extend` succeed only with the current token, so a worker that lost
 its lease can neither complete nor double-complete.
+
+Refinements made by the store helper (on top of the lead's first cut):
+
+- ``NewRow.lease`` may be None: the store's default ``lease`` then applies.
+  ``NewRow`` checks itself (exactly one of ``due``/``delay``, lease > 0,
+  max_deliveries >= 1, non-empty key and task): ValueError/TypeError at the
+  call site rather than a bad row in a store.
+- ``Entry.deliveries`` counts the claims of the current attempt, the live one
+  included; :class:`Release` takes back its own claim (deliveries - 1), and
+  :class:`RetryAt`/:class:`NextOccurrence`/``retry`` reset it to 0.  A claim
+  that would make it exceed ``max_deliveries`` dead-letters the row instead
+  ("poison"), so a task that kills its worker every time stops looping.
+- Stores build :attr:`Entry.args` with :func:`entry_args`, which uses the
+  durable codec's ``decode_args`` (``duetime.durable._codec``) when it exists
+  and plain JSON otherwise; a payload it cannot decode gives ``args == ()``
+  (the worker decodes :attr:`Claim.payload` itself and dead-letters it).
+- A token stays current until the row is claimed again, replaced, cancelled
+  or finished: finishing or extending after the lease lapsed but before any
+  re-claim succeeds (nobody else can hold the row then).
+- :meth:`Store.add` is all or nothing per batch (the lead's text said "atomically
+  per row"): an ``EntryExists`` leaves the store unchanged.
+- :meth:`Store.entries` and :meth:`Store.get` never report a tombstone older
+  than ``dedupe_ttl`` (stores purge those lazily).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import importlib
+import json
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -33,6 +59,8 @@ __all__ = [
     "Release",
     "RetryAt",
     "Store",
+    "entry_args",
+    "utc",
 ]
 
 OnConflict = Literal["keep", "replace", "error"]
@@ -52,8 +80,9 @@ class Entry:
     :ivar occurrence: for a recurring series, the index of the current
         occurrence (0 for a one-shot entry)
     :ivar schedule: for a recurring series, its trigger spec (JSON text), else None
-    :ivar deliveries: claims of the current attempt that ended without a fenced
-        finish (a crashed or paused worker); compared with ``max_deliveries``
+    :ivar deliveries: claims of the current attempt (the live one included),
+        so claims beyond 1 are re-deliveries after a crashed or paused worker;
+        a claim that would exceed ``max_deliveries`` dead-letters the row
     """
 
     key: str
@@ -79,6 +108,11 @@ class NewRow:
 
     Exactly one of ``due`` (absolute epoch seconds) and ``delay`` (seconds added
     to the store's clock, so producer clock skew cannot make it early) is set.
+    ``lease`` None means the store's default lease.
+
+    :raises TypeError: a field of the wrong type
+    :raises ValueError: both or neither of ``due``/``delay``, a negative or
+        non-finite time, a lease <= 0, max_deliveries < 1, an empty key or task
     """
 
     key: str
@@ -86,9 +120,41 @@ class NewRow:
     payload: str  # JSON text of the arguments (tagged types already encoded)
     due: float | None = None
     delay: float | None = None
-    lease: float = 30.0
+    lease: float | None = None
     max_deliveries: int = 5
     schedule: str | None = None  # JSON text of a recurring trigger and its policies
+
+    def __post_init__(self) -> None:
+        for name in ("key", "task", "payload"):
+            value = getattr(self, name)
+            if not isinstance(value, str):
+                raise TypeError(f"NewRow.{name} must be a str, not {type(value).__name__}")
+        if not self.key or not self.task:
+            raise ValueError("NewRow needs a non-empty key and task")
+        if (self.due is None) == (self.delay is None):
+            raise ValueError("NewRow needs exactly one of due= and delay=")
+        when = self.due if self.due is not None else self.delay
+        if isinstance(when, bool) or not isinstance(when, int | float) or not math.isfinite(when):
+            raise ValueError(f"NewRow due/delay must be a finite number, not {when!r}")
+        if self.delay is not None and self.delay < 0:
+            raise ValueError(f"NewRow.delay must be >= 0, not {self.delay!r}")
+        if self.lease is not None and (
+            isinstance(self.lease, bool)
+            or not isinstance(self.lease, int | float)
+            or not math.isfinite(self.lease)
+            or self.lease <= 0
+        ):
+            raise ValueError(f"NewRow.lease must be a positive number or None, not {self.lease!r}")
+        if (
+            isinstance(self.max_deliveries, bool)
+            or not isinstance(self.max_deliveries, int)
+            or self.max_deliveries < 1
+        ):
+            raise ValueError(
+                f"NewRow.max_deliveries must be an int >= 1, not {self.max_deliveries!r}"
+            )
+        if self.schedule is not None and not isinstance(self.schedule, str):
+            raise TypeError("NewRow.schedule must be a str (JSON text) or None")
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +212,8 @@ class Dead:
 
 @dataclass(frozen=True, slots=True)
 class Release:
-    """Give the lease back unrun (shutdown): PENDING again, this claim not counted."""
+    """Give the lease back unrun (shutdown): PENDING again at its due time, this
+    claim not counted (deliveries - 1)."""
 
 
 Outcome = Done | RetryAt | NextOccurrence | Dead | Release
@@ -171,7 +238,9 @@ class Store(Protocol):
         """The store's clock, in UTC epoch seconds."""
 
     async def add(self, rows: Sequence[NewRow], *, on_conflict: OnConflict = "keep") -> list[Entry]:
-        """Insert rows atomically per row, idempotent by key.
+        """Insert rows, idempotent by key; the batch is one atomic step (if any row
+        raises, none is inserted; a key repeated in one batch conflicts with its
+        earlier row).
 
         ``"keep"`` returns an existing entry (tombstones included) unchanged,
         ``"replace"`` replaces one that is not RUNNING, ``"error"`` raises
@@ -194,7 +263,8 @@ class Store(Protocol):
         its ``max_deliveries`` is dead-lettered instead of returned."""
 
     async def extend(self, claims: Sequence[tuple[str, int]]) -> list[bool]:
-        """Renew the leases of ``(key, token)`` pairs by each row's lease, in one call."""
+        """Renew the leases of ``(key, token)`` pairs to now + each row's lease, in
+        one call; False for a pair whose token is no longer current."""
 
     async def finish(self, key: str, token: int, outcome: Outcome) -> bool:
         """Apply ``outcome`` if ``token`` is still current; False (no change) otherwise."""
@@ -216,3 +286,30 @@ class Store(Protocol):
 def utc(ts: float) -> datetime:
     """Epoch seconds to an aware UTC datetime."""
     return datetime.fromtimestamp(ts, UTC)
+
+
+_decoder: Callable[[str], Any] | None = None
+
+
+def _plain_json(payload: str) -> Any:
+    return json.loads(payload)
+
+
+def entry_args(payload: str) -> tuple[Any, ...]:
+    """The positional arguments of a stored payload, for :attr:`Entry.args`.
+
+    Uses ``duetime.durable._codec.decode_args`` (the tagged-type codec) when that
+    module exists, else plain JSON.  Never raises: an undecodable payload gives
+    ``()`` (the worker decodes :attr:`Claim.payload` itself and dead-letters it).
+    """
+    global _decoder
+    if _decoder is None:
+        try:
+            _decoder = importlib.import_module("duetime.durable._codec").decode_args
+        except (ImportError, AttributeError):
+            _decoder = _plain_json
+    try:
+        args = _decoder(payload)
+    except Exception:
+        return ()
+    return tuple(args) if isinstance(args, list | tuple) else ()

@@ -1,0 +1,582 @@
+"""SQLiteStore: the embedded durable store (one file, several processes on one host).
+
+Stdlib ``sqlite3`` driven through ``anyio.to_thread`` with a limiter of one, so
+it runs on asyncio and trio alike (aiosqlite is asyncio-only).  One connection
+per store object; WAL so readers never block the writer; every write in
+``BEGIN IMMEDIATE`` so a transaction takes the write lock up front (no
+read-to-write upgrade deadlock between processes) and waits ``busy_timeout``
+for it.  Claims are one ``UPDATE ... FROM ... RETURNING``; fencing tokens come
+from a counter row bumped in the same transaction, so they are unique for the
+file's whole life.  Another process's commit is seen through ``PRAGMA
+data_version``, polled every ``poll`` seconds by :meth:`SQLiteStore.wait_changed`.
+
+A file that is not a duetime store (not SQLite, another application's
+database, or another duetime schema version) is refused before anything is
+written to it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
+
+from .._exceptions import EntryExists
+from .._handle import Status
+from ._store import (
+    Claim,
+    Dead,
+    Done,
+    Entry,
+    NewRow,
+    NextOccurrence,
+    OnConflict,
+    Outcome,
+    Release,
+    RetryAt,
+    entry_args,
+    utc,
+)
+
+__all__ = ["SQLiteStore"]
+
+_T = TypeVar("_T")
+
+APPLICATION_ID = 0x64756574  #: ``PRAGMA application_id`` of a duetime store ("duet")
+SCHEMA_VERSION = 1  #: ``PRAGMA user_version`` of the schema this module reads and writes
+_HEADER = b"SQLite format 3\x00"
+_TABLES = {"duetime_meta", "duetime_entries"}
+
+# Status codes in the file (stable: part of the schema).
+_P, _R, _C, _F = 0, 1, 2, 3
+_STATUS = {_P: Status.PENDING, _R: Status.RUNNING, _C: Status.COMPLETED, _F: Status.FAILED}
+
+_SCHEMA = """
+CREATE TABLE duetime_meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);
+CREATE TABLE duetime_entries (
+    key TEXT PRIMARY KEY,
+    task TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    due REAL NOT NULL,
+    visible_at REAL,          -- claimable from: due if PENDING, lease end if RUNNING, else NULL
+    lease REAL NOT NULL,
+    lease_until REAL,
+    token INTEGER NOT NULL DEFAULT 0,
+    owner TEXT,
+    attempt INTEGER NOT NULL DEFAULT 1,
+    deliveries INTEGER NOT NULL DEFAULT 0,
+    max_deliveries INTEGER NOT NULL,
+    occurrence INTEGER NOT NULL DEFAULT 0,
+    schedule TEXT,
+    last_error TEXT,
+    expires_at REAL           -- tombstones: deleted (lazily) from then on
+);
+CREATE INDEX duetime_entries_visible ON duetime_entries (visible_at) WHERE visible_at IS NOT NULL;
+CREATE INDEX duetime_entries_expires ON duetime_entries (expires_at) WHERE expires_at IS NOT NULL;
+CREATE INDEX duetime_entries_due ON duetime_entries (status, due);
+INSERT INTO duetime_meta (k, v) VALUES ('token', 0);
+"""
+
+_ENTRY = "key, task, payload, status, due, attempt, last_error, occurrence, schedule, deliveries"
+_CLAIM = _ENTRY + ", token, lease_until, lease"
+_LIVE = "(expires_at IS NULL OR expires_at > ?)"
+
+_INSERT = (
+    "INSERT INTO duetime_entries (key, task, payload, status, due, visible_at, lease,"
+    " max_deliveries, schedule) VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?)"
+)
+_REPLACE = (
+    " ON CONFLICT (key) DO UPDATE SET task = excluded.task, payload = excluded.payload,"
+    " status = 0, due = excluded.due, visible_at = excluded.visible_at, lease = excluded.lease,"
+    " lease_until = NULL, token = 0, owner = NULL, attempt = 1, deliveries = 0,"
+    " max_deliveries = excluded.max_deliveries, occurrence = 0, schedule = excluded.schedule,"
+    " last_error = NULL, expires_at = NULL WHERE duetime_entries.status != 1"
+)
+
+_POISON = """
+UPDATE duetime_entries SET status = 3, visible_at = NULL, owner = NULL, lease_until = NULL,
+    last_error = 'poison: delivered ' || deliveries || ' times (max_deliveries=' || max_deliveries
+        || ') without a fenced finish; its worker died or lost its lease each time'
+WHERE key IN (SELECT key FROM duetime_entries WHERE visible_at <= ? ORDER BY visible_at LIMIT ?)
+    AND deliveries >= max_deliveries
+"""
+_CLAIM_SQL = f"""
+WITH picked AS (
+    SELECT key, row_number() OVER (ORDER BY visible_at) AS rn FROM (
+        SELECT key, visible_at FROM duetime_entries
+        WHERE visible_at <= :now AND deliveries < max_deliveries
+        ORDER BY visible_at LIMIT :n))
+UPDATE duetime_entries SET status = 1, owner = :owner, token = :base + picked.rn,
+    deliveries = deliveries + 1, lease_until = :now + lease, visible_at = :now + lease
+FROM picked WHERE duetime_entries.key = picked.key
+RETURNING {_CLAIM}
+"""
+_FENCE = " WHERE key = ? AND token = ? AND status = 1"
+_UNLEASE = "visible_at = NULL, lease_until = NULL, owner = NULL"
+_DONE = f"UPDATE duetime_entries SET status = 2, {_UNLEASE}, expires_at = ?"
+_RETRY_AT = (
+    "UPDATE duetime_entries SET status = 0, due = ?, visible_at = ?, lease_until = NULL,"
+    " owner = NULL, attempt = attempt + 1, deliveries = 0, last_error = ?"
+)
+_NEXT = (
+    "UPDATE duetime_entries SET status = 0, due = ?, visible_at = ?, lease_until = NULL,"
+    " owner = NULL, occurrence = occurrence + 1, attempt = 1, deliveries = 0, last_error = ?"
+)
+_DEAD = f"UPDATE duetime_entries SET status = 3, {_UNLEASE}, last_error = ?"
+_RELEASE = (
+    "UPDATE duetime_entries SET status = 0, visible_at = due, lease_until = NULL, owner = NULL,"
+    " deliveries = max(0, deliveries - 1)"
+)
+
+
+class NotAStore(ValueError):
+    """The file exists but is not a duetime store of this schema version (left untouched)."""
+
+
+class SQLiteStore:
+    """The embedded durable store: one SQLite file, shared safely by the processes of one host.
+
+    Use it as ``async with SQLiteStore("jobs.db") as store`` (the Scheduler
+    does this when given ``store=``).  The file is created with mode 0600
+    (SQLite gives its ``-wal`` and ``-shm`` files the same mode).  Times are
+    the host's wall clock (``time.time``) unless ``clock`` is given.
+
+    :param path: the database file (str or PathLike); created if absent
+    :param lease: the default lease in seconds, for rows that carry none
+    :param poll: how often :meth:`wait_changed` checks for another process's
+        commit (``PRAGMA data_version``, a few microseconds)
+    :param dedupe_ttl: how long a completed key is kept as a tombstone
+    :param busy_timeout: how long a write waits for another process's
+        write lock before failing with ``sqlite3.OperationalError``
+    :param clock: the store's clock in UTC epoch seconds (tests inject a
+        virtual one); called on the event-loop thread
+    :raises TypeError: ``path`` is not a str or PathLike
+    :raises ValueError: a non-positive lease, poll, dedupe_ttl or busy_timeout
+    :raises RuntimeError: the linked SQLite is older than 3.35 (no RETURNING)
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        lease: float = 30.0,
+        poll: float = 0.25,
+        dedupe_ttl: float = 86400.0,
+        busy_timeout: float = 30.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not isinstance(path, str | os.PathLike):
+            raise TypeError(
+                f"SQLiteStore path must be a str or PathLike, not {type(path).__name__}"
+            )
+        for name, value in (("lease", lease), ("poll", poll), ("dedupe_ttl", dedupe_ttl)):
+            _positive(name, value)
+        _positive("busy_timeout", busy_timeout)
+        if sqlite3.sqlite_version_info < (3, 35, 0):
+            raise RuntimeError(
+                "SQLiteStore needs SQLite >= 3.35 (UPDATE ... RETURNING);"
+                f" this Python links {sqlite3.sqlite_version}"
+            )
+        self.path = os.fspath(path)
+        self.lease = float(lease)
+        self.poll = float(poll)
+        self.dedupe_ttl = float(dedupe_ttl)
+        self._busy_ms = int(busy_timeout * 1000)
+        self._clock = clock
+        self._conn: sqlite3.Connection | None = None
+        self._limiter: anyio.CapacityLimiter | None = None
+        self._data_version = 0
+        self._changed: anyio.Event | None = None
+
+    def __repr__(self) -> str:
+        state = "open" if self._conn is not None else "closed"
+        return f"<SQLiteStore {self.path!r} {state} lease={self.lease}>"
+
+    # -- opening and closing ------------------------------------------------------
+
+    async def __aenter__(self) -> SQLiteStore:
+        """Open (and if new, create) the file.
+
+        :raises NotAStore: the file is not a duetime store of this schema version
+        :raises RuntimeError: the store is already open
+        """
+        if self._conn is not None:
+            raise RuntimeError("this SQLiteStore is already open")
+        self._limiter = anyio.CapacityLimiter(1)
+        self._conn = await anyio.to_thread.run_sync(self._open, limiter=self._limiter)
+        self._data_version = await self._run(_data_version)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await anyio.to_thread.run_sync(conn.close, limiter=self._limiter)
+
+    def _open(self) -> sqlite3.Connection:
+        created = _create_private(self.path)
+        if not created:
+            _check_existing(self.path)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                _init_schema(conn, self.path)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    # -- plumbing ---------------------------------------------------------------
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        conn = self._conn
+        if conn is None:
+            raise RuntimeError("SQLiteStore is not open: use it as `async with store:`")
+        return await anyio.to_thread.run_sync(fn, conn, limiter=self._limiter)
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        return await self._run(lambda conn: _transaction(conn, fn))
+
+    def _now(self) -> float:
+        return float(self._clock())
+
+    def _wake(self) -> None:
+        """Wake this process's waiters (our own commits do not change data_version)."""
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    # -- the Store protocol -----------------------------------------------------
+
+    async def time(self) -> float:
+        """The store's clock (the host's wall clock by default), in UTC epoch seconds."""
+        return self._now()
+
+    async def add(self, rows: Sequence[NewRow], *, on_conflict: OnConflict = "keep") -> list[Entry]:
+        """Insert rows, idempotent by key, all in one transaction (see ``Store.add``).
+
+        :raises EntryExists: ``on_conflict="error"`` and a key exists (tombstones
+            included), or ``"replace"`` of a RUNNING entry; nothing is inserted
+        :raises ValueError: an unknown ``on_conflict``
+        :raises TypeError: a row that is not a NewRow
+        """
+        if on_conflict not in ("keep", "replace", "error"):
+            raise ValueError(
+                f"on_conflict must be 'keep', 'replace' or 'error', not {on_conflict!r}"
+            )
+        for new in rows:
+            if not isinstance(new, NewRow):
+                raise TypeError(f"add() takes NewRow values, not {type(new).__name__}")
+        if not rows:
+            return []
+        now = self._now()
+        params = []
+        for new in rows:
+            due = new.due if new.due is not None else now + (new.delay or 0.0)
+            lease = new.lease if new.lease is not None else self.lease
+            params.append(
+                (new.key, new.task, new.payload, due, due, lease, new.max_deliveries, new.schedule)
+            )
+        insert = _INSERT + (
+            _REPLACE if on_conflict == "replace" else " ON CONFLICT (key) DO NOTHING"
+        )
+        insert += f" RETURNING {_ENTRY}"
+
+        def work(conn: sqlite3.Connection) -> list[Entry]:
+            conn.execute("DELETE FROM duetime_entries WHERE expires_at <= ?", (now,))
+            out = []
+            for p in params:
+                got = conn.execute(insert, p).fetchone()
+                if got is None:
+                    if on_conflict == "keep":
+                        got = conn.execute(
+                            f"SELECT {_ENTRY} FROM duetime_entries WHERE key = ?", (p[0],)
+                        ).fetchone()
+                    elif on_conflict == "replace":
+                        raise EntryExists(
+                            f"durable entry {p[0]!r} is running and cannot be replaced"
+                        )
+                    else:
+                        raise EntryExists(f"a durable entry with key {p[0]!r} already exists")
+                out.append(_entry(got))
+            return out
+
+        entries = await self._write(work)
+        self._wake()
+        return entries
+
+    async def cancel(self, key: str) -> bool:
+        """Delete a PENDING or FAILED row; False if absent, RUNNING or finished."""
+        sql = "DELETE FROM duetime_entries WHERE key = ? AND status IN (0, 3)"
+        return await self._write(lambda c: c.execute(sql, (key,)).rowcount == 1)
+
+    async def get(self, key: str) -> Entry | None:
+        """The entry stored under ``key`` (tombstones included), or None."""
+        now = self._now()
+        sql = f"SELECT {_ENTRY} FROM duetime_entries WHERE key = ? AND {_LIVE}"
+        got = await self._run(lambda c: c.execute(sql, (key, now)).fetchone())
+        return None if got is None else _entry(got)
+
+    async def entries(self, *, status: Status | None = None, limit: int = 1000) -> list[Entry]:
+        """Entries by due time (then key), optionally only those with ``status``.
+
+        :raises ValueError: a status no store row has (EXPIRED, CANCELLED)
+        """
+        now = self._now()
+        where, args = _LIVE, [now]
+        if status is not None:
+            code = {v: k for k, v in _STATUS.items()}.get(Status(status))
+            if code is None:
+                return []
+            where += " AND status = ?"
+            args.append(code)
+        sql = f"SELECT {_ENTRY} FROM duetime_entries WHERE {where} ORDER BY due, key LIMIT ?"
+        got = await self._run(lambda c: c.execute(sql, (*args, max(0, limit))).fetchall())
+        return [_entry(r) for r in got]
+
+    async def claim(self, owner: str, limit: int) -> list[Claim]:
+        """Lease up to ``limit`` claimable rows, earliest first, each with a new token.
+
+        A row whose claim would exceed its ``max_deliveries`` is dead-lettered
+        (FAILED, "poison") instead.
+
+        :raises ValueError: a negative limit
+        """
+        if limit < 0:
+            raise ValueError(f"claim limit must be >= 0, not {limit!r}")
+        if limit == 0:
+            return []
+        now = self._now()
+
+        def work(conn: sqlite3.Connection) -> list[Any]:
+            # A read first: an idle worker must not take the write lock for nothing.
+            probe = "SELECT 1 FROM duetime_entries WHERE visible_at <= ? LIMIT 1"
+            if conn.execute(probe, (now,)).fetchone() is None:
+                return []
+
+            def claim(conn: sqlite3.Connection) -> list[Any]:
+                conn.execute(_POISON, (now, limit))
+                (base,) = conn.execute("SELECT v FROM duetime_meta WHERE k = 'token'").fetchone()
+                got = conn.execute(
+                    _CLAIM_SQL, {"now": now, "n": limit, "owner": owner, "base": base}
+                ).fetchall()
+                if got:
+                    conn.execute("UPDATE duetime_meta SET v = v + ? WHERE k = 'token'", (len(got),))
+                return got
+
+            return _transaction(conn, claim)
+
+        got = await self._run(work)
+        got.sort(key=lambda r: r[10])  # by token: the order they were picked in
+        return [Claim(_entry(r), r[2], r[10], r[11], r[12]) for r in got]
+
+    async def extend(self, claims: Sequence[tuple[str, int]]) -> list[bool]:
+        """Renew the leases of ``(key, token)`` pairs to now + each row's lease, in one go."""
+        pairs = [(key, token) for key, token in claims]
+        if not pairs:
+            return []
+        now = self._now()
+        sql = "UPDATE duetime_entries SET lease_until = ? + lease, visible_at = ? + lease" + _FENCE
+
+        def work(conn: sqlite3.Connection) -> list[bool]:
+            return [conn.execute(sql, (now, now, key, token)).rowcount == 1 for key, token in pairs]
+
+        return await self._write(work)
+
+    async def finish(self, key: str, token: int, outcome: Outcome) -> bool:
+        """Apply ``outcome`` if ``token`` is still current; False (no change) otherwise.
+
+        :raises TypeError: ``outcome`` is not one of the outcome types
+        """
+        now = self._now()
+        sql: str
+        args: tuple[Any, ...]
+        if isinstance(outcome, Done):
+            sql, args = _DONE, (now + self.dedupe_ttl,)
+        elif isinstance(outcome, RetryAt):
+            sql, args = _RETRY_AT, (outcome.at, outcome.at, outcome.error)
+        elif isinstance(outcome, NextOccurrence):
+            sql, args = _NEXT, (outcome.due, outcome.due, outcome.error)
+        elif isinstance(outcome, Dead):
+            sql, args = _DEAD, (outcome.error,)
+        elif isinstance(outcome, Release):
+            sql, args = _RELEASE, ()
+        else:
+            raise TypeError(f"finish() takes an outcome (Done, RetryAt, ...), not {outcome!r}")
+        full = sql + _FENCE
+        ok = await self._write(lambda c: c.execute(full, (*args, key, token)).rowcount == 1)
+        if ok and not isinstance(outcome, Done | Dead):
+            self._wake()
+        return ok
+
+    async def retry(self, key: str) -> bool:
+        """Make a FAILED row PENDING again, due now, attempt 1; False if not FAILED."""
+        now = self._now()
+        sql = (
+            "UPDATE duetime_entries SET status = 0, due = ?, visible_at = ?, attempt = 1,"
+            " deliveries = 0 WHERE key = ? AND status = 3"
+        )
+        ok = await self._write(lambda c: c.execute(sql, (now, now, key)).rowcount == 1)
+        if ok:
+            self._wake()
+        return ok
+
+    async def delete(self, key: str) -> bool:
+        """Delete a row that is not RUNNING (tombstones and dead letters included)."""
+        now = self._now()
+        sql = f"DELETE FROM duetime_entries WHERE key = ? AND status != 1 AND {_LIVE}"
+        return await self._write(lambda c: c.execute(sql, (key, now)).rowcount == 1)
+
+    async def head(self) -> float | None:
+        """When the earliest row becomes claimable (due time or lease end), or None."""
+        sql = "SELECT min(visible_at) FROM duetime_entries WHERE visible_at IS NOT NULL"
+        got = await self._run(lambda c: c.execute(sql).fetchone())
+        return None if got is None or got[0] is None else float(got[0])
+
+    async def wait_changed(self, timeout: float) -> None:
+        """Return when a writer may have moved the head earlier, or after ``timeout`` seconds.
+
+        Another process's commit is noticed within ``poll`` seconds (``PRAGMA
+        data_version``); this store object's own writes wake at once.  A commit
+        since the previous call returns at once (a spurious wake-up is harmless).
+        """
+        if self._changed is None:
+            self._changed = anyio.Event()
+        event = self._changed
+        deadline = anyio.current_time() + max(0.0, timeout)
+        while True:
+            version = await self._run(_data_version)
+            if version != self._data_version:
+                self._data_version = version
+                return
+            remaining = deadline - anyio.current_time()
+            if remaining <= 0:
+                return
+            with anyio.move_on_after(min(self.poll, remaining)):
+                await event.wait()
+                return
+
+
+# -- helpers run in the worker thread ------------------------------------------------
+
+
+def _transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = fn(conn)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return result
+
+
+def _data_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+
+def _create_private(path: str) -> bool:
+    """Create ``path`` empty with mode 0600 if absent; True if this call created it."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    os.close(fd)
+    return True
+
+
+def _check_existing(path: str) -> None:
+    """Refuse a file that is not a duetime store from its header alone (nothing is
+    written).  A SQLite file of unknown application id 0 is checked again, by its
+    tables, inside the first transaction (:func:`_init_schema`)."""
+    try:
+        with open(path, "rb") as f:
+            header = f.read(100)
+    except IsADirectoryError:
+        raise NotAStore(f"{path!r} is a directory, not a duetime store") from None
+    if not header:
+        return  # an empty file: a new database
+    if not header.startswith(_HEADER) or len(header) < 100:
+        raise NotAStore(f"{path!r} is not a SQLite database; refusing to use it as a duetime store")
+    version = int.from_bytes(header[60:64], "big", signed=True)
+    app = int.from_bytes(header[68:72], "big", signed=True)
+    if app not in (0, APPLICATION_ID) or (app == APPLICATION_ID and version != SCHEMA_VERSION):
+        _judge(path, app, version, None)
+
+
+def _check_identity(conn: sqlite3.Connection, path: str) -> bool:
+    """True if ``conn`` holds a duetime store, False if it is empty; else raise NotAStore."""
+    app = conn.execute("PRAGMA application_id").fetchone()[0]
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")}
+    return _judge(path, app, version, tables)
+
+
+def _judge(path: str, app: int, version: int, tables: set[str] | None) -> bool:
+    """True for a duetime store, False for an empty database; else raise NotAStore."""
+    if app == APPLICATION_ID:
+        if version != SCHEMA_VERSION:
+            raise NotAStore(
+                f"{path!r} is a duetime store of schema version {version}; this duetime reads"
+                f" version {SCHEMA_VERSION}. Use a matching duetime version (the file was left"
+                " untouched)."
+            )
+        if tables is not None and not tables >= _TABLES:
+            raise NotAStore(
+                f"{path!r} claims to be a duetime store but lacks its tables; refusing to use it"
+            )
+        return True
+    if app == 0 and version == 0 and tables is not None and not tables:
+        return False
+    what = f"application_id={app}" + (f", tables {sorted(tables)[:5]}" if tables else "")
+    raise NotAStore(
+        f"{path!r} is a SQLite database of another application ({what}); refusing to use it"
+        " as a duetime store (the file was left untouched)"
+    )
+
+
+def _init_schema(conn: sqlite3.Connection, path: str) -> None:
+    """Inside BEGIN IMMEDIATE: check the file again (another process may have won a
+    race), and create the schema if the database is empty."""
+    if _check_identity(conn, path):
+        return
+    # (executescript would COMMIT first: run the statements one by one)
+    for statement in _SCHEMA.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def _entry(r: Sequence[Any]) -> Entry:
+    return Entry(
+        key=r[0],
+        task=r[1],
+        args=entry_args(r[2]),
+        due=utc(r[4]),
+        status=_STATUS[r[3]],
+        attempt=r[5],
+        last_error=r[6],
+        occurrence=r[7],
+        schedule=r[8],
+        deliveries=r[9],
+    )
+
+
+def _positive(name: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not (0 < value < math.inf):
+        raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")

@@ -1,0 +1,476 @@
+"""The durable-store conformance suite: what every :class:`duetime.durable.Store` must do.
+
+Reuse it by subclassing :class:`StoreConformance` in a test module and
+implementing :meth:`StoreConformance.make_store`::
+
+    class TestMyStore(StoreConformance):
+        def make_store(self, tmp_path, **options):
+            return MyStore(..., clock=loop_epoch_clock(), **options)
+
+Every test runs on asyncio and trio through the ``anyio_backend`` fixture
+(virtual clocks).  Time moves with :meth:`StoreConformance.advance` (a plain
+``anyio.sleep`` by default), so a store whose clock follows the loop clock
+(``MemoryStore``'s default, or ``loop_epoch_clock()`` injected) sees leases
+lapse without real waits.  ``options`` are ``lease`` and ``dedupe_ttl``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from duetime import Status
+from duetime._exceptions import EntryExists
+from duetime.durable._store import (
+    Claim,
+    Dead,
+    Done,
+    NewRow,
+    NextOccurrence,
+    Release,
+    RetryAt,
+    Store,
+)
+
+pytestmark = pytest.mark.anyio
+
+START = 1704067200.0  # 2024-01-01T00:00Z
+
+
+def loop_epoch_clock(start: float = START) -> Callable[[], float]:
+    """A store clock (epoch seconds) that advances with the event loop's clock."""
+    t0 = anyio.current_time()
+    return lambda: start + (anyio.current_time() - t0)
+
+
+def row(key: str, *args: Any, task: str = "t", **kw: Any) -> NewRow:
+    """A NewRow due now unless ``due``/``delay`` is given."""
+    if "due" not in kw and "delay" not in kw:
+        kw["delay"] = 0.0
+    return NewRow(key=key, task=task, payload=json.dumps(list(args)), **kw)
+
+
+class StoreConformance:
+    """The suite.  Subclasses implement :meth:`make_store` (and may override :meth:`advance`)."""
+
+    def make_store(self, tmp_path: Path, **options: Any) -> Store:
+        raise NotImplementedError
+
+    async def advance(self, seconds: float) -> None:
+        """Move the store's clock forward by ``seconds``."""
+        await anyio.sleep(seconds)
+
+    @pytest.fixture
+    async def store(self, anyio_backend: Any, tmp_path: Path) -> AsyncIterator[Store]:
+        async with self.make_store(tmp_path, lease=10.0) as s:
+            yield s
+
+    # -- add ------------------------------------------------------------------
+
+    async def test_add_then_get(self, store: Store) -> None:
+        now = await store.time()
+        [e] = await store.add([row("a", 1, "x", task="mail.send", due=now + 5)])
+        assert (e.key, e.task, e.args, e.status) == ("a", "mail.send", (1, "x"), Status.PENDING)
+        assert e.due.timestamp() == pytest.approx(now + 5)
+        assert (e.attempt, e.occurrence, e.deliveries, e.last_error, e.schedule) == (
+            1,
+            0,
+            0,
+            None,
+            None,
+        )
+        assert await store.get("a") == e
+        assert await store.get("missing") is None
+
+    async def test_delay_is_added_to_the_store_clock(self, store: Store) -> None:
+        await self.advance(100)
+        now = await store.time()
+        [e] = await store.add([row("a", delay=30)])
+        assert now + 30 <= e.due.timestamp() <= now + 31
+
+    async def test_keep_returns_the_existing_entry(self, store: Store) -> None:
+        [first] = await store.add([row("a", 1, delay=5)])
+        [again] = await store.add([row("a", 2, task="other", delay=50)])
+        assert again == first
+        assert (await store.get("a")) == first
+
+    async def test_keep_sees_a_tombstone(self, store: Store) -> None:
+        await store.add([row("a")])
+        [c] = await store.claim("w", 1)
+        assert await store.finish("a", c.token, Done())
+        [e] = await store.add([row("a")])
+        assert e.status is Status.COMPLETED
+        assert await store.claim("w", 10) == []
+
+    async def test_tombstone_expires_after_dedupe_ttl(
+        self, tmp_path: Path, anyio_backend: Any
+    ) -> None:
+        async with self.make_store(tmp_path, dedupe_ttl=60.0) as store:
+            await store.add([row("a")])
+            [c] = await store.claim("w", 1)
+            await store.finish("a", c.token, Done())
+            await self.advance(30)
+            assert (await store.get("a")) is not None
+            await self.advance(31)
+            assert await store.get("a") is None
+            [e] = await store.add([row("a")])
+            assert e.status is Status.PENDING
+
+    async def test_replace(self, store: Store) -> None:
+        await store.add([row("a", 1, delay=5)])
+        [e] = await store.add([row("a", 2, task="u", delay=9)], on_conflict="replace")
+        assert (e.task, e.args, e.status) == ("u", (2,), Status.PENDING)
+        assert await store.get("a") == e
+
+    async def test_replace_a_tombstone_or_dead_letter(self, store: Store) -> None:
+        await store.add([row("a"), row("b")])
+        ca, cb = sorted(await store.claim("w", 2), key=lambda c: c.entry.key)
+        await store.finish("a", ca.token, Done())
+        await store.finish("b", cb.token, Dead("boom"))
+        out = await store.add([row("a", 7), row("b", 8)], on_conflict="replace")
+        assert [(e.status, e.args) for e in out] == [(Status.PENDING, (7,)), (Status.PENDING, (8,))]
+
+    async def test_replace_never_a_running_entry(self, store: Store) -> None:
+        await store.add([row("a", 1)])
+        [c] = await store.claim("w", 1)
+        with pytest.raises(EntryExists):
+            await store.add([row("a", 2)], on_conflict="replace")
+        e = await store.get("a")
+        assert e is not None
+        assert e.status is Status.RUNNING
+        assert e.args == (1,)
+        assert await store.finish("a", c.token, Done())
+
+    async def test_error_on_any_existing_key(self, store: Store) -> None:
+        await store.add([row("a"), row("b")])
+        with pytest.raises(EntryExists):
+            await store.add([row("a")], on_conflict="error")
+        [c] = await store.claim("w", 1)
+        await store.finish(c.entry.key, c.token, Done())
+        with pytest.raises(EntryExists):  # a tombstone counts
+            await store.add([row(c.entry.key)], on_conflict="error")
+
+    async def test_error_inserts_nothing_of_the_batch(self, store: Store) -> None:
+        await store.add([row("b")])
+        with pytest.raises(EntryExists):
+            await store.add([row("a"), row("b"), row("c")], on_conflict="error")
+        assert await store.get("a") is None
+        assert await store.get("c") is None
+
+    async def test_batch_add(self, store: Store) -> None:
+        out = await store.add([row(f"k{i}", i, delay=i) for i in range(250)])
+        assert [e.key for e in out] == [f"k{i}" for i in range(250)]
+        assert len(await store.entries(limit=1000)) == 250
+        assert await store.add([]) == []
+
+    async def test_bad_on_conflict(self, store: Store) -> None:
+        with pytest.raises(ValueError, match="on_conflict"):
+            await store.add([row("a")], on_conflict="merge")  # type: ignore[arg-type]
+
+    async def test_row_lease_wins_over_the_store_default(self, store: Store) -> None:
+        await store.add([row("a", lease=3.0), row("b")])
+        by_key = {c.entry.key: c for c in await store.claim("w", 2)}
+        now = await store.time()
+        assert by_key["a"].lease == 3.0
+        assert by_key["b"].lease == store.lease == 10.0
+        assert by_key["a"].lease_until == pytest.approx(now + 3.0, abs=1)
+
+    # -- cancel -----------------------------------------------------------------
+
+    async def test_cancel(self, store: Store) -> None:
+        await store.add([row("p", delay=50), row("r"), row("f"), row("d")])
+        claims = {c.entry.key: c for c in await store.claim("w", 10)}
+        assert set(claims) == {"r", "f", "d"}
+        await store.finish("f", claims["f"].token, Dead("x"))
+        await store.finish("d", claims["d"].token, Done())
+        assert await store.cancel("p") is True
+        assert await store.cancel("f") is True
+        assert await store.cancel("r") is False  # running: not interrupted
+        assert await store.cancel("d") is False  # finished
+        assert await store.cancel("nope") is False
+        assert await store.get("p") is None
+        assert await store.get("f") is None
+        assert (await store.get("r")) is not None
+
+    # -- claim ----------------------------------------------------------------
+
+    async def test_claim_leases_with_a_token(self, store: Store) -> None:
+        await store.add([row("a", 1)])
+        now = await store.time()
+        [c] = await store.claim("w1", 5)
+        assert isinstance(c, Claim)
+        assert c.entry.key == "a"
+        assert c.entry.status is Status.RUNNING
+        assert c.entry.deliveries == 1
+        assert json.loads(c.payload) == [1]
+        assert c.lease == 10.0
+        assert c.lease_until == pytest.approx(now + 10.0, abs=1)
+        assert isinstance(c.token, int)
+        assert (await store.get("a")).status is Status.RUNNING  # type: ignore[union-attr]
+        assert await store.claim("w2", 5) == []  # leased
+
+    async def test_claim_only_due_rows_earliest_first_up_to_limit(self, store: Store) -> None:
+        now = await store.time()
+        await store.add([row("late", due=now + 100), row("c", due=now - 1), row("a", due=now - 3)])
+        await store.add([row("b", due=now - 2)])
+        first = await store.claim("w", 2)
+        assert [c.entry.key for c in first] == ["a", "b"]
+        second = await store.claim("w", 5)
+        assert [c.entry.key for c in second] == ["c"]
+        assert await store.claim("w", 5) == []
+        for c in first + second:
+            await store.finish(c.entry.key, c.token, Done())
+        assert await store.claim("w", 0) == []
+        await self.advance(101)
+        assert [c.entry.key for c in await store.claim("w", 5)] == ["late"]
+
+    async def test_tokens_strictly_increase_and_are_never_reused(self, store: Store) -> None:
+        tokens: list[int] = []
+        await store.add([row(f"k{i}") for i in range(5)])
+        batch = await store.claim("w", 5)
+        tokens += [c.token for c in batch]
+        for c in batch:
+            await store.finish(c.entry.key, c.token, Done())
+        # replace the tombstones, cancel some, re-add: tokens still go up
+        await store.add([row(f"k{i}") for i in range(5)], on_conflict="replace")
+        assert await store.cancel("k0")
+        assert await store.cancel("k1")
+        await store.add([row("k0"), row("k1")])
+        again = await store.claim("w", 10)
+        assert len(again) == 5
+        tokens += [c.token for c in again]
+        assert tokens == sorted(tokens)
+        assert len(set(tokens)) == len(tokens)
+
+    # -- leases, fencing ------------------------------------------------------
+
+    async def test_lapsed_lease_is_claimed_again_and_the_old_token_is_fenced(
+        self, store: Store
+    ) -> None:
+        await store.add([row("a")])
+        [old] = await store.claim("w1", 1)
+        await self.advance(5)
+        assert await store.claim("w2", 1) == []  # lease still held
+        await self.advance(6)
+        [new] = await store.claim("w2", 1)
+        assert new.entry.key == "a"
+        assert new.token > old.token
+        assert new.entry.deliveries == 2
+        assert new.entry.attempt == 1
+        assert await store.finish("a", old.token, Done()) is False  # the paused worker
+        assert await store.extend([("a", old.token)]) == [False]
+        assert (await store.get("a")).status is Status.RUNNING  # type: ignore[union-attr]
+        assert await store.finish("a", new.token, Done()) is True
+        assert await store.finish("a", new.token, Done()) is False  # completed once
+
+    async def test_extend_in_one_batch(self, store: Store) -> None:
+        await store.add([row("a"), row("b"), row("c")])
+        cs = {c.entry.key: c for c in await store.claim("w", 3)}
+        await store.finish("c", cs["c"].token, Done())
+        await self.advance(8)
+        ok = await store.extend(
+            [("a", cs["a"].token), ("b", cs["b"].token), ("c", cs["c"].token), ("zz", 1)]
+        )
+        assert ok == [True, True, False, False]
+        await self.advance(8)  # 16 s after the claim, 8 s after the renewal
+        assert await store.claim("w2", 5) == []
+        assert await store.extend([]) == []
+        await self.advance(3)
+        assert {c.entry.key for c in await store.claim("w2", 5)} == {"a", "b"}
+
+    async def test_finish_with_a_wrong_token_or_key(self, store: Store) -> None:
+        await store.add([row("a")])
+        [c] = await store.claim("w", 1)
+        assert await store.finish("a", c.token + 1000, Done()) is False
+        assert await store.finish("nope", c.token, Done()) is False
+        assert (await store.get("a")).status is Status.RUNNING  # type: ignore[union-attr]
+        with pytest.raises(TypeError):
+            await store.finish("a", c.token, "done")  # type: ignore[arg-type]
+
+    # -- outcomes ---------------------------------------------------------------
+
+    async def test_done_leaves_a_tombstone(self, store: Store) -> None:
+        await store.add([row("a", 5)])
+        [c] = await store.claim("w", 1)
+        assert await store.finish("a", c.token, Done())
+        e = await store.get("a")
+        assert e is not None
+        assert e.status is Status.COMPLETED
+        assert e.args == (5,)
+        assert await store.head() is None
+        assert await store.claim("w", 1) == []
+
+    async def test_retry_at(self, store: Store) -> None:
+        await store.add([row("a")])
+        [c] = await store.claim("w", 1)
+        at = await store.time() + 20
+        assert await store.finish("a", c.token, RetryAt(at, "ValueError: nope"))
+        e = await store.get("a")
+        assert e is not None
+        assert (e.status, e.attempt, e.deliveries, e.last_error) == (
+            Status.PENDING,
+            2,
+            0,
+            "ValueError: nope",
+        )
+        assert e.due.timestamp() == pytest.approx(at)
+        assert await store.claim("w", 1) == []
+        await self.advance(21)
+        [c2] = await store.claim("w", 1)
+        assert c2.entry.attempt == 2
+        assert c2.token > c.token
+
+    async def test_next_occurrence(self, store: Store) -> None:
+        now = await store.time()
+        await store.add([row("s", schedule='{"every": 60}', due=now)])
+        [c] = await store.claim("w", 1)
+        assert c.entry.schedule == '{"every": 60}'
+        assert c.entry.idempotency_key == "s@0"
+        assert await store.finish("s", c.token, RetryAt(now + 1, "boom"))
+        await self.advance(2)
+        [c] = await store.claim("w", 1)
+        assert c.entry.attempt == 2
+        assert await store.finish("s", c.token, NextOccurrence(now + 60, error="boom"))
+        e = await store.get("s")
+        assert e is not None
+        assert (e.status, e.occurrence, e.attempt, e.deliveries) == (Status.PENDING, 1, 1, 0)
+        assert e.last_error == "boom"
+        assert e.idempotency_key == "s@1"
+        assert e.due.timestamp() == pytest.approx(now + 60)
+        await self.advance(60)
+        [c] = await store.claim("w", 1)
+        assert await store.finish("s", c.token, NextOccurrence(now + 120))
+        assert (await store.get("s")).occurrence == 2  # type: ignore[union-attr]
+
+    async def test_dead_letters_listed_retried_deleted(self, store: Store) -> None:
+        await store.add([row("a", 1), row("b", 2)])
+        for c in await store.claim("w", 2):
+            assert await store.finish(c.entry.key, c.token, Dead(f"unknown task {c.entry.key}"))
+        failed = await store.entries(status=Status.FAILED)
+        assert [(e.key, e.last_error) for e in failed] == [
+            ("a", "unknown task a"),
+            ("b", "unknown task b"),
+        ]
+        assert await store.head() is None
+        await self.advance(50)
+        assert await store.retry("a") is True
+        assert await store.retry("a") is False  # no longer FAILED
+        e = await store.get("a")
+        assert e is not None
+        assert e.status is Status.PENDING
+        assert e.attempt == 1
+        assert e.due.timestamp() == pytest.approx(await store.time(), abs=1)
+        [c] = await store.claim("w", 5)
+        assert c.entry.key == "a"
+        assert await store.delete("a") is False  # running
+        assert await store.delete("b") is True
+        assert await store.get("b") is None
+        assert await store.delete("b") is False
+
+    async def test_release_gives_the_lease_back_uncounted(self, store: Store) -> None:
+        await store.add([row("a", max_deliveries=1)])
+        for _ in range(3):  # a released claim is not a delivery: never poison
+            [c] = await store.claim("w", 1)
+            assert c.entry.deliveries == 1
+            assert await store.finish("a", c.token, Release())
+            e = await store.get("a")
+            assert e is not None
+            assert e.status is Status.PENDING
+            assert e.deliveries == 0
+        [c2] = await store.claim("w2", 1)
+        assert await store.finish("a", c.token, Done()) is False
+        assert await store.finish("a", c2.token, Done())
+
+    async def test_max_deliveries_poison(self, store: Store) -> None:
+        await store.add([row("p", max_deliveries=2), row("ok")])
+        seen = []
+        for _ in range(2):
+            claims = await store.claim("w", 5)
+            seen.append(sorted((c.entry.key, c.entry.deliveries) for c in claims))
+            for c in claims:
+                if c.entry.key == "ok":
+                    await store.finish("ok", c.token, Done())
+            await self.advance(11)  # the worker "died" holding p
+        assert seen == [[("ok", 1), ("p", 1)], [("p", 2)]]
+        assert await store.claim("w", 5) == []  # the third delivery dead-letters it
+        e = await store.get("p")
+        assert e is not None
+        assert e.status is Status.FAILED
+        assert e.last_error is not None
+        assert "poison" in e.last_error
+        assert await store.retry("p")
+        [c] = await store.claim("w", 5)
+        assert c.entry.deliveries == 1
+
+    async def test_retry_resets_deliveries(self, store: Store) -> None:
+        await store.add([row("a", max_deliveries=2)])
+        [c] = await store.claim("w", 1)
+        await self.advance(11)
+        [c] = await store.claim("w", 1)
+        assert c.entry.deliveries == 2
+        assert await store.finish("a", c.token, RetryAt(await store.time(), "x"))
+        [c] = await store.claim("w", 1)
+        assert c.entry.deliveries == 1
+        assert c.entry.attempt == 2
+
+    # -- head, wake-ups, listing -----------------------------------------------
+
+    async def test_head(self, store: Store) -> None:
+        assert await store.head() is None
+        now = await store.time()
+        await store.add([row("a", due=now + 50), row("b", due=now + 20)])
+        assert await store.head() == pytest.approx(now + 20)
+        await self.advance(20)
+        [c] = await store.claim("w", 5)
+        assert await store.head() == pytest.approx(now + 30, abs=1)  # b's lease end
+        await store.finish("b", c.token, Done())
+        assert await store.head() == pytest.approx(now + 50)
+        await store.cancel("a")
+        assert await store.head() is None
+
+    async def test_wait_changed_times_out(self, store: Store) -> None:
+        t0 = anyio.current_time()
+        await store.wait_changed(5.0)
+        assert 5.0 <= anyio.current_time() - t0 < 6.0
+
+    async def test_wait_changed_wakes_on_an_earlier_entry(self, store: Store) -> None:
+        now = await store.time()
+        await store.add([row("late", due=now + 1000)])
+        woke = math.inf
+
+        async def waiter() -> None:
+            nonlocal woke
+            await store.wait_changed(600.0)
+            woke = anyio.current_time()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiter)
+            await anyio.sleep(3)
+            t_add = anyio.current_time()
+            await store.add([row("soon", delay=10)])
+        assert t_add <= woke <= t_add + 1.0  # within one poll period, not the timeout
+
+    async def test_entries_by_status_in_due_order(self, store: Store) -> None:
+        now = await store.time()
+        await store.add(
+            [row(k, due=now + d) for k, d in [("c", 3), ("a", 1), ("b", 2), ("z", 500)]]
+        )
+        await self.advance(1)
+        [c] = await store.claim("w", 1)
+        assert c.entry.key == "a"
+        await self.advance(2)
+        [cb, cc] = await store.claim("w", 2)
+        await store.finish("b", cb.token, Done())
+        await store.finish("c", cc.token, Dead("x"))
+        assert [e.key for e in await store.entries()] == ["a", "b", "c", "z"]
+        assert [e.key for e in await store.entries(limit=2)] == ["a", "b"]
+        assert [e.key for e in await store.entries(status=Status.RUNNING)] == ["a"]
+        assert [e.key for e in await store.entries(status=Status.PENDING)] == ["z"]
+        assert [e.key for e in await store.entries(status=Status.COMPLETED)] == ["b"]
+        assert [e.key for e in await store.entries(status=Status.FAILED)] == ["c"]
