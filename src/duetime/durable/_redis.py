@@ -31,6 +31,7 @@ from ._store import (
     Outcome,
     Release,
     RetryAt,
+    entry_args,
     utc,
 )
 
@@ -48,28 +49,11 @@ _CONFLICTS = ("keep", "replace", "error")
 _STATUSES = {s.value: s for s in Status}
 
 
-def _decode_args(payload: str) -> tuple[Any, ...]:
-    """The positional arguments of a payload; () if it cannot be decoded (the
-    worker dead-letters such an entry with the reason when it claims it)."""
-    try:
-        from ._codec import decode_args  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:  # pragma: no cover - before the codec lands
-        try:
-            value = json.loads(payload)
-        except ValueError:
-            return ()
-        return tuple(value) if isinstance(value, list) else ()
-    try:
-        return tuple(decode_args(payload))
-    except (ValueError, TypeError):
-        return ()
-
-
 def _entry(row: dict[str, Any]) -> Entry:
     return Entry(
         key=row["k"],
         task=row["t"],
-        args=_decode_args(row["p"]),
+        args=entry_args(row["p"]),
         due=utc(float(row["d"])),
         status=_STATUSES[row["s"]],
         attempt=int(row["a"]),
@@ -258,21 +242,18 @@ class RedisStore:
         is written if a row conflicts.
 
         :raises EntryExists: a conflict under ``"error"``, or a RUNNING row under ``"replace"``
-        :raises ValueError: an unknown ``on_conflict``, or a row without exactly one of
-            ``due`` and ``delay``
+        :raises ValueError: an unknown ``on_conflict``
         """
         if on_conflict not in _CONFLICTS:
             raise ValueError(f"on_conflict must be one of {_CONFLICTS}, got {on_conflict!r}")
         if not rows:
             return []
         args: list[str] = [on_conflict]
-        for row in rows:
-            if (row.due is None) == (row.delay is None):
-                raise ValueError(f"row {row.key!r}: give exactly one of due and delay")
+        for row in rows:  # a NewRow checked itself when it was made
             fields: dict[str, Any] = {
                 "t": row.task,
                 "p": row.payload,
-                "l": _time(row.lease),
+                "l": _time(self.lease if row.lease is None else row.lease),
                 "md": row.max_deliveries,
             }
             if row.schedule is not None:
@@ -378,17 +359,29 @@ class RedisStore:
         return float(first[0][1])
 
     async def wait_changed(self, timeout: float) -> None:
-        """Return when a wake-up message arrives (another writer moved the head
-        earlier), or after ``min(timeout, poll)`` seconds.  Never raises on a timeout.
+        """Return when another writer may have moved the head earlier, or after
+        ``timeout`` seconds.  Never raises on a timeout.
 
-        A message that arrived since the last call makes this return at once.
+        A wake-up message (pub/sub) returns at once, and so does one that arrived
+        since the previous call.  Messages sent while the subscription reconnects
+        are lost, so every ``poll`` seconds the head is also read: an earlier head
+        than at the start returns too.
         """
         changed = self._changed
         if changed is None:
             raise RuntimeError("the RedisStore is not open: use `async with store:`")
-        if not self._dirty:
-            with anyio.move_on_after(max(0.0, min(timeout, self.poll))):
+        deadline = anyio.current_time() + max(0.0, timeout)
+        start = None if self._dirty else await self.head()
+        while not self._dirty:
+            remaining = deadline - anyio.current_time()
+            if remaining <= 0:
+                break
+            with anyio.move_on_after(min(self.poll, remaining)):
                 await changed.wait()
+                break
+            head = await self.head()  # the safety poll
+            if head is not None and (start is None or head < start):
+                break
         self._dirty = False
 
     async def _listen(self, pubsub: PubSub[str]) -> None:

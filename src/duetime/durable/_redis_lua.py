@@ -19,8 +19,9 @@ all of them, so a store lives in one Redis Cluster slot:
 
 A row's JSON fields: ``k`` key, ``t`` task, ``p`` payload, ``d`` due, ``s``
 status, ``a`` attempt, ``e`` last error, ``o`` occurrence, ``sch`` schedule,
-``dl`` deliveries, ``l`` lease, ``md`` max deliveries, ``tok`` token, ``lu``
-lease end, ``ow`` owner, ``x`` tombstone expiry.
+``dl`` deliveries (claims of this attempt, the live one included), ``l`` lease,
+``md`` max deliveries, ``tok`` token, ``lu`` lease end, ``ow`` owner, ``x``
+tombstone expiry.
 
 Every script reads the server's clock (``TIME``) and adds ``ARGV[2]``, an offset
 that is 0 except in tests (:meth:`RedisStore.advance_clock`).  Lua returns
@@ -135,17 +136,16 @@ for _, k in ipairs(due) do
   if not r or (r.s ~= 'PENDING' and r.s ~= 'RUNNING') then
     redis.call('ZREM', Q, k)
   else
-    if r.s == 'RUNNING' then r.dl = r.dl + 1 end
     r.ow = nil
     r.lu = nil
     if r.dl >= r.md then
       -- poison: every delivery of this attempt ended without a fenced finish
       r.s = 'FAILED'
-      r.e = 'lease lapsed ' .. r.dl .. ' times without a finish (max_deliveries='
-        .. r.md .. '): the task may crash or hang its worker'
+      r.e = 'poison: delivered ' .. r.dl .. ' times (max_deliveries=' .. r.md .. ')'
       redis.call('ZREM', Q, k)
       save(r)
     else
+      r.dl = r.dl + 1
       r.s = 'RUNNING'
       r.tok = redis.call('INCR', SEQ)
       r.ow = owner
@@ -213,7 +213,9 @@ else
     r.a = 1
     r.dl = 0
     r.d = at
-    if err ~= '' then r.e = err end
+    if err ~= '' then r.e = err else r.e = nil end
+  elseif kind == 'release' then
+    r.dl = math.max(0, r.dl - 1)
   end
   redis.call('ZADD', Q, r.d, k)
   redis.call('ZADD', ALL, r.d, k)
