@@ -299,3 +299,23 @@ async def test_tls_through_the_url(tmp_path: Path) -> None:
         async with RedisStore(url) as store:
             (entry,) = await store.add([row("over-tls")])
             assert entry.key == "over-tls"
+
+
+async def test_finish_many_in_one_round_trip(redis_store: Factory) -> None:
+    async with redis_store() as store:
+        await store.add([row("a"), row("b"), row("c")])
+        claims = {c.entry.key: c for c in await store.claim("w", 10)}
+        now = await store.time()
+        results = await store.finish_many(
+            [
+                ("a", claims["a"].token, Done()),
+                ("b", claims["b"].token + 999, Done()),  # a stale token: refused
+                ("c", claims["c"].token, RetryAt(now + 60, "again")),
+            ]
+        )
+        assert results == [True, False, True]
+        assert await store.finish_many([]) == []
+        with pytest.raises(TypeError):
+            await store.finish_many([("b", claims["b"].token, "done")])  # type: ignore[list-item]
+        statuses = [(await store.get(k)).status for k in "abc"]  # type: ignore[union-attr]
+        assert statuses == [Status.COMPLETED, Status.RUNNING, Status.PENDING]

@@ -325,21 +325,22 @@ class RedisStore:
 
         :raises TypeError: ``outcome`` is not one of the outcome classes
         """
-        match outcome:
-            case Done():
-                kind, at, error = "done", "", ""
-            case RetryAt(at=when, error=err):
-                kind, at, error = "retry", _time(when), err
-            case NextOccurrence(due=when, error=err):
-                kind, at, error = "next", _time(when), err or ""
-            case Dead(error=err):
-                kind, at, error = "dead", "", err
-            case Release():
-                kind, at, error = "release", "", ""
-            case _:
-                raise TypeError(f"not an outcome: {outcome!r}")
-        applied = await self._run("FINISH", key, token, kind, at, error, _time(self.dedupe_ttl))
-        return bool(applied)
+        (applied,) = await self.finish_many([(key, token, outcome)])
+        return applied
+
+    async def finish_many(self, items: Sequence[tuple[str, int, Outcome]]) -> list[bool]:
+        """:meth:`finish` for several ``(key, token, outcome)`` in one round trip
+        (a worker that completes many entries at once commits them as a group).
+
+        :raises TypeError: an outcome that is not one of the outcome classes
+        """
+        if not items:
+            return []
+        args: list[str | int] = [_time(self.dedupe_ttl)]
+        for key, token, outcome in items:
+            args += [key, token, *_outcome_args(outcome)]
+        reply: str = await self._run("FINISH", *args)
+        return [c == "1" for c in reply]
 
     async def retry(self, key: str) -> bool:
         """Make a FAILED row PENDING again, due now, attempt 1; False if not FAILED."""
@@ -395,6 +396,22 @@ class RedisStore:
             changed, self._changed = self._changed, anyio.Event()
             if changed is not None:
                 changed.set()
+
+
+def _outcome_args(outcome: Outcome) -> tuple[str, str, str]:
+    """The script arguments of an outcome: its kind, a time or '', an error or ''."""
+    match outcome:
+        case Done():
+            return "done", "", ""
+        case RetryAt(at=when, error=err):
+            return "retry", _time(when), err
+        case NextOccurrence(due=when, error=err):
+            return "next", _time(when), err or ""
+        case Dead(error=err):
+            return "dead", "", err
+        case Release():
+            return "release", "", ""
+    raise TypeError(f"not an outcome: {outcome!r}")
 
 
 def _redact(url: str) -> str:

@@ -180,49 +180,60 @@ return table.concat(out)
 """
 )
 
-#: ARGV[3]: key, [4]: token, [5]: done|retry|next|dead|release, [6]: a time or '',
-#: [7]: an error or '', [8]: dedupe_ttl.  Returns 1 if applied, else 0.
+_APPLY = r"""
+local function apply(k, tok, kind, at, err, ttl)
+  local r = load(k)
+  if not r or r.s ~= 'RUNNING' or r.tok ~= tonumber(tok) then return 0 end
+  r.ow = nil
+  r.lu = nil
+  if kind == 'done' then
+    r.s = 'COMPLETED'
+    r.x = fmt(NOW + ttl)
+    redis.call('ZREM', Q, k)
+    redis.call('ZADD', TOMB, r.x, k)
+  elseif kind == 'dead' then
+    r.s = 'FAILED'
+    r.e = err
+    redis.call('ZREM', Q, k)
+  else
+    r.s = 'PENDING'
+    if kind == 'retry' then
+      r.a = r.a + 1
+      r.dl = 0
+      r.d = at
+      r.e = err
+    elseif kind == 'next' then
+      r.o = r.o + 1
+      r.a = 1
+      r.dl = 0
+      r.d = at
+      if err ~= '' then r.e = err else r.e = nil end
+    elseif kind == 'release' then
+      r.dl = math.max(0, r.dl - 1)
+    end
+    redis.call('ZADD', Q, r.d, k)
+    redis.call('ZADD', ALL, r.d, k)
+  end
+  save(r)
+  return 1
+end
+"""
+
+#: ARGV[3]: dedupe_ttl, then per finish: key, token, done|retry|next|dead|release,
+#: a time or '', an error or ''.  Returns a string of '1'/'0' (applied or not).
 FINISH = (
     _PRELUDE
+    + _APPLY
     + r"""
-local k = ARGV[3]
-local r = load(k)
-if not r or r.s ~= 'RUNNING' or r.tok ~= tonumber(ARGV[4]) then return 0 end
-local kind, at, err = ARGV[5], ARGV[6], ARGV[7]
+local ttl = tonumber(ARGV[3])
 local old = head()
-r.ow = nil
-r.lu = nil
-if kind == 'done' then
-  r.s = 'COMPLETED'
-  r.x = fmt(NOW + tonumber(ARGV[8]))
-  redis.call('ZREM', Q, k)
-  redis.call('ZADD', TOMB, r.x, k)
-elseif kind == 'dead' then
-  r.s = 'FAILED'
-  r.e = err
-  redis.call('ZREM', Q, k)
-else
-  r.s = 'PENDING'
-  if kind == 'retry' then
-    r.a = r.a + 1
-    r.dl = 0
-    r.d = at
-    r.e = err
-  elseif kind == 'next' then
-    r.o = r.o + 1
-    r.a = 1
-    r.dl = 0
-    r.d = at
-    if err ~= '' then r.e = err else r.e = nil end
-  elseif kind == 'release' then
-    r.dl = math.max(0, r.dl - 1)
-  end
-  redis.call('ZADD', Q, r.d, k)
-  redis.call('ZADD', ALL, r.d, k)
+local out = {}
+for i = 4, #ARGV, 5 do
+  local ok = apply(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ttl)
+  table.insert(out, tostring(ok))
 end
-save(r)
 wake(old)
-return 1
+return table.concat(out)
 """
 )
 
