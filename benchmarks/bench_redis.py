@@ -56,7 +56,7 @@ def _free_port() -> int:
 def _start_server(directory: str) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
     proc = subprocess.Popen(
-        ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", ""]
+        [*("redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "")]
         + ["--appendonly", "no", "--dir", directory],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
