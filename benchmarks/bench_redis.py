@@ -55,9 +55,10 @@ def _free_port() -> int:
 
 def _start_server(directory: str) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
+    args = ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", ""]
+    args += ["--appendonly", "no", "--dir", directory]
     proc = subprocess.Popen(
-        [*("redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "")]
-        + ["--appendonly", "no", "--dir", directory],
+        args,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
