@@ -293,6 +293,22 @@ class StoreConformance:
         with pytest.raises(TypeError):
             await store.finish("a", c.token, "done")  # type: ignore[arg-type]
 
+    async def test_concurrent_finishes_each_get_their_own_result(self, store: Store) -> None:
+        await store.add([row(f"k{i}") for i in range(40)])
+        claims = await store.claim("w", 40)
+        results: dict[tuple[str, int], bool] = {}
+
+        async def finish(key: str, token: int) -> None:
+            results[key, token] = await store.finish(key, token, Done())
+
+        async with anyio.create_task_group() as tg:
+            for c in claims:
+                tg.start_soon(finish, c.entry.key, c.token)
+                tg.start_soon(finish, c.entry.key, c.token + 10_000)  # a stale token
+        assert sum(results.values()) == 40
+        assert all(results[c.entry.key, c.token] for c in claims)
+        assert len(await store.entries(status=Status.COMPLETED)) == 40
+
     # -- outcomes ---------------------------------------------------------------
 
     async def test_done_leaves_a_tombstone(self, store: Store) -> None:

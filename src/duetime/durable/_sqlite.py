@@ -22,6 +22,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, TypeVar
 
 import anyio
@@ -118,6 +119,7 @@ UPDATE duetime_entries SET status = 1, owner = :owner, token = :base + picked.rn
 FROM picked WHERE duetime_entries.key = picked.key
 RETURNING {_CLAIM}
 """
+_EXPIRED = "DELETE FROM duetime_entries WHERE key = ? AND expires_at <= ?"
 _FENCE = " WHERE key = ? AND token = ? AND status = 1"
 _UNLEASE = "visible_at = NULL, lease_until = NULL, owner = NULL"
 _DONE = f"UPDATE duetime_entries SET status = 2, {_UNLEASE}, expires_at = ?"
@@ -194,6 +196,9 @@ class SQLiteStore:
         self._limiter: anyio.CapacityLimiter | None = None
         self._data_version = 0
         self._changed: anyio.Event | None = None
+        self._queue: list[list[Any]] = []  # finishes waiting for the next group commit
+        self._flushing: anyio.Event | None = None
+        self._purged_at = -math.inf
 
     def __repr__(self) -> str:
         state = "open" if self._conn is not None else "closed"
@@ -296,11 +301,20 @@ class SQLiteStore:
         )
         insert += f" RETURNING {_ENTRY}"
 
+        # Purge expired tombstones at most once a second (an indexed delete, but not
+        # free); a key whose tombstone expired since is replaced below all the same.
+        purge = now - self._purged_at >= 1.0
+        if purge:
+            self._purged_at = now
+
         def work(conn: sqlite3.Connection) -> list[Entry]:
-            conn.execute("DELETE FROM duetime_entries WHERE expires_at <= ?", (now,))
+            if purge:
+                conn.execute("DELETE FROM duetime_entries WHERE expires_at <= ?", (now,))
             out = []
             for p in params:
                 got = conn.execute(insert, p).fetchone()
+                if got is None and conn.execute(_EXPIRED, (p[0], now)).rowcount:
+                    got = conn.execute(insert, p).fetchone()  # it was an expired tombstone
                 if got is None:
                     if on_conflict == "keep":
                         got = conn.execute(
@@ -417,11 +431,40 @@ class SQLiteStore:
             sql, args = _RELEASE, ()
         else:
             raise TypeError(f"finish() takes an outcome (Done, RetryAt, ...), not {outcome!r}")
-        full = sql + _FENCE
-        ok = await self._write(lambda c: c.execute(full, (*args, key, token)).rowcount == 1)
+        ok = await self._finish_coalesced(sql + _FENCE, (*args, key, token))
         if ok and not isinstance(outcome, Done | Dead):
             self._wake()
         return ok
+
+    async def _finish_coalesced(self, sql: str, args: tuple[Any, ...]) -> bool:
+        """Run one fenced finish, in one transaction with the finishes of this
+        process's other tasks that arrive while a transaction is in flight (group
+        commit: a worker running many tasks pays one commit per batch, not per task)."""
+        op: list[Any] = [sql, args, None]  # the third slot receives the result
+        self._queue.append(op)
+        while op[2] is None:
+            flushing = self._flushing
+            if flushing is not None:
+                await flushing.wait()
+                continue
+            done = self._flushing = anyio.Event()
+            batch, self._queue = self._queue, []
+            try:
+                # Shielded: once taken from the queue, every op gets its result even if
+                # this (flushing) caller is cancelled, so the others never hang.
+                with anyio.CancelScope(shield=True):
+                    try:
+                        results: list[Any] = await self._write(partial(_run_ops, batch))
+                    except Exception as exc:
+                        results = [exc] * len(batch)
+                for o, result in zip(batch, results, strict=True):
+                    o[2] = result
+            finally:
+                self._flushing = None
+                done.set()
+        if isinstance(op[2], Exception):
+            raise op[2]
+        return bool(op[2])
 
     async def retry(self, key: str) -> bool:
         """Make a FAILED row PENDING again, due now, attempt 1; False if not FAILED."""
@@ -483,6 +526,10 @@ def _transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], _T
         raise
     conn.execute("COMMIT")
     return result
+
+
+def _run_ops(ops: list[list[Any]], conn: sqlite3.Connection) -> list[bool]:
+    return [conn.execute(sql, args).rowcount == 1 for sql, args, _ in ops]
 
 
 def _data_version(conn: sqlite3.Connection) -> int:
