@@ -148,6 +148,9 @@ class RedisServer:
         deadline = time.monotonic() + 10
         while not ping("127.0.0.1", self.port, tls=self.tls is not None):
             if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.proc.kill()
+                self.proc.wait()
+                self.proc = None
                 text = (self.directory / "redis.log").read_text(errors="replace")
                 raise RuntimeError(f"redis-server did not start:\n{text}")
             time.sleep(0.02)
