@@ -141,7 +141,7 @@ class Engine:
         self._exit_hooks: dict[Cancellable, None] = {}
         self.wall = WallWatch(self)
         #: Failures nobody observed yet, reported at GC, at exit or past a bound.
-        self.unobserved = Unobserved(self.report)
+        self.unobserved = Unobserved(self._report_held)
         #: The context callbacks copy by default: the one that entered the block.
         self.base_context: Context = copy_context()
         # The thread the event loop runs in (None until open), and how to hand
@@ -190,6 +190,14 @@ class Engine:
 
     def report(self, handle: Handle[Any], exc: BaseException) -> None:
         report_unobserved(self.on_error, handle, exc)
+
+    def _report_held(self, handle: Handle[Any], exc: BaseException) -> None:
+        """Report a held failure: from a loop callback or the exit, not our tasks,
+        so a BaseException from ``on_error`` must not escape (see crash())."""
+        try:
+            report_unobserved(self.on_error, handle, exc)
+        except BaseException as fatal:
+            self.crash(fatal)
 
     # ------------------------------------------------------------------ host: entries
 
@@ -349,11 +357,7 @@ class Engine:
         return result
 
     def _flush_unobserved(self) -> None:
-        try:
-            self.unobserved.flush()
-        except BaseException as exc:
-            if self._fatal is None:
-                self._fatal = exc
+        self.unobserved.flush()  # a BaseException from on_error is recorded by crash()
 
     def crash(self, exc: BaseException) -> None:
         """A BaseException escaped a callback, a done-callback or ``on_error``.

@@ -456,6 +456,14 @@ class Recurring(Generic[T]):
 
     def _on_run_done(self, h: Handle[Any]) -> None:
         self._active.discard(h)
+        x = h._x
+        if x is not None and not x.ran:
+            # Ended before it started (cancelled while due, or expired): not a
+            # run, and it no longer counts toward max_runs.
+            self._started -= 1
+            if self._status in (Status.COMPLETED, Status.CANCELLED) and not self._active:
+                self._finish()
+            return
         self._runs += 1
         if h._st == FAILED:
             if self._iterating:
@@ -489,11 +497,18 @@ class Recurring(Generic[T]):
             self._arm(self._k)
 
     def _drop_unstarted(self) -> None:
-        """Withdraw runs created but not started yet (due, waiting for a limiter).
+        """Withdraw runs not running now: created but not started yet (due,
+        waiting for a limiter), or waiting between retry attempts.
 
-        They never ran, so they count neither as started nor as runs.
+        The first never ran, so they count neither as started nor as runs; a
+        run waiting for its next attempt did start, so it stays counted, and
+        ends CANCELLED (its done-callback counts it as a run).
         """
         for h in [h for h in self._active if h._st <= QUEUED]:
+            x = h._x
+            if x is not None and x.ran:
+                h.cancel()
+                continue
             self._active.discard(h)
             h.remove_done_callback(self._on_run_done)
             h.cancel()

@@ -47,7 +47,15 @@ class WallWatch:
     datetime entries are pending, and re-keys them all when it has moved.
     """
 
-    __slots__ = ("__weakref__", "_engine", "_handles", "_listening", "_offset", "_watchdog")
+    __slots__ = (
+        "__weakref__",
+        "_engine",
+        "_handles",
+        "_listening",
+        "_offset",
+        "_suspects",
+        "_watchdog",
+    )
 
     def __init__(self, engine: EngineView) -> None:
         self._engine = engine
@@ -56,12 +64,18 @@ class WallWatch:
         self._watchdog: Handle[Any] | None = None
         # True once subscribed to a wall clock that announces its own steps.
         self._listening = False
+        # Handles keyed while (wall - loop) differed from the last check's: a
+        # step undone before the next check would otherwise leave them stale.
+        self._suspects: dict[Handle[Any], None] = {}
 
     def track(self, h: Handle[Any]) -> None:
         """Watch a pending handle whose Extra holds its target datetime (``wall``)."""
         e = self._engine
+        offset = e.wall_clock().timestamp() - e.clock()
         if not self._handles:
-            self._offset = e.wall_clock().timestamp() - e.clock()
+            self._offset = offset
+        elif abs(offset - self._offset) > WALL_STEP_TOLERANCE:
+            self._suspects[h] = None
         self._handles[h] = None
         if self._listening or self._watchdog is not None:
             return
@@ -87,6 +101,7 @@ class WallWatch:
         if x is not None and x.wall is not None:
             x.wall = None
             self._handles.pop(h, None)
+            self._suspects.pop(h, None)
 
     def early(self, h: Handle[Any], now: float) -> bool:
         """Called when ``h`` is due on the loop clock: True if it was re-keyed.
@@ -108,6 +123,7 @@ class WallWatch:
     def clear(self) -> None:
         """Forget every handle (the engine is cancelling them all)."""
         self._handles.clear()
+        self._suspects.clear()
         self._watchdog = None
 
     def _check(self) -> None:
@@ -123,9 +139,12 @@ class WallWatch:
         now = e.clock()
         wall_now = e.wall_clock()
         offset = wall_now.timestamp() - now
-        if abs(offset - self._offset) > WALL_STEP_TOLERANCE:
+        suspects = self._suspects
+        self._suspects = {}
+        stepped = abs(offset - self._offset) > WALL_STEP_TOLERANCE
+        if stepped or suspects:
             self._offset = offset
-            for h in list(self._handles):
+            for h in list(self._handles if stepped else suspects):
                 x = h._x
                 assert x is not None
                 new_when = now + max((x.wall - wall_now).total_seconds(), 0.0)
