@@ -526,11 +526,14 @@ class Engine:
                 runners.settle()
             if self._quiet_mode:
                 self.check_quiet()
-            heap.drop_dead_top()  # so we don't wake up for nothing
+            # A slice at a time each: never a long stall.
+            more = heap.drop_dead_top()  # so we don't wake up for nothing
             if heap.wants_compaction():
-                heap.compact_step()  # a slice at a time: never a long stall
+                heap.compact_step()
             hook = self.before_sleep
             deadline = self.next_deadline() if hook is None else hook()
+            if more:
+                deadline = -_INF
             with CancelScope(deadline=deadline) as scope:
                 self._sleep_scope = scope
                 self.wake_at = deadline

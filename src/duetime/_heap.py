@@ -159,18 +159,27 @@ class TimerHeap:
             self.dead -= 1
         return e
 
-    def drop_dead_top(self) -> None:
-        """Pop dead tuples off the top, so the timer loop does not wake for them."""
+    def drop_dead_top(self) -> bool:
+        """Pop dead tuples off the top, so the timer loop does not wake for them.
+
+        At most a slice of them per call, so a storm that cancelled the earliest
+        entries does not stall the loop either.
+
+        :return: whether dead tuples may be left on top (call again soon)
+        """
         entries = self.entries
-        while entries:
+        for _ in range(_SLICE):
+            if not entries:
+                return False
             when, _, top = entries[0]
             if top._st == 0 and top._when is when:
-                return
+                return False
             heappop(entries)
             if self._shadow:
                 self._dead_since += 1
             elif self.dead:
                 self.dead -= 1
+        return True
 
     def take_due(self, now: float) -> list[tuple[float, int, Any]] | None:
         """Remove and return, sorted, the entries due at ``now`` if there are many.
