@@ -74,13 +74,20 @@ class Job(Generic[T]):
         if st is Status.RUNNING:
             body = self._body
             if body is not None and not body.started():
-                return Status.PENDING  # waiting for a worker thread
+                # Waiting for a worker thread; or taken back by cancel(), and
+                # its handle is about to say so.
+                return Status.CANCELLED if body.abandoned() else Status.PENDING
         return st
 
     def done(self) -> bool:
         """Whether the job is in a final state."""
         h = self._handle
-        return self._cancel_early if h is None else h.done()
+        if h is None:
+            return self._cancel_early
+        if h.done():
+            return True
+        body = self._body
+        return body is not None and body.abandoned()
 
     def result(self, timeout: float | None = None) -> T:
         """Wait for the job and return its value, or raise its exception.
@@ -134,7 +141,8 @@ class Job(Generic[T]):
     def _wait(self, timeout: float | None) -> Handle[T]:
         if timeout is not None:
             timeout = to_delay(timeout, "timeout")
-        if not self.done():
+        h = self._handle
+        if (h is None and not self._cancel_early) or (h is not None and not h.done()):
             if self._owner._on_loop_thread():
                 raise RuntimeError(
                     f"job {self._id} is not done: waiting for it on the scheduler's own "
@@ -828,6 +836,9 @@ class ThreadedScheduler(AbstractContextManager["ThreadedScheduler"]):
                     return False
                 job._cancel_early = True
                 return True
+            body = job._body
+            if body is not None and h.status is Status.RUNNING:
+                body.abandon()  # waiting for a thread: it reads CANCELLED from now on
             return h.cancel()
 
         try:

@@ -176,6 +176,17 @@ class InThread:
         w = self.work
         return w is not None and w.state != QUEUED and w.state != ABANDONED
 
+    def abandoned(self) -> bool:
+        """Whether the latest run was cancelled before a thread picked it up."""
+        w = self.work
+        return w is not None and w.state == ABANDONED
+
+    def abandon(self) -> None:
+        """Make sure no thread runs the latest run if none has picked it up yet."""
+        w = self.work
+        if w is not None and w.state == QUEUED:
+            self.pool.abandon(w)
+
     async def __call__(self, *args: Any) -> Any:
         w = self.work = Work(self.func, args, self.timeout)
         return await self.pool.run(w)
@@ -278,9 +289,7 @@ class ThreadPool:
                 hold, self._hold = self._hold, None
                 hold.__exit__(None, None, None)
             if w.state == QUEUED:
-                with self._lock:
-                    if w.state == QUEUED:
-                        w.state = ABANDONED  # cancelled before a thread took it
+                self.abandon(w)  # cancelled before a thread took it
         if scope.cancelled_caught:  # only the timeout cancels this scope
             raise TimeoutError(f"{w.handle.name} timed out after {w.timeout} s")
         exc = w.exc
@@ -311,6 +320,12 @@ class ThreadPool:
         else:
             for w in done:
                 w.waiter.set()
+
+    def abandon(self, w: Work) -> None:
+        """Take ``w`` back if no thread has picked it up (it will never run)."""
+        with self._lock:
+            if w.state == QUEUED:
+                w.state = ABANDONED
 
     def cancel_waiting(self) -> None:
         """On the loop: cancel every job still waiting for a thread (for shutdown)."""
