@@ -155,6 +155,13 @@ class Work:
         self.started = 0.0  # time.monotonic() when a thread took it
         self.handle: Handle[Any] = current_run().handle
 
+    def abort(self, raise_cancel: object) -> Any:
+        """trio: the job's body is cancelled while it waits (see ThreadPool._wait)."""
+        import trio
+
+        self.waiter = None  # nothing to reschedule any more
+        return trio.lowlevel.Abort.SUCCEEDED
+
 
 class InThread:
     """A sync job's body as the scheduler sees it: queue the call, await the outcome.
@@ -213,6 +220,7 @@ class ThreadPool:
         self._wake: Callable[[], object] | None = None
         self._asyncio = True
         self._loop: Any = None
+        self._trio: Any = None  # trio.lowlevel, on trio
         self._clock: Callable[[], float] = time.monotonic
         # Jobs whose body waits on the loop (queued, or running in a thread).
         self._waiting: dict[Work, None] = {}
@@ -231,6 +239,7 @@ class ThreadPool:
             from .testing import _current_mock_clock
 
             self._asyncio = False
+            self._trio = trio.lowlevel
             token = trio.lowlevel.current_trio_token()
             self._wake = lambda: token.run_sync_soon(self._deliver)
             self._virtual = _current_mock_clock() is not None
@@ -250,12 +259,6 @@ class ThreadPool:
             is discarded)
         :raises Raised: carrying a BaseException the job raised
         """
-        if self._asyncio:
-            waiter = w.waiter = self._loop.create_future()
-        else:
-            import trio
-
-            waiter = w.waiter = trio.Event()
         waiting = self._waiting
         if not waiting and self._virtual:
             # Virtual time flows at the real rate while threads work, as it does
@@ -277,12 +280,15 @@ class ThreadPool:
             ).start()
         self._q.put(w)
         try:
-            with CancelScope() as scope:
-                w.scope = scope
-                if self._asyncio:
-                    await waiter
-                else:
-                    await waiter.wait()
+            if w.timeout is None:
+                await self._wait(w)
+            else:
+                # Without a deadline yet: it is set when a thread picks the job up.
+                with CancelScope() as scope:
+                    w.scope = scope
+                    await self._wait(w)
+                if scope.cancelled_caught:  # only the timeout cancels this scope
+                    raise TimeoutError(f"{w.handle.name} timed out after {w.timeout} s")
         finally:
             del waiting[w]
             if not waiting and self._hold is not None:
@@ -290,8 +296,6 @@ class ThreadPool:
                 hold.__exit__(None, None, None)
             if w.state == QUEUED:
                 self.abandon(w)  # cancelled before a thread took it
-        if scope.cancelled_caught:  # only the timeout cancels this scope
-            raise TimeoutError(f"{w.handle.name} timed out after {w.timeout} s")
         exc = w.exc
         if exc is None:
             return w.value
@@ -299,6 +303,17 @@ class ThreadPool:
         if isinstance(exc, Exception):
             raise exc
         raise Raised(exc)
+
+    async def _wait(self, w: Work) -> None:
+        """Wait, on the loop, until :meth:`_deliver` hands ``w`` back (cancellable)."""
+        if self._asyncio:
+            w.waiter = self._loop.create_future()
+            await w.waiter
+        else:
+            # trio's own primitive: cheaper than an Event per job.
+            lowlevel = self._trio
+            w.waiter = lowlevel.current_task()
+            await lowlevel.wait_task_rescheduled(w.abort)
 
     def _deliver(self) -> None:
         """On the loop: hand the threads' finished (and started) jobs to their waiters."""
@@ -315,11 +330,16 @@ class ThreadPool:
                     scope.deadline = now - (mono - w.started) + w.timeout
         if self._asyncio:
             for w in done:
-                if not w.waiter.done():
-                    w.waiter.set_result(None)
+                waiter = w.waiter
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
         else:
+            reschedule = self._trio.reschedule
             for w in done:
-                w.waiter.set()
+                task = w.waiter
+                if task is not None:
+                    w.waiter = None
+                    reschedule(task)
 
     def abandon(self, w: Work) -> None:
         """Take ``w`` back if no thread has picked it up (it will never run)."""
