@@ -10,6 +10,7 @@ ahead whenever it idles, since it cannot see this thread's work.  Nothing sleeps
 from __future__ import annotations
 
 import itertools
+import sys
 import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -327,3 +328,221 @@ def test_shutdown_from_inside_a_job_is_refused() -> None:
             assert isinstance(err, RuntimeError)
             assert "own callbacks" in str(err)
         assert s.call_soon(str, "still running").result(timeout=10) == "still running"
+
+
+# -- issue 12: BaseException, RUNNING only in a thread, loop-thread calls, shutdown ------
+
+
+class Fatal(BaseException):
+    """A custom BaseException that is not an Exception."""
+
+
+def _exit() -> None:
+    sys.exit(3)
+
+
+def _interrupt() -> None:
+    raise KeyboardInterrupt
+
+
+def _fatal() -> None:
+    raise Fatal("boom")
+
+
+async def _async_exit() -> None:
+    sys.exit(3)
+
+
+RAISERS = pytest.mark.parametrize(
+    ("func", "exc_type", "in_thread"),
+    [
+        (_exit, SystemExit, None),
+        (_interrupt, KeyboardInterrupt, None),
+        (_fatal, Fatal, None),
+        (_exit, SystemExit, False),  # a sync job run inline on the loop
+        (_async_exit, SystemExit, None),
+    ],
+)
+
+
+@BACKENDS
+@RAISERS
+def test_a_base_exception_fails_its_job_alone(
+    backend: str, func: Any, exc_type: type[BaseException], in_thread: bool | None
+) -> None:
+    reported: list[BaseException] = []
+    with make(backend, on_error=lambda h, e: reported.append(e)) as s:
+        other = s.call_later(5, str, "other")
+        s.call_soon(func, in_thread=in_thread)  # nobody observes this one: reported
+        bad = s.call_soon(func, in_thread=in_thread)
+        assert isinstance(bad.exception(timeout=10), exc_type)
+        assert bad.status is Status.FAILED
+        with pytest.raises(exc_type):
+            bad.result()  # no timeout: it must not block
+        # The scheduler keeps running: nothing says "portal is not running".
+        assert other.result(timeout=10) == "other"
+        assert s.call_soon(str, "after").result(timeout=10) == "after"
+        assert s.call_every(1, str, "tick", max_runs=2).wait(timeout=10) == 2
+    # The job's own exception, not a wrapper (the observed one may be reported too,
+    # if it failed before exception() got to it).
+    assert reported
+    assert all(type(e) is exc_type for e in reported)
+
+
+@BACKENDS
+def test_a_base_exception_in_a_recurring_job_fails_each_run(backend: str) -> None:
+    with make(backend) as s:
+        series = s.call_every(1, _fatal, max_runs=3)
+        assert series.wait(timeout=10) == 3
+        with pytest.raises(Fatal):
+            series.last_result(timeout=10)
+        assert s.call_soon(str, "alive").result(timeout=10) == "alive"
+
+
+def test_retry_judges_a_base_exception_by_its_own_type() -> None:
+    calls: list[int] = []
+
+    def exits() -> None:
+        calls.append(1)
+        sys.exit(3)
+
+    with make() as s:
+        once = s.call_soon(exits, retry=duetime.Retry(attempts=3, backoff=1, jitter=0))
+        assert isinstance(once.exception(timeout=10), SystemExit)
+        assert len(calls) == 1  # Retry() retries Exceptions only
+        calls.clear()
+        again = s.call_soon(
+            exits, retry=duetime.Retry(attempts=3, backoff=1, jitter=0, on=(SystemExit,))
+        )
+        assert isinstance(again.exception(timeout=10), SystemExit)
+        assert len(calls) == 3
+
+
+@BACKENDS
+def test_a_base_exception_from_a_done_callback_or_on_error_is_contained(
+    backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    def on_error(handle: Any, exc: BaseException) -> None:
+        raise Fatal("from on_error")
+
+    with make(backend, on_error=on_error) as s:
+        job = s.call_later(1, str, "x")
+        job.add_done_callback(lambda j: sys.exit(4))
+        assert job.result(timeout=10) == "x"
+        s.call_soon(divide_by_zero, 1)  # unobserved: goes to on_error, which raises
+        assert s.call_later(2, str, "alive").result(timeout=10) == "alive"
+    assert "done-callback" in caplog.text
+    assert "on_error raised" in caplog.text
+
+
+@BACKENDS
+def test_jobs_waiting_for_a_thread_are_pending_and_shutdown_cancels_them(backend: str) -> None:
+    started = threading.Event()
+    release = threading.Event()
+    ran: list[int] = []
+
+    def block() -> str:
+        started.set()
+        release.wait(30)
+        return "blocker"
+
+    s = make(backend, max_threads=1).start()
+    blocker = s.call_soon(block)
+    waiting = [s.call_soon(ran.append, i) for i in range(5)]
+    assert started.wait(10)
+    assert blocker.status is Status.RUNNING
+    assert [j.status for j in waiting] == [Status.PENDING] * 5
+    # Released only once shutdown has cancelled the waiting jobs.
+    waiting[0].add_done_callback(lambda j: release.set())
+    s.shutdown(wait=True)
+    assert blocker.status is Status.COMPLETED
+    assert [j.status for j in waiting] == [Status.CANCELLED] * 5
+    assert ran == []
+
+
+@BACKENDS
+def test_a_cancelled_job_waiting_for_a_thread_never_runs(backend: str) -> None:
+    release = threading.Event()
+    ran: list[str] = []
+    with make(backend, max_threads=1) as s:
+        blocker = s.call_soon(release.wait, 30)
+        job = s.call_soon(ran.append, "x")
+        assert job.status is Status.PENDING
+        assert job.cancel() is True
+        assert job.status is Status.CANCELLED
+        release.set()
+        assert blocker.result(timeout=10) is True
+        assert s.call_soon(ran.append, "y").result(timeout=10) is None
+    assert ran == ["y"]
+
+
+@BACKENDS
+def test_timeout_counts_from_when_a_thread_picks_the_job_up(backend: str) -> None:
+    release = threading.Event()
+    with make(backend, max_threads=1) as s:
+        s.call_soon(release.wait, 30)
+        job = s.call_soon(str, "late but fine", timeout=0.25)
+        # The only thread is busy for 0.5 s (loop time), twice the job's timeout.
+        s.call_later(0.5, release.set, in_thread=False)
+        assert job.result(timeout=30) == "late but fine"
+        # Once it runs, the timeout still applies.
+        stuck = s.call_soon(threading.Event().wait, 30, timeout=0.1)
+        assert isinstance(stuck.exception(timeout=30), TimeoutError)
+
+
+@BACKENDS
+def test_job_calls_from_the_loop_thread(backend: str) -> None:
+    fired: list[Status] = []
+    out: dict[str, Any] = {}
+    # Real time: on a virtual clock the loop could jump past both while idle.
+    with ThreadedScheduler(backend) as s:
+        target = s.call_later(3600, str, "target")
+        victim = s.call_later(3600, str, "victim")
+
+        async def from_loop() -> None:
+            target.add_done_callback(lambda j: fired.append(j.status))
+            out["cancel"] = victim.cancel()
+            try:
+                target.result()
+            except RuntimeError as exc:
+                out["result"] = exc
+
+        s.call_soon(from_loop).result(timeout=10)
+        assert target.cancel() is True
+    assert fired == [Status.CANCELLED]
+    assert out["cancel"] is True
+    assert victim.status is Status.CANCELLED
+    assert "loop thread" in str(out["result"])  # instead of blocking the loop for ever
+
+
+@BACKENDS
+def test_a_second_concurrent_shutdown_waits_for_the_first(backend: str) -> None:
+    started = threading.Event()
+    release = threading.Event()
+    closing = threading.Event()
+    seen: list[Status] = []
+
+    def block() -> None:
+        started.set()
+        release.wait(30)
+
+    s = make(backend, max_threads=1).start()
+    running = s.call_soon(block)
+    s.call_soon(str).add_done_callback(lambda j: closing.set())  # cancelled by shutdown
+    assert started.wait(10)
+    first = threading.Thread(target=s.shutdown)
+    first.start()
+    assert closing.wait(10)  # the first shutdown is under way
+
+    def second() -> None:
+        s.shutdown(wait=True)
+        seen.append(running.status)
+
+    other = threading.Thread(target=second)
+    other.start()
+    other.join(0.2)
+    assert other.is_alive()  # still waiting for the first shutdown
+    release.set()
+    first.join(10)
+    other.join(10)
+    assert seen == [Status.COMPLETED]

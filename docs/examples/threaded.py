@@ -6,6 +6,7 @@ under a second of real time: ``python docs/examples/threaded.py``.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -92,6 +93,24 @@ def from_many_threads() -> None:
     # --8<-- [end:threads]
 
 
+def failures() -> None:
+    # --8<-- [start:failures]
+    def load_config() -> None:
+        sys.exit(2)  # e.g. a helper written for a CLI, which exits on bad input
+
+    with ThreadedScheduler() as scheduler:
+        job = scheduler.call_later(0.05, load_config)
+        try:
+            job.result(timeout=5)
+        except SystemExit as exc:  # as with concurrent.futures: the job's own exception
+            print(f"the job called sys.exit({exc.code})")
+        assert job.status is Status.FAILED
+        # Only that job failed: the scheduler keeps running.
+        still = scheduler.call_soon(say_hello, "still here")
+        assert still.result(timeout=5) == "Greeting for still here sent."
+    # --8<-- [end:failures]
+
+
 def async_callbacks_and_done_callbacks() -> None:
     # --8<-- [start:async]
     async def fetch(url: str) -> str:
@@ -109,12 +128,24 @@ def async_callbacks_and_done_callbacks() -> None:
 
 def shutting_down() -> None:
     # --8<-- [start:shutdown]
-    scheduler = ThreadedScheduler().start()  # or use it as a context manager
-    running = scheduler.call_soon(time.sleep, 0.1)
+    started = threading.Event()
+
+    def work() -> str:
+        started.set()
+        time.sleep(0.1)
+        return "done"
+
+    # One worker thread, or use it as a context manager: `with ThreadedScheduler():`
+    scheduler = ThreadedScheduler(max_threads=1).start()
+    running = scheduler.call_soon(work)
+    waiting = scheduler.call_soon(say_hello, "queued")  # the only thread is busy
     pending = scheduler.call_later(3600, say_hello, "never")
-    time.sleep(0.02)  # let `running` start
+    assert started.wait(5)
+    assert running.status is Status.RUNNING
+    assert waiting.status is Status.PENDING  # RUNNING only once a thread runs it
     scheduler.shutdown(wait=True)  # pending jobs are cancelled, running ones finish
     assert running.status is Status.COMPLETED
+    assert waiting.status is Status.CANCELLED  # it never started
     assert pending.status is Status.CANCELLED
     try:
         scheduler.call_soon(say_hello, "too late")
@@ -137,6 +168,7 @@ def main() -> None:
     basics()
     cancelling()
     from_many_threads()
+    failures()
     async_callbacks_and_done_callbacks()
     shutting_down()
     virtual_time()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import threading
@@ -18,15 +19,18 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from ._cron import Cron
 from ._exceptions import CallbackCancelled, SchedulerClosed
-from ._handle import FAILED, Handle, Status, current_run
+from ._handle import FAILED, Handle, Status, current_run, report_unobserved
 from ._host import host_of
 from ._options import make_extra
 from ._recurring import Misfire, Overlap, Recurring
 from ._retry import Retry
 from ._scheduler import Scheduler
-from ._util import check_aware, to_delay
+from ._threadpool import GuardAsync, GuardSync, InThread, ThreadPool, contained, unwrap
+from ._util import check_aware, is_async, to_delay
 
 __all__ = ["Job", "RecurringJob", "ThreadedScheduler"]
+
+logger = logging.getLogger("duetime")
 
 T = TypeVar("T")
 PosArgsT = TypeVarTuple("PosArgsT")
@@ -39,16 +43,18 @@ class Job(Generic[T]):
     """A thread-safe handle to one job of a :class:`ThreadedScheduler`.
 
     It behaves like a :class:`concurrent.futures.Future`: :meth:`result` and
-    :meth:`exception` block until the job is done (or ``timeout`` passes).
+    :meth:`exception` block until the job is done (or ``timeout`` passes).  A sync
+    job is PENDING until a worker thread picks it up, then RUNNING.
     """
 
-    __slots__ = ("__weakref__", "_cancel_early", "_done_event", "_handle", "_id", "_owner")
+    __slots__ = ("__weakref__", "_body", "_cancel_early", "_done_event", "_handle", "_id", "_owner")
 
-    def __init__(self, owner: ThreadedScheduler) -> None:
+    def __init__(self, owner: ThreadedScheduler, body: InThread | None = None) -> None:
         self._id = _new_id()
         self._owner = owner
         # Set on the loop thread once the submission is taken off the inbox.
         self._handle: Handle[T] | None = None
+        self._body = body  # a sync job's body: it knows whether a thread has it
         self._cancel_early = False
         self._done_event: threading.Event | None = None  # made by the first waiter
 
@@ -59,16 +65,29 @@ class Job(Generic[T]):
 
     @property
     def status(self) -> Status:
-        """The job's :class:`Status` (PENDING until the loop has taken it)."""
+        """The job's :class:`Status`: PENDING until it starts (a sync job: until a
+        worker thread picks it up), RUNNING while it runs, then final."""
         h = self._handle
         if h is None:
             return Status.CANCELLED if self._cancel_early else Status.PENDING
-        return h.status
+        st = h.status
+        if st is Status.RUNNING:
+            body = self._body
+            if body is not None and not body.started():
+                # Waiting for a worker thread; or taken back by cancel(), and
+                # its handle is about to say so.
+                return Status.CANCELLED if body.abandoned() else Status.PENDING
+        return st
 
     def done(self) -> bool:
         """Whether the job is in a final state."""
         h = self._handle
-        return self._cancel_early if h is None else h.done()
+        if h is None:
+            return self._cancel_early
+        if h.done():
+            return True
+        body = self._body
+        return body is not None and body.abandoned()
 
     def result(self, timeout: float | None = None) -> T:
         """Wait for the job and return its value, or raise its exception.
@@ -77,9 +96,13 @@ class Job(Generic[T]):
         :raises TimeoutError: if the job is not done within ``timeout``
         :raises CallbackCancelled: if the job was cancelled
         :raises duetime.DeadlineExpired: if it expired
-        :raises BaseException: the callback's own exception if it failed
+        :raises BaseException: the callback's own exception if it failed, even one
+            that is not an Exception (``sys.exit()`` in a job raises SystemExit here)
         """
         h = self._wait(timeout)
+        exc = h.exception
+        if exc is not None:
+            raise unwrap(exc)
         return h.return_value
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
@@ -88,7 +111,8 @@ class Job(Generic[T]):
         :raises TimeoutError: if the job is not done within ``timeout``
         :raises CallbackCancelled: if the job was cancelled
         """
-        return self._wait(timeout).exception
+        exc = self._wait(timeout).exception
+        return None if exc is None else unwrap(exc)
 
     def cancel(self) -> bool:
         """Cancel the job; True if this call cancelled it (see :meth:`Handle.cancel`)."""
@@ -97,16 +121,33 @@ class Job(Generic[T]):
         return self._owner._cancel(self)
 
     def add_done_callback(self, fn: Callable[[Job[T]], object]) -> None:
-        """Call ``fn(job)`` once the job is done: at once if it is, else on the loop thread."""
+        """Call ``fn(job)`` once the job is done: at once if it is, else on the loop thread.
+
+        An exception ``fn`` raises (even a BaseException) is logged, never raised
+        into the loop.
+        """
         if self.done():
             fn(self)
             return
-        self._owner._on_done(self, lambda _h: fn(self))
+
+        def call(_h: object) -> None:
+            try:
+                fn(self)
+            except BaseException:  # a done-callback must not stop the loop
+                logger.exception("done-callback %r of %r raised", fn, self)
+
+        self._owner._on_done(self, call)
 
     def _wait(self, timeout: float | None) -> Handle[T]:
         if timeout is not None:
             timeout = to_delay(timeout, "timeout")
-        if not self.done():
+        h = self._handle
+        if (h is None and not self._cancel_early) or (h is not None and not h.done()):
+            if self._owner._on_loop_thread():
+                raise RuntimeError(
+                    f"job {self._id} is not done: waiting for it on the scheduler's own "
+                    "loop thread would block it for ever; use add_done_callback()"
+                )
             event = self._done_event
             if event is None:
                 # One event per job, however often result(timeout=...) is retried.
@@ -222,10 +263,12 @@ def _new_id() -> str:
 class ThreadedScheduler(AbstractContextManager["ThreadedScheduler"]):
     """Run a :class:`Scheduler` on an event loop in a background thread.
 
-    Every method is safe to call from any thread.  Sync callbacks run in a bounded
-    pool of worker threads (``max_threads``), so a slow one never delays the
-    others; async callbacks run on the loop.  Use it as a context manager, or call
-    :meth:`start` and :meth:`shutdown`.
+    Every method is safe to call from any thread.  Sync callbacks run in a pool of
+    at most ``max_threads`` long-lived worker threads, so a slow one never delays
+    the others; async callbacks run on the loop.  A job that raises a
+    BaseException (``sys.exit()``, KeyboardInterrupt) fails with it, as in
+    :mod:`concurrent.futures`, and the scheduler keeps running.  Use it as a
+    context manager, or call :meth:`start` and :meth:`shutdown`.
 
     Submissions are batched: a call appends to an inbox and wakes the loop once
     per batch, not once per job, so scheduling 100 000 jobs costs no 100 000
@@ -240,7 +283,8 @@ class ThreadedScheduler(AbstractContextManager["ThreadedScheduler"]):
     :param on_exit: as for :class:`Scheduler`
     :param grace: as for :class:`Scheduler`
     :param sync_in_thread: as for :class:`Scheduler`, but True by default here
-    :param on_error: as for :class:`Scheduler` (called on the loop thread)
+    :param on_error: as for :class:`Scheduler` (called on the loop thread, with the
+        job's own exception; whatever it raises is logged)
     :param wall_clock: as for :class:`Scheduler`
     :param slow_callback_duration: as for :class:`Scheduler`
     """
@@ -272,16 +316,20 @@ class ThreadedScheduler(AbstractContextManager["ThreadedScheduler"]):
             raise TypeError(f"keep_finished must be an int, got {keep_finished!r}")
         if keep_finished < 0:
             raise ValueError(f"keep_finished must be >= 0, got {keep_finished}")
+        if on_error is not None and not callable(on_error):
+            raise TypeError(f"on_error must be callable, got {on_error!r}")
         # Validates the options now, in the caller's thread.
         self._scheduler = Scheduler(
             max_concurrency=max_concurrency,
             on_exit=on_exit,
             grace=grace,
             sync_in_thread=sync_in_thread,
-            on_error=on_error,
+            on_error=_contained_on_error(on_error),
             wall_clock=wall_clock,
             slow_callback_duration=slow_callback_duration,
         )
+        self._on_exit = on_exit
+        self._pool = ThreadPool(max_threads)
         self._host = host_of(self._scheduler)
         self._backend = backend
         self._backend_options = backend_options
@@ -330,7 +378,13 @@ class ThreadedScheduler(AbstractContextManager["ThreadedScheduler"]):
     def _set_thread_limiter(self) -> None:
         self._loop_thread = threading.get_ident()
         host = self._host
+        # Sync jobs run on self._pool; this bounds any the scheduler runs itself.
         host.set_thread_limiter(CapacityLimiter(self._max_threads))
+        self._pool.bind(host.clock)
+        if self._on_exit == "cancel":
+            # Jobs still waiting for a worker thread have not started: shutdown
+            # cancels them like any pending job.
+            host.add_exit_hook(_CancelWaiting(self._pool))
         host.set_before_sleep(self._before_sleep)
         host.wake()  # one pass through the hook, which publishes _planned_wake
 
@@ -345,23 +399,30 @@ class ThreadedScheduler(AbstractContextManager["ThreadedScheduler"]):
             return deadline
 
     def shutdown(self, wait: bool = True) -> None:
-        """Stop: pending jobs end CANCELLED; running ones finish (``wait=True``)
-        or are cancelled at once (``wait=False``).  Calling it twice is safe.
+        """Stop: pending jobs end CANCELLED (a sync job still waiting for a worker
+        thread is pending); running ones finish (``wait=True``, within ``grace``)
+        or are cancelled at once (``wait=False``).
 
-        Afterwards every scheduling call, from any thread, raises
-        :exc:`SchedulerClosed`.
+        Calling it twice, or from two threads at once, is safe: a second
+        ``shutdown(wait=True)`` returns once the first has finished.  Afterwards
+        every scheduling call, from any thread, raises :exc:`SchedulerClosed`.
+
+        :raises RuntimeError: if called from one of this scheduler's own jobs
         """
-        if threading.get_ident() == self._loop_thread or self._called_from_own_job():
+        if self._on_loop_thread() or self._called_from_own_job():
             raise RuntimeError(
                 "shutdown() cannot be called from one of this scheduler's own callbacks: it "
                 "would wait for itself; call it from the thread that started the scheduler"
             )
         with self._lock:
-            if self._state == 2:
-                return
-            was_running = self._state == 1
+            state = self._state
             self._state = 2
-        if not was_running:
+        if state == 2:
+            if wait:
+                self._stopped.wait()  # another thread is shutting down
+            return
+        if state == 0:
+            self._stopped.set()
             return
         portal = self._portal
         assert portal is not None
@@ -376,7 +437,11 @@ class ThreadedScheduler(AbstractContextManager["ThreadedScheduler"]):
             try:
                 self._portal_cm.__exit__(None, None, None)
             finally:
+                self._pool.close()
                 self._stopped.set()
+
+    def _on_loop_thread(self) -> bool:
+        return threading.get_ident() == self._loop_thread
 
     def _called_from_own_job(self) -> bool:
         try:
@@ -599,12 +664,17 @@ class ThreadedScheduler(AbstractContextManager["ThreadedScheduler"]):
         :raises TypeError, ValueError: on bad input, as :meth:`Scheduler.call_every`
         """
 
+        if not callable(func):
+            raise TypeError(f"func must be callable, got {func!r}")
+        make_extra(func, name, timeout, retry, in_thread, False, self._host.sync_in_thread)
+        body, run_timeout = self._body(func, timeout, in_thread)
+
         def create() -> list[Recurring[Any]]:
             # In a list: the portal would otherwise await the awaitable Recurring.
             return [
                 self._scheduler.call_every(
                     interval,
-                    func,
+                    body,
                     *args,
                     start=start,
                     max_runs=max_runs,
@@ -613,8 +683,8 @@ class ThreadedScheduler(AbstractContextManager["ThreadedScheduler"]):
                     misfire=misfire,
                     overlap=overlap,
                     name=name,
-                    timeout=timeout,
-                    retry=retry,
+                    timeout=run_timeout,
+                    retry=contained(retry),
                     in_thread=in_thread,
                 )
             ]
@@ -651,14 +721,17 @@ class ThreadedScheduler(AbstractContextManager["ThreadedScheduler"]):
         else:
             threaded = self._host.sync_in_thread
             make_extra(func, name, timeout, retry, in_thread, False, threaded)
-        job: Job[Any] = Job(self)
+        body, run_timeout = self._body(func, timeout, in_thread)
+        if run_timeout is not timeout or retry is not None:
+            opts = (name, run_timeout, contained(retry), in_thread)
+        job: Job[Any] = Job(self, body if type(body) is InThread else None)
         submitted = time.monotonic()
         # A datetime's loop time needs the wall clock, maybe not readable here: wake.
         due = -math.inf if isinstance(when, datetime) else submitted + when
         with self._lock:
             if self._state != 1:
                 raise SchedulerClosed(self._closed_message())
-            self._inbox.append((job, when, submitted, func, args, opts))
+            self._inbox.append((job, when, submitted, body, args, opts))
             self._jobs[job._id] = job
             if len(self._jobs) >= self._prune_at:
                 self._prune()
@@ -682,6 +755,22 @@ class ThreadedScheduler(AbstractContextManager["ThreadedScheduler"]):
                 if self._state == 1:
                     raise
         return job
+
+    def _body(
+        self, func: Callable[..., Any], timeout: float | None, in_thread: bool | None
+    ) -> tuple[Callable[..., Any], float | None]:
+        """What the scheduler runs for ``func``, and the timeout it enforces.
+
+        A sync job for a worker thread becomes an :class:`InThread` body, which
+        enforces its own timeout (counted from when a thread picks it up).  Every
+        body turns a BaseException of the job into a failure of that job alone.
+        """
+        if is_async(func):
+            return GuardAsync(func), timeout
+        threaded = self._host.sync_in_thread if in_thread is None else in_thread
+        if threaded:
+            return InThread(self._pool, func, timeout), None
+        return GuardSync(func), timeout
 
     def _drain(self) -> None:
         """On the loop thread: give every job in the inbox its scheduler handle."""
@@ -731,6 +820,8 @@ class ThreadedScheduler(AbstractContextManager["ThreadedScheduler"]):
     # ------------------------------------------------------------------ per-job calls
 
     def _loop_call(self, func: Callable[[], T]) -> T:
+        if self._on_loop_thread():
+            return func()  # a job or done-callback on the loop: no hop (the portal refuses)
         portal = self._portal
         if self._state != 1 or portal is None:
             raise SchedulerClosed("the ThreadedScheduler is not running")
@@ -745,6 +836,9 @@ class ThreadedScheduler(AbstractContextManager["ThreadedScheduler"]):
                     return False
                 job._cancel_early = True
                 return True
+            body = job._body
+            if body is not None and h.status is Status.RUNNING:
+                body.abandon()  # waiting for a thread: it reads CANCELLED from now on
             return h.cancel()
 
         try:
@@ -763,6 +857,9 @@ class ThreadedScheduler(AbstractContextManager["ThreadedScheduler"]):
             else:
                 h.add_done_callback(fn)
 
+        if self._on_loop_thread():
+            register()  # a job or done-callback on the loop: the portal would refuse
+            return
         portal = self._portal
         if portal is not None and not self._stopped.is_set():
             try:
@@ -790,3 +887,33 @@ class ThreadedScheduler(AbstractContextManager["ThreadedScheduler"]):
     def scheduler(self) -> Scheduler:
         """The underlying :class:`Scheduler` (use it only from the loop thread)."""
         return self._scheduler
+
+
+class _CancelWaiting:
+    """An exit hook: cancel the sync jobs still waiting for a worker thread."""
+
+    __slots__ = ("_pool",)
+
+    def __init__(self, pool: ThreadPool) -> None:
+        self._pool = pool
+
+    def cancel(self) -> None:
+        self._pool.cancel_waiting()
+
+
+def _contained_on_error(
+    on_error: Callable[[Handle[Any], BaseException], object] | None,
+) -> Callable[[Handle[Any], BaseException], object]:
+    """``on_error`` as the loop calls it: with the job's own exception, never raising."""
+
+    def report(handle: Handle[Any], exc: BaseException) -> None:
+        exc = unwrap(exc)
+        if on_error is None:
+            report_unobserved(None, handle, exc)
+            return
+        try:
+            on_error(handle, exc)
+        except BaseException:  # must not stop the loop
+            logger.exception("on_error raised while reporting %r", handle)
+
+    return report
