@@ -87,7 +87,7 @@ async def test_context_option_runs_the_callback_in_that_context() -> None:
         h = s.call_soon(lambda: duetime.current_run().handle, context=ctx)
         assert await h is h
         with pytest.raises(TypeError, match="context"):
-            s.call_soon(var.get, context={"not": "a context"})  # type: ignore[call-overload]
+            s.call_soon(var.get, context={"not": "a context"})  # type: ignore[call-overload, call-arg]
         series: Recurring[str] = s.call_every(1, var.get, context=ctx, max_runs=2)
         assert [run.return_value async for run in series] == ["set by the callback"] * 2
 
