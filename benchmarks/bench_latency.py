@@ -66,7 +66,7 @@ async def task_lateness(n: int, spread: float) -> list[float]:
 async def duetime_lateness(n: int, spread: float) -> list[float]:
     late: list[float] = []
     async with duetime.Scheduler() as s:
-        clock: Callable[[], float] = s._clock
+        clock: Callable[[], float] = anyio.current_time
         done = anyio.Event()
 
         def rec(when: float) -> None:

@@ -154,6 +154,9 @@ class Engine:
         self._fatal: BaseException | None = None
         # on_exit="drain": retries are taken while due before this loop time.
         self._drain_until = _INF
+        # Cancels not yet handed to the heap, and how many wake the loop to compact.
+        self._newly_dead = 0
+        self._compact_after = 65
 
     # ------------------------------------------------------------------ host: state
 
@@ -468,8 +471,13 @@ class Engine:
         # tuple stays where it is (heap, FIFO or runner queue) and is skipped.
         if _get_ident() != self.loop_thread:
             return bool(self.call_threadsafe(h.cancel))
-        if h._st == PENDING and self.heap.note_dead() and self.wake_at > -_INF:
-            self.rearm(-_INF)  # the timer loop compacts the heap, off this path
+        if h._st == PENDING:
+            # Counted here, handed to the heap by the timer loop (a method call
+            # per cancel would double its cost); past the heap's threshold the
+            # loop is woken to compact, off this path.
+            n = self._newly_dead = self._newly_dead + 1
+            if n >= self._compact_after and self.wake_at > -_INF:
+                self.rearm(-_INF)
         self.pending -= 1
         self.cancelled += 1
         x = h._x
@@ -527,9 +535,13 @@ class Engine:
             if self._quiet_mode:
                 self.check_quiet()
             # A slice at a time each: never a long stall.
+            if self._newly_dead:
+                heap.note_dead(self._newly_dead)
+                self._newly_dead = 0
             more = heap.drop_dead_top()  # so we don't wake up for nothing
             if heap.wants_compaction():
                 heap.compact_step()
+            self._compact_after = heap.dead_until_compaction()
             hook = self.before_sleep
             deadline = self.next_deadline() if hook is None else hook()
             if more:

@@ -92,16 +92,20 @@ class TimerHeap:
         self.push(when, handle)
         self.note_dead()
 
-    def note_dead(self) -> bool:
-        """Record that one tuple no longer refers to a live entry.
+    def note_dead(self, n: int = 1) -> None:
+        """Record that ``n`` tuples no longer refer to a live entry.
 
-        :return: whether the heap would now like to be compacted (the timer loop
-            does it: :meth:`wants_compaction`, :meth:`compact_step`)
+        The engine batches cancels and hands them over once per timer-loop
+        pass; :meth:`dead_until_compaction` tells it when to wake the loop.
         """
-        d = self.dead = self.dead + 1
+        self.dead += n
         if self._shadow:
-            self._dead_since += 1
-        return d > _MIN_COMPACT and d + d > len(self.entries)
+            self._dead_since += n
+
+    def dead_until_compaction(self) -> int:
+        """How many more dead tuples make :meth:`wants_compaction` true."""
+        d = self.dead
+        return max(_MIN_COMPACT + 1 - d, len(self.entries) // 2 + 1 - d, 1)
 
     def wants_compaction(self) -> bool:
         """Whether more than half the tuples are dead, or a compaction is under way."""
