@@ -116,7 +116,9 @@ class Engine:
         self.wake_at = -_INF
         self._sleep_scope: CancelScope | None = None
 
-        self.pending = 0
+        # Callbacks ever scheduled (retries are not new ones); what is pending
+        # is derived from it, so a cancel or a start updates one counter only.
+        self.scheduled = 0
         self.running = 0
         self.completed = 0
         self.failed = 0
@@ -159,6 +161,19 @@ class Engine:
         self._compact_after = 65
 
     # ------------------------------------------------------------------ host: state
+
+    @property
+    def pending(self) -> int:
+        """Callbacks scheduled and not started (or waiting for a retry)."""
+        return (
+            self.scheduled
+            - self.running
+            - self.completed
+            - self.failed
+            - self.cancelled
+            - self.expired
+            - (self.inline is not None)
+        )
 
     def check_open(self) -> None:
         """Raise :exc:`SchedulerClosed` unless the block is open."""
@@ -210,7 +225,7 @@ class Engine:
         when = h._when
         self.heap.push(when, h)
         if x is None or not x.internal:
-            self.pending += 1
+            self.scheduled += 1
         if x is not None and x.wall is not None:
             self.wall.track(h)
         if when < self.wake_at:
@@ -268,6 +283,7 @@ class Engine:
             return  # cancelled on its way here (and counted then)
         h._owner = self
         if self.closed:
+            self.scheduled += 1
             self.cancelled += 1
             h._finish(CANCELLED, None)
             return
@@ -454,7 +470,6 @@ class Engine:
             if x is not None and x.internal:
                 continue
             if h._st <= QUEUED:
-                self.pending -= 1
                 self.cancelled += 1
                 h._finish(CANCELLED, None)
             elif h._st == RUNNING and isinstance(h._result, InContext):
@@ -467,28 +482,28 @@ class Engine:
     # ------------------------------------------------------------------ cancellation
 
     def _cancel_pending(self, h: Handle[Any]) -> bool:
-        # Hot under cancel storms: the common case is inlined.  The handle's
-        # tuple stays where it is (heap, FIFO or runner queue) and is skipped.
+        # Hot under cancel storms, held to asyncio's TimerHandle.cancel: the
+        # common case is written out.  The handle's tuple stays where it is
+        # (heap, FIFO or runner queue) and is skipped when it comes up.
         if _get_ident() != self.loop_thread:
             return bool(self.call_threadsafe(h.cancel))
-        if h._st == PENDING:
+        self.cancelled += 1
+        st = h._st
+        x = h._x
+        if x is None:
+            h._st = CANCELLED
+            h._args = None  # the arguments go now; the owner with the tuple
+        else:
+            if x.wall is not None:
+                self.wall.untrack(h)
+            h._finish(CANCELLED, None)
+        if st == PENDING:
             # Counted here, handed to the heap by the timer loop (a method call
             # per cancel would double its cost); past the heap's threshold the
             # loop is woken to compact, off this path.
             n = self._newly_dead = self._newly_dead + 1
             if n >= self._compact_after and self.wake_at > -_INF:
                 self.rearm(-_INF)
-        self.pending -= 1
-        self.cancelled += 1
-        x = h._x
-        if x is None:
-            h._st = CANCELLED
-            h._args = None
-            h._owner = None
-        else:
-            if x.wall is not None:
-                self.wall.untrack(h)
-            h._finish(CANCELLED, None)
         if self._quiet_mode:
             self.check_quiet()
         return True
@@ -647,7 +662,6 @@ class Engine:
                 # -- fast path: a plain callback, inline on the event loop, in a
                 # context of its own (a copy of the one that entered the block).
                 h._st = RUNNING
-                self.pending -= 1
                 self.inline = h
                 self.inline_started = t
                 late = t - when
@@ -752,7 +766,8 @@ class _Transit:
             return bool(e.call_threadsafe(h.cancel))
         if h._st != PENDING or h._owner is not self:
             return h.cancel() if h._owner is e else False
-        e.cancelled += 1  # never counted as pending: _accept will skip it
+        e.scheduled += 1  # _accept will skip it
+        e.cancelled += 1
         h._finish(CANCELLED, None)
         return True
 

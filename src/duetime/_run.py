@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 class EngineView(Protocol):
     """What runner tasks use of their engine (``_engine.Engine`` is one)."""
 
-    pending: int
+    scheduled: int
     running: int
     completed: int
     failed: int
@@ -183,7 +183,6 @@ class Runners:
                     await limiter.acquire()
                 except BaseException:
                     if h._st == QUEUED:
-                        e.pending -= 1
                         e.cancelled += 1
                         h._finish(CANCELLED, None)
                         e.check_quiet()
@@ -196,7 +195,6 @@ class Runners:
             try:
                 now = e.clock()
                 if x is not None and x.deadline is not None and now >= x.deadline:
-                    e.pending -= 1
                     e.expired += 1
                     h._finish(
                         EXPIRED, DeadlineExpired(f"{h.name} could not start before its deadline")
@@ -204,7 +202,6 @@ class Runners:
                     e.check_quiet()
                     return
                 h._st = RUNNING
-                e.pending -= 1
                 e.running += 1
                 late = now - h._when
                 if late > e.max_late:
@@ -335,7 +332,6 @@ class Runners:
                     h._when = when
                     h._st = PENDING
                     h._result = None
-                    e.pending += 1
                     e.heap.push(when, h)
                     if when < e.wake_at:
                         e.rearm(when)

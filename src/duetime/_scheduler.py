@@ -231,7 +231,7 @@ class Scheduler:
             raise TypeError(f"func must be callable, got {func!r}")
         h: Handle[Any] = Handle(e.clock(), func, args, e)
         e.soon.append(h)
-        e.pending += 1
+        e.scheduled += 1
         if e.wake_at > -_INF:
             e.rearm(-_INF)
         return h
@@ -341,7 +341,7 @@ class Scheduler:
             raise TypeError(f"func must be callable, got {func!r}")
         h: Handle[Any] = Handle(when, func, args, e)
         self._push(when, h)
-        e.pending += 1
+        e.scheduled += 1
         if when < e.wake_at:
             e.rearm(when)
         return h
@@ -446,7 +446,7 @@ class Scheduler:
             raise TypeError(f"func must be callable, got {func!r}")
         h: Handle[Any] = Handle(fwhen, func, args, e)
         self._push(fwhen, h)
-        e.pending += 1
+        e.scheduled += 1
         if fwhen < e.wake_at:
             e.rearm(fwhen)
         return h
@@ -609,6 +609,7 @@ class Scheduler:
                 x.deadline = deadline
                 if when >= deadline:
                     # Never started: it could not begin before the deadline.
+                    e.scheduled += 1
                     e.expired += 1
                     h._finish(EXPIRED, DeadlineExpired(f"{h.name} was due after its deadline"))
                     return h
