@@ -105,3 +105,21 @@ async def test_backward_step_just_before_due_is_not_early() -> None:
         await h
     assert fired[0] >= target  # never early on the wall clock
     assert fired[0] - target < timedelta(seconds=1.01)
+
+
+async def test_a_clock_that_announces_its_steps_needs_no_watchdog() -> None:
+    from duetime.testing import VirtualWallClock
+    from tests.support import duetime_activity
+
+    wall = VirtualWallClock(BASE)
+    async with Scheduler(wall_clock=wall) as s:
+        h = s.call_at(BASE + timedelta(hours=24), int, 1)
+        await anyio.sleep(1)
+        with duetime_activity() as activity:
+            await anyio.sleep(20 * 3600)  # no look once a virtual second
+        assert activity() < 100
+        wall.step(-3600)  # a step is announced: the entry is re-keyed, never early
+        await anyio.sleep(4 * 3600 - 1)
+        assert h.status is Status.PENDING
+        assert await h == 1
+    assert wall() >= BASE + timedelta(hours=24)
