@@ -95,11 +95,40 @@ async def iterate() -> None:
     # --8<-- [end:iterate]
 
 
+async def cron() -> None:
+    # --8<-- [start:cron]
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    from duetime.testing import VirtualWallClock
+
+    paris = ZoneInfo("Europe/Paris")
+    wall = VirtualWallClock(datetime(2025, 3, 28, 12, tzinfo=UTC))  # a test's wall clock
+    backups: list[datetime] = []
+
+    def backup() -> None:
+        backups.append(wall().astimezone(paris))
+
+    async with Scheduler(wall_clock=wall) as scheduler:
+        nightly = scheduler.call_every(duetime.Cron("30 2 * * *", tz="Europe/Paris"), backup)
+        await anyio.sleep(4 * 24 * 3600)  # four days of virtual time
+        nightly.cancel()
+    # 2025-03-30 has no 02:30 in Paris (clocks go 02:00 -> 03:00): that run is at 03:00.
+    assert [(t.day, t.hour, t.minute) for t in backups] == [
+        (29, 2, 30),
+        (30, 3, 0),
+        (31, 2, 30),
+        (1, 2, 30),
+    ]
+    # --8<-- [end:cron]
+
+
 async def main() -> None:
     await fixed_rate()
     await overlap_and_misfire()
     await control()
     await iterate()
+    await cron()
     print("periodic examples passed")
 
 
