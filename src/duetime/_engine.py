@@ -11,8 +11,6 @@ PendingReplies, ThreadedScheduler) see the engine only as a :class:`~._host.Host
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import logging
 import math
 import threading
@@ -32,8 +30,8 @@ from anyio import (
     move_on_at,
 )
 from anyio.abc import TaskGroup
-from anyio.lowlevel import current_token
 
+from ._bridge import ThreadBridge
 from ._context import InContext
 from ._exceptions import SchedulerClosed
 from ._handle import (
@@ -149,8 +147,7 @@ class Engine:
         # The thread the event loop runs in (None until open), and how to hand
         # it a call from another thread.
         self.loop_thread: int | None = None
-        self._soon_threadsafe: Callable[..., object] | None = None
-        self._transit = _Transit(self)
+        self.bridge = ThreadBridge(self)
         # A BaseException from a callback, a done-callback or on_error: it ends
         # the block and leaves it as itself.
         self._fatal: BaseException | None = None
@@ -257,65 +254,6 @@ class Engine:
         if scope is not None:
             scope.deadline = when
 
-    # ------------------------------------------------------------------ other threads
-
-    def submit_threadsafe(self, h: Handle[Any]) -> None:
-        """Hand a handle made in another thread to the loop, which schedules it.
-
-        Calls from one thread keep their order (the loop's thread-safe queue is
-        FIFO).  Until the loop takes it, the handle's owner is a stand-in that
-        routes ``cancel()`` through the loop too.
-
-        :raises SchedulerClosed: if the event loop is gone (nothing changed)
-        """
-        soon = self._soon_threadsafe
-        assert soon is not None
-        h._owner = self._transit
-        try:
-            soon(self._accept, h)
-        except RuntimeError as exc:  # asyncio: loop closed; trio: RunFinishedError
-            h._owner = None
-            raise SchedulerClosed("the scheduler's event loop is not running") from exc
-
-    def _accept(self, h: Handle[Any]) -> None:
-        """On the loop: schedule a handle submitted from another thread."""
-        if h._st != PENDING:
-            return  # cancelled on its way here (and counted then)
-        h._owner = self
-        if self.closed:
-            self.scheduled += 1
-            self.cancelled += 1
-            h._finish(CANCELLED, None)
-            return
-        self.push(h)
-
-    def call_threadsafe(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run ``fn(*args)`` on the loop from another thread; return its result.
-
-        :raises SchedulerClosed: if the event loop is gone
-        """
-        soon = self._soon_threadsafe
-        if soon is None:
-            raise SchedulerClosed(self.closed_reason())
-        done: concurrent.futures.Future[Any] = concurrent.futures.Future()
-
-        def run() -> None:
-            try:
-                done.set_result(fn(*args))
-            except BaseException as exc:
-                done.set_exception(exc)
-
-        try:
-            soon(run)
-        except RuntimeError as exc:
-            raise SchedulerClosed("the scheduler's event loop is not running") from exc
-        while True:
-            try:
-                return done.result(timeout=1.0)
-            except concurrent.futures.TimeoutError:
-                if self.state == CLOSED and self.tg is None:
-                    raise SchedulerClosed("the scheduler's event loop stopped") from None
-
     # ------------------------------------------------------------------ lifecycle
 
     async def open(self) -> None:
@@ -323,11 +261,7 @@ class Engine:
         if self.state != NEW:
             raise RuntimeError("a Scheduler can be entered only once")
         self.clock = backend_clock()
-        token: Any = current_token().native_token
-        if isinstance(token, asyncio.AbstractEventLoop):
-            self._soon_threadsafe = token.call_soon_threadsafe
-        else:  # a trio.lowlevel.TrioToken
-            self._soon_threadsafe = token.run_sync_soon
+        self.bridge.open()
         self._cancelled_exc = get_cancelled_exc_class()
         self.base_context = copy_context()
         if self.max_concurrency is not None:
@@ -337,7 +271,7 @@ class Engine:
         await tg.__aenter__()
         self.tg = tg
         self.loop_thread = _get_ident()
-        self.unobserved.defer = self._soon_threadsafe
+        self.unobserved.defer = self.bridge.soon
         self.state = OPEN
         self.closed = False
         tg.start_soon(self._timer_loop, name=f"duetime timer loop {id(self):#x}")
@@ -486,7 +420,7 @@ class Engine:
         # common case is written out.  The handle's tuple stays where it is
         # (heap, FIFO or runner queue) and is skipped when it comes up.
         if _get_ident() != self.loop_thread:
-            return bool(self.call_threadsafe(h.cancel))
+            return bool(self.bridge.call(h.cancel))
         self.cancelled += 1
         st = h._st
         x = h._x
@@ -510,7 +444,7 @@ class Engine:
 
     def _cancel_running(self, h: Handle[Any]) -> bool:
         if _get_ident() != self.loop_thread:
-            return bool(self.call_threadsafe(h.cancel))
+            return bool(self.bridge.call(h.cancel))
         payload = h._result
         if isinstance(payload, CancelScope):
             h._extra().cancelling = True
@@ -750,26 +684,3 @@ class Engine:
             h.name,
             elapsed,
         )
-
-
-class _Transit:
-    """The owner of a handle submitted from another thread, until the loop takes it."""
-
-    __slots__ = ("_engine",)
-
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-
-    def _cancel_pending(self, h: Handle[Any]) -> bool:
-        e = self._engine
-        if _get_ident() != e.loop_thread:
-            return bool(e.call_threadsafe(h.cancel))
-        if h._st != PENDING or h._owner is not self:
-            return h.cancel() if h._owner is e else False
-        e.scheduled += 1  # _accept will skip it
-        e.cancelled += 1
-        h._finish(CANCELLED, None)
-        return True
-
-    def _cancel_running(self, h: Handle[Any]) -> bool:
-        return False  # never running before the loop takes it

@@ -557,7 +557,7 @@ class Scheduler:
             if inherit_deadline:
                 raise RuntimeError(_NO_DEADLINE_IN_THREAD)
             e.check_open()
-            recurring: Recurring[Any] = e.call_threadsafe(make)
+            recurring: Recurring[Any] = e.bridge.call(make)
             return recurring
         return make()
 
@@ -600,7 +600,7 @@ class Scheduler:
         if _get_ident() != e.loop_thread:
             if inherit_deadline:
                 raise RuntimeError(_NO_DEADLINE_IN_THREAD)
-            e.submit_threadsafe(h)
+            e.bridge.submit(h)
             return h
         if inherit_deadline:
             assert x is not None
