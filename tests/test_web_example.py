@@ -36,14 +36,21 @@ class Burst:
         self.threads: set[int] = set()
         self.refused = 0
         self.lock = threading.Lock()
+        # gated requests stop half-way until the test opens the gate
+        self.gate = threading.Event()
+        self.at_gate = 0
         app_state = app.state
 
-        def burst(n: int, delay: float, spread: float = 1.0) -> dict[str, int]:
+        def burst(n: int, delay: float, spread: float = 1.0, gated: bool = False) -> dict[str, int]:
             scheduler: Scheduler = app_state.scheduler
             self.threads.add(threading.get_ident())
             made = 0
             try:
                 for i in range(n):
+                    if gated and i == n // 2:
+                        with self.lock:
+                            self.at_gate += 1
+                        assert self.gate.wait(timeout=10)
                     h = scheduler.call_later(delay + (i % 5) * spread, self.ran.append, i)
                     self.handles.append(h)  # list.append: safe from several threads
                     made += 1
@@ -72,19 +79,18 @@ async def test_def_endpoints_schedule_200_callbacks_each_from_concurrent_request
     app = fresh_app()
     burst = Burst(app)
     loop_thread = threading.get_ident()
-    async with client(app) as c:
-        async with app.router.lifespan_context(app):
-            scheduler: Scheduler = app.state.scheduler
-            with hold_autojump():  # real worker threads at work
-                async with anyio.create_task_group() as tg:
-                    for _ in range(5):
-                        tg.start_soon(partial(c.post, "/burst", params={"n": 200, "delay": 60}))
-                # The same, with the response checked.
-                r = await c.post("/burst", params={"n": 200, "delay": 60})
-                assert r.json() == {"scheduled": 200}
-            await anyio.sleep(70)  # virtual: every callback is due by 60 + 4
-            stats = scheduler.statistics()
-            assert stats.pending == stats.running == 0
+    async with client(app) as c, app.router.lifespan_context(app):
+        scheduler: Scheduler = app.state.scheduler
+        with hold_autojump():  # real worker threads at work
+            async with anyio.create_task_group() as tg:
+                for _ in range(5):
+                    tg.start_soon(partial(c.post, "/burst", params={"n": 200, "delay": 60}))
+            # The same, with the response checked.
+            r = await c.post("/burst", params={"n": 200, "delay": 60})
+            assert r.json() == {"scheduled": 200}
+        await anyio.sleep(70)  # virtual: every callback is due by 60 + 4
+        stats = scheduler.statistics()
+        assert stats.pending == stats.running == 0
     assert loop_thread not in burst.threads  # the def endpoint really ran in threads
     assert len(burst.handles) == 6 * 200
     assert all(h.status in FINAL for h in burst.handles)
@@ -98,29 +104,39 @@ async def test_def_endpoints_schedule_200_callbacks_each_from_concurrent_request
 async def test_def_endpoints_racing_the_shutdown_leave_nothing_behind() -> None:
     # Requests still scheduling from their threads while the lifespan exits:
     # each call either returns a Handle that ends in a final state, or raises
-    # SchedulerClosed and changes nothing.
+    # SchedulerClosed and changes nothing.  Gated requests schedule half their
+    # callbacks, wait until the exit has begun, then try the other half (all
+    # refused); free ones race the exit wherever it lands.
     app = fresh_app()
     burst = Burst(app)
     statuses: list[int] = []
     async with client(app) as c:
-        with hold_autojump():
+        with hold_autojump():  # real worker threads at work
             async with anyio.create_task_group() as tg:
 
-                async def post() -> None:
-                    r = await c.post("/burst", params={"n": 200, "delay": 0, "spread": 0})
+                async def post(gated: bool) -> None:
+                    params = {"n": 200, "delay": 0, "spread": 0, "gated": gated}
+                    r = await c.post("/burst", params=params)
                     statuses.append(r.status_code)
 
                 async with app.router.lifespan_context(app):
                     scheduler: Scheduler = app.state.scheduler
-                    for _ in range(4):
-                        tg.start_soon(post)
+                    for gated in (True, True, True, False, False):
+                        tg.start_soon(post, gated)
                     with anyio.fail_after(10):
-                        while len(burst.handles) < 50:  # well under way
+                        while burst.at_gate < 3:
                             await anyio.sleep(0.001)
+
+                    async def open_gate_once_closing() -> None:
+                        while not scheduler.closed:
+                            await anyio.sleep(0.001)
+                        burst.gate.set()
+
+                    tg.start_soon(open_gate_once_closing)
                 # the lifespan has exited; the requests finish after it
-    assert statuses == [200] * 4
-    assert 50 <= len(burst.handles) < 4 * 200
-    assert burst.refused >= 1  # the race did happen: the exit refused later calls
+    assert statuses == [200] * 5
+    assert burst.refused >= 3  # every gated request met the closed scheduler
+    assert len(burst.handles) >= 3 * 100
     assert all(h.status in FINAL for h in burst.handles)
     stats = scheduler.statistics()
     assert stats.pending == stats.running == 0

@@ -52,7 +52,7 @@ SchedulerDep = Annotated[Scheduler, Depends(get_scheduler)]
 async def shutting_down(request: Request, exc: SchedulerClosed) -> JSONResponse:
     # A request that arrives while the app is stopping cannot schedule any more.
     return JSONResponse({"detail": "shutting down, try again"}, status_code=503)
-# --8<-- [end:app]
+    # --8<-- [end:app]
 
 
 # --8<-- [start:async]
@@ -86,7 +86,7 @@ async def quote(sku: str, scheduler: SchedulerDep) -> dict[str, str | float]:
     except TimeoutError:
         raise HTTPException(504, "the pricing service is slow") from None
     return {"sku": sku, "price": price}
-# --8<-- [end:async]
+    # --8<-- [end:async]
 
 
 # --8<-- [start:sync]
@@ -116,7 +116,7 @@ def quote_blocking(sku: str, scheduler: SchedulerDep) -> dict[str, str | float]:
     if handle.status is not Status.COMPLETED:
         raise HTTPException(504, "the pricing service is slow")
     return {"sku": sku, "price": handle.return_value}
-# --8<-- [end:sync]
+    # --8<-- [end:sync]
 
 
 async def main() -> None:
