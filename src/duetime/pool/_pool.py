@@ -212,6 +212,9 @@ class WorkerPool(PoolQueue[ItemT, T]):
 
         self._state = NEW
         self._tg: TaskGroup | None = None
+        # A BaseException from a handler, a done-callback or on_error: it ends
+        # the block and leaves it as itself (see _crash()).
+        self._fatal: BaseException | None = None
         self._clock: Callable[[], float] = _not_entered
         self._watch_scope: CancelScope | None = None
 
@@ -268,7 +271,17 @@ class WorkerPool(PoolQueue[ItemT, T]):
     ) -> bool | None:
         assert self._tg is not None
         self._begin_close()
-        return await exit_block(self._tg, self._wait_drained, self._abort, exc_type, exc, tb)
+        try:
+            result = await exit_block(self._tg, self._wait_drained, self._abort, exc_type, exc, tb)
+        except BaseException:
+            if self._fatal is not None:
+                raise self._fatal from None
+            raise
+        if self._fatal is not None:
+            # The group's cancellation (ours, from _crash) was absorbed: the
+            # handler's BaseException leaves the block as itself.
+            raise self._fatal from None
+        return result
 
     async def aclose(self) -> None:
         """The sentinel: accept nothing more, let queued items run, then stop.
@@ -307,6 +320,18 @@ class WorkerPool(PoolQueue[ItemT, T]):
     def _check_drained(self) -> None:
         if self._drained is not None and self._queued + self._running == 0:
             self._drained.set()
+
+    def _crash(self, exc: BaseException) -> None:
+        """A BaseException escaped a handler, a done-callback or ``on_error``.
+
+        Every other item ends in a final state (CANCELLED), the block ends, and
+        ``exc`` leaves it as itself (never wrapped in a group).  It never escapes
+        one of our tasks: on asyncio a KeyboardInterrupt there stops the loop.
+        """
+        if self._fatal is None:
+            self._fatal = exc
+        if self._tg is not None:
+            self._abort()
 
     def _abort(self) -> None:
         """Body raised (or we were cancelled): end queued items, cancel the workers."""
@@ -357,6 +382,14 @@ class WorkerPool(PoolQueue[ItemT, T]):
                 logger.exception("a WorkerPool worker crashed; replacing it")
                 for h in current:
                     self._settle(h, FAILED, exc)
+            except get_cancelled_exc_class():
+                raise
+            except BaseException as exc:
+                # Not from a handler (_run settles those): end the block with it.
+                for h in current:
+                    self._settle(h, FAILED, exc)
+                self._crash(exc)
+                return
 
     async def _work(self, current: list[Handle[Any]]) -> None:
         while True:
@@ -430,6 +463,13 @@ class WorkerPool(PoolQueue[ItemT, T]):
             if current_effective_deadline() == -_INF:
                 raise  # the pool (or something around it) is being cancelled
             # The handler cancelled itself: this worker carries on.
+        except BaseException as exc:
+            # KeyboardInterrupt, SystemExit, GeneratorExit or a custom one: the
+            # item fails with it, then the whole pool ends and __aexit__
+            # re-raises it as itself.  Not re-raised here: on asyncio it would
+            # escape the task and stop the event loop.
+            self._settle(h, FAILED, exc, clock() - now)
+            self._crash(exc)
         else:
             ran = clock() - now
             if scope is not None and scope.cancelled_caught:
@@ -466,10 +506,15 @@ class WorkerPool(PoolQueue[ItemT, T]):
         self._counts[st] += 1
         if ran is not None and self._observer is not None:
             self._observer(h, ran, cut)
-        observed = h._finish(st, result)
-        if st == FAILED and not observed:
-            assert isinstance(result, BaseException)
-            self._report(h, result)
+        try:
+            observed = h._finish(st, result)
+            # A BaseException that is not an Exception ends the block and leaves
+            # it, so the block's caller observes it: not reported.
+            if st == FAILED and not observed and isinstance(result, Exception):
+                self._report(h, result)
+        except BaseException as exc:
+            # From a done-callback or on_error (each ran; the first is here).
+            self._crash(exc)
         self._check_drained()
 
     def _report(self, h: Handle[Any], exc: BaseException) -> None:
