@@ -13,13 +13,23 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from ._cron import Cron
-from ._exceptions import CallbackCancelled, DeadlineExpired, DuetimeError, SchedulerClosed
+from ._exceptions import (
+    CallbackCancelled,
+    DeadlineExpired,
+    DuetimeError,
+    EntryExists,
+    SchedulerClosed,
+)
 from ._handle import Handle, RunInfo, Status, current_run
 from ._keyed import PendingReplies, Timeouts
 from ._recurring import Misfire, Overlap, Recurring
 from ._retry import Retry
 from ._scheduler import Scheduler, SchedulerStatistics
 from ._threaded import Job, RecurringJob, ThreadedScheduler
+from .durable._registry import TaskRegistry, current_entry
+from .durable._sqlite import SQLiteStore
+from .durable._store import Entry
+from .durable._url import open_store
 from .pool import BatchReport, PoolStatistics, WorkerPool, process_batch
 
 try:
@@ -33,6 +43,8 @@ __all__ = [
     "Cron",
     "DeadlineExpired",
     "DuetimeError",
+    "Entry",
+    "EntryExists",
     "Handle",
     "Job",
     "Misfire",
@@ -43,13 +55,17 @@ __all__ = [
     "RecurringJob",
     "Retry",
     "RunInfo",
+    "SQLiteStore",
     "Scheduler",
     "SchedulerClosed",
     "SchedulerStatistics",
     "Status",
+    "TaskRegistry",
     "ThreadedScheduler",
     "Timeouts",
     "WorkerPool",
+    "current_entry",
     "current_run",
+    "open_store",
     "process_batch",
 ]
