@@ -5,3 +5,6 @@ from __future__ import annotations
 from duetime.testing import anyio_backend_fixture
 
 anyio_backend = anyio_backend_fixture()
+
+# Real Redis servers for the RedisStore tests (skip locally without one; fail under CI=true).
+pytest_plugins = ["tests.durable.redis_server"]

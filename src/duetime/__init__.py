@@ -11,6 +11,7 @@ soon, and get an awaitable :class:`Handle` back::
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
 from ._cron import Cron
 from ._exceptions import (
@@ -31,6 +32,9 @@ from .durable._sqlite import SQLiteStore
 from .durable._store import Entry
 from .durable._url import open_store
 from .pool import BatchReport, PoolStatistics, WorkerPool, process_batch
+
+if TYPE_CHECKING:
+    from .durable._redis import RedisStore  # noqa: F401  (lazy: see __getattr__)
 
 try:
     __version__ = version("duetime")  # pyproject.toml is the one source
@@ -69,3 +73,13 @@ __all__ = [
     "open_store",
     "process_batch",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # RedisStore needs the `redis` extra (coredis): imported on first use only, so
+    # `import duetime` never needs it.  Not in __all__, so `import *` never needs it.
+    if name == "RedisStore":
+        from .durable._redis import RedisStore
+
+        return RedisStore
+    raise AttributeError(f"module 'duetime' has no attribute {name!r}")

@@ -11,11 +11,14 @@ PendingReplies, ThreadedScheduler) see the engine only as a :class:`~._host.Host
 
 from __future__ import annotations
 
-import inspect
+import asyncio
+import concurrent.futures
 import logging
 import math
+import threading
 from collections import deque
 from collections.abc import Callable
+from contextvars import Context, copy_context
 from datetime import datetime
 from types import CoroutineType, TracebackType
 from typing import Any
@@ -27,28 +30,29 @@ from anyio import (
     create_task_group,
     get_cancelled_exc_class,
     move_on_at,
-    to_thread,
 )
 from anyio.abc import TaskGroup
+from anyio.lowlevel import current_token
 
-from ._exceptions import DeadlineExpired, SchedulerClosed
+from ._context import InContext
+from ._exceptions import SchedulerClosed
 from ._handle import (
     CANCELLED,
     COMPLETED,
-    EXPIRED,
     FAILED,
     PENDING,
     QUEUED,
     RUNNING,
     Extra,
     Handle,
-    _current,
     _tls,
     report_unobserved,
 )
 from ._heap import TimerHeap
 from ._host import Cancellable
 from ._lifecycle import exit_block
+from ._run import Runners
+from ._unobserved import Unobserved
 from ._util import CLOSED, CLOSING, NEW, OPEN, backend_clock, is_async
 from ._wall import WallWatch
 
@@ -57,10 +61,8 @@ __all__ = ["LATENESS_SAMPLES", "Engine"]
 logger = logging.getLogger("duetime")
 
 _INF = math.inf
-# Runner tasks parked for reuse; beyond this an idle runner exits.
-_MAX_PARKED = 256
-_MAX_BURST = 512
 LATENESS_SAMPLES = 1024
+_get_ident = threading.get_ident
 
 
 def _clock_unavailable() -> float:
@@ -94,6 +96,7 @@ class Engine:
         self.wall_clock = wall_clock
         self.slow_callback_duration = slow_callback_duration
 
+        self._cancelled_exc: type[BaseException] = BaseException
         self.state = NEW
         self.closed = True  # no scheduling before open() or after exit
         self.clock: Callable[[], float] = _clock_unavailable
@@ -126,22 +129,31 @@ class Engine:
         self.inline: Handle[Any] | None = None
         self.inline_started = 0.0
 
-        # Due handles waiting for a runner task, and the runners' bookkeeping.
-        self._q: deque[Handle[Any]] = deque()
-        self._parked: deque[Event] = deque()
-        self._avail = 0  # runners woken or spawned that have not looked at _q yet
-        self._burst = 1
-        self._recheck = False
-        self._acquiring: set[Handle[Any]] = set()  # due, waiting for a limiter token
+        self.runners = Runners(self)
         # Due entries taken off the heap as one sorted batch, and how far along.
         self._batch: list[tuple[float, int, Any]] | None = None
         self._batch_j = 0
-        # Exit waits on this while _quiet_mode holds (1: pending==0, 2: running==0).
+        # Exit waits on this while _quiet_mode holds (1: pending, 2: running,
+        # 3: either, is not yet zero).
         self._quiet: Event | None = None
         self._quiet_mode = 0
         self._never: Event | None = None
         self._exit_hooks: dict[Cancellable, None] = {}
         self.wall = WallWatch(self)
+        #: Failures nobody observed yet, reported at GC, at exit or past a bound.
+        self.unobserved = Unobserved(self._report_held)
+        #: The context callbacks copy by default: the one that entered the block.
+        self.base_context: Context = copy_context()
+        # The thread the event loop runs in (None until open), and how to hand
+        # it a call from another thread.
+        self.loop_thread: int | None = None
+        self._soon_threadsafe: Callable[..., object] | None = None
+        self._transit = _Transit(self)
+        # A BaseException from a callback, a done-callback or on_error: it ends
+        # the block and leaves it as itself.
+        self._fatal: BaseException | None = None
+        # on_exit="drain": retries are taken while due before this loop time.
+        self._drain_until = _INF
 
     # ------------------------------------------------------------------ host: state
 
@@ -178,6 +190,14 @@ class Engine:
 
     def report(self, handle: Handle[Any], exc: BaseException) -> None:
         report_unobserved(self.on_error, handle, exc)
+
+    def _report_held(self, handle: Handle[Any], exc: BaseException) -> None:
+        """Report a held failure: from a loop callback or the exit, not our tasks,
+        so a BaseException from ``on_error`` must not escape (see crash())."""
+        try:
+            report_unobserved(self.on_error, handle, exc)
+        except BaseException as fatal:
+            self.crash(fatal)
 
     # ------------------------------------------------------------------ host: entries
 
@@ -219,6 +239,64 @@ class Engine:
         if scope is not None:
             scope.deadline = when
 
+    # ------------------------------------------------------------------ other threads
+
+    def submit_threadsafe(self, h: Handle[Any]) -> None:
+        """Hand a handle made in another thread to the loop, which schedules it.
+
+        Calls from one thread keep their order (the loop's thread-safe queue is
+        FIFO).  Until the loop takes it, the handle's owner is a stand-in that
+        routes ``cancel()`` through the loop too.
+
+        :raises SchedulerClosed: if the event loop is gone (nothing changed)
+        """
+        soon = self._soon_threadsafe
+        assert soon is not None
+        h._owner = self._transit
+        try:
+            soon(self._accept, h)
+        except RuntimeError as exc:  # asyncio: loop closed; trio: RunFinishedError
+            h._owner = None
+            raise SchedulerClosed("the scheduler's event loop is not running") from exc
+
+    def _accept(self, h: Handle[Any]) -> None:
+        """On the loop: schedule a handle submitted from another thread."""
+        if h._st != PENDING:
+            return  # cancelled on its way here (and counted then)
+        h._owner = self
+        if self.closed:
+            self.cancelled += 1
+            h._finish(CANCELLED, None)
+            return
+        self.push(h)
+
+    def call_threadsafe(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn(*args)`` on the loop from another thread; return its result.
+
+        :raises SchedulerClosed: if the event loop is gone
+        """
+        soon = self._soon_threadsafe
+        if soon is None:
+            raise SchedulerClosed(self.closed_reason())
+        done: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                done.set_result(fn(*args))
+            except BaseException as exc:
+                done.set_exception(exc)
+
+        try:
+            soon(run)
+        except RuntimeError as exc:
+            raise SchedulerClosed("the scheduler's event loop is not running") from exc
+        while True:
+            try:
+                return done.result(timeout=1.0)
+            except concurrent.futures.TimeoutError:
+                if self.state == CLOSED and self.tg is None:
+                    raise SchedulerClosed("the scheduler's event loop stopped") from None
+
     # ------------------------------------------------------------------ lifecycle
 
     async def open(self) -> None:
@@ -226,12 +304,21 @@ class Engine:
         if self.state != NEW:
             raise RuntimeError("a Scheduler can be entered only once")
         self.clock = backend_clock()
+        token: Any = current_token().native_token
+        if isinstance(token, asyncio.AbstractEventLoop):
+            self._soon_threadsafe = token.call_soon_threadsafe
+        else:  # a trio.lowlevel.TrioToken
+            self._soon_threadsafe = token.run_sync_soon
+        self._cancelled_exc = get_cancelled_exc_class()
+        self.base_context = copy_context()
         if self.max_concurrency is not None:
             self.limiter = CapacityLimiter(self.max_concurrency)
         self._never = Event()  # the timer loop sleeps on it until its deadline
         tg = create_task_group()
         await tg.__aenter__()
         self.tg = tg
+        self.loop_thread = _get_ident()
+        self.unobserved.defer = self._soon_threadsafe
         self.state = OPEN
         self.closed = False
         tg.start_soon(self._timer_loop, name=f"duetime timer loop {id(self):#x}")
@@ -242,51 +329,116 @@ class Engine:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
-        """Leave the block: exit hooks, then ``on_exit`` and ``grace`` (or abort)."""
-        assert self.tg is not None
+        """Leave the block: exit hooks, then ``on_exit`` and ``grace`` (or abort).
+
+        A BaseException that ended the block from inside (a callback's
+        KeyboardInterrupt, say) leaves it as itself.
+        """
+        tg = self.tg
+        assert tg is not None
         self.closed = True
         self.state = CLOSING
-        for hook in list(self._exit_hooks):
-            hook.cancel()
-        return await exit_block(self.tg, self._drain, self._abort, exc_type, exc, tb)
+        try:
+            for hook in list(self._exit_hooks):
+                hook.cancel()
+            result = await exit_block(tg, self._drain, self._abort, exc_type, exc, tb)
+        except BaseException:
+            fatal = self._fatal
+            if fatal is not None:
+                self._flush_unobserved()
+                raise fatal from None
+            raise
+        finally:
+            self.tg = None
+            self.unobserved.defer = None
+        self._flush_unobserved()
+        if self._fatal is not None:
+            raise self._fatal from None
+        return result
+
+    def _flush_unobserved(self) -> None:
+        self.unobserved.flush()  # a BaseException from on_error is recorded by crash()
+
+    def crash(self, exc: BaseException) -> None:
+        """A BaseException escaped a callback, a done-callback or ``on_error``.
+
+        Every other handle ends in a final state (CANCELLED), the block ends,
+        and ``exc`` leaves it as itself (never wrapped in a group).  It never
+        escapes one of our tasks: on asyncio that would stop the event loop.
+        """
+        if self._fatal is None:
+            self._fatal = exc
+        if self.tg is not None:
+            self._abort()
 
     async def _drain(self) -> None:
-        """The block ended normally: apply ``on_exit``, then ``grace``."""
+        """The block ended normally: apply ``on_exit`` within ``grace``.
+
+        ``"drain"`` starts what is due within ``grace`` of the exit and cancels
+        the rest at once; running callbacks then get ``grace`` from the last
+        start (at most twice ``grace`` in all).  ``grace=None`` waits as long
+        as it takes.
+        """
+        grace = self.grace
+        start_by = _INF if grace is None else self.clock() + grace
         if self.on_exit == "cancel":
             self._cancel_all_pending()
-        grace_end = _INF if self.grace is None else self.clock() + self.grace
-        while True:
-            if self.on_exit == "drain":
-                await self._wait_quiet(1)  # each pending one has started
-            with move_on_at(grace_end) as grace:
-                await self._wait_quiet(2)
-            # A failed attempt may have put a retry back on the heap while
-            # draining: wait for that one too.
-            if grace.cancelled_caught or not self.pending:
-                break
+        else:
+            self._drain_until = start_by
+            self._cancel_pending_after(start_by)
+            with move_on_at(start_by):
+                # Until nothing is pending or running: a failed attempt may put
+                # a retry back on the heap meanwhile.
+                await self._wait_quiet(3)
+            self._drain_until = -_INF  # no retry starts after the window
+            self._cancel_all_pending()
+        run_until = _INF if grace is None else self.clock() + grace
+        with move_on_at(run_until):
+            await self._wait_quiet(2)
+
+    def may_retry(self, when: float) -> bool:
+        """Whether a failed attempt may go back on the heap for ``when``."""
+        state = self.state
+        if state == OPEN:
+            return True
+        return state == CLOSING and self.on_exit == "drain" and when <= self._drain_until
 
     def _abort(self) -> None:
         self.state = CLOSED  # no retries from here on
+        self.closed = True
         self._cancel_all_pending()
-        assert self.tg is not None
-        self.tg.cancel_scope.cancel()
+        tg = self.tg
+        assert tg is not None
+        tg.cancel_scope.cancel()
+
+    def _busy(self, mode: int) -> int:
+        # 1: pending, 2: running, 3: both
+        return (self.pending if mode & 1 else 0) + (self.running if mode & 2 else 0)
 
     async def _wait_quiet(self, mode: int) -> None:
-        while (self.pending if mode == 1 else self.running) > 0:
+        while self._busy(mode) > 0:
             self._quiet = Event()
             self._quiet_mode = mode
             await self._quiet.wait()
 
-    def _check_quiet(self) -> None:
+    def check_quiet(self) -> None:
+        """Wake the exit if it waits for what just reached zero."""
         mode = self._quiet_mode
-        if mode and (self.pending if mode == 1 else self.running) == 0:
+        if mode and self._busy(mode) == 0:
             assert self._quiet is not None
             self._quiet_mode = 0
             self._quiet.set()
 
+    def _cancel_pending_after(self, when: float) -> None:
+        for h in self.heap.live():
+            x = h._x
+            if h._when > when and (x is None or not x.internal):
+                self._cancel_pending(h)
+
     def _cancel_all_pending(self) -> None:
-        q = self._q
-        doomed = self.heap.live() + list(self.soon) + list(q) + list(self._acquiring)
+        runners = self.runners
+        q = runners.q
+        doomed = self.heap.live() + list(self.soon) + list(q) + list(runners.acquiring)
         if self._batch is not None:
             doomed += [e[2] for e in self._batch[self._batch_j :] if e[2]._when is e[0]]
             self._batch = None
@@ -302,7 +454,7 @@ class Engine:
                 self.pending -= 1
                 self.cancelled += 1
                 h._finish(CANCELLED, None)
-            elif h._st == RUNNING and inspect.iscoroutine(h._result):
+            elif h._st == RUNNING and isinstance(h._result, InContext):
                 # An async callback created inline but not yet picked up by a runner.
                 h._result.close()
                 self.running -= 1
@@ -311,11 +463,13 @@ class Engine:
 
     # ------------------------------------------------------------------ cancellation
 
-    def _cancel_pending(self, h: Handle[Any]) -> None:
+    def _cancel_pending(self, h: Handle[Any]) -> bool:
         # Hot under cancel storms: the common case is inlined.  The handle's
         # tuple stays where it is (heap, FIFO or runner queue) and is skipped.
-        if h._st == PENDING:
-            self.heap.note_dead()
+        if _get_ident() != self.loop_thread:
+            return bool(self.call_threadsafe(h.cancel))
+        if h._st == PENDING and self.heap.note_dead() and self.wake_at > -_INF:
+            self.rearm(-_INF)  # the timer loop compacts the heap, off this path
         self.pending -= 1
         self.cancelled += 1
         x = h._x
@@ -328,40 +482,53 @@ class Engine:
                 self.wall.untrack(h)
             h._finish(CANCELLED, None)
         if self._quiet_mode:
-            self._check_quiet()
+            self.check_quiet()
+        return True
 
     def _cancel_running(self, h: Handle[Any]) -> bool:
+        if _get_ident() != self.loop_thread:
+            return bool(self.call_threadsafe(h.cancel))
         payload = h._result
         if isinstance(payload, CancelScope):
             h._extra().cancelling = True
             payload.cancel()
             return True
-        if inspect.iscoroutine(payload):
+        if isinstance(payload, InContext):
             h._extra().cancelling = True  # its runner closes it instead of running it
             return True
-        return False  # a sync callback running inline cannot be interrupted
+        return False  # a sync callback running on the loop cannot be interrupted
 
     # ------------------------------------------------------------------ the timer loop
 
     async def _timer_loop(self) -> None:
+        try:
+            await self._loop()
+        except get_cancelled_exc_class():
+            raise
+        except BaseException as exc:
+            self.crash(exc)
+
+    async def _loop(self) -> None:
         heap = self.heap
         entries = heap.entries
         soon = self.soon
         clock = self.clock
+        runners = self.runners
         never = self._never
         assert never is not None
         while True:
             now = clock()
             if soon or self._batch is not None or (entries and entries[0][0] <= now):
                 self._run_due(now)
-            if self._q:
-                self._pump()
-            elif self._recheck:
-                self._recheck = False
-                self._burst = 1
+            if runners.q:
+                runners.pump()
+            elif runners.recheck:
+                runners.settle()
             if self._quiet_mode:
-                self._check_quiet()
+                self.check_quiet()
             heap.drop_dead_top()  # so we don't wake up for nothing
+            if heap.wants_compaction():
+                heap.compact_step()  # a slice at a time: never a long stall
             hook = self.before_sleep
             deadline = self.next_deadline() if hook is None else hook()
             with CancelScope(deadline=deadline) as scope:
@@ -377,8 +544,8 @@ class Engine:
 
     def next_deadline(self) -> float:
         """When the timer loop must wake next (-inf: only yield, then go on)."""
-        if self._recheck or self.soon or self._batch is not None:
-            return -_INF  # queued or FIFO work left: runners go first, then on
+        if self.runners.recheck or self.soon or self._batch is not None or self.heap.compacting:
+            return -_INF  # queued, FIFO or compaction work left: others go first, then on
         entries = self.heap.entries
         return entries[0][0] if entries else _INF
 
@@ -401,7 +568,8 @@ class Engine:
         slow_callback = self.slow_callback_duration
         record_late = self.lat.append
         max_late = self.max_late
-        q = self._q
+        q = self.runners.q
+        fresh_context = self.base_context.copy
         # Many due at once: take them as one sorted batch instead of popping each.
         # A batch left over by an interrupted pass is resumed first.
         batch = self._batch
@@ -461,7 +629,8 @@ class Engine:
                     else:
                         heap.push(when, h)
                     break
-                # -- fast path: a plain callback, inline on the event loop.
+                # -- fast path: a plain callback, inline on the event loop, in a
+                # context of its own (a copy of the one that entered the block).
                 h._st = RUNNING
                 self.pending -= 1
                 self.inline = h
@@ -470,17 +639,22 @@ class Engine:
                 if late > max_late:
                     max_late = late
                 record_late(late)
+                context = fresh_context()
                 try:
-                    result = h._func(*h._args)  # type: ignore[misc]  # set while pending
+                    result = context.run(h._func, *h._args)  # type: ignore[arg-type, misc]
                 except Exception as exc:
                     self.inline = None
-                    self._fail(h, exc)
+                    self.runners.fail(h, exc)
+                except BaseException as exc:
+                    self.inline = None
+                    self._inline_base_exception(h, exc)
+                    return
                 else:
                     self.inline = None
                     if type(result) is CoroutineType:
                         # An async callback: it has started; a runner awaits it.
                         self.running += 1
-                        h._result = result
+                        h._result = InContext(result, context)
                         q.append(h)
                     elif h._x is None:
                         self.completed += 1
@@ -494,7 +668,7 @@ class Engine:
                         h._finish(COMPLETED, result)
                 t2 = clock()
                 if t2 - t >= slow_callback:
-                    _warn_blocking(h, t2 - t)
+                    self.warn_blocking(h, t2 - t)
                 t = t2
         finally:
             self.inline = None
@@ -504,6 +678,9 @@ class Engine:
                 self._batch_j = j  # resumed by the next pass
             else:
                 self._batch = None
+            # This frame outlives the pass when a callback's traceback does
+            # (through the callback's frame): it must not keep handles alive.
+            h = e = batch = None  # type: ignore[assignment]
 
     def _dispatch(self, h: Handle[Any], now: float) -> None:
         """A due handle that needs more than the fast path."""
@@ -521,214 +698,48 @@ class Engine:
                     logger.exception("duetime internal callback %r failed", h._func)
                 return
         h._st = QUEUED
-        self._q.append(h)
+        self.runners.q.append(h)
 
-    # ------------------------------------------------------------------ runner tasks
-
-    def _pump(self) -> None:
-        """Get runner tasks onto the queued work, reusing parked ones first.
-
-        A runner drains the queue until one of its jobs really suspends, so quick
-        async callbacks share a few runners.  More runners are spawned, in
-        doubling bursts, only while the queue is still full after those runners
-        had their turn: they are all blocked.
-        """
-        q = self._q
-        need = len(q) - self._avail
-        parked = self._parked
-        while need > 0 and parked:
-            parked.popleft().set()
-            self._avail += 1
-            need -= 1
-        if need > 0:
-            if self._avail == 0:
-                n = min(need, self._burst)
-                self._burst = min(self._burst * 2, _MAX_BURST)
-                assert self.tg is not None
-                for _ in range(n):
-                    self._avail += 1
-                    self.tg.start_soon(self._runner)
-            self._recheck = True
-        else:
-            self._recheck = False
-            self._burst = 1
-
-    async def _runner(self) -> None:
-        q = self._q
-        parked = self._parked
-        self._avail -= 1
-        while True:
-            while q:
-                await self._run_job(q.popleft())
-            if len(parked) >= _MAX_PARKED:
-                return
-            event = Event()
-            parked.append(event)
-            await event.wait()
-            self._avail -= 1
-
-    async def _run_job(self, h: Handle[Any]) -> None:
-        """Run one queued handle in this runner task, to its final state."""
-        x = h._x
-        if h._st == RUNNING:
-            # An async callback started inline: await its coroutine.
-            coro = h._result
-            started = self.clock()  # approximately; it was created just before
-            if x is not None and x.cancelling:
-                coro.close()
-                self.running -= 1
-                self.cancelled += 1
-                h._finish(CANCELLED, None)
-                self._check_quiet()
-                return
-            await self._drive(h, x, coro, None, started, _INF)
-            return
-        if h._st != QUEUED:
-            return  # cancelled while queued
-        limiter = self.limiter
-        if limiter is not None:
-            # Off every queue while it waits for a token: keep it findable, so
-            # that leaving the block cancels it like any other pending handle.
-            self._acquiring.add(h)
-            try:
-                await limiter.acquire()
-            except BaseException:
-                if h._st == QUEUED:
-                    self.pending -= 1
-                    self.cancelled += 1
-                    h._finish(CANCELLED, None)
-                    self._check_quiet()
-                raise
-            finally:
-                self._acquiring.discard(h)
-            if h._st != QUEUED:
-                limiter.release()
-                return
-        try:
-            now = self.clock()
-            if x is not None and x.deadline is not None and now >= x.deadline:
-                self.pending -= 1
-                self.expired += 1
-                h._finish(EXPIRED, DeadlineExpired(f"{h.name} could not start before its deadline"))
-                self._check_quiet()
-                return
-            h._st = RUNNING
-            self.pending -= 1
-            self.running += 1
-            late = now - h._when
-            if late > self.max_late:
-                self.max_late = late
-            self.lat.append(late)
-            deadline = _INF
-            if x is not None:
-                if x.timeout is not None:
-                    deadline = now + x.timeout
-                if x.deadline is not None and x.deadline < deadline:
-                    deadline = x.deadline
-            func = h._func
-            assert func is not None
-            in_thread = self.sync_in_thread
-            if x is not None and x.in_thread is not None:
-                in_thread = x.in_thread
-            thread = in_thread and not is_async(func)
-            await self._drive(h, x, func, thread, now, deadline)
-        finally:
-            if limiter is not None:
-                limiter.release()
-
-    async def _drive(
-        self,
-        h: Handle[Any],
-        x: Extra | None,
-        target: Any,
-        thread: bool | None,
-        started: float,
-        deadline: float,
-    ) -> None:
-        """Run ``target`` (a coroutine, or a function when ``thread`` is not None).
-
-        Ends the handle in its final state, or re-queues it for a retry.
-        """
-        args = h._args or ()
-        token = _current.set((h, started))
-        try:
-            with CancelScope(deadline=deadline) as scope:
-                h._result = scope  # lets cancel() reach a running callback
-                if thread is None:
-                    result = await target
-                elif thread:
-                    result = await to_thread.run_sync(
-                        target, *args, abandon_on_cancel=True, limiter=self.thread_limiter
-                    )
-                else:
-                    t0 = self.clock()
-                    result = target(*args)
-                    elapsed = self.clock() - t0
-                    if elapsed >= self.slow_callback_duration:
-                        _warn_blocking(h, elapsed)
-                    if inspect.iscoroutine(result):
-                        result = await result
-        except Exception as exc:
-            self.running -= 1
-            self._fail(h, exc)
-        except get_cancelled_exc_class():
-            self.running -= 1
+    def _inline_base_exception(self, h: Handle[Any], exc: BaseException) -> None:
+        """An inline sync callback raised a BaseException that is not an Exception."""
+        if isinstance(exc, self._cancelled_exc):
+            # It cancelled itself (asyncio lets a sync function raise CancelledError).
             self.cancelled += 1
             h._finish(CANCELLED, None)
-            self._check_quiet()
-            assert self.tg is not None
-            if self.tg.cancel_scope.cancel_called:
-                raise
-            # The callback cancelled itself; this runner lives on.
-        else:
-            self.running -= 1
-            if scope.cancelled_caught:
-                x = h._x  # cancel() may have made it since
-                if x is not None and x.cancelling:
-                    self.cancelled += 1
-                    h._finish(CANCELLED, None)
-                elif x is not None and x.deadline is not None and deadline == x.deadline:
-                    self._fail(h, DeadlineExpired(f"{h.name} was cut off by its deadline"))
-                else:
-                    timeout = x.timeout if x is not None else None
-                    self._fail(h, TimeoutError(f"{h.name} timed out after {timeout} s"))
-            else:
-                self.completed += 1
-                h._finish(COMPLETED, result)
-        finally:
-            _current.reset(token)
-        self._check_quiet()
-
-    def _fail(self, h: Handle[Any], exc: BaseException) -> None:
-        """A run raised ``exc``: retry it, or fail the handle and report it."""
-        x = h._x
-        if x is not None:
-            retry = x.retry
-            if (
-                retry is not None
-                and (self.state == OPEN or (self.state == CLOSING and self.on_exit == "drain"))
-                and not x.cancelling
-                and retry.should_retry(x.attempt, exc)
-            ):
-                when = self.clock() + retry.pause(x.attempt)
-                if x.deadline is None or when < x.deadline:
-                    x.attempt += 1
-                    h._when = when
-                    h._st = PENDING
-                    h._result = None
-                    self.pending += 1
-                    self.heap.push(when, h)
-                    if when < self.wake_at:
-                        self.rearm(when)
-                    return
+            return
         self.failed += 1
-        if not h._finish(FAILED, exc):
-            self.report(h, exc)
+        try:
+            h._finish(FAILED, exc)
+        finally:
+            self.crash(exc)
+
+    def warn_blocking(self, h: Handle[Any], elapsed: float) -> None:
+        """Log a sync callback that held the event loop for ``elapsed`` seconds."""
+        logger.warning(
+            "sync callback %s blocked the event loop for %.3f s;"
+            " pass in_thread=True or make it async",
+            h.name,
+            elapsed,
+        )
 
 
-def _warn_blocking(h: Handle[Any], elapsed: float) -> None:
-    logger.warning(
-        "sync callback %s blocked the event loop for %.3f s; pass in_thread=True or make it async",
-        h.name,
-        elapsed,
-    )
+class _Transit:
+    """The owner of a handle submitted from another thread, until the loop takes it."""
+
+    __slots__ = ("_engine",)
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def _cancel_pending(self, h: Handle[Any]) -> bool:
+        e = self._engine
+        if _get_ident() != e.loop_thread:
+            return bool(e.call_threadsafe(h.cancel))
+        if h._st != PENDING or h._owner is not self:
+            return h.cancel() if h._owner is e else False
+        e.cancelled += 1  # never counted as pending: _accept will skip it
+        h._finish(CANCELLED, None)
+        return True
+
+    def _cancel_running(self, h: Handle[Any]) -> bool:
+        return False  # never running before the loop takes it

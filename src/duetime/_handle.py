@@ -7,7 +7,7 @@ import itertools
 import logging
 import threading
 from collections.abc import Callable, Generator
-from contextvars import ContextVar
+from contextvars import Context, ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
@@ -58,7 +58,7 @@ _ids = itertools.count(1)
 class Owner(Protocol):
     """What a handle needs from whoever runs it (a Scheduler, PendingReplies...)."""
 
-    def _cancel_pending(self, handle: Handle[Any]) -> None: ...
+    def _cancel_pending(self, handle: Handle[Any]) -> bool: ...
 
     def _cancel_running(self, handle: Handle[Any]) -> bool: ...
 
@@ -73,15 +73,18 @@ class Extra:
         "attempt",
         "callbacks",
         "cancelling",
+        "context",
         "deadline",
         "event",
         "in_thread",
         "internal",
         "missed",
         "name",
+        "ran",
         "retry",
         "series",
         "timeout",
+        "unobserved",
         "wall",
     )
 
@@ -99,6 +102,10 @@ class Extra:
         self.attempt = 1
         self.missed = 0
         self.series: Any = None
+        self.context: Context | None = None  # the context= given to call_*
+        self.ran = False  # set when a run starts: the callback's body was entered
+        # The registry holding this failed handle until someone observes it.
+        self.unobserved: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +246,7 @@ class Handle(Generic[T_co]):
             raise TaskNotFinished("the callback has not finished yet")
         if st == CANCELLED:
             raise CallbackCancelled(f"{self.name} was cancelled")
+        self._observe()
         raise self._result
 
     @property
@@ -257,6 +265,7 @@ class Handle(Generic[T_co]):
             raise TaskNotFinished("the callback has not finished yet")
         if st == CANCELLED:
             raise CallbackCancelled(f"{self.name} was cancelled")
+        self._observe()
         return self._result  # type: ignore[no-any-return]
 
     # -- control ---------------------------------------------------------------
@@ -266,21 +275,23 @@ class Handle(Generic[T_co]):
 
         A pending handle is removed from the schedule in O(1).  A running async
         callback, or a sync one in a worker thread, has its cancel scope cancelled
-        (the thread itself runs on; its result is discarded).  A sync callback
-        running inline on the event loop cannot be interrupted: cancelling it
-        returns ``False``.  Calling this twice is safe.
+        (the thread itself runs on; its result is discarded), and ends CANCELLED.
+        A sync callback running on the event loop cannot be interrupted:
+        cancelling it returns ``False``.  Calling this twice is safe.  It may be
+        called from any thread: from another thread than the event loop's, it
+        waits for the loop to carry it out.
 
-        :return: ``True`` if this call cancelled it, ``False`` if it had finished
-            already (or cannot be interrupted)
+        :return: ``True`` if this call cancelled it (it ends CANCELLED),
+            ``False`` if it had finished already (or cannot be interrupted)
         """
         st = self._st
         if st >= COMPLETED:
             return False
         owner = self._owner
-        assert owner is not None
+        if owner is None:
+            return False  # finished meanwhile, in another thread
         if st <= QUEUED:
-            owner._cancel_pending(self)
-            return True
+            return owner._cancel_pending(self)
         x = self._x
         if x is not None and x.cancelling:
             return False
@@ -293,6 +304,7 @@ class Handle(Generic[T_co]):
         lets other tasks run even when the handle has already finished.
         """
         if self._st >= COMPLETED:
+            self._observe()
             await checkpoint()
             return
         x = self._extra()
@@ -304,9 +316,11 @@ class Handle(Generic[T_co]):
         """Call ``fn(handle)`` once the handle is in a final state.
 
         If it already is, ``fn`` is called at once.  An exception raised by ``fn``
-        is logged on the ``duetime`` logger.
+        is logged on the ``duetime`` logger; a BaseException (KeyboardInterrupt,
+        SystemExit...) propagates, after the handle's other done-callbacks ran.
         """
         if self._st >= COMPLETED:
+            self._observe()
             _call_done_callback(fn, self)
             return
         x = self._extra()
@@ -335,6 +349,14 @@ class Handle(Generic[T_co]):
 
     # -- internals used by owners ---------------------------------------------
 
+    def _observe(self) -> None:
+        """Someone looked at the outcome: a failure held for reporting is not reported."""
+        x = self._x
+        if x is not None and x.unobserved is not None:
+            registry = x.unobserved
+            x.unobserved = None
+            registry.discard(self)
+
     def _extra(self) -> Extra:
         x = self._x
         if x is None:
@@ -343,6 +365,9 @@ class Handle(Generic[T_co]):
 
     def _finish(self, st: int, result: object) -> bool:
         """Move to final state ``st``; wake awaiters and run done-callbacks.
+
+        Every done-callback runs even if one raises a BaseException; the first
+        such exception is re-raised afterwards.
 
         :return: whether anybody observes the outcome (an awaiter or a callback)
         """
@@ -364,8 +389,15 @@ class Handle(Generic[T_co]):
         if callbacks:
             observed = True
             x.callbacks = None
+            fatal: BaseException | None = None
             for fn in callbacks:
-                _call_done_callback(fn, self)
+                try:
+                    _call_done_callback(fn, self)
+                except BaseException as exc:
+                    if fatal is None:
+                        fatal = exc
+            if fatal is not None:
+                raise fatal
         return observed
 
 

@@ -1,10 +1,13 @@
 """The timer heap: ``(when, seq, handle)`` tuples with lazy cancellation.
 
 Cancelling an entry is O(1): the handle is marked and its tuple stays in the heap
-until it is popped or the heap is compacted.  Compaction runs when more than
-half of the tuples are dead, so a cancel storm gives its memory back.  (CPython's
+until it is popped or until the heap is compacted.  Compaction gives a cancel
+storm's memory back once more than half of the tuples are dead.  (CPython's
 asyncio does the same in ``BaseEventLoop._run_once``, once more than 100 timers
-are scheduled and more than half of them are cancelled.)
+are scheduled and more than half of them are cancelled.)  It never runs inside
+``cancel()``: the timer loop does it between passes, and a large heap a slice
+at a time, so neither a cancel nor the loop stalls on a pass over a million
+entries.
 
 Every push and every change of the dead count go through :class:`TimerHeap`, as
 in trio's ``Deadlines``.  The timer loop may *read* ``entries`` directly (the
@@ -26,12 +29,20 @@ from typing import Any
 
 __all__ = ["TimerHeap"]
 
-# Below this size compaction is not worth the pass over the list.
+# Below this many dead tuples compaction is not worth the pass over the list.
 _MIN_COMPACT = 64
 # Below this size popping due entries one by one is as cheap as a sort.
 _MIN_BATCH = 256
+# Tuples looked at per compaction step (a few milliseconds); a heap this small
+# is compacted in one step.
+_SLICE = 32768
 
 _when_of = itemgetter(0)
+
+
+def _live(e: tuple[float, int, Any]) -> bool:
+    h: Any = e[2]
+    return h._st == 0 and h._when is e[0]
 
 
 class TimerHeap:
@@ -40,18 +51,33 @@ class TimerHeap:
     An entry is *live* while ``handle._st == 0`` (pending) and ``handle._when is
     when`` (the tuple's float is the very object the handle holds; a re-keyed
     handle gets a new float, which makes its old tuple stale).
+
+    A large compaction builds a new heap from a snapshot, a slice per
+    :meth:`compact_step`, while ``entries`` stays a valid heap that the timer
+    loop keeps using; pushes go to both meanwhile.  Tuples popped from
+    ``entries`` meanwhile are stale copies in the new heap (their handles are no
+    longer pending), counted as dead.
     """
 
-    __slots__ = ("dead", "entries", "push")
+    __slots__ = ("_dead_since", "_pos", "_shadow", "_snapshot", "dead", "entries", "push")
 
     def __init__(self) -> None:
-        self.entries: list[tuple[float, int, Any]] = []
+        entries: list[tuple[float, int, Any]] = []
+        self.entries = entries
         self.dead = 0
-        entries = self.entries
+        # [new heap] while a compaction is in progress, else empty.
+        shadow: list[list[tuple[float, int, Any]]] = []
+        self._shadow = shadow
+        self._snapshot: list[tuple[float, int, Any]] = []
+        self._pos = 0
+        self._dead_since = 0  # tuples that died (or left) since the snapshot
 
         def push(when: float, handle: Any) -> None:
             """Add ``handle`` due at ``when`` (the very float it holds as ``_when``)."""
-            heappush(entries, (when, handle._id, handle))
+            e = (when, handle._id, handle)
+            heappush(entries, e)
+            if shadow:
+                heappush(shadow[0], e)
 
         # A closure over the list, not a method: the call_* hot path calls it.
         self.push = push
@@ -63,28 +89,73 @@ class TimerHeap:
     def rekey(self, handle: Any, when: float) -> None:
         """Move a pending ``handle`` to ``when``; its old tuple becomes dead."""
         handle._when = when
-        heappush(self.entries, (when, handle._id, handle))
+        self.push(when, handle)
         self.note_dead()
 
-    def note_dead(self) -> None:
-        """Record that one tuple no longer refers to a live entry."""
-        self.dead += 1
-        if self.dead > _MIN_COMPACT and self.dead * 2 > len(self.entries):
-            self.compact()
+    def note_dead(self) -> bool:
+        """Record that one tuple no longer refers to a live entry.
+
+        :return: whether the heap would now like to be compacted (the timer loop
+            does it: :meth:`wants_compaction`, :meth:`compact_step`)
+        """
+        d = self.dead = self.dead + 1
+        if self._shadow:
+            self._dead_since += 1
+        return d > _MIN_COMPACT and d + d > len(self.entries)
+
+    def wants_compaction(self) -> bool:
+        """Whether more than half the tuples are dead, or a compaction is under way."""
+        d = self.dead
+        return bool(self._shadow) or (d > _MIN_COMPACT and d + d > len(self.entries))
+
+    @property
+    def compacting(self) -> bool:
+        """Whether a compaction is under way (more :meth:`compact_step` calls due)."""
+        return bool(self._shadow)
 
     def compact(self) -> None:
-        """Drop dead tuples and restore the heap invariant, in place."""
+        """Drop every dead tuple now, in one pass."""
+        self._shadow.clear()
+        self._snapshot = []
         entries = self.entries
         # In place, so that a loop iterating over ``entries`` keeps the same list.
-        entries[:] = [e for e in entries if e[2]._st == 0 and e[2]._when is e[0]]
+        entries[:] = [e for e in entries if _live(e)]
         heapify(entries)
         self.dead = 0
+
+    def compact_step(self) -> None:
+        """Do one slice of compaction (all of it for a heap of one slice or less)."""
+        shadow = self._shadow
+        if not shadow:
+            if len(self.entries) <= _SLICE:
+                self.compact()
+                return
+            self._snapshot = self.entries[:]  # one C-level copy of the pointers
+            self._pos = 0
+            self._dead_since = 0
+            shadow.append([])
+        new = shadow[0]
+        snapshot = self._snapshot
+        pos = self._pos
+        for e in snapshot[pos : pos + _SLICE]:
+            if _live(e):
+                heappush(new, e)
+        pos += _SLICE
+        if pos < len(snapshot):
+            self._pos = pos
+            return
+        # Done: swap the contents in place (the loop holds this very list).
+        self.entries[:] = new
+        self.dead = self._dead_since
+        shadow.clear()
+        self._snapshot = []
 
     def pop(self) -> tuple[float, int, Any]:
         """Remove and return the top tuple (dead or not)."""
         e = heappop(self.entries)
-        h = e[2]
-        if (h._st or h._when is not e[0]) and self.dead:
+        if self._shadow:
+            self._dead_since += 1  # its copy in the new heap is stale from now on
+        elif self.dead and not _live(e):
             self.dead -= 1
         return e
 
@@ -96,7 +167,9 @@ class TimerHeap:
             if top._st == 0 and top._when is when:
                 return
             heappop(entries)
-            if self.dead:
+            if self._shadow:
+                self._dead_since += 1
+            elif self.dead:
                 self.dead -= 1
 
     def take_due(self, now: float) -> list[tuple[float, int, Any]] | None:
@@ -115,13 +188,17 @@ class TimerHeap:
         k = bisect_right(entries, now, key=_when_of)
         batch = entries[:k]
         del entries[:k]
+        if self._shadow:
+            self._dead_since += k
         return batch
 
     def live(self) -> list[Any]:
         """Return the live handles, in no particular order."""
-        return [e[2] for e in self.entries if e[2]._st == 0 and e[2]._when is e[0]]
+        return [e[2] for e in self.entries if _live(e)]
 
     def clear(self) -> None:
         """Remove every tuple."""
         self.entries.clear()
         self.dead = 0
+        self._shadow.clear()
+        self._snapshot = []

@@ -258,12 +258,13 @@ class PendingReplies(Generic[T]):
 
     # -- Owner protocol: how handle.cancel() reaches us ----------------------------
 
-    def _cancel_pending(self, handle: Handle[Any]) -> None:
+    def _cancel_pending(self, handle: Handle[Any]) -> bool:
         assert handle._args is not None
         entry = self._take(handle._args[0])
         if entry is not None:
             self._s.cancel_internal(entry[1])
         handle._finish(CANCELLED, None)
+        return True
 
     def _cancel_running(self, handle: Handle[Any]) -> bool:
         return False  # never RUNNING

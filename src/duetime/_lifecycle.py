@@ -50,6 +50,24 @@ async def exit_task_group(
     try:
         return await tg.__aexit__(exc_type, exc, tb)
     except BaseExceptionGroup as group:
-        if exc is not None and len(group.exceptions) == 1 and group.exceptions[0] is exc:
-            return False
+        if exc is not None and len(group.exceptions) == 1 and _same(group.exceptions[0], exc):
+            return False  # the body's exception is re-raised, as itself
         raise
+
+
+def _same(got: BaseException, exc: BaseException) -> bool:
+    """Whether ``got`` is the body's ``exc``, or (trio) a copy of its group.
+
+    trio re-wraps a group the body raised in a copy of it (``derive``): same
+    type, same message, the very same leaf exceptions.
+    """
+    if got is exc:
+        return True
+    if not isinstance(got, BaseExceptionGroup) or not isinstance(exc, BaseExceptionGroup):
+        return False
+    return (
+        type(got) is type(exc)
+        and got.message == exc.message
+        and len(got.exceptions) == len(exc.exceptions)
+        and all(_same(a, b) for a, b in zip(got.exceptions, exc.exceptions, strict=True))
+    )

@@ -6,6 +6,7 @@ import math
 import random
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Generator
+from contextvars import Context
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
@@ -123,6 +124,7 @@ class Recurring(Generic[T]):
         retry: Retry | None = None,
         in_thread: bool | None = None,
         inherit_deadline: bool = False,
+        context: Context | None = None,
     ) -> None:
         cron: Cron | None = None
         if isinstance(interval, Cron):
@@ -156,6 +158,10 @@ class Recurring(Generic[T]):
         template = make_extra(func, name, timeout, retry, in_thread, False, host.sync_in_thread)
         if not isinstance(inherit_deadline, bool):
             raise TypeError(f"inherit_deadline must be a bool, got {inherit_deadline!r}")
+        if context is not None and not isinstance(context, Context):
+            raise TypeError(f"context must be a contextvars.Context, got {context!r}")
+        # Each run gets a copy of it, so runs never see each other's variables.
+        template.context = context
         host.check_open()
         self._cron: _CronPoints | None = None
         if cron is not None:
@@ -432,6 +438,8 @@ class Recurring(Generic[T]):
         x.timeout = t.timeout
         x.retry = t.retry
         x.in_thread = t.in_thread
+        if t.context is not None:
+            x.context = t.context.copy()
         if self._deadline < _INF:
             x.deadline = self._deadline
         x.series = self
@@ -448,6 +456,14 @@ class Recurring(Generic[T]):
 
     def _on_run_done(self, h: Handle[Any]) -> None:
         self._active.discard(h)
+        x = h._x
+        if x is not None and not x.ran:
+            # Ended before it started (cancelled while due, or expired): not a
+            # run, and it no longer counts toward max_runs.
+            self._started -= 1
+            if self._status in (Status.COMPLETED, Status.CANCELLED) and not self._active:
+                self._finish()
+            return
         self._runs += 1
         if h._st == FAILED:
             if self._iterating:
@@ -481,11 +497,18 @@ class Recurring(Generic[T]):
             self._arm(self._k)
 
     def _drop_unstarted(self) -> None:
-        """Withdraw runs created but not started yet (due, waiting for a limiter).
+        """Withdraw runs not running now: created but not started yet (due,
+        waiting for a limiter), or waiting between retry attempts.
 
-        They never ran, so they count neither as started nor as runs.
+        The first never ran, so they count neither as started nor as runs; a
+        run waiting for its next attempt did start, so it stays counted, and
+        ends CANCELLED (its done-callback counts it as a run).
         """
         for h in [h for h in self._active if h._st <= QUEUED]:
+            x = h._x
+            if x is not None and x.ran:
+                h.cancel()
+                continue
             self._active.discard(h)
             h.remove_done_callback(self._on_run_done)
             h.cancel()

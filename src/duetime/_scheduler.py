@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Coroutine, Iterable, Sequence
+from contextvars import Context
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, TypeVarTuple, Unpack, overload
 
@@ -32,6 +35,11 @@ T = TypeVar("T")
 PosArgsT = TypeVarTuple("PosArgsT")
 
 _INF = math.inf
+_get_ident = threading.get_ident
+_NO_DEADLINE_IN_THREAD = (
+    "inherit_deadline=True needs the event loop's thread: another thread has no"
+    " anyio deadline to inherit"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +125,7 @@ class Scheduler:
         *,
         max_concurrency: int | None = None,
         on_exit: Literal["cancel", "drain"] = "cancel",
-        grace: float | None = None,
+        grace: float | None = 30.0,
         sync_in_thread: bool = False,
         on_error: Callable[[Handle[Any], BaseException], object] | None = None,
         wall_clock: Callable[[], datetime] | None = None,
@@ -222,6 +230,7 @@ class Scheduler:
         retry: Retry | None = ...,
         in_thread: bool | None = ...,
         inherit_deadline: bool = ...,
+        context: Context | None = ...,
     ) -> Handle[T]: ...
 
     @overload
@@ -235,6 +244,7 @@ class Scheduler:
         retry: Retry | None = ...,
         in_thread: bool | None = ...,
         inherit_deadline: bool = ...,
+        context: Context | None = ...,
     ) -> Handle[T]: ...
 
     def call_soon(  # type: ignore[misc]  # mypy: TypeVarTuple overload impl
@@ -247,6 +257,7 @@ class Scheduler:
         retry: Retry | None = None,
         in_thread: bool | None = None,
         inherit_deadline: bool = False,
+        context: Context | None = None,
     ) -> Handle[Any]:
         """Run ``func(*args)`` as soon as possible, after callbacks already due.
 
@@ -258,22 +269,23 @@ class Scheduler:
         :raises ValueError: if an option has a bad value
         """
         e = self._engine
-        if e.closed:
-            raise SchedulerClosed(e.closed_reason())
-        when = e.clock()
         if (
-            name is not None
+            e.closed
+            or _get_ident() != e.loop_thread
+            or name is not None
             or timeout is not None
             or retry is not None
             or in_thread is not None
             or inherit_deadline
+            or context is not None
         ):
+            e.check_open()
             return self._schedule_opts(
-                when, func, args, name, timeout, retry, in_thread, inherit_deadline
+                e.clock(), func, args, name, timeout, retry, in_thread, inherit_deadline, context
             )
         if not callable(func):
             raise TypeError(f"func must be callable, got {func!r}")
-        h: Handle[Any] = Handle(when, func, args, e)
+        h: Handle[Any] = Handle(e.clock(), func, args, e)
         e.soon.append(h)
         e.pending += 1
         if e.wake_at > -_INF:
@@ -292,6 +304,7 @@ class Scheduler:
         retry: Retry | None = ...,
         in_thread: bool | None = ...,
         inherit_deadline: bool = ...,
+        context: Context | None = ...,
     ) -> Handle[T]: ...
 
     @overload
@@ -306,6 +319,7 @@ class Scheduler:
         retry: Retry | None = ...,
         in_thread: bool | None = ...,
         inherit_deadline: bool = ...,
+        context: Context | None = ...,
     ) -> Handle[T]: ...
 
     def call_later(  # type: ignore[misc]  # mypy: TypeVarTuple overload impl
@@ -319,11 +333,15 @@ class Scheduler:
         retry: Retry | None = None,
         in_thread: bool | None = None,
         inherit_deadline: bool = False,
+        context: Context | None = None,
     ) -> Handle[Any]:
         """Run ``func(*args)`` after ``delay`` seconds (a number or a timedelta).
 
         ``func`` is a sync or an async function; keyword arguments for it go
-        through :func:`functools.partial`.
+        through :func:`functools.partial`.  Every ``call_*`` may be called from
+        any thread while the block is open: from another thread the call is
+        handed to the event loop (calls from one thread keep their order) and
+        the handle is returned at once.
 
         :param name: a name for repr and logs
         :param timeout: seconds each run may take before it is cancelled and fails
@@ -335,7 +353,12 @@ class Scheduler:
         :param inherit_deadline: carry the caller's effective deadline into the
             callback: it ends EXPIRED without running if it would start at or
             after that deadline, and FAILED with :exc:`DeadlineExpired` if the
-            deadline cuts it off
+            deadline cuts it off (only from the event loop's thread)
+        :param context: the :class:`contextvars.Context` to run the callback in
+            (as asyncio's ``call_later(..., context=)``).  By default each
+            callback runs in its own copy of the context that entered the
+            ``async with`` block, so a ``ContextVar`` one callback sets is never
+            seen by another.
         :return: the callback's :class:`Handle`
         :raises SchedulerClosed: outside the ``async with`` block
         :raises TypeError: if ``func`` is not callable or an argument has a bad type
@@ -347,19 +370,29 @@ class Scheduler:
         elif not 0.0 <= delay < _INF:
             raise ValueError(f"delay must be finite and >= 0, got {delay!r}")
         e = self._engine
-        if e.closed:
-            raise SchedulerClosed(e.closed_reason())
-        when = e.clock() + delay
         if (
-            name is not None
+            e.closed
+            or _get_ident() != e.loop_thread
+            or name is not None
             or timeout is not None
             or retry is not None
             or in_thread is not None
             or inherit_deadline
+            or context is not None
         ):
+            e.check_open()
             return self._schedule_opts(
-                when, func, args, name, timeout, retry, in_thread, inherit_deadline
+                e.clock() + delay,
+                func,
+                args,
+                name,
+                timeout,
+                retry,
+                in_thread,
+                inherit_deadline,
+                context,
             )
+        when = e.clock() + delay
         if not callable(func):
             raise TypeError(f"func must be callable, got {func!r}")
         h: Handle[Any] = Handle(when, func, args, e)
@@ -381,6 +414,7 @@ class Scheduler:
         retry: Retry | None = ...,
         in_thread: bool | None = ...,
         inherit_deadline: bool = ...,
+        context: Context | None = ...,
     ) -> Handle[T]: ...
 
     @overload
@@ -395,6 +429,7 @@ class Scheduler:
         retry: Retry | None = ...,
         in_thread: bool | None = ...,
         inherit_deadline: bool = ...,
+        context: Context | None = ...,
     ) -> Handle[T]: ...
 
     def call_at(  # type: ignore[misc]  # mypy: TypeVarTuple overload impl
@@ -408,6 +443,7 @@ class Scheduler:
         retry: Retry | None = None,
         in_thread: bool | None = None,
         inherit_deadline: bool = False,
+        context: Context | None = None,
     ) -> Handle[Any]:
         """Run ``func(*args)`` at ``when``.
 
@@ -435,22 +471,32 @@ class Scheduler:
         if e.closed:
             raise SchedulerClosed(e.closed_reason())
         if wall is not None:
-            loop_when = e.to_loop_time(wall)
             x = Extra()
             x.wall = wall
             return self._schedule_opts(
-                loop_when, func, args, name, timeout, retry, in_thread, inherit_deadline, x
+                e.to_loop_time(wall),
+                func,
+                args,
+                name,
+                timeout,
+                retry,
+                in_thread,
+                inherit_deadline,
+                context,
+                x,
             )
         fwhen = float(when)  # type: ignore[arg-type]
         if (
-            name is not None
+            _get_ident() != e.loop_thread
+            or name is not None
             or timeout is not None
             or retry is not None
             or in_thread is not None
             or inherit_deadline
+            or context is not None
         ):
             return self._schedule_opts(
-                fwhen, func, args, name, timeout, retry, in_thread, inherit_deadline
+                fwhen, func, args, name, timeout, retry, in_thread, inherit_deadline, context
             )
         if not callable(func):
             raise TypeError(f"func must be callable, got {func!r}")
@@ -479,6 +525,7 @@ class Scheduler:
         retry: Retry | None = ...,
         in_thread: bool | None = ...,
         inherit_deadline: bool = ...,
+        context: Context | None = ...,
     ) -> Recurring[T]: ...
 
     @overload
@@ -499,6 +546,7 @@ class Scheduler:
         retry: Retry | None = ...,
         in_thread: bool | None = ...,
         inherit_deadline: bool = ...,
+        context: Context | None = ...,
     ) -> Recurring[T]: ...
 
     def call_every(  # type: ignore[misc]  # mypy: TypeVarTuple overload impl
@@ -518,6 +566,7 @@ class Scheduler:
         retry: Retry | None = None,
         in_thread: bool | None = None,
         inherit_deadline: bool = False,
+        context: Context | None = None,
     ) -> Recurring[Any]:
         """Run ``func(*args)`` every ``interval`` on a fixed-rate grid.
 
@@ -540,8 +589,10 @@ class Scheduler:
         :raises TypeError: on an argument of the wrong type
         :raises ValueError: on an argument out of range or an unknown policy name
         """
-        return Recurring(
-            self._engine,
+        e = self._engine
+        make = partial(
+            Recurring,
+            e,
             interval,
             func,
             args,
@@ -556,7 +607,15 @@ class Scheduler:
             retry=retry,
             in_thread=in_thread,
             inherit_deadline=inherit_deadline,
+            context=context,
         )
+        if _get_ident() != e.loop_thread:
+            if inherit_deadline:
+                raise RuntimeError(_NO_DEADLINE_IN_THREAD)
+            e.check_open()
+            recurring: Recurring[Any] = e.call_threadsafe(make)
+            return recurring
+        return make()
 
     def _schedule_opts(
         self,
@@ -568,13 +627,39 @@ class Scheduler:
         retry: Retry | None,
         in_thread: bool | None,
         inherit_deadline: bool,
+        context: Context | None,
         x: Extra | None = None,
     ) -> Handle[Any]:
-        """The slow path of every ``call_*``: validate options, build the Extra."""
+        """The slow path of every ``call_*``: options, or a call from another thread."""
         e = self._engine
-        x = make_extra(func, name, timeout, retry, in_thread, inherit_deadline, e.sync_in_thread, x)
-        h: Handle[Any] = Handle(when, func, args, e, x)
+        if (
+            x is None
+            and name is None
+            and timeout is None
+            and retry is None
+            and in_thread is None
+            and not inherit_deadline
+            and context is None
+        ):
+            if not callable(func):
+                raise TypeError(f"func must be callable, got {func!r}")
+            h: Handle[Any] = Handle(when, func, args, e)
+        else:
+            x = make_extra(
+                func, name, timeout, retry, in_thread, inherit_deadline, e.sync_in_thread, x
+            )
+            if context is not None:
+                if not isinstance(context, Context):
+                    raise TypeError(f"context must be a contextvars.Context, got {context!r}")
+                x.context = context
+            h = Handle(when, func, args, e, x)
+        if _get_ident() != e.loop_thread:
+            if inherit_deadline:
+                raise RuntimeError(_NO_DEADLINE_IN_THREAD)
+            e.submit_threadsafe(h)
+            return h
         if inherit_deadline:
+            assert x is not None
             deadline = current_effective_deadline()
             if deadline < _INF:
                 x.deadline = deadline

@@ -26,6 +26,7 @@ __all__ = [
     "callable_name",
     "check_aware",
     "is_async",
+    "strip_own_frames",
     "to_delay",
     "to_positive",
     "to_seconds",
@@ -126,3 +127,17 @@ def check_aware(when: datetime) -> None:
         raise ValueError(
             f"naive datetime {when!r}: pass an aware datetime (e.g. tzinfo=timezone.utc)"
         )
+
+
+def strip_own_frames(exc: BaseException) -> None:
+    """Drop duetime's own frames from the head of ``exc``'s traceback.
+
+    A callback's exception then shows the callback's frames only, and does not
+    keep duetime's frames (and the handle in their locals) alive: a handle
+    whose failure nobody looked at can be collected, and reported, at once.
+    """
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_globals.get("__name__", "").startswith("duetime."):
+        tb = tb.tb_next
+    if tb is not None:
+        exc.__traceback__ = tb

@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._handle import Handle
 
 if TYPE_CHECKING:
-    from ._engine import Engine
+    from ._heap import TimerHeap
+
+
+class EngineView(Protocol):
+    """What the wall-clock watch uses of its engine (``_engine.Engine`` is one)."""
+
+    clock: Callable[[], float]
+    wall_clock: Callable[[], datetime]
+    heap: TimerHeap
+    wake_at: float
+
+    def rearm(self, when: float) -> None: ...
+
+    def schedule_internal(
+        self, when: float, func: Callable[[], object], wall: datetime | None = None
+    ) -> Handle[Any]: ...
+
 
 __all__ = ["WallWatch"]
 
@@ -29,21 +47,35 @@ class WallWatch:
     datetime entries are pending, and re-keys them all when it has moved.
     """
 
-    __slots__ = ("__weakref__", "_engine", "_handles", "_listening", "_offset", "_watchdog")
+    __slots__ = (
+        "__weakref__",
+        "_engine",
+        "_handles",
+        "_listening",
+        "_offset",
+        "_suspects",
+        "_watchdog",
+    )
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: EngineView) -> None:
         self._engine = engine
         self._handles: dict[Handle[Any], None] = {}
         self._offset = 0.0
         self._watchdog: Handle[Any] | None = None
         # True once subscribed to a wall clock that announces its own steps.
         self._listening = False
+        # Handles keyed while (wall - loop) differed from the last check's: a
+        # step undone before the next check would otherwise leave them stale.
+        self._suspects: dict[Handle[Any], None] = {}
 
     def track(self, h: Handle[Any]) -> None:
         """Watch a pending handle whose Extra holds its target datetime (``wall``)."""
         e = self._engine
+        offset = e.wall_clock().timestamp() - e.clock()
         if not self._handles:
-            self._offset = e.wall_clock().timestamp() - e.clock()
+            self._offset = offset
+        elif abs(offset - self._offset) > WALL_STEP_TOLERANCE:
+            self._suspects[h] = None
         self._handles[h] = None
         if self._listening or self._watchdog is not None:
             return
@@ -69,6 +101,7 @@ class WallWatch:
         if x is not None and x.wall is not None:
             x.wall = None
             self._handles.pop(h, None)
+            self._suspects.pop(h, None)
 
     def early(self, h: Handle[Any], now: float) -> bool:
         """Called when ``h`` is due on the loop clock: True if it was re-keyed.
@@ -90,6 +123,7 @@ class WallWatch:
     def clear(self) -> None:
         """Forget every handle (the engine is cancelling them all)."""
         self._handles.clear()
+        self._suspects.clear()
         self._watchdog = None
 
     def _check(self) -> None:
@@ -105,9 +139,12 @@ class WallWatch:
         now = e.clock()
         wall_now = e.wall_clock()
         offset = wall_now.timestamp() - now
-        if abs(offset - self._offset) > WALL_STEP_TOLERANCE:
+        suspects = self._suspects
+        self._suspects = {}
+        stepped = abs(offset - self._offset) > WALL_STEP_TOLERANCE
+        if stepped or suspects:
             self._offset = offset
-            for h in list(self._handles):
+            for h in list(self._handles if stepped else suspects):
                 x = h._x
                 assert x is not None
                 new_when = now + max((x.wall - wall_now).total_seconds(), 0.0)

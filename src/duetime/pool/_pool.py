@@ -477,11 +477,12 @@ class WorkerPool(PoolQueue[ItemT, T]):
 
     # ------------------------------------------------------------------ Owner protocol
 
-    def _cancel_pending(self, h: Handle[Any]) -> None:
+    def _cancel_pending(self, h: Handle[Any]) -> bool:
         if h._st == QUEUED:
             self._live -= 1
             self._wake_putter()
         self._settle(h, CANCELLED, None)
+        return True
 
     def _cancel_running(self, h: Handle[Any]) -> bool:
         scope = h._result

@@ -1,0 +1,345 @@
+"""Runner tasks: what runs a due handle that the inline fast path cannot.
+
+Async callbacks, sync callbacks in worker threads or under a concurrency
+limit, and anything with options run here, in a few reusable runner tasks of
+the scheduler's task group, and end in their final state (or go back on the
+heap for a retry).  Every callback runs in a context of its own (see
+:mod:`._context`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections import deque
+from collections.abc import Callable
+from contextvars import Context
+from typing import TYPE_CHECKING, Any, Protocol
+
+from anyio import CancelScope, Event, get_cancelled_exc_class, to_thread
+
+from ._context import InContext
+from ._exceptions import DeadlineExpired
+from ._handle import (
+    CANCELLED,
+    COMPLETED,
+    EXPIRED,
+    FAILED,
+    PENDING,
+    QUEUED,
+    RUNNING,
+    Extra,
+    Handle,
+    _current,
+)
+from ._util import is_async, strip_own_frames
+
+if TYPE_CHECKING:
+    from anyio import CapacityLimiter
+    from anyio.abc import TaskGroup
+
+    from ._heap import TimerHeap
+    from ._unobserved import Unobserved
+
+
+class EngineView(Protocol):
+    """What runner tasks use of their engine (``_engine.Engine`` is one)."""
+
+    pending: int
+    running: int
+    completed: int
+    failed: int
+    cancelled: int
+    expired: int
+    max_late: float
+    lat: deque[float]
+    clock: Callable[[], float]
+    tg: TaskGroup | None
+    limiter: CapacityLimiter | None
+    thread_limiter: CapacityLimiter | None
+    sync_in_thread: bool
+    slow_callback_duration: float
+    base_context: Context
+    heap: TimerHeap
+    wake_at: float
+    unobserved: Unobserved
+
+    def rearm(self, when: float) -> None: ...
+
+    def check_quiet(self) -> None: ...
+
+    def crash(self, exc: BaseException) -> None: ...
+
+    def may_retry(self, when: float) -> bool: ...
+
+    def warn_blocking(self, h: Handle[Any], elapsed: float) -> None: ...
+
+
+__all__ = ["EngineView", "Runners"]
+
+_INF = math.inf
+# Runner tasks parked for reuse; beyond this an idle runner exits.
+_MAX_PARKED = 256
+_MAX_BURST = 512
+
+
+class Runners:
+    """The runner tasks of one engine and the queue of due handles they take from."""
+
+    __slots__ = ("_avail", "_burst", "_engine", "_parked", "acquiring", "q", "recheck")
+
+    def __init__(self, engine: EngineView) -> None:
+        self._engine = engine
+        #: Due handles waiting for a runner task.
+        self.q: deque[Handle[Any]] = deque()
+        self._parked: deque[Event] = deque()
+        self._avail = 0  # runners woken or spawned that have not looked at q yet
+        self._burst = 1
+        #: Set while queued work may still be waiting for runners to start it.
+        self.recheck = False
+        #: Due handles waiting for a limiter token (off every queue meanwhile).
+        self.acquiring: set[Handle[Any]] = set()
+
+    def pump(self) -> None:
+        """Get runner tasks onto the queued work, reusing parked ones first.
+
+        A runner drains the queue until one of its jobs really suspends, so quick
+        async callbacks share a few runners.  More runners are spawned, in
+        doubling bursts, only while the queue is still full after those runners
+        had their turn: they are all blocked.
+        """
+        q = self.q
+        need = len(q) - self._avail
+        parked = self._parked
+        while need > 0 and parked:
+            parked.popleft().set()
+            self._avail += 1
+            need -= 1
+        if need > 0:
+            if self._avail == 0:
+                n = min(need, self._burst)
+                self._burst = min(self._burst * 2, _MAX_BURST)
+                tg = self._engine.tg
+                assert tg is not None
+                for _ in range(n):
+                    self._avail += 1
+                    tg.start_soon(self._runner)
+            self.recheck = True
+        else:
+            self.recheck = False
+            self._burst = 1
+
+    def settle(self) -> None:
+        """Nothing is queued any more: reset the spawning burst."""
+        self.recheck = False
+        self._burst = 1
+
+    async def _runner(self) -> None:
+        q = self.q
+        parked = self._parked
+        self._avail -= 1
+        try:
+            while True:
+                while q:
+                    await self._run_job(q.popleft())
+                if len(parked) >= _MAX_PARKED:
+                    return
+                event = Event()
+                parked.append(event)
+                await event.wait()
+                self._avail -= 1
+        except get_cancelled_exc_class():
+            raise
+        except BaseException as exc:
+            # ...ends the block with that exception, as itself (see Engine.crash).
+            self._engine.crash(exc)
+
+    async def _run_job(self, h: Handle[Any]) -> None:
+        """Run one queued handle in this runner task, to its final state."""
+        try:
+            e = self._engine
+            x = h._x
+            if h._st == RUNNING:
+                # An async callback whose coroutine was made inline: await it.
+                job: InContext = h._result
+                started = e.clock()  # approximately; it was created just before
+                if x is not None and x.cancelling:
+                    job.close()
+                    e.running -= 1
+                    e.cancelled += 1
+                    h._finish(CANCELLED, None)
+                    e.check_quiet()
+                    return
+                await self._drive(h, x, job, None, started, _INF, job.context)
+                return
+            if h._st != QUEUED:
+                return  # cancelled while queued
+            limiter = e.limiter
+            if limiter is not None:
+                # Off every queue while it waits for a token: keep it findable, so
+                # that leaving the block cancels it like any other pending handle.
+                self.acquiring.add(h)
+                try:
+                    await limiter.acquire()
+                except BaseException:
+                    if h._st == QUEUED:
+                        e.pending -= 1
+                        e.cancelled += 1
+                        h._finish(CANCELLED, None)
+                        e.check_quiet()
+                    raise
+                finally:
+                    self.acquiring.discard(h)
+                if h._st != QUEUED:
+                    limiter.release()
+                    return
+            try:
+                now = e.clock()
+                if x is not None and x.deadline is not None and now >= x.deadline:
+                    e.pending -= 1
+                    e.expired += 1
+                    h._finish(
+                        EXPIRED, DeadlineExpired(f"{h.name} could not start before its deadline")
+                    )
+                    e.check_quiet()
+                    return
+                h._st = RUNNING
+                e.pending -= 1
+                e.running += 1
+                late = now - h._when
+                if late > e.max_late:
+                    e.max_late = late
+                e.lat.append(late)
+                deadline = _INF
+                context = e.base_context.copy()
+                if x is not None:
+                    x.ran = True
+                    if x.timeout is not None:
+                        deadline = now + x.timeout
+                    if x.deadline is not None and x.deadline < deadline:
+                        deadline = x.deadline
+                    if x.context is not None:
+                        context = x.context
+                func = h._func
+                assert func is not None
+                in_thread = e.sync_in_thread
+                if x is not None and x.in_thread is not None:
+                    in_thread = x.in_thread
+                thread = in_thread and not is_async(func)
+                await self._drive(h, x, func, thread, now, deadline, context)
+            finally:
+                if limiter is not None:
+                    limiter.release()
+        finally:
+            h = None  # type: ignore[assignment]  # see the end of _drive
+
+    async def _drive(
+        self,
+        h: Handle[Any],
+        x: Extra | None,
+        target: Any,
+        thread: bool | None,
+        started: float,
+        deadline: float,
+        context: Context,
+    ) -> None:
+        """Run ``target`` in ``context``: an :class:`InContext` when ``thread`` is
+        None, else a function (in a worker thread when ``thread`` is true).
+
+        Ends the handle in its final state, or re-queues it for a retry.
+        """
+        e = self._engine
+        args = h._args or ()
+        context.run(_current.set, (h, started))
+        try:
+            with CancelScope(deadline=deadline) as scope:
+                if thread is None:
+                    h._result = scope  # lets cancel() reach a running callback
+                    result = await target
+                elif thread:
+                    h._result = scope
+                    result = await to_thread.run_sync(
+                        context.run, target, *args, abandon_on_cancel=True, limiter=e.thread_limiter
+                    )
+                else:
+                    # A sync callback on the loop cannot be interrupted: while it
+                    # runs, cancel() says so (False), as for the inline path.
+                    h._result = None
+                    t0 = e.clock()
+                    result = context.run(target, *args)
+                    elapsed = e.clock() - t0
+                    if elapsed >= e.slow_callback_duration:
+                        e.warn_blocking(h, elapsed)
+                    if inspect.iscoroutine(result):
+                        h._result = scope
+                        result = await InContext(result, context)
+        except Exception as exc:
+            e.running -= 1
+            self.fail(h, exc)
+        except get_cancelled_exc_class():
+            e.running -= 1
+            e.cancelled += 1
+            h._finish(CANCELLED, None)
+            e.check_quiet()
+            tg = e.tg
+            assert tg is not None
+            if tg.cancel_scope.cancel_called:
+                raise
+            # The callback cancelled itself; this runner lives on.
+        except BaseException as exc:
+            e.running -= 1
+            e.failed += 1
+            try:
+                h._finish(FAILED, exc)
+            finally:
+                e.crash(exc)
+            return
+        else:
+            e.running -= 1
+            x = h._x  # cancel() may have made it since
+            if x is not None and x.cancelling:
+                # cancel() returned True: the handle ends CANCELLED even if the
+                # callback returned before it reached another checkpoint.
+                e.cancelled += 1
+                h._finish(CANCELLED, None)
+            elif scope.cancelled_caught:
+                if x is not None and x.deadline is not None and deadline == x.deadline:
+                    self.fail(h, DeadlineExpired(f"{h.name} was cut off by its deadline"))
+                else:
+                    timeout = x.timeout if x is not None else None
+                    self.fail(h, TimeoutError(f"{h.name} timed out after {timeout} s"))
+            else:
+                e.completed += 1
+                h._finish(COMPLETED, result)
+        finally:
+            # Our bookkeeping leaves the callback's context, and this frame lets
+            # go of the handle: a traceback that outlives the run (it reaches
+            # this frame through the callback's frame) must not keep the handle
+            # alive, or an unobserved failure could not be reported at collection.
+            context.run(_current.set, None)
+            h = None  # type: ignore[assignment]
+            target = None
+        e.check_quiet()
+
+    def fail(self, h: Handle[Any], exc: Exception) -> None:
+        """A run raised ``exc``: retry it, or fail the handle (held for reporting)."""
+        strip_own_frames(exc)
+        e = self._engine
+        x = h._x
+        if x is not None:
+            retry = x.retry
+            if retry is not None and not x.cancelling and retry.should_retry(x.attempt, exc):
+                when = e.clock() + retry.pause(x.attempt)
+                if e.may_retry(when) and (x.deadline is None or when < x.deadline):
+                    x.attempt += 1
+                    h._when = when
+                    h._st = PENDING
+                    h._result = None
+                    e.pending += 1
+                    e.heap.push(when, h)
+                    if when < e.wake_at:
+                        e.rearm(when)
+                    return
+        e.failed += 1
+        if not h._finish(FAILED, exc):
+            e.unobserved.hold(h, exc)
