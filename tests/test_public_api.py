@@ -22,6 +22,8 @@ def test_public_names_are_pinned() -> None:
             "Cron",
             "DeadlineExpired",
             "DuetimeError",
+            "Entry",
+            "EntryExists",
             "Handle",
             "Job",
             "Misfire",
@@ -32,20 +34,45 @@ def test_public_names_are_pinned() -> None:
             "PoolStatistics",
             "Retry",
             "RunInfo",
+            "SQLiteStore",
             "Scheduler",
             "SchedulerClosed",
             "SchedulerStatistics",
             "Status",
+            "TaskRegistry",
             "ThreadedScheduler",
             "Timeouts",
             "WorkerPool",
+            "current_entry",
             "current_run",
+            "open_store",
             "process_batch",
         ]
     )
     aliases = {"Misfire", "Overlap"}  # typing.Literal aliases have no module of ours
     for name in set(duetime.__all__) - aliases:
         assert getattr(duetime, name).__module__.startswith("duetime")
+
+
+def test_testing_names_are_pinned() -> None:
+    assert sorted(duetime.testing.__all__) == sorted(
+        [
+            "DEFAULT_WALL_START",
+            "MemoryStore",
+            "VirtualTimeLoop",
+            "VirtualWallClock",
+            "advance_time",
+            "anyio_backend_fixture",
+            "hold_autojump",
+            "virtual_time_backend",
+            "virtual_time_backends",
+        ]
+    )
+
+
+def test_entry_exists_is_a_value_error() -> None:
+    assert issubclass(duetime.EntryExists, duetime.DuetimeError)
+    assert issubclass(duetime.EntryExists, ValueError)
 
 
 def test_policy_aliases_list_the_accepted_values() -> None:

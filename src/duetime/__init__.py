@@ -11,16 +11,30 @@ soon, and get an awaitable :class:`Handle` back::
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
 from ._cron import Cron
-from ._exceptions import CallbackCancelled, DeadlineExpired, DuetimeError, SchedulerClosed
+from ._exceptions import (
+    CallbackCancelled,
+    DeadlineExpired,
+    DuetimeError,
+    EntryExists,
+    SchedulerClosed,
+)
 from ._handle import Handle, RunInfo, Status, current_run
 from ._keyed import PendingReplies, Timeouts
 from ._recurring import Misfire, Overlap, Recurring
 from ._retry import Retry
 from ._scheduler import Scheduler, SchedulerStatistics
 from ._threaded import Job, RecurringJob, ThreadedScheduler
+from .durable._registry import TaskRegistry, current_entry
+from .durable._sqlite import SQLiteStore
+from .durable._store import Entry
+from .durable._url import open_store
 from .pool import BatchReport, PoolStatistics, WorkerPool, process_batch
+
+if TYPE_CHECKING:
+    from .durable._redis import RedisStore  # noqa: F401  (lazy: see __getattr__)
 
 try:
     __version__ = version("duetime")  # pyproject.toml is the one source
@@ -33,6 +47,8 @@ __all__ = [
     "Cron",
     "DeadlineExpired",
     "DuetimeError",
+    "Entry",
+    "EntryExists",
     "Handle",
     "Job",
     "Misfire",
@@ -43,13 +59,27 @@ __all__ = [
     "RecurringJob",
     "Retry",
     "RunInfo",
+    "SQLiteStore",
     "Scheduler",
     "SchedulerClosed",
     "SchedulerStatistics",
     "Status",
+    "TaskRegistry",
     "ThreadedScheduler",
     "Timeouts",
     "WorkerPool",
+    "current_entry",
     "current_run",
+    "open_store",
     "process_batch",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # RedisStore needs the `redis` extra (coredis): imported on first use only, so
+    # `import duetime` never needs it.  Not in __all__, so `import *` never needs it.
+    if name == "RedisStore":
+        from .durable._redis import RedisStore
+
+        return RedisStore
+    raise AttributeError(f"module 'duetime' has no attribute {name!r}")

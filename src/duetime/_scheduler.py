@@ -4,25 +4,30 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from contextvars import Context
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from types import TracebackType
-from typing import Any, Literal, TypeVar, TypeVarTuple, Unpack, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, TypeVarTuple, Unpack, overload
 
 from anyio import current_effective_deadline
 
 from ._cron import Cron
 from ._engine import Engine
 from ._exceptions import DeadlineExpired, SchedulerClosed
-from ._handle import EXPIRED, Extra, Handle
+from ._handle import EXPIRED, Extra, Handle, Status
 from ._host import Host
 from ._options import make_extra
 from ._recurring import Misfire, Overlap, Recurring
 from ._retry import Retry
 from ._util import check_aware, to_delay, to_seconds
+
+if TYPE_CHECKING:
+    from .durable._registry import TaskRegistry
+    from .durable._runner import DurableRunner
+    from .durable._store import Entry, OnConflict, Store
 
 __all__ = ["Scheduler", "SchedulerStatistics"]
 
@@ -97,11 +102,23 @@ class Scheduler:
     :param slow_callback_duration: a sync callback that holds the event loop
         longer than this many seconds is logged as a warning naming it (as
         asyncio's ``loop.slow_callback_duration``; default 0.1)
+    :param store: a durable store (``duetime.SQLiteStore``, ``open_store(url)``,
+        ``duetime.testing.MemoryStore``) for :meth:`defer` and its friends; it
+        is entered and left with the block.  ``call_*`` never touch it.
+    :param tasks: the :class:`~duetime.TaskRegistry` of tasks this process may
+        defer and run (required with ``store``)
+    :param worker: with a store, also claim and run stored entries (False: only
+        defer them, e.g. in a web process).  At most ``max_concurrency`` durable
+        tasks run at once (16 when it is None), beside the ``call_*`` callbacks;
+        durable tasks that fail for good are logged at ERROR on the
+        ``duetime.durable`` logger with the entry key (``on_error`` takes a
+        Handle and is not called for them) and stay listable as dead letters.
     :raises ValueError: on an invalid argument value
-    :raises TypeError: on an argument of the wrong type
+    :raises TypeError: on an argument of the wrong type, or ``store`` without
+        ``tasks`` (or the reverse)
     """
 
-    __slots__ = ("__weakref__", "_engine", "_push")
+    __slots__ = ("__weakref__", "_durable", "_engine", "_push")
 
     def __init__(
         self,
@@ -113,6 +130,9 @@ class Scheduler:
         on_error: Callable[[Handle[Any], BaseException], object] | None = None,
         wall_clock: Callable[[], datetime] | None = None,
         slow_callback_duration: float = 0.1,
+        store: Store | None = None,
+        tasks: TaskRegistry | None = None,
+        worker: bool = True,
     ) -> None:
         if max_concurrency is not None:
             if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int):
@@ -142,11 +162,33 @@ class Scheduler:
         self._engine = engine
         # The heap's push, bound once: the call_later/call_at hot path calls it.
         self._push = engine.heap.push
+        # -- durable (store=, tasks=, worker=): a DurableRunner entered with the block
+        self._durable: DurableRunner | None = None
+        if not isinstance(worker, bool):
+            raise TypeError(f"worker must be a bool, got {worker!r}")
+        if store is not None or tasks is not None:
+            if store is None or tasks is None:
+                raise TypeError("store= and tasks= go together: pass both (or neither)")
+            from .durable._runner import DurableRunner
+
+            self._durable = DurableRunner(
+                store,
+                tasks,
+                worker=worker,
+                concurrency=16 if max_concurrency is None else max_concurrency,
+                grace=grace,
+            )
 
     # ------------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> Scheduler:
         await self._engine.open()
+        if self._durable is not None:
+            try:
+                await self._durable.__aenter__()
+            except BaseException as exc:
+                await self._engine.close(type(exc), exc, exc.__traceback__)
+                raise
         return self
 
     async def __aexit__(
@@ -155,6 +197,20 @@ class Scheduler:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
+        durable = self._durable
+        if durable is not None and durable.open:
+            # First: stop claiming, give running durable tasks ``grace`` (as read
+            # now: ThreadedScheduler may have ended it), release the rest.
+            e = self._engine
+            grace = durable.grace = e.grace
+            t0 = e.clock()
+            try:
+                await durable.__aexit__(exc_type, exc, tb)
+            except BaseException as dexc:
+                await e.close(type(dexc), dexc, dexc.__traceback__)
+                raise
+            if grace is not None:  # one grace budget for durable tasks and callbacks
+                e.grace = max(0.0, grace - (e.clock() - t0))
         return await self._engine.close(exc_type, exc, tb)
 
     def __duetime_host__(self) -> Host:
@@ -647,3 +703,193 @@ class Scheduler:
         e = self._engine
         state = ("new", "open", "closing", "closed")[e.state]
         return f"<Scheduler {state} pending={e.pending} running={e.running}>"
+
+    # ================================================================== durable
+    # Registered tasks in a durable store (store=, tasks=, worker=): thin, typed
+    # delegations to the DurableRunner the block enters.  Nothing above this line
+    # reads self._durable except __init__, __aenter__ and __aexit__.
+
+    def _runner(self) -> DurableRunner:
+        runner = self._durable
+        if runner is None:
+            raise RuntimeError(
+                "this Scheduler has no durable store: create it with"
+                " Scheduler(store=..., tasks=...) to defer registered tasks"
+            )
+        return runner
+
+    @overload
+    async def defer(
+        self,
+        task: Callable[[Unpack[PosArgsT]], object],
+        /,
+        *args: Unpack[PosArgsT],
+        delay: float | timedelta | None = ...,
+        at: datetime | None = ...,
+        key: str | None = ...,
+        on_conflict: OnConflict = ...,
+    ) -> Entry: ...
+
+    @overload
+    async def defer(
+        self,
+        task: str,
+        /,
+        *args: Any,
+        delay: float | timedelta | None = ...,
+        at: datetime | None = ...,
+        key: str | None = ...,
+        on_conflict: OnConflict = ...,
+    ) -> Entry: ...
+
+    async def defer(  # type: ignore[misc]  # mypy: TypeVarTuple overload impl
+        self,
+        task: str | Callable[..., Any],
+        /,
+        *args: Any,
+        delay: float | timedelta | None = None,
+        at: datetime | None = None,
+        key: str | None = None,
+        on_conflict: OnConflict = "keep",
+    ) -> Entry:
+        """Store one run of a registered task; it is safe in the store on return.
+
+        Due now unless ``delay`` (added to the store's clock) or ``at`` is given.
+        Delivery is at least once: see ``docs/guide-durable.md``.
+
+        :param task: a function registered in ``tasks``, or its name
+        :param args: positional arguments: JSON values or an aware datetime,
+            date, UUID, Decimal or bytes (64 KiB encoded at most)
+        :param delay: seconds or a timedelta from now
+        :param at: an aware datetime
+        :param key: the entry's identity (default: a random key); an insert is
+            idempotent by key, and a finished key is kept as a tombstone for the
+            store's ``dedupe_ttl``
+        :param on_conflict: when ``key`` exists (tombstones included):
+            ``"keep"`` returns that entry and stores nothing, ``"replace"``
+            replaces it unless it is running, ``"error"`` raises
+        :return: the :class:`~duetime.Entry` now stored under the key
+        :raises RuntimeError: the Scheduler has no store
+        :raises SchedulerClosed: outside the ``async with`` block
+        :raises LookupError: an unknown task name
+        :raises TypeError: an unregistered function, or an argument the codec
+            does not carry
+        :raises ValueError: a naive ``at``, a negative delay, both ``delay`` and
+            ``at``, a bad key or ``on_conflict``, a payload over 64 KiB
+        :raises EntryExists: as ``on_conflict`` says
+        """
+        return await self._runner().defer(
+            task, *args, delay=delay, at=at, key=key, on_conflict=on_conflict
+        )
+
+    async def defer_many(
+        self,
+        task: str | Callable[..., Any],
+        argsets: Iterable[Sequence[Any]],
+        /,
+        *,
+        delay: float | timedelta | None = None,
+        at: datetime | None = None,
+        keys: Iterable[str | None] | None = None,
+        on_conflict: OnConflict = "keep",
+    ) -> list[Entry]:
+        """Store many runs of one task in one store transaction (all or nothing).
+
+        :param argsets: one sequence of positional arguments per run
+        :param keys: one key (or None for a random one) per run
+        :return: the entries now stored, in the order of ``argsets``
+        :raises ValueError: ``keys`` of another length, a key given twice;
+            otherwise as :meth:`defer` (every run is checked before any is stored)
+        """
+        return await self._runner().defer_many(
+            task, argsets, delay=delay, at=at, keys=keys, on_conflict=on_conflict
+        )
+
+    async def defer_every(
+        self,
+        trigger: float | timedelta | Cron,
+        task: str | Callable[..., Any],
+        /,
+        *args: Any,
+        key: str,
+        start: float | timedelta | datetime | None = None,
+        misfire: Misfire = "coalesce",
+        overlap: Overlap = "skip",
+        on_conflict: OnConflict = "keep",
+    ) -> Entry:
+        """Store a recurring series of a registered task: one row on a drift-free grid.
+
+        With several workers each occurrence runs once.  ``current_entry().due``
+        is the grid point a run stands for.
+
+        :param trigger: an interval (seconds or a timedelta) or a :class:`~duetime.Cron`
+        :param key: the series' identity (required; idempotent by key)
+        :param start: a delay from now or an aware datetime where the grid
+            starts (default: now)
+        :param misfire: for points missed while no worker ran: ``"coalesce"``
+            (one run for the latest), ``"skip"``, or ``"catch_up"`` (every one)
+        :param overlap: for points that come while a run is running: ``"skip"``,
+            ``"wait"`` (run next), or ``"allow"`` (each its own entry,
+            keyed ``"{key}@{occurrence}"``)
+        :return: the series' entry
+        :raises RuntimeError: the Scheduler has no store
+        :raises TypeError: a trigger that is neither an interval nor a Cron
+        :raises ValueError: a bad policy, interval or start; otherwise as :meth:`defer`
+        """
+        return await self._runner().defer_every(
+            trigger,
+            task,
+            *args,
+            key=key,
+            start=start,
+            misfire=misfire,
+            overlap=overlap,
+            on_conflict=on_conflict,
+        )
+
+    async def cancel_deferred(self, key: str) -> bool:
+        """Delete a PENDING or FAILED entry or series.
+
+        :return: True if deleted; False if absent, finished, or running (a
+            running entry is not interrupted)
+        :raises RuntimeError: the Scheduler has no store
+        """
+        return await self._runner().cancel_deferred(key)
+
+    async def deferred(self, key: str) -> Entry | None:
+        """The entry stored under ``key`` (finished ones while kept as tombstones), or None.
+
+        :raises RuntimeError: the Scheduler has no store
+        """
+        return await self._runner().deferred(key)
+
+    async def deferred_entries(
+        self, *, status: Status | None = None, limit: int = 1000
+    ) -> list[Entry]:
+        """Stored entries by due time, optionally only those with ``status``.
+
+        :raises RuntimeError: the Scheduler has no store
+        """
+        return await self._runner().entries(status=status, limit=limit)
+
+    async def dead_letters(self, *, limit: int = 1000) -> list[Entry]:
+        """FAILED entries: retries exhausted, unknown task, bad payload, or poison
+        (a worker died with it ``max_deliveries`` times).
+
+        :raises RuntimeError: the Scheduler has no store
+        """
+        return await self._runner().dead_letters(limit=limit)
+
+    async def retry_deferred(self, key: str) -> bool:
+        """Make a FAILED entry PENDING again, due now, attempt 1; False if not FAILED.
+
+        :raises RuntimeError: the Scheduler has no store
+        """
+        return await self._runner().retry_deferred(key)
+
+    async def delete_deferred(self, key: str) -> bool:
+        """Delete an entry that is not running (dead letters and tombstones too).
+
+        :raises RuntimeError: the Scheduler has no store
+        """
+        return await self._runner().delete_deferred(key)

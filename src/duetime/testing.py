@@ -540,3 +540,9 @@ def hold_autojump() -> Iterator[None]:
             clock.autojump_threshold = threshold
         else:
             _trio_holds[clock] = (depth - 1, rate, threshold)
+
+
+# -- durable: an in-process store on virtual time (re-exported; see duetime.durable) --
+from .durable._memory import MemoryStore  # noqa: E402
+
+__all__ += ["MemoryStore"]

@@ -472,6 +472,22 @@ class StoreConformance:
             await store.add([row("soon", delay=10)])
         assert t_add <= woke <= t_add + 1.0  # within one poll period, not the timeout
 
+    async def test_a_change_between_head_and_wait_changed_is_not_lost(self, store: Store) -> None:
+        # A claim loop reads the head, then waits; a write in between (here by
+        # the same process) must still wake that wait.
+        now = await store.time()
+        await store.add([row("late", due=now + 1000)])
+        await store.wait_changed(0.0)  # a previous wait: changes are counted from its end
+        assert await store.head() == pytest.approx(now + 1000)
+        await store.add([row("soon", delay=10)])
+        t0 = anyio.current_time()
+        await store.wait_changed(600.0)
+        assert anyio.current_time() - t0 < 1.0
+        # ... and only once: nothing new since, so the next wait sleeps on.
+        t0 = anyio.current_time()
+        await store.wait_changed(5.0)
+        assert anyio.current_time() - t0 >= 5.0
+
     async def test_entries_by_status_in_due_order(self, store: Store) -> None:
         now = await store.time()
         await store.add(

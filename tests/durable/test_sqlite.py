@@ -14,7 +14,6 @@ import pytest
 
 from duetime.durable._sqlite import NotAStore, SQLiteStore
 from duetime.durable._store import Done
-from duetime.testing import hold_autojump
 
 from .conformance import loop_epoch_clock, row
 
@@ -144,26 +143,34 @@ async def test_another_connection_wakes_a_waiter_within_poll(
     tmp_path: Path, anyio_backend: Any
 ) -> None:
     path = tmp_path / "jobs.db"
-    clock = loop_epoch_clock()
-    async with SQLiteStore(path, clock=clock, poll=0.25) as a, SQLiteStore(path, clock=clock) as b:
-        await a.wait_changed(0)  # settle: b's open counts as a change for a
+    async with SQLiteStore(path, clock=loop_epoch_clock(), poll=0.25) as a:
+        await a.wait_changed(0)  # settle
         woke: list[float] = []
+        done = anyio.Event()
 
         async def waiter() -> None:
             await a.wait_changed(60)
             woke.append(anyio.current_time())
+            done.set()
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(waiter)
             await anyio.sleep(5)
-            # Virtual time must not jump over poll periods while the threads work
-            # (trio's MockClock autojumps during thread work): let it flow for real.
-            with hold_autojump():
-                t = anyio.current_time()
-                await b.add([row("x")])
-                while not woke:
-                    await anyio.sleep(0.01)
-        assert t <= woke[0] <= t + 0.5
+            # Deterministic on virtual time: the other connection commits from
+            # this thread, so the loop (and its clock) stands still meanwhile;
+            # then nothing but the waiter's poll has a deadline, so virtual time
+            # never runs on while its data_version read is in a thread.
+            t = anyio.current_time()
+            other = sqlite3.connect(path, isolation_level=None)
+            try:
+                other.execute(
+                    "INSERT INTO duetime_entries (key, task, payload, status, due, visible_at,"
+                    " lease, max_deliveries) VALUES ('x', 't', '[]', 0, 0, 0, 30, 5)"
+                )
+            finally:
+                other.close()
+            await done.wait()
+        assert t <= woke[0] <= t + 0.25
 
 
 async def test_two_connections_never_claim_one_row_twice(

@@ -22,6 +22,7 @@ import anyio.lowlevel
 
 from .._exceptions import EntryExists
 from .._handle import Status
+from ._signal import ChangeSignal
 from ._store import (
     Claim,
     Dead,
@@ -139,7 +140,7 @@ class MemoryStore:
         self._expiry: list[tuple[float, int, str, int]] = []  # tombstones: (expires_at, ...)
         self._seq = 0
         self._tokens = 0
-        self._changed: anyio.Event | None = None
+        self._changed = ChangeSignal()
 
     # -- context manager (nothing to open) ---------------------------------------
 
@@ -194,9 +195,8 @@ class MemoryStore:
     def _wake_if_earlier(self, before: float | None) -> None:
         after = self._head_value()
         moved = after is not None and (before is None or after < before)
-        if moved and self._changed is not None:
-            self._changed.set()
-            self._changed = None
+        if moved:
+            self._changed.notify()
 
     def _live(self, key: str, now: float) -> _Row | None:
         row = self._rows.get(key)
@@ -408,12 +408,21 @@ class MemoryStore:
         return self._head_value()
 
     async def wait_changed(self, timeout: float) -> None:
-        """Return when a write moved the head earlier, or after ``timeout`` seconds."""
-        if self._changed is None:
-            self._changed = anyio.Event()
-        event = self._changed
-        with anyio.move_on_after(timeout):
-            await event.wait()
+        """Return when a write moved the head earlier, or after ``timeout`` seconds.
+
+        A write that moved it since this task's previous call returned makes the
+        call return at once (so a write between :meth:`head` and this call is
+        not lost).
+        """
+        if self._changed.missed():
+            await anyio.lowlevel.checkpoint()
+            return
+        event = self._changed.event()
+        try:
+            with anyio.move_on_after(timeout):
+                await event.wait()
+        finally:
+            self._changed.seen()
 
     # -- test helpers -------------------------------------------------------------
 

@@ -113,6 +113,20 @@ class DurableRunner(WorkerSide):
 
     # -- lifecycle -------------------------------------------------------------------
 
+    @property
+    def open(self) -> bool:
+        """Whether the runner is entered and not leaving."""
+        return self._open
+
+    @property
+    def grace(self) -> float | None:
+        """How long leaving waits for running tasks (None: as long as they take)."""
+        return self._grace
+
+    @grace.setter
+    def grace(self, value: float | None) -> None:
+        self._grace = None if value is None else to_delay(value, "grace")
+
     async def __aenter__(self) -> DurableRunner:
         if self._open or self._stopping:
             raise RuntimeError("a DurableRunner can be entered only once")

@@ -26,10 +26,12 @@ from functools import partial
 from typing import Any, TypeVar
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 
 from .._exceptions import EntryExists
 from .._handle import Status
+from ._signal import ChangeSignal
 from ._store import (
     Claim,
     Dead,
@@ -195,7 +197,7 @@ class SQLiteStore:
         self._conn: sqlite3.Connection | None = None
         self._limiter: anyio.CapacityLimiter | None = None
         self._data_version = 0
-        self._changed: anyio.Event | None = None
+        self._changed = ChangeSignal()
         self._queue: list[list[Any]] = []  # finishes waiting for the next group commit
         self._flushing: anyio.Event | None = None
         self._purged_at = -math.inf
@@ -261,9 +263,7 @@ class SQLiteStore:
 
     def _wake(self) -> None:
         """Wake this process's waiters (our own commits do not change data_version)."""
-        if self._changed is not None:
-            self._changed.set()
-            self._changed = None
+        self._changed.notify()
 
     # -- the Store protocol -----------------------------------------------------
 
@@ -448,6 +448,9 @@ class SQLiteStore:
                 await flushing.wait()
                 continue
             done = self._flushing = anyio.Event()
+            # Let the other tasks woken in this tick (a claim's runs end together)
+            # queue their finishes first: one commit for all, not one plus the rest.
+            await anyio.lowlevel.cancel_shielded_checkpoint()
             batch, self._queue = self._queue, []
             try:
                 # Shielded: once taken from the queue, every op gets its result even if
@@ -495,23 +498,28 @@ class SQLiteStore:
 
         Another process's commit is noticed within ``poll`` seconds (``PRAGMA
         data_version``); this store object's own writes wake at once.  A commit
-        since the previous call returns at once (a spurious wake-up is harmless).
+        since the previous call returns at once (a spurious wake-up is harmless),
+        and so does a write by this store object since this task's previous call.
         """
-        if self._changed is None:
-            self._changed = anyio.Event()
-        event = self._changed
+        if self._changed.missed():
+            await anyio.lowlevel.checkpoint()
+            return
+        event = self._changed.event()
         deadline = anyio.current_time() + max(0.0, timeout)
-        while True:
-            version = await self._run(_data_version)
-            if version != self._data_version:
-                self._data_version = version
-                return
-            remaining = deadline - anyio.current_time()
-            if remaining <= 0:
-                return
-            with anyio.move_on_after(min(self.poll, remaining)):
-                await event.wait()
-                return
+        try:
+            while True:
+                version = await self._run(_data_version)
+                if version != self._data_version:
+                    self._data_version = version
+                    return
+                remaining = deadline - anyio.current_time()
+                if remaining <= 0:
+                    return
+                with anyio.move_on_after(min(self.poll, remaining)):
+                    await event.wait()
+                    return
+        finally:
+            self._changed.seen()
 
 
 # -- helpers run in the worker thread ------------------------------------------------
