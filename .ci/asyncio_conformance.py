@@ -25,6 +25,7 @@ Exit status: 0 when every module passed (or the interpreter ships without the
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import subprocess
 import sys
@@ -95,18 +96,18 @@ def run_module(name: str) -> int:
     policy_class = type(asyncio.get_event_loop_policy())
     policy_class._loop_factory = CountingVirtualTimeLoop  # type: ignore[attr-defined]
 
-    import importlib
-
     module = importlib.import_module(f"test.test_asyncio.{name}")
     if name == "test_events":
         for class_name in SELECTOR_CLASSES:
             cls = getattr(module, class_name, None)
             if cls is None:
                 continue
-            selector_class = {
+            selector_class: type[selectors.BaseSelector] = {
                 "SelectEventLoopTests": selectors.SelectSelector,
-                "PollEventLoopTests": getattr(selectors, "PollSelector", None),
-                "EPollEventLoopTests": getattr(selectors, "EpollSelector", None),
+                "PollEventLoopTests": getattr(selectors, "PollSelector", selectors.SelectSelector),
+                "EPollEventLoopTests": getattr(
+                    selectors, "EpollSelector", selectors.SelectSelector
+                ),
             }[class_name]
 
             def create_event_loop(
@@ -127,10 +128,10 @@ def run_module(name: str) -> int:
         reason = mine.get(short)
         if reason is not None:
             seen.add(short)
-            method = getattr(test, test._testMethodName)  # type: ignore[attr-defined]
+            method = getattr(test, test._testMethodName)
             setattr(
                 test,
-                test._testMethodName,  # type: ignore[attr-defined]
+                test._testMethodName,
                 unittest.skip(f"excluded under virtual time: {reason}")(method),
             )
     stale = sorted(set(mine) - seen)
@@ -162,7 +163,7 @@ def main(argv: list[str]) -> int:
         return run_module(args.modules[0])
 
     try:
-        import test.test_asyncio  # noqa: F401
+        importlib.import_module("test.test_asyncio")
     except ImportError as exc:
         print(
             f"SKIPPED: this interpreter ({sys.executable}, {sys.version.split()[0]}) ships "
@@ -177,9 +178,7 @@ def main(argv: list[str]) -> int:
         started = time.perf_counter()
         cmd = [sys.executable, str(Path(__file__).resolve()), "--child", name]
         try:
-            proc = subprocess.run(
-                cmd, capture_output=True, text=True, timeout=limit, check=False
-            )
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=limit, check=False)
         except subprocess.TimeoutExpired as exc:
             out = exc.stdout if isinstance(exc.stdout, str) else (exc.stdout or b"").decode()
             err = exc.stderr if isinstance(exc.stderr, str) else (exc.stderr or b"").decode()
@@ -189,7 +188,9 @@ def main(argv: list[str]) -> int:
             failed.append(name)
             continue
         elapsed = time.perf_counter() - started
-        summary = [line for line in proc.stdout.splitlines() if line.startswith(("RESULT", "STALE"))]
+        summary = [
+            line for line in proc.stdout.splitlines() if line.startswith(("RESULT", "STALE"))
+        ]
         if proc.returncode != 0:
             sys.stderr.write(proc.stderr[-20000:])
             failed.append(name)

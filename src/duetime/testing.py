@@ -228,14 +228,15 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         # Real (perf_counter) time of the last I/O activity; -inf: none yet.
         self._last_io = -math.inf
         self._wakeup_fd = -1
-        self._subprocesses: weakref.WeakSet[asyncio.SubprocessTransport] = weakref.WeakSet()
+        # Subprocess transports started through this loop whose exit is not known yet.
+        self._subprocesses: list[asyncio.SubprocessTransport] = []
         real = selector if selector is not None else selectors.DefaultSelector()
         super().__init__(_AutojumpSelector(real, self))
         # Registering the loop's own wake-up pipe is not I/O in flight.
         ssock = getattr(self, "_ssock", None)
         self._wakeup_fd = ssock.fileno() if ssock is not None else -1
         self._last_io = -math.inf
-        self._base_resolution: float = self._clock_resolution  # type: ignore[attr-defined]
+        self._base_resolution: float = self._clock_resolution
         try:
             if not math.isfinite(start):
                 raise ValueError("start must be a finite number")
@@ -344,7 +345,10 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         return False
 
     def _subprocess_running(self) -> bool:
-        return any(proc.get_returncode() is None for proc in self._subprocesses)
+        if not self._subprocesses:
+            return False
+        self._subprocesses = [p for p in self._subprocesses if p.get_returncode() is None]
+        return bool(self._subprocesses)
 
     def _outside_work_pending(self, target: float) -> bool:
         # A real signal timer counts only if it would fire before the virtual
@@ -374,7 +378,7 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
             transport = await super()._make_subprocess_transport(  # type: ignore[misc]
                 *args, **kwargs
             )
-        self._subprocesses.add(transport)
+        self._subprocesses.append(transport)
         return transport
 
     async def shutdown_default_executor(self, *args: Any, **kwargs: Any) -> None:
