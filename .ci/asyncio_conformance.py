@@ -45,6 +45,11 @@ MODULES: dict[str, float] = {
     "test_timeouts": 30.0,
     "test_taskgroups": 30.0,
     "test_waitfor": 30.0,
+    # Beyond the required six: these exercise real I/O, TLS with peer threads
+    # and child processes while timeouts are pending.
+    "test_ssl": 90.0,
+    "test_sslproto": 60.0,
+    "test_subprocess": 90.0,
 }
 
 #: test_events' selector-loop test classes whose loop is replaced.

@@ -84,7 +84,7 @@ _ANYIO_WORKER_NAME = "AnyIO worker thread"
 #: after a reader or writer changed or became ready, before it jumps. Long
 #: enough for a loopback peer (a TLS handshake step in a thread) on a loaded
 #: machine; paid only by a test that did real I/O and then waits for a timer.
-_IO_GRACE = 0.05
+_IO_GRACE = 0.1
 
 
 #: A real interval timer (setitimer/alarm) due within this many real seconds is
@@ -110,22 +110,22 @@ class _AutojumpSelector(selectors.BaseSelector):
         # A weak reference avoids a loop <-> selector reference cycle.
         self._loop_ref = weakref.ref(loop)
 
-    def _touch(self, key: SelectorKey) -> SelectorKey:
+    def _touch(self, key: SelectorKey, events: int) -> SelectorKey:
         # A reader or writer that comes or goes is real I/O starting or
         # finishing: the loop gives its peer a moment before jumping.
         loop = self._loop_ref()
         if loop is not None:
-            loop._note_io(key.fd)
+            loop._note_io(key.fd, writing=bool(events & selectors.EVENT_WRITE))
         return key
 
     def register(self, fileobj: FileDescriptorLike, events: int, data: Any = None) -> SelectorKey:
-        return self._touch(self._real.register(fileobj, events, data))
+        return self._touch(self._real.register(fileobj, events, data), events)
 
     def unregister(self, fileobj: FileDescriptorLike) -> SelectorKey:
-        return self._touch(self._real.unregister(fileobj))
+        return self._touch(self._real.unregister(fileobj), 0)
 
     def modify(self, fileobj: FileDescriptorLike, events: int, data: Any = None) -> SelectorKey:
-        return self._touch(self._real.modify(fileobj, events, data))
+        return self._touch(self._real.modify(fileobj, events, data), events)
 
     def select(self, timeout: float | None = None) -> list[tuple[SelectorKey, int]]:
         loop = self._loop_ref()
@@ -227,6 +227,8 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         self._held_lock = threading.Lock()
         # Real (perf_counter) time of the last I/O activity; -inf: none yet.
         self._last_io = -math.inf
+        # File descriptors with a writer registered: data the peer has not taken yet.
+        self._writers: set[int] = set()
         self._wakeup_fd = -1
         # Subprocess transports started through this loop whose exit is not known yet.
         self._subprocesses: list[asyncio.SubprocessTransport] = []
@@ -353,8 +355,11 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
     def _outside_work_pending(self, target: float) -> bool:
         # A real signal timer counts only if it would fire before the virtual
         # timer we are about to jump to (and soon: see _SIGNAL_TIMER_HORIZON).
+        # A registered writer means the peer has not taken our data yet: its
+        # reading is real work in flight (io_grace == 0 turns this off too).
         return (
             self._held > 0
+            or (bool(self._writers) and self._io_grace > 0)
             or _real_timer_due_within(min(_SIGNAL_TIMER_HORIZON, target - self._virtual_now))
             or self._subprocess_running()
             or self._anyio_workers_busy()
@@ -389,9 +394,14 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
 
     # -- the select hook --------------------------------------------------------
 
-    def _note_io(self, fd: int) -> None:
-        if fd != self._wakeup_fd:
-            self._last_io = time.perf_counter()
+    def _note_io(self, fd: int, *, writing: bool) -> None:
+        if fd == self._wakeup_fd:
+            return
+        self._last_io = time.perf_counter()
+        if writing:
+            self._writers.add(fd)
+        else:
+            self._writers.discard(fd)
 
     def _note_events(self, events: list[tuple[SelectorKey, int]]) -> list[tuple[SelectorKey, int]]:
         for key, _mask in events:
