@@ -517,6 +517,35 @@ def test_peer_thread_reply_is_not_overtaken_by_a_long_timeout() -> None:
     assert now < 1  # the clock stood still while the peer answered
 
 
+def test_peer_that_is_slow_to_read_is_not_overtaken() -> None:
+    """Data the peer has not taken yet (a registered writer) keeps the clock from jumping."""
+    ours, theirs = socket.socketpair()
+    payload = b"x" * (4 << 20)  # far more than the socket buffers hold
+
+    def peer() -> None:
+        busy_work(0.25)  # busy for longer than io_grace before it reads anything
+        received = 0
+        while received < len(payload):
+            received += len(theirs.recv(1 << 20))
+
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        ours.setblocking(False)
+        thread = threading.Thread(target=peer, daemon=True)
+        thread.start()
+        with anyio.fail_after(60):
+            await loop.sock_sendall(ours, payload)
+        thread.join()
+        return anyio.current_time()
+
+    try:
+        now = run_virtual(main)
+    finally:
+        ours.close()
+        theirs.close()
+    assert now < 60  # virtual time flowed at the real rate while the peer was busy
+
+
 @contextmanager
 def own_sigalrm() -> Iterator[None]:
     """Borrow SIGALRM and ITIMER_REAL (pytest-timeout's watchdog), restoring both after."""

@@ -7,7 +7,9 @@ The pieces:
   nothing is ready to run and the loop would only be waiting for a timer, the
   clock *autojumps* straight to that timer's due time instead of sleeping.
   Real I/O (sockets, the self-pipe used by ``call_soon_threadsafe`` and signal
-  wake-ups) keeps working because the real selector is always polled first.
+  wake-ups) keeps working because the real selector is always polled first,
+  and real work in flight (a TLS handshake, a peer's reply, a subprocess, a
+  near signal timer, thread work) is waited for before the clock jumps.
   It is the asyncio counterpart of :class:`trio.testing.MockClock` with
   ``autojump_threshold=0``.
 * :class:`VirtualWallClock` -- a ``Callable[[], datetime]`` (aware, UTC) that
@@ -161,9 +163,14 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
        * busy ``anyio.to_thread.run_sync`` worker threads of this loop
          (detected by inspecting anyio's worker threads);
        * a subprocess started through this loop that has not exited
-         (``asyncio.create_subprocess_exec`` / ``_shell``, ``anyio.open_process``);
-       * an armed real interval timer (``signal.setitimer(ITIMER_REAL)`` or
-         ``signal.alarm``): its signal is real and will come;
+         (``asyncio.create_subprocess_exec`` / ``_shell``, ``anyio.open_process``,
+         ``anyio.run_process``);
+       * a real interval timer (``signal.setitimer(ITIMER_REAL)`` or
+         ``signal.alarm``) that will fire within 0.5 real seconds and before
+         the timer the loop would jump to (a longer one, such as
+         pytest-timeout's watchdog, is taken for a watchdog and ignored);
+       * a writer registered on a socket or pipe: data the peer has not taken
+         yet (only while ``io_grace > 0``);
        * any ``with loop.hold_autojump():`` block (or :func:`hold_autojump`).
 
     2. **Real I/O just happened** -- while a reader or writer other than the
@@ -176,16 +183,16 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
     3. Otherwise the loop waits ``autojump_threshold`` real seconds for I/O
        (``0``, the default: it only polls) and then *jumps* the clock exactly
        to the timer's due time. A test that only sleeps and schedules never
-       touches (1) or (2) and jumps at once.
+       meets (1) or (2) and jumps at once.
 
     When no timer is pending at all the loop blocks on the real selector, so
     ``call_soon_threadsafe``, worker threads, signals and sockets wake it up as
     usual.
 
     Work the loop cannot see -- a ``threading.Thread`` you start yourself that
-    reports back with ``call_soon_threadsafe`` after more than ``io_grace``, an
-    external server that is slow to answer -- does not stop autojumping: wrap
-    the wait in :func:`hold_autojump`.
+    reports back with ``call_soon_threadsafe``, a peer that stays silent for
+    longer than ``io_grace`` -- does not stop autojumping: wrap the wait in
+    :func:`hold_autojump`.
 
     Use with anyio::
 
@@ -202,12 +209,13 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
             (and while outside work is in flight it stays frozen too).
         autojump_threshold: real seconds the loop must have been idle before it
             jumps. ``0`` jumps at once; ``math.inf`` never jumps.
-        io_grace: real seconds of quiet the loop waits for after real I/O
-            activity before it jumps (``0`` turns step 2 off).
+        io_grace: real seconds of I/O quiet the loop waits for after real I/O
+            activity before it jumps (default 0.1). ``0`` turns off step 2 and
+            the registered-writer rule of step 1.
 
     Raises:
         ValueError: ``start`` is not finite, or ``autojump_threshold`` or
-            ``io_grace`` is negative or NaN.
+            ``io_grace`` is negative or NaN (``io_grace`` also if infinite).
     """
 
     def __init__(
