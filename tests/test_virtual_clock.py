@@ -514,7 +514,40 @@ def test_peer_thread_reply_is_not_overtaken_by_a_long_timeout() -> None:
         ours.close()
         theirs.close()
     assert reply == b"gnip"
-    assert now < 1  # the clock stood still while the peer answered
+    assert now < 1  # the clock only flowed at the real rate while the peer answered
+
+
+@pytest.mark.timeout(20)  # a clock frozen by the chatter would hang here
+def test_a_peer_that_never_stops_talking_cannot_freeze_the_clock() -> None:
+    """While real I/O keeps coming, time flows at the real rate: the timeout still fires."""
+    ours, theirs = socket.socketpair()
+    stop = threading.Event()
+
+    def chatter() -> None:
+        while not stop.is_set():
+            theirs.send(b".")
+            busy_work(0.01)
+
+    async def main() -> tuple[int, float]:
+        ours.setblocking(False)
+        loop = asyncio.get_running_loop()
+        received = 0
+        with anyio.move_on_after(0.2):
+            while True:
+                received += len(await loop.sock_recv(ours, 100))
+        return received, anyio.current_time()
+
+    thread = threading.Thread(target=chatter, daemon=True)
+    thread.start()
+    try:
+        received, now = run_virtual(main)
+    finally:
+        stop.set()
+        thread.join()
+        ours.close()
+        theirs.close()
+    assert received > 0
+    assert now == pytest.approx(0.2)
 
 
 def test_peer_that_is_slow_to_read_is_not_overtaken() -> None:

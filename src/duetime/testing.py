@@ -175,10 +175,11 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
 
     2. **Real I/O just happened** -- while a reader or writer other than the
        loop's own wake-up pipe was added, modified or removed, or became ready,
-       less than ``io_grace`` real seconds ago, the clock stands still and the
-       loop waits for I/O until that much real time has passed without any.
-       So a TLS handshake or a reply from a peer thread or process is waited
-       for instead of being overtaken by a pending timeout.
+       less than ``io_grace`` real seconds ago, the clock also flows at the
+       real rate: the loop waits for I/O until that much real time has passed
+       without any. So a TLS handshake or a reply from a peer thread or
+       process is waited for instead of being overtaken by a pending timeout,
+       and a peer that never stops talking cannot freeze the clock.
 
     3. Otherwise the loop waits ``autojump_threshold`` real seconds for I/O
        (``0``, the default: it only polls) and then *jumps* the clock exactly
@@ -445,28 +446,22 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
             # anyio.sleep_forever() does): none can ever come due, so jumping
             # would poison the clock.  Wait for I/O, a thread or a signal.
             return self._note_events(real.select(None))
-        while True:
-            if self._outside_work_pending(target):
-                # Let virtual time flow at the real rate.
-                remaining = target - self._virtual_now
-                if remaining <= 0:
-                    return []
-                started = time.perf_counter()
-                events = real.select(min(remaining, _THREAD_POLL_INTERVAL))
-                elapsed = time.perf_counter() - started
-                self._set_now(min(self._virtual_now + elapsed, target))
-                if events:
-                    return self._note_events(events)
-                continue
-            quiet_left = self._last_io + self._io_grace - time.perf_counter()
-            if quiet_left > 0:
-                # Real I/O is in flight: the clock stands still while we wait
-                # for the peer, until it has been quiet for io_grace.
-                events = real.select(quiet_left)
-                if events:
-                    return self._note_events(events)
-                continue
-            break
+        # Real work is in flight (outside work, or real I/O less than io_grace
+        # ago): let virtual time flow at the real rate, as in production, so a
+        # pending timeout neither overtakes the peer nor waits for ever on a
+        # peer that keeps talking.
+        while self._outside_work_pending(target) or (
+            self._last_io + self._io_grace > time.perf_counter()
+        ):
+            remaining = target - self._virtual_now
+            if remaining <= 0:
+                return []
+            started = time.perf_counter()
+            events = real.select(min(remaining, _THREAD_POLL_INTERVAL))
+            elapsed = time.perf_counter() - started
+            self._set_now(min(self._virtual_now + elapsed, target))
+            if events:
+                return self._note_events(events)
 
         threshold = self._autojump_threshold
         if math.isinf(threshold):
