@@ -82,12 +82,13 @@ _THREAD_POLL_INTERVAL = 0.02
 #: Thread name anyio gives to its asyncio worker threads (``anyio.to_thread``).
 _ANYIO_WORKER_NAME = "AnyIO worker thread"
 
-#: Default ``io_grace``: real seconds of I/O quiet a VirtualTimeLoop waits for,
-#: after a reader or writer changed or became ready, before it jumps. Long
-#: enough for a loopback peer (a TLS handshake step in a thread) on a loaded
-#: machine; paid only by a test that did real I/O and then waits for a timer.
+#: Default ``io_grace``: real seconds of I/O quiet a VirtualTimeLoop waits for
+#: (letting time flow at the real rate), after a reader or writer changed or
+#: became ready, before it jumps. Long enough for a loopback peer (a TLS
+#: handshake step in a thread, 25 at once in CPython's test_ssl) on a loaded
+#: 2-core machine, where 0.05 s was not; paid only by a test that did real I/O
+#: and then waits for a timer.
 _IO_GRACE = 0.1
-
 
 #: A real interval timer (setitimer/alarm) due within this many real seconds is
 #: waited for. Longer ones are taken for watchdogs (pytest-timeout arms one for
