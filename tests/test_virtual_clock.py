@@ -5,11 +5,16 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
+import ssl
+import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, timezone
 from functools import partial
+from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
@@ -395,6 +400,289 @@ def test_loop_rejects_invalid_settings() -> None:
         loop.close()
     with pytest.raises(ValueError, match="finite"):
         VirtualTimeLoop(start=float("nan"))
+
+
+# -- real work in flight is not overtaken by default (issue 16) ------------------------------
+
+# A self-signed EC certificate for "localhost"/127.0.0.1. The clients below do not
+# verify it (so its validity dates cannot make the test fail): it only makes the
+# handshake real, with the server side done by a peer thread.
+LOCALHOST_PEM = """\
+-----BEGIN CERTIFICATE-----
+MIIBmzCCAUGgAwIBAgIUMFc33okv9bqg0YaM2bhoCY7f3X0wCgYIKoZIzj0EAwIw
+FDESMBAGA1UEAwwJbG9jYWxob3N0MCAXDTI2MTEyOTIxMTMyNFoYDzIxMjYxMTA1
+MjExMzI0WjAUMRIwEAYDVQQDDAlsb2NhbGhvc3QwWTATBgcqhkjOPQIBBggqhkjO
+PQMBBwNCAAQaKUWmaZdgFzuqd7P5x360Ujnw7X/ikpSg/TF7jyLs40NvOSDhf53u
+ZkfusNKvo+We15Jtc0ycsArrqSyjeB/ao28wbTAdBgNVHQ4EFgQUT/W5R/JCvmGr
+51lpoZnoNJHVZSQwHwYDVR0jBBgwFoAUT/W5R/JCvmGr51lpoZnoNJHVZSQwDwYD
+VR0TAQH/BAUwAwEB/zAaBgNVHREEEzARgglsb2NhbGhvc3SHBH8AAAEwCgYIKoZI
+zj0EAwIDSAAwRQIhAO6HAhpmdEwx+XKeQLY8Qs+Ugd3BVHAf9BmGRbxxp0YlAiBQ
+wuW6EIuBL2R/pQsh+lJdbXsZiCyj3oD/2MgoNWxOgw==
+-----END CERTIFICATE-----
+-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgzbGMF9PgM1jSGjPY
+Q7BFX3JrSqU6Ko6bDEjZPoykg7yhRANCAAQaKUWmaZdgFzuqd7P5x360Ujnw7X/i
+kpSg/TF7jyLs40NvOSDhf53uZkfusNKvo+We15Jtc0ycsArrqSyjeB/a
+-----END PRIVATE KEY-----
+"""
+
+
+@contextmanager
+def tls_echo_server_thread(tmp_path: Path, connections: int) -> Iterator[int]:
+    """A TLS echo server on 127.0.0.1 whose handshakes run in a peer thread; yields the port."""
+    pem = tmp_path / "localhost.pem"
+    pem.write_text(LOCALHOST_PEM)
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(pem)
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(30)  # a broken client cannot hang the thread for ever
+
+    def serve() -> None:
+        for _ in range(connections):
+            conn, _addr = listener.accept()
+            conn.settimeout(30)
+            with server_ctx.wrap_socket(conn, server_side=True) as tls:  # the real handshake
+                busy_work(0.002)  # the peer takes a few real ms to answer
+                tls.sendall(tls.recv(100).upper())
+                tls.unwrap()  # a clean TLS close (close_notify both ways)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        thread.join(30)
+        listener.close()
+
+
+def unverified_client_context() -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def test_tls_handshake_with_peer_thread_is_not_overtaken(tmp_path: Path) -> None:
+    """Neither asyncio's 60 s SSL handshake timeout nor the user's may fire on a live handshake."""
+
+    async def main() -> list[bytes]:
+        replies = []
+        with tls_echo_server_thread(tmp_path, connections=2) as port:
+            with anyio.fail_after(3600):  # the user's own timeout, pending all along
+                # asyncio's own TLS (ssl_handshake_timeout=60 s is pending)
+                reader, writer = await asyncio.open_connection(
+                    "127.0.0.1", port, ssl=unverified_client_context()
+                )
+                writer.write(b"asyncio")
+                replies.append(await reader.read(100))
+                writer.close()
+                await writer.wait_closed()  # asyncio's 30 s SSL shutdown timeout is pending
+                # anyio's TLS (memory BIO over a plain socket stream)
+                async with await anyio.connect_tcp(
+                    "127.0.0.1", port, tls=True, ssl_context=unverified_client_context()
+                ) as stream:
+                    await stream.send(b"anyio")
+                    replies.append(await stream.receive())
+        return replies
+
+    assert run_virtual(main) == [b"ASYNCIO", b"ANYIO"]
+
+
+def test_peer_thread_reply_is_not_overtaken_by_a_long_timeout() -> None:
+    """A reply a few real ms away must win against a pending one-hour virtual timeout."""
+    ours, theirs = socket.socketpair()
+
+    def peer() -> None:
+        request = theirs.recv(100)
+        busy_work(0.005)
+        theirs.sendall(request[::-1])
+
+    async def main() -> tuple[bytes, float]:
+        loop = asyncio.get_running_loop()
+        ours.setblocking(False)
+        thread = threading.Thread(target=peer, daemon=True)
+        thread.start()
+        with anyio.fail_after(3600):
+            await loop.sock_sendall(ours, b"ping")
+            reply = await loop.sock_recv(ours, 100)
+        thread.join()
+        return reply, anyio.current_time()
+
+    try:
+        reply, now = run_virtual(main)
+    finally:
+        ours.close()
+        theirs.close()
+    assert reply == b"gnip"
+    assert now < 1  # the clock only flowed at the real rate while the peer answered
+
+
+@pytest.mark.timeout(20)  # a clock frozen by the chatter would hang here
+def test_a_peer_that_never_stops_talking_cannot_freeze_the_clock() -> None:
+    """While real I/O keeps coming, time flows at the real rate: the timeout still fires."""
+    ours, theirs = socket.socketpair()
+    stop = threading.Event()
+
+    def chatter() -> None:
+        while not stop.is_set():
+            theirs.send(b".")
+            busy_work(0.01)
+
+    async def main() -> tuple[int, float]:
+        ours.setblocking(False)
+        loop = asyncio.get_running_loop()
+        received = 0
+        with anyio.move_on_after(0.2):
+            while True:
+                received += len(await loop.sock_recv(ours, 100))
+        return received, anyio.current_time()
+
+    thread = threading.Thread(target=chatter, daemon=True)
+    thread.start()
+    try:
+        received, now = run_virtual(main)
+    finally:
+        stop.set()
+        thread.join()
+        ours.close()
+        theirs.close()
+    assert received > 0
+    assert now == pytest.approx(0.2)
+
+
+def test_peer_that_is_slow_to_read_is_not_overtaken() -> None:
+    """Data the peer has not taken yet (a registered writer) keeps the clock from jumping."""
+    ours, theirs = socket.socketpair()
+    payload = b"x" * (4 << 20)  # far more than the socket buffers hold
+
+    def peer() -> None:
+        busy_work(0.25)  # busy for longer than io_grace before it reads anything
+        received = 0
+        while received < len(payload):
+            received += len(theirs.recv(1 << 20))
+
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        ours.setblocking(False)
+        thread = threading.Thread(target=peer, daemon=True)
+        thread.start()
+        with anyio.fail_after(60):
+            await loop.sock_sendall(ours, payload)
+        thread.join()
+        return anyio.current_time()
+
+    try:
+        now = run_virtual(main)
+    finally:
+        ours.close()
+        theirs.close()
+    assert now < 60  # virtual time flowed at the real rate while the peer was busy
+
+
+@contextmanager
+def own_sigalrm() -> Iterator[None]:
+    """Borrow SIGALRM and ITIMER_REAL (pytest-timeout's watchdog), restoring both after."""
+    handler = signal.getsignal(signal.SIGALRM)
+    delay, interval = signal.getitimer(signal.ITIMER_REAL)
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, handler)
+        if delay > 0:
+            left = max(delay - (time.monotonic() - started), 0.001)
+            signal.setitimer(signal.ITIMER_REAL, left, interval)
+
+
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs signal.setitimer")
+def test_real_signal_timer_is_not_overtaken() -> None:
+    """A SIGALRM due in 50 real ms arrives before a 60 s virtual timeout."""
+
+    async def main() -> float:
+        with anyio.open_signal_receiver(signal.SIGALRM) as signals:
+            signal.setitimer(signal.ITIMER_REAL, 0.05)
+            with anyio.fail_after(60):
+                async for signum in signals:
+                    assert signum == signal.SIGALRM
+                    break
+        return anyio.current_time()
+
+    with own_sigalrm():
+        assert run_virtual(main) < 60
+
+
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs signal.setitimer")
+def test_long_real_signal_timer_does_not_stop_jumps() -> None:
+    """A watchdog timer (like pytest-timeout's) far away does not slow virtual sleeps."""
+
+    async def main() -> float:
+        signal.setitimer(signal.ITIMER_REAL, 30)
+        await anyio.sleep(24 * 3600)
+        return anyio.current_time()
+
+    with own_sigalrm():
+        started = time.perf_counter()
+        assert run_virtual(main) == 24 * 3600
+        assert time.perf_counter() - started < 5
+
+
+def test_subprocess_is_not_overtaken() -> None:
+    """A child that works for 0.2 real s (silently) finishes inside a 60 s virtual timeout."""
+    spin = "import time\nt = time.perf_counter()\nwhile time.perf_counter() - t < 0.2: pass\n"
+
+    async def main() -> tuple[int, float]:
+        with anyio.fail_after(60):
+            result = await anyio.run_process([sys.executable, "-c", spin])
+        return result.returncode, anyio.current_time()
+
+    returncode, now = run_virtual(main)
+    assert returncode == 0
+    assert 0.2 <= now < 60  # virtual time flowed at the real rate meanwhile
+
+
+def test_io_grace_setting() -> None:
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        assert isinstance(loop, VirtualTimeLoop)
+        assert loop.io_grace == 0.0
+        loop.io_grace = 0.01
+        assert loop.io_grace == 0.01
+        with pytest.raises(ValueError, match="io_grace"):
+            loop.io_grace = -1
+        with pytest.raises(ValueError, match="io_grace"):
+            loop.io_grace = float("inf")
+        await anyio.sleep(60)
+        return anyio.current_time()
+
+    assert run_virtual(main, io_grace=0) == 60
+
+
+# -- far in the future (issue 16) ------------------------------------------------------------
+
+
+@pytest.mark.timeout(20)  # before the fix the loop spun for ever
+def test_timer_due_exactly_now_runs_past_2_pow_24_seconds() -> None:
+    async def main() -> str:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[str] = loop.create_future()
+        loop.call_at(loop.time(), fut.set_result, "ran")
+        with anyio.fail_after(1):
+            return await fut
+
+    for start in (2.0**24, 2.0**24 + 0.5, 2.0**30, 4e9):
+        assert run_virtual(main, start=start) == "ran"
+
+
+@pytest.mark.timeout(20)  # before the fix the loop spun for ever
+async def test_ten_year_sleep_returns() -> None:
+    ten_years = 10 * 365 * 24 * 3600
+    start = anyio.current_time()
+    await anyio.sleep(ten_years)
+    assert anyio.current_time() - start == ten_years
+    for _ in range(3):  # and the clock keeps working out there
+        await anyio.sleep(1)
+    assert anyio.current_time() - start == ten_years + 3
 
 
 # -- pytest glue ---------------------------------------------------------------------------
