@@ -246,7 +246,7 @@ class ThreadPool:
         else:
             import asyncio
 
-            from .testing import VirtualTimeLoop
+            from ._virtual import VirtualTimeLoop
 
             loop = self._loop = asyncio.get_running_loop()
             self._wake = lambda: loop.call_soon_threadsafe(self._deliver)
