@@ -165,9 +165,12 @@ async def test_fail_cancel_and_duplicate_key() -> None:
         with pytest.raises(ValueError, match="already pending"):
             replies.expect(1)
         assert replies.fail(1, KeyError("nope")) is True
-        assert isinstance(h.exception, KeyError)
-        assert [type(e) for e in reported] == [KeyError]  # nobody watched it
+        assert isinstance(h.exception, KeyError)  # read: observed, not reported
         assert replies.fail(1, KeyError()) is False
+        replies.expect(2)  # nobody keeps this handle: its failure is reported
+        assert replies.fail(2, LookupError("dropped")) is True
+        await anyio.sleep(0.1)
+        assert [type(e) for e in reported] == [LookupError]
         h2 = replies.expect(1)  # the key is free again
         assert h2.cancel() is True
         assert h2.status is Status.CANCELLED

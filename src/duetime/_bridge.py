@@ -10,17 +10,14 @@ is exact.
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from anyio.lowlevel import current_token
-
 from ._exceptions import SchedulerClosed
 from ._handle import CANCELLED, PENDING, Handle, Owner
-from ._util import CLOSED
+from ._util import CLOSED, loop_soon_threadsafe
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
@@ -60,11 +57,7 @@ class ThreadBridge:
 
     def open(self) -> None:
         """Find the running loop's thread-safe entry point (from ``Engine.open``)."""
-        token: Any = current_token().native_token
-        if isinstance(token, asyncio.AbstractEventLoop):
-            self.soon = token.call_soon_threadsafe
-        else:  # a trio.lowlevel.TrioToken
-            self.soon = token.run_sync_soon
+        self.soon = loop_soon_threadsafe()
 
     def submit(self, h: Handle[Any]) -> None:
         """Hand a handle made in another thread to the loop, which schedules it.

@@ -206,6 +206,10 @@ class Engine:
     def report(self, handle: Handle[Any], exc: BaseException) -> None:
         report_unobserved(self.on_error, handle, exc)
 
+    def hold_unobserved(self, handle: Handle[Any], exc: BaseException) -> None:
+        if isinstance(exc, Exception):  # any other BaseException ends the block
+            self.unobserved.hold(handle, exc)
+
     def _report_held(self, handle: Handle[Any], exc: BaseException) -> None:
         """Report a held failure: from a loop callback or the exit, not our tasks,
         so a BaseException from ``on_error`` must not escape (see crash())."""
@@ -291,26 +295,28 @@ class Engine:
         assert tg is not None
         self.closed = True
         self.state = CLOSING
-        try:
-            for hook in list(self._exit_hooks):
+        for hook in list(self._exit_hooks):
+            try:
                 hook.cancel()
+            except BaseException as fatal:
+                self.crash(fatal)
+        try:
             result = await exit_block(tg, self._drain, self._abort, exc_type, exc, tb)
         except BaseException:
-            fatal = self._fatal
-            if fatal is not None:
-                self._flush_unobserved()
-                raise fatal from None
+            self._after_exit()
+            if self._fatal is not None:
+                raise self._fatal from None
             raise
-        finally:
-            self.tg = None
-            self.unobserved.defer = None
-        self._flush_unobserved()
+        self._after_exit()
         if self._fatal is not None:
             raise self._fatal from None
         return result
 
-    def _flush_unobserved(self) -> None:
+    def _after_exit(self) -> None:
+        """Report what nobody observed (on every way out), then forget the loop."""
+        self.tg = None  # from here on crash() only records
         self.unobserved.flush()  # a BaseException from on_error is recorded by crash()
+        self.unobserved.defer = None
 
     def crash(self, exc: BaseException) -> None:
         """A BaseException escaped a callback, a done-callback or ``on_error``.
@@ -383,10 +389,16 @@ class Engine:
             self._quiet.set()
 
     def _cancel_pending_after(self, when: float) -> None:
+        fatal = None
         for h in self.heap.live():
             x = h._x
             if h._when > when and (x is None or not x.internal):
-                self._cancel_pending(h)
+                try:
+                    self._cancel_pending(h)
+                except BaseException as exc:
+                    fatal = fatal or exc
+        if fatal is not None:
+            self.crash(fatal)
 
     def _cancel_all_pending(self) -> None:
         runners = self.runners
@@ -399,19 +411,27 @@ class Engine:
         self.soon.clear()
         q.clear()
         self.wall.clear()
+        # Every one ends CANCELLED even if a done-callback raises a BaseException
+        # on the way: the first such exception ends the block afterwards.
+        fatal = None
         for h in doomed:
             x = h._x
             if x is not None and x.internal:
                 continue
-            if h._st <= QUEUED:
-                self.cancelled += 1
-                h._finish(CANCELLED, None)
-            elif h._st == RUNNING and isinstance(h._result, InContext):
-                # An async callback created inline but not yet picked up by a runner.
-                h._result.close()
-                self.running -= 1
-                self.cancelled += 1
-                h._finish(CANCELLED, None)
+            try:
+                if h._st <= QUEUED:
+                    self.cancelled += 1
+                    h._finish(CANCELLED, None)
+                elif h._st == RUNNING and isinstance(h._result, InContext):
+                    # An async callback created inline, not yet picked up by a runner.
+                    h._result.close()
+                    self.running -= 1
+                    self.cancelled += 1
+                    h._finish(CANCELLED, None)
+            except BaseException as exc:
+                fatal = fatal or exc
+        if fatal is not None:
+            self.crash(fatal)
 
     # ------------------------------------------------------------------ cancellation
 

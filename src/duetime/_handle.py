@@ -311,6 +311,7 @@ class Handle(Generic[T_co]):
         if x.event is None:
             x.event = Event()
         await x.event.wait()
+        self._observe()
 
     def add_done_callback(self, fn: Callable[[Handle[T_co]], object]) -> None:
         """Call ``fn(handle)`` once the handle is in a final state.
@@ -369,7 +370,7 @@ class Handle(Generic[T_co]):
         Every done-callback runs even if one raises a BaseException; the first
         such exception is re-raised afterwards.
 
-        :return: whether anybody observes the outcome (an awaiter or a callback)
+        :return: whether anybody observes the outcome (a done-callback)
         """
         # The outcome first, then the state: a reader in another thread that
         # sees done() must see the result too.
@@ -380,10 +381,12 @@ class Handle(Generic[T_co]):
         x = self._x
         if x is None:
             return False
+        # An awaiter's Event is not observation by itself: the awaiter may have
+        # given up (cancelled) before the outcome came; wait() observes when it
+        # returns.  Done-callbacks do observe.
         observed = False
         event = x.event
         if event is not None:
-            observed = True
             event.set()
         callbacks = x.callbacks
         if callbacks:

@@ -72,7 +72,11 @@ class Host(Owner, Protocol):
         """Drop an entry made by :meth:`schedule_internal` (O(1); safe twice)."""
 
     def report(self, handle: Handle[Any], exc: BaseException) -> None:
-        """Hand an exception nobody observed to ``on_error`` (or the log)."""
+        """Hand an exception nobody observed to ``on_error`` (or the log), now."""
+
+    def hold_unobserved(self, handle: Handle[Any], exc: BaseException) -> None:
+        """Hold a failure nobody has observed yet: it is reported to ``on_error``
+        if nobody observes it before the handle is collected or the block exits."""
 
     def add_exit_hook(self, hook: Cancellable) -> None:
         """Call ``hook.cancel()`` when the block starts exiting."""

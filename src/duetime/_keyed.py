@@ -229,7 +229,7 @@ class PendingReplies(Generic[T]):
         h, expiry = entry
         self._s.cancel_internal(expiry)
         if not h._finish(FAILED, exc):
-            self._s.report(h, exc)
+            self._s.hold_unobserved(h, exc)
         return True
 
     def cancel_all(self) -> int:

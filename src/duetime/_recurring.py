@@ -208,8 +208,6 @@ class Recurring(Generic[T]):
         self._iterating = 0
         self._wakeup: Event | None = None
         self._done: Event | None = None
-        # Failed runs buffered for an `async for` consumer that has not seen them.
-        self._unseen_failures: set[Handle[Any]] = set()
         host.add_exit_hook(self)
         self._arm(0)
 
@@ -466,17 +464,14 @@ class Recurring(Generic[T]):
             return
         self._runs += 1
         if h._st == FAILED:
-            if self._iterating:
-                # The consumer will see it; if it never does, it is reported then.
-                self._unseen_failures.add(h)
-            else:
-                # This done-callback observes every run; a failure must not vanish.
-                self._s.report(h, h._result)
+            # This done-callback sees every run, but it is ours: the failure is
+            # the program's to observe (r.last, async for), and is reported if
+            # nobody does before the run's handle goes or the block exits.
+            self._s.hold_unobserved(h, h._result)
         buf = self._buffer
         if len(buf) >= BUFFER_SIZE:
-            old = buf.popleft()
+            buf.popleft()
             self._dropped += 1
-            self._report_unseen(old)
         buf.append(h)
         self._wake()
         if self._status in (Status.COMPLETED, Status.CANCELLED):
@@ -553,18 +548,12 @@ class Recurring(Generic[T]):
     def __aiter__(self) -> AsyncIterator[Handle[T]]:
         return self._iterate()
 
-    def _report_unseen(self, h: Handle[Any]) -> None:
-        if h in self._unseen_failures:
-            self._unseen_failures.discard(h)
-            self._s.report(h, h._result)
-
     async def _iterate(self) -> AsyncIterator[Handle[T]]:
         self._iterating += 1
         try:
             while True:
                 if self._buffer:
                     h = self._buffer.popleft()
-                    self._unseen_failures.discard(h)
                     yield h
                     continue
                 if self.done():
@@ -574,11 +563,6 @@ class Recurring(Generic[T]):
                 await self._wakeup.wait()
         finally:
             self._iterating -= 1
-            if not self._iterating:
-                # The consumer left early: failures it was going to see never
-                # reached anybody.
-                for h in list(self._unseen_failures):
-                    self._report_unseen(h)
 
     def __repr__(self) -> str:
         return (

@@ -9,6 +9,7 @@ heap for a retry).  Every callback runs in a context of its own (see
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 from collections import deque
@@ -247,16 +248,29 @@ class Runners:
         """
         e = self._engine
         args = h._args or ()
-        context.run(_current.set, (h, started))
         try:
+            if not thread:
+                # A context given with context= may be entered elsewhere right
+                # now (a thread still runs in it): that fails this handle alone.
+                context.run(_current.set, (h, started))
             with CancelScope(deadline=deadline) as scope:
                 if thread is None:
                     h._result = scope  # lets cancel() reach a running callback
                     result = await target
                 elif thread:
                     h._result = scope
+                    # The thread enters the context and sets current_run() there;
+                    # an abandoned thread (timeout, cancel) may still be in it
+                    # when this task moves on, so the loop never touches it again.
                     result = await to_thread.run_sync(
-                        context.run, target, *args, abandon_on_cancel=True, limiter=e.thread_limiter
+                        context.run,
+                        _in_thread,
+                        h,
+                        started,
+                        target,
+                        args,
+                        abandon_on_cancel=True,
+                        limiter=e.thread_limiter,
                     )
                 else:
                     # A sync callback on the loop cannot be interrupted: while it
@@ -313,7 +327,9 @@ class Runners:
             # go of the handle: a traceback that outlives the run (it reaches
             # this frame through the callback's frame) must not keep the handle
             # alive, or an unobserved failure could not be reported at collection.
-            context.run(_current.set, None)
+            if not thread:
+                with contextlib.suppress(RuntimeError):  # entered elsewhere: not ours
+                    context.run(_current.set, None)
             h = None  # type: ignore[assignment]
             target = None
         e.check_quiet()
@@ -339,3 +355,13 @@ class Runners:
         e.failed += 1
         if not h._finish(FAILED, exc):
             e.unobserved.hold(h, exc)
+
+
+def _in_thread(h: Handle[Any], started: float, target: Any, args: tuple[Any, ...]) -> Any:
+    """Run a sync callback in its worker thread, inside its context, with current_run()."""
+    token = _current.set((h, started))
+    try:
+        return target(*args)
+    finally:
+        _current.reset(token)
+        h = None  # type: ignore[assignment]  # see the end of Runners._drive

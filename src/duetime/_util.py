@@ -26,6 +26,7 @@ __all__ = [
     "callable_name",
     "check_aware",
     "is_async",
+    "loop_soon_threadsafe",
     "strip_own_frames",
     "to_delay",
     "to_positive",
@@ -141,3 +142,13 @@ def strip_own_frames(exc: BaseException) -> None:
         tb = tb.tb_next
     if tb is not None:
         exc.__traceback__ = tb
+
+
+def loop_soon_threadsafe() -> Callable[..., object]:
+    """The running loop's thread-safe "call soon": asyncio's ``call_soon_threadsafe``
+    or trio's ``TrioToken.run_sync_soon`` (callable from any thread, or from a
+    garbage-collection callback)."""
+    token: Any = current_token().native_token
+    if isinstance(token, asyncio.AbstractEventLoop):
+        return token.call_soon_threadsafe
+    return token.run_sync_soon  # type: ignore[no-any-return]  # a trio.lowlevel.TrioToken

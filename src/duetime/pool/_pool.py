@@ -34,7 +34,19 @@ from .._handle import (
     report_unobserved,
 )
 from .._lifecycle import exit_block
-from .._util import CLOSED, CLOSING, NEW, OPEN, backend_clock, is_async, to_delay, to_positive
+from .._unobserved import Unobserved
+from .._util import (
+    CLOSED,
+    CLOSING,
+    NEW,
+    OPEN,
+    backend_clock,
+    is_async,
+    loop_soon_threadsafe,
+    strip_own_frames,
+    to_delay,
+    to_positive,
+)
 from ._queue import PoolQueue, _Getter, expired, number
 
 __all__ = ["PoolStatistics", "WorkerPool"]
@@ -215,6 +227,8 @@ class WorkerPool(PoolQueue[ItemT, T]):
         # A BaseException from a handler, a done-callback or on_error: it ends
         # the block and leaves it as itself (see _crash()).
         self._fatal: BaseException | None = None
+        # Failures nobody has observed yet (see duetime._unobserved).
+        self._unobserved = Unobserved(self._report_held)
         self._clock: Callable[[], float] = _not_entered
         self._watch_scope: CancelScope | None = None
 
@@ -255,6 +269,7 @@ class WorkerPool(PoolQueue[ItemT, T]):
         tg = create_task_group()
         await tg.__aenter__()
         self._tg = tg
+        self._unobserved.defer = loop_soon_threadsafe()
         self._state = OPEN
         for i in range(self._workers):
             tg.start_soon(self._worker, name=f"duetime pool worker {i} {id(self):#x}")
@@ -274,14 +289,21 @@ class WorkerPool(PoolQueue[ItemT, T]):
         try:
             result = await exit_block(self._tg, self._wait_drained, self._abort, exc_type, exc, tb)
         except BaseException:
+            self._flush_unobserved()
             if self._fatal is not None:
                 raise self._fatal from None
             raise
+        self._flush_unobserved()
         if self._fatal is not None:
             # The group's cancellation (ours, from _crash) was absorbed: the
             # handler's BaseException leaves the block as itself.
             raise self._fatal from None
         return result
+
+    def _flush_unobserved(self) -> None:
+        """Report what nobody observed, on every way out of the block."""
+        self._unobserved.flush()
+        self._unobserved.defer = None
 
     async def aclose(self) -> None:
         """The sentinel: accept nothing more, let queued items run, then stop.
@@ -399,6 +421,7 @@ class WorkerPool(PoolQueue[ItemT, T]):
             current.append(h)
             await self._run(h)
             current.clear()
+            h = None  # see the end of _run
 
     def _needed(self) -> float:
         """Seconds an item needs to be worth starting."""
@@ -450,6 +473,7 @@ class WorkerPool(PoolQueue[ItemT, T]):
                         h._result = scope
                         result = await result
         except Exception as exc:
+            strip_own_frames(exc)
             self._settle(h, FAILED, exc, clock() - now)
         except get_cancelled_exc_class():
             ended = clock()
@@ -486,6 +510,10 @@ class WorkerPool(PoolQueue[ItemT, T]):
                 self._settle(h, COMPLETED, result, ran)
         finally:
             _in_handler.reset(token)
+            # A traceback that outlives the item reaches this frame (through the
+            # handler's): it must not keep the handle alive, or an unobserved
+            # failure could not be reported when the program drops the handle.
+            h = None  # type: ignore[assignment]
 
     def _settle(
         self,
@@ -511,7 +539,9 @@ class WorkerPool(PoolQueue[ItemT, T]):
             # A BaseException that is not an Exception ends the block and leaves
             # it, so the block's caller observes it: not reported.
             if st == FAILED and not observed and isinstance(result, Exception):
-                self._report(h, result)
+                # Held, not reported: the program may still look at the handle
+                # (submit several, then await each in turn).
+                self._unobserved.hold(h, result)
         except BaseException as exc:
             # From a done-callback or on_error (each ran; the first is here).
             self._crash(exc)
@@ -519,6 +549,13 @@ class WorkerPool(PoolQueue[ItemT, T]):
 
     def _report(self, h: Handle[Any], exc: BaseException) -> None:
         report_unobserved(self._on_error, h, exc)
+
+    def _report_held(self, h: Handle[Any], exc: BaseException) -> None:
+        """Report a held failure (from a loop callback or the exit)."""
+        try:
+            self._report(h, exc)
+        except BaseException as fatal:
+            self._crash(fatal)
 
     # ------------------------------------------------------------------ Owner protocol
 
