@@ -148,11 +148,16 @@ async def _run(
     # log line of a finish that did succeed, never add one)
     assert max(done.values()) == 1
     assert len(done) >= ENTRIES - 8
-    # the series: every occurrence completed once, none skipped
+    # the series: every occurrence completed once, none skipped.  The store's
+    # occurrence counter says how many there were; the logs may miss one whose
+    # finish succeeded just before its host's kill -9 (as for one-shot entries).
     assert max(ticks.values()) == 1
     occurrences = sorted(int(k) for k in ticks)
-    assert occurrences == list(range(len(occurrences)))
-    assert len(occurrences) >= int(SPREAD / 0.1) - 1
+    [series] = [e for e in entries if e.key == "tick"]
+    total = series.occurrence + 1
+    assert set(occurrences) <= set(range(total))
+    assert len(set(range(total)) - set(occurrences)) <= 1
+    assert total >= int(SPREAD / 0.1) - 1
     # the paused host's late finishes were refused
     assert any(i == 1 for i, _ in fenced)
     # recovery: what host 0 held at its death, others finished within lease + poll
