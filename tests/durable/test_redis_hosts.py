@@ -153,8 +153,8 @@ async def _run(
     # finish succeeded just before its host's kill -9 (as for one-shot entries).
     assert max(ticks.values()) == 1
     occurrences = sorted(int(k) for k in ticks)
-    [series] = [e for e in entries if e.key == "tick"]
-    total = series.occurrence + 1
+    [tick_row] = [e for e in entries if e.key == "tick"]
+    total = tick_row.occurrence + 1
     assert set(occurrences) <= set(range(total))
     assert len(set(range(total)) - set(occurrences)) <= 1
     assert total >= int(SPREAD / 0.1) - 1
