@@ -28,7 +28,6 @@ from contextlib import AbstractContextManager
 from queue import SimpleQueue
 from typing import Any
 
-import sniffio
 from anyio import CancelScope, get_cancelled_exc_class
 
 from ._handle import Handle, current_run
@@ -233,7 +232,11 @@ class ThreadPool:
     def bind(self, clock: Callable[[], float]) -> None:
         """On the loop thread: learn how to wake it from a worker thread."""
         self._clock = clock
-        if sniffio.current_async_library() == "trio":
+        import asyncio
+
+        from anyio.lowlevel import current_token
+
+        if not isinstance(current_token().native_token, asyncio.AbstractEventLoop):
             import trio
 
             from .testing import _current_mock_clock
@@ -244,8 +247,6 @@ class ThreadPool:
             self._wake = lambda: token.run_sync_soon(self._deliver)
             self._virtual = _current_mock_clock() is not None
         else:
-            import asyncio
-
             from ._virtual import VirtualTimeLoop
 
             loop = self._loop = asyncio.get_running_loop()
