@@ -123,3 +123,18 @@ async def test_a_clock_that_announces_its_steps_needs_no_watchdog() -> None:
         assert h.status is Status.PENDING
         assert await h == 1
     assert wall() >= BASE + timedelta(hours=24)
+
+
+async def test_a_wall_clock_a_fraction_of_a_millisecond_behind_is_waited_for() -> None:
+    # The loop and wall clocks drift apart by microseconds (NTP slews one, not the
+    # other): below the watchdog's step tolerance, but a run must still never be
+    # early on the wall clock.
+    wall = SteppableWall()
+    async with Scheduler(wall_clock=wall) as s:
+        fired: list[datetime] = []
+        target = BASE + timedelta(seconds=10)
+        h = s.call_at(target, lambda: fired.append(wall()))
+        await anyio.sleep(9.5)
+        wall.step = -0.0005  # the wall clock now lags the loop clock by 0.5 ms
+        await h
+    assert fired[0] >= target

@@ -33,8 +33,10 @@ __all__ = ["WallWatch"]
 WALL_CHECK_INTERVAL = 1.0
 # A change of (wall time - loop time) beyond this is a clock step or a suspend.
 WALL_STEP_TOLERANCE = 0.1
-# A datetime entry more than this early on the wall clock when due is re-keyed.
-WALL_EARLY_TOLERANCE = 0.001
+# A datetime entry still this much early on the wall clock when due on the loop
+# clock is re-keyed: never early (the loop and wall clocks drift apart by
+# microseconds between the watchdog's looks, and NTP slews one, not the other).
+WALL_EARLY_TOLERANCE = 0.0
 
 
 class WallWatch:
