@@ -224,7 +224,7 @@ class Engine:
         """Put a freshly made handle with an Extra on the heap (the slow path)."""
         x = h._x
         when = h._when
-        self.heap.push(when, h)
+        self.heap.push((when, h._id, h))
         if x is None or not x.internal:
             self.scheduled += 1
         if x is not None and x.wall is not None:
@@ -611,7 +611,7 @@ class Engine:
                     elif src == 1:
                         j -= 1
                     else:
-                        heap.push(when, h)
+                        heap.push((when, h._id, h))
                     break
                 # -- fast path: a plain callback, inline on the event loop, in a
                 # context of its own (a copy of the one that entered the block).

@@ -23,6 +23,8 @@ could skip compaction and keep a cancel storm's memory.
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections.abc import Callable
+from functools import partial
 from heapq import heapify, heappop, heappush
 from operator import itemgetter
 from typing import Any
@@ -59,7 +61,16 @@ class TimerHeap:
     longer pending), counted as dead.
     """
 
-    __slots__ = ("_dead_since", "_pos", "_shadow", "_snapshot", "dead", "entries", "push")
+    __slots__ = (
+        "_dead_since",
+        "_pos",
+        "_push_plain",
+        "_shadow",
+        "_snapshot",
+        "dead",
+        "entries",
+        "push",
+    )
 
     def __init__(self) -> None:
         entries: list[tuple[float, int, Any]] = []
@@ -71,16 +82,17 @@ class TimerHeap:
         self._snapshot: list[tuple[float, int, Any]] = []
         self._pos = 0
         self._dead_since = 0  # tuples that died (or left) since the snapshot
+        #: ``push((when, handle._id, handle))`` adds an entry (``when`` is the very
+        #: float the handle holds as ``_when``).  Outside a compaction it is
+        #: ``heappush`` on the list, bound in C: the call_* hot path reads it
+        #: from here at each call (a Python-level call would cost it a tenth).
+        #: During a compaction it also pushes to the new heap.
+        self._push_plain: Callable[[tuple[float, int, Any]], None] = partial(heappush, entries)
+        self.push: Callable[[tuple[float, int, Any]], None] = self._push_plain
 
-        def push(when: float, handle: Any) -> None:
-            """Add ``handle`` due at ``when`` (the very float it holds as ``_when``)."""
-            e = (when, handle._id, handle)
-            heappush(entries, e)
-            if shadow:
-                heappush(shadow[0], e)
-
-        # A closure over the list, not a method: the call_* hot path calls it.
-        self.push = push
+    def _push_both(self, e: tuple[float, int, Any]) -> None:
+        heappush(self.entries, e)
+        heappush(self._shadow[0], e)
 
     def __len__(self) -> int:
         """The number of tuples in the heap, dead ones included."""
@@ -89,7 +101,7 @@ class TimerHeap:
     def rekey(self, handle: Any, when: float) -> None:
         """Move a pending ``handle`` to ``when``; its old tuple becomes dead."""
         handle._when = when
-        self.push(when, handle)
+        self.push((when, handle._id, handle))
         self.note_dead()
 
     def note_dead(self, n: int = 1) -> None:
@@ -121,6 +133,7 @@ class TimerHeap:
         """Drop every dead tuple now, in one pass."""
         self._shadow.clear()
         self._snapshot = []
+        self.push = self._push_plain
         entries = self.entries
         # In place, so that a loop iterating over ``entries`` keeps the same list.
         entries[:] = [e for e in entries if _live(e)]
@@ -138,6 +151,7 @@ class TimerHeap:
             self._pos = 0
             self._dead_since = 0
             shadow.append([])
+            self.push = self._push_both
         new = shadow[0]
         snapshot = self._snapshot
         pos = self._pos
@@ -153,6 +167,7 @@ class TimerHeap:
         self.dead = self._dead_since
         shadow.clear()
         self._snapshot = []
+        self.push = self._push_plain
 
     def pop(self) -> tuple[float, int, Any]:
         """Remove and return the top tuple (dead or not)."""
@@ -215,3 +230,4 @@ class TimerHeap:
         self.dead = 0
         self._shadow.clear()
         self._snapshot = []
+        self.push = self._push_plain

@@ -348,7 +348,7 @@ class Runners:
                     h._when = when
                     h._st = PENDING
                     h._result = None
-                    e.heap.push(when, h)
+                    e.heap.push((when, h._id, h))
                     if when < e.wake_at:
                         e.rearm(when)
                     return

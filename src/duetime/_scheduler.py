@@ -118,7 +118,7 @@ class Scheduler:
         ``tasks`` (or the reverse)
     """
 
-    __slots__ = ("__weakref__", "_durable", "_engine", "_push")
+    __slots__ = ("__weakref__", "_durable", "_engine", "_heap")
 
     def __init__(
         self,
@@ -160,8 +160,8 @@ class Scheduler:
             slow_callback_duration=slow,
         )
         self._engine = engine
-        # The heap's push, bound once: the call_later/call_at hot path calls it.
-        self._push = engine.heap.push
+        # The heap, one attribute away: the call_later/call_at hot path pushes on it.
+        self._heap = engine.heap
         # -- durable (store=, tasks=, worker=): a DurableRunner entered with the block
         self._durable: DurableRunner | None = None
         if not isinstance(worker, bool):
@@ -396,7 +396,7 @@ class Scheduler:
         if not callable(func):
             raise TypeError(f"func must be callable, got {func!r}")
         h: Handle[Any] = Handle(when, func, args, e)
-        self._push(when, h)
+        self._heap.push((when, h._id, h))
         e.scheduled += 1
         if when < e.wake_at:
             e.rearm(when)
@@ -501,7 +501,7 @@ class Scheduler:
         if not callable(func):
             raise TypeError(f"func must be callable, got {func!r}")
         h: Handle[Any] = Handle(fwhen, func, args, e)
-        self._push(fwhen, h)
+        self._heap.push((fwhen, h._id, h))
         e.scheduled += 1
         if fwhen < e.wake_at:
             e.rearm(fwhen)

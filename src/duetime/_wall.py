@@ -117,7 +117,7 @@ class WallWatch:
         if remaining > WALL_EARLY_TOLERANCE:
             when = now + remaining
             h._when = when
-            self._engine.heap.push(when, h)
+            self._engine.heap.push((when, h._id, h))
             return True
         self.untrack(h)
         return False
