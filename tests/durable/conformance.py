@@ -169,6 +169,23 @@ class StoreConformance:
         assert len(await store.entries(limit=1000)) == 250
         assert await store.add([]) == []
 
+    async def test_batch_mixing_new_and_existing_keys(self, store: Store) -> None:
+        # A batch where some keys exist takes the row-by-row path (a store may insert
+        # an all-new batch in one go); "keep" inserts the new rows, keeps the others.
+        await store.add([row("b", 1, delay=50)])
+        out = await store.add([row("a", 2), row("b", 3), row("c", 4)])
+        assert [(e.key, e.args) for e in out] == [("a", (2,)), ("b", (1,)), ("c", (4,))]
+        assert {e.key for e in await store.entries()} == {"a", "b", "c"}
+        out = await store.add([row("c", 5), row("d", 6)], on_conflict="replace")
+        assert [(e.key, e.args) for e in out] == [("c", (5,)), ("d", (6,))]
+
+    async def test_batch_repeating_a_key(self, store: Store) -> None:
+        out = await store.add([row("a", 1), row("a", 2)])
+        assert [e.args for e in out] == [(1,), (1,)]  # the second conflicts with the first
+        with pytest.raises(EntryExists):
+            await store.add([row("x", 1), row("x", 2)], on_conflict="error")
+        assert await store.get("x") is None
+
     async def test_bad_on_conflict(self, store: Store) -> None:
         with pytest.raises(ValueError, match="on_conflict"):
             await store.add([row("a")], on_conflict="merge")  # type: ignore[arg-type]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import socket
+import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
@@ -39,6 +40,29 @@ def _check_key(key: object, what: str = "key") -> str:
     if not key or len(key) > _MAX_KEY or not key.isprintable():
         raise ValueError(f"{what} must be 1 to {_MAX_KEY} printable characters, got {key!r}")
     return key
+
+
+def _new_keys(n: int) -> list[str]:
+    """``n`` fresh keys, time-ordered like a UUIDv7: the time in milliseconds
+    (12 hex digits), 80 random bits per call (20), and for a batch a counter (6).
+    Ordered keys go to the right edge of a store's key index instead of random
+    pages (SQLite writes about half as many pages per batch)."""
+    head = f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
+    return [head] if n == 1 else [f"{head}{i:06x}" for i in range(n)]
+
+
+def _when(
+    delay: float | timedelta | None, at: datetime | None
+) -> tuple[float | None, float | None]:
+    """``(due, delay)`` for a NewRow from defer's ``delay=``/``at=`` (due now by default)."""
+    if at is not None:
+        if delay is not None:
+            raise ValueError("pass delay= or at=, not both")
+        if not isinstance(at, datetime):
+            raise TypeError(f"at must be an aware datetime, got {at!r}")
+        check_aware(at)
+        return at.timestamp(), None
+    return None, 0.0 if delay is None else to_delay(delay, "delay")
 
 
 class DurableRunner(WorkerSide):
@@ -196,19 +220,9 @@ class DurableRunner(WorkerSide):
         key: str | None,
     ) -> NewRow:
         t = self._registry.resolve(task)
-        if at is not None:
-            if delay is not None:
-                raise ValueError("pass delay= or at=, not both")
-            if not isinstance(at, datetime):
-                raise TypeError(f"at must be an aware datetime, got {at!r}")
-            check_aware(at)
-            due: float | None = at.timestamp()
-            wait = None
-        else:
-            due = None
-            wait = 0.0 if delay is None else to_delay(delay, "delay")
+        due, wait = _when(delay, at)
         return NewRow(
-            key=uuid.uuid4().hex if key is None else _check_key(key),
+            key=_new_keys(1)[0] if key is None else _check_key(key),
             task=t.name,
             payload=encode_args(tuple(args)),
             due=due,
@@ -280,16 +294,32 @@ class DurableRunner(WorkerSide):
         :raises ValueError: ``keys`` of another length, or a key given twice;
             otherwise as :meth:`defer`
         """
+        # The checks and the encoding of defer, done once per batch where they can
+        # be (the task, the time), and per row only where they must (arguments, keys).
+        t = self._registry.resolve(task)
+        due, wait = _when(delay, at)
         sets = list(argsets)
         for args in sets:
-            if isinstance(args, str | bytes) or not isinstance(args, Sequence):
+            if type(args) is not tuple and (
+                isinstance(args, str | bytes) or not isinstance(args, Sequence)
+            ):
                 raise TypeError(f"each item of argsets must be a tuple or list, got {args!r}")
-        key_list = [None] * len(sets) if keys is None else list(keys)
-        if len(key_list) != len(sets):
-            raise ValueError(f"got {len(key_list)} keys for {len(sets)} argument sets")
-        rows = [self._row(task, a, delay, at, k) for a, k in zip(sets, key_list, strict=True)]
-        if len({r.key for r in rows}) != len(rows):
-            raise ValueError("defer_many got the same key twice")
+        n = len(sets)
+        if keys is None:
+            key_list = _new_keys(n)
+        else:
+            given = list(keys)
+            if len(given) != n:
+                raise ValueError(f"got {len(given)} keys for {n} argument sets")
+            fresh = iter(_new_keys(sum(1 for k in given if k is None)))
+            key_list = [next(fresh) if k is None else _check_key(k) for k in given]
+            if len(set(key_list)) != n:
+                raise ValueError("defer_many got the same key twice")
+        name, lease, max_deliveries = t.name, t.lease, t.max_deliveries
+        rows = [
+            NewRow(k, name, encode_args(a), due, wait, lease, max_deliveries)
+            for a, k in zip(sets, key_list, strict=True)
+        ]
         if not rows:
             self._check_open()
             return []

@@ -122,6 +122,7 @@ FROM picked WHERE duetime_entries.key = picked.key
 RETURNING {_CLAIM}
 """
 _EXPIRED = "DELETE FROM duetime_entries WHERE key = ? AND expires_at <= ?"
+_INSERT_NEW = _INSERT + " ON CONFLICT (key) DO NOTHING"
 _FENCE = " WHERE key = ? AND token = ? AND status = 1"
 _UNLEASE = "visible_at = NULL, lease_until = NULL, owner = NULL"
 _DONE = f"UPDATE duetime_entries SET status = 2, {_UNLEASE}, expires_at = ?"
@@ -307,9 +308,13 @@ class SQLiteStore:
         if purge:
             self._purged_at = now
 
+        distinct = len({p[0] for p in params}) == len(params)
+
         def work(conn: sqlite3.Connection) -> list[Entry]:
             if purge:
                 conn.execute("DELETE FROM duetime_entries WHERE expires_at <= ?", (now,))
+            if distinct and _insert_new(conn, params):
+                return [_new_entry(p) for p in params]
             out = []
             for p in params:
                 got = conn.execute(insert, p).fetchone()
@@ -538,6 +543,26 @@ def _transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], _T
 
 def _run_ops(ops: list[list[Any]], conn: sqlite3.Connection) -> list[bool]:
     return [conn.execute(sql, args).rowcount == 1 for sql, args, _ in ops]
+
+
+def _insert_new(conn: sqlite3.Connection, params: list[tuple[Any, ...]]) -> bool:
+    """The common case of ``add``, new keys only: one executemany, no lookups and
+    no read-back.  True if every row was inserted; else nothing was (rolled back
+    to a savepoint) and the caller goes row by row."""
+    conn.execute("SAVEPOINT duetime_add")
+    before = conn.total_changes
+    conn.executemany(_INSERT_NEW, params)
+    if conn.total_changes - before == len(params):
+        conn.execute("RELEASE duetime_add")
+        return True
+    conn.execute("ROLLBACK TO duetime_add")
+    conn.execute("RELEASE duetime_add")
+    return False
+
+
+def _new_entry(p: tuple[Any, ...]) -> Entry:
+    """The entry a fresh insert of ``_INSERT`` parameters ``p`` stored."""
+    return Entry(p[0], p[1], entry_args(p[2]), utc(p[3]), Status.PENDING, 1, None, 0, p[7], 0)
 
 
 def _data_version(conn: sqlite3.Connection) -> int:

@@ -125,6 +125,28 @@ class NewRow:
     schedule: str | None = None  # JSON text of a recurring trigger and its policies
 
     def __post_init__(self) -> None:
+        # The common shape, checked cheaply (defer_many builds thousands); anything
+        # else goes through the full checks below, which name the bad field.
+        when = self.delay if self.due is None else self.due
+        if (
+            type(self.key) is str
+            and type(self.task) is str
+            and type(self.payload) is str
+            and self.key
+            and self.task
+            and (self.due is None) != (self.delay is None)
+            and type(when) is float
+            and (self.delay is None or self.delay >= 0.0)
+            and -math.inf < when < math.inf
+            and (self.lease is None or (type(self.lease) is float and 0.0 < self.lease < math.inf))
+            and type(self.max_deliveries) is int
+            and self.max_deliveries >= 1
+            and self.schedule is None
+        ):
+            return
+        self._check()
+
+    def _check(self) -> None:
         for name in ("key", "task", "payload"):
             value = getattr(self, name)
             if not isinstance(value, str):
