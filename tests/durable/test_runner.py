@@ -620,3 +620,39 @@ async def test_store_errors_in_the_claim_loop_back_off_and_never_crash(
     # Backoff 0.1, 0.2, 0.4, 0.8, 1.6 s: not a crash loop, not a long stall.
     assert runs[0] - t0 == pytest.approx(3.1, abs=0.15)
     assert sum("store error" in m for m in caplog.messages) == 5
+
+
+class CountingStore(MemoryStore):
+    """A MemoryStore that counts the finish calls the runner makes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.finish_calls = 0
+        self.batches: list[int] = []
+
+    async def finish(self, key: str, token: int, outcome: Any) -> bool:
+        self.finish_calls += 1
+        return await super().finish(key, token, outcome)
+
+    async def finish_many(self, items: Any) -> list[bool]:
+        self.batches.append(len(items))
+        return await super().finish_many(items)
+
+
+async def test_runs_that_end_together_finish_as_one_group() -> None:
+    tasks = TaskRegistry()
+
+    @tasks.task("noop")
+    async def noop(i: int) -> None:
+        pass
+
+    store = CountingStore()
+    async with DurableRunner(store, tasks, worker=True, concurrency=100) as r:
+        await r.defer_many(noop, [(i,) for i in range(60)], keys=[f"k{i}" for i in range(60)])
+        await wait_for(r, "k59", Status.COMPLETED)
+        await anyio.sleep(1)
+        done = await r.entries(status=Status.COMPLETED)
+    assert len(done) == 60
+    assert store.finish_calls == 0
+    assert sum(store.batches) == 60
+    assert len(store.batches) <= 3  # one group per claim, not one call per entry

@@ -23,6 +23,7 @@ from .._exceptions import SchedulerClosed
 from .._handle import Status
 from .._util import check_aware, to_delay
 from ._codec import encode_args
+from ._finisher import Finisher
 from ._registry import TaskRegistry
 from ._series import MISFIRE, OVERLAP, Misfire, Overlap, Series, trigger_grid
 from ._store import Entry, NewRow, OnConflict, Store
@@ -134,6 +135,7 @@ class DurableRunner(WorkerSide):
         self._wake_at = math.inf
         self._renew_scope: CancelScope | None = None
         self._renew_at = math.inf
+        self._finisher = Finisher(store, SHIELD_CAP)
 
     # -- lifecycle -------------------------------------------------------------------
 

@@ -421,11 +421,35 @@ class SQLiteStore:
 
         :raises TypeError: ``outcome`` is not one of the outcome types
         """
-        now = self._now()
-        sql: str
+        sql, args = self._finish_op(key, token, outcome)
+        ok = await self._finish_coalesced(sql, args)
+        if ok and not isinstance(outcome, Done | Dead):
+            self._wake()
+        return ok
+
+    async def finish_many(self, items: Sequence[tuple[str, int, Outcome]]) -> list[bool]:
+        """:meth:`finish` for several ``(key, token, outcome)`` in one transaction,
+        each fenced by its own token.
+
+        :raises TypeError: an outcome that is not one of the outcome types
+            (nothing is applied)
+        """
+        ops = [[*self._finish_op(key, token, outcome), None] for key, token, outcome in items]
+        if not ops:
+            return []
+        results = await self._write(partial(_run_ops, ops))
+        if any(
+            ok and not isinstance(outcome, Done | Dead)
+            for ok, (_k, _t, outcome) in zip(results, items, strict=True)
+        ):
+            self._wake()
+        return results
+
+    def _finish_op(self, key: str, token: int, outcome: Outcome) -> tuple[str, tuple[Any, ...]]:
+        """The fenced statement and its parameters that record ``outcome``."""
         args: tuple[Any, ...]
         if isinstance(outcome, Done):
-            sql, args = _DONE, (now + self.dedupe_ttl,)
+            sql, args = _DONE, (self._now() + self.dedupe_ttl,)
         elif isinstance(outcome, RetryAt):
             sql, args = _RETRY_AT, (outcome.at, outcome.at, outcome.error)
         elif isinstance(outcome, NextOccurrence):
@@ -436,10 +460,7 @@ class SQLiteStore:
             sql, args = _RELEASE, ()
         else:
             raise TypeError(f"finish() takes an outcome (Done, RetryAt, ...), not {outcome!r}")
-        ok = await self._finish_coalesced(sql + _FENCE, (*args, key, token))
-        if ok and not isinstance(outcome, Done | Dead):
-            self._wake()
-        return ok
+        return sql + _FENCE, (*args, key, token)
 
     async def _finish_coalesced(self, sql: str, args: tuple[Any, ...]) -> bool:
         """Run one fenced finish, in one transaction with the finishes of this

@@ -291,6 +291,11 @@ class Store(Protocol):
     async def finish(self, key: str, token: int, outcome: Outcome) -> bool:
         """Apply ``outcome`` if ``token`` is still current; False (no change) otherwise."""
 
+    async def finish_many(self, items: Sequence[tuple[str, int, Outcome]]) -> list[bool]:
+        """:meth:`finish` for several ``(key, token, outcome)`` items in one call
+        (a worker records the runs that end together as one group); each item is
+        fenced by its own token and gets its own result, in order."""
+
     async def retry(self, key: str) -> bool:
         """Make a FAILED row PENDING again, due now, attempt 1; False if not FAILED."""
 

@@ -4,7 +4,8 @@ One claim loop and one renewal loop per process.  The claim loop sleeps until
 the store's head, a wake-up hint from the store (``wait_changed``), an earlier
 entry written by this process, or a freed slot: there is no polling per entry.
 Each claim runs as its own task with ``current_entry()`` set and ends with one
-fenced ``finish``.  Every lease the process holds is renewed in one batched
+fenced finish, sent with the finishes of the runs that end beside it as one
+``finish_many`` (``_finisher.Finisher``).  Every lease the process holds is renewed in one batched
 ``extend`` every lease/3; a run whose lease was taken over is cancelled and
 never finishes the entry.
 """
@@ -21,6 +22,7 @@ import anyio.abc
 from anyio import CancelScope, Event, get_cancelled_exc_class, to_thread
 
 from ._codec import PayloadError, decode_args
+from ._finisher import Finisher
 from ._registry import TaskDef, TaskRegistry, _current
 from ._series import Series, parse_schedule
 from ._store import (
@@ -92,6 +94,7 @@ class WorkerSide:
     _wake_at: float
     _renew_scope: CancelScope | None
     _renew_at: float
+    _finisher: Finisher
 
     # -- the claim loop ------------------------------------------------------------------
 
@@ -240,32 +243,9 @@ class WorkerSide:
                 self._idle.set()
 
     async def _finish_safely(self, key: str, token: int, outcome: Outcome) -> None:
-        """Finish with a few retries on store errors; a lost lease is only logged."""
-        pause = 0.1
-        for attempt in range(4):
-            try:
-                with anyio.fail_after(SHIELD_CAP):
-                    ok = await self._store.finish(key, token, outcome)
-            except Exception:
-                if attempt == 3:
-                    logger.exception(
-                        "durable entry %r: could not record %r; it is run again "
-                        "when its lease lapses",
-                        key,
-                        outcome,
-                    )
-                    return
-                await anyio.sleep(pause)
-                pause *= 2
-                continue
-            if not ok:
-                logger.warning(
-                    "durable entry %r: lease lost before %s was recorded (another "
-                    "worker holds it now)",
-                    key,
-                    type(outcome).__name__,
-                )
-            return
+        """Finish through the group finisher (retries store errors; a lost lease is
+        only logged)."""
+        await self._finisher.finish(key, token, outcome)
 
     def _report(self, entry: Entry, exc: BaseException) -> None:
         if self._on_error is None:
