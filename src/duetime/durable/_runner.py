@@ -199,8 +199,10 @@ class DurableRunner(WorkerSide):
             try:
                 await tg.__aexit__(None, None, None)
             finally:
-                with CancelScope(shield=True), anyio.move_on_after(SHIELD_CAP):
-                    await self._store.__aexit__(exc_type, exc, tb)
+                # Not in a scope of our own: a store may hold task groups entered
+                # with it (RedisStore's coredis client and subscription), and those
+                # must exit in the cancel scope they were entered in.
+                await self._store.__aexit__(exc_type, exc, tb)
 
     async def _wait_idle(self) -> None:
         while self._runs:
