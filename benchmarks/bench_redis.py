@@ -41,6 +41,8 @@ sys.path.insert(0, str(HERE.parent / "src"))
 from _common import ge, have, le, percentile, ratio  # noqa: E402
 
 WORKERS = 4
+#: max_concurrency of the real-runner workers measured (16 is the default).
+RUNNER_CONCURRENCY = (16, 100)
 
 
 # -- the server ----------------------------------------------------------------------
@@ -147,6 +149,32 @@ async def dt_worker(url: str, mode: str, start: float, stop: float) -> dict[str,
             wait = 1.0 if head is None else max(0.0, head - now)
             await store.wait_changed(min(wait, max(0.0, stop - time.time())))
     return {"n": n, "last": last, "lat": lat}
+
+
+async def rt_worker(url: str, mode: str, start: float, stop: float) -> dict[str, Any]:
+    """A real worker: ``Scheduler(store=RedisStore, tasks=..., max_concurrency=C)``,
+    what ``python -m duetime worker`` runs; exits once the store is empty."""
+    import anyio
+
+    import duetime
+    from duetime.durable._redis import RedisStore
+
+    tasks = duetime.TaskRegistry()
+    state = {"n": 0, "last": 0.0}
+
+    @tasks.task("noop")
+    async def noop() -> None:
+        state["n"] += 1
+        state["last"] = time.time()
+
+    store = RedisStore(url, prefix="bench", poll=1.0)
+    concurrency = int(mode.rpartition("-")[2])
+    await anyio.sleep(max(0.0, start - 1.0 - time.time()))
+    async with duetime.Scheduler(store=store, tasks=tasks, max_concurrency=concurrency):
+        await anyio.sleep(max(0.0, start - time.time()))
+        while await store.head() is not None or not state["n"]:
+            await anyio.sleep(0.05)
+    return {"n": state["n"], "last": state["last"], "lat": []}
 
 
 # -- arq -----------------------------------------------------------------------------
@@ -302,14 +330,15 @@ def _collect(procs: list[subprocess.Popen[str]]) -> list[dict[str, Any]]:
 
 
 FILL = {"duetime": dt_fill, "duetime-each": dt_fill, "arq": arq_fill, "saq": saq_fill}
+FILL |= {f"runner-{c}": dt_fill for c in RUNNER_CONCURRENCY}
 
 
 def _throughput(kind: str, url: str, n: int) -> float:
     asyncio.run(_flush(url))
     asyncio.run(FILL[kind](url, n))
     start = time.time() + 1.5  # every worker connected by then
-    mode = "each" if kind == "duetime-each" else "batch"
-    base = "duetime" if kind.startswith("duetime") else kind
+    mode = "each" if kind == "duetime-each" else kind if kind.startswith("runner") else "batch"
+    base = "duetime" if kind.startswith("duetime") else kind.partition("-")[0]
     results = _collect([_spawn(base, url, mode, start, start + 600) for _ in range(WORKERS)])
     done = sum(r["n"] for r in results)
     if done != n:
@@ -501,6 +530,10 @@ def _worker_main(kind: str, url: str, mode: str, start: float, stop: float) -> N
         import anyio
 
         result = anyio.run(dt_worker, url, mode, start, stop)
+    elif kind == "runner":
+        import anyio
+
+        result = anyio.run(rt_worker, url, mode, start, stop)
     elif kind == "arq":
         result = asyncio.run(arq_worker(url, mode, start, stop))
     else:
