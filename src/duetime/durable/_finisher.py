@@ -1,17 +1,18 @@
 """Group finishes: the fenced finishes of one worker process, sent to the store in batches.
 
 A claim's runs tend to end together (a no-op or short task ends within one loop
-tick of its siblings).  Each run hands its outcome to the :class:`Finisher` and
-waits for its own result; the finisher sends whatever has queued as one
-``Store.finish_many`` call (one Redis script, one SQLite transaction), so a
-worker pays one round trip per batch instead of one per entry.  Fencing stays per
-row: each item gets its own True/False.
+tick of its siblings).  Each run hands its outcome to the :class:`Finisher`
+without waiting; one task sends whatever has queued as one ``Store.finish_many``
+call (one Redis script, one SQLite transaction) and then calls each item's
+completion callback, so a worker pays one round trip per batch instead of one
+per entry, and a run pays no await for it.  Fencing stays per row: each item
+gets its own True/False.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import anyio
 import anyio.lowlevel
@@ -31,17 +32,22 @@ MAX_BATCH = 500
 
 
 class _Item:
-    __slots__ = ("key", "outcome", "result", "token")
+    __slots__ = ("key", "outcome", "then", "token")
 
-    def __init__(self, key: str, token: int, outcome: Outcome) -> None:
+    def __init__(
+        self, key: str, token: int, outcome: Outcome, then: Callable[[bool], object] | None
+    ) -> None:
         self.key = key
         self.token = token
         self.outcome = outcome
-        self.result: bool | None = None  # None until the batch is sent (False on failure)
+        self.then = then
 
 
 class Finisher:
-    """Sends the finishes of one process to ``store`` in groups.
+    """Sends the finishes of one process to ``store`` in groups, from one task.
+
+    :meth:`serve` is that task (the runner starts it with its claim loop);
+    :meth:`put` queues a finish without waiting, :meth:`finish` waits for it.
 
     :param store: the store the finishes go to
     :param timeout: the longest one ``finish_many`` call may take before it counts
@@ -52,39 +58,53 @@ class Finisher:
         self._store = store
         self._timeout = timeout
         self._queue: list[_Item] = []
-        self._flushing: anyio.Event | None = None
+        self._wake: anyio.Event | None = None
+
+    def put(
+        self, key: str, token: int, outcome: Outcome, then: Callable[[bool], object] | None = None
+    ) -> None:
+        """Queue a finish for the next group; ``then(recorded)`` is called once it
+        was sent (``recorded`` is False if the token was no longer current, or the
+        store failed :data:`ATTEMPTS` times: logged, and the entry runs again when
+        its lease lapses).  Never blocks, so a run needs no shield to record its
+        outcome, even when it is being cancelled."""
+        self._queue.append(_Item(key, token, outcome, then))
+        if self._wake is not None:
+            self._wake.set()
 
     async def finish(self, key: str, token: int, outcome: Outcome) -> bool:
-        """Record ``outcome`` for ``(key, token)`` with the finishes queued beside it.
+        """:meth:`put`, then wait until it was sent; True if recorded.  Needs
+        :meth:`serve` running.  If this caller is cancelled the finish is sent all
+        the same."""
+        sent = anyio.Event()
+        box: list[bool] = []
 
-        Cancellation-safe once queued: the item is sent even if this caller is
-        cancelled (the batch is sent under a shield).
+        def then(ok: bool) -> None:
+            box.append(ok)
+            sent.set()
 
-        :return: True if recorded; False if the token was no longer current, or
-            the store failed :data:`ATTEMPTS` times (logged; the entry runs again
-            when its lease lapses)
-        """
-        item = _Item(key, token, outcome)
-        self._queue.append(item)
-        while item.result is None:
-            flushing = self._flushing
-            if flushing is not None:
-                await flushing.wait()
-                continue
-            done = self._flushing = anyio.Event()
-            try:
-                with CancelScope(shield=True):
-                    # Let the runs that end in this tick queue theirs first: one
-                    # call for all, not one for the first and one for the rest.
-                    await anyio.lowlevel.cancel_shielded_checkpoint()
-                    batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-                    results = await self._send(batch)
-                    for it, ok in zip(batch, results, strict=True):
-                        it.result = ok
-            finally:
-                self._flushing = None
-                done.set()
-        return item.result
+        self.put(key, token, outcome, then)
+        await sent.wait()
+        return box[0]
+
+    async def serve(self) -> None:
+        """Send queued finishes in groups until cancelled (the runner's last step)."""
+        while True:
+            if not self._queue:
+                self._wake = anyio.Event()
+                await self._wake.wait()
+            # Let the runs that end in this tick queue theirs first: one call for
+            # all, not one for the first and one for the rest.
+            await anyio.lowlevel.cancel_shielded_checkpoint()
+            batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+            with CancelScope(shield=True):
+                results = await self._send(batch)
+            for item, ok in zip(batch, results, strict=True):
+                if item.then is not None:
+                    try:
+                        item.then(ok)
+                    except Exception:  # a bug in a callback must not stop the finishes
+                        logger.exception("durable finish: a completion callback failed")
 
     async def _send(self, batch: Sequence[_Item]) -> list[bool]:
         items = [(it.key, it.token, it.outcome) for it in batch]

@@ -12,6 +12,7 @@ import os
 import socket
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,7 +27,7 @@ from ._codec import encode_args
 from ._finisher import Finisher
 from ._registry import TaskRegistry
 from ._series import MISFIRE, OVERLAP, Misfire, Overlap, Series, trigger_grid
-from ._store import Entry, NewRow, OnConflict, Store
+from ._store import Claim, Entry, NewRow, OnConflict, Store
 from ._worker import SHIELD_CAP, WorkerSide, _Run
 
 __all__ = ["DurableRunner"]
@@ -136,6 +137,10 @@ class DurableRunner(WorkerSide):
         self._renew_scope: CancelScope | None = None
         self._renew_at = math.inf
         self._finisher = Finisher(store, SHIELD_CAP)
+        self._queue: deque[tuple[Claim, _Run]] = deque()
+        self._runners = 0
+        self._idle_runners: list[Event] = []
+        self._waking = 0
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -169,6 +174,7 @@ class DurableRunner(WorkerSide):
             self._claim_done = Event()
             tg.start_soon(self._claim_loop, name=f"duetime durable claim loop {self.owner}")
             tg.start_soon(self._renew_loop, name=f"duetime durable lease renewal {self.owner}")
+            tg.start_soon(self._finisher.serve, name=f"duetime durable finishes {self.owner}")
         return self
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
