@@ -13,10 +13,12 @@ own store connection.  Per store (a temporary SQLite file; a private
   producer's own process (``worker=True`` there); lateness = run - due;
 - **wake-up**: an idle worker process (its next entry an hour away); another
   process defers an entry due now; latency = run - the ``defer`` call;
-- **kill -9**: 20k entries, 4 workers (task lease 2 s), one killed after it ran
-  ~1000; every run logs its key (a file per process): lost, completed twice
-  (twice among survivors, or more re-runs than the victim had in flight), and
-  recovery = last re-delivered entry's run - the kill (vs lease + poll).
+- **kill -9**: 20k entries of a 20 ms task, 4 workers (max_concurrency 100, task
+  lease 2 s), one killed after it ran 1000; every run logs its key (a file per
+  process): lost, completed twice (twice among survivors; the victim's and a
+  survivor's run of one key is an at-least-once re-run of a run the victim had in
+  flight, at most 100), and recovery = the last re-delivered entry's run - the
+  kill (vs lease + poll).
 
 Each figure runs ``repeats`` times; the result keeps every run (the spread).
 Run as a worker: ``python bench_durable_runner.py --worker URL MODE OUT CONCURRENCY``.
@@ -48,6 +50,7 @@ from duetime import Scheduler, open_store  # noqa: E402
 
 WORKERS = 4
 KILL_LEASE = 2.0
+KILL_CONCURRENCY = 100
 tasks = duetime.TaskRegistry()
 _seen: list[tuple[str, float, float, float]] = []  # key, ran at, due, sent
 _log: Any = None
@@ -61,7 +64,7 @@ async def rec(sent: float) -> None:
 
 @tasks.task("b.kill", lease=KILL_LEASE)
 async def kill_task(i: int) -> None:
-    await anyio.sleep(0.001)  # a short task, so a worker holds runs in flight
+    await anyio.sleep(0.02)  # long enough that a worker always holds runs in flight
     _log.write(f"{duetime.current_entry().key} {time.time():.6f}\n")
 
 
@@ -199,7 +202,7 @@ def throughput(url: str, reset: Any, n: int, concurrency: int) -> float:
         raise RuntimeError(f"ran {len(seen)} of {n} ({len({k for k, *_ in seen})} distinct)")
     if min(t for _k, t, *_ in seen) < start:
         raise RuntimeError("a worker ran entries before the common start")
-    return n / (max(t for _k, t, *_ in seen) - start)
+    return float(n / (max(t for _k, t, *_ in seen) - start))
 
 
 def lateness(url: str, reset: Any, n: int, spread: float) -> list[float]:
@@ -238,7 +241,7 @@ def kill_one(url: str, reset: Any, n: int, poll: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as d:
         outs = [Path(d) / f"k{i}.json" for i in range(WORKERS)]
         logs = [Path(str(o) + ".log") for o in outs]
-        procs = [spawn(url, "kill", o) for o in outs]
+        procs = [spawn(url, "kill", o, KILL_CONCURRENCY) for o in outs]
         deadline = time.monotonic() + 120
         while not logs[0].exists() or logs[0].read_text().count("\n") < 1000:
             if time.monotonic() > deadline:

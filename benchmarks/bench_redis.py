@@ -348,7 +348,7 @@ def _throughput(kind: str, url: str, n: int) -> float:
     done = sum(r["n"] for r in results)
     if done != n:
         raise RuntimeError(f"{kind}: {done} of {n} entries ran")
-    return n / (max(r["last"] for r in results) - start)
+    return float(n / (max(r["last"] for r in results) - start))
 
 
 def _lateness(kind: str, url: str, n: int, spread: float) -> list[float]:
