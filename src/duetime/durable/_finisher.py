@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import anyio
 import anyio.lowlevel
@@ -86,6 +87,25 @@ class Finisher:
         self.put(key, token, outcome, then)
         await sent.wait()
         return box[0]
+
+    async def finish_all(self, items: Sequence[tuple[str, int, Outcome]]) -> list[bool]:
+        """:meth:`finish` for several items (sent together); their results in order."""
+        results: list[bool | None] = [None] * len(items)
+        left = len(items)
+        sent = anyio.Event()
+
+        def then(i: int, ok: bool) -> None:
+            nonlocal left
+            results[i] = ok
+            left -= 1
+            if not left:
+                sent.set()
+
+        for i, (key, token, outcome) in enumerate(items):
+            self.put(key, token, outcome, partial(then, i))
+        if left:
+            await sent.wait()
+        return [bool(ok) for ok in results]
 
     async def serve(self) -> None:
         """Send queued finishes in groups until cancelled (the runner's last step)."""

@@ -156,12 +156,10 @@ class WorkerSide:
             with anyio.fail_after(SHIELD_CAP):
                 claims = await self._store.claim(self.owner, limit)
             if self._stopping:
-                for c in claims:
-                    await self._finish_safely(c.entry.key, c.token, Release())
+                items = [(c.entry.key, c.token, Release()) for c in claims]
+                await self._finisher.finish_all(items)
                 return len(claims)
         now = anyio.current_time()
-        tg = self._tg
-        assert tg is not None
         for c in claims:
             run = _Run(c, now)
             self._runs.add(run)
@@ -300,11 +298,6 @@ class WorkerSide:
             self._poke()
         if not self._runs and self._idle is not None:
             self._idle.set()
-
-    async def _finish_safely(self, key: str, token: int, outcome: Outcome) -> None:
-        """Finish through the group finisher and wait until it was sent (retries
-        store errors; a lost lease is only logged)."""
-        await self._finisher.finish(key, token, outcome)
 
     def _report(self, entry: Entry, exc: BaseException) -> None:
         if self._on_error is None:
