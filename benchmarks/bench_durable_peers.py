@@ -137,11 +137,17 @@ async def aps_worker(db: str, out: str, n: int) -> None:
         async with _aps(db, "worker") as sched:
             await sched.configure_task("noop", func=aps_noop)
             await sched.start_in_background()
-            idle = 0
-            while idle < 20:  # 1 s with nothing left to run
+            idle = stuck = 0
+            left = -1
+            # Until 1 s with nothing left to run, or 20 s without progress (with
+            # 4 processes its SQLite store raises "database is locked" in workers,
+            # and the jobs those held can stay acquired: counted as lost).
+            while idle < 20 and stuck < 400:
                 await anyio.sleep(0.05)
                 jobs = await sched.data_store.get_jobs()
                 idle = idle + 1 if not jobs else 0
+                stuck = stuck + 1 if len(jobs) == left else 0
+                left = len(jobs)
             await sched.stop()
     except BaseException as exc:  # APScheduler's SQLite store fails under 4 processes at times
         error = f"{type(exc).__name__}: {exc}"[:300]

@@ -469,6 +469,8 @@ def run(quick: bool) -> dict[str, dict[str, Any]]:
             tp: dict[str, float] = {}
             tp["duetime (finish_many per claim)"] = _throughput("duetime", url, n_tp)
             tp["duetime (a finish per entry)"] = _throughput("duetime-each", url, n_each)
+            for c in RUNNER_CONCURRENCY:  # the real worker: Scheduler(store=..., tasks=...)
+                tp[f"duetime runner (max_concurrency {c})"] = _throughput(f"runner-{c}", url, n_tp)
             if "arq" in peers:
                 tp["arq (max_jobs=100)"] = _throughput("arq", url, n_tp // 4)
             if "saq" in peers:
