@@ -331,7 +331,7 @@ def measure(name: str, url: str, reset: Any, quick: bool, poll: float) -> dict[s
     r["same_process_lateness_ms"] = same
     gap = 0.05 if name == "Redis" else 0.1
     r["wakeup_ms"] = [
-        [x * 1e3 for x in wakeup(url, reset, 20 if quick else 60, gap)]
+        [x * 1e3 for x in wakeup(url, reset, 20 if quick else 100, gap)]
         for _ in range(max(1, reps - 1))
     ]
     r["kill"] = [kill_one(url, reset, n_kill, poll) for _ in range(max(1, reps - 1))]
