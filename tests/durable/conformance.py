@@ -169,6 +169,23 @@ class StoreConformance:
         assert len(await store.entries(limit=1000)) == 250
         assert await store.add([]) == []
 
+    async def test_batch_mixing_new_and_existing_keys(self, store: Store) -> None:
+        # A batch where some keys exist takes the row-by-row path (a store may insert
+        # an all-new batch in one go); "keep" inserts the new rows, keeps the others.
+        await store.add([row("b", 1, delay=50)])
+        out = await store.add([row("a", 2), row("b", 3), row("c", 4)])
+        assert [(e.key, e.args) for e in out] == [("a", (2,)), ("b", (1,)), ("c", (4,))]
+        assert {e.key for e in await store.entries()} == {"a", "b", "c"}
+        out = await store.add([row("c", 5), row("d", 6)], on_conflict="replace")
+        assert [(e.key, e.args) for e in out] == [("c", (5,)), ("d", (6,))]
+
+    async def test_batch_repeating_a_key(self, store: Store) -> None:
+        out = await store.add([row("a", 1), row("a", 2)])
+        assert [e.args for e in out] == [(1,), (1,)]  # the second conflicts with the first
+        with pytest.raises(EntryExists):
+            await store.add([row("x", 1), row("x", 2)], on_conflict="error")
+        assert await store.get("x") is None
+
     async def test_bad_on_conflict(self, store: Store) -> None:
         with pytest.raises(ValueError, match="on_conflict"):
             await store.add([row("a")], on_conflict="merge")  # type: ignore[arg-type]
@@ -308,6 +325,52 @@ class StoreConformance:
         assert sum(results.values()) == 40
         assert all(results[c.entry.key, c.token] for c in claims)
         assert len(await store.entries(status=Status.COMPLETED)) == 40
+
+    async def test_finish_many_fences_each_row(self, store: Store) -> None:
+        await store.add([row("a"), row("b"), row("c"), row("d")])
+        by_key = {c.entry.key: c for c in await store.claim("w", 4)}
+        now = await store.time()
+        results = await store.finish_many(
+            [
+                ("a", by_key["a"].token, Done()),
+                ("b", by_key["b"].token + 1000, Done()),  # a stale token: no change
+                ("c", by_key["c"].token, RetryAt(now + 50, "boom")),
+                ("nope", by_key["a"].token, Done()),  # no such key
+                ("d", by_key["d"].token, Dead("gone")),
+                ("a", by_key["a"].token, Done()),  # already finished by the first item
+            ]
+        )
+        assert results == [True, False, True, False, True, False]
+        got = {k: await store.get(k) for k in "abcd"}
+        assert {k: e.status for k, e in got.items() if e is not None} == {
+            "a": Status.COMPLETED,
+            "b": Status.RUNNING,
+            "c": Status.PENDING,
+            "d": Status.FAILED,
+        }
+        assert (got["c"].attempt, got["c"].last_error) == (2, "boom")  # type: ignore[union-attr]
+        assert await store.finish_many([]) == []
+
+    async def test_finish_many_with_a_bad_outcome_applies_nothing(self, store: Store) -> None:
+        await store.add([row("a")])
+        [c] = await store.claim("w", 1)
+        with pytest.raises(TypeError):
+            await store.finish_many([("a", c.token, Done()), ("a", c.token, "done")])  # type: ignore[list-item]
+        assert (await store.get("a")).status is Status.RUNNING  # type: ignore[union-attr]
+        assert await store.finish_many([("a", c.token, Done())]) == [True]
+
+    async def test_finish_many_after_a_lapsed_lease_and_a_new_claim(self, store: Store) -> None:
+        await store.add([row("a"), row("b")])
+        old = {c.entry.key: c.token for c in await store.claim("w1", 2)}
+        await self.advance(11)  # past the 10 s lease
+        new = {c.entry.key: c.token for c in await store.claim("w2", 1)}
+        (taken,) = new
+        other = "b" if taken == "a" else "a"
+        # The first worker's finishes: the re-claimed row is fenced, the other
+        # (lapsed but not re-claimed) still records.
+        results = await store.finish_many([(k, old[k], Done()) for k in (taken, other)])
+        assert results == [False, True]
+        assert await store.finish_many([(taken, new[taken], Done())]) == [True]
 
     # -- outcomes ---------------------------------------------------------------
 

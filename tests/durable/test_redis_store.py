@@ -319,3 +319,31 @@ async def test_finish_many_in_one_round_trip(redis_store: Factory) -> None:
             await store.finish_many([("b", claims["b"].token, "done")])  # type: ignore[list-item]
         statuses = [(await store.get(k)).status for k in "abc"]  # type: ignore[union-attr]
         assert statuses == [Status.COMPLETED, Status.RUNNING, Status.PENDING]
+
+
+# -- inside a Scheduler ------------------------------------------------------------------
+
+
+async def test_a_scheduler_with_a_redis_store_runs_and_leaves_cleanly(
+    redis_store: Factory,
+) -> None:
+    # Regression: the runner left the store inside a shielded scope of its own, and
+    # coredis's task groups (entered with the store) must exit in the scope they
+    # were entered in: every Scheduler(store=RedisStore) raised RuntimeError on exit.
+    import duetime
+
+    tasks = duetime.TaskRegistry()
+    ran = anyio.Event()
+
+    @tasks.task("ping")
+    async def ping() -> None:
+        ran.set()
+
+    async with duetime.Scheduler(store=redis_store(), tasks=tasks) as s:
+        await s.defer(ping, key="p")
+        with anyio.fail_after(5):
+            await ran.wait()
+    async with duetime.Scheduler(store=redis_store(), tasks=tasks, worker=False) as s:
+        entry = await s.deferred("p")
+        assert entry is not None
+        assert entry.status is Status.COMPLETED

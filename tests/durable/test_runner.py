@@ -620,3 +620,72 @@ async def test_store_errors_in_the_claim_loop_back_off_and_never_crash(
     # Backoff 0.1, 0.2, 0.4, 0.8, 1.6 s: not a crash loop, not a long stall.
     assert runs[0] - t0 == pytest.approx(3.1, abs=0.15)
     assert sum("store error" in m for m in caplog.messages) == 5
+
+
+class CountingStore(MemoryStore):
+    """A MemoryStore that counts the finish calls the runner makes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.finish_calls = 0
+        self.batches: list[int] = []
+
+    async def finish(self, key: str, token: int, outcome: Any) -> bool:
+        self.finish_calls += 1
+        return await super().finish(key, token, outcome)
+
+    async def finish_many(self, items: Any) -> list[bool]:
+        self.batches.append(len(items))
+        return await super().finish_many(items)
+
+
+async def test_runs_that_end_together_finish_as_one_group() -> None:
+    tasks = TaskRegistry()
+
+    @tasks.task("noop")
+    async def noop(i: int) -> None:
+        pass
+
+    store = CountingStore()
+    async with DurableRunner(store, tasks, worker=True, concurrency=100) as r:
+        await r.defer_many(noop, [(i,) for i in range(60)], keys=[f"k{i}" for i in range(60)])
+        await wait_for(r, "k59", Status.COMPLETED)
+        await anyio.sleep(1)
+        done = await r.entries(status=Status.COMPLETED)
+    assert len(done) == 60
+    assert store.finish_calls == 0
+    assert sum(store.batches) == 60
+    assert len(store.batches) <= 3  # one group per claim, not one call per entry
+
+
+async def test_a_lost_lease_cancels_only_its_own_run() -> None:
+    # Runs share their runner task's cancel scope, a streak at a time: cancelling
+    # the run whose lease was lost must not reach the next run of the same runner.
+    tasks = TaskRegistry()
+    events: list[str] = []
+
+    @tasks.task("job", lease=3)
+    async def job(name: str) -> None:
+        events.append(f"{name} start")
+        await anyio.sleep(2 if name == "a" else 1)
+        events.append(f"{name} done")
+
+    class LosesAOnce(MemoryStore):
+        lost = False
+
+        async def extend(self, claims: Any) -> list[bool]:
+            got = await super().extend(claims)
+            if not self.lost and any(key == "a" for key, _token in claims):
+                self.lost = True
+                return [ok and key != "a" for (key, _token), ok in zip(claims, got, strict=True)]
+            return got
+
+    store = LosesAOnce()
+    async with DurableRunner(store, tasks, worker=True, concurrency=1) as r:
+        await r.defer(job, "a", key="a")
+        await r.defer(job, "b", key="b", delay=0.5)
+        await wait_for(r, "b", Status.COMPLETED)
+        await wait_for(r, "a", Status.COMPLETED)
+    # a's first run is cancelled at its first renewal (1 s); b runs next, whole,
+    # in the same runner; a lapses (3 s) and runs again.
+    assert events == ["a start", "b start", "b done", "a start", "a done"]

@@ -23,6 +23,7 @@ import base64
 import binascii
 import json
 import math
+from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -105,7 +106,7 @@ def _encode(value: Any, path: list[str], depth: int) -> Any:
     raise TypeError(f"{_where(path)} has type {t.__qualname__}{hint}: {_ALLOWED}")
 
 
-def encode_args(args: tuple[Any, ...] | list[Any]) -> str:
+def encode_args(args: Sequence[Any]) -> str:
     """Encode positional arguments as the JSON text a store keeps.
 
     :raises TypeError: for a value of a type the codec does not carry (a set,
@@ -116,7 +117,7 @@ def encode_args(args: tuple[Any, ...] | list[Any]) -> str:
     """
     encoded = [_encode(arg, [str(i)], 0) for i, arg in enumerate(args)]
     try:
-        text = json.dumps(encoded, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        text = _ENCODER.encode(encoded)
     except ValueError as exc:  # an int beyond sys.get_int_max_str_digits()
         raise ValueError(f"arguments cannot be written as JSON: {exc}") from None
     try:
@@ -133,6 +134,12 @@ def encode_args(args: tuple[Any, ...] | list[Any]) -> str:
 
 def _bad_constant(name: str) -> Any:
     raise PayloadError(f"payload holds {name}")
+
+
+# One encoder and one decoder for the module: json.dumps/json.loads with options
+# build a new one per call (a measurable share of a defer's cost).
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+_DECODER = json.JSONDecoder(parse_constant=_bad_constant)
 
 
 def _decode_tag(tag: str, raw: Any, depth: int) -> Any:
@@ -193,7 +200,7 @@ def decode_args(payload: str) -> tuple[Any, ...]:
     if not isinstance(payload, str):
         raise PayloadError(f"payload must be str, got {type(payload).__name__}")
     try:
-        value = json.loads(payload, parse_constant=_bad_constant)
+        value = _DECODER.decode(payload)
     except PayloadError:
         raise
     except RecursionError:
@@ -203,6 +210,10 @@ def decode_args(payload: str) -> tuple[Any, ...]:
     if type(value) is not list:
         raise PayloadError("payload is not a JSON array of arguments")
     try:
-        return tuple(_decode(v, 0) for v in value)
+        # Plain scalars (the common arguments) need no walk.
+        return tuple(
+            v if (t := type(v)) is str or t is int or t is bool or v is None else _decode(v, 0)
+            for v in value
+        )
     except RecursionError:  # pragma: no cover - MAX_DEPTH comes first
         raise PayloadError("payload is nested too deeply") from None

@@ -380,6 +380,8 @@ class RedisStore:
             with anyio.move_on_after(min(self.poll, remaining)):
                 await changed.wait()
                 break
+            if anyio.current_time() >= deadline:
+                break  # the caller's own deadline (its head is due): it claims next
             head = await self.head()  # the safety poll
             if head is not None and (start is None or head < start):
                 break

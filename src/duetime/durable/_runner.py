@@ -10,7 +10,9 @@ from __future__ import annotations
 import math
 import os
 import socket
+import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,9 +24,10 @@ from .._exceptions import SchedulerClosed
 from .._handle import Status
 from .._util import check_aware, to_delay
 from ._codec import encode_args
+from ._finisher import Finisher
 from ._registry import TaskRegistry
 from ._series import MISFIRE, OVERLAP, Misfire, Overlap, Series, trigger_grid
-from ._store import Entry, NewRow, OnConflict, Store
+from ._store import Claim, Entry, NewRow, OnConflict, Store
 from ._worker import SHIELD_CAP, WorkerSide, _Run
 
 __all__ = ["DurableRunner"]
@@ -39,6 +42,29 @@ def _check_key(key: object, what: str = "key") -> str:
     if not key or len(key) > _MAX_KEY or not key.isprintable():
         raise ValueError(f"{what} must be 1 to {_MAX_KEY} printable characters, got {key!r}")
     return key
+
+
+def _new_keys(n: int) -> list[str]:
+    """``n`` fresh keys, time-ordered like a UUIDv7: the time in milliseconds
+    (12 hex digits), 80 random bits per call (20), and for a batch a counter (6).
+    Ordered keys go to the right edge of a store's key index instead of random
+    pages (SQLite writes about half as many pages per batch)."""
+    head = f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
+    return [head] if n == 1 else [f"{head}{i:06x}" for i in range(n)]
+
+
+def _when(
+    delay: float | timedelta | None, at: datetime | None
+) -> tuple[float | None, float | None]:
+    """``(due, delay)`` for a NewRow from defer's ``delay=``/``at=`` (due now by default)."""
+    if at is not None:
+        if delay is not None:
+            raise ValueError("pass delay= or at=, not both")
+        if not isinstance(at, datetime):
+            raise TypeError(f"at must be an aware datetime, got {at!r}")
+        check_aware(at)
+        return at.timestamp(), None
+    return None, 0.0 if delay is None else to_delay(delay, "delay")
 
 
 class DurableRunner(WorkerSide):
@@ -110,6 +136,11 @@ class DurableRunner(WorkerSide):
         self._wake_at = math.inf
         self._renew_scope: CancelScope | None = None
         self._renew_at = math.inf
+        self._finisher = Finisher(store, SHIELD_CAP)
+        self._queue: deque[tuple[Claim, _Run]] = deque()
+        self._runners = 0
+        self._idle_runners: list[Event] = []
+        self._waking = 0
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -143,6 +174,7 @@ class DurableRunner(WorkerSide):
             self._claim_done = Event()
             tg.start_soon(self._claim_loop, name=f"duetime durable claim loop {self.owner}")
             tg.start_soon(self._renew_loop, name=f"duetime durable lease renewal {self.owner}")
+            tg.start_soon(self._finisher.serve, name=f"duetime durable finishes {self.owner}")
         return self
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
@@ -173,8 +205,10 @@ class DurableRunner(WorkerSide):
             try:
                 await tg.__aexit__(None, None, None)
             finally:
-                with CancelScope(shield=True), anyio.move_on_after(SHIELD_CAP):
-                    await self._store.__aexit__(exc_type, exc, tb)
+                # Not in a scope of our own: a store may hold task groups entered
+                # with it (RedisStore's coredis client and subscription), and those
+                # must exit in the cancel scope they were entered in.
+                await self._store.__aexit__(exc_type, exc, tb)
 
     async def _wait_idle(self) -> None:
         while self._runs:
@@ -196,19 +230,9 @@ class DurableRunner(WorkerSide):
         key: str | None,
     ) -> NewRow:
         t = self._registry.resolve(task)
-        if at is not None:
-            if delay is not None:
-                raise ValueError("pass delay= or at=, not both")
-            if not isinstance(at, datetime):
-                raise TypeError(f"at must be an aware datetime, got {at!r}")
-            check_aware(at)
-            due: float | None = at.timestamp()
-            wait = None
-        else:
-            due = None
-            wait = 0.0 if delay is None else to_delay(delay, "delay")
+        due, wait = _when(delay, at)
         return NewRow(
-            key=uuid.uuid4().hex if key is None else _check_key(key),
+            key=_new_keys(1)[0] if key is None else _check_key(key),
             task=t.name,
             payload=encode_args(tuple(args)),
             due=due,
@@ -280,16 +304,32 @@ class DurableRunner(WorkerSide):
         :raises ValueError: ``keys`` of another length, or a key given twice;
             otherwise as :meth:`defer`
         """
+        # The checks and the encoding of defer, done once per batch where they can
+        # be (the task, the time), and per row only where they must (arguments, keys).
+        t = self._registry.resolve(task)
+        due, wait = _when(delay, at)
         sets = list(argsets)
         for args in sets:
-            if isinstance(args, str | bytes) or not isinstance(args, Sequence):
+            if type(args) is not tuple and (
+                isinstance(args, str | bytes) or not isinstance(args, Sequence)
+            ):
                 raise TypeError(f"each item of argsets must be a tuple or list, got {args!r}")
-        key_list = [None] * len(sets) if keys is None else list(keys)
-        if len(key_list) != len(sets):
-            raise ValueError(f"got {len(key_list)} keys for {len(sets)} argument sets")
-        rows = [self._row(task, a, delay, at, k) for a, k in zip(sets, key_list, strict=True)]
-        if len({r.key for r in rows}) != len(rows):
-            raise ValueError("defer_many got the same key twice")
+        n = len(sets)
+        if keys is None:
+            key_list = _new_keys(n)
+        else:
+            given = list(keys)
+            if len(given) != n:
+                raise ValueError(f"got {len(given)} keys for {n} argument sets")
+            fresh = iter(_new_keys(sum(1 for k in given if k is None)))
+            key_list = [next(fresh) if k is None else _check_key(k) for k in given]
+            if len(set(key_list)) != n:
+                raise ValueError("defer_many got the same key twice")
+        name, lease, max_deliveries = t.name, t.lease, t.max_deliveries
+        rows = [
+            NewRow(k, name, encode_args(a), due, wait, lease, max_deliveries)
+            for a, k in zip(sets, key_list, strict=True)
+        ]
         if not rows:
             self._check_open()
             return []

@@ -32,6 +32,7 @@ import anyio.to_thread
 from .._exceptions import EntryExists
 from .._handle import Status
 from ._signal import ChangeSignal
+from ._sqlite_file import NotAStore, check_existing, create_private, init_schema
 from ._store import (
     Claim,
     Dead,
@@ -47,45 +48,13 @@ from ._store import (
     utc,
 )
 
-__all__ = ["SQLiteStore"]
+__all__ = ["NotAStore", "SQLiteStore"]
 
 _T = TypeVar("_T")
-
-APPLICATION_ID = 0x64756574  #: ``PRAGMA application_id`` of a duetime store ("duet")
-SCHEMA_VERSION = 1  #: ``PRAGMA user_version`` of the schema this module reads and writes
-_HEADER = b"SQLite format 3\x00"
-_TABLES = {"duetime_meta", "duetime_entries"}
 
 # Status codes in the file (stable: part of the schema).
 _P, _R, _C, _F = 0, 1, 2, 3
 _STATUS = {_P: Status.PENDING, _R: Status.RUNNING, _C: Status.COMPLETED, _F: Status.FAILED}
-
-_SCHEMA = """
-CREATE TABLE duetime_meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);
-CREATE TABLE duetime_entries (
-    key TEXT PRIMARY KEY,
-    task TEXT NOT NULL,
-    payload TEXT NOT NULL,
-    status INTEGER NOT NULL,
-    due REAL NOT NULL,
-    visible_at REAL,          -- claimable from: due if PENDING, lease end if RUNNING, else NULL
-    lease REAL NOT NULL,
-    lease_until REAL,
-    token INTEGER NOT NULL DEFAULT 0,
-    owner TEXT,
-    attempt INTEGER NOT NULL DEFAULT 1,
-    deliveries INTEGER NOT NULL DEFAULT 0,
-    max_deliveries INTEGER NOT NULL,
-    occurrence INTEGER NOT NULL DEFAULT 0,
-    schedule TEXT,
-    last_error TEXT,
-    expires_at REAL           -- tombstones: deleted (lazily) from then on
-);
-CREATE INDEX duetime_entries_visible ON duetime_entries (visible_at) WHERE visible_at IS NOT NULL;
-CREATE INDEX duetime_entries_expires ON duetime_entries (expires_at) WHERE expires_at IS NOT NULL;
-CREATE INDEX duetime_entries_due ON duetime_entries (status, due);
-INSERT INTO duetime_meta (k, v) VALUES ('token', 0);
-"""
 
 _ENTRY = "key, task, payload, status, due, attempt, last_error, occurrence, schedule, deliveries"
 _CLAIM = _ENTRY + ", token, lease_until, lease"
@@ -122,6 +91,7 @@ FROM picked WHERE duetime_entries.key = picked.key
 RETURNING {_CLAIM}
 """
 _EXPIRED = "DELETE FROM duetime_entries WHERE key = ? AND expires_at <= ?"
+_INSERT_NEW = _INSERT + " ON CONFLICT (key) DO NOTHING"
 _FENCE = " WHERE key = ? AND token = ? AND status = 1"
 _UNLEASE = "visible_at = NULL, lease_until = NULL, owner = NULL"
 _DONE = f"UPDATE duetime_entries SET status = 2, {_UNLEASE}, expires_at = ?"
@@ -138,10 +108,6 @@ _RELEASE = (
     "UPDATE duetime_entries SET status = 0, visible_at = due, lease_until = NULL, owner = NULL,"
     " deliveries = max(0, deliveries - 1)"
 )
-
-
-class NotAStore(ValueError):
-    """The file exists but is not a duetime store of this schema version (left untouched)."""
 
 
 class SQLiteStore:
@@ -227,15 +193,15 @@ class SQLiteStore:
             await anyio.to_thread.run_sync(conn.close, limiter=self._limiter)
 
     def _open(self) -> sqlite3.Connection:
-        created = _create_private(self.path)
+        created = create_private(self.path)
         if not created:
-            _check_existing(self.path)
+            check_existing(self.path)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
             conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
             conn.execute("BEGIN IMMEDIATE")
             try:
-                _init_schema(conn, self.path)
+                init_schema(conn, self.path)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -307,9 +273,13 @@ class SQLiteStore:
         if purge:
             self._purged_at = now
 
+        distinct = len({p[0] for p in params}) == len(params)
+
         def work(conn: sqlite3.Connection) -> list[Entry]:
             if purge:
                 conn.execute("DELETE FROM duetime_entries WHERE expires_at <= ?", (now,))
+            if distinct and _insert_new(conn, params):
+                return [_new_entry(p) for p in params]
             out = []
             for p in params:
                 got = conn.execute(insert, p).fetchone()
@@ -416,11 +386,35 @@ class SQLiteStore:
 
         :raises TypeError: ``outcome`` is not one of the outcome types
         """
-        now = self._now()
-        sql: str
+        sql, args = self._finish_op(key, token, outcome)
+        ok = await self._finish_coalesced(sql, args)
+        if ok and not isinstance(outcome, Done | Dead):
+            self._wake()
+        return ok
+
+    async def finish_many(self, items: Sequence[tuple[str, int, Outcome]]) -> list[bool]:
+        """:meth:`finish` for several ``(key, token, outcome)`` in one transaction,
+        each fenced by its own token.
+
+        :raises TypeError: an outcome that is not one of the outcome types
+            (nothing is applied)
+        """
+        ops = [[*self._finish_op(key, token, outcome), None] for key, token, outcome in items]
+        if not ops:
+            return []
+        results = await self._write(partial(_run_ops, ops))
+        if any(
+            ok and not isinstance(outcome, Done | Dead)
+            for ok, (_k, _t, outcome) in zip(results, items, strict=True)
+        ):
+            self._wake()
+        return results
+
+    def _finish_op(self, key: str, token: int, outcome: Outcome) -> tuple[str, tuple[Any, ...]]:
+        """The fenced statement and its parameters that record ``outcome``."""
         args: tuple[Any, ...]
         if isinstance(outcome, Done):
-            sql, args = _DONE, (now + self.dedupe_ttl,)
+            sql, args = _DONE, (self._now() + self.dedupe_ttl,)
         elif isinstance(outcome, RetryAt):
             sql, args = _RETRY_AT, (outcome.at, outcome.at, outcome.error)
         elif isinstance(outcome, NextOccurrence):
@@ -431,10 +425,7 @@ class SQLiteStore:
             sql, args = _RELEASE, ()
         else:
             raise TypeError(f"finish() takes an outcome (Done, RetryAt, ...), not {outcome!r}")
-        ok = await self._finish_coalesced(sql + _FENCE, (*args, key, token))
-        if ok and not isinstance(outcome, Done | Dead):
-            self._wake()
-        return ok
+        return sql + _FENCE, (*args, key, token)
 
     async def _finish_coalesced(self, sql: str, args: tuple[Any, ...]) -> bool:
         """Run one fenced finish, in one transaction with the finishes of this
@@ -518,6 +509,10 @@ class SQLiteStore:
                 with anyio.move_on_after(min(self.poll, remaining)):
                     await event.wait()
                     return
+                if anyio.current_time() >= deadline:
+                    # The caller's own deadline (its head is due): no poll first,
+                    # it claims next anyway (a version change is seen next call).
+                    return
         finally:
             self._changed.seen()
 
@@ -540,81 +535,28 @@ def _run_ops(ops: list[list[Any]], conn: sqlite3.Connection) -> list[bool]:
     return [conn.execute(sql, args).rowcount == 1 for sql, args, _ in ops]
 
 
+def _insert_new(conn: sqlite3.Connection, params: list[tuple[Any, ...]]) -> bool:
+    """The common case of ``add``, new keys only: one executemany, no lookups and
+    no read-back.  True if every row was inserted; else nothing was (rolled back
+    to a savepoint) and the caller goes row by row."""
+    conn.execute("SAVEPOINT duetime_add")
+    before = conn.total_changes
+    conn.executemany(_INSERT_NEW, params)
+    if conn.total_changes - before == len(params):
+        conn.execute("RELEASE duetime_add")
+        return True
+    conn.execute("ROLLBACK TO duetime_add")
+    conn.execute("RELEASE duetime_add")
+    return False
+
+
+def _new_entry(p: tuple[Any, ...]) -> Entry:
+    """The entry a fresh insert of ``_INSERT`` parameters ``p`` stored."""
+    return Entry(p[0], p[1], entry_args(p[2]), utc(p[3]), Status.PENDING, 1, None, 0, p[7], 0)
+
+
 def _data_version(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA data_version").fetchone()[0])
-
-
-def _create_private(path: str) -> bool:
-    """Create ``path`` empty with mode 0600 if absent; True if this call created it."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return False
-    os.close(fd)
-    return True
-
-
-def _check_existing(path: str) -> None:
-    """Refuse a file that is not a duetime store from its header alone (nothing is
-    written).  A SQLite file of unknown application id 0 is checked again, by its
-    tables, inside the first transaction (:func:`_init_schema`)."""
-    try:
-        with open(path, "rb") as f:
-            header = f.read(100)
-    except IsADirectoryError:
-        raise NotAStore(f"{path!r} is a directory, not a duetime store") from None
-    if not header:
-        return  # an empty file: a new database
-    if not header.startswith(_HEADER) or len(header) < 100:
-        raise NotAStore(f"{path!r} is not a SQLite database; refusing to use it as a duetime store")
-    version = int.from_bytes(header[60:64], "big", signed=True)
-    app = int.from_bytes(header[68:72], "big", signed=True)
-    if app not in (0, APPLICATION_ID) or (app == APPLICATION_ID and version != SCHEMA_VERSION):
-        _judge(path, app, version, None)
-
-
-def _check_identity(conn: sqlite3.Connection, path: str) -> bool:
-    """True if ``conn`` holds a duetime store, False if it is empty; else raise NotAStore."""
-    app = conn.execute("PRAGMA application_id").fetchone()[0]
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")}
-    return _judge(path, app, version, tables)
-
-
-def _judge(path: str, app: int, version: int, tables: set[str] | None) -> bool:
-    """True for a duetime store, False for an empty database; else raise NotAStore."""
-    if app == APPLICATION_ID:
-        if version != SCHEMA_VERSION:
-            raise NotAStore(
-                f"{path!r} is a duetime store of schema version {version}; this duetime reads"
-                f" version {SCHEMA_VERSION}. Use a matching duetime version (the file was left"
-                " untouched)."
-            )
-        if tables is not None and not tables >= _TABLES:
-            raise NotAStore(
-                f"{path!r} claims to be a duetime store but lacks its tables; refusing to use it"
-            )
-        return True
-    if app == 0 and version == 0 and tables is not None and not tables:
-        return False
-    what = f"application_id={app}" + (f", tables {sorted(tables)[:5]}" if tables else "")
-    raise NotAStore(
-        f"{path!r} is a SQLite database of another application ({what}); refusing to use it"
-        " as a duetime store (the file was left untouched)"
-    )
-
-
-def _init_schema(conn: sqlite3.Connection, path: str) -> None:
-    """Inside BEGIN IMMEDIATE: check the file again (another process may have won a
-    race), and create the schema if the database is empty."""
-    if _check_identity(conn, path):
-        return
-    # (executescript would COMMIT first: run the statements one by one)
-    for statement in _SCHEMA.split(";"):
-        if statement.strip():
-            conn.execute(statement)
-    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
 def _entry(r: Sequence[Any]) -> Entry:

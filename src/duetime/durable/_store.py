@@ -125,6 +125,28 @@ class NewRow:
     schedule: str | None = None  # JSON text of a recurring trigger and its policies
 
     def __post_init__(self) -> None:
+        # The common shape, checked cheaply (defer_many builds thousands); anything
+        # else goes through the full checks below, which name the bad field.
+        when = self.delay if self.due is None else self.due
+        if (
+            type(self.key) is str
+            and type(self.task) is str
+            and type(self.payload) is str
+            and self.key
+            and self.task
+            and (self.due is None) != (self.delay is None)
+            and type(when) is float
+            and (self.delay is None or self.delay >= 0.0)
+            and -math.inf < when < math.inf
+            and (self.lease is None or (type(self.lease) is float and 0.0 < self.lease < math.inf))
+            and type(self.max_deliveries) is int
+            and self.max_deliveries >= 1
+            and self.schedule is None
+        ):
+            return
+        self._check()
+
+    def _check(self) -> None:
         for name in ("key", "task", "payload"):
             value = getattr(self, name)
             if not isinstance(value, str):
@@ -268,6 +290,11 @@ class Store(Protocol):
 
     async def finish(self, key: str, token: int, outcome: Outcome) -> bool:
         """Apply ``outcome`` if ``token`` is still current; False (no change) otherwise."""
+
+    async def finish_many(self, items: Sequence[tuple[str, int, Outcome]]) -> list[bool]:
+        """:meth:`finish` for several ``(key, token, outcome)`` items in one call
+        (a worker records the runs that end together as one group); each item is
+        fenced by its own token and gets its own result, in order."""
 
     async def retry(self, key: str) -> bool:
         """Make a FAILED row PENDING again, due now, attempt 1; False if not FAILED."""

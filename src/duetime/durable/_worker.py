@@ -3,9 +3,11 @@
 One claim loop and one renewal loop per process.  The claim loop sleeps until
 the store's head, a wake-up hint from the store (``wait_changed``), an earlier
 entry written by this process, or a freed slot: there is no polling per entry.
-Each claim runs as its own task with ``current_entry()`` set and ends with one
-fenced ``finish``.  Every lease the process holds is renewed in one batched
-``extend`` every lease/3; a run whose lease was taken over is cancelled and
+Each claim runs in one of up to ``concurrency`` reused runner tasks, with
+``current_entry()`` set, and ends with one fenced finish, sent with the
+finishes of the runs that end beside it as one ``finish_many``
+(``_finisher.Finisher``).  Every lease the process holds is renewed in one
+batched ``extend`` every lease/3; a run whose lease was taken over is cancelled and
 never finishes the entry.
 """
 
@@ -13,7 +15,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import anyio
@@ -21,6 +25,7 @@ import anyio.abc
 from anyio import CancelScope, Event, get_cancelled_exc_class, to_thread
 
 from ._codec import PayloadError, decode_args
+from ._finisher import Finisher
 from ._registry import TaskDef, TaskRegistry, _current
 from ._series import Series, parse_schedule
 from ._store import (
@@ -57,14 +62,15 @@ _MAX_REASON = 2000
 class _Run:
     """One claim this process holds: what renewal and shutdown need."""
 
-    __slots__ = ("key", "lease", "lost", "renew_at", "scope", "started", "token")
+    __slots__ = ("key", "lease", "lost", "renew_at", "scope", "started", "streak", "token")
 
     def __init__(self, claim: Claim, now: float) -> None:
         self.key = claim.entry.key
         self.token = claim.token
         self.lease = claim.lease
         self.renew_at = now + claim.lease / 3
-        self.scope: CancelScope | None = None
+        self.scope: CancelScope | None = None  # set while the task runs: cancels it
+        self.streak: CancelScope | None = None  # the scope of the runner task running it
         self.started = False
         self.lost = False
 
@@ -92,6 +98,11 @@ class WorkerSide:
     _wake_at: float
     _renew_scope: CancelScope | None
     _renew_at: float
+    _finisher: Finisher
+    _queue: deque[tuple[Claim, _Run]]  # claimed, waiting for a runner task
+    _runners: int  # runner tasks started
+    _idle_runners: list[Event]  # one per runner task waiting for work (set: wake it)
+    _waking: int  # runner tasks kicked (woken or started) that have not run yet
 
     # -- the claim loop ------------------------------------------------------------------
 
@@ -145,19 +156,58 @@ class WorkerSide:
             with anyio.fail_after(SHIELD_CAP):
                 claims = await self._store.claim(self.owner, limit)
             if self._stopping:
-                for c in claims:
-                    await self._finish_safely(c.entry.key, c.token, Release())
+                items = [(c.entry.key, c.token, Release()) for c in claims]
+                await self._finisher.finish_all(items)
                 return len(claims)
         now = anyio.current_time()
-        tg = self._tg
-        assert tg is not None
         for c in claims:
             run = _Run(c, now)
             self._runs.add(run)
             if run.renew_at < self._renew_at and self._renew_scope is not None:
                 self._renew_scope.cancel()
-            tg.start_soon(self._run_claim, c, run, name=f"duetime durable {c.entry.key}")
+            self._queue.append((c, run))
+        self._kick()
         return len(claims)
+
+    def _kick(self) -> None:
+        """Make sure one more runner task looks at the queue, if it holds claims and
+        none is on its way: wake an idle one, or start one (up to the concurrency).
+        A runner kicks the next as it takes a claim, so runs that block fan out over
+        more runners one by one, and runs that never block (no-op tasks) are all
+        run by the first runner, without waking the others for nothing."""
+        if self._waking or not self._queue:
+            return
+        if self._idle_runners:
+            self._waking += 1
+            self._idle_runners.pop().set()
+        elif self._runners < self._concurrency:
+            tg = self._tg
+            assert tg is not None
+            self._waking += 1
+            self._runners += 1
+            tg.start_soon(self._runner_task, name=f"duetime durable runner {self.owner}")
+
+    async def _runner_task(self) -> None:
+        """Run queued claims one after another; wait to be kicked when there are none."""
+        queue = self._queue
+        self._waking -= 1  # started by _kick
+        while True:
+            if queue:
+                # One cancel scope for a streak of runs (a scope per run costs more
+                # than a no-op task): cancelling a run (a lost lease, shutdown)
+                # cancels the scope of its runner, which runs one claim at a time, and
+                # ends the streak, so the next run starts in a fresh scope.
+                with CancelScope() as streak:
+                    while queue and not streak.cancel_called:
+                        claim, run = queue.popleft()
+                        self._kick()  # the next claim is not held up if this one blocks
+                        run.streak = streak
+                        await self._run_claim(claim, run)
+                continue
+            wake = Event()
+            self._idle_runners.append(wake)
+            await wake.wait()
+            self._waking -= 1  # woken by _kick
 
     async def _sleep(self, delay: float | None, use_store: bool) -> None:
         with CancelScope() as scope:
@@ -223,49 +273,31 @@ class WorkerSide:
             logger.exception("durable entry %r: the runner failed around its run", run.key)
         finally:
             if outcome is not None and not run.lost:
-                with CancelScope(shield=True):
-                    await self._finish_safely(run.key, run.token, outcome)
-                # Our own write may move the head earlier than the loop's wake-up
-                # (a store need not report its own writes to wait_changed).
-                due = outcome.at if isinstance(outcome, RetryAt) else None
-                if isinstance(outcome, NextOccurrence):
-                    due = outcome.due
-                if due is not None and due < self._wake_at:
-                    self._poke()
-            full = len(self._runs) >= self._concurrency
-            self._runs.discard(run)
-            if full:
-                self._poke()
-            if not self._runs and self._idle is not None:
-                self._idle.set()
-
-    async def _finish_safely(self, key: str, token: int, outcome: Outcome) -> None:
-        """Finish with a few retries on store errors; a lost lease is only logged."""
-        pause = 0.1
-        for attempt in range(4):
-            try:
-                with anyio.fail_after(SHIELD_CAP):
-                    ok = await self._store.finish(key, token, outcome)
-            except Exception:
-                if attempt == 3:
-                    logger.exception(
-                        "durable entry %r: could not record %r; it is run again "
-                        "when its lease lapses",
-                        key,
-                        outcome,
-                    )
-                    return
-                await anyio.sleep(pause)
-                pause *= 2
-                continue
-            if not ok:
-                logger.warning(
-                    "durable entry %r: lease lost before %s was recorded (another "
-                    "worker holds it now)",
-                    key,
-                    type(outcome).__name__,
+                # Queued, not awaited (so no shield is needed when cancelled): the
+                # finisher sends it with its neighbours, then calls _finished.
+                run.renew_at = math.inf  # no more renewals: it is being finished
+                self._finisher.put(
+                    run.key, run.token, outcome, partial(self._finished, run, outcome)
                 )
-            return
+            else:
+                self._finished(run, None, False)
+
+    def _finished(self, run: _Run, outcome: Outcome | None, recorded: bool) -> None:
+        """A run's end is recorded (or needs no record): free its slot."""
+        if recorded:
+            # Our own write may move the head earlier than the loop's wake-up
+            # (a store need not report its own writes to wait_changed).
+            due = outcome.at if isinstance(outcome, RetryAt) else None
+            if isinstance(outcome, NextOccurrence):
+                due = outcome.due
+            if due is not None and due < self._wake_at:
+                self._poke()
+        full = len(self._runs) >= self._concurrency
+        self._runs.discard(run)
+        if full:
+            self._poke()
+        if not self._runs and self._idle is not None:
+            self._idle.set()
 
     def _report(self, entry: Entry, exc: BaseException) -> None:
         if self._on_error is None:
@@ -292,10 +324,14 @@ class WorkerSide:
         if task is None:
             msg = f"task {entry.task!r} is not registered in this worker's TaskRegistry"
             return self._dead(entry, LookupError(msg), "unknown task: ")
-        try:
-            args = decode_args(claim.payload)
-        except PayloadError as exc:
-            return self._dead(entry, exc, "bad payload: ")
+        # The store decoded the payload into entry.args with the same codec; () may
+        # mean "undecodable", so only then decode again (to dead-letter it with why).
+        args = entry.args
+        if not args and claim.payload != "[]":
+            try:
+                args = decode_args(claim.payload)
+            except PayloadError as exc:
+                return self._dead(entry, exc, "bad payload: ")
         series: Series | None = None
         point = 0.0
         if entry.schedule is not None:
@@ -317,8 +353,6 @@ class WorkerSide:
         error = await self._call(task, args, entry, run)
         if run.lost:
             return None
-        if isinstance(error, _Released):
-            return Release()
         if error is None:
             if series is None:
                 return Done()
@@ -353,29 +387,26 @@ class WorkerSide:
 
     async def _call(
         self, task: TaskDef, args: tuple[Any, ...], entry: Entry, run: _Run
-    ) -> BaseException | _Released | None:
-        """Run the task; return its exception, _RELEASED if we cancelled it, or None."""
+    ) -> BaseException | None:
+        """Run the task; return its exception, or None.  A cancellation of the run
+        (its runner's streak scope, through ``run.scope``) propagates."""
         token = _current.set(entry)
+        run.scope = run.streak  # cancellable by renewal and shutdown only while it runs
+        run.started = True
         try:
-            with CancelScope() as scope:
-                run.scope = scope
-                run.started = True
-                try:
-                    if task.timeout is None:
-                        await self._invoke(task, args)
-                    else:
-                        with anyio.fail_after(task.timeout):
-                            await self._invoke(task, args)
-                except get_cancelled_exc_class():
-                    raise
-                except BaseException as exc:  # a task's error is an outcome
-                    return exc
-            if scope.cancelled_caught:
-                return _RELEASED
-            return None
+            if task.timeout is None:
+                await self._invoke(task, args)
+            else:
+                with anyio.fail_after(task.timeout):
+                    await self._invoke(task, args)
+        except get_cancelled_exc_class():
+            raise
+        except BaseException as exc:  # a task's error is an outcome
+            return exc
         finally:
             run.scope = None
             _current.reset(token)
+        return None
 
     @staticmethod
     async def _invoke(task: TaskDef, args: tuple[Any, ...]) -> None:
@@ -384,13 +415,6 @@ class WorkerSide:
         else:
             # abandon_on_cancel: a timeout or shutdown does not wait for the thread.
             await to_thread.run_sync(task.func, *args, abandon_on_cancel=True)
-
-
-class _Released:
-    """The run was cancelled by this runner (shutdown or a lost lease)."""
-
-
-_RELEASED = _Released()
 
 
 def _next(due: float | None, error: str | None) -> Outcome:

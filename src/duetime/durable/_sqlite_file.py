@@ -1,0 +1,120 @@
+"""The SQLite file of a SQLiteStore: its schema, its creation (mode 0600) and the
+checks that refuse a file that is not a duetime store, before anything is
+written to it."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+
+__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "NotAStore", "check_existing", "create_private"]
+__all__ += ["init_schema"]
+
+APPLICATION_ID = 0x64756574  #: ``PRAGMA application_id`` of a duetime store ("duet")
+SCHEMA_VERSION = 1  #: ``PRAGMA user_version`` of the schema this module reads and writes
+_HEADER = b"SQLite format 3\x00"
+_TABLES = {"duetime_meta", "duetime_entries"}
+
+_SCHEMA = """
+CREATE TABLE duetime_meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);
+CREATE TABLE duetime_entries (
+    key TEXT PRIMARY KEY,
+    task TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    due REAL NOT NULL,
+    visible_at REAL,          -- claimable from: due if PENDING, lease end if RUNNING, else NULL
+    lease REAL NOT NULL,
+    lease_until REAL,
+    token INTEGER NOT NULL DEFAULT 0,
+    owner TEXT,
+    attempt INTEGER NOT NULL DEFAULT 1,
+    deliveries INTEGER NOT NULL DEFAULT 0,
+    max_deliveries INTEGER NOT NULL,
+    occurrence INTEGER NOT NULL DEFAULT 0,
+    schedule TEXT,
+    last_error TEXT,
+    expires_at REAL           -- tombstones: deleted (lazily) from then on
+);
+CREATE INDEX duetime_entries_visible ON duetime_entries (visible_at) WHERE visible_at IS NOT NULL;
+CREATE INDEX duetime_entries_expires ON duetime_entries (expires_at) WHERE expires_at IS NOT NULL;
+CREATE INDEX duetime_entries_due ON duetime_entries (status, due);
+INSERT INTO duetime_meta (k, v) VALUES ('token', 0);
+"""
+
+
+class NotAStore(ValueError):
+    """The file exists but is not a duetime store of this schema version (left untouched)."""
+
+
+def create_private(path: str) -> bool:
+    """Create ``path`` empty with mode 0600 if absent; True if this call created it."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    os.close(fd)
+    return True
+
+
+def check_existing(path: str) -> None:
+    """Refuse a file that is not a duetime store from its header alone (nothing is
+    written).  A SQLite file of unknown application id 0 is checked again, by its
+    tables, inside the first transaction (:func:`_init_schema`)."""
+    try:
+        with open(path, "rb") as f:
+            header = f.read(100)
+    except IsADirectoryError:
+        raise NotAStore(f"{path!r} is a directory, not a duetime store") from None
+    if not header:
+        return  # an empty file: a new database
+    if not header.startswith(_HEADER) or len(header) < 100:
+        raise NotAStore(f"{path!r} is not a SQLite database; refusing to use it as a duetime store")
+    version = int.from_bytes(header[60:64], "big", signed=True)
+    app = int.from_bytes(header[68:72], "big", signed=True)
+    if app not in (0, APPLICATION_ID) or (app == APPLICATION_ID and version != SCHEMA_VERSION):
+        _judge(path, app, version, None)
+
+
+def _check_identity(conn: sqlite3.Connection, path: str) -> bool:
+    """True if ``conn`` holds a duetime store, False if it is empty; else raise NotAStore."""
+    app = conn.execute("PRAGMA application_id").fetchone()[0]
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")}
+    return _judge(path, app, version, tables)
+
+
+def _judge(path: str, app: int, version: int, tables: set[str] | None) -> bool:
+    """True for a duetime store, False for an empty database; else raise NotAStore."""
+    if app == APPLICATION_ID:
+        if version != SCHEMA_VERSION:
+            raise NotAStore(
+                f"{path!r} is a duetime store of schema version {version}; this duetime reads"
+                f" version {SCHEMA_VERSION}. Use a matching duetime version (the file was left"
+                " untouched)."
+            )
+        if tables is not None and not tables >= _TABLES:
+            raise NotAStore(
+                f"{path!r} claims to be a duetime store but lacks its tables; refusing to use it"
+            )
+        return True
+    if app == 0 and version == 0 and tables is not None and not tables:
+        return False
+    what = f"application_id={app}" + (f", tables {sorted(tables)[:5]}" if tables else "")
+    raise NotAStore(
+        f"{path!r} is a SQLite database of another application ({what}); refusing to use it"
+        " as a duetime store (the file was left untouched)"
+    )
+
+
+def init_schema(conn: sqlite3.Connection, path: str) -> None:
+    """Inside BEGIN IMMEDIATE: check the file again (another process may have won a
+    race), and create the schema if the database is empty."""
+    if _check_identity(conn, path):
+        return
+    # (executescript would COMMIT first: run the statements one by one)
+    for statement in _SCHEMA.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
