@@ -54,3 +54,18 @@ def test_redis_store_is_lazily_imported() -> None:
         pytest.skip("duetime.durable._redis is not on this branch yet")
     store = open_store("redis://localhost:6379/0")
     assert type(store).__name__ == "RedisStore"
+
+
+def test_redis_store_without_coredis_says_which_extra_at_the_call_site(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib.util
+
+    from duetime.durable._redis import RedisStore
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "coredis" else real(name, *a)
+    )
+    with pytest.raises(ImportError, match=r"duetime\[redis\]"):
+        RedisStore("redis://127.0.0.1:6379/0")

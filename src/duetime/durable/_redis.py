@@ -8,6 +8,7 @@ with skewed clocks agree on due times and leases.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import math
@@ -112,6 +113,9 @@ class RedisStore:
         dedupe_ttl: float = 86400.0,
         poll: float = 1.0,
     ) -> None:
+        if importlib.util.find_spec("coredis") is None:
+            # At the call site, not at the first connection.
+            raise ImportError("RedisStore needs coredis: pip install 'duetime[redis]'")
         if not isinstance(url, str):
             raise TypeError(f"url must be a str, not {type(url).__name__}")
         if not url.startswith(_SCHEMES):
