@@ -285,13 +285,15 @@ class Handle(Generic[T_co]):
             ``False`` if it had finished already (or cannot be interrupted)
         """
         st = self._st
+        if st <= QUEUED:  # the common case first: a cancel storm is all pending
+            owner = self._owner
+            # None: it finished meanwhile, in another thread.
+            return owner._cancel_pending(self) if owner is not None else False
         if st >= COMPLETED:
             return False
         owner = self._owner
         if owner is None:
-            return False  # finished meanwhile, in another thread
-        if st <= QUEUED:
-            return owner._cancel_pending(self)
+            return False
         x = self._x
         if x is not None and x.cancelling:
             return False
