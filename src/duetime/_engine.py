@@ -203,9 +203,6 @@ class Engine:
     def end_grace(self) -> None:
         self.grace = 0.0
 
-    def report(self, handle: Handle[Any], exc: BaseException) -> None:
-        report_unobserved(self.on_error, handle, exc)
-
     def hold_unobserved(self, handle: Handle[Any], exc: BaseException) -> None:
         if isinstance(exc, Exception):  # any other BaseException ends the block
             self.unobserved.hold(handle, exc)

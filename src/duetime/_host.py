@@ -2,8 +2,8 @@
 
 Recurring, Timeouts, PendingReplies and ThreadedScheduler need a few things from
 the scheduler they run on: its clocks, whether it is open, a way to put entries
-on its heap and take internal ones off, error reporting, and a hook that runs
-when its block exits.  They get exactly that, as a :class:`Host`, and nothing
+on its heap and take internal ones off, a place to hold failures nobody has
+observed, and a hook that runs when its block exits.  They get exactly that, as a :class:`Host`, and nothing
 else: none of them reads a private attribute of the Scheduler.
 
 A Scheduler hands out its host through the ``__duetime_host__()`` protocol (as
@@ -70,9 +70,6 @@ class Host(Owner, Protocol):
 
     def cancel_internal(self, handle: Handle[Any]) -> None:
         """Drop an entry made by :meth:`schedule_internal` (O(1); safe twice)."""
-
-    def report(self, handle: Handle[Any], exc: BaseException) -> None:
-        """Hand an exception nobody observed to ``on_error`` (or the log), now."""
 
     def hold_unobserved(self, handle: Handle[Any], exc: BaseException) -> None:
         """Hold a failure nobody has observed yet: it is reported to ``on_error``

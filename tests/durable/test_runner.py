@@ -13,20 +13,11 @@ from duetime._exceptions import EntryExists
 from duetime.durable._memory import MemoryStore
 from duetime.durable._registry import TaskRegistry, current_entry
 from duetime.durable._runner import DurableRunner
-from duetime.durable._store import Entry, NewRow
+from duetime.durable._store import NewRow
 from duetime.testing import hold_autojump
+from tests.durable.waiting import wait_for
 
 pytestmark = pytest.mark.anyio
-
-
-async def wait_for(runner: DurableRunner, key: str, *statuses: Status, limit: float = 600) -> Entry:
-    """Step virtual time until the entry reaches one of ``statuses``."""
-    with anyio.fail_after(limit):
-        while True:
-            e = await runner.deferred(key)
-            if e is not None and e.status in statuses:
-                return e
-            await anyio.sleep(0.05)
 
 
 async def test_defer_runs_at_its_time_with_current_entry() -> None:

@@ -13,19 +13,10 @@ import pytest
 import duetime
 from duetime import Cron, Retry, Scheduler, Status
 from duetime.durable._registry import TaskRegistry, current_entry
-from duetime.durable._store import Entry
 from duetime.testing import MemoryStore
+from tests.durable.waiting import wait_for
 
 pytestmark = pytest.mark.anyio
-
-
-async def wait_for(s: Scheduler, key: str, *statuses: Status, limit: float = 600) -> Entry:
-    with anyio.fail_after(limit):
-        while True:
-            e = await s.deferred(key)
-            if e is not None and e.status in statuses:
-                return e
-            await anyio.sleep(0.05)
 
 
 async def test_defer_runs_a_registered_task_beside_call_later() -> None:
