@@ -3,8 +3,9 @@
 Recurring, Timeouts, PendingReplies and ThreadedScheduler need a few things from
 the scheduler they run on: its clocks, whether it is open, a way to put entries
 on its heap and take internal ones off, a place to hold failures nobody has
-observed, and a hook that runs when its block exits.  They get exactly that, as a :class:`Host`, and nothing
-else: none of them reads a private attribute of the Scheduler.
+observed, and a hook that runs when its block exits.  They get exactly that,
+as a :class:`Host`, and nothing else: none of them reads a private attribute of
+the Scheduler.
 
 A Scheduler hands out its host through the ``__duetime_host__()`` protocol (as
 ``os.fspath`` uses ``__fspath__``); :func:`host_of` is the one place that asks.

@@ -32,6 +32,7 @@ from anyio import CancelScope, get_cancelled_exc_class
 
 from ._handle import Handle, current_run
 from ._retry import Retry
+from ._util import loop_soon_threadsafe
 
 __all__ = ["GuardAsync", "GuardSync", "InThread", "Raised", "ThreadPool", "contained", "unwrap"]
 
@@ -236,6 +237,8 @@ class ThreadPool:
 
         from anyio.lowlevel import current_token
 
+        soon = loop_soon_threadsafe()
+        self._wake = lambda: soon(self._deliver)
         if not isinstance(current_token().native_token, asyncio.AbstractEventLoop):
             import trio
 
@@ -243,14 +246,11 @@ class ThreadPool:
 
             self._asyncio = False
             self._trio = trio.lowlevel
-            token = trio.lowlevel.current_trio_token()
-            self._wake = lambda: token.run_sync_soon(self._deliver)
             self._virtual = _current_mock_clock() is not None
         else:
             from ._virtual import VirtualTimeLoop
 
             loop = self._loop = asyncio.get_running_loop()
-            self._wake = lambda: loop.call_soon_threadsafe(self._deliver)
             self._virtual = isinstance(loop, VirtualTimeLoop)
 
     async def run(self, w: Work) -> Any:
