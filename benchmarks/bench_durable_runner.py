@@ -80,7 +80,18 @@ async def worker(url: str, mode: str, out: str, concurrency: int) -> None:
         await anyio.Path(out + ".ready").touch()
         stop = anyio.Path(out + ".stop")
         if mode == "drain":  # until the store is empty
-            while await store.head() is not None or not _seen:
+            # A worker may get no entry at all when the others drain the store
+            # first (a loaded machine): empty for a second is empty.
+            empty_since: float | None = None
+            while True:
+                if await store.head() is not None:
+                    empty_since = None
+                elif _seen:
+                    break
+                elif empty_since is None:
+                    empty_since = time.monotonic()
+                elif time.monotonic() - empty_since > 1.0:
+                    break
                 await anyio.sleep(0.05)
         else:  # until told to stop
             while not await stop.exists():
