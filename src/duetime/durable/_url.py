@@ -3,14 +3,106 @@
 from __future__ import annotations
 
 import importlib
+import re
 from typing import Any, cast
 from urllib.parse import unquote
 
 from ._store import Store
 
-__all__ = ["open_store"]
+__all__ = ["open_store", "redact_url"]
 
 _REDIS = ("redis://", "rediss://", "unix://")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]{0,31}")
+# Query parameter names that carry a credential (matched case-insensitively,
+# after percent-decoding, as substrings: ``password``, ``db_pass``, ``access_token``...).
+_SECRET_PARAMS = (
+    "pass",
+    "pwd",
+    "secret",
+    "token",
+    "auth",
+    "credential",
+    "apikey",
+    "api_key",
+    "sig",
+)
+_HIDDEN = "***"
+_MAX_SHOWN = 300
+
+
+def _printable(text: str) -> str:
+    """``text`` with every non-printable character as its Python escape."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
+def _redact_query(query: str) -> str:
+    parts = []
+    hiding = False
+    for param in re.split("([&;])", query):
+        if param in ("&", ";"):
+            parts.append(param)
+            continue
+        name, eq, _value = param.partition("=")
+        if eq:
+            hiding = any(s in unquote(name).lower() for s in _SECRET_PARAMS)
+            parts.append(f"{name}={_HIDDEN}" if hiding else param)
+        else:
+            # A bare word after a secret may be the rest of an unescaped "&" in it.
+            parts.append(_HIDDEN if hiding and param else param)
+    return "".join(parts)
+
+
+def redact_url(url: str) -> str:
+    """``url`` as it may be shown in a log line, an error or CLI output.
+
+    A password in the user info (``redis://user:***@host``, or all of a user
+    info without ``:``) and the value of every credential-like query parameter
+    (``password=``, ``pass``, ``secret``, ``token``, ``auth``...) become
+    ``***``; a fragment is hidden whole; control characters are shown as
+    escapes. A string that is not ``scheme://...`` is returned only if it looks
+    like a plain path (no ``@ : ? # =``), otherwise a placeholder is: what
+    cannot be parsed is never echoed. Never raises.
+
+    :param url: a store URL as the user gave it (anything else is described by type)
+    :returns: a printable string with no credential in it
+    """
+    try:
+        return _redact(url)
+    except Exception:  # never let a log line or an error message fail
+        return "<a store URL (hidden)>"
+
+
+def _redact(url: object) -> str:
+    if not isinstance(url, str):
+        return f"<a {type(url).__name__}, not a URL>"
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        if url and not any(c in url for c in "@:?#=") and len(url) <= _MAX_SHOWN:
+            return _printable(url)
+        return "<a store URL that cannot be parsed (hidden)>"
+    if not _SCHEME.fullmatch(scheme):
+        return "<a store URL that cannot be parsed (hidden)>"
+    # The last "@" ends the user info: a password may hold "/", "?", "#" or "@"
+    # unescaped, and hiding too much is safe where hiding too little is not.
+    userinfo, at, location = rest.rpartition("@")
+    location, hash_, _fragment = location.partition("#")
+    shown = f"{scheme}://"
+    if at:
+        user, colon, _password = userinfo.partition(":")
+        plain_user = colon and not any(c in user for c in "/?#")
+        shown += f"{user}:{_HIDDEN}@" if plain_user else f"{_HIDDEN}@"
+    path, q, query = location.partition("?")
+    shown += path
+    if q:
+        shown += "?" + _redact_query(query)
+    if hash_:
+        shown += f"#{_HIDDEN}"
+    shown = _printable(shown)
+    if len(shown) > _MAX_SHOWN:
+        shown = shown[: _MAX_SHOWN - 3] + "..."
+    return shown
 
 
 def open_store(url: str, **options: Any) -> Store:
@@ -36,7 +128,7 @@ def open_store(url: str, **options: Any) -> Store:
         if not rest.startswith("/") or rest in ("/", "//"):
             raise ValueError(
                 "a SQLite store URL is sqlite:///relative/path or sqlite:////absolute/path,"
-                f" not {url!r}"
+                f" not {redact_url(url)!r}"
             )
         path = unquote(rest[1:].partition("?")[0])
         from ._sqlite import SQLiteStore
@@ -44,7 +136,7 @@ def open_store(url: str, **options: Any) -> Store:
         return SQLiteStore(path, **options)
     if sep and scheme == "memory":
         if rest.strip("/"):
-            raise ValueError(f"a memory store URL is just memory://, not {url!r}")
+            raise ValueError(f"a memory store URL is just memory://, not {redact_url(url)!r}")
         from ._memory import MemoryStore
 
         return MemoryStore(**options)
@@ -58,6 +150,12 @@ def open_store(url: str, **options: Any) -> Store:
                 f" pip install 'duetime[redis]' ({exc})"
             ) from exc
         return cast(Store, module.RedisStore(url, **options))
+    if not sep:
+        raise ValueError(
+            f"not a store URL: {redact_url(url)!r} (a SQLite file is sqlite:///relative/path.db"
+            " or sqlite:////absolute/path.db)"
+        )
     raise ValueError(
-        f"unknown store URL {url!r}: use sqlite:///path, redis://host:port/db, rediss://... or memory://"
+        f"unknown store URL scheme {redact_url(scheme + '://')!r}: use sqlite:///path,"
+        " redis://host:port/db, rediss://..., unix://... or memory://"
     )
