@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import re
 from typing import Any, cast
 from urllib.parse import unquote
 
 from ._store import Store
 
-__all__ = ["open_store", "redact_url"]
+__all__ = ["open_store", "redact_url", "url_secrets"]
 
 _REDIS = ("redis://", "rediss://", "unix://")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]{0,31}")
@@ -105,7 +106,38 @@ def _redact(url: object) -> str:
     return shown
 
 
-def open_store(url: str, **options: Any) -> Store:
+def _quoted(url: str) -> str:
+    shown = redact_url(url)
+    return shown if shown.startswith("<") else repr(shown)
+
+
+def url_secrets(url: str) -> list[str]:
+    """The credentials in ``url`` as they may appear in a message: the user-info
+    password and the values of credential-like query parameters, raw and
+    percent-decoded, longest first (so a caller can scrub them from text a
+    library produced).  Never raises.
+    """
+    try:
+        if not isinstance(url, str):
+            return []
+        _scheme, sep, rest = url.partition("://")
+        found: set[str] = set()
+        userinfo, at, location = (rest if sep else url).rpartition("@")
+        if at:
+            _user, colon, password = userinfo.partition(":")
+            found.update((password, userinfo) if colon else (userinfo,))
+        query = location.partition("?")[2].partition("#")[0]
+        for param in re.split("[&;]", query):
+            name, eq, value = param.partition("=")
+            if eq and any(s in unquote(name).lower() for s in _SECRET_PARAMS):
+                found.add(value)
+        found |= {unquote(v) for v in found}
+        return sorted((v for v in found if len(v) >= 2), key=len, reverse=True)
+    except Exception:
+        return []
+
+
+def open_store(url: str, *, read_only: bool = False, **options: Any) -> Store:
     """Return an unopened store for ``url`` (enter it with ``async with``, or pass
     it to ``Scheduler(store=...)``).
 
@@ -115,6 +147,13 @@ def open_store(url: str, **options: Any) -> Store:
     - ``redis://host:6379/0``, ``rediss://...`` (TLS) and ``unix://...``: a
       ``RedisStore`` from the ``redis`` extra.
 
+    Error messages show the URL through :func:`redact_url`, never its password.
+
+    :param read_only: open the store for listing only (``get``, ``entries``):
+        a SQLite file is never created or written (it may sit on a read-only
+        file or mount; a missing one raises FileNotFoundError when entered), a
+        Redis store is read without writing when its ``RedisStore`` takes
+        ``read_only``; a new ``memory://`` store is empty, so there is nothing to protect
     :param options: keyword arguments for the store (``lease=``, ``dedupe_ttl=``...)
     :raises TypeError: ``url`` is not a str
     :raises ValueError: an unknown scheme, or a URL without a path
@@ -128,15 +167,17 @@ def open_store(url: str, **options: Any) -> Store:
         if not rest.startswith("/") or rest in ("/", "//"):
             raise ValueError(
                 "a SQLite store URL is sqlite:///relative/path or sqlite:////absolute/path,"
-                f" not {redact_url(url)!r}"
+                f" not {_quoted(url)}"
             )
         path = unquote(rest[1:].partition("?")[0])
         from ._sqlite import SQLiteStore
 
+        if read_only:
+            options["read_only"] = True
         return SQLiteStore(path, **options)
     if sep and scheme == "memory":
         if rest.strip("/"):
-            raise ValueError(f"a memory store URL is just memory://, not {redact_url(url)!r}")
+            raise ValueError(f"a memory store URL is just memory://, not {_quoted(url)}")
         from ._memory import MemoryStore
 
         return MemoryStore(**options)
@@ -149,10 +190,12 @@ def open_store(url: str, **options: Any) -> Store:
                 f"a Redis store ({url.split('://')[0]}://) needs the 'redis' extra:"
                 f" pip install 'duetime[redis]' ({exc})"
             ) from exc
+        if read_only and "read_only" in inspect.signature(module.RedisStore).parameters:
+            options["read_only"] = True
         return cast(Store, module.RedisStore(url, **options))
     if not sep:
         raise ValueError(
-            f"not a store URL: {redact_url(url)!r} (a SQLite file is sqlite:///relative/path.db"
+            f"not a store URL: {_quoted(url)} (a SQLite file is sqlite:///relative/path.db"
             " or sqlite:////absolute/path.db)"
         )
     raise ValueError(
