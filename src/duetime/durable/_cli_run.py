@@ -93,7 +93,7 @@ def describe(exc: BaseException, url: str) -> str | None:
 
 def _hint(exc: BaseException, url: str) -> str:
     """What a bare library message leaves out, where it can be told."""
-    if isinstance(exc, sqlite3.OperationalError) and url.lower().startswith("sqlite:///"):
+    if isinstance(exc, sqlite3.OperationalError | OSError) and url.lower().startswith("sqlite:///"):
         from urllib.parse import unquote
 
         path = unquote(url[len("sqlite:///") :].partition("?")[0])
@@ -103,6 +103,8 @@ def _hint(exc: BaseException, url: str) -> str:
         writable = os.access(folder, os.W_OK) and (
             not os.path.exists(path) or os.access(path, os.W_OK)
         )
+        if isinstance(exc, FileNotFoundError):
+            return ""
         if not writable or "readonly" in str(exc).replace(" ", "").lower():
             return " (the file or its directory is read-only here)"
     return ""
