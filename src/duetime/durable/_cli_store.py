@@ -180,10 +180,12 @@ def run_store_command(args: argparse.Namespace) -> int:
 
 
 @asynccontextmanager
-async def _deadline(seconds: float, what: str) -> AsyncIterator[None]:
+async def _deadline(seconds: float, what: str) -> AsyncIterator[anyio.CancelScope]:
+    """A TimeoutError that says what did not answer, after ``seconds`` (inf: none);
+    the caller may move the yielded scope's deadline for each step."""
     try:
-        with anyio.fail_after(None if math.isinf(seconds) else seconds):
-            yield
+        with anyio.fail_after(None if math.isinf(seconds) else seconds) as scope:
+            yield scope
     except TimeoutError:
         raise TimeoutError(
             f"the store did not answer within {seconds:g} s ({what}; --timeout sets the limit)"
@@ -273,21 +275,19 @@ async def _apply(args: argparse.Namespace, picked: Sequence[Entry]) -> list[tupl
     missed: list[tuple[str, str]] = []
     runner = DurableRunner(open_store(args.store), TaskRegistry(), worker=False)
     past = _PAST[args.command]
-    async with _deadline(args.timeout, "opening it for writing"):
-        await runner.__aenter__()
-    try:
+    # One scope whose deadline moves on with each step: the runner's task group
+    # (and a store's) must be entered and left inside the same cancel scope.
+    async with _deadline(args.timeout, "opening it, or changing an entry") as scope, runner:
         for e in picked:
-            async with _deadline(args.timeout, f"{args.command} {e.key!r}"):
-                if args.command == "retry":
-                    done = await runner.retry_deferred(e.key)
-                else:
-                    done = await runner.delete_deferred(e.key)
+            scope.deadline = anyio.current_time() + args.timeout
+            if args.command == "retry":
+                done = await runner.retry_deferred(e.key)
+            else:
+                done = await runner.delete_deferred(e.key)
             if done:
                 print(f"{past}  {_describe(e)}", flush=True)
             else:
                 missed.append((e.key, "changed since it was selected (running, or gone)"))
-    finally:
-        await runner.__aexit__(None, None, None)
     return missed
 
 
