@@ -239,3 +239,31 @@ def test_the_limit_is_announced_and_can_be_lifted(tmp_path: Path) -> None:
     proc = cli("entries", "--store", url, "--limit", "-1", cwd=tmp_path)
     assert proc.returncode == 2
     assert ">= 0" in proc.stderr
+
+
+def test_a_reader_that_goes_away_ends_the_listing_quietly(tmp_path: Path) -> None:
+    from duetime.durable._store import NewRow
+
+    db = tmp_path / "jobs.db"
+
+    async def go() -> None:
+        async with SQLiteStore(db) as store:
+            rows = [
+                NewRow(key=f"k{i:05d}", task="t", payload="[]", delay=60.0) for i in range(4000)
+            ]
+            await store.add(rows)
+
+    anyio.run(go)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "duetime", "entries", "--store", f"sqlite:///{db}", "--all"],
+        env={**os.environ, "PYTHONPATH": SRC},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().startswith(b"key")
+    proc.stdout.close()  # as `| head -1` does, long before 4000 lines (> a pipe buffer)
+    assert proc.wait(timeout=60) == 141
+    assert proc.stderr is not None
+    assert proc.stderr.read() == b""

@@ -27,6 +27,7 @@ _T = TypeVar("_T")
 
 ERROR = 2  #: an operator's error: usage, the store URL, the store itself
 INTERRUPTED = 130  #: SIGINT (Ctrl-C)
+PIPE_CLOSED = 141  #: stdout was closed early, as a process killed by SIGPIPE reports
 
 EXIT_CODES = """exit status:
   0    done
@@ -34,7 +35,8 @@ EXIT_CODES = """exit status:
   2    a usage error, a bad store URL, or a store that cannot be opened or
        used (missing, not a store, unreachable, refused, read-only): one
        line on stderr
-  130  interrupted (SIGINT)"""
+  130  interrupted (SIGINT)
+  141  the reader of stdout went away (| head)"""
 
 
 def scrub(text: str, url: str) -> str:
@@ -118,6 +120,13 @@ def guarded(command: str, url: str, body: Callable[[], _T]) -> _T | int:
     except KeyboardInterrupt:
         print(f"duetime {command}: interrupted", file=sys.stderr)
         return INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (``| head``): nothing to report, and the final
+        # flush of stdout must not fail again at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return PIPE_CLOSED
     except BaseException as exc:
         if isinstance(exc, SystemExit):
             raise
