@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
@@ -169,3 +170,41 @@ def test_a_store_that_does_not_answer_times_out(tmp_path: Path) -> None:
         proc = duetime_cli(tmp_path, "entries", "--store", url, "--timeout", "1")
     line = one_line(proc, "entries")
     assert "did not answer within 1 s" in line
+
+
+@pytest.mark.parametrize("where", ["userinfo", "query"])
+def test_a_worker_never_logs_the_password(
+    tmp_path: Path, redis_with_password: RedisServer, where: str
+) -> None:
+    port = redis_with_password.port
+    url = (
+        f"redis://:{SECRET}@127.0.0.1:{port}/0"
+        if where == "userinfo"
+        else f"redis://127.0.0.1:{port}/0?password={SECRET}"
+    )
+    (tmp_path / "jobs_mod.py").write_text(JOBS)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, str(tmp_path)])}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "duetime", "worker", "jobs_mod:tasks", "--store", url],
+        cwd=tmp_path,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        seen = []
+        for line in proc.stderr:  # until the worker says it is ready (or exits)
+            seen.append(line)
+            if "ready" in line:
+                break
+        proc.send_signal(signal.SIGTERM)
+        _, rest = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = "".join(seen) + rest
+    assert proc.returncode == 0, text
+    assert "ready" in text
+    assert SECRET not in text

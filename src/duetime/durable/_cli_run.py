@@ -11,17 +11,19 @@ too), with exit status 1.
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import sys
 import traceback
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
 from ._cli_show import visible
 from ._url import redact_url, url_secrets
 
-__all__ = ["EXIT_CODES", "ERROR", "INTERRUPTED", "guarded", "scrub"]
+__all__ = ["ERROR", "EXIT_CODES", "INTERRUPTED", "guarded", "scrub", "scrubbed_logs"]
 
 _T = TypeVar("_T")
 
@@ -112,9 +114,48 @@ def _hint(exc: BaseException, url: str) -> str:
     return ""
 
 
+@contextmanager
+def scrubbed_logs(url: str) -> Iterator[None]:
+    """While inside, every log record of the process (a library's included) has
+    the credentials of ``url`` replaced by ``***`` in its message and traceback."""
+    secrets = url_secrets(url)
+    if not secrets:
+        yield
+        return
+    make = logging.getLogRecordFactory()
+
+    def clean(text: str) -> str:
+        for secret in secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string: logging reports it itself
+            return record
+        record.msg, record.args = clean(message), None
+        if record.exc_info:
+            record.exc_text = clean(logging.Formatter().formatException(record.exc_info))
+        return record
+
+    logging.setLogRecordFactory(factory)
+    try:
+        yield
+    finally:
+        logging.setLogRecordFactory(make)
+
+
 def guarded(command: str, url: str, body: Callable[[], _T]) -> _T | int:
-    """Run ``body()``; on an error print one line (or, for a bug, the scrubbed
-    traceback) to stderr and return the exit status instead of raising."""
+    """Run ``body()`` with :func:`scrubbed_logs`; on an error print one line (or,
+    for a bug, the scrubbed traceback) to stderr and return the exit status
+    instead of raising."""
+    with scrubbed_logs(url):
+        return _guarded(command, url, body)
+
+
+def _guarded(command: str, url: str, body: Callable[[], _T]) -> _T | int:
     try:
         return body()
     except KeyboardInterrupt:
