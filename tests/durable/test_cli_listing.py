@@ -267,3 +267,51 @@ def test_a_reader_that_goes_away_ends_the_listing_quietly(tmp_path: Path) -> Non
     assert proc.wait(timeout=60) == 141
     assert proc.stderr is not None
     assert proc.stderr.read() == b""
+
+
+def test_open_store_read_only_reaches_the_sqlite_store(tmp_path: Path) -> None:
+    from duetime.durable._url import open_store
+
+    store = open_store(f"sqlite:///{tmp_path}/jobs.db", read_only=True)
+    assert isinstance(store, SQLiteStore)
+    assert store.read_only
+    assert not open_store(f"sqlite:///{tmp_path}/jobs.db").read_only  # type: ignore[attr-defined]
+    open_store("memory://", read_only=True)  # nothing to protect in a new memory store
+
+
+def test_listing_a_redis_store_writes_nothing(tmp_path: Path) -> None:
+    import inspect
+    import time
+
+    from duetime.durable._redis import RedisStore
+    from duetime.durable._store import Done
+
+    from .conformance import row
+    from .redis_server import RedisServer
+
+    if "read_only" not in inspect.signature(RedisStore).parameters:
+        pytest.skip("RedisStore has no read_only mode yet: its listing purges expired tombstones")
+
+    async def writes(url: str) -> int:
+        import coredis
+
+        async with coredis.Redis.from_url(url, decode_responses=True) as client:
+            info = await client.info("persistence")
+            return int(info["rdb_changes_since_last_save"])
+
+    async def fill(url: str) -> float:
+        async with RedisStore(url, dedupe_ttl=0.05) as store:
+            await store.add([row("done"), row("later", delay=3600.0)])
+            [c] = await store.claim("w", 1)
+            await store.finish(c.entry.key, c.token, Done())
+            return time.time() + 0.05
+
+    with RedisServer(tmp_path) as server:
+        expires = anyio.run(fill, server.url)
+        while time.time() <= expires:  # the tombstone must be purgeable: a write
+            time.sleep(0.01)
+        before = anyio.run(writes, server.url)
+        proc = cli("entries", "--store", server.url, "--json", cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert [json.loads(line)["key"] for line in proc.stdout.splitlines()] == ["later"]
+        assert anyio.run(writes, server.url) == before
