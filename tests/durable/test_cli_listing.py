@@ -297,7 +297,7 @@ def test_listing_a_redis_store_writes_nothing(tmp_path: Path) -> None:
 
         async with coredis.Redis.from_url(url, decode_responses=True) as client:
             info = await client.info("persistence")
-            return int(info["rdb_changes_since_last_save"])
+            return int(str(info["rdb_changes_since_last_save"]))
 
     async def fill(url: str) -> float:
         async with RedisStore(url, dedupe_ttl=0.05) as store:
