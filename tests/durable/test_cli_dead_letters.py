@@ -24,7 +24,7 @@ import duetime
 from duetime import Status
 from duetime.__main__ import main
 from duetime.durable._sqlite import SQLiteStore
-from duetime.durable._store import Dead, Entry
+from duetime.durable._store import Dead, Done, Entry
 
 from .conformance import row
 
@@ -44,8 +44,6 @@ def make_store(db: Path) -> None:
                 await store.finish(c.entry.key, c.token, Dead(f"unknown task {c.entry.task!r}"))
             await store.add([row("c1", task="old.a")])
             [c] = await store.claim("w", 1)
-            from duetime.durable._store import Done
-
             await store.finish(c.entry.key, c.token, Done())
             await store.add([row("p1", task="old.a", delay=3600.0)])
 
