@@ -26,6 +26,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 import anyio
+import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
 
@@ -33,6 +34,18 @@ from .._exceptions import EntryExists
 from .._handle import Status
 from ._signal import ChangeSignal
 from ._sqlite_file import NotAStore, check_existing, create_private, init_schema, open_read_only
+from ._sqlite_rows import (
+    HEAD,
+    HEAD_ARG,
+    PROBE,
+    STATUS,
+    SWEEP,
+    WELL_FORMED,
+    claim_row,
+    dead_letter_rows,
+    lenient_text,
+)
+from ._sqlite_rows import entry as _entry
 from ._store import (
     Claim,
     Dead,
@@ -53,11 +66,10 @@ __all__ = ["NotAStore", "ReadOnlyStore", "SQLiteStore"]
 _T = TypeVar("_T")
 
 # Status codes in the file (stable: part of the schema).
-_P, _R, _C, _F = 0, 1, 2, 3
-_STATUS = {_P: Status.PENDING, _R: Status.RUNNING, _C: Status.COMPLETED, _F: Status.FAILED}
+_CODE = {status: code for code, status in STATUS.items()}
 
 _ENTRY = "key, task, payload, status, due, attempt, last_error, occurrence, schedule, deliveries"
-_CLAIM = _ENTRY + ", token, lease_until, lease"
+_CLAIM = _ENTRY + ", token, lease_until, lease, rowid"
 _LIVE = "(expires_at IS NULL OR expires_at > ?)"
 
 _INSERT = (
@@ -72,22 +84,22 @@ _REPLACE = (
     " last_error = NULL, expires_at = NULL WHERE duetime_entries.status != 1"
 )
 
-_POISON = """
+_POISON = f"""
 UPDATE duetime_entries SET status = 3, visible_at = NULL, owner = NULL, lease_until = NULL,
     last_error = 'poison: delivered ' || deliveries || ' times (max_deliveries=' || max_deliveries
         || ') without a fenced finish; its worker died or lost its lease each time'
-WHERE key IN (SELECT key FROM duetime_entries WHERE visible_at <= ? ORDER BY visible_at LIMIT ?)
-    AND deliveries >= max_deliveries
+WHERE rowid IN (SELECT rowid FROM duetime_entries WHERE visible_at <= ? ORDER BY visible_at LIMIT ?)
+    AND deliveries >= max_deliveries AND {WELL_FORMED}
 """
 _CLAIM_SQL = f"""
 WITH picked AS (
-    SELECT key, row_number() OVER (ORDER BY visible_at) AS rn FROM (
-        SELECT key, visible_at FROM duetime_entries
-        WHERE visible_at <= :now AND deliveries < max_deliveries
+    SELECT id, row_number() OVER (ORDER BY visible_at) AS rn FROM (
+        SELECT rowid AS id, visible_at FROM duetime_entries
+        WHERE visible_at <= :now AND deliveries < max_deliveries AND {WELL_FORMED}
         ORDER BY visible_at LIMIT :n))
 UPDATE duetime_entries SET status = 1, owner = :owner, token = :base + picked.rn,
     deliveries = deliveries + 1, lease_until = :now + lease, visible_at = :now + lease
-FROM picked WHERE duetime_entries.key = picked.key
+FROM picked WHERE duetime_entries.rowid = picked.id
 RETURNING {_CLAIM}
 """
 _EXPIRED = "DELETE FROM duetime_entries WHERE key = ? AND expires_at <= ?"
@@ -170,6 +182,10 @@ class SQLiteStore:
         self.dedupe_ttl = float(dedupe_ttl)
         self._busy_ms = int(busy_timeout * 1000)
         self._clock = clock
+        # The clock as read from the store's thread, inside a transaction.
+        self._thread_clock: Callable[[], float] = (
+            clock if clock is time.time else partial(anyio.from_thread.run_sync, clock)
+        )
         self.read_only = bool(read_only)
         self._conn: sqlite3.Connection | None = None
         self._limiter: anyio.CapacityLimiter | None = None
@@ -339,8 +355,8 @@ class SQLiteStore:
         """The entry stored under ``key`` (tombstones included), or None."""
         now = self._now()
         sql = f"SELECT {_ENTRY} FROM duetime_entries WHERE key = ? AND {_LIVE}"
-        got = await self._run(lambda c: c.execute(sql, (key, now)).fetchone())
-        return None if got is None else _entry(got)
+        got = await self._run(partial(_read, sql, (key, now)))
+        return _entry(got[0]) if got else None
 
     async def entries(self, *, status: Status | None = None, limit: int = 1000) -> list[Entry]:
         """Entries by due time (then key), optionally only those with ``status``.
@@ -350,61 +366,81 @@ class SQLiteStore:
         now = self._now()
         where, args = _LIVE, [now]
         if status is not None:
-            code = {v: k for k, v in _STATUS.items()}.get(Status(status))
+            code = _CODE.get(Status(status))
             if code is None:
                 return []
             where += " AND status = ?"
             args.append(code)
         sql = f"SELECT {_ENTRY} FROM duetime_entries WHERE {where} ORDER BY due, key LIMIT ?"
-        got = await self._run(lambda c: c.execute(sql, (*args, max(0, limit))).fetchall())
+        got = await self._run(partial(_read, sql, (*args, max(0, limit))))
         return [_entry(r) for r in got]
 
     async def claim(self, owner: str, limit: int) -> list[Claim]:
         """Lease up to ``limit`` claimable rows, earliest first, each with a new token.
 
         A row whose claim would exceed its ``max_deliveries`` is dead-lettered
-        (FAILED, "poison") instead.
+        (FAILED, "poison") instead, and so is a malformed row (FAILED,
+        ``last_error`` "malformed row: ..."), on its own: the rest are claimed.
+        The leases run from the store's time once the write lock is held, so
+        a claim that waited for another process's lock hands out full leases.
 
         :raises ValueError: a negative limit
+        :raises ReadOnlyStore: the store was opened ``read_only``
         """
         if limit < 0:
             raise ValueError(f"claim limit must be >= 0, not {limit!r}")
         if limit == 0:
             return []
         self._check_writable()
-        now = self._now()
+        clock = self._thread_clock
+        probe_at = self._now()
 
-        def work(conn: sqlite3.Connection) -> list[Any]:
+        def work(conn: sqlite3.Connection) -> list[Claim]:
             # A read first: an idle worker must not take the write lock for nothing.
-            probe = "SELECT 1 FROM duetime_entries WHERE visible_at <= ? LIMIT 1"
-            if conn.execute(probe, (now,)).fetchone() is None:
+            if not conn.execute(PROBE, (probe_at,)).fetchone()[0]:
                 return []
 
-            def claim(conn: sqlite3.Connection) -> list[Any]:
+            def claim(conn: sqlite3.Connection) -> list[Claim]:
+                # The time once the lock is held: the wait for it must not eat the leases.
+                now = float(clock())
+                at = {"now": now, "n": limit}
+                conn.execute(SWEEP, at)
                 conn.execute(_POISON, (now, limit))
                 (base,) = conn.execute("SELECT v FROM duetime_meta WHERE k = 'token'").fetchone()
-                got = conn.execute(
-                    _CLAIM_SQL, {"now": now, "n": limit, "owner": owner, "base": base}
-                ).fetchall()
+                got = conn.execute(_CLAIM_SQL, {**at, "owner": owner, "base": base}).fetchall()
                 if got:
                     conn.execute("UPDATE duetime_meta SET v = v + ? WHERE k = 'token'", (len(got),))
-                return got
+                got.sort(key=lambda r: r[10])  # by token: the order they were picked in
+                claims, bad = [], []
+                for r in got:
+                    c = claim_row(r)
+                    if isinstance(c, str):
+                        bad.append((r[13], r[0], c))
+                    else:
+                        claims.append(c)
+                if bad:
+                    dead_letter_rows(conn, bad)
+                return claims
 
-            return _transaction(conn, claim)
+            # Text that is not UTF-8 must reach claim_row, not fail the whole fetch.
+            conn.text_factory = lenient_text
+            try:
+                return _transaction(conn, claim)
+            finally:
+                conn.text_factory = str
 
-        got = await self._run(work)
-        got.sort(key=lambda r: r[10])  # by token: the order they were picked in
-        return [Claim(_entry(r), r[2], r[10], r[11], r[12]) for r in got]
+        return await self._run(work)
 
     async def extend(self, claims: Sequence[tuple[str, int]]) -> list[bool]:
         """Renew the leases of ``(key, token)`` pairs to now + each row's lease, in one go."""
         pairs = [(key, token) for key, token in claims]
         if not pairs:
             return []
-        now = self._now()
+        clock = self._thread_clock
         sql = "UPDATE duetime_entries SET lease_until = ? + lease, visible_at = ? + lease" + _FENCE
 
         def work(conn: sqlite3.Connection) -> list[bool]:
+            now = float(clock())  # once the lock is held (see claim)
             return [conn.execute(sql, (now, now, key, token)).rowcount == 1 for key, token in pairs]
 
         return await self._write(work)
@@ -507,10 +543,15 @@ class SQLiteStore:
         return await self._write(lambda c: c.execute(sql, (key, now)).rowcount == 1)
 
     async def head(self) -> float | None:
-        """When the earliest row becomes claimable (due time or lease end), or None."""
-        sql = "SELECT min(visible_at) FROM duetime_entries WHERE visible_at IS NOT NULL"
-        got = await self._run(lambda c: c.execute(sql).fetchone())
-        return None if got is None or got[0] is None else float(got[0])
+        """When the earliest row becomes claimable (due time or lease end), or None.
+
+        A row whose claimable time is not a finite number counts as claimable
+        now: the next claim dead-letters it.
+        """
+        first, odd = await self._run(lambda c: c.execute(HEAD, (HEAD_ARG,)).fetchone())
+        if odd:
+            return self._now()
+        return None if first is None else float(first)
 
     async def wait_changed(self, timeout: float) -> None:
         """Return when a writer may have moved the head earlier, or after ``timeout`` seconds.
@@ -587,19 +628,18 @@ def _data_version(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA data_version").fetchone()[0])
 
 
-def _entry(r: Sequence[Any]) -> Entry:
-    return Entry(
-        key=r[0],
-        task=r[1],
-        args=entry_args(r[2]),
-        due=utc(r[4]),
-        status=_STATUS[r[3]],
-        attempt=r[5],
-        last_error=r[6],
-        occurrence=r[7],
-        schedule=r[8],
-        deliveries=r[9],
-    )
+def _read(sql: str, args: tuple[Any, ...], conn: sqlite3.Connection) -> list[Any]:
+    """Rows of a query; text that is not UTF-8 is read again as :class:`BadText`."""
+    try:
+        return conn.execute(sql, args).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "decode" not in str(exc):
+            raise
+    conn.text_factory = lenient_text
+    try:
+        return conn.execute(sql, args).fetchall()
+    finally:
+        conn.text_factory = str
 
 
 def _positive(name: str, value: float) -> None:
