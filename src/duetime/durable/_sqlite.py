@@ -17,6 +17,7 @@ written to it.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import sqlite3
@@ -57,6 +58,7 @@ from ._store import (
     Outcome,
     Release,
     RetryAt,
+    StoreLost,
     entry_args,
     utc,
 )
@@ -64,6 +66,8 @@ from ._store import (
 __all__ = ["NotAStore", "ReadOnlyStore", "SQLiteStore"]
 
 _T = TypeVar("_T")
+
+logger = logging.getLogger("duetime.durable")
 
 # Status codes in the file (stable: part of the schema).
 _CODE = {status: code for code, status in STATUS.items()}
@@ -148,6 +152,14 @@ class SQLiteStore:
         changed or switched to WAL, and it may sit on a read-only file or mount;
         opening raises FileNotFoundError if it does not exist, and every
         writing method raises :class:`ReadOnlyStore`
+    Once the file at ``path`` is no longer the one opened (deleted, or
+    replaced by a restore or another program), every call raises
+    :class:`~duetime.durable._store.StoreLost` and one ERROR is logged: the
+    check is one ``stat`` after each call, so an idle worker notices within
+    ``poll`` seconds.  The store does not reopen by itself: fencing tokens are
+    only unique within one file, so a process must be restarted to use the
+    new file.
+
     :raises TypeError: ``path`` is not a str or PathLike
     :raises ValueError: a non-positive lease, poll, dedupe_ttl or busy_timeout
     :raises RuntimeError: the linked SQLite is older than 3.35 (no RETURNING)
@@ -188,6 +200,8 @@ class SQLiteStore:
         )
         self.read_only = bool(read_only)
         self._conn: sqlite3.Connection | None = None
+        self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the file opened
+        self._lost: str | None = None
         self._limiter: anyio.CapacityLimiter | None = None
         self._data_version = 0
         self._changed = ChangeSignal()
@@ -214,6 +228,7 @@ class SQLiteStore:
         if self._conn is not None:
             raise RuntimeError("this SQLiteStore is already open")
         self._limiter = anyio.CapacityLimiter(1)
+        self._lost = None
         self._conn = await anyio.to_thread.run_sync(self._open, limiter=self._limiter)
         self._data_version = await self._run(_data_version)
         return self
@@ -224,6 +239,12 @@ class SQLiteStore:
             await anyio.to_thread.run_sync(conn.close, limiter=self._limiter)
 
     def _open(self) -> sqlite3.Connection:
+        conn = self._connect()
+        st = os.stat(self.path)
+        self._identity = (st.st_dev, st.st_ino)
+        return conn
+
+    def _connect(self) -> sqlite3.Connection:
         if self.read_only:
             conn = open_read_only(self.path)
             conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
@@ -254,7 +275,31 @@ class SQLiteStore:
         conn = self._conn
         if conn is None:
             raise RuntimeError("SQLiteStore is not open: use it as `async with store:`")
-        return await anyio.to_thread.run_sync(fn, conn, limiter=self._limiter)
+        if self._lost is not None:
+            raise StoreLost(self._lost)
+        return await anyio.to_thread.run_sync(self._checked, fn, conn, limiter=self._limiter)
+
+    def _checked(self, fn: Callable[[sqlite3.Connection], _T], conn: sqlite3.Connection) -> _T:
+        """Run ``fn``, then make sure the file at the path is still the one open
+        (one stat): what was read or written in a deleted or replaced file is
+        lost to everyone else, so the call raises StoreLost instead."""
+        result = fn(conn)
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            what = "was deleted"
+        else:
+            if (st.st_dev, st.st_ino) == self._identity:
+                return result
+            what = "was replaced by another file"
+        if self._lost is None:
+            self._lost = (
+                f"the SQLite store {self.path!r} {what} while this process had it open;"
+                " this store object stops (new entries there would reach no worker):"
+                " restart the process to open the file now at that path"
+            )
+            logger.error("durable store lost: %s", self._lost)
+        raise StoreLost(self._lost)
 
     async def _write(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         self._check_writable()

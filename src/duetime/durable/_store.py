@@ -59,6 +59,7 @@ __all__ = [
     "Release",
     "RetryAt",
     "Store",
+    "StoreLost",
     "entry_args",
     "utc",
 ]
@@ -177,6 +178,16 @@ class NewRow:
             )
         if self.schedule is not None and not isinstance(self.schedule, str):
             raise TypeError("NewRow.schedule must be a str (JSON text) or None")
+
+
+class StoreLost(RuntimeError):
+    """The store a store object opened is no longer the one at its address (a
+    SQLite file deleted or replaced under it, a Redis database flushed...).
+
+    Once raised, every call on that store object raises it again: what it
+    would write could reach nobody.  A worker should stop (exit non-zero) and
+    be restarted, which opens what is there now.
+    """
 
 
 @dataclass(frozen=True, slots=True)
