@@ -1,13 +1,19 @@
 """SQLiteStore: the embedded durable store (one file, several processes on one host).
 
 Stdlib ``sqlite3`` driven through ``anyio.to_thread`` with a limiter of one, so
-it runs on asyncio and trio alike (aiosqlite is asyncio-only).  One connection
-per store object; WAL so readers never block the writer; every write in
-``BEGIN IMMEDIATE`` so a transaction takes the write lock up front (no
-read-to-write upgrade deadlock between processes) and waits ``busy_timeout``
-for it.  Claims are one ``UPDATE ... FROM ... RETURNING``; fencing tokens come
-from a counter row bumped in the same transaction, so they are unique for the
-file's whole life.  Another process's commit is seen through ``PRAGMA
+it runs on asyncio and trio alike (aiosqlite is asyncio-only).  WAL so readers
+never block the writer, ``synchronous=NORMAL`` (SQLite's durable setting for
+WAL: a commit survives a process crash; a power loss can lose the last
+commits, never corrupt the file); every write in ``BEGIN IMMEDIATE`` so a
+transaction takes the write lock up front (no read-to-write upgrade deadlock
+between processes) and waits ``busy_timeout`` for it.  One exception to the
+thread: ``add`` (an awaited ``defer``) first tries its short transaction on
+the event-loop thread through a second connection that never waits for the
+lock and never checkpoints (a thread hop costs more than the write), and
+goes to the thread when the lock is taken.  Claims are one
+``UPDATE ... FROM ... RETURNING``; fencing tokens come from a counter row
+bumped in the same transaction, so they are unique for the file's whole
+life.  Another process's commit is seen through ``PRAGMA
 data_version``, polled every ``poll`` seconds by :meth:`SQLiteStore.wait_changed`.
 
 A file that is not a duetime store (not SQLite, another application's
@@ -66,6 +72,11 @@ from ._store import (
 __all__ = ["NotAStore", "ReadOnlyStore", "SQLiteStore"]
 
 _T = TypeVar("_T")
+
+#: Inline commits (see SQLiteStore._write_inline) between two checkpoints run in the
+#: thread: a one-row commit appends about 18 KB to the WAL, so this keeps it near
+#: SQLite's own bound (a checkpoint at 1000 pages, 4 MB).
+_CHECKPOINT_EVERY = 200
 
 logger = logging.getLogger("duetime.durable")
 
@@ -201,9 +212,14 @@ class SQLiteStore:
         self.read_only = bool(read_only)
         self._conn: sqlite3.Connection | None = None
         self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the file opened
+        self._inline: sqlite3.Connection | None = (
+            None  # adds on the loop thread (see _write_inline)
+        )
+        self._inline_commits = 0
         self._lost: str | None = None
         self._limiter: anyio.CapacityLimiter | None = None
-        self._data_version = 0
+        self._data_version = 0  # PRAGMA data_version of _conn (and of _inline) last seen
+        self._inline_version = 0
         self._changed = ChangeSignal()
         self._queue: list[list[Any]] = []  # finishes waiting for the next group commit
         self._flushing: anyio.Event | None = None
@@ -231,17 +247,28 @@ class SQLiteStore:
         self._lost = None
         self._conn = await anyio.to_thread.run_sync(self._open, limiter=self._limiter)
         self._data_version = await self._run(_data_version)
+        if self._inline is not None:
+            self._inline_version = _data_version(self._inline)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         conn, self._conn = self._conn, None
+        inline, self._inline = self._inline, None
+        if inline is not None:
+            await anyio.to_thread.run_sync(inline.close, limiter=self._limiter)
         if conn is not None:
             await anyio.to_thread.run_sync(conn.close, limiter=self._limiter)
 
     def _open(self) -> sqlite3.Connection:
         conn = self._connect()
-        st = os.stat(self.path)
-        self._identity = (st.st_dev, st.st_ino)
+        try:
+            st = os.stat(self.path)
+            self._identity = (st.st_dev, st.st_ino)
+            if not self.read_only:
+                self._inline = _inline_connection(self.path)
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     def _connect(self) -> sqlite3.Connection:
@@ -284,13 +311,18 @@ class SQLiteStore:
         (one stat): what was read or written in a deleted or replaced file is
         lost to everyone else, so the call raises StoreLost instead."""
         result = fn(conn)
+        self._check_file()
+        return result
+
+    def _check_file(self) -> None:
+        """Raise StoreLost (and log it once) if the file at the path is not the one open."""
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
             what = "was deleted"
         else:
             if (st.st_dev, st.st_ino) == self._identity:
-                return result
+                return
             what = "was replaced by another file"
         if self._lost is None:
             self._lost = (
@@ -304,6 +336,43 @@ class SQLiteStore:
     async def _write(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         self._check_writable()
         return await self._run(lambda conn: _transaction(conn, fn))
+
+    async def _write_inline(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run the short write ``fn`` on the event-loop thread if the write lock is
+        free at once, else in the store's thread (:meth:`_write`).
+
+        A thread hop costs more than the write itself (an awaited ``defer``
+        would be bound by it).  Inline, ``BEGIN IMMEDIATE`` does not wait
+        (``busy_timeout`` 0: a lock held elsewhere sends the write to the
+        thread), and the commit appends to the WAL without fsync
+        (``synchronous=NORMAL``) and never checkpoints: checkpoints run in the
+        thread, every ``_CHECKPOINT_EVERY`` inline commits.
+        """
+        await anyio.lowlevel.checkpoint()  # cancellation lands here, before anything is written
+        conn = self._inline
+        if conn is None or self._conn is None or self._lost is not None:
+            return await self._write(fn)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError:  # busy: wait for the lock in the thread
+            return await self._write(fn)
+        try:
+            result = fn(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.OperationalError:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            return await self._write(fn)
+        self._check_file()
+        self._inline_commits += 1
+        if self._inline_commits >= _CHECKPOINT_EVERY:
+            self._inline_commits = 0
+            await self._run(_checkpoint)
+        return result
 
     def _check_writable(self) -> None:
         if self.read_only:
@@ -387,7 +456,7 @@ class SQLiteStore:
                 out.append(_entry(got))
             return out
 
-        entries = await self._write(work)
+        entries = await self._write_inline(work)
         self._wake()
         return entries
 
@@ -602,7 +671,10 @@ class SQLiteStore:
         """Return when a writer may have moved the head earlier, or after ``timeout`` seconds.
 
         Another process's commit is noticed within ``poll`` seconds (``PRAGMA
-        data_version``); this store object's own writes wake at once.  A commit
+        data_version``); this store object's own writes wake at once.  The
+        version is read on both of the store's connections: a commit by one of
+        them changes only the other's, another process's changes both (so a
+        commit by each of them also wakes, spuriously).  A commit
         since the previous call returns at once (a spurious wake-up is harmless),
         and so does a write by this store object since this task's previous call.
         """
@@ -614,8 +686,16 @@ class SQLiteStore:
         try:
             while True:
                 version = await self._run(_data_version)
-                if version != self._data_version:
-                    self._data_version = version
+                inline = self._inline_version
+                if self._inline is not None:
+                    inline = _data_version(self._inline)  # a few microseconds, no lock
+                # Both changed since the last wake-up: another process committed.
+                # (The baselines move only here: a commit elsewhere between the two
+                # reads is then seen on the next poll, never lost.)
+                if version != self._data_version and (
+                    self._inline is None or inline != self._inline_version
+                ):
+                    self._data_version, self._inline_version = version, inline
                     return
                 remaining = deadline - anyio.current_time()
                 if remaining <= 0:
@@ -645,6 +725,26 @@ def _transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], _T
     return result
 
 
+def _inline_connection(path: str) -> sqlite3.Connection:
+    """The connection :meth:`SQLiteStore._write_inline` uses on the loop thread:
+    it never waits for a lock and never checkpoints."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            raise RuntimeError(f"{path!r} is not in WAL mode")
+        conn.execute("PRAGMA busy_timeout = 0")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _checkpoint(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+
 def _run_ops(ops: list[list[Any]], conn: sqlite3.Connection) -> list[bool]:
     return [conn.execute(sql, args).rowcount == 1 for sql, args, _ in ops]
 
@@ -653,6 +753,8 @@ def _insert_new(conn: sqlite3.Connection, params: list[tuple[Any, ...]]) -> bool
     """The common case of ``add``, new keys only: one executemany, no lookups and
     no read-back.  True if every row was inserted; else nothing was (rolled back
     to a savepoint) and the caller goes row by row."""
+    if len(params) == 1:
+        return conn.execute(_INSERT_NEW, params[0]).rowcount == 1  # nothing to undo if not
     conn.execute("SAVEPOINT duetime_add")
     before = conn.total_changes
     conn.executemany(_INSERT_NEW, params)
