@@ -27,7 +27,7 @@ from typing import Any
 
 from .._handle import Status
 from ._codec import MAX_PAYLOAD
-from ._store import Claim, Entry, entry_args, utc
+from ._store import MALFORMED, Claim, Entry, entry_args, utc
 
 __all__ = [
     "WELL_FORMED",
@@ -84,7 +84,7 @@ WELL_FORMED = f"({_MALFORMED}) IS NULL"
 #: row is left as it is and :func:`claim_row` catches it).
 SWEEP = f"""
 UPDATE OR IGNORE duetime_entries SET status = 3, visible_at = NULL, owner = NULL,
-    lease_until = NULL, last_error = 'malformed row: ' || ({_MALFORMED}),
+    lease_until = NULL, last_error = '{MALFORMED}' || ({_MALFORMED}),
     key = CASE WHEN typeof(key) = 'text' THEN key ELSE 'malformed-row-' || rowid END
 WHERE rowid IN (
     SELECT rowid FROM (
@@ -202,8 +202,8 @@ def entry(r: Sequence[Any]) -> Entry:
         )  # fmt: skip
     problems = _problems(r)
     error = _text(last_error) if last_error is not None else None
-    if error is None or not error.startswith("malformed row:"):
-        error = "malformed row: " + "; ".join(problems)
+    if error is None or not error.startswith(MALFORMED):
+        error = MALFORMED + "; ".join(problems)
     ts = _timestamp(due)
     return Entry(
         key=_text(key),
@@ -235,7 +235,7 @@ def claim_row(r: Sequence[Any]) -> Claim | str:
     ):
         problems.append("lease is not a number")
     if problems:
-        return "malformed row: " + "; ".join(problems)
+        return MALFORMED + "; ".join(problems)
     return Claim(entry(r), r[2], token, float(lease_until), float(lease))
 
 
