@@ -40,19 +40,41 @@ import anyio.to_thread
 from .._exceptions import EntryExists
 from .._handle import Status
 from ._signal import ChangeSignal
-from ._sqlite_file import NotAStore, check_existing, create_private, init_schema, open_read_only
+from ._sqlite_file import (
+    NotAStore,
+    file_changed,
+    file_identity,
+    open_inline,
+    open_read_only,
+    open_writable,
+)
 from ._sqlite_rows import (
     HEAD,
     HEAD_ARG,
-    PROBE,
-    STATUS,
-    SWEEP,
-    WELL_FORMED,
-    claim_row,
-    dead_letter_rows,
-    lenient_text,
 )
 from ._sqlite_rows import entry as _entry
+from ._sqlite_sql import (
+    CODE,
+    DEAD,
+    DONE,
+    ENTRY,
+    EXPIRED,
+    FENCE,
+    INSERT,
+    LIVE,
+    NEXT,
+    RELEASE,
+    REPLACE,
+    RETRY_AT,
+    checkpoint,
+    claim_rows,
+    data_version,
+    insert_new,
+    new_entry,
+    read,
+    run_ops,
+    transaction,
+)
 from ._store import (
     Claim,
     Dead,
@@ -65,8 +87,6 @@ from ._store import (
     Release,
     RetryAt,
     StoreLost,
-    entry_args,
-    utc,
 )
 
 __all__ = ["NotAStore", "ReadOnlyStore", "SQLiteStore"]
@@ -79,62 +99,6 @@ _T = TypeVar("_T")
 _CHECKPOINT_EVERY = 200
 
 logger = logging.getLogger("duetime.durable")
-
-# Status codes in the file (stable: part of the schema).
-_CODE = {status: code for code, status in STATUS.items()}
-
-_ENTRY = "key, task, payload, status, due, attempt, last_error, occurrence, schedule, deliveries"
-_CLAIM = _ENTRY + ", token, lease_until, lease, rowid"
-_LIVE = "(expires_at IS NULL OR expires_at > ?)"
-
-_INSERT = (
-    "INSERT INTO duetime_entries (key, task, payload, status, due, visible_at, lease,"
-    " max_deliveries, schedule) VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?)"
-)
-_REPLACE = (
-    " ON CONFLICT (key) DO UPDATE SET task = excluded.task, payload = excluded.payload,"
-    " status = 0, due = excluded.due, visible_at = excluded.visible_at, lease = excluded.lease,"
-    " lease_until = NULL, token = 0, owner = NULL, attempt = 1, deliveries = 0,"
-    " max_deliveries = excluded.max_deliveries, occurrence = 0, schedule = excluded.schedule,"
-    " last_error = NULL, expires_at = NULL WHERE duetime_entries.status != 1"
-)
-
-_POISON = f"""
-UPDATE duetime_entries SET status = 3, visible_at = NULL, owner = NULL, lease_until = NULL,
-    last_error = 'poison: delivered ' || deliveries || ' times (max_deliveries=' || max_deliveries
-        || ') without a fenced finish; its worker died or lost its lease each time'
-WHERE rowid IN (SELECT rowid FROM duetime_entries WHERE visible_at <= ? ORDER BY visible_at LIMIT ?)
-    AND deliveries >= max_deliveries AND {WELL_FORMED}
-"""
-_CLAIM_SQL = f"""
-WITH picked AS (
-    SELECT id, row_number() OVER (ORDER BY visible_at) AS rn FROM (
-        SELECT rowid AS id, visible_at FROM duetime_entries
-        WHERE visible_at <= :now AND deliveries < max_deliveries AND {WELL_FORMED}
-        ORDER BY visible_at LIMIT :n))
-UPDATE duetime_entries SET status = 1, owner = :owner, token = :base + picked.rn,
-    deliveries = deliveries + 1, lease_until = :now + lease, visible_at = :now + lease
-FROM picked WHERE duetime_entries.rowid = picked.id
-RETURNING {_CLAIM}
-"""
-_EXPIRED = "DELETE FROM duetime_entries WHERE key = ? AND expires_at <= ?"
-_INSERT_NEW = _INSERT + " ON CONFLICT (key) DO NOTHING"
-_FENCE = " WHERE key = ? AND token = ? AND status = 1"
-_UNLEASE = "visible_at = NULL, lease_until = NULL, owner = NULL"
-_DONE = f"UPDATE duetime_entries SET status = 2, {_UNLEASE}, expires_at = ?"
-_RETRY_AT = (
-    "UPDATE duetime_entries SET status = 0, due = ?, visible_at = ?, lease_until = NULL,"
-    " owner = NULL, attempt = attempt + 1, deliveries = 0, last_error = ?"
-)
-_NEXT = (
-    "UPDATE duetime_entries SET status = 0, due = ?, visible_at = ?, lease_until = NULL,"
-    " owner = NULL, occurrence = occurrence + 1, attempt = 1, deliveries = 0, last_error = ?"
-)
-_DEAD = f"UPDATE duetime_entries SET status = 3, {_UNLEASE}, last_error = ?"
-_RELEASE = (
-    "UPDATE duetime_entries SET status = 0, visible_at = due, lease_until = NULL, owner = NULL,"
-    " deliveries = max(0, deliveries - 1)"
-)
 
 
 class ReadOnlyStore(RuntimeError):
@@ -211,14 +175,14 @@ class SQLiteStore:
         )
         self.read_only = bool(read_only)
         self._conn: sqlite3.Connection | None = None
-        self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the file opened
+        self._identity: tuple[int, int] | None = None  # file_identity() of the file opened
         self._inline: sqlite3.Connection | None = (
             None  # adds on the loop thread (see _write_inline)
         )
         self._inline_commits = 0
         self._lost: str | None = None
         self._limiter: anyio.CapacityLimiter | None = None
-        self._data_version = 0  # PRAGMA data_version of _conn (and of _inline) last seen
+        self.data_version = 0  # PRAGMA data_version of _conn (and of _inline) last seen
         self._inline_version = 0
         self._changed = ChangeSignal()
         self._queue: list[list[Any]] = []  # finishes waiting for the next group commit
@@ -246,9 +210,9 @@ class SQLiteStore:
         self._limiter = anyio.CapacityLimiter(1)
         self._lost = None
         self._conn = await anyio.to_thread.run_sync(self._open, limiter=self._limiter)
-        self._data_version = await self._run(_data_version)
+        self.data_version = await self._run(data_version)
         if self._inline is not None:
-            self._inline_version = _data_version(self._inline)
+            self._inline_version = data_version(self._inline)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -262,38 +226,19 @@ class SQLiteStore:
     def _open(self) -> sqlite3.Connection:
         conn = self._connect()
         try:
-            st = os.stat(self.path)
-            self._identity = (st.st_dev, st.st_ino)
+            self._identity = file_identity(self.path)
             if not self.read_only:
-                self._inline = _inline_connection(self.path)
+                self._inline = open_inline(self.path)
         except BaseException:
             conn.close()
             raise
         return conn
 
     def _connect(self) -> sqlite3.Connection:
-        if self.read_only:
-            conn = open_read_only(self.path)
-            conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
-            return conn
-        created = create_private(self.path)
-        if not created:
-            check_existing(self.path)
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                init_schema(conn, self.path)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-        except BaseException:
-            conn.close()
-            raise
+        if not self.read_only:
+            return open_writable(self.path, self._busy_ms)
+        conn = open_read_only(self.path)
+        conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
         return conn
 
     # -- plumbing ---------------------------------------------------------------
@@ -316,14 +261,9 @@ class SQLiteStore:
 
     def _check_file(self) -> None:
         """Raise StoreLost (and log it once) if the file at the path is not the one open."""
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            what = "was deleted"
-        else:
-            if (st.st_dev, st.st_ino) == self._identity:
-                return
-            what = "was replaced by another file"
+        what = file_changed(self.path, self._identity)
+        if what is None:
+            return
         if self._lost is None:
             self._lost = (
                 f"the SQLite store {self.path!r} {what} while this process had it open;"
@@ -335,7 +275,7 @@ class SQLiteStore:
 
     async def _write(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         self._check_writable()
-        return await self._run(lambda conn: _transaction(conn, fn))
+        return await self._run(lambda conn: transaction(conn, fn))
 
     async def _write_inline(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run the short write ``fn`` on the event-loop thread if the write lock is
@@ -371,7 +311,7 @@ class SQLiteStore:
         self._inline_commits += 1
         if self._inline_commits >= _CHECKPOINT_EVERY:
             self._inline_commits = 0
-            await self._run(_checkpoint)
+            await self._run(checkpoint)
         return result
 
     def _check_writable(self) -> None:
@@ -419,10 +359,8 @@ class SQLiteStore:
             params.append(
                 (new.key, new.task, new.payload, due, due, lease, new.max_deliveries, new.schedule)
             )
-        insert = _INSERT + (
-            _REPLACE if on_conflict == "replace" else " ON CONFLICT (key) DO NOTHING"
-        )
-        insert += f" RETURNING {_ENTRY}"
+        insert = INSERT + (REPLACE if on_conflict == "replace" else " ON CONFLICT (key) DO NOTHING")
+        insert += f" RETURNING {ENTRY}"
 
         # Purge expired tombstones at most once a second (an indexed delete, but not
         # free); a key whose tombstone expired since is replaced below all the same.
@@ -435,17 +373,17 @@ class SQLiteStore:
         def work(conn: sqlite3.Connection) -> list[Entry]:
             if purge:
                 conn.execute("DELETE FROM duetime_entries WHERE expires_at <= ?", (now,))
-            if distinct and _insert_new(conn, params):
-                return [_new_entry(p) for p in params]
+            if distinct and insert_new(conn, params):
+                return [new_entry(p) for p in params]
             out = []
             for p in params:
                 got = conn.execute(insert, p).fetchone()
-                if got is None and conn.execute(_EXPIRED, (p[0], now)).rowcount:
+                if got is None and conn.execute(EXPIRED, (p[0], now)).rowcount:
                     got = conn.execute(insert, p).fetchone()  # it was an expired tombstone
                 if got is None:
                     if on_conflict == "keep":
                         got = conn.execute(
-                            f"SELECT {_ENTRY} FROM duetime_entries WHERE key = ?", (p[0],)
+                            f"SELECT {ENTRY} FROM duetime_entries WHERE key = ?", (p[0],)
                         ).fetchone()
                     elif on_conflict == "replace":
                         raise EntryExists(
@@ -468,8 +406,8 @@ class SQLiteStore:
     async def get(self, key: str) -> Entry | None:
         """The entry stored under ``key`` (tombstones included), or None."""
         now = self._now()
-        sql = f"SELECT {_ENTRY} FROM duetime_entries WHERE key = ? AND {_LIVE}"
-        got = await self._run(partial(_read, sql, (key, now)))
+        sql = f"SELECT {ENTRY} FROM duetime_entries WHERE key = ? AND {LIVE}"
+        got = await self._run(partial(read, sql, (key, now)))
         return _entry(got[0]) if got else None
 
     async def entries(self, *, status: Status | None = None, limit: int = 1000) -> list[Entry]:
@@ -478,15 +416,15 @@ class SQLiteStore:
         :raises ValueError: a status no store row has (EXPIRED, CANCELLED)
         """
         now = self._now()
-        where, args = _LIVE, [now]
+        where, args = LIVE, [now]
         if status is not None:
-            code = _CODE.get(Status(status))
+            code = CODE.get(Status(status))
             if code is None:
                 return []
             where += " AND status = ?"
             args.append(code)
-        sql = f"SELECT {_ENTRY} FROM duetime_entries WHERE {where} ORDER BY due, key LIMIT ?"
-        got = await self._run(partial(_read, sql, (*args, max(0, limit))))
+        sql = f"SELECT {ENTRY} FROM duetime_entries WHERE {where} ORDER BY due, key LIMIT ?"
+        got = await self._run(partial(read, sql, (*args, max(0, limit))))
         return [_entry(r) for r in got]
 
     async def claim(self, owner: str, limit: int) -> list[Claim]:
@@ -509,41 +447,7 @@ class SQLiteStore:
         clock = self._thread_clock
         probe_at = self._now()
 
-        def work(conn: sqlite3.Connection) -> list[Claim]:
-            # A read first: an idle worker must not take the write lock for nothing.
-            if not conn.execute(PROBE, (probe_at,)).fetchone()[0]:
-                return []
-
-            def claim(conn: sqlite3.Connection) -> list[Claim]:
-                # The time once the lock is held: the wait for it must not eat the leases.
-                now = float(clock())
-                at = {"now": now, "n": limit}
-                conn.execute(SWEEP, at)
-                conn.execute(_POISON, (now, limit))
-                (base,) = conn.execute("SELECT v FROM duetime_meta WHERE k = 'token'").fetchone()
-                got = conn.execute(_CLAIM_SQL, {**at, "owner": owner, "base": base}).fetchall()
-                if got:
-                    conn.execute("UPDATE duetime_meta SET v = v + ? WHERE k = 'token'", (len(got),))
-                got.sort(key=lambda r: r[10])  # by token: the order they were picked in
-                claims, bad = [], []
-                for r in got:
-                    c = claim_row(r)
-                    if isinstance(c, str):
-                        bad.append((r[13], r[0], c))
-                    else:
-                        claims.append(c)
-                if bad:
-                    dead_letter_rows(conn, bad)
-                return claims
-
-            # Text that is not UTF-8 must reach claim_row, not fail the whole fetch.
-            conn.text_factory = lenient_text
-            try:
-                return _transaction(conn, claim)
-            finally:
-                conn.text_factory = str
-
-        return await self._run(work)
+        return await self._run(partial(claim_rows, owner, limit, probe_at, clock))
 
     async def extend(self, claims: Sequence[tuple[str, int]]) -> list[bool]:
         """Renew the leases of ``(key, token)`` pairs to now + each row's lease, in one go."""
@@ -551,7 +455,7 @@ class SQLiteStore:
         if not pairs:
             return []
         clock = self._thread_clock
-        sql = "UPDATE duetime_entries SET lease_until = ? + lease, visible_at = ? + lease" + _FENCE
+        sql = "UPDATE duetime_entries SET lease_until = ? + lease, visible_at = ? + lease" + FENCE
 
         def work(conn: sqlite3.Connection) -> list[bool]:
             now = float(clock())  # once the lock is held (see claim)
@@ -580,7 +484,7 @@ class SQLiteStore:
         ops = [[*self._finish_op(key, token, outcome), None] for key, token, outcome in items]
         if not ops:
             return []
-        results = await self._write(partial(_run_ops, ops))
+        results = await self._write(partial(run_ops, ops))
         if any(
             ok and not isinstance(outcome, Done | Dead)
             for ok, (_k, _t, outcome) in zip(results, items, strict=True)
@@ -592,18 +496,18 @@ class SQLiteStore:
         """The fenced statement and its parameters that record ``outcome``."""
         args: tuple[Any, ...]
         if isinstance(outcome, Done):
-            sql, args = _DONE, (self._now() + self.dedupe_ttl,)
+            sql, args = DONE, (self._now() + self.dedupe_ttl,)
         elif isinstance(outcome, RetryAt):
-            sql, args = _RETRY_AT, (outcome.at, outcome.at, outcome.error)
+            sql, args = RETRY_AT, (outcome.at, outcome.at, outcome.error)
         elif isinstance(outcome, NextOccurrence):
-            sql, args = _NEXT, (outcome.due, outcome.due, outcome.error)
+            sql, args = NEXT, (outcome.due, outcome.due, outcome.error)
         elif isinstance(outcome, Dead):
-            sql, args = _DEAD, (outcome.error,)
+            sql, args = DEAD, (outcome.error,)
         elif isinstance(outcome, Release):
-            sql, args = _RELEASE, ()
+            sql, args = RELEASE, ()
         else:
             raise TypeError(f"finish() takes an outcome (Done, RetryAt, ...), not {outcome!r}")
-        return sql + _FENCE, (*args, key, token)
+        return sql + FENCE, (*args, key, token)
 
     async def _finish_coalesced(self, sql: str, args: tuple[Any, ...]) -> bool:
         """Run one fenced finish, in one transaction with the finishes of this
@@ -626,7 +530,7 @@ class SQLiteStore:
                 # this (flushing) caller is cancelled, so the others never hang.
                 with anyio.CancelScope(shield=True):
                     try:
-                        results: list[Any] = await self._write(partial(_run_ops, batch))
+                        results: list[Any] = await self._write(partial(run_ops, batch))
                     except Exception as exc:
                         results = [exc] * len(batch)
                 for o, result in zip(batch, results, strict=True):
@@ -653,7 +557,7 @@ class SQLiteStore:
     async def delete(self, key: str) -> bool:
         """Delete a row that is not RUNNING (tombstones and dead letters included)."""
         now = self._now()
-        sql = f"DELETE FROM duetime_entries WHERE key = ? AND status != 1 AND {_LIVE}"
+        sql = f"DELETE FROM duetime_entries WHERE key = ? AND status != 1 AND {LIVE}"
         return await self._write(lambda c: c.execute(sql, (key, now)).rowcount == 1)
 
     async def head(self) -> float | None:
@@ -685,17 +589,17 @@ class SQLiteStore:
         deadline = anyio.current_time() + max(0.0, timeout)
         try:
             while True:
-                version = await self._run(_data_version)
+                version = await self._run(data_version)
                 inline = self._inline_version
                 if self._inline is not None:
-                    inline = _data_version(self._inline)  # a few microseconds, no lock
+                    inline = data_version(self._inline)  # a few microseconds, no lock
                 # Both changed since the last wake-up: another process committed.
                 # (The baselines move only here: a commit elsewhere between the two
                 # reads is then seen on the next poll, never lost.)
-                if version != self._data_version and (
+                if version != self.data_version and (
                     self._inline is None or inline != self._inline_version
                 ):
-                    self._data_version, self._inline_version = version, inline
+                    self.data_version, self._inline_version = version, inline
                     return
                 remaining = deadline - anyio.current_time()
                 if remaining <= 0:
@@ -709,84 +613,6 @@ class SQLiteStore:
                     return
         finally:
             self._changed.seen()
-
-
-# -- helpers run in the worker thread ------------------------------------------------
-
-
-def _transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        result = fn(conn)
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-    return result
-
-
-def _inline_connection(path: str) -> sqlite3.Connection:
-    """The connection :meth:`SQLiteStore._write_inline` uses on the loop thread:
-    it never waits for a lock and never checkpoints."""
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    try:
-        if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-            raise RuntimeError(f"{path!r} is not in WAL mode")
-        conn.execute("PRAGMA busy_timeout = 0")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        conn.execute("PRAGMA wal_autocheckpoint = 0")
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def _checkpoint(conn: sqlite3.Connection) -> None:
-    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-
-
-def _run_ops(ops: list[list[Any]], conn: sqlite3.Connection) -> list[bool]:
-    return [conn.execute(sql, args).rowcount == 1 for sql, args, _ in ops]
-
-
-def _insert_new(conn: sqlite3.Connection, params: list[tuple[Any, ...]]) -> bool:
-    """The common case of ``add``, new keys only: one executemany, no lookups and
-    no read-back.  True if every row was inserted; else nothing was (rolled back
-    to a savepoint) and the caller goes row by row."""
-    if len(params) == 1:
-        return conn.execute(_INSERT_NEW, params[0]).rowcount == 1  # nothing to undo if not
-    conn.execute("SAVEPOINT duetime_add")
-    before = conn.total_changes
-    conn.executemany(_INSERT_NEW, params)
-    if conn.total_changes - before == len(params):
-        conn.execute("RELEASE duetime_add")
-        return True
-    conn.execute("ROLLBACK TO duetime_add")
-    conn.execute("RELEASE duetime_add")
-    return False
-
-
-def _new_entry(p: tuple[Any, ...]) -> Entry:
-    """The entry a fresh insert of ``_INSERT`` parameters ``p`` stored."""
-    return Entry(p[0], p[1], entry_args(p[2]), utc(p[3]), Status.PENDING, 1, None, 0, p[7], 0)
-
-
-def _data_version(conn: sqlite3.Connection) -> int:
-    return int(conn.execute("PRAGMA data_version").fetchone()[0])
-
-
-def _read(sql: str, args: tuple[Any, ...], conn: sqlite3.Connection) -> list[Any]:
-    """Rows of a query; text that is not UTF-8 is read again as :class:`BadText`."""
-    try:
-        return conn.execute(sql, args).fetchall()
-    except sqlite3.OperationalError as exc:
-        if "decode" not in str(exc):
-            raise
-    conn.text_factory = lenient_text
-    try:
-        return conn.execute(sql, args).fetchall()
-    finally:
-        conn.text_factory = str
 
 
 def _positive(name: str, value: float) -> None:
