@@ -175,15 +175,10 @@ def _text(value: Any) -> str:
     return repr(value)
 
 
-def entry(r: Sequence[Any]) -> Entry:
-    """The :class:`Entry` of an ``_ENTRY`` row; never raises.
-
-    A malformed row is reported with ``last_error`` saying what is wrong
-    (unless it was already dead-lettered as malformed), status FAILED if its
-    status is unknown, ``args`` ``()`` and ``due`` the epoch if unreadable.
-    """
+def _well_formed(r: Sequence[Any]) -> bool:
+    """Whether an ``_ENTRY`` row reads as an Entry as it is (the common case, checked cheaply)."""
     key, task, payload, status, due, attempt, last_error, occurrence, schedule, deliveries = r[:10]
-    if (
+    return (
         type(key) is str
         and type(task) is str
         and type(payload) is str
@@ -195,7 +190,18 @@ def entry(r: Sequence[Any]) -> Entry:
         and type(status) is int
         and status in STATUS
         and _timestamp(due) is not None
-    ):
+    )
+
+
+def entry(r: Sequence[Any]) -> Entry:
+    """The :class:`Entry` of an ``_ENTRY`` row; never raises.
+
+    A malformed row is reported with ``last_error`` saying what is wrong
+    (unless it was already dead-lettered as malformed), status FAILED if its
+    status is unknown, ``args`` ``()`` and ``due`` the epoch if unreadable.
+    """
+    key, task, payload, status, due, attempt, last_error, occurrence, schedule, deliveries = r[:10]
+    if _well_formed(r):
         return Entry(
             key, task, entry_args(payload), utc(due), STATUS[status], attempt,
             last_error, occurrence, schedule, deliveries,
@@ -222,8 +228,10 @@ def entry(r: Sequence[Any]) -> Entry:
 def claim_row(r: Sequence[Any]) -> Claim | str:
     """The :class:`Claim` of a ``_CLAIM`` row (the claim just set its status,
     token and lease), or why the row is malformed."""
-    problems = _problems(r)
     token, lease_until, lease = r[10], r[11], r[12]
+    if _well_formed(r) and type(token) is int and type(lease_until) is type(lease) is float:
+        return Claim(entry(r), r[2], token, lease_until, lease)
+    problems = _problems(r)
     if (
         type(token) is not int
         or type(lease_until) not in (int, float)
