@@ -47,6 +47,9 @@ BAD: dict[str, tuple[dict[str, Any], str]] = {
 }
 
 
+TINY_EVERY = '{"v":1,"trigger":{"every":1e-300},"start":0,"misfire":"coalesce","overlap":"skip"}'
+
+
 def insert(
     path: Path, key: Any, now: float, *, cast_text: tuple[str, ...] = (), **cols: Any
 ) -> None:
@@ -156,7 +159,10 @@ async def test_a_worker_runs_every_good_entry_next_to_bad_rows(
         ran.append(i)
 
     async with SQLiteStore(path, clock=loop_epoch_clock()) as setup:
-        write_bad_rows(path, await setup.time())
+        now = await setup.time()
+        write_bad_rows(path, now)
+        # well-formed for the store; the worker reads the schedule and dead-letters it
+        insert(path, "badschedule", now, schedule=TINY_EVERY)
     store = SQLiteStore(path, clock=loop_epoch_clock())
     # The store works in a thread: virtual time must not jump past its calls.
     with hold_autojump():
@@ -173,5 +179,8 @@ async def run_worker(store: SQLiteStore, tasks: TaskRegistry) -> None:
         dead = {e.key: e for e in await s.dead_letters()}
         for key, (_, reason) in BAD.items():
             assert reason in str(dead[key].last_error), (key, dead[key])
-        for key in BAD:
+        bad = dead["badschedule"]
+        assert str(bad.last_error).startswith("bad schedule: interval too small"), bad
+        assert bad.deliveries == 1
+        for key in [*BAD, "badschedule"]:
             assert await s.delete_deferred(key)
