@@ -10,7 +10,8 @@ import sqlite3
 import urllib.parse
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "NotAStore", "check_existing", "create_private"]
-__all__ += ["init_schema", "open_read_only"]
+__all__ += ["file_changed", "file_identity", "init_schema", "open_inline", "open_read_only"]
+__all__ += ["open_writable"]
 
 APPLICATION_ID = 0x64756574  #: ``PRAGMA application_id`` of a duetime store ("duet")
 SCHEMA_VERSION = 1  #: ``PRAGMA user_version`` of the schema this module reads and writes
@@ -175,3 +176,63 @@ def _checked(uri: str, path: str) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def open_writable(path: str, busy_ms: int) -> sqlite3.Connection:
+    """Open (creating it with mode 0600 if absent) the store at ``path`` for
+    reading and writing: the schema checked or created in one transaction,
+    then WAL with ``synchronous=NORMAL``.
+
+    :raises NotAStore: the file is not a duetime store of this schema version
+    """
+    created = create_private(path)
+    if not created:
+        check_existing(path)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            init_schema(conn, path)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def open_inline(path: str) -> sqlite3.Connection:
+    """The connection ``SQLiteStore._write_inline`` uses on the loop thread:
+    it never waits for a lock and never checkpoints."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            raise RuntimeError(f"{path!r} is not in WAL mode")
+        conn.execute("PRAGMA busy_timeout = 0")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def file_identity(path: str) -> tuple[int, int]:
+    """The identity of the file at ``path`` (device and inode)."""
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def file_changed(path: str, identity: tuple[int, int] | None) -> str | None:
+    """None if the file at ``path`` is still the one of ``identity`` (one stat),
+    else what happened to it ("was deleted", "was replaced by another file")."""
+    try:
+        now = file_identity(path)
+    except FileNotFoundError:
+        return "was deleted"
+    return None if now == identity else "was replaced by another file"
