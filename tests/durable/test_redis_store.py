@@ -246,7 +246,7 @@ async def test_every_key_shares_one_hash_tag(redis_store: Factory, tmp_path: Pat
             assert client is not None
             keys = await client.keys("*")
             assert keys
-            assert all(k.startswith("{tagged}:") for k in keys)
+            assert all(k.startswith(b"{tagged}:") for k in keys)
 
 
 # -- private servers ------------------------------------------------------------------
