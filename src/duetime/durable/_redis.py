@@ -17,6 +17,7 @@ from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
+import anyio.abc
 
 from .._exceptions import EntryExists
 from .._handle import Status
@@ -37,7 +38,6 @@ from ._store import (
 
 if TYPE_CHECKING:
     import coredis
-    from coredis.patterns.pubsub import PubSub
 
 __all__ = ["RedisStore"]
 
@@ -134,7 +134,6 @@ class RedisStore:
         self._channel = f"{tag}:wake"
         self._offset = 0.0
         self._client: coredis.Redis[bytes] | None = None
-        self._pubsub: PubSub[bytes] | None = None
         self._shas: dict[str, str] = {}  # script name -> SHA1, loaded at open
         self._stack: AsyncExitStack | None = None
         self._changed: anyio.Event | None = None  # set (and replaced) per wake-up message
@@ -189,13 +188,10 @@ class RedisStore:
             await self._check_eviction(client)
             for name in lua.__all__:  # loaded now, so no call ever meets NOSCRIPT first
                 self._shas[name] = codec.text(await client.script_load(getattr(lua, name)))
-            self._pubsub = await stack.enter_async_context(
-                client.pubsub(channels=[self._channel], ignore_subscribe_messages=True)
-            )
             self._changed = anyio.Event()
             tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(tg.cancel_scope.cancel)
-            tg.start_soon(self._listen, self._pubsub)
+            await tg.start(self._listen, client)  # subscribed when it returns
             deadline.deadline = math.inf
         except BaseException as exc:
             timed_out = deadline.cancel_called
@@ -205,7 +201,6 @@ class RedisStore:
                 await stack.aclose()
             except Exception:  # coredis re-raises the same error from its task group
                 logger.debug("RedisStore: error while closing after a failed open", exc_info=True)
-            self._pubsub = None
             self._changed = None
             if timed_out:
                 raise TimeoutError(
@@ -225,7 +220,6 @@ class RedisStore:
         """Unsubscribe and close the connections."""
         stack, self._stack = self._stack, None
         self._client = None
-        self._pubsub = None
         self._changed = None
         if stack is not None:
             await stack.aclose()
@@ -462,17 +456,47 @@ class RedisStore:
                 break
         self._dirty = False
 
-    async def _listen(self, pubsub: PubSub[bytes]) -> None:
-        # One task per open store turns wake-up messages into an Event; coredis
-        # re-subscribes after a reconnect (messages sent meanwhile are lost: the
-        # safety poll covers them).
+    async def _listen(
+        self,
+        client: coredis.Redis[bytes],
+        *,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        # One task per open store turns wake-up messages into an Event.  The
+        # subscription is this task's own, not coredis's self-healing one: when
+        # its connection drops (a restart), it is opened again here after a short
+        # pause, and leaving the store never waits on a reconnect in progress.
+        # A new subscription counts as a wake-up: messages sent meanwhile are lost.
+        pause = 0.05
+        started = False
         while True:
-            if await pubsub.get_message() is None:
-                continue
-            self._dirty = True
-            changed, self._changed = self._changed, anyio.Event()
-            if changed is not None:
-                changed.set()
+            try:
+                async with client.pubsub(
+                    channels=[self._channel], ignore_subscribe_messages=True, retry_policy=None
+                ) as pubsub:
+                    if started:
+                        logger.debug("RedisStore: wake-up subscription back")
+                        self._wake()
+                    else:
+                        started = True
+                        task_status.started()
+                    pause = 0.05
+                    while True:
+                        if await pubsub.get_message() is not None:
+                            self._wake()
+            except Exception as exc:
+                if not started:
+                    raise
+                logger.debug("RedisStore: wake-up subscription lost: %s", codec.describe(exc))
+            await anyio.sleep(pause)
+            pause = min(1.0, pause * 2)
+
+    def _wake(self) -> None:
+        if self._changed is None:
+            return  # closed meanwhile
+        self._dirty = True
+        changed, self._changed = self._changed, anyio.Event()
+        changed.set()
 
 
 def _outcome_args(outcome: Outcome) -> tuple[str, str, str]:
