@@ -45,6 +45,24 @@ T = TypeVar("T")
 
 logger = logging.getLogger("duetime")
 
+
+class _CoredisNoise(logging.Filter):
+    """Two kinds of coredis records that say nothing a RedisStore does not: a
+    connection attempt "failed" because its caller was cancelled (a timeout or a
+    shutdown: dropped), and a traceback-less ``exc_info`` that prints as
+    ``NoneType: None`` (the line is kept, without it)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and not isinstance(exc, Exception):
+            return False  # a cancellation (or an interrupt), not a failure
+        if record.exc_info and exc is None:
+            record.exc_info = None
+        return True
+
+
+logging.getLogger("coredis").addFilter(_CoredisNoise())
+
 _SCHEMES = ("redis://", "rediss://", "unix://")
 _CONFLICTS = ("keep", "replace", "error")
 
