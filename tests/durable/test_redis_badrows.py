@@ -178,3 +178,26 @@ async def test_a_worker_runs_every_good_entry_next_to_garbage(redis_store: Facto
         assert await s.dead_letters() == []
         statuses = {e.status for e in await s.deferred_entries()}
         assert statuses == {Status.COMPLETED}
+
+
+async def test_a_claimed_row_python_cannot_read_is_dead_lettered_alone(
+    redis_store: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from duetime.durable import _redis_rows
+
+    entry = _redis_rows.entry
+
+    def picky(row: dict[str, Any]) -> Any:
+        if row["k"] == "b":
+            raise ValueError("field 'd' is not finite")
+        return entry(row)
+
+    async with redis_store() as store:
+        await store.add([NewRow(k, "t", "[]", delay=0.0) for k in "abc"])
+        monkeypatch.setattr(_redis_rows, "entry", picky)
+        assert sorted(c.entry.key for c in await store.claim("w", 10)) == ["a", "c"]
+        monkeypatch.undo()
+        dead = await store.get("b")
+        assert dead is not None
+        assert dead.status is Status.FAILED
+        assert dead.last_error == "malformed row: ValueError: field 'd' is not finite"
