@@ -15,6 +15,7 @@ import math
 from collections.abc import Awaitable, Sequence
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
 
 import anyio
 import anyio.abc
@@ -111,8 +112,9 @@ class RedisStore:
         authenticating, the first commands), in seconds
     :param timeout: how long one command may wait for its reply, in seconds
     :raises TypeError: a parameter of the wrong type
-    :raises ValueError: a URL of another scheme, an empty prefix or one with
-        braces, a non-positive lease, poll or timeout, a negative dedupe_ttl
+    :raises ValueError: a URL of another scheme or whose path is not a database
+        number, an empty prefix or one with braces, a non-positive lease, poll or
+        timeout, a negative dedupe_ttl
     """
 
     def __init__(
@@ -135,6 +137,14 @@ class RedisStore:
             raise ValueError(
                 f"a RedisStore URL starts with {' or '.join(_SCHEMES)}: {codec.redact(url)!r}"
             )
+        if not url.startswith("unix://"):
+            # coredis would quietly use database 0 for any other path
+            db = urlsplit(url).path.strip("/")
+            if db and not (db.isascii() and db.isdigit()):
+                raise ValueError(
+                    "the path of a RedisStore URL is the database number"
+                    f" (redis://host:6379/0): {codec.redact(url)!r}"
+                )
         if not isinstance(prefix, str):
             raise TypeError(f"prefix must be a str, not {type(prefix).__name__}")
         if not prefix or "{" in prefix or "}" in prefix:
