@@ -14,6 +14,7 @@ all of them, so a store lives in one Redis Cluster slot:
   expired ones as they pass (no Redis key expiry: the server clock plus the
   test offset decides, like for leases).
 - ``{p}:seq``: the fencing-token counter (INCR, never reset, never reused).
+- ``{p}:bad``: a hash, entry key -> the raw bytes of a row set aside (below).
 - channel ``{p}:wake``: a message (the new head) when a write moves the head
   earlier.
 
@@ -27,7 +28,7 @@ Every script reads a row through ``load``, which never raises on what it finds:
 a row that is not a JSON object, not UTF-8, whose ``k`` is not its hash field,
 or with a field of the wrong type or out of range (a due time that is not a
 finite decimal, a lease <= 0, an unknown status, ...) is *set aside*: its raw
-bytes move to ``{p}:bad`` (a hash, entry key -> raw row) and a FAILED row takes
+bytes move to ``{p}:bad`` and a FAILED row takes
 its place, with ``e`` naming the field and ``qr`` set.  That row lists, cancels
 and deletes like any dead letter (deleting it drops the raw bytes too) but is
 never retried: nothing in it can be trusted to run.  The rest of the batch goes
