@@ -33,9 +33,11 @@ from ._store import (
     NextOccurrence,
     OnConflict,
     Outcome,
+    ReadOnlyStore,
     Release,
     RetryAt,
 )
+from ._url import redact_url
 
 if TYPE_CHECKING:
     import coredis
@@ -111,6 +113,11 @@ class RedisStore:
     :param connect_timeout: how long opening the store may take (connecting,
         authenticating, the first commands), in seconds
     :param timeout: how long one command may wait for its reply, in seconds
+    :param read_only: open the store for listing only (``get``, ``entries``,
+        ``head``, ``time``, ``wait_changed``): nothing is written to the server
+        (expired tombstones are left out of the results instead of purged, a
+        malformed row is reported as FAILED without being set aside), and every
+        writing method raises :class:`~duetime.durable._store.ReadOnlyStore`
     :raises TypeError: a parameter of the wrong type
     :raises ValueError: a URL of another scheme or whose path is not a database
         number, an empty prefix or one with braces, a non-positive lease, poll or
@@ -127,6 +134,7 @@ class RedisStore:
         poll: float = 1.0,
         connect_timeout: float = 5.0,
         timeout: float = 30.0,
+        read_only: bool = False,
     ) -> None:
         if importlib.util.find_spec("coredis") is None:
             # At the call site, not at the first connection.
@@ -156,6 +164,7 @@ class RedisStore:
         self.poll = _seconds(poll, "poll")
         self.connect_timeout = _seconds(connect_timeout, "connect_timeout")
         self.timeout = _seconds(timeout, "timeout")
+        self.read_only = bool(read_only)
         tag = "{" + prefix + "}"
         names = ("q", "all", "tomb", "seq", "rows", "bad")
         self._keys = [codec.arg(f"{tag}:{name}") for name in names]
@@ -168,7 +177,8 @@ class RedisStore:
         self._dirty = False  # a wake-up message arrived that no wait_changed has seen
 
     def __repr__(self) -> str:
-        return f"RedisStore({codec.redact(self.url)!r}, prefix={self.prefix!r})"
+        mode = ", read_only=True" if self.read_only else ""
+        return f"RedisStore({redact_url(self.url)!r}, prefix={self.prefix!r}{mode})"
 
     # -- life --------------------------------------------------------------------
 
@@ -311,6 +321,17 @@ class RedisStore:
             await self._within(name, client.script_load(getattr(lua, name)))
             return await self._within(name, client.evalsha(self._shas[name], self._keys, argv))
 
+    @property
+    def _ro_flag(self) -> str:
+        return "1" if self.read_only else ""
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise ReadOnlyStore(
+                f"RedisStore {redact_url(self.url)} is open read-only (read_only=True):"
+                " it cannot be changed"
+            )
+
     async def time(self) -> float:
         """The store's clock: the server's ``TIME``, in UTC epoch seconds."""
         return float(await self._run("TIME"))
@@ -323,7 +344,9 @@ class RedisStore:
 
         :raises EntryExists: a conflict under ``"error"``, or a RUNNING row under ``"replace"``
         :raises ValueError: an unknown ``on_conflict``
+        :raises ReadOnlyStore: the store was opened ``read_only``
         """
+        self._check_writable()
         if on_conflict not in _CONFLICTS:
             raise ValueError(f"on_conflict must be one of {_CONFLICTS}, got {on_conflict!r}")
         if not rows:
@@ -350,12 +373,16 @@ class RedisStore:
         return [codec.read(row.key, raw) for row, raw in zip(rows, reply[1:], strict=True)]
 
     async def cancel(self, key: str) -> bool:
-        """Delete a PENDING or FAILED row; False if absent, RUNNING or finished."""
+        """Delete a PENDING or FAILED row; False if absent, RUNNING or finished.
+
+        :raises ReadOnlyStore: the store was opened ``read_only``
+        """
+        self._check_writable()
         return bool(await self._run("CANCEL", key))
 
     async def get(self, key: str) -> Entry | None:
-        """The entry stored under ``key`` (tombstones included), or None."""
-        raw = await self._run("GET", key)
+        """The entry stored under ``key`` (unexpired tombstones included), or None."""
+        raw = await self._run("GET", key, self._ro_flag)
         return None if raw is None else codec.read(key, raw)
 
     async def entries(self, *, status: Status | None = None, limit: int = 1000) -> list[Entry]:
@@ -370,7 +397,7 @@ class RedisStore:
         if limit == 0:
             return []
         want = "" if status is None else Status(status).value
-        reply = await self._run("ENTRIES", want, limit)
+        reply = await self._run("ENTRIES", want, limit, self._ro_flag)
         return [codec.read(reply[i], reply[i + 1]) for i in range(0, len(reply), 2)]
 
     async def claim(self, owner: str, limit: int) -> list[Claim]:
@@ -378,7 +405,10 @@ class RedisStore:
 
         A claimed row this side cannot decode is dead-lettered at once, alone,
         with the reason (the scripts set malformed rows aside before that).
+
+        :raises ReadOnlyStore: the store was opened ``read_only``
         """
+        self._check_writable()
         if limit <= 0:
             return []
         reply = await self._run("CLAIM", owner, limit)
@@ -406,7 +436,11 @@ class RedisStore:
         return claims
 
     async def extend(self, claims: Sequence[tuple[str, int]]) -> list[bool]:
-        """Renew the leases of ``(key, token)`` pairs by each row's lease, in one script."""
+        """Renew the leases of ``(key, token)`` pairs by each row's lease, in one script.
+
+        :raises ReadOnlyStore: the store was opened ``read_only``
+        """
+        self._check_writable()
         if not claims:
             return []
         args: list[str | int] = []
@@ -419,6 +453,7 @@ class RedisStore:
         """Apply ``outcome`` if ``token`` is still current; False (no change) otherwise.
 
         :raises TypeError: ``outcome`` is not one of the outcome classes
+        :raises ReadOnlyStore: the store was opened ``read_only``
         """
         (applied,) = await self.finish_many([(key, token, outcome)])
         return applied
@@ -428,7 +463,9 @@ class RedisStore:
         (a worker that completes many entries at once commits them as a group).
 
         :raises TypeError: an outcome that is not one of the outcome classes
+        :raises ReadOnlyStore: the store was opened ``read_only``
         """
+        self._check_writable()
         if not items:
             return []
         args: list[str | int] = [_time(self.dedupe_ttl)]
@@ -439,11 +476,19 @@ class RedisStore:
 
     async def retry(self, key: str) -> bool:
         """Make a FAILED row PENDING again, due now, attempt 1; False if not FAILED
-        or set aside as malformed (nothing in it can be trusted to run)."""
+        or set aside as malformed (nothing in it can be trusted to run).
+
+        :raises ReadOnlyStore: the store was opened ``read_only``
+        """
+        self._check_writable()
         return bool(await self._run("RETRY", key))
 
     async def delete(self, key: str) -> bool:
-        """Delete a row that is not RUNNING (tombstones and dead letters included)."""
+        """Delete a row that is not RUNNING (tombstones and dead letters included).
+
+        :raises ReadOnlyStore: the store was opened ``read_only``
+        """
+        self._check_writable()
         return bool(await self._run("DELETE", key))
 
     async def head(self) -> float | None:

@@ -34,6 +34,10 @@ and deletes like any dead letter (deleting it drops the raw bytes too) but is
 never retried: nothing in it can be trusted to run.  The rest of the batch goes
 on, so one malformed row never stops a claim.
 
+A store opened read-only (``RedisStore(read_only=True)``) lists through GET and
+ENTRIES with ``READONLY`` set: expired tombstones are skipped instead of purged,
+and a malformed row is reported as it would be set aside, without moving it.
+
 Every script reads the server's clock (``TIME``) and adds ``ARGV[2]``, an offset
 that is 0 except in tests (:meth:`RedisStore.advance_clock`).  Lua returns
 numbers to Redis as integers, so scripts return times as strings.
@@ -48,6 +52,8 @@ __all__ += ["GET", "RETRY", "TIME"]
 _PRELUDE = r"""
 local Q, ALL, TOMB, SEQ, ROWS, BAD = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local CHAN = ARGV[1]
+-- set by GET and ENTRIES for a store opened read-only: nothing is purged or set aside
+local READONLY = false
 local t = redis.call('TIME')
 local NOW = tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(ARGV[2])
 local function fmt(x) return string.format('%.17g', x) end
@@ -68,6 +74,7 @@ local function forget(k)
   redis.call('ZREM', TOMB, k)
 end
 local function purge()
+  if READONLY then return end
   local gone = redis.call('ZRANGEBYSCORE', TOMB, '-inf', fmt(NOW), 'LIMIT', 0, 100)
   for _, k in ipairs(gone) do forget(k) end
 end
@@ -164,6 +171,7 @@ local function aside(k, raw, r, why)
              e = 'malformed row set aside: ' .. why}
   if type(r.t) == 'string' and utf8(r.t) then q.t = r.t end
   if type(r.sch) == 'string' and utf8(r.sch) then q.sch = r.sch end
+  if READONLY then return q, cjson.encode(q) end  -- reported as it would be set aside
   redis.call('HSET', BAD, k, raw)
   redis.call('ZREM', Q, k)
   redis.call('ZREM', TOMB, k)
@@ -189,7 +197,7 @@ end
 local function load(k)
   local r, raw = read(k)
   if r and r.x and num(r.x) <= NOW then
-    forget(k)
+    if not READONLY then forget(k) end
     return nil
   end
   return r, raw
@@ -420,22 +428,26 @@ return 1
 """
 )
 
-#: ARGV[3]: key.  Returns the row's JSON, or false.
+#: ARGV[3]: key, ARGV[4]: '1' to write nothing (read-only).  Returns the row's JSON,
+#: or false.
 GET = (
     _PRELUDE
     + _CHECK
     + r"""
+READONLY = ARGV[4] == '1'
 local r, raw = load(ARGV[3])
 if not r then return false end
 return raw
 """
 )
 
-#: ARGV[3]: a status or '', ARGV[4]: limit.  Returns key, row JSON pairs by due time.
+#: ARGV[3]: a status or '', ARGV[4]: limit, ARGV[5]: '1' to write nothing (read-only).
+#: Returns key, row JSON pairs by due time.
 ENTRIES = (
     _PRELUDE
     + _CHECK
     + r"""
+READONLY = ARGV[5] == '1'
 purge()
 local want, limit = ARGV[3], tonumber(ARGV[4])
 local out = {}

@@ -84,6 +84,7 @@ from ._store import (
     NextOccurrence,
     OnConflict,
     Outcome,
+    ReadOnlyStore,
     Release,
     RetryAt,
     StoreLost,
@@ -99,10 +100,6 @@ _T = TypeVar("_T")
 _CHECKPOINT_EVERY = 200
 
 logger = logging.getLogger("duetime.durable")
-
-
-class ReadOnlyStore(RuntimeError):
-    """A write (``add``, ``claim``, ``finish``...) to a store opened ``read_only=True``."""
 
 
 class SQLiteStore:

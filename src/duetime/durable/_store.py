@@ -57,6 +57,7 @@ __all__ = [
     "NextOccurrence",
     "OnConflict",
     "Outcome",
+    "ReadOnlyStore",
     "Release",
     "RetryAt",
     "Store",
@@ -194,6 +195,10 @@ class StoreLost(RuntimeError):
     would write could reach nobody.  A worker should stop (exit non-zero) and
     be restarted, which opens what is there now.
     """
+
+
+class ReadOnlyStore(RuntimeError):
+    """A write (``add``, ``claim``, ``finish``...) to a store opened ``read_only=True``."""
 
 
 @dataclass(frozen=True, slots=True)

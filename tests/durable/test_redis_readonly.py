@@ -1,0 +1,120 @@
+"""RedisStore(read_only=True): listing a store without writing anything to the server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from duetime import Status
+from duetime.durable._redis import RedisStore
+from duetime.durable._store import Done, NewRow, ReadOnlyStore
+from duetime.testing import hold_autojump
+
+from .test_redis_badrows import BAD, BAD_KEYS, write_garbage
+
+Factory = Callable[..., RedisStore]
+
+
+@pytest.fixture
+async def real_time() -> AsyncIterator[None]:
+    with hold_autojump():
+        yield
+
+
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("real_time")]
+
+
+def row(key: str, *, delay: float = 0.0) -> NewRow:
+    return NewRow(key=key, task="t", payload="[1]", delay=delay)
+
+
+async def snapshot(store: RedisStore) -> dict[str, Any]:
+    """Everything the store keeps on the server, read through a writable store's client."""
+    client = store._client
+    assert client is not None
+    tag = "{" + store.prefix + "}"
+    return {
+        "rows": await client.hgetall(f"{tag}:rows"),
+        "bad": await client.hgetall(f"{tag}:bad"),
+        "seq": await client.get(f"{tag}:seq"),
+        **{
+            name: await client.zrange(f"{tag}:{name}", 0, -1, withscores=True)
+            for name in ("q", "all", "tomb")
+        },
+    }
+
+
+async def test_lists_and_refuses_every_write(redis_store: Factory) -> None:
+    async with redis_store() as writer:
+        await writer.add([row("done"), row("later", delay=3600.0)])
+        [claim] = await writer.claim("w", 1)
+        assert await writer.finish(claim.entry.key, claim.token, Done())
+        before = await snapshot(writer)
+        reader = redis_store(read_only=True)
+        assert "read_only=True" in repr(reader)
+        async with reader:
+            listed = await reader.entries()
+            assert [(e.key, e.status) for e in listed] == [
+                ("done", Status.COMPLETED),
+                ("later", Status.PENDING),
+            ]
+            assert await reader.get("later") == listed[1]
+            assert await reader.head() is not None
+            assert await reader.time() > 0
+            await reader.wait_changed(0)
+            with pytest.raises(ReadOnlyStore, match="read-only"):
+                await reader.add([row("new")])
+            with pytest.raises(ReadOnlyStore):
+                await reader.claim("w", 5)
+            with pytest.raises(ReadOnlyStore):
+                await reader.extend([("later", 1)])
+            with pytest.raises(ReadOnlyStore):
+                await reader.finish("later", 1, Done())
+            with pytest.raises(ReadOnlyStore):
+                await reader.finish_many([("later", 1, Done())])
+            with pytest.raises(ReadOnlyStore):
+                await reader.cancel("later")
+            with pytest.raises(ReadOnlyStore):
+                await reader.retry("later")
+            with pytest.raises(ReadOnlyStore):
+                await reader.delete("later")
+        assert await snapshot(writer) == before
+
+
+async def test_an_expired_tombstone_is_left_out_not_purged(redis_store: Factory) -> None:
+    async with redis_store(dedupe_ttl=10.0) as writer, redis_store(read_only=True) as reader:
+        await writer.add([row("done"), row("later", delay=3600.0)])
+        [claim] = await writer.claim("w", 1)
+        await writer.finish(claim.entry.key, claim.token, Done())
+        reader.advance_clock(60)  # the tombstone has expired for the reader
+        before = await snapshot(writer)
+        assert [e.key for e in await reader.entries()] == ["later"]
+        assert await reader.get("done") is None
+        assert [e.key for e in await reader.entries(status=Status.COMPLETED)] == []
+        assert await snapshot(writer) == before  # still there to purge
+        assert [key for key, _ in before["tomb"]] == [b"done"]
+        writer.advance_clock(60)
+        assert [e.key for e in await writer.entries()] == ["later"]
+        assert not (await snapshot(writer))["tomb"]  # a writable store purges it
+
+
+async def test_a_malformed_row_is_listed_not_set_aside(redis_store: Factory) -> None:
+    async with redis_store() as writer, redis_store(read_only=True) as reader:
+        await writer.add([row("good")])
+        await write_garbage(writer, await writer.time() - 10)
+        before = await snapshot(writer)
+        listed = {e.key: e for e in await reader.entries(status=Status.FAILED)}
+        assert set(listed) == set(BAD_KEYS)
+        for key, why in BAD_KEYS.items():
+            entry = listed[key]
+            assert entry.last_error is not None
+            assert entry.last_error.startswith("malformed row set aside")
+            assert why in entry.last_error, key
+            assert await reader.get(key) == entry
+        assert [e.key for e in await reader.entries(status=Status.PENDING)] == ["good"]
+        after = await snapshot(writer)
+        assert after == before
+        assert after["bad"] == {}
+        assert set(after["rows"]) >= set(BAD)  # the raw rows, untouched
