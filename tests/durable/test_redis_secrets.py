@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from duetime.durable._redis import RedisStore
-from duetime.durable._redis_rows import redact
+from duetime.durable._url import redact_url
 from duetime.testing import hold_autojump
 
 from .redis_server import RedisServer, free_port
@@ -47,9 +47,9 @@ pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("real_time")]
         ("redis://h/\x1b[31m", "redis://h/\\x1b[31m"),
     ],
 )
-async def test_redact(url: str, shown: str) -> None:
-    assert redact(url) == shown
-    assert SECRET not in redact(url)
+async def test_redact_url(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+    assert SECRET not in redact_url(url)
 
 
 async def test_a_bad_scheme_does_not_echo_the_password() -> None:

@@ -143,7 +143,7 @@ class RedisStore:
             raise TypeError(f"url must be a str, not {type(url).__name__}")
         if not url.startswith(_SCHEMES):
             raise ValueError(
-                f"a RedisStore URL starts with {' or '.join(_SCHEMES)}: {codec.redact(url)!r}"
+                f"a RedisStore URL starts with {' or '.join(_SCHEMES)}: {redact_url(url)!r}"
             )
         if not url.startswith("unix://"):
             # coredis would quietly use database 0 for any other path
@@ -151,7 +151,7 @@ class RedisStore:
             if db and not (db.isascii() and db.isdigit()):
                 raise ValueError(
                     "the path of a RedisStore URL is the database number"
-                    f" (redis://host:6379/0): {codec.redact(url)!r}"
+                    f" (redis://host:6379/0): {redact_url(url)!r}"
                 )
         if not isinstance(prefix, str):
             raise TypeError(f"prefix must be a str, not {type(prefix).__name__}")
@@ -211,8 +211,7 @@ class RedisStore:
             )
         except Exception as exc:  # its message may quote the URL: not repeated here
             raise ValueError(
-                f"RedisStore: cannot parse the URL {codec.redact(self.url)!r}"
-                f" ({type(exc).__name__})"
+                f"RedisStore: cannot parse the URL {redact_url(self.url)!r} ({type(exc).__name__})"
             ) from None
         # One deadline over the whole opening, entered first so that it is left last:
         # coredis's task groups, entered inside it, must exit inside it.
@@ -242,12 +241,12 @@ class RedisStore:
             self._changed = None
             if timed_out:
                 raise TimeoutError(
-                    f"RedisStore {codec.redact(self.url)}: no answer within"
+                    f"RedisStore {redact_url(self.url)}: no answer within"
                     f" {self.connect_timeout:g} s (connect_timeout)"
                 ) from None
             if isinstance(exc, RedisError | OSError):
                 raise ConnectionError(
-                    f"RedisStore {codec.redact(self.url)}: cannot open: {codec.describe(exc)}"
+                    f"RedisStore {redact_url(self.url)}: cannot open: {codec.describe(exc)}"
                 ) from exc
             raise
         self._client = client
@@ -270,7 +269,7 @@ class RedisStore:
         with anyio.move_on_after(self.timeout):
             return await request
         raise TimeoutError(
-            f"RedisStore {codec.redact(self.url)}: no reply to {what} within {self.timeout:g} s"
+            f"RedisStore {redact_url(self.url)}: no reply to {what} within {self.timeout:g} s"
         )
 
     async def _check_eviction(self, client: coredis.Redis[bytes]) -> None:
@@ -287,7 +286,7 @@ class RedisStore:
             logger.warning(
                 "RedisStore %s: the server's maxmemory-policy is %r, not 'noeviction': "
                 "under memory pressure Redis may evict durable entries (lost work)",
-                codec.redact(self.url),
+                redact_url(self.url),
                 policy,
             )
 

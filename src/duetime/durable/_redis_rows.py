@@ -1,5 +1,4 @@
-"""RedisStore's side of a row: decoding each reply of the scripts on its own, and
-the URL as logs and errors show it.
+"""RedisStore's side of a row: decoding each reply of the scripts on its own.
 
 A reply is read row by row and never raises for one row: a row that cannot be
 read becomes a FAILED :class:`Entry` that says why (the Lua scripts set malformed
@@ -10,14 +9,12 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from typing import Any
-from urllib.parse import unquote
 
 from .._handle import Status
 from ._store import Entry, entry_args, utc
 
-__all__ = ["arg", "describe", "entry", "read", "redact", "row", "text", "unreadable"]
+__all__ = ["arg", "describe", "entry", "read", "row", "text", "unreadable"]
 __all__ += ["number", "string"]
 
 _STATUSES = {s.value: s for s in Status}
@@ -122,43 +119,6 @@ def unreadable(key: str, exc: BaseException) -> Entry:
         status=Status.FAILED,
         last_error=f"malformed row: {type(exc).__name__}: {exc}"[:300],
     )
-
-
-# Query parameters whose value is a credential (matched as substrings of the
-# lower-cased name: password, db_pass, auth_token...).
-_SECRET = re.compile(r"pass|pwd|secret|token|auth|credential|api_?key")
-
-
-def redact(url: str) -> str:
-    """The URL as logs, errors and the repr show it: the password in the user
-    info, every credential-like query value and any fragment become ``***``,
-    and non-printable characters are escaped.  Never raises."""
-    try:
-        scheme, sep, rest = url.partition("://")
-        # The last "@" ends the user info: a password may hold "/", "?" or "@".
-        creds, at, location = rest.rpartition("@")
-        location, hash_, _fragment = location.partition("#")
-        shown = scheme + sep
-        if at:
-            user, colon, _password = creds.partition(":")
-            shown += f"{user}:***@" if colon and not any(c in user for c in "/?#") else "***@"
-        path, q, query = location.partition("?")
-        shown += path
-        if q:
-            params, hiding = [], False
-            for param in re.split("[&;]", query):
-                name, eq, _value = param.partition("=")
-                if eq:
-                    hiding = bool(_SECRET.search(unquote(name).lower()))
-                    params.append(f"{name}=***" if hiding else param)
-                else:  # after a secret, a bare word may be the rest of it (an unescaped "&")
-                    params.append("***" if hiding and param else param)
-            shown += "?" + "&".join(params)
-        if hash_:
-            shown += "#***"
-        return shown if shown.isprintable() else shown.encode("unicode_escape").decode("ascii")
-    except Exception:  # a log line or an error message must not fail here
-        return "<a Redis URL (hidden)>"
 
 
 def describe(exc: BaseException) -> str:
