@@ -1,7 +1,9 @@
-"""RedisStore(read_only=True): listing a store without writing anything to the server."""
+"""RedisStore(read_only=True): listing a store without writing anything to the server,
+and the logging filter that lives only while a RedisStore is open."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -118,3 +120,33 @@ async def test_a_malformed_row_is_listed_not_set_aside(redis_store: Factory) -> 
         assert after == before
         assert after["bad"] == {}
         assert set(after["rows"]) >= set(BAD)  # the raw rows, untouched
+
+
+# -- the filter on coredis's logger --------------------------------------------------
+
+
+def _noise_filters() -> list[logging.Filter]:
+    return [
+        f
+        for f in logging.getLogger("coredis").filters
+        if isinstance(f, logging.Filter) and type(f).__name__ == "_CoredisNoise"
+    ]
+
+
+async def test_the_coredis_filter_lives_only_while_a_store_is_open(redis_store: Factory) -> None:
+    assert _noise_filters() == []  # importing duetime.durable._redis added nothing
+    async with redis_store() as _first:
+        assert len(_noise_filters()) == 1
+        async with redis_store(read_only=True) as _second:
+            assert len(_noise_filters()) == 1  # counted, not added twice
+        assert len(_noise_filters()) == 1  # the first store is still open
+    assert _noise_filters() == []
+
+
+async def test_a_failed_open_removes_the_coredis_filter() -> None:
+    from .redis_server import free_port
+
+    with pytest.raises(ConnectionError):
+        async with RedisStore(f"redis://127.0.0.1:{free_port()}/0", connect_timeout=5.0):
+            pass
+    assert _noise_filters() == []

@@ -12,6 +12,7 @@ import importlib.util
 import json
 import logging
 import math
+import threading
 from collections.abc import Awaitable, Sequence
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -53,7 +54,11 @@ class _CoredisNoise(logging.Filter):
     """Two kinds of coredis records that say nothing a RedisStore does not: a
     connection attempt "failed" because its caller was cancelled (a timeout or a
     shutdown: dropped), and a traceback-less ``exc_info`` that prints as
-    ``NoneType: None`` (the line is kept, without it)."""
+    ``NoneType: None`` (the line is kept, without it).
+
+    It sits on the ``coredis`` logger only while at least one RedisStore is open
+    (:func:`_quiet_coredis`): importing duetime changes no other library's logging.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
@@ -64,7 +69,28 @@ class _CoredisNoise(logging.Filter):
         return True
 
 
-logging.getLogger("coredis").addFilter(_CoredisNoise())
+_NOISE = _CoredisNoise()
+_open_stores = 0  # RedisStores open in this process, each counted once
+_open_lock = threading.Lock()  # stores may be opened on event loops in several threads
+
+
+def _quiet_coredis() -> None:
+    """Count one more open store; the first one adds the filter."""
+    global _open_stores
+    with _open_lock:
+        _open_stores += 1
+        if _open_stores == 1:
+            logging.getLogger("coredis").addFilter(_NOISE)
+
+
+def _unquiet_coredis() -> None:
+    """Count one store fewer; the last one removes the filter."""
+    global _open_stores
+    with _open_lock:
+        _open_stores -= 1
+        if _open_stores == 0:
+            logging.getLogger("coredis").removeFilter(_NOISE)
+
 
 _SCHEMES = ("redis://", "rediss://", "unix://")
 _CONFLICTS = ("keep", "replace", "error")
@@ -217,6 +243,8 @@ class RedisStore:
         # coredis's task groups, entered inside it, must exit inside it.
         deadline = anyio.CancelScope(deadline=anyio.current_time() + self.connect_timeout)
         stack = AsyncExitStack()
+        _quiet_coredis()
+        stack.callback(_unquiet_coredis)  # left last, after coredis's own exits
         try:
             stack.enter_context(deadline)
             await stack.enter_async_context(client)
