@@ -579,6 +579,19 @@ class StoreConformance:
             assert all(e.status is status for e in listed)
         assert await store.entries(limit=0) == []
 
+    async def test_a_negative_or_non_int_limit_is_refused_at_the_call(self, store: Store) -> None:
+        await store.add([row("a")])
+        with pytest.raises(ValueError, match="limit"):
+            await store.entries(limit=-1)
+        with pytest.raises(TypeError, match="limit"):
+            await store.entries(limit=1.5)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="limit"):
+            await store.entries(limit=True)
+        assert [e.key for e in await store.entries(limit=1)] == ["a"]
+        with pytest.raises(ValueError, match="limit"):
+            await store.claim("w", -1)
+        assert await store.claim("w", 0) == []
+
 
 #: The faults :meth:`MalformedRowConformance.corrupt` writes into a row.
 MALFORMED_FAULTS = ("due_not_a_number", "due_infinite", "lease_negative", "status_unknown")

@@ -282,12 +282,20 @@ class MemoryStore:
         return None if row is None else row.entry()
 
     async def entries(self, *, status: Status | None = None, limit: int = 1000) -> list[Entry]:
-        """Entries by due time (then key), optionally only those with ``status``."""
+        """Entries by due time (then key), optionally only those with ``status``.
+
+        :raises TypeError: a limit that is not an int
+        :raises ValueError: a negative limit
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int):
+            raise TypeError(f"limit must be an int, not {type(limit).__name__}")
+        if limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
         await anyio.lowlevel.checkpoint()
         self._purge(self._now())
         rows = [r for r in self._rows.values() if status is None or r.status is status]
         rows.sort(key=lambda r: (r.due, r.key))
-        return [r.entry() for r in rows[: max(0, limit)]]
+        return [r.entry() for r in rows[:limit]]
 
     async def claim(self, owner: str, limit: int) -> list[Claim]:
         """Lease up to ``limit`` claimable rows, earliest first, each with a new token.

@@ -415,6 +415,7 @@ class RedisStore:
     async def entries(self, *, status: Status | None = None, limit: int = 1000) -> list[Entry]:
         """Entries by due time, optionally only those with ``status``.
 
+        :raises TypeError: a limit that is not an int
         :raises ValueError: a negative limit
         """
         if isinstance(limit, bool) or not isinstance(limit, int):
@@ -433,10 +434,13 @@ class RedisStore:
         A claimed row this side cannot decode is dead-lettered at once, alone,
         with the reason (the scripts set malformed rows aside before that).
 
+        :raises ValueError: a negative limit
         :raises ReadOnlyStore: the store was opened ``read_only``
         """
         self._check_writable()
-        if limit <= 0:
+        if limit < 0:
+            raise ValueError(f"claim limit must be >= 0, not {limit!r}")
+        if limit == 0:
             return []
         reply = await self._run("CLAIM", owner, limit)
         claims = []

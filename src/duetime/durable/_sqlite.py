@@ -410,8 +410,10 @@ class SQLiteStore:
     async def entries(self, *, status: Status | None = None, limit: int = 1000) -> list[Entry]:
         """Entries by due time (then key), optionally only those with ``status``.
 
-        :raises ValueError: a status no store row has (EXPIRED, CANCELLED)
+        :raises TypeError: a limit that is not an int
+        :raises ValueError: a negative limit, or a value that is not a Status
         """
+        _check_limit(limit)
         now = self._now()
         where, args = LIVE, [now]
         if status is not None:
@@ -421,7 +423,7 @@ class SQLiteStore:
             where += " AND status = ?"
             args.append(code)
         sql = f"SELECT {ENTRY} FROM duetime_entries WHERE {where} ORDER BY due, key LIMIT ?"
-        got = await self._run(partial(read, sql, (*args, max(0, limit))))
+        got = await self._run(partial(read, sql, (*args, limit)))
         return [_entry(r) for r in got]
 
     async def claim(self, owner: str, limit: int) -> list[Claim]:
@@ -610,6 +612,13 @@ class SQLiteStore:
                     return
         finally:
             self._changed.seen()
+
+
+def _check_limit(limit: int) -> None:
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise TypeError(f"limit must be an int, not {type(limit).__name__}")
+    if limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
 
 
 def _positive(name: str, value: float) -> None:

@@ -304,6 +304,9 @@ class Store(Protocol):
         Never raises for what a row holds: a malformed row is listed with
         ``last_error`` starting with :data:`MALFORMED` (FAILED if its status
         cannot be read), and so does :meth:`get`.
+
+        :raises TypeError: a limit that is not an int
+        :raises ValueError: a negative limit
         """
 
     async def claim(self, owner: str, limit: int) -> list[Claim]:
