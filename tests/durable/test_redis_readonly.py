@@ -122,6 +122,17 @@ async def test_a_malformed_row_is_listed_not_set_aside(redis_store: Factory) -> 
         assert set(after["rows"]) >= set(BAD)  # the raw rows, untouched
 
 
+async def test_open_store_read_only_reaches_the_redis_store(redis_url: str) -> None:
+    from duetime.durable._url import open_store
+
+    store = open_store(redis_url, read_only=True)
+    assert isinstance(store, RedisStore)
+    assert store.read_only
+    writable = open_store(redis_url)
+    assert isinstance(writable, RedisStore)
+    assert not writable.read_only
+
+
 # -- the filter on coredis's logger --------------------------------------------------
 
 

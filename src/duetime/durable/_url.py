@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import inspect
 import re
 from typing import Any, cast
 from urllib.parse import unquote
@@ -152,8 +151,8 @@ def open_store(url: str, *, read_only: bool = False, **options: Any) -> Store:
     :param read_only: open the store for listing only (``get``, ``entries``):
         a SQLite file is never created or written (it may sit on a read-only
         file or mount; a missing one raises FileNotFoundError when entered), a
-        Redis store is read without writing when its ``RedisStore`` takes
-        ``read_only``; a new ``memory://`` store is empty, so there is nothing to protect
+        Redis store is read without writing anything to the server; a new
+        ``memory://`` store is empty, so there is nothing to protect
     :param options: keyword arguments for the store (``lease=``, ``dedupe_ttl=``...)
     :raises TypeError: ``url`` is not a str
     :raises ValueError: an unknown scheme, or a URL without a path
@@ -190,7 +189,7 @@ def open_store(url: str, *, read_only: bool = False, **options: Any) -> Store:
                 f"a Redis store ({url.split('://')[0]}://) needs the 'redis' extra:"
                 f" pip install 'duetime[redis]' ({exc})"
             ) from exc
-        if read_only and "read_only" in inspect.signature(module.RedisStore).parameters:
+        if read_only:
             options["read_only"] = True
         return cast(Store, module.RedisStore(url, **options))
     if not sep:
