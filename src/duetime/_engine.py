@@ -147,6 +147,9 @@ class Engine:
         # The thread the event loop runs in (None until open), and how to hand
         # it a call from another thread.
         self.loop_thread: int | None = None
+        # The loop thread's id while the block is open, else None: the call_*
+        # hot path tells "open, and called from the loop thread" with one compare.
+        self.accepting: int | None = None
         self.bridge = ThreadBridge(self)
         # A BaseException from a callback, a done-callback or on_error: it ends
         # the block and leaves it as itself.
@@ -275,6 +278,7 @@ class Engine:
         self.unobserved.defer = self.bridge.soon
         self.state = OPEN
         self.closed = False
+        self.accepting = self.loop_thread
         tg.start_soon(self._timer_loop, name=f"duetime timer loop {id(self):#x}")
 
     async def close(
@@ -291,6 +295,7 @@ class Engine:
         tg = self.tg
         assert tg is not None
         self.closed = True
+        self.accepting = None
         self.state = CLOSING
         for hook in list(self._exit_hooks):
             try:
@@ -362,6 +367,7 @@ class Engine:
     def _abort(self) -> None:
         self.state = CLOSED  # no retries from here on
         self.closed = True
+        self.accepting = None
         self._cancel_all_pending()
         tg = self.tg
         assert tg is not None
@@ -620,8 +626,10 @@ class Engine:
                     max_late = late
                 record_late(late)
                 context = fresh_context()
+                args = h._args
                 try:
-                    result = context.run(h._func, *h._args)  # type: ignore[arg-type, misc]
+                    # Without arguments, no list and tuple are built for the call.
+                    result = context.run(h._func, *args) if args else context.run(h._func)  # type: ignore[arg-type]
                 except Exception as exc:
                     self.inline = None
                     self.runners.fail(h, exc)
