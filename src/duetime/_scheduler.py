@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, TypeVarTuple, Unpack, o
 from anyio import current_effective_deadline
 
 from ._cron import Cron
-from ._engine import Engine
+from ._engine import Engine, PlainHandle
 from ._exceptions import DeadlineExpired
 from ._handle import EXPIRED, PENDING, Extra, Handle, Status, _ids
 from ._host import Host
@@ -293,8 +293,8 @@ class Scheduler:
             return self._schedule_opts(e.clock(), func, args, *_options("call_soon", opts))
         if not callable(func):
             raise TypeError(f"func must be callable, got {func!r}")
-        # Handle(clock(), func, args, e), written out: no __init__ frame.
-        h: Handle[Any] = _new(Handle)
+        # PlainHandle(clock(), func, args, e), written out: no __init__ frame.
+        h: Handle[Any] = _new(PlainHandle)
         h._when = e.clock()
         h._id = next(_ids)
         h._func = func
@@ -397,8 +397,8 @@ class Scheduler:
         when = e.clock() + delay
         if not callable(func):
             raise TypeError(f"func must be callable, got {func!r}")
-        # Handle(when, func, args, e), written out: no __init__ frame.
-        h: Handle[Any] = _new(Handle)
+        # PlainHandle(when, func, args, e), written out: no __init__ frame.
+        h: Handle[Any] = _new(PlainHandle)
         h._when = when
         h._id = i = next(_ids)
         h._func = func
@@ -485,8 +485,8 @@ class Scheduler:
             return self._schedule_opts(when, func, args, *_options("call_at", opts))
         if not callable(func):
             raise TypeError(f"func must be callable, got {func!r}")
-        # Handle(when, func, args, e), written out: no __init__ frame.
-        h: Handle[Any] = _new(Handle)
+        # PlainHandle(when, func, args, e), written out: no __init__ frame.
+        h: Handle[Any] = _new(PlainHandle)
         h._when = when
         h._id = i = next(_ids)
         h._func = func
