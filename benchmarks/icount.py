@@ -11,7 +11,7 @@ miss is one instruction), so read it beside the timed figures, not instead.
 Not a scenario module (the runner runs only ``bench_*.py``).  Needs valgrind
 with its headers and gcc.  Usage, from a checkout::
 
-    python benchmarks/icount.py [--n 100000] [--only schedule,fire] [--keep DIR]
+    python benchmarks/icount.py [--n 100000] [--only schedule,fire] [--uvloop] [--keep DIR]
 
 ``PYTHONPATH=OTHER/src`` measures another checkout; ``--keep DIR`` keeps the
 callgrind dumps for ``callgrind_annotate``.
@@ -47,7 +47,7 @@ def _build(dirpath: Path) -> Path:
     return lib
 
 
-def child(lib: str, n: int, only: list[str]) -> None:
+def child(lib: str, n: int, only: list[str], uvloop: bool) -> None:
     sys.path.insert(0, str(HERE))
     import time
 
@@ -67,7 +67,7 @@ def child(lib: str, n: int, only: list[str]) -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
         async with duetime.Scheduler() as s:
-            for name, (raw, ours) in bs._scenarios(loop, s, n, bs.BURST, False).items():
+            for name, (raw, ours) in bs._scenarios(loop, s, n, bs.BURST, uvloop).items():
                 if only and name not in only:
                     continue
                 await raw()  # warm-up, not counted
@@ -81,7 +81,7 @@ def child(lib: str, n: int, only: list[str]) -> None:
                         bs._clock = perf
                     cg.cg_dump(f"{name} {side}".encode())
 
-    run_asyncio(main)
+    run_asyncio(main, uvloop=uvloop)
 
 
 def parse(outdir: Path) -> dict[str, int]:
@@ -100,11 +100,12 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--only", default="")
     ap.add_argument("--keep", type=Path, default=None)
+    ap.add_argument("--uvloop", action="store_true", help="schedule on uvloop (raw: uvloop's)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     only = [o for o in a.only.split(",") if o]
     if a.child:
-        child(a.child, a.n, only)
+        child(a.child, a.n, only, a.uvloop)
         return 0
     if not shutil.which("valgrind") or not shutil.which("gcc"):
         print("needs valgrind (with its headers) and gcc", file=sys.stderr)
@@ -127,7 +128,7 @@ def main() -> int:
             str(a.n),
             "--only",
             a.only,
-        ]
+        ] + (["--uvloop"] if a.uvloop else [])
         subprocess.run(cmd, check=True, stderr=subprocess.DEVNULL, env=dict(os.environ))
         counts = parse(out)
     per = {"due_at_once": 10_000}

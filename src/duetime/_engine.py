@@ -603,35 +603,39 @@ class Engine:
             while True:
                 # The heap side's next entry: the batch's, or the heap top when
                 # something due was pushed during the pass and sorts first.
-                # src: 0 the call_soon FIFO, 1 the batch, 2 the heap.
-                src = 0
-                e = None
-                if batch is not None and j < k:
-                    e = batch[j]
-                    src = 1
+                # src: 0 the call_soon FIFO, 1 the batch, 2 the heap.  Each
+                # source alone (a due batch, a call_soon burst) is the common
+                # case and takes the fewest steps.
+                if j < k:
+                    e = batch[j]  # type: ignore[index]
                     if entries and entries[0][0] <= now and entries[0][:2] < e[:2]:
                         e = entries[0]
                         src = 2
+                    else:
+                        src = 1
                 elif entries and entries[0][0] <= now:
                     e = entries[0]
                     src = 2
-                # Merge with the call_soon FIFO in (when, seq) order.
-                if soon and soon[0]._when <= now:
-                    h = soon[0]
-                    if e is not None and e[:2] < (h._when, h._id):
-                        when, _, h = e
-                    else:
-                        soon.popleft()
-                        when = h._when
-                        src = 0
-                elif e is not None:
-                    when, _, h = e
                 else:
+                    e = None
+                    src = 0
+                # Merge with the call_soon FIFO in (when, seq) order.
+                if soon:
+                    h = soon[0]
+                    when = h._when
+                    if when <= now and (e is None or (when, h._id) < e[:2]):
+                        soon.popleft()
+                        src = 0
+                    elif e is None:
+                        break
+                elif e is None:
                     break
-                if src == 2:
-                    heap.pop()
-                elif src == 1:
-                    j += 1
+                if src:
+                    when, _, h = e  # type: ignore[misc]  # src != 0: e is set
+                    if src == 1:
+                        j += 1
+                    else:
+                        heap.pop()
                 if h._st or h._when is not when:
                     continue  # cancelled (or re-keyed) while pending
                 if slow or h._x is not None:
