@@ -2,7 +2,10 @@
 
 Schedule cost, sync fire rate, 10k due at once vs ``call_soon``, async fire rate vs
 one anyio task per callback, bytes per pending entry, cancel rate and the memory a
-cancel storm leaves behind.  Every figure is the best of a few repeats.
+cancel storm leaves behind.  Every figure is the best of a few repeats, each
+contender on a fresh event loop; ``bench_simple.py`` measures the same figures
+the plain way (one loop, interleaved rounds, medians) and ``icount.py`` counts
+their instructions.  The targets judged are DESIGN's v0.3 ones.
 
 Standalone: ``python benchmarks/bench_core.py [--quick]`` prints the JSON.
 """
@@ -293,7 +296,7 @@ def run(quick: bool) -> dict[str, dict[str, Any]]:
     rat = v["duetime (asyncio)"] / v["asyncio loop.call_later"]
     rt = v["duetime (trio)"] / v["asyncio loop.call_later"]
     ratios = [
-        ratio("duetime / asyncio call_later", rat, "<= 1.0", le(rat, 1.0, judge)),
+        ratio("duetime / asyncio call_later", rat, "<= 0.95", le(rat, 0.95, judge)),
         ratio("duetime on trio / asyncio call_later", rt, "<= 1.0", le(rt, 1.0, judge)),
     ]
     notes = [f"call_later x {n:,}, best of {repeats}"]
@@ -332,7 +335,9 @@ def run(quick: bool) -> dict[str, dict[str, Any]]:
         "unit": "callbacks/s",
         "values": v,
         "lower_is_better": False,
-        "ratios": [ratio("duetime time to fire all / asyncio", rat, "<= 0.8", le(rat, 0.8, judge))],
+        "ratios": [
+            ratio("duetime time to fire all / asyncio", rat, "<= 0.65", le(rat, 0.65, judge))
+        ],
     }
 
     # 10k due at once ---------------------------------------------------------------
@@ -347,7 +352,7 @@ def run(quick: bool) -> dict[str, dict[str, Any]]:
         "title": f"{burst:,} callbacks due at once, until all have run",
         "unit": "ms",
         "values": v,
-        "ratios": [ratio("duetime / asyncio call_soon", rat, "<= 2.0", le(rat, 2.0, judge))],
+        "ratios": [ratio("duetime / asyncio call_soon", rat, "<= 1.4", le(rat, 1.4, judge))],
         "notes": ["APScheduler 4's figure for the same scenario is in apscheduler_fire"],
     }
 

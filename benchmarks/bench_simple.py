@@ -268,7 +268,9 @@ def _result(
         "unit": unit,
         "values": {f"raw {peer}": med_raw, "duetime": med_ours},
         "ratios": [
-            ratio(f"duetime / {peer} (median of rounds)", rat, f"<= {target}", le(rat, target, judge))
+            ratio(
+                f"duetime / {peer} (median of rounds)", rat, f"<= {target}", le(rat, target, judge)
+            )
         ],
         "spread": {"min": min(m["ratios"]), "max": max(m["ratios"])},
         "notes": [

@@ -138,7 +138,10 @@ def main() -> int:
         if raw is None or ours is None:
             continue
         k = per.get(name, a.n)
-        print(f"{name:12} raw {raw / k:8.0f}  duetime {ours / k:8.0f}  instr/entry  ratio {ours / raw:.3f}")
+        print(
+            f"{name:12} raw {raw / k:8.0f}  duetime {ours / k:8.0f}  instr/entry"
+            f"  ratio {ours / raw:.3f}"
+        )
     return 0
 
 

@@ -35,6 +35,7 @@ T = TypeVar("T")
 PosArgsT = TypeVarTuple("PosArgsT")
 
 _INF = math.inf
+_NEG_INF = -math.inf  # a constant: the hot path would negate _INF at each call
 _get_ident = threading.get_ident
 _new = object.__new__
 _NO_DEADLINE_IN_THREAD = (
@@ -305,8 +306,8 @@ class Scheduler:
         h._x = None
         e.soon.append(h)
         e.scheduled += 1
-        if e.wake_at > -_INF:
-            e.rearm(-_INF)
+        if e.wake_at > _NEG_INF:
+            e.rearm(_NEG_INF)
         return h
 
     @overload
@@ -477,7 +478,7 @@ class Scheduler:
                     f"when must be a loop time (float) or an aware datetime, got {when!r}"
                 )
             when = float(when)
-        if not -_INF < when < _INF:
+        if not _NEG_INF < when < _INF:
             raise ValueError(f"when must be finite, got {when!r}")
         e = self._engine
         if opts or _get_ident() != e.accepting:
