@@ -273,6 +273,7 @@ def _result(
             )
         ],
         "spread": {"min": min(m["ratios"]), "max": max(m["ratios"])},
+        "per_round": {"ratio": m["ratios"], "raw_s": m["raw"], "duetime_s": m["ours"]},
         "notes": [
             f"median of {rounds} interleaved rounds; per-round ratios "
             f"{min(m['ratios']):.3f}-{max(m['ratios']):.3f}"
