@@ -49,7 +49,8 @@ class Timeouts:
         """Call ``func(*args)`` after ``delay``, replacing any timer set for ``key``.
 
         :return: the timer's :class:`Handle`
-        :raises TypeError, ValueError: as :meth:`Scheduler.call_later`
+        :raises TypeError: as :meth:`Scheduler.call_later`
+        :raises ValueError: as :meth:`Scheduler.call_later`
         """
         if not callable(func):
             raise TypeError(f"func must be callable, got {func!r}")

@@ -103,11 +103,6 @@ class Scheduler:
     task group with one timer loop; callbacks are kept in a heap and the loop
     sleeps in a cancel scope whose deadline is the earliest due time.
 
-    The plain path of each ``call_*`` (no options) is written out in full in
-    each method rather than shared: it is the hot path the benchmarks hold to
-    ``<= 1.0x loop.call_later``, and a helper call costs about 10% of it.
-    Anything with an option goes through the shared :meth:`_schedule_opts`.
-
     :param max_concurrency: how many callbacks may run at once (None: no limit).
         Due callbacks past the limit wait for an :class:`anyio.CapacityLimiter`.
     :param on_exit: ``"cancel"`` (callbacks not started end CANCELLED) or
@@ -140,6 +135,11 @@ class Scheduler:
     :raises TypeError: on an argument of the wrong type, or ``store`` without
         ``tasks`` (or the reverse)
     """
+
+    # The plain path of each ``call_*`` (no options) is written out in full in
+    # each method rather than shared: it is the hot path the benchmarks hold to
+    # ``<= 1.0x loop.call_later``, and a helper call costs about 10% of it.
+    # Anything with an option goes through the shared ``_schedule_opts``.
 
     __slots__ = ("__weakref__", "_durable", "_engine", "_heap")
 

@@ -439,7 +439,8 @@ class ThreadedScheduler(AbstractContextManager["ThreadedScheduler"]):
         One round trip to the loop, so bad input raises here, at the call site.
 
         :raises SchedulerClosed: before :meth:`start` or after :meth:`shutdown`
-        :raises TypeError, ValueError: on bad input, as :meth:`Scheduler.call_every`
+        :raises TypeError: on bad input, as :meth:`Scheduler.call_every`
+        :raises ValueError: on bad input, as :meth:`Scheduler.call_every`
         """
 
         if not callable(func):

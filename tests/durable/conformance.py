@@ -569,3 +569,62 @@ class StoreConformance:
         assert [e.key for e in await store.entries(status=Status.PENDING)] == ["z"]
         assert [e.key for e in await store.entries(status=Status.COMPLETED)] == ["b"]
         assert [e.key for e in await store.entries(status=Status.FAILED)] == ["c"]
+
+    # -- listing takes every status ------------------------------------------------
+
+    async def test_listing_takes_every_status_and_a_zero_limit(self, store: Store) -> None:
+        await store.add([row("a")])
+        for status in Status:
+            listed = await store.entries(status=status)
+            assert all(e.status is status for e in listed)
+        assert await store.entries(limit=0) == []
+
+
+#: The faults :meth:`MalformedRowConformance.corrupt` writes into a row.
+MALFORMED_FAULTS = ("due_not_a_number", "due_infinite", "lease_negative", "status_unknown")
+
+
+class MalformedRowConformance:
+    """A row another program wrote wrong is dead-lettered alone and never breaks a listing.
+
+    For stores that can hold such a row: subclasses implement :meth:`make_store`
+    and :meth:`corrupt` (which writes the fault with the store's own client, as
+    another program would).  Every test runs on asyncio and trio.
+    """
+
+    def make_store(self, tmp_path: Path, **options: Any) -> Store:
+        raise NotImplementedError
+
+    async def corrupt(self, store: Store, key: str, fault: str) -> None:
+        """Overwrite the PENDING row ``key`` with ``fault``, one of :data:`MALFORMED_FAULTS`:
+        a due time that is text or infinite, a negative lease, an unknown status."""
+        raise NotImplementedError
+
+    @pytest.fixture
+    async def store(self, anyio_backend: Any, tmp_path: Path) -> AsyncIterator[Store]:
+        async with self.make_store(tmp_path, lease=10.0) as s:
+            yield s
+
+    @pytest.mark.parametrize("fault", MALFORMED_FAULTS)
+    async def test_a_malformed_row_is_dead_lettered_alone(self, store: Store, fault: str) -> None:
+        from duetime.durable._store import MALFORMED
+
+        await store.add([row("good1", 1), row("bad", 2), row("good2", 3)])
+        await self.corrupt(store, "bad", fault)
+        # Listing never raises, and shows the row.
+        assert {e.key for e in await store.entries()} == {"good1", "bad", "good2"}
+        assert await store.get("bad") is not None
+        claims: list[Claim] = []
+        for _ in range(3):
+            claims += await store.claim("w", 10)
+        assert sorted(c.entry.key for c in claims) == ["good1", "good2"]
+        bad = await store.get("bad")
+        assert bad is not None
+        assert bad.status is Status.FAILED
+        assert str(bad.last_error).startswith(MALFORMED), bad.last_error
+        assert [e.key for e in await store.entries(status=Status.FAILED)] == ["bad"]
+        for c in claims:
+            assert await store.finish(c.entry.key, c.token, Done())
+        assert await store.delete("bad")
+        assert await store.get("bad") is None
+        assert await store.claim("w", 10) == []

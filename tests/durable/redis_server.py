@@ -205,5 +205,5 @@ def redis_store(redis_url: str) -> Iterator[Callable[..., RedisStore]]:
     parts = urlsplit(redis_url)
     db = int(parts.path.strip("/") or 0)
     for prefix in prefixes:
-        keys = [f"{{{prefix}}}:{name}" for name in ("q", "all", "tomb", "seq", "rows")]
+        keys = [f"{{{prefix}}}:{name}" for name in ("q", "all", "tomb", "seq", "rows", "bad")]
         command(parts.hostname or "", parts.port or 6379, "DEL", *keys, db=db)

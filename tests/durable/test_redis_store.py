@@ -48,6 +48,10 @@ def row(key: str, *, delay: float = 0.0, **options: object) -> NewRow:
     [
         ({"url": b"redis://x"}, TypeError),
         ({"url": "http://127.0.0.1"}, ValueError),
+        ({"url": "redis://127.0.0.1:6379/abc"}, ValueError),
+        ({"url": "redis://:pa/ss@127.0.0.1:6379/0"}, ValueError),  # "/" not percent-encoded
+        ({"url": "redis://127.0.0.1", "connect_timeout": 0}, ValueError),
+        ({"url": "redis://127.0.0.1", "timeout": -1}, ValueError),
         ({"url": "redis://127.0.0.1", "prefix": ""}, ValueError),
         ({"url": "redis://127.0.0.1", "prefix": "a{b}"}, ValueError),
         ({"url": "redis://127.0.0.1", "prefix": 3}, TypeError),
@@ -246,7 +250,7 @@ async def test_every_key_shares_one_hash_tag(redis_store: Factory, tmp_path: Pat
             assert client is not None
             keys = await client.keys("*")
             assert keys
-            assert all(k.startswith("{tagged}:") for k in keys)
+            assert all(k.startswith(b"{tagged}:") for k in keys)
 
 
 # -- private servers ------------------------------------------------------------------

@@ -12,15 +12,18 @@ import importlib.util
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from contextlib import AsyncExitStack
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
 
 import anyio
+import anyio.abc
 
 from .._exceptions import EntryExists
 from .._handle import Status
 from . import _redis_lua as lua
+from . import _redis_rows as codec
 from ._store import (
     Claim,
     Dead,
@@ -32,37 +35,37 @@ from ._store import (
     Outcome,
     Release,
     RetryAt,
-    entry_args,
-    utc,
 )
 
 if TYPE_CHECKING:
     import coredis
-    from coredis.commands.script import Script
-    from coredis.patterns.pubsub import PubSub
 
 __all__ = ["RedisStore"]
 
+T = TypeVar("T")
+
 logger = logging.getLogger("duetime")
+
+
+class _CoredisNoise(logging.Filter):
+    """Two kinds of coredis records that say nothing a RedisStore does not: a
+    connection attempt "failed" because its caller was cancelled (a timeout or a
+    shutdown: dropped), and a traceback-less ``exc_info`` that prints as
+    ``NoneType: None`` (the line is kept, without it)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and not isinstance(exc, Exception):
+            return False  # a cancellation (or an interrupt), not a failure
+        if record.exc_info and exc is None:
+            record.exc_info = None
+        return True
+
+
+logging.getLogger("coredis").addFilter(_CoredisNoise())
 
 _SCHEMES = ("redis://", "rediss://", "unix://")
 _CONFLICTS = ("keep", "replace", "error")
-_STATUSES = {s.value: s for s in Status}
-
-
-def _entry(row: dict[str, Any]) -> Entry:
-    return Entry(
-        key=row["k"],
-        task=row["t"],
-        args=entry_args(row["p"]),
-        due=utc(float(row["d"])),
-        status=_STATUSES[row["s"]],
-        attempt=int(row["a"]),
-        last_error=row.get("e"),
-        occurrence=int(row["o"]),
-        schedule=row.get("sch"),
-        deliveries=int(row["dl"]),
-    )
 
 
 def _seconds(value: object, what: str, *, zero: bool = False) -> float:
@@ -91,6 +94,12 @@ class RedisStore:
 
     At startup the store logs a WARNING on the ``duetime`` logger if the server's
     ``maxmemory-policy`` is not ``noeviction`` (an evicted row is a lost entry).
+    Log lines, errors and the repr show the URL without its password.
+
+    A malformed row (written by something else than duetime) never stops the
+    others: the scripts set it aside as a FAILED entry whose ``last_error`` says
+    what is wrong (its raw bytes kept in ``{prefix}:bad``); it lists and deletes
+    like any dead letter, and :meth:`retry` refuses it.
 
     :param url: the server's URL (``redis://``, ``rediss://`` or ``unix://``)
     :param prefix: names this store's keys (``{prefix}:...``, one Cluster hash
@@ -99,9 +108,13 @@ class RedisStore:
     :param dedupe_ttl: how long a completed key is kept as a tombstone (seconds)
     :param poll: the safety poll: :meth:`wait_changed` returns after at most this
         many seconds even if a wake-up message was lost (a reconnect)
+    :param connect_timeout: how long opening the store may take (connecting,
+        authenticating, the first commands), in seconds
+    :param timeout: how long one command may wait for its reply, in seconds
     :raises TypeError: a parameter of the wrong type
-    :raises ValueError: a URL of another scheme, an empty prefix or one with
-        braces, a non-positive lease or poll, a negative dedupe_ttl
+    :raises ValueError: a URL of another scheme or whose path is not a database
+        number, an empty prefix or one with braces, a non-positive lease, poll or
+        timeout, a negative dedupe_ttl
     """
 
     def __init__(
@@ -112,6 +125,8 @@ class RedisStore:
         lease: float = 30.0,
         dedupe_ttl: float = 86400.0,
         poll: float = 1.0,
+        connect_timeout: float = 5.0,
+        timeout: float = 30.0,
     ) -> None:
         if importlib.util.find_spec("coredis") is None:
             # At the call site, not at the first connection.
@@ -119,7 +134,17 @@ class RedisStore:
         if not isinstance(url, str):
             raise TypeError(f"url must be a str, not {type(url).__name__}")
         if not url.startswith(_SCHEMES):
-            raise ValueError(f"a RedisStore URL starts with {' or '.join(_SCHEMES)}: {url!r}")
+            raise ValueError(
+                f"a RedisStore URL starts with {' or '.join(_SCHEMES)}: {codec.redact(url)!r}"
+            )
+        if not url.startswith("unix://"):
+            # coredis would quietly use database 0 for any other path
+            db = urlsplit(url).path.strip("/")
+            if db and not (db.isascii() and db.isdigit()):
+                raise ValueError(
+                    "the path of a RedisStore URL is the database number"
+                    f" (redis://host:6379/0): {codec.redact(url)!r}"
+                )
         if not isinstance(prefix, str):
             raise TypeError(f"prefix must be a str, not {type(prefix).__name__}")
         if not prefix or "{" in prefix or "}" in prefix:
@@ -129,60 +154,91 @@ class RedisStore:
         self.lease = _seconds(lease, "lease")
         self.dedupe_ttl = _seconds(dedupe_ttl, "dedupe_ttl", zero=True)
         self.poll = _seconds(poll, "poll")
+        self.connect_timeout = _seconds(connect_timeout, "connect_timeout")
+        self.timeout = _seconds(timeout, "timeout")
         tag = "{" + prefix + "}"
-        self._keys = [f"{tag}:q", f"{tag}:all", f"{tag}:tomb", f"{tag}:seq", f"{tag}:rows"]
+        names = ("q", "all", "tomb", "seq", "rows", "bad")
+        self._keys = [codec.arg(f"{tag}:{name}") for name in names]
         self._channel = f"{tag}:wake"
         self._offset = 0.0
-        self._client: coredis.Redis[str] | None = None
-        self._pubsub: PubSub[str] | None = None
-        self._scripts: dict[str, Script[str]] = {}
+        self._client: coredis.Redis[bytes] | None = None
+        self._shas: dict[str, str] = {}  # script name -> SHA1, loaded at open
         self._stack: AsyncExitStack | None = None
         self._changed: anyio.Event | None = None  # set (and replaced) per wake-up message
         self._dirty = False  # a wake-up message arrived that no wait_changed has seen
 
     def __repr__(self) -> str:
-        return f"RedisStore({_redact(self.url)!r}, prefix={self.prefix!r})"
+        return f"RedisStore({codec.redact(self.url)!r}, prefix={self.prefix!r})"
 
     # -- life --------------------------------------------------------------------
 
     async def __aenter__(self) -> RedisStore:
-        """Connect, subscribe to wake-ups and check the eviction policy.
+        """Connect, load the scripts, subscribe to wake-ups and check the eviction policy.
+
+        All of it within ``connect_timeout`` seconds; a cancellation of the
+        caller's scope interrupts it at any point.
 
         :raises RuntimeError: the store is already open
         :raises ImportError: coredis is not installed (``pip install duetime[redis]``)
+        :raises ValueError: a URL coredis cannot parse
+        :raises TimeoutError: no answer within ``connect_timeout`` seconds
+        :raises ConnectionError: the server cannot be reached or refused the
+            connection (a wrong address, password or TLS setting)
         """
         if self._stack is not None:
             raise RuntimeError("this RedisStore is already open")
         try:
             import coredis
+            from coredis.exceptions import RedisError
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise ImportError("RedisStore needs coredis: pip install 'duetime[redis]'") from exc
-        client: coredis.Redis[str] = coredis.Redis.from_url(
-            self.url, decode_responses=True, decode_components=True
-        )
+        try:
+            client: coredis.Redis[bytes] = coredis.Redis.from_url(
+                self.url,
+                decode_responses=False,
+                decode_components=True,
+                connect_timeout=self.connect_timeout,
+            )
+        except Exception as exc:  # its message may quote the URL: not repeated here
+            raise ValueError(
+                f"RedisStore: cannot parse the URL {codec.redact(self.url)!r}"
+                f" ({type(exc).__name__})"
+            ) from None
+        # One deadline over the whole opening, entered first so that it is left last:
+        # coredis's task groups, entered inside it, must exit inside it.
+        deadline = anyio.CancelScope(deadline=anyio.current_time() + self.connect_timeout)
         stack = AsyncExitStack()
         try:
+            stack.enter_context(deadline)
             await stack.enter_async_context(client)
             # The first round trip: a wrong address or password fails here, plainly.
             await client.ping()
             await self._check_eviction(client)
-            self._scripts = {
-                name: client.register_script(getattr(lua, name)) for name in lua.__all__
-            }
-            self._pubsub = await stack.enter_async_context(
-                client.pubsub(channels=[self._channel], ignore_subscribe_messages=True)
-            )
+            for name in lua.__all__:  # loaded now, so no call ever meets NOSCRIPT first
+                self._shas[name] = codec.text(await client.script_load(getattr(lua, name)))
             self._changed = anyio.Event()
             tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(tg.cancel_scope.cancel)
-            tg.start_soon(self._listen, self._pubsub)
-        except BaseException:
+            await tg.start(self._listen, client)  # subscribed when it returns
+            deadline.deadline = math.inf
+        except BaseException as exc:
+            timed_out = deadline.cancel_called
             # No shielding scope here: coredis's task groups were entered before it,
             # and must be exited in the scope they were entered in.
             try:
                 await stack.aclose()
             except Exception:  # coredis re-raises the same error from its task group
                 logger.debug("RedisStore: error while closing after a failed open", exc_info=True)
+            self._changed = None
+            if timed_out:
+                raise TimeoutError(
+                    f"RedisStore {codec.redact(self.url)}: no answer within"
+                    f" {self.connect_timeout:g} s (connect_timeout)"
+                ) from None
+            if isinstance(exc, RedisError | OSError):
+                raise ConnectionError(
+                    f"RedisStore {codec.redact(self.url)}: cannot open: {codec.describe(exc)}"
+                ) from exc
             raise
         self._client = client
         self._stack = stack
@@ -192,12 +248,22 @@ class RedisStore:
         """Unsubscribe and close the connections."""
         stack, self._stack = self._stack, None
         self._client = None
-        self._pubsub = None
         self._changed = None
         if stack is not None:
             await stack.aclose()
 
-    async def _check_eviction(self, client: coredis.Redis[str]) -> None:
+    async def _within(self, what: str, request: Awaitable[T]) -> T:
+        """Await one command, at most ``timeout`` seconds.
+
+        :raises TimeoutError: no reply in time
+        """
+        with anyio.move_on_after(self.timeout):
+            return await request
+        raise TimeoutError(
+            f"RedisStore {codec.redact(self.url)}: no reply to {what} within {self.timeout:g} s"
+        )
+
+    async def _check_eviction(self, client: coredis.Redis[bytes]) -> None:
         from coredis.exceptions import ResponseError
 
         try:
@@ -205,12 +271,13 @@ class RedisStore:
         except ResponseError:  # CONFIG is disabled on some managed servers
             logger.info("RedisStore: cannot read maxmemory-policy (CONFIG is disabled)")
             return
-        policy = config.get("maxmemory-policy", "noeviction")
+        raw = config.get(b"maxmemory-policy", b"noeviction")
+        policy = codec.text(raw) if isinstance(raw, bytes | str) else "noeviction"
         if policy != "noeviction":
             logger.warning(
                 "RedisStore %s: the server's maxmemory-policy is %r, not 'noeviction': "
                 "under memory pressure Redis may evict durable entries (lost work)",
-                _redact(self.url),
+                codec.redact(self.url),
                 policy,
             )
 
@@ -230,10 +297,19 @@ class RedisStore:
     # -- calls -------------------------------------------------------------------
 
     async def _run(self, name: str, *args: str | int) -> Any:
-        if self._client is None:
+        client = self._client
+        if client is None:
             raise RuntimeError("the RedisStore is not open: use `async with store:`")
-        script = self._scripts[name]
-        return await script(self._keys, [self._channel, _time(self._offset), *args])
+        from coredis.exceptions import NoScriptError
+
+        argv = [codec.arg(self._channel), codec.arg(_time(self._offset)), *map(codec.arg, args)]
+        try:
+            return await self._within(name, client.evalsha(self._shas[name], self._keys, argv))
+        except NoScriptError:
+            # The server restarted (or ran SCRIPT FLUSH) since the scripts were
+            # loaded: load this one again, quietly, and run it once more.
+            await self._within(name, client.script_load(getattr(lua, name)))
+            return await self._within(name, client.evalsha(self._shas[name], self._keys, argv))
 
     async def time(self) -> float:
         """The store's clock: the server's ``TIME``, in UTC epoch seconds."""
@@ -269,9 +345,9 @@ class RedisStore:
                 "" if row.delay is None else _time(row.delay),
             ]
         reply = await self._run("ADD", *args)
-        if reply[0] == "exists":
-            raise EntryExists(f"a durable entry with key {reply[1]!r} already exists")
-        return [_entry(json.loads(raw)) for raw in reply[1:]]
+        if reply[0] == b"exists":
+            raise EntryExists(f"a durable entry with key {codec.text(reply[1])!r} already exists")
+        return [codec.read(row.key, raw) for row, raw in zip(rows, reply[1:], strict=True)]
 
     async def cancel(self, key: str) -> bool:
         """Delete a PENDING or FAILED row; False if absent, RUNNING or finished."""
@@ -280,7 +356,7 @@ class RedisStore:
     async def get(self, key: str) -> Entry | None:
         """The entry stored under ``key`` (tombstones included), or None."""
         raw = await self._run("GET", key)
-        return None if raw is None else _entry(json.loads(raw))
+        return None if raw is None else codec.read(key, raw)
 
     async def entries(self, *, status: Status | None = None, limit: int = 1000) -> list[Entry]:
         """Entries by due time, optionally only those with ``status``.
@@ -294,24 +370,39 @@ class RedisStore:
         if limit == 0:
             return []
         want = "" if status is None else Status(status).value
-        return [_entry(json.loads(raw)) for raw in await self._run("ENTRIES", want, limit)]
+        reply = await self._run("ENTRIES", want, limit)
+        return [codec.read(reply[i], reply[i + 1]) for i in range(0, len(reply), 2)]
 
     async def claim(self, owner: str, limit: int) -> list[Claim]:
-        """Lease up to ``limit`` due rows, each with a new fencing token (see :class:`Store`)."""
+        """Lease up to ``limit`` due rows, each with a new fencing token (see :class:`Store`).
+
+        A claimed row this side cannot decode is dead-lettered at once, alone,
+        with the reason (the scripts set malformed rows aside before that).
+        """
         if limit <= 0:
             return []
+        reply = await self._run("CLAIM", owner, limit)
         claims = []
-        for raw in await self._run("CLAIM", owner, limit):
-            row = json.loads(raw)
-            claims.append(
-                Claim(
-                    entry=_entry(row),
-                    payload=row["p"],
-                    token=int(row["tok"]),
-                    lease_until=float(row["lu"]),
-                    lease=float(row["l"]),
+        unreadable: list[tuple[str, int, Outcome]] = []
+        for i in range(0, len(reply), 3):
+            key, token, raw = codec.text(reply[i]), int(reply[i + 1]), reply[i + 2]
+            try:
+                row = codec.row(raw)
+                claims.append(
+                    Claim(
+                        entry=codec.entry(row),
+                        payload=codec.string(row, "p"),
+                        token=token,
+                        lease_until=codec.number(row, "lu"),
+                        lease=codec.number(row, "l"),
+                    )
                 )
-            )
+            except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+                reason = codec.unreadable(key, exc).last_error or "malformed row"
+                logger.error("RedisStore: dead-lettered the unreadable row %r: %s", key, reason)
+                unreadable.append((key, token, Dead(reason)))
+        if unreadable:
+            await self.finish_many(unreadable)
         return claims
 
     async def extend(self, claims: Sequence[tuple[str, int]]) -> list[bool]:
@@ -321,8 +412,8 @@ class RedisStore:
         args: list[str | int] = []
         for key, token in claims:
             args += [key, token]
-        reply: str = await self._run("EXTEND", *args)
-        return [c == "1" for c in reply]
+        reply: bytes = await self._run("EXTEND", *args)
+        return [c == ord("1") for c in reply]
 
     async def finish(self, key: str, token: int, outcome: Outcome) -> bool:
         """Apply ``outcome`` if ``token`` is still current; False (no change) otherwise.
@@ -343,11 +434,12 @@ class RedisStore:
         args: list[str | int] = [_time(self.dedupe_ttl)]
         for key, token, outcome in items:
             args += [key, token, *_outcome_args(outcome)]
-        reply: str = await self._run("FINISH", *args)
-        return [c == "1" for c in reply]
+        reply: bytes = await self._run("FINISH", *args)
+        return [c == ord("1") for c in reply]
 
     async def retry(self, key: str) -> bool:
-        """Make a FAILED row PENDING again, due now, attempt 1; False if not FAILED."""
+        """Make a FAILED row PENDING again, due now, attempt 1; False if not FAILED
+        or set aside as malformed (nothing in it can be trusted to run)."""
         return bool(await self._run("RETRY", key))
 
     async def delete(self, key: str) -> bool:
@@ -356,9 +448,10 @@ class RedisStore:
 
     async def head(self) -> float | None:
         """When the earliest row becomes claimable (due time or lease end), or None."""
-        if self._client is None:
+        client = self._client
+        if client is None:
             raise RuntimeError("the RedisStore is not open: use `async with store:`")
-        first = await self._client.zrange(self._keys[0], 0, 0, withscores=True)
+        first = await self._within("ZRANGE", client.zrange(self._keys[0], 0, 0, withscores=True))
         if not first:
             return None
         return float(first[0][1])
@@ -391,17 +484,47 @@ class RedisStore:
                 break
         self._dirty = False
 
-    async def _listen(self, pubsub: PubSub[str]) -> None:
-        # One task per open store turns wake-up messages into an Event; coredis
-        # re-subscribes after a reconnect (messages sent meanwhile are lost: the
-        # safety poll covers them).
+    async def _listen(
+        self,
+        client: coredis.Redis[bytes],
+        *,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        # One task per open store turns wake-up messages into an Event.  The
+        # subscription is this task's own, not coredis's self-healing one: when
+        # its connection drops (a restart), it is opened again here after a short
+        # pause, and leaving the store never waits on a reconnect in progress.
+        # A new subscription counts as a wake-up: messages sent meanwhile are lost.
+        pause = 0.05
+        started = False
         while True:
-            if await pubsub.get_message() is None:
-                continue
-            self._dirty = True
-            changed, self._changed = self._changed, anyio.Event()
-            if changed is not None:
-                changed.set()
+            try:
+                async with client.pubsub(
+                    channels=[self._channel], ignore_subscribe_messages=True, retry_policy=None
+                ) as pubsub:
+                    if started:
+                        logger.debug("RedisStore: wake-up subscription back")
+                        self._wake()
+                    else:
+                        started = True
+                        task_status.started()
+                    pause = 0.05
+                    while True:
+                        if await pubsub.get_message() is not None:
+                            self._wake()
+            except Exception as exc:
+                if not started:
+                    raise
+                logger.debug("RedisStore: wake-up subscription lost: %s", codec.describe(exc))
+            await anyio.sleep(pause)
+            pause = min(1.0, pause * 2)
+
+    def _wake(self) -> None:
+        if self._changed is None:
+            return  # closed meanwhile
+        self._dirty = True
+        changed, self._changed = self._changed, anyio.Event()
+        changed.set()
 
 
 def _outcome_args(outcome: Outcome) -> tuple[str, str, str]:
@@ -418,13 +541,3 @@ def _outcome_args(outcome: Outcome) -> tuple[str, str, str]:
         case Release():
             return "release", "", ""
     raise TypeError(f"not an outcome: {outcome!r}")
-
-
-def _redact(url: str) -> str:
-    """The URL with its password replaced by ``***`` (for logs and reprs)."""
-    scheme, sep, rest = url.partition("://")
-    creds, at, host = rest.rpartition("@")
-    if not at:
-        return url
-    user, colon, _password = creds.partition(":")
-    return f"{scheme}{sep}{user}{':***' if colon else ''}@{host}"

@@ -14,6 +14,7 @@ all of them, so a store lives in one Redis Cluster slot:
   expired ones as they pass (no Redis key expiry: the server clock plus the
   test offset decides, like for leases).
 - ``{p}:seq``: the fencing-token counter (INCR, never reset, never reused).
+- ``{p}:bad``: a hash, entry key -> the raw bytes of a row set aside (below).
 - channel ``{p}:wake``: a message (the new head) when a write moves the head
   earlier.
 
@@ -21,7 +22,17 @@ A row's JSON fields: ``k`` key, ``t`` task, ``p`` payload, ``d`` due, ``s``
 status, ``a`` attempt, ``e`` last error, ``o`` occurrence, ``sch`` schedule,
 ``dl`` deliveries (claims of this attempt, the live one included), ``l`` lease,
 ``md`` max deliveries, ``tok`` token, ``lu`` lease end, ``ow`` owner, ``x``
-tombstone expiry.
+tombstone expiry, ``qr`` set on a row that was set aside (below).
+
+Every script reads a row through ``load``, which never raises on what it finds:
+a row that is not a JSON object, not UTF-8, whose ``k`` is not its hash field,
+or with a field of the wrong type or out of range (a due time that is not a
+finite decimal, a lease <= 0, an unknown status, ...) is *set aside*: its raw
+bytes move to ``{p}:bad`` and a FAILED row takes
+its place, with ``e`` naming the field and ``qr`` set.  That row lists, cancels
+and deletes like any dead letter (deleting it drops the raw bytes too) but is
+never retried: nothing in it can be trusted to run.  The rest of the batch goes
+on, so one malformed row never stops a claim.
 
 Every script reads the server's clock (``TIME``) and adds ``ARGV[2]``, an offset
 that is 0 except in tests (:meth:`RedisStore.advance_clock`).  Lua returns
@@ -33,9 +44,9 @@ from __future__ import annotations
 __all__ = ["ADD", "CANCEL", "CLAIM", "DELETE", "ENTRIES", "EXTEND", "FINISH"]
 __all__ += ["GET", "RETRY", "TIME"]
 
-# KEYS: q, all, tomb, seq, rows.  ARGV[1]: the wake channel, ARGV[2]: clock offset.
+# KEYS: q, all, tomb, seq, rows, bad.  ARGV[1]: the wake channel, ARGV[2]: clock offset.
 _PRELUDE = r"""
-local Q, ALL, TOMB, SEQ, ROWS = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local Q, ALL, TOMB, SEQ, ROWS, BAD = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local CHAN = ARGV[1]
 local t = redis.call('TIME')
 local NOW = tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(ARGV[2])
@@ -51,6 +62,7 @@ local function wake(old)
 end
 local function forget(k)
   redis.call('HDEL', ROWS, k)
+  redis.call('HDEL', BAD, k)
   redis.call('ZREM', Q, k)
   redis.call('ZREM', ALL, k)
   redis.call('ZREM', TOMB, k)
@@ -59,18 +71,138 @@ local function purge()
   local gone = redis.call('ZRANGEBYSCORE', TOMB, '-inf', fmt(NOW), 'LIMIT', 0, 100)
   for _, k in ipairs(gone) do forget(k) end
 end
-local function load(k)
+"""
+
+# The checks of a stored row (see the module docstring).  Every field a script
+# or RedisStore reads is checked here, so nothing after load() can raise on it.
+_CHECK = r"""
+local STATUS = {PENDING = true, RUNNING = true, COMPLETED = true, FAILED = true}
+local FIELDS = {'k', 't', 'p', 'd', 's', 'a', 'e', 'o', 'sch', 'dl', 'l', 'md', 'tok', 'lu', 'ow',
+                'x', 'qr'}
+-- Python's datetime holds 0001-01-02 .. 9999-12-31: a due time outside cannot be listed.
+local TMIN, TMAX = -62135510400, 253402300799
+local function num(v)
+  -- a finite number, from a JSON number or a plain decimal string (no hex, inf or nan,
+  -- which Lua's tonumber would take and Python's float or ZADD would not)
+  if type(v) == 'string' then
+    if not (v:find('^[-+]?[%d.]+$') or v:find('^[-+]?[%d.]+[eE][-+]?%d+$')) then return nil end
+    v = tonumber(v)
+  end
+  if type(v) ~= 'number' or v ~= v or v <= TMIN or v >= TMAX then return nil end
+  return v
+end
+local function int(v, least)
+  if type(v) ~= 'number' or v ~= v or v < least or v > 9007199254740992 then return nil end
+  if math.floor(v) ~= v then return nil end
+  return v
+end
+local function utf8(s)
+  -- true if s is UTF-8 as Python decodes it strictly (no overlong forms, no surrogates)
+  local i, n = s:find('[\128-\255]'), #s
+  while i do
+    local c, c2 = s:byte(i), s:byte(i + 1) or 0
+    local len, lo, hi = 0, 128, 191
+    if c >= 194 and c <= 223 then len = 2
+    elseif c >= 224 and c <= 239 then
+      len = 3
+      if c == 224 then lo = 160 elseif c == 237 then hi = 159 end
+    elseif c >= 240 and c <= 244 then
+      len = 4
+      if c == 240 then lo = 144 elseif c == 244 then hi = 143 end
+    end
+    if len == 0 or i + len - 1 > n or c2 < lo or c2 > hi then return false end
+    for j = i + 2, i + len - 1 do
+      local cj = s:byte(j)
+      if cj < 128 or cj > 191 then return false end
+    end
+    i = s:find('[\128-\255]', i + len)
+  end
+  return true
+end
+local NAMES = {t = 'task', p = 'payload', s = 'status', d = 'due time', a = 'attempt',
+               o = 'occurrence', dl = 'deliveries', l = 'lease', md = 'max deliveries',
+               e = 'last error', sch = 'schedule', ow = 'owner', tok = 'token',
+               lu = 'lease end', x = 'expiry'}
+local function field(k, r)
+  -- the name of the first field of a decoded row that cannot be used, or nil
+  if r.k ~= k then return 'k' end
+  if type(r.t) ~= 'string' or (r.t == '' and not r.qr) then return 't' end
+  if type(r.p) ~= 'string' then return 'p' end
+  if not STATUS[r.s] then return 's' end
+  if not num(r.d) then return 'd' end
+  if not int(r.a, 1) then return 'a' end
+  if not int(r.o, 0) then return 'o' end
+  if not int(r.dl, 0) then return 'dl' end
+  local l = num(r.l)
+  if not l or l <= 0 then return 'l' end
+  if not int(r.md, 1) then return 'md' end
+  for _, f in ipairs({'e', 'sch', 'ow'}) do
+    if r[f] ~= nil and type(r[f]) ~= 'string' then return f end
+  end
+  if r.tok ~= nil and not int(r.tok, 0) then return 'tok' end
+  if r.lu ~= nil and not num(r.lu) then return 'lu' end
+  if r.x ~= nil and not num(r.x) then return 'x' end
+  return nil
+end
+local function fault(k, r)
+  -- what is wrong with a decoded row, or nil; JSON nulls of optional fields are
+  -- dropped first
+  for _, f in ipairs({'e', 'sch', 'ow', 'tok', 'lu', 'x', 'qr'}) do
+    if r[f] == cjson.null then r[f] = nil end
+  end
+  local f = field(k, r)
+  if f == 'k' then return 'field "k" is not the row\'s key' end
+  if f then return 'missing or invalid field "' .. f .. '" (' .. NAMES[f] .. ')' end
+  return nil
+end
+local function aside(k, raw, r, why)
+  -- keep the raw row in BAD and leave a FAILED row in its place (see the module docstring)
+  if type(r) ~= 'table' then r = {} end
+  local d = num(r.d) or num(redis.call('ZSCORE', ALL, k)) or NOW
+  local q = {k = k, s = 'FAILED', d = fmt(d), a = int(r.a, 1) or 1, o = int(r.o, 0) or 0,
+             dl = 0, l = '30', md = int(r.md, 1) or 1, qr = 1, t = '', p = '[]',
+             e = 'malformed row set aside: ' .. why}
+  if type(r.t) == 'string' and utf8(r.t) then q.t = r.t end
+  if type(r.sch) == 'string' and utf8(r.sch) then q.sch = r.sch end
+  redis.call('HSET', BAD, k, raw)
+  redis.call('ZREM', Q, k)
+  redis.call('ZREM', TOMB, k)
+  redis.call('ZADD', ALL, q.d, k)
+  local out = cjson.encode(q)
+  redis.call('HSET', ROWS, k, out)
+  return q, out
+end
+local function read(k)
+  -- the row under k and its JSON, a malformed one set aside first; nil if absent
   local raw = redis.call('HGET', ROWS, k)
   if not raw then return nil end
-  local r = cjson.decode(raw)
-  if r.x and tonumber(r.x) <= NOW then
+  local ok, r = pcall(cjson.decode, raw)
+  -- A row set aside keeps its key, which may be what is not UTF-8: it is not
+  -- set aside again (that would overwrite the raw bytes kept in BAD).
+  local text = (ok and type(r) == 'table' and r.qr) or (utf8(raw) and utf8(k))
+  if not text then return aside(k, raw, nil, 'not UTF-8') end
+  if not ok or type(r) ~= 'table' then return aside(k, raw, nil, 'not a JSON object') end
+  local why = fault(k, r)
+  if why then return aside(k, raw, r, why) end
+  return r, raw
+end
+local function load(k)
+  local r, raw = read(k)
+  if r and r.x and num(r.x) <= NOW then
     forget(k)
     return nil
   end
-  return r
+  return r, raw
 end
 local function save(r)
-  local raw = cjson.encode(r)
+  local ok, raw = pcall(cjson.encode, r)
+  if not ok then
+    -- a field this version does not know holds what cjson cannot write back
+    -- (a number out of range): keep the known fields only
+    local known = {}
+    for _, f in ipairs(FIELDS) do known[f] = r[f] end
+    raw = cjson.encode(known)
+  end
   redis.call('HSET', ROWS, r.k, raw)
   return raw
 end
@@ -80,6 +212,7 @@ end
 #: ('' for the one not given).  Returns {'ok', row JSON...} or {'exists', key}.
 ADD = (
     _PRELUDE
+    + _CHECK
     + r"""
 purge()
 local mode = ARGV[3]
@@ -99,9 +232,9 @@ local old = head()
 local out = {'ok'}
 for i = 0, n - 1 do
   local k = ARGV[4 + 4 * i]
-  local r = load(k)
+  local r, raw = load(k)
   if r and mode == 'keep' then
-    table.insert(out, cjson.encode(r))
+    table.insert(out, raw)
   else
     if r then forget(k) end
     local new = cjson.decode(ARGV[5 + 4 * i])
@@ -123,9 +256,10 @@ return out
 """
 )
 
-#: ARGV[3]: owner, ARGV[4]: limit.  Returns the claimed rows' JSON.
+#: ARGV[3]: owner, ARGV[4]: limit.  Returns key, token, row JSON for each claimed row.
 CLAIM = (
     _PRELUDE
+    + _CHECK
     + r"""
 purge()
 local owner = ARGV[3]
@@ -151,6 +285,8 @@ for _, k in ipairs(due) do
       r.ow = owner
       r.lu = fmt(NOW + tonumber(r.l))
       redis.call('ZADD', Q, r.lu, k)
+      table.insert(out, k)
+      table.insert(out, r.tok)
       table.insert(out, save(r))
     end
   end
@@ -162,6 +298,7 @@ return out
 #: ARGV[3..]: key, token pairs.  Returns a string of '1'/'0', one per pair.
 EXTEND = (
     _PRELUDE
+    + _CHECK
     + r"""
 local out = {}
 for i = 3, #ARGV, 2 do
@@ -223,6 +360,7 @@ end
 #: a time or '', an error or ''.  Returns a string of '1'/'0' (applied or not).
 FINISH = (
     _PRELUDE
+    + _CHECK
     + _APPLY
     + r"""
 local ttl = tonumber(ARGV[3])
@@ -240,6 +378,7 @@ return table.concat(out)
 #: ARGV[3]: key.  Deletes a PENDING or FAILED row; returns 1 or 0.
 CANCEL = (
     _PRELUDE
+    + _CHECK
     + r"""
 local r = load(ARGV[3])
 if not r or (r.s ~= 'PENDING' and r.s ~= 'FAILED') then return 0 end
@@ -251,6 +390,7 @@ return 1
 #: ARGV[3]: key.  Deletes a row that is not RUNNING; returns 1 or 0.
 DELETE = (
     _PRELUDE
+    + _CHECK
     + r"""
 local r = load(ARGV[3])
 if not r or r.s == 'RUNNING' then return 0 end
@@ -259,12 +399,14 @@ return 1
 """
 )
 
-#: ARGV[3]: key.  A FAILED row becomes PENDING, due now, attempt 1; returns 1 or 0.
+#: ARGV[3]: key.  A FAILED row becomes PENDING, due now, attempt 1; returns 1 or 0
+#: (0 for a row set aside as malformed).
 RETRY = (
     _PRELUDE
+    + _CHECK
     + r"""
 local r = load(ARGV[3])
-if not r or r.s ~= 'FAILED' then return 0 end
+if not r or r.s ~= 'FAILED' or r.qr then return 0 end
 local old = head()
 r.s = 'PENDING'
 r.d = fmt(NOW)
@@ -281,31 +423,34 @@ return 1
 #: ARGV[3]: key.  Returns the row's JSON, or false.
 GET = (
     _PRELUDE
+    + _CHECK
     + r"""
-local r = load(ARGV[3])
+local r, raw = load(ARGV[3])
 if not r then return false end
-return cjson.encode(r)
+return raw
 """
 )
 
-#: ARGV[3]: a status or '', ARGV[4]: limit.  Returns rows' JSON by due time.
+#: ARGV[3]: a status or '', ARGV[4]: limit.  Returns key, row JSON pairs by due time.
 ENTRIES = (
     _PRELUDE
+    + _CHECK
     + r"""
 purge()
 local want, limit = ARGV[3], tonumber(ARGV[4])
 local out = {}
 local start = 0
-while #out < limit do
+while #out < 2 * limit do
   local ks = redis.call('ZRANGE', ALL, start, start + 499)
   if #ks == 0 then break end
   for _, k in ipairs(ks) do
-    local raw = redis.call('HGET', ROWS, k)
-    if raw then
-      local r = cjson.decode(raw)
-      if (want == '' or r.s == want) and not (r.x and tonumber(r.x) <= NOW) then
+    -- read, not load: a tombstone forgotten here would shift the pages of ALL
+    local r, raw = read(k)
+    if r then
+      if (want == '' or r.s == want) and not (r.x and num(r.x) <= NOW) then
+        table.insert(out, k)
         table.insert(out, raw)
-        if #out >= limit then break end
+        if #out >= 2 * limit then break end
       end
     end
   end

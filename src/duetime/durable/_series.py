@@ -201,6 +201,9 @@ class Series:
         return self.grid.after(now)
 
 
+_YEAR_9999 = 253402300799.0  # the last second of year 9999, in epoch seconds
+
+
 def parse_schedule(text: str) -> Series:
     """Decode a row's ``schedule`` text.
 
@@ -224,6 +227,8 @@ def parse_schedule(text: str) -> Series:
         every = trig["every"]
         if isinstance(every, bool) or not isinstance(every, int | float) or not every > 0:
             raise ValueError(f"bad interval in schedule {text[:80]!r}")
+        if not math.isfinite((abs(start) + _YEAR_9999) / every):  # the grid could not count it
+            raise ValueError(f"interval too small in schedule {text[:80]!r}")
         grid = IntervalGrid(start, float(every))
     elif "cron" in trig:
         cron = _cron_class()

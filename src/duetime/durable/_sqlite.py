@@ -1,13 +1,19 @@
 """SQLiteStore: the embedded durable store (one file, several processes on one host).
 
 Stdlib ``sqlite3`` driven through ``anyio.to_thread`` with a limiter of one, so
-it runs on asyncio and trio alike (aiosqlite is asyncio-only).  One connection
-per store object; WAL so readers never block the writer; every write in
-``BEGIN IMMEDIATE`` so a transaction takes the write lock up front (no
-read-to-write upgrade deadlock between processes) and waits ``busy_timeout``
-for it.  Claims are one ``UPDATE ... FROM ... RETURNING``; fencing tokens come
-from a counter row bumped in the same transaction, so they are unique for the
-file's whole life.  Another process's commit is seen through ``PRAGMA
+it runs on asyncio and trio alike (aiosqlite is asyncio-only).  WAL so readers
+never block the writer, ``synchronous=NORMAL`` (SQLite's durable setting for
+WAL: a commit survives a process crash; a power loss can lose the last
+commits, never corrupt the file); every write in ``BEGIN IMMEDIATE`` so a
+transaction takes the write lock up front (no read-to-write upgrade deadlock
+between processes) and waits ``busy_timeout`` for it.  One exception to the
+thread: ``add`` (an awaited ``defer``) first tries its short transaction on
+the event-loop thread through a second connection that never waits for the
+lock and never checkpoints (a thread hop costs more than the write), and
+goes to the thread when the lock is taken.  Claims are one
+``UPDATE ... FROM ... RETURNING``; fencing tokens come from a counter row
+bumped in the same transaction, so they are unique for the file's whole
+life.  Another process's commit is seen through ``PRAGMA
 data_version``, polled every ``poll`` seconds by :meth:`SQLiteStore.wait_changed`.
 
 A file that is not a duetime store (not SQLite, another application's
@@ -17,6 +23,7 @@ written to it.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import sqlite3
@@ -26,13 +33,48 @@ from functools import partial
 from typing import Any, TypeVar
 
 import anyio
+import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
 
 from .._exceptions import EntryExists
 from .._handle import Status
 from ._signal import ChangeSignal
-from ._sqlite_file import NotAStore, check_existing, create_private, init_schema
+from ._sqlite_file import (
+    NotAStore,
+    file_changed,
+    file_identity,
+    open_inline,
+    open_read_only,
+    open_writable,
+)
+from ._sqlite_rows import (
+    HEAD,
+    HEAD_ARG,
+)
+from ._sqlite_rows import entry as _entry
+from ._sqlite_sql import (
+    CODE,
+    DEAD,
+    DONE,
+    ENTRY,
+    EXPIRED,
+    FENCE,
+    INSERT,
+    LIVE,
+    NEXT,
+    RELEASE,
+    REPLACE,
+    RETRY_AT,
+    checkpoint,
+    claim_rows,
+    data_version,
+    insert_new,
+    new_entry,
+    read,
+    run_ops,
+    transaction,
+)
 from ._store import (
     Claim,
     Dead,
@@ -44,70 +86,23 @@ from ._store import (
     Outcome,
     Release,
     RetryAt,
-    entry_args,
-    utc,
+    StoreLost,
 )
 
-__all__ = ["NotAStore", "SQLiteStore"]
+__all__ = ["NotAStore", "ReadOnlyStore", "SQLiteStore"]
 
 _T = TypeVar("_T")
 
-# Status codes in the file (stable: part of the schema).
-_P, _R, _C, _F = 0, 1, 2, 3
-_STATUS = {_P: Status.PENDING, _R: Status.RUNNING, _C: Status.COMPLETED, _F: Status.FAILED}
+#: Inline commits (see SQLiteStore._write_inline) between two checkpoints run in the
+#: thread: a one-row commit appends about 18 KB to the WAL, so this keeps it near
+#: SQLite's own bound (a checkpoint at 1000 pages, 4 MB).
+_CHECKPOINT_EVERY = 200
 
-_ENTRY = "key, task, payload, status, due, attempt, last_error, occurrence, schedule, deliveries"
-_CLAIM = _ENTRY + ", token, lease_until, lease"
-_LIVE = "(expires_at IS NULL OR expires_at > ?)"
+logger = logging.getLogger("duetime.durable")
 
-_INSERT = (
-    "INSERT INTO duetime_entries (key, task, payload, status, due, visible_at, lease,"
-    " max_deliveries, schedule) VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?)"
-)
-_REPLACE = (
-    " ON CONFLICT (key) DO UPDATE SET task = excluded.task, payload = excluded.payload,"
-    " status = 0, due = excluded.due, visible_at = excluded.visible_at, lease = excluded.lease,"
-    " lease_until = NULL, token = 0, owner = NULL, attempt = 1, deliveries = 0,"
-    " max_deliveries = excluded.max_deliveries, occurrence = 0, schedule = excluded.schedule,"
-    " last_error = NULL, expires_at = NULL WHERE duetime_entries.status != 1"
-)
 
-_POISON = """
-UPDATE duetime_entries SET status = 3, visible_at = NULL, owner = NULL, lease_until = NULL,
-    last_error = 'poison: delivered ' || deliveries || ' times (max_deliveries=' || max_deliveries
-        || ') without a fenced finish; its worker died or lost its lease each time'
-WHERE key IN (SELECT key FROM duetime_entries WHERE visible_at <= ? ORDER BY visible_at LIMIT ?)
-    AND deliveries >= max_deliveries
-"""
-_CLAIM_SQL = f"""
-WITH picked AS (
-    SELECT key, row_number() OVER (ORDER BY visible_at) AS rn FROM (
-        SELECT key, visible_at FROM duetime_entries
-        WHERE visible_at <= :now AND deliveries < max_deliveries
-        ORDER BY visible_at LIMIT :n))
-UPDATE duetime_entries SET status = 1, owner = :owner, token = :base + picked.rn,
-    deliveries = deliveries + 1, lease_until = :now + lease, visible_at = :now + lease
-FROM picked WHERE duetime_entries.key = picked.key
-RETURNING {_CLAIM}
-"""
-_EXPIRED = "DELETE FROM duetime_entries WHERE key = ? AND expires_at <= ?"
-_INSERT_NEW = _INSERT + " ON CONFLICT (key) DO NOTHING"
-_FENCE = " WHERE key = ? AND token = ? AND status = 1"
-_UNLEASE = "visible_at = NULL, lease_until = NULL, owner = NULL"
-_DONE = f"UPDATE duetime_entries SET status = 2, {_UNLEASE}, expires_at = ?"
-_RETRY_AT = (
-    "UPDATE duetime_entries SET status = 0, due = ?, visible_at = ?, lease_until = NULL,"
-    " owner = NULL, attempt = attempt + 1, deliveries = 0, last_error = ?"
-)
-_NEXT = (
-    "UPDATE duetime_entries SET status = 0, due = ?, visible_at = ?, lease_until = NULL,"
-    " owner = NULL, occurrence = occurrence + 1, attempt = 1, deliveries = 0, last_error = ?"
-)
-_DEAD = f"UPDATE duetime_entries SET status = 3, {_UNLEASE}, last_error = ?"
-_RELEASE = (
-    "UPDATE duetime_entries SET status = 0, visible_at = due, lease_until = NULL, owner = NULL,"
-    " deliveries = max(0, deliveries - 1)"
-)
+class ReadOnlyStore(RuntimeError):
+    """A write (``add``, ``claim``, ``finish``...) to a store opened ``read_only=True``."""
 
 
 class SQLiteStore:
@@ -127,6 +122,19 @@ class SQLiteStore:
         write lock before failing with ``sqlite3.OperationalError``
     :param clock: the store's clock in UTC epoch seconds (tests inject a
         virtual one); called on the event-loop thread
+    :param read_only: open an existing store for listing only (``get``,
+        ``entries``, ``head``, ``wait_changed``): the file is never created,
+        changed or switched to WAL, and it may sit on a read-only file or mount;
+        opening raises FileNotFoundError if it does not exist, and every
+        writing method raises :class:`ReadOnlyStore`
+    Once the file at ``path`` is no longer the one opened (deleted, or
+    replaced by a restore or another program), every call raises
+    :class:`~duetime.durable._store.StoreLost` and one ERROR is logged: the
+    check is one ``stat`` after each call, so an idle worker notices within
+    ``poll`` seconds.  The store does not reopen by itself: fencing tokens are
+    only unique within one file, so a process must be restarted to use the
+    new file.
+
     :raises TypeError: ``path`` is not a str or PathLike
     :raises ValueError: a non-positive lease, poll, dedupe_ttl or busy_timeout
     :raises RuntimeError: the linked SQLite is older than 3.35 (no RETURNING)
@@ -141,6 +149,7 @@ class SQLiteStore:
         dedupe_ttl: float = 86400.0,
         busy_timeout: float = 30.0,
         clock: Callable[[], float] = time.time,
+        read_only: bool = False,
     ) -> None:
         if not isinstance(path, str | os.PathLike):
             raise TypeError(
@@ -160,9 +169,21 @@ class SQLiteStore:
         self.dedupe_ttl = float(dedupe_ttl)
         self._busy_ms = int(busy_timeout * 1000)
         self._clock = clock
+        # The clock as read from the store's thread, inside a transaction.
+        self._thread_clock: Callable[[], float] = (
+            clock if clock is time.time else partial(anyio.from_thread.run_sync, clock)
+        )
+        self.read_only = bool(read_only)
         self._conn: sqlite3.Connection | None = None
+        self._identity: tuple[int, int] | None = None  # file_identity() of the file opened
+        self._inline: sqlite3.Connection | None = (
+            None  # adds on the loop thread (see _write_inline)
+        )
+        self._inline_commits = 0
+        self._lost: str | None = None
         self._limiter: anyio.CapacityLimiter | None = None
-        self._data_version = 0
+        self.data_version = 0  # PRAGMA data_version of _conn (and of _inline) last seen
+        self._inline_version = 0
         self._changed = ChangeSignal()
         self._queue: list[list[Any]] = []  # finishes waiting for the next group commit
         self._flushing: anyio.Event | None = None
@@ -170,47 +191,54 @@ class SQLiteStore:
 
     def __repr__(self) -> str:
         state = "open" if self._conn is not None else "closed"
-        return f"<SQLiteStore {self.path!r} {state} lease={self.lease}>"
+        mode = " read-only" if self.read_only else ""
+        return f"<SQLiteStore {self.path!r} {state}{mode} lease={self.lease}>"
 
     # -- opening and closing ------------------------------------------------------
 
     async def __aenter__(self) -> SQLiteStore:
-        """Open (and if new, create) the file.
+        """Open (and if new and not ``read_only``, create) the file.
 
         :raises NotAStore: the file is not a duetime store of this schema version
+            (or, read-only, an empty file)
+        :raises FileNotFoundError: ``read_only`` and there is no file at the path
+        :raises PermissionError: the file or its directory is not accessible
         :raises RuntimeError: the store is already open
         """
         if self._conn is not None:
             raise RuntimeError("this SQLiteStore is already open")
         self._limiter = anyio.CapacityLimiter(1)
+        self._lost = None
         self._conn = await anyio.to_thread.run_sync(self._open, limiter=self._limiter)
-        self._data_version = await self._run(_data_version)
+        self.data_version = await self._run(data_version)
+        if self._inline is not None:
+            self._inline_version = data_version(self._inline)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         conn, self._conn = self._conn, None
+        inline, self._inline = self._inline, None
+        if inline is not None:
+            await anyio.to_thread.run_sync(inline.close, limiter=self._limiter)
         if conn is not None:
             await anyio.to_thread.run_sync(conn.close, limiter=self._limiter)
 
     def _open(self) -> sqlite3.Connection:
-        created = create_private(self.path)
-        if not created:
-            check_existing(self.path)
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn = self._connect()
         try:
-            conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                init_schema(conn, self.path)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
+            self._identity = file_identity(self.path)
+            if not self.read_only:
+                self._inline = open_inline(self.path)
         except BaseException:
             conn.close()
             raise
+        return conn
+
+    def _connect(self) -> sqlite3.Connection:
+        if not self.read_only:
+            return open_writable(self.path, self._busy_ms)
+        conn = open_read_only(self.path)
+        conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
         return conn
 
     # -- plumbing ---------------------------------------------------------------
@@ -219,10 +247,79 @@ class SQLiteStore:
         conn = self._conn
         if conn is None:
             raise RuntimeError("SQLiteStore is not open: use it as `async with store:`")
-        return await anyio.to_thread.run_sync(fn, conn, limiter=self._limiter)
+        if self._lost is not None:
+            raise StoreLost(self._lost)
+        return await anyio.to_thread.run_sync(self._checked, fn, conn, limiter=self._limiter)
+
+    def _checked(self, fn: Callable[[sqlite3.Connection], _T], conn: sqlite3.Connection) -> _T:
+        """Run ``fn``, then make sure the file at the path is still the one open
+        (one stat): what was read or written in a deleted or replaced file is
+        lost to everyone else, so the call raises StoreLost instead."""
+        result = fn(conn)
+        self._check_file()
+        return result
+
+    def _check_file(self) -> None:
+        """Raise StoreLost (and log it once) if the file at the path is not the one open."""
+        what = file_changed(self.path, self._identity)
+        if what is None:
+            return
+        if self._lost is None:
+            self._lost = (
+                f"the SQLite store {self.path!r} {what} while this process had it open;"
+                " this store object stops (new entries there would reach no worker):"
+                " restart the process to open the file now at that path"
+            )
+            logger.error("durable store lost: %s", self._lost)
+        raise StoreLost(self._lost)
 
     async def _write(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        return await self._run(lambda conn: _transaction(conn, fn))
+        self._check_writable()
+        return await self._run(lambda conn: transaction(conn, fn))
+
+    async def _write_inline(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run the short write ``fn`` on the event-loop thread if the write lock is
+        free at once, else in the store's thread (:meth:`_write`).
+
+        A thread hop costs more than the write itself (an awaited ``defer``
+        would be bound by it).  Inline, ``BEGIN IMMEDIATE`` does not wait
+        (``busy_timeout`` 0: a lock held elsewhere sends the write to the
+        thread), and the commit appends to the WAL without fsync
+        (``synchronous=NORMAL``) and never checkpoints: checkpoints run in the
+        thread, every ``_CHECKPOINT_EVERY`` inline commits.
+        """
+        await anyio.lowlevel.checkpoint()  # cancellation lands here, before anything is written
+        conn = self._inline
+        if conn is None or self._conn is None or self._lost is not None:
+            return await self._write(fn)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError:  # busy: wait for the lock in the thread
+            return await self._write(fn)
+        try:
+            result = fn(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.OperationalError:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            return await self._write(fn)
+        self._check_file()
+        self._inline_commits += 1
+        if self._inline_commits >= _CHECKPOINT_EVERY:
+            self._inline_commits = 0
+            await self._run(checkpoint)
+        return result
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise ReadOnlyStore(
+                f"SQLiteStore {self.path!r} is open read-only (read_only=True):"
+                " it cannot be changed"
+            )
 
     def _now(self) -> float:
         return float(self._clock())
@@ -262,10 +359,8 @@ class SQLiteStore:
             params.append(
                 (new.key, new.task, new.payload, due, due, lease, new.max_deliveries, new.schedule)
             )
-        insert = _INSERT + (
-            _REPLACE if on_conflict == "replace" else " ON CONFLICT (key) DO NOTHING"
-        )
-        insert += f" RETURNING {_ENTRY}"
+        insert = INSERT + (REPLACE if on_conflict == "replace" else " ON CONFLICT (key) DO NOTHING")
+        insert += f" RETURNING {ENTRY}"
 
         # Purge expired tombstones at most once a second (an indexed delete, but not
         # free); a key whose tombstone expired since is replaced below all the same.
@@ -278,17 +373,17 @@ class SQLiteStore:
         def work(conn: sqlite3.Connection) -> list[Entry]:
             if purge:
                 conn.execute("DELETE FROM duetime_entries WHERE expires_at <= ?", (now,))
-            if distinct and _insert_new(conn, params):
-                return [_new_entry(p) for p in params]
+            if distinct and insert_new(conn, params):
+                return [new_entry(p) for p in params]
             out = []
             for p in params:
                 got = conn.execute(insert, p).fetchone()
-                if got is None and conn.execute(_EXPIRED, (p[0], now)).rowcount:
+                if got is None and conn.execute(EXPIRED, (p[0], now)).rowcount:
                     got = conn.execute(insert, p).fetchone()  # it was an expired tombstone
                 if got is None:
                     if on_conflict == "keep":
                         got = conn.execute(
-                            f"SELECT {_ENTRY} FROM duetime_entries WHERE key = ?", (p[0],)
+                            f"SELECT {ENTRY} FROM duetime_entries WHERE key = ?", (p[0],)
                         ).fetchone()
                     elif on_conflict == "replace":
                         raise EntryExists(
@@ -299,7 +394,7 @@ class SQLiteStore:
                 out.append(_entry(got))
             return out
 
-        entries = await self._write(work)
+        entries = await self._write_inline(work)
         self._wake()
         return entries
 
@@ -311,9 +406,9 @@ class SQLiteStore:
     async def get(self, key: str) -> Entry | None:
         """The entry stored under ``key`` (tombstones included), or None."""
         now = self._now()
-        sql = f"SELECT {_ENTRY} FROM duetime_entries WHERE key = ? AND {_LIVE}"
-        got = await self._run(lambda c: c.execute(sql, (key, now)).fetchone())
-        return None if got is None else _entry(got)
+        sql = f"SELECT {ENTRY} FROM duetime_entries WHERE key = ? AND {LIVE}"
+        got = await self._run(partial(read, sql, (key, now)))
+        return _entry(got[0]) if got else None
 
     async def entries(self, *, status: Status | None = None, limit: int = 1000) -> list[Entry]:
         """Entries by due time (then key), optionally only those with ``status``.
@@ -321,62 +416,49 @@ class SQLiteStore:
         :raises ValueError: a status no store row has (EXPIRED, CANCELLED)
         """
         now = self._now()
-        where, args = _LIVE, [now]
+        where, args = LIVE, [now]
         if status is not None:
-            code = {v: k for k, v in _STATUS.items()}.get(Status(status))
+            code = CODE.get(Status(status))
             if code is None:
                 return []
             where += " AND status = ?"
             args.append(code)
-        sql = f"SELECT {_ENTRY} FROM duetime_entries WHERE {where} ORDER BY due, key LIMIT ?"
-        got = await self._run(lambda c: c.execute(sql, (*args, max(0, limit))).fetchall())
+        sql = f"SELECT {ENTRY} FROM duetime_entries WHERE {where} ORDER BY due, key LIMIT ?"
+        got = await self._run(partial(read, sql, (*args, max(0, limit))))
         return [_entry(r) for r in got]
 
     async def claim(self, owner: str, limit: int) -> list[Claim]:
         """Lease up to ``limit`` claimable rows, earliest first, each with a new token.
 
         A row whose claim would exceed its ``max_deliveries`` is dead-lettered
-        (FAILED, "poison") instead.
+        (FAILED, "poison") instead, and so is a malformed row (FAILED,
+        ``last_error`` "malformed row: ..."), on its own: the rest are claimed.
+        The leases run from the store's time once the write lock is held, so
+        a claim that waited for another process's lock hands out full leases.
 
         :raises ValueError: a negative limit
+        :raises ReadOnlyStore: the store was opened ``read_only``
         """
         if limit < 0:
             raise ValueError(f"claim limit must be >= 0, not {limit!r}")
         if limit == 0:
             return []
-        now = self._now()
+        self._check_writable()
+        clock = self._thread_clock
+        probe_at = self._now()
 
-        def work(conn: sqlite3.Connection) -> list[Any]:
-            # A read first: an idle worker must not take the write lock for nothing.
-            probe = "SELECT 1 FROM duetime_entries WHERE visible_at <= ? LIMIT 1"
-            if conn.execute(probe, (now,)).fetchone() is None:
-                return []
-
-            def claim(conn: sqlite3.Connection) -> list[Any]:
-                conn.execute(_POISON, (now, limit))
-                (base,) = conn.execute("SELECT v FROM duetime_meta WHERE k = 'token'").fetchone()
-                got = conn.execute(
-                    _CLAIM_SQL, {"now": now, "n": limit, "owner": owner, "base": base}
-                ).fetchall()
-                if got:
-                    conn.execute("UPDATE duetime_meta SET v = v + ? WHERE k = 'token'", (len(got),))
-                return got
-
-            return _transaction(conn, claim)
-
-        got = await self._run(work)
-        got.sort(key=lambda r: r[10])  # by token: the order they were picked in
-        return [Claim(_entry(r), r[2], r[10], r[11], r[12]) for r in got]
+        return await self._run(partial(claim_rows, owner, limit, probe_at, clock))
 
     async def extend(self, claims: Sequence[tuple[str, int]]) -> list[bool]:
         """Renew the leases of ``(key, token)`` pairs to now + each row's lease, in one go."""
         pairs = [(key, token) for key, token in claims]
         if not pairs:
             return []
-        now = self._now()
-        sql = "UPDATE duetime_entries SET lease_until = ? + lease, visible_at = ? + lease" + _FENCE
+        clock = self._thread_clock
+        sql = "UPDATE duetime_entries SET lease_until = ? + lease, visible_at = ? + lease" + FENCE
 
         def work(conn: sqlite3.Connection) -> list[bool]:
+            now = float(clock())  # once the lock is held (see claim)
             return [conn.execute(sql, (now, now, key, token)).rowcount == 1 for key, token in pairs]
 
         return await self._write(work)
@@ -402,7 +484,7 @@ class SQLiteStore:
         ops = [[*self._finish_op(key, token, outcome), None] for key, token, outcome in items]
         if not ops:
             return []
-        results = await self._write(partial(_run_ops, ops))
+        results = await self._write(partial(run_ops, ops))
         if any(
             ok and not isinstance(outcome, Done | Dead)
             for ok, (_k, _t, outcome) in zip(results, items, strict=True)
@@ -414,18 +496,18 @@ class SQLiteStore:
         """The fenced statement and its parameters that record ``outcome``."""
         args: tuple[Any, ...]
         if isinstance(outcome, Done):
-            sql, args = _DONE, (self._now() + self.dedupe_ttl,)
+            sql, args = DONE, (self._now() + self.dedupe_ttl,)
         elif isinstance(outcome, RetryAt):
-            sql, args = _RETRY_AT, (outcome.at, outcome.at, outcome.error)
+            sql, args = RETRY_AT, (outcome.at, outcome.at, outcome.error)
         elif isinstance(outcome, NextOccurrence):
-            sql, args = _NEXT, (outcome.due, outcome.due, outcome.error)
+            sql, args = NEXT, (outcome.due, outcome.due, outcome.error)
         elif isinstance(outcome, Dead):
-            sql, args = _DEAD, (outcome.error,)
+            sql, args = DEAD, (outcome.error,)
         elif isinstance(outcome, Release):
-            sql, args = _RELEASE, ()
+            sql, args = RELEASE, ()
         else:
             raise TypeError(f"finish() takes an outcome (Done, RetryAt, ...), not {outcome!r}")
-        return sql + _FENCE, (*args, key, token)
+        return sql + FENCE, (*args, key, token)
 
     async def _finish_coalesced(self, sql: str, args: tuple[Any, ...]) -> bool:
         """Run one fenced finish, in one transaction with the finishes of this
@@ -448,7 +530,7 @@ class SQLiteStore:
                 # this (flushing) caller is cancelled, so the others never hang.
                 with anyio.CancelScope(shield=True):
                     try:
-                        results: list[Any] = await self._write(partial(_run_ops, batch))
+                        results: list[Any] = await self._write(partial(run_ops, batch))
                     except Exception as exc:
                         results = [exc] * len(batch)
                 for o, result in zip(batch, results, strict=True):
@@ -475,20 +557,28 @@ class SQLiteStore:
     async def delete(self, key: str) -> bool:
         """Delete a row that is not RUNNING (tombstones and dead letters included)."""
         now = self._now()
-        sql = f"DELETE FROM duetime_entries WHERE key = ? AND status != 1 AND {_LIVE}"
+        sql = f"DELETE FROM duetime_entries WHERE key = ? AND status != 1 AND {LIVE}"
         return await self._write(lambda c: c.execute(sql, (key, now)).rowcount == 1)
 
     async def head(self) -> float | None:
-        """When the earliest row becomes claimable (due time or lease end), or None."""
-        sql = "SELECT min(visible_at) FROM duetime_entries WHERE visible_at IS NOT NULL"
-        got = await self._run(lambda c: c.execute(sql).fetchone())
-        return None if got is None or got[0] is None else float(got[0])
+        """When the earliest row becomes claimable (due time or lease end), or None.
+
+        A row whose claimable time is not a finite number counts as claimable
+        now: the next claim dead-letters it.
+        """
+        first, odd = await self._run(lambda c: c.execute(HEAD, (HEAD_ARG,)).fetchone())
+        if odd:
+            return self._now()
+        return None if first is None else float(first)
 
     async def wait_changed(self, timeout: float) -> None:
         """Return when a writer may have moved the head earlier, or after ``timeout`` seconds.
 
         Another process's commit is noticed within ``poll`` seconds (``PRAGMA
-        data_version``); this store object's own writes wake at once.  A commit
+        data_version``); this store object's own writes wake at once.  The
+        version is read on both of the store's connections: a commit by one of
+        them changes only the other's, another process's changes both (so a
+        commit by each of them also wakes, spuriously).  A commit
         since the previous call returns at once (a spurious wake-up is harmless),
         and so does a write by this store object since this task's previous call.
         """
@@ -499,9 +589,17 @@ class SQLiteStore:
         deadline = anyio.current_time() + max(0.0, timeout)
         try:
             while True:
-                version = await self._run(_data_version)
-                if version != self._data_version:
-                    self._data_version = version
+                version = await self._run(data_version)
+                inline = self._inline_version
+                if self._inline is not None:
+                    inline = data_version(self._inline)  # a few microseconds, no lock
+                # Both changed since the last wake-up: another process committed.
+                # (The baselines move only here: a commit elsewhere between the two
+                # reads is then seen on the next poll, never lost.)
+                if version != self.data_version and (
+                    self._inline is None or inline != self._inline_version
+                ):
+                    self.data_version, self._inline_version = version, inline
                     return
                 remaining = deadline - anyio.current_time()
                 if remaining <= 0:
@@ -515,63 +613,6 @@ class SQLiteStore:
                     return
         finally:
             self._changed.seen()
-
-
-# -- helpers run in the worker thread ------------------------------------------------
-
-
-def _transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        result = fn(conn)
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-    return result
-
-
-def _run_ops(ops: list[list[Any]], conn: sqlite3.Connection) -> list[bool]:
-    return [conn.execute(sql, args).rowcount == 1 for sql, args, _ in ops]
-
-
-def _insert_new(conn: sqlite3.Connection, params: list[tuple[Any, ...]]) -> bool:
-    """The common case of ``add``, new keys only: one executemany, no lookups and
-    no read-back.  True if every row was inserted; else nothing was (rolled back
-    to a savepoint) and the caller goes row by row."""
-    conn.execute("SAVEPOINT duetime_add")
-    before = conn.total_changes
-    conn.executemany(_INSERT_NEW, params)
-    if conn.total_changes - before == len(params):
-        conn.execute("RELEASE duetime_add")
-        return True
-    conn.execute("ROLLBACK TO duetime_add")
-    conn.execute("RELEASE duetime_add")
-    return False
-
-
-def _new_entry(p: tuple[Any, ...]) -> Entry:
-    """The entry a fresh insert of ``_INSERT`` parameters ``p`` stored."""
-    return Entry(p[0], p[1], entry_args(p[2]), utc(p[3]), Status.PENDING, 1, None, 0, p[7], 0)
-
-
-def _data_version(conn: sqlite3.Connection) -> int:
-    return int(conn.execute("PRAGMA data_version").fetchone()[0])
-
-
-def _entry(r: Sequence[Any]) -> Entry:
-    return Entry(
-        key=r[0],
-        task=r[1],
-        args=entry_args(r[2]),
-        due=utc(r[4]),
-        status=_STATUS[r[3]],
-        attempt=r[5],
-        last_error=r[6],
-        occurrence=r[7],
-        schedule=r[8],
-        deliveries=r[9],
-    )
 
 
 def _positive(name: str, value: float) -> None:

@@ -48,6 +48,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from .._handle import Status
 
 __all__ = [
+    "MALFORMED",
     "Claim",
     "Dead",
     "Done",
@@ -59,11 +60,17 @@ __all__ = [
     "Release",
     "RetryAt",
     "Store",
+    "StoreLost",
     "entry_args",
     "utc",
 ]
 
 OnConflict = Literal["keep", "replace", "error"]
+
+#: How the ``last_error`` of a row dead-lettered as malformed begins (a row
+#: another program wrote: a due time that is not a finite number, an unknown
+#: status, text that is not UTF-8...); what follows says what is wrong.
+MALFORMED = "malformed row: "
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +186,16 @@ class NewRow:
             raise TypeError("NewRow.schedule must be a str (JSON text) or None")
 
 
+class StoreLost(RuntimeError):
+    """The store a store object opened is no longer the one at its address (a
+    SQLite file deleted or replaced under it, a Redis database flushed...).
+
+    Once raised, every call on that store object raises it again: what it
+    would write could reach nobody.  A worker should stop (exit non-zero) and
+    be restarted, which opens what is there now.
+    """
+
+
 @dataclass(frozen=True, slots=True)
 class Claim:
     """A leased row handed to one worker.
@@ -277,12 +294,19 @@ class Store(Protocol):
         """The entry stored under ``key`` (tombstones included), or None."""
 
     async def entries(self, *, status: Status | None = None, limit: int = 1000) -> list[Entry]:
-        """Entries by due time, optionally only those with ``status``."""
+        """Entries by due time, optionally only those with ``status``.
+
+        Never raises for what a row holds: a malformed row is listed with
+        ``last_error`` starting with :data:`MALFORMED` (FAILED if its status
+        cannot be read), and so does :meth:`get`.
+        """
 
     async def claim(self, owner: str, limit: int) -> list[Claim]:
         """Lease up to ``limit`` due rows (PENDING and due, or RUNNING with a lapsed
         lease), each with a new fencing token.  A row whose deliveries would exceed
-        its ``max_deliveries`` is dead-lettered instead of returned."""
+        its ``max_deliveries`` is dead-lettered instead of returned, and so is a
+        malformed row (``last_error`` starting with :data:`MALFORMED`), on its
+        own: the other rows are claimed as usual, and :meth:`delete` removes it."""
 
     async def extend(self, claims: Sequence[tuple[str, int]]) -> list[bool]:
         """Renew the leases of ``(key, token)`` pairs to now + each row's lease, in

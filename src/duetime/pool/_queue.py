@@ -88,17 +88,19 @@ class PoolQueue(Generic[ItemT, T]):
         An item that could not finish before the pool's deadline is not queued:
         its handle is returned already EXPIRED.
 
-        :param priority: with ``WorkerPool(priority=True)``, lower runs first
-            (default 0); FIFO among equal priorities
-        :return: the item's :class:`Handle`
         This is a checkpoint, as trio's and anyio's ``send`` are: a cancelled
         caller gets the backend's cancellation before the item is accepted, and
         once it is accepted the call still yields to other tasks, shielded, so
         the caller never loses a handle to an item that will run.
 
+        :param priority: with ``WorkerPool(priority=True)``, lower runs first
+            (default 0); FIFO among equal priorities
+        :return: the item's :class:`Handle`
         :raises anyio.ClosedResourceError: if the pool is closed (also while waiting)
         :raises RuntimeError: if the pool has not been entered
-        :raises TypeError, ValueError: for a bad ``priority``
+        :raises TypeError: if ``priority`` is not a real number
+        :raises ValueError: if ``priority`` is NaN, or given to a pool made
+            without ``priority=True``
         """
         await checkpoint_if_cancelled()
         prio = self._check_submit(priority)
@@ -138,7 +140,9 @@ class PoolQueue(Generic[ItemT, T]):
         :raises anyio.WouldBlock: if the queue is full
         :raises anyio.ClosedResourceError: if the pool is closed
         :raises RuntimeError: if the pool has not been entered
-        :raises TypeError, ValueError: for a bad ``priority``
+        :raises TypeError: if ``priority`` is not a real number
+        :raises ValueError: if ``priority`` is NaN, or given to a pool made
+            without ``priority=True``
         """
         prio = self._check_submit(priority)
         h = None if self._putters else self._try_submit(item, prio)

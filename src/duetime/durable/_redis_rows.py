@@ -1,0 +1,167 @@
+"""RedisStore's side of a row: decoding each reply of the scripts on its own, and
+the URL as logs and errors show it.
+
+A reply is read row by row and never raises for one row: a row that cannot be
+read becomes a FAILED :class:`Entry` that says why (the Lua scripts set malformed
+rows aside first, so this is the second line of defence).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+from urllib.parse import unquote
+
+from .._handle import Status
+from ._store import Entry, entry_args, utc
+
+__all__ = ["arg", "describe", "entry", "read", "redact", "row", "text", "unreadable"]
+__all__ += ["number", "string"]
+
+_STATUSES = {s.value: s for s in Status}
+
+
+def text(raw: bytes | str) -> str:
+    """Bytes from Redis as a str.  Keys and rows are UTF-8; surrogateescape keeps
+    any other byte, so a key read here goes back (through :func:`arg`) as the
+    same bytes."""
+    return raw if isinstance(raw, str) else raw.decode("utf-8", "surrogateescape")
+
+
+def arg(value: str | int) -> bytes:
+    """A key or script argument as the bytes Redis gets (see :func:`text`)."""
+    return str(value).encode("utf-8", "surrogateescape")
+
+
+def string(row: dict[str, Any], name: str, *, optional: bool = False) -> Any:
+    """The str field ``name`` of a decoded row (None allowed if ``optional``).
+
+    :raises ValueError: missing or not a str
+    """
+    value = row.get(name)
+    if (value is None and optional) or isinstance(value, str):
+        return value
+    raise ValueError(f"field {name!r} is not a str")
+
+
+def _int(row: dict[str, Any], name: str) -> int:
+    value = row.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+        raise ValueError(f"field {name!r} is not an integer")
+    return int(value)
+
+
+def number(row: dict[str, Any], name: str) -> float:
+    """The finite number field ``name`` of a decoded row (a JSON number or a decimal str).
+
+    :raises ValueError: missing, not a number or not finite
+    """
+    value = row.get(name)
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(f"field {name!r} is not a number")
+    try:
+        result = float(value)
+    except ValueError:
+        raise ValueError(f"field {name!r} is not a number") from None
+    if not math.isfinite(result):
+        raise ValueError(f"field {name!r} is not finite")
+    return result
+
+
+def row(raw: bytes | str) -> dict[str, Any]:
+    """A row's JSON as a dict.
+
+    :raises ValueError: not a JSON object
+    """
+    value = json.loads(text(raw))
+    if not isinstance(value, dict):
+        raise ValueError("not a JSON object")
+    return value
+
+
+def entry(row: dict[str, Any]) -> Entry:
+    """The Entry of a decoded row (the scripts checked it; this checks again).
+
+    :raises ValueError: a missing field or one of the wrong type or range
+    """
+    status = _STATUSES.get(row.get("s"))  # type: ignore[arg-type]
+    if status is None:
+        raise ValueError("field 's' is not a status")
+    return Entry(
+        key=string(row, "k"),
+        task=string(row, "t"),
+        args=entry_args(string(row, "p")),
+        due=utc(number(row, "d")),
+        status=status,
+        attempt=_int(row, "a"),
+        last_error=string(row, "e", optional=True),
+        occurrence=_int(row, "o"),
+        schedule=string(row, "sch", optional=True),
+        deliveries=_int(row, "dl"),
+    )
+
+
+def read(key: bytes | str, raw: bytes | str) -> Entry:
+    """The Entry of one row; a row that cannot be read is reported as a FAILED
+    entry with the reason instead of raising (one bad row never hides the others)."""
+    try:
+        return entry(row(raw))
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+        return unreadable(text(key), exc)
+
+
+def unreadable(key: str, exc: BaseException) -> Entry:
+    """The FAILED Entry reported for the row under ``key`` that ``exc`` stopped."""
+    return Entry(
+        key=key,
+        task="",
+        args=(),
+        due=utc(0.0),
+        status=Status.FAILED,
+        last_error=f"malformed row: {type(exc).__name__}: {exc}"[:300],
+    )
+
+
+# Query parameters whose value is a credential (matched as substrings of the
+# lower-cased name: password, db_pass, auth_token...).
+_SECRET = re.compile(r"pass|pwd|secret|token|auth|credential|api_?key")
+
+
+def redact(url: str) -> str:
+    """The URL as logs, errors and the repr show it: the password in the user
+    info, every credential-like query value and any fragment become ``***``,
+    and non-printable characters are escaped.  Never raises."""
+    try:
+        scheme, sep, rest = url.partition("://")
+        # The last "@" ends the user info: a password may hold "/", "?" or "@".
+        creds, at, location = rest.rpartition("@")
+        location, hash_, _fragment = location.partition("#")
+        shown = scheme + sep
+        if at:
+            user, colon, _password = creds.partition(":")
+            shown += f"{user}:***@" if colon and not any(c in user for c in "/?#") else "***@"
+        path, q, query = location.partition("?")
+        shown += path
+        if q:
+            params, hiding = [], False
+            for param in re.split("[&;]", query):
+                name, eq, _value = param.partition("=")
+                if eq:
+                    hiding = bool(_SECRET.search(unquote(name).lower()))
+                    params.append(f"{name}=***" if hiding else param)
+                else:  # after a secret, a bare word may be the rest of it (an unescaped "&")
+                    params.append("***" if hiding and param else param)
+            shown += "?" + "&".join(params)
+        if hash_:
+            shown += "#***"
+        return shown if shown.isprintable() else shown.encode("unicode_escape").decode("ascii")
+    except Exception:  # a log line or an error message must not fail here
+        return "<a Redis URL (hidden)>"
+
+
+def describe(exc: BaseException) -> str:
+    """An exception as one line for an error message: its type and first line."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
