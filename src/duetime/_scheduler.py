@@ -359,8 +359,7 @@ class Scheduler:
         handed to the event loop (calls from one thread keep their order) and
         the handle is returned at once.
 
-        Keyword options (the same for every ``call_*``; with none, the call
-        takes the plain path the benchmarks hold to ``loop.call_later``):
+        Keyword options, the same for every ``call_*``:
 
         - ``name``: a name for repr and logs
         - ``timeout``: seconds each run may take before it is cancelled and
