@@ -25,10 +25,11 @@ from .._handle import Status
 from .._util import check_aware, to_delay
 from ._codec import encode_args
 from ._finisher import Finisher
+from ._log import StoreHealth, worker_log
 from ._registry import TaskRegistry
 from ._series import MISFIRE, OVERLAP, Misfire, Overlap, Series, trigger_grid
 from ._store import Claim, Entry, NewRow, OnConflict, Store
-from ._worker import SHIELD_CAP, WorkerSide, _Run
+from ._worker import SHIELD_CAP, STOP_CAP, WorkerSide, _Run
 
 __all__ = ["DurableRunner"]
 
@@ -77,8 +78,10 @@ class DurableRunner(WorkerSide):
     :param registry: the tasks this process may defer and run
     :param worker: run stored entries (False: only defer, e.g. a web process)
     :param concurrency: how many durable tasks run at once in this process
-    :param grace: how long leaving waits for running tasks before cancelling
-        them and releasing their leases (None: as long as they take)
+    :param grace: how long leaving waits for running async tasks before
+        cancelling them and releasing their leases (None: as long as they take);
+        a sync task's thread cannot be interrupted, so leaving waits for it,
+        however long it takes, renewing its lease (a WARNING names it)
     :param on_error: ``on_error(entry, exc)`` for each final failure of a task
         (retries exhausted, an unknown task, an undecodable payload); default:
         logged at ERROR on the ``duetime.durable`` logger
@@ -136,7 +139,10 @@ class DurableRunner(WorkerSide):
         self._wake_at = math.inf
         self._renew_scope: CancelScope | None = None
         self._renew_at = math.inf
-        self._finisher = Finisher(store, SHIELD_CAP)
+        self._health = StoreHealth(self._poke)
+        self._finisher = Finisher(store, SHIELD_CAP, self._health)
+        self._threads: anyio.CapacityLimiter | None = None
+        self._claim_scope: CancelScope | None = None
         self._queue: deque[tuple[Claim, _Run]] = deque()
         self._runners = 0
         self._idle_runners: list[Event] = []
@@ -178,8 +184,14 @@ class DurableRunner(WorkerSide):
         return self
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        """Stop claiming, release what did not start, give running tasks ``grace``,
-        then cancel them and release their leases; leave the store."""
+        """Stop claiming, release what did not start, give running async tasks
+        ``grace``, then cancel them and release their leases; leave the store.
+
+        A sync task's thread cannot be interrupted: leaving waits for it after
+        the grace, renewing its lease meanwhile (a WARNING names it), and records
+        its outcome when it returns.  A claim in flight is waited for at most
+        ``STOP_CAP`` seconds (then its rows wait out their lease), and the
+        releases and finishes at most ``SHIELD_CAP`` seconds."""
         self._open = False
         self._stopping = True
         self._poke()
@@ -190,15 +202,26 @@ class DurableRunner(WorkerSide):
                     await self._wait_idle()
         finally:
             with CancelScope(shield=True):
-                with anyio.move_on_after(SHIELD_CAP):
-                    if self._claim_done is not None:
+                if self._claim_done is not None:
+                    with anyio.move_on_after(STOP_CAP):
+                        await self._claim_done.wait()
+                    if self._claim_scope is not None:
+                        self._claim_scope.cancel()  # a store that hangs: give the claim up
+                    with anyio.move_on_after(SHIELD_CAP):
                         await self._claim_done.wait()
                 for run in list(self._runs):
+                    if run.thread:
+                        worker_log.warning(
+                            "durable task %r (entry %r) still runs in a thread, which "
+                            "cannot be interrupted: exit waits for it, renewing its lease",
+                            run.task,
+                            run.key,
+                            extra={"key": run.key, "task": run.task},
+                        )
                     if run.scope is not None:
                         run.scope.cancel()
-                with anyio.move_on_after(SHIELD_CAP):
-                    await self._wait_idle()
-            # Only the two loops are left; the task group must exit outside the shield.
+                await self._wait_runs()
+            # Only the loops are left; the task group must exit outside the shield.
             tg = self._tg
             assert tg is not None
             tg.cancel_scope.cancel()
@@ -214,6 +237,27 @@ class DurableRunner(WorkerSide):
         while self._runs:
             self._idle = Event()
             await self._idle.wait()
+
+    async def _wait_runs(self) -> None:
+        """Wait for the runs left after cancelling: as long as a thread runs (its
+        lease renewed meanwhile), then at most SHIELD_CAP for their finishes."""
+        end = math.inf
+        while self._runs:
+            self._idle = Event()
+            if any(r.thread for r in self._runs):
+                await self._idle.wait()
+                continue
+            if end == math.inf:
+                end = anyio.current_time() + SHIELD_CAP
+            with anyio.move_on_at(end) as limit:
+                await self._idle.wait()
+            if limit.cancelled_caught:
+                return
+
+    @property
+    def threads_running(self) -> int:
+        """How many sync tasks' threads run now (shutdown waits for them)."""
+        return sum(1 for r in self._runs if r.thread)
 
     def _check_open(self) -> None:
         if not self._open:

@@ -9,6 +9,16 @@ finishes of the runs that end beside it as one ``finish_many``
 (``_finisher.Finisher``).  Every lease the process holds is renewed in one
 batched ``extend`` every lease/3; a run whose lease was taken over is cancelled and
 never finishes the entry.
+
+A sync task runs in a thread, which cannot be interrupted: its entry stays
+leased (renewed) for as long as the thread runs, past a ``timeout=`` and past
+the shutdown's grace, and nothing (no next attempt, no release) happens to the
+entry before the thread returns.
+
+Store errors in the loops are retried with a backoff of at most
+:data:`MAX_BACKOFF` seconds, cut short when another call of this process gets
+through; an outage is logged once when it starts and once when it ends
+(``_log.StoreHealth``).
 """
 
 from __future__ import annotations
@@ -22,10 +32,11 @@ from typing import Any
 
 import anyio
 import anyio.abc
-from anyio import CancelScope, Event, get_cancelled_exc_class, to_thread
+from anyio import CancelScope, CapacityLimiter, Event, get_cancelled_exc_class, to_thread
 
 from ._codec import PayloadError, decode_args
 from ._finisher import Finisher
+from ._log import StoreHealth, entry_fields, printable, worker_log
 from ._registry import TaskDef, TaskRegistry, _current
 from ._series import Series, parse_schedule
 from ._store import (
@@ -42,9 +53,7 @@ from ._store import (
     utc,
 )
 
-__all__ = ["MAX_CLAIM", "SAFETY_POLL", "WorkerSide"]
-
-logger = logging.getLogger("duetime.durable")
+__all__ = ["MAX_BACKOFF", "MAX_CLAIM", "SAFETY_POLL", "WorkerSide"]
 
 #: The longest the claim loop sleeps without a hint (a safety poll).
 SAFETY_POLL = 10.0
@@ -52,32 +61,59 @@ SAFETY_POLL = 10.0
 MAX_CLAIM = 100
 #: Nap after an empty claim although the head said something was due.
 _MIN_NAP = 0.01
-#: Upper bound of the backoff after store errors in the loops.
-_MAX_BACKOFF = 30.0
-#: How long a shielded store call at shutdown (release, finish) may take.
+#: Upper bound of the claim loop's backoff after store errors (seconds).
+MAX_BACKOFF = 2.0
+#: How long a shielded store call (a claim, a release, a finish) may take.
 SHIELD_CAP = 30.0
+#: How long shutdown waits for a claim in flight before it abandons it (its rows
+#: then wait out their lease: a store that hangs must not hang the exit).
+STOP_CAP = 5.0
 _MAX_REASON = 2000
 
 
 class _Run:
     """One claim this process holds: what renewal and shutdown need."""
 
-    __slots__ = ("key", "lease", "lost", "renew_at", "scope", "started", "streak", "token")
+    __slots__ = (
+        "claimed",
+        "expires",
+        "key",
+        "lease",
+        "lost",
+        "renew_at",
+        "scope",
+        "started",
+        "streak",
+        "task",
+        "thread",
+        "token",
+    )
 
-    def __init__(self, claim: Claim, now: float) -> None:
+    def __init__(self, claim: Claim, sent: float, now: float) -> None:
         self.key = claim.entry.key
+        self.task = claim.entry.task
         self.token = claim.token
         self.lease = claim.lease
+        self.claimed = now  # anyio time the claim came back
+        self.expires = sent + claim.lease  # the lease ends by then at the latest
         self.renew_at = now + claim.lease / 3
         self.scope: CancelScope | None = None  # set while the task runs: cancels it
         self.streak: CancelScope | None = None  # the scope of the runner task running it
         self.started = False
         self.lost = False
+        self.thread = False  # a thread runs this entry's task (it cannot be interrupted)
 
 
 def _reason(exc: BaseException) -> str:
     text = f"{type(exc).__qualname__}: {exc}"
     return text if len(text) <= _MAX_REASON else text[: _MAX_REASON - 3] + "..."
+
+
+def _timed_out(task: TaskDef, entry: Entry) -> TimeoutError:
+    return TimeoutError(
+        f"task {task.name!r} (entry {entry.key!r}, attempt {entry.attempt}) "
+        f"timed out after {task.timeout:g} s"
+    )
 
 
 class WorkerSide:
@@ -99,6 +135,9 @@ class WorkerSide:
     _renew_scope: CancelScope | None
     _renew_at: float
     _finisher: Finisher
+    _health: StoreHealth
+    _threads: CapacityLimiter | None  # sync tasks' threads: one per run, never waited for
+    _claim_scope: CancelScope | None  # the shield of a claim in flight
     _queue: deque[tuple[Claim, _Run]]  # claimed, waiting for a runner task
     _runners: int  # runner tasks started
     _idle_runners: list[Event]  # one per runner task waiting for work (set: wake it)
@@ -113,12 +152,14 @@ class WorkerSide:
 
     async def _claim_loop(self) -> None:
         backoff = 0.0
+        health = self._health
         try:
             while not self._stopping:
                 self._poked = False
                 self._wake_at = math.inf
                 use_store = True
                 delay: float | None
+                call = "claim"
                 try:
                     free = self._concurrency - len(self._runs)
                     if free <= 0:
@@ -127,19 +168,27 @@ class WorkerSide:
                         limit = min(free, MAX_CLAIM)
                         n = await self._claim(limit)
                         if n == limit:
+                            health.ok()
                             continue  # maybe more are due
+                        call = "head"
                         head = await self._store.head()
+                        call = "time"
                         now = await self._store.time()
                         delay = SAFETY_POLL if head is None else min(head - now, SAFETY_POLL)
                         if delay <= 0:
                             if n:
+                                health.ok()
                                 continue
                             delay = _MIN_NAP
                         self._wake_at = now + delay
                     backoff = 0.0
-                except Exception:
-                    backoff = min(max(backoff * 2, 0.1), _MAX_BACKOFF)
-                    logger.exception("durable claim loop: store error; retrying in %.1f s", backoff)
+                    health.ok()
+                except Exception as exc:
+                    health.failed(exc, call)
+                    # Capped low: a worker resumes within MAX_BACKOFF of the store's
+                    # return even if nothing else wakes it (a poke does, and so does
+                    # another call of this process getting through).
+                    backoff = min(max(backoff * 2, 0.1), MAX_BACKOFF)
                     delay, use_store = backoff, False
                 if self._poked or self._stopping:
                     continue
@@ -151,17 +200,25 @@ class WorkerSide:
             self._claim_done.set()
 
     async def _claim(self, limit: int) -> int:
-        # Shielded: claimed rows must reach this process, to run or be released.
-        with CancelScope(shield=True):
-            with anyio.fail_after(SHIELD_CAP):
-                claims = await self._store.claim(self.owner, limit)
+        # Shielded: claimed rows must reach this process, to run or be released
+        # (shutdown may still cut it, after STOP_CAP: the rows then lapse).
+        sent = anyio.current_time()
+        with CancelScope(shield=True) as shield:
+            self._claim_scope = shield
+            try:
+                with anyio.fail_after(SHIELD_CAP):
+                    claims = await self._store.claim(self.owner, limit)
+            finally:
+                self._claim_scope = None
             if self._stopping:
-                items = [(c.entry.key, c.token, Release()) for c in claims]
-                await self._finisher.finish_all(items)
+                if claims:
+                    until = sent + min(c.lease for c in claims)
+                    items = [(c.entry.key, c.token, Release()) for c in claims]
+                    await self._finisher.finish_all(items, until)
                 return len(claims)
         now = anyio.current_time()
         for c in claims:
-            run = _Run(c, now)
+            run = _Run(c, sent, now)
             self._runs.add(run)
             if run.renew_at < self._renew_at and self._renew_scope is not None:
                 self._renew_scope.cancel()
@@ -219,8 +276,8 @@ class WorkerSide:
                     await self._store.wait_changed(delay)
                 else:
                     await anyio.sleep(delay)
-            except Exception:
-                logger.exception("durable claim loop: wait_changed failed")
+            except Exception as exc:
+                self._health.failed(exc, "wait_changed")
                 await anyio.sleep(min(delay or SAFETY_POLL, 1.0))
             finally:
                 self._sleep_scope = None
@@ -241,21 +298,27 @@ class WorkerSide:
             if not batch:
                 continue
             try:
-                oks = await self._store.extend([(r.key, r.token) for r in batch])
-            except Exception:
-                logger.exception("durable lease renewal: store error; retrying")
+                # A hung call must not outlast the leases it renews.
+                with anyio.fail_after(min(r.lease for r in batch) / 3):
+                    oks = await self._store.extend([(r.key, r.token) for r in batch])
+            except Exception as exc:
+                self._health.failed(exc, "extend")
                 for r in batch:
                     r.renew_at = now + min(1.0, r.lease / 10)
                 continue
+            self._health.ok()
             for run, ok in zip(batch, oks, strict=False):
                 if ok:
                     run.renew_at = now + run.lease / 3
+                    run.expires = now + run.lease
                 elif not run.lost:
                     run.lost = True
-                    logger.warning(
+                    run.renew_at = math.inf  # its thread may run on: renew it no more
+                    worker_log.warning(
                         "durable entry %r: lease lost (another worker may hold it); "
                         "its run is cancelled and not finished here",
                         run.key,
+                        extra={"key": run.key, "task": run.task},
                     )
                     if run.scope is not None:
                         run.scope.cancel()
@@ -270,14 +333,22 @@ class WorkerSide:
             outcome = Release()
             raise
         except Exception:  # a store error (or a bug) around the run: never kill the runner
-            logger.exception("durable entry %r: the runner failed around its run", run.key)
+            worker_log.exception(
+                "durable entry %r: the runner failed around its run",
+                run.key,
+                extra={"key": run.key, "task": run.task},
+            )
         finally:
             if outcome is not None and not run.lost:
                 # Queued, not awaited (so no shield is needed when cancelled): the
                 # finisher sends it with its neighbours, then calls _finished.
                 run.renew_at = math.inf  # no more renewals: it is being finished
                 self._finisher.put(
-                    run.key, run.token, outcome, partial(self._finished, run, outcome)
+                    run.key,
+                    run.token,
+                    outcome,
+                    partial(self._finished, run, outcome),
+                    run.expires,
                 )
             else:
                 self._finished(run, None, False)
@@ -296,27 +367,39 @@ class WorkerSide:
         self._runs.discard(run)
         if full:
             self._poke()
-        if not self._runs and self._idle is not None:
+        if self._idle is not None:  # shutdown waits: each end may be the one it waits for
             self._idle.set()
 
     def _report(self, entry: Entry, exc: BaseException) -> None:
+        """A dead letter: ``on_error``, or an ERROR with the traceback."""
         if self._on_error is None:
-            logger.error(
-                "durable task %r (entry %r, attempt %d) failed for good",
+            worker_log.error(
+                "durable task %r (entry %r, attempt %d) failed for good: %s",
                 entry.task,
                 entry.key,
                 entry.attempt,
+                printable(_reason(exc)),
                 exc_info=(type(exc), exc, exc.__traceback__),
+                extra=entry_fields(entry.key, entry.task, entry.attempt),
             )
             return
         try:
             self._on_error(entry, exc)
         except Exception:
-            logger.exception("on_error raised while reporting entry %r", entry.key)
+            worker_log.exception(
+                "on_error raised while reporting entry %r", entry.key, extra={"key": entry.key}
+            )
 
     def _dead(self, entry: Entry, exc: BaseException, prefix: str) -> Dead:
         self._report(entry, exc)
         return Dead(prefix + str(exc))
+
+    async def _now(self) -> float:
+        """The store's time, shielded: a run that ended is recorded even when shutdown
+        cancels its runner meanwhile (a thread's run, past the grace)."""
+        with CancelScope(shield=True), anyio.fail_after(SHIELD_CAP):
+            now = await self._store.time()
+        return now
 
     async def _execute(self, claim: Claim, run: _Run) -> Outcome | None:
         entry = claim.entry
@@ -350,22 +433,58 @@ class WorkerSide:
             return None if run.lost else Release()
         if series is not None and point != entry.due.timestamp():
             entry = replace(entry, due=utc(point))  # current_entry().due: the point it stands for
+        started = anyio.current_time()
         error = await self._call(task, args, entry, run)
+        if worker_log.isEnabledFor(logging.DEBUG):
+            self._log_run(claim, entry, run, started, error)
         if run.lost:
             return None
         if error is None:
             if series is None:
                 return Done()
-            return _next(series.next_due(point, await self._store.time()), None)
+            return _next(series.next_due(point, await self._now()), None)
         reason = _reason(error)
-        now = await self._store.time()
+        now = await self._now()
         if task.retry is not None and task.retry.should_retry(entry.attempt, error):
-            return RetryAt(now + task.retry.pause(entry.attempt), reason)
+            pause = task.retry.pause(entry.attempt)
+            worker_log.warning(
+                "durable task %r (entry %r) attempt %d failed: %s; retrying in %.1f s",
+                entry.task,
+                entry.key,
+                entry.attempt,
+                printable(reason),
+                pause,
+                extra=entry_fields(entry.key, entry.task, entry.attempt),
+            )
+            return RetryAt(now + pause, reason)
         self._report(entry, error)
         if series is None:
             return Dead(reason)
         nxt = series.next_due(point, now)
         return NextOccurrence(nxt, reason) if nxt is not None else Dead(reason)
+
+    @staticmethod
+    def _log_run(
+        claim: Claim, entry: Entry, run: _Run, started: float, error: BaseException | None
+    ) -> None:
+        """The DEBUG line of one run (only built when DEBUG is on: runs are hot)."""
+        ended = anyio.current_time()
+        # The claim's store time, plus what passed here before the task started.
+        lateness = claim.lease_until - claim.lease + (started - run.claimed)
+        lateness -= entry.due.timestamp()
+        duration = ended - started
+        worker_log.debug(
+            "durable task %r (entry %r, attempt %d) ran %.3f s, %.3f s late: %s",
+            entry.task,
+            entry.key,
+            entry.attempt,
+            duration,
+            lateness,
+            "ok" if error is None else printable(_reason(error)),
+            extra=entry_fields(
+                entry.key, entry.task, entry.attempt, lateness=lateness, duration=duration
+            ),
+        )
 
     async def _spawn_occurrence(
         self, claim: Claim, task: TaskDef, series: Series, point: float
@@ -388,17 +507,22 @@ class WorkerSide:
     async def _call(
         self, task: TaskDef, args: tuple[Any, ...], entry: Entry, run: _Run
     ) -> BaseException | None:
-        """Run the task; return its exception, or None.  A cancellation of the run
-        (its runner's streak scope, through ``run.scope``) propagates."""
+        """Run the task; return its exception (a :exc:`TimeoutError` naming the
+        task, the entry and the limit when it ran past ``timeout=``), or None.  A
+        cancellation of an async run (its runner's streak scope, through
+        ``run.scope``) propagates; a sync run's thread is waited for."""
         token = _current.set(entry)
         run.scope = run.streak  # cancellable by renewal and shutdown only while it runs
         run.started = True
         try:
+            if not task.is_async:
+                return await self._call_in_thread(task, args, entry, run)
             if task.timeout is None:
-                await self._invoke(task, args)
-            else:
-                with anyio.fail_after(task.timeout):
-                    await self._invoke(task, args)
+                await task.func(*args)
+                return None
+            with anyio.move_on_after(task.timeout) as limit:
+                await task.func(*args)
+            return _timed_out(task, entry) if limit.cancelled_caught else None
         except get_cancelled_exc_class():
             raise
         except BaseException as exc:  # a task's error is an outcome
@@ -406,15 +530,59 @@ class WorkerSide:
         finally:
             run.scope = None
             _current.reset(token)
-        return None
+
+    async def _call_in_thread(
+        self, task: TaskDef, args: tuple[Any, ...], entry: Entry, run: _Run
+    ) -> BaseException | None:
+        """Run a sync task in a thread and wait for it, shielded: a thread cannot be
+        interrupted, so neither a timeout nor shutdown stops the wait, and the
+        entry stays leased (the renewal loop renews it) until the thread returns.
+        Past ``timeout=`` a WARNING names it, and its attempt counts as timed out
+        whatever the thread returns then."""
+        raised: list[BaseException] = []
+        over: list[bool] = []
+
+        def target() -> None:
+            try:
+                task.func(*args)
+            except BaseException as exc:  # SystemExit too: an outcome, not a loop crash
+                raised.append(exc)
+
+        if self._threads is None:
+            # Our own limiter, one thread per run: a run never waits for a thread
+            # (a wait inside the shield would start the task after shutdown began).
+            self._threads = CapacityLimiter(self._concurrency)
+        run.thread = True
+        try:
+            with CancelScope(shield=True):
+                if task.timeout is None:
+                    await to_thread.run_sync(target, limiter=self._threads)
+                else:
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(self._overtime, task, entry, over)
+                        await to_thread.run_sync(target, limiter=self._threads)
+                        tg.cancel_scope.cancel()
+        finally:
+            run.thread = False
+        if over:
+            return _timed_out(task, entry)
+        return raised[0] if raised else None
 
     @staticmethod
-    async def _invoke(task: TaskDef, args: tuple[Any, ...]) -> None:
-        if task.is_async:
-            await task.func(*args)
-        else:
-            # abandon_on_cancel: a timeout or shutdown does not wait for the thread.
-            await to_thread.run_sync(task.func, *args, abandon_on_cancel=True)
+    async def _overtime(task: TaskDef, entry: Entry, over: list[bool]) -> None:
+        assert task.timeout is not None
+        await anyio.sleep(task.timeout)
+        over.append(True)
+        worker_log.warning(
+            "durable task %r (entry %r, attempt %d) is past its timeout of %g s in a "
+            "thread, which cannot be interrupted: the entry stays leased until it "
+            "returns, then the attempt counts as timed out",
+            task.name,
+            entry.key,
+            entry.attempt,
+            task.timeout,
+            extra=entry_fields(entry.key, task.name, entry.attempt),
+        )
 
 
 def _next(due: float | None, error: str | None) -> Outcome:
