@@ -27,9 +27,10 @@ from ._codec import encode_args
 from ._finisher import Finisher
 from ._log import StoreHealth, worker_log
 from ._registry import TaskRegistry
+from ._running import _Run
 from ._series import MISFIRE, OVERLAP, Misfire, Overlap, Series, trigger_grid
 from ._store import Claim, Entry, NewRow, OnConflict, Store
-from ._worker import SHIELD_CAP, STOP_CAP, WorkerSide, _Run
+from ._worker import SHIELD_CAP, STOP_CAP, WorkerSide
 
 __all__ = ["DurableRunner"]
 
