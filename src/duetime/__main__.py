@@ -1,4 +1,5 @@
-"""Command line: ``python -m duetime demo``, ``worker`` and ``entries``.
+"""Command line: ``python -m duetime demo``, ``worker``, ``entries``,
+``dead-letters``, ``retry`` and ``delete`` (``python -m duetime COMMAND --help``).
 
 The benchmark suite is a development tool of the source checkout:
 ``python benchmarks/run.py`` or ``nox -s bench``.
@@ -23,15 +24,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--backend", choices=["asyncio", "trio"], default="asyncio", help="event loop to run on"
     )
     demo.add_argument("--plain", action="store_true", help="plain text, even if rich is installed")
-    from .durable._cli import add_commands
+    from .durable._cli import COMMANDS, add_commands
 
-    add_commands(sub)  # worker, entries
+    add_commands(sub)  # worker, entries, dead-letters, retry, delete
     args = parser.parse_args(argv)
     if args.command == "demo":
         from ._demo import run_demo
 
         return run_demo(fast=args.fast, backend=args.backend, plain=args.plain)
-    if args.command in ("worker", "entries"):
+    if args.command in COMMANDS:
         from .durable._cli import run_command
 
         return run_command(args)

@@ -1,34 +1,47 @@
-"""``python -m duetime worker`` and ``python -m duetime entries``.
+"""``python -m duetime worker``, and the store commands (``entries``,
+``dead-letters``, ``retry``, ``delete``, in :mod:`._cli_store`).
 
 ``worker MODULE:REGISTRY --store URL`` imports the module the operator named,
 takes its :class:`~duetime.durable._registry.TaskRegistry`, and runs stored
 entries until SIGINT or SIGTERM; then it stops claiming, gives running tasks
 ``--grace`` seconds, and releases every lease it still holds before it exits.
-``entries --store URL`` lists stored entries as a table or as JSON lines.
+Every command ends an operator's error (a bad URL, an unreachable or refused
+store, a file that is not a store) with one line on stderr and exit status 2
+(:mod:`._cli_run`), with no credential of the store URL in it.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import logging
 import signal
 import sys
 from typing import TYPE_CHECKING, Any
 
+from ._cli_run import EXIT_CODES, guarded
+from ._cli_show import entry_json
+from ._cli_store import STORE_COMMANDS, add_store_commands, run_store_command
+
 if TYPE_CHECKING:
     from ._registry import TaskRegistry
-    from ._store import Entry
 
-__all__ = ["add_commands", "run_command"]
+__all__ = ["COMMANDS", "add_commands", "entry_json", "run_command"]
+
+#: The subcommands this module adds and runs.
+COMMANDS = ("worker", *STORE_COMMANDS)
 
 logger = logging.getLogger("duetime.durable")
 
 
 def add_commands(sub: Any) -> None:
-    """Add the ``worker`` and ``entries`` subcommands to an argparse subparsers object."""
-    worker = sub.add_parser("worker", help="run stored durable entries until SIGINT/SIGTERM")
+    """Add the ``worker`` and store subcommands to an argparse subparsers object."""
+    worker = sub.add_parser(
+        "worker",
+        help="run stored durable entries until SIGINT/SIGTERM",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     worker.add_argument("target", metavar="MODULE:REGISTRY", help="e.g. app.tasks:tasks")
     worker.add_argument("--store", required=True, metavar="URL", help="e.g. sqlite:///jobs.db")
     worker.add_argument("--concurrency", type=int, default=16, help="tasks run at once (16)")
@@ -40,16 +53,18 @@ def add_commands(sub: Any) -> None:
     )
     worker.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
     worker.add_argument("--quiet", action="store_true", help="log warnings and errors only")
-    entries = sub.add_parser("entries", help="list the entries of a durable store")
-    entries.add_argument("--store", required=True, metavar="URL")
-    entries.add_argument("--failed", action="store_true", help="dead letters only")
-    entries.add_argument("--json", action="store_true", help="one JSON object per line")
-    entries.add_argument("--limit", type=int, default=1000)
-    entries.add_argument("--plain", action="store_true", help="plain text, even with rich")
+    add_store_commands(sub)
 
 
 def run_command(args: argparse.Namespace) -> int:
-    """Run a parsed ``worker`` or ``entries`` command; return the exit status."""
+    """Run a parsed ``worker`` or store command; return the exit status.
+
+    An operator's error is one line on stderr and status 2; see :mod:`._cli_run`.
+    """
+    return guarded(args.command, args.store, lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "worker":
         if args.concurrency < 1:
             print("--concurrency must be >= 1", file=sys.stderr)
@@ -74,19 +89,7 @@ def run_command(args: argparse.Namespace) -> int:
             backend=args.backend,
         )
         return 0
-    import anyio
-
-    try:
-        rows = anyio.run(_list, args.store, args.failed, args.limit)
-    except (ImportError, ValueError, OSError) as exc:
-        print(f"duetime entries: {exc}", file=sys.stderr)
-        return 2
-    if args.json:
-        for e in rows:
-            print(json.dumps(entry_json(e), ensure_ascii=False))
-    else:
-        _table(rows, plain=args.plain)
-    return 0
+    return run_store_command(args)
 
 
 def load_registry(target: str) -> TaskRegistry:
@@ -148,65 +151,3 @@ async def _serve(registry: TaskRegistry, url: str, concurrency: int, grace: floa
                 )
                 break
     logger.info("duetime worker stopped")
-
-
-async def _list(url: str, failed: bool, limit: int) -> list[Entry]:
-    from .._handle import Status
-    from ._url import open_store
-
-    async with open_store(url) as store:
-        return await store.entries(status=Status.FAILED if failed else None, limit=limit)
-
-
-def entry_json(e: Entry) -> dict[str, Any]:
-    """An entry as a JSON-able dict (arguments in the codec's tagged form)."""
-    from ._codec import encode_args
-
-    try:
-        args: Any = json.loads(encode_args(e.args))
-    except (TypeError, ValueError):
-        args = None
-    return {
-        "key": e.key,
-        "task": e.task,
-        "status": str(e.status),
-        "due": e.due.isoformat(),
-        "attempt": e.attempt,
-        "occurrence": e.occurrence,
-        "deliveries": e.deliveries,
-        "last_error": e.last_error,
-        "schedule": e.schedule,
-        "args": args,
-    }
-
-
-def _table(rows: list[Entry], *, plain: bool) -> None:
-    headers = ("key", "task", "status", "due", "attempt", "last error")
-    cells = [
-        (
-            e.key,
-            e.task,
-            str(e.status),
-            e.due.strftime("%Y-%m-%d %H:%M:%S"),
-            str(e.attempt),
-            (e.last_error or "")[:80],
-        )
-        for e in rows
-    ]
-    if not plain:
-        try:
-            from rich.console import Console
-            from rich.table import Table
-        except ImportError:
-            pass
-        else:
-            table = Table(*headers, title=f"{len(rows)} entries")
-            for row in cells:
-                table.add_row(*row)
-            Console().print(table)
-            return
-    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
-    for row in cells:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-    print(f"({len(rows)} entries)")

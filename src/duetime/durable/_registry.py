@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
@@ -50,6 +50,57 @@ def _is_async(func: Callable[..., Any]) -> bool:
         return True
     call = getattr(func, "__call__", None)  # noqa: B004 - an async __call__ counts
     return call is not None and inspect.iscoroutinefunction(call)
+
+
+@dataclass(frozen=True, slots=True)
+class _Arity:
+    """How many positional arguments a task takes: ``low <= n <= high``, unless a
+    required keyword-only parameter makes every positional call fail."""
+
+    low: int
+    high: float  # math.inf with *args
+    never: bool
+    signature: inspect.Signature
+
+    @classmethod
+    def of(cls, func: Callable[..., Any]) -> _Arity | None:
+        """The arity of ``func``, or None if it has no signature to check against."""
+        try:
+            sig = inspect.signature(func)
+        except (TypeError, ValueError):  # some builtins and C callables have none
+            return None
+        low, high, never = 0, 0.0, False
+        for p in sig.parameters.values():
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+                high += 1
+                if p.default is p.empty:
+                    low += 1
+            elif p.kind is p.VAR_POSITIONAL:
+                high = math.inf
+            elif p.kind is p.KEYWORD_ONLY and p.default is p.empty:
+                never = True
+        return cls(low, high, never, sig)
+
+    def check(self, name: str, args: Sequence[Any]) -> None:
+        """Raise TypeError naming task ``name`` if ``args`` cannot be bound."""
+        if not self.never and self.low <= len(args) <= self.high:
+            return
+        try:  # Python's own words for what is wrong
+            self.signature.bind(*args)
+        except TypeError as exc:
+            reason = str(exc)
+        else:  # pragma: no cover - the counts above decide exactly what bind does
+            return
+        n = len(args)
+        bare = self.signature.replace(  # the parameters only: annotations may be long strings
+            parameters=[p.replace(annotation=p.empty) for p in self.signature.parameters.values()],
+            return_annotation=self.signature.empty,
+        )
+        raise TypeError(
+            f"task {name!r} cannot take {n} positional argument{'s' if n != 1 else ''}:"
+            f" {reason} (its parameters are {bare}; durable tasks are called"
+            " with positional arguments only)"
+        )
 
 
 def _check_seconds(value: object, what: str) -> float:
@@ -115,11 +166,12 @@ class TaskRegistry:
     :class:`TaskDef`; ``name in tasks`` and ``func in tasks`` test membership.
     """
 
-    __slots__ = ("_by_func", "_by_name")
+    __slots__ = ("_arity", "_by_func", "_by_name")
 
     def __init__(self) -> None:
         self._by_name: dict[str, TaskDef] = {}
         self._by_func: dict[Callable[..., Any], TaskDef] = {}
+        self._arity: dict[str, _Arity | None] = {}
 
     def task(
         self,
@@ -175,8 +227,22 @@ class TaskRegistry:
         other = self._by_func.get(task.func)
         if other is not None:
             raise ValueError(f"{task.func!r} is already registered as task {other.name!r}")
+        arity = _Arity.of(task.func)
         self._by_name[task.name] = task
         self._by_func[task.func] = task
+        self._arity[task.name] = arity
+
+    def check_args(self, task: TaskDef, args: Sequence[Any]) -> None:
+        """Check that ``task.func(*args)`` binds to the function's signature (the
+        signature is read once, at registration).
+
+        :raises TypeError: too few or too many arguments, or a required
+            keyword-only parameter (a stored entry is called positionally); the
+            message names the task
+        """
+        arity = self._arity.get(task.name)
+        if arity is not None:
+            arity.check(task.name, args)
 
     @overload
     def resolve(self, task: str) -> TaskDef: ...
@@ -199,6 +265,12 @@ class TaskRegistry:
             except TypeError:  # an unhashable callable is never registered
                 found = None
             if found is None:
+                if getattr(task, "__name__", None) == "<lambda>":
+                    raise TypeError(
+                        f"{task!r} is not a registered task: a lambda cannot be decorated,"
+                        " so define a named function (def), register it with"
+                        " @tasks.task(name), and defer that function or its name"
+                    )
                 raise TypeError(
                     f"{task!r} is not a registered task: decorate it with @tasks.task(name)"
                 )

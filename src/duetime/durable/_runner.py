@@ -12,6 +12,7 @@ import os
 import socket
 import time
 import uuid
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
@@ -35,6 +36,9 @@ from ._worker import SHIELD_CAP, STOP_CAP, WorkerSide
 __all__ = ["DurableRunner"]
 
 _MAX_KEY = 512
+# Runners whose store was entered, so that a store object shared by two open
+# Schedulers can be named as the reason when the second one cannot enter it.
+_entered: weakref.WeakSet[DurableRunner] = weakref.WeakSet()
 _ON_CONFLICT = ("keep", "replace", "error")
 
 
@@ -67,6 +71,18 @@ def _when(
         check_aware(at)
         return at.timestamp(), None
     return None, 0.0 if delay is None else to_delay(delay, "delay")
+
+
+def _explain_shared_store(runner: DurableRunner, exc: RuntimeError) -> None:
+    """Raise a RuntimeError that says what to do if ``runner``'s store refused to
+    open because another runner (another Scheduler) holds the same store object."""
+    if any(r is not runner and r._store is runner._store for r in _entered):
+        raise RuntimeError(
+            f"this {type(runner._store).__name__} object is already open in another"
+            " Scheduler: each Scheduler"
+            " needs a store object of its own; make a second one on the same file or"
+            " server (SQLiteStore(path) or open_store(url) again)"
+        ) from exc
 
 
 class DurableRunner(WorkerSide):
@@ -168,7 +184,12 @@ class DurableRunner(WorkerSide):
     async def __aenter__(self) -> DurableRunner:
         if self._open or self._stopping:
             raise RuntimeError("a DurableRunner can be entered only once")
-        await self._store.__aenter__()
+        try:
+            await self._store.__aenter__()
+        except RuntimeError as exc:
+            _explain_shared_store(self, exc)
+            raise
+        _entered.add(self)
         tg = anyio.create_task_group()
         try:
             await tg.__aenter__()
@@ -262,7 +283,14 @@ class DurableRunner(WorkerSide):
 
     def _check_open(self) -> None:
         if not self._open:
-            raise SchedulerClosed("the durable runner is not open (enter it with async with)")
+            if self._stopping:
+                raise SchedulerClosed(
+                    "the scheduler's durable store is closed: its 'async with' block has ended"
+                )
+            raise SchedulerClosed(
+                "the scheduler has not been entered: use"
+                " 'async with Scheduler(store=..., tasks=...) as s:' and defer inside the block"
+            )
 
     # -- producer API ------------------------------------------------------------------
 
@@ -275,6 +303,7 @@ class DurableRunner(WorkerSide):
         key: str | None,
     ) -> NewRow:
         t = self._registry.resolve(task)
+        self._registry.check_args(t, args)
         due, wait = _when(delay, at)
         return NewRow(
             key=_new_keys(1)[0] if key is None else _check_key(key),
@@ -320,8 +349,8 @@ class DurableRunner(WorkerSide):
             ``"error"`` raises :exc:`~duetime.EntryExists`
         :returns: the entry now stored under the key
         :raises LookupError: an unknown task name
-        :raises TypeError: an unregistered function, or an argument the codec
-            does not carry
+        :raises TypeError: an unregistered function, arguments that do not bind
+            to the task's signature, or an argument the codec does not carry
         :raises ValueError: a naive ``at``, a negative delay, both ``delay`` and
             ``at``, an argument the codec refuses, a payload over 64 KiB
         :raises EntryExists: see ``on_conflict``
@@ -354,11 +383,13 @@ class DurableRunner(WorkerSide):
         t = self._registry.resolve(task)
         due, wait = _when(delay, at)
         sets = list(argsets)
+        check_args = self._registry.check_args
         for args in sets:
             if type(args) is not tuple and (
                 isinstance(args, str | bytes) or not isinstance(args, Sequence)
             ):
                 raise TypeError(f"each item of argsets must be a tuple or list, got {args!r}")
+            check_args(t, args)
         n = len(sets)
         if keys is None:
             key_list = _new_keys(n)
@@ -410,6 +441,7 @@ class DurableRunner(WorkerSide):
         :raises ValueError: a bad policy, interval, start, or as :meth:`defer`
         """
         t = self._registry.resolve(task)
+        self._registry.check_args(t, args)
         _check_key(key)
         if misfire not in MISFIRE:
             raise ValueError(f"misfire must be one of {MISFIRE}, got {misfire!r}")

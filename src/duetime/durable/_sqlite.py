@@ -32,7 +32,7 @@ import anyio.to_thread
 from .._exceptions import EntryExists
 from .._handle import Status
 from ._signal import ChangeSignal
-from ._sqlite_file import NotAStore, check_existing, create_private, init_schema
+from ._sqlite_file import NotAStore, check_existing, create_private, init_schema, open_read_only
 from ._store import (
     Claim,
     Dead,
@@ -48,7 +48,7 @@ from ._store import (
     utc,
 )
 
-__all__ = ["NotAStore", "SQLiteStore"]
+__all__ = ["NotAStore", "ReadOnlyStore", "SQLiteStore"]
 
 _T = TypeVar("_T")
 
@@ -110,6 +110,10 @@ _RELEASE = (
 )
 
 
+class ReadOnlyStore(RuntimeError):
+    """A write (``add``, ``claim``, ``finish``...) to a store opened ``read_only=True``."""
+
+
 class SQLiteStore:
     """The embedded durable store: one SQLite file, shared safely by the processes of one host.
 
@@ -127,6 +131,11 @@ class SQLiteStore:
         write lock before failing with ``sqlite3.OperationalError``
     :param clock: the store's clock in UTC epoch seconds (tests inject a
         virtual one); called on the event-loop thread
+    :param read_only: open an existing store for listing only (``get``,
+        ``entries``, ``head``, ``wait_changed``): the file is never created,
+        changed or switched to WAL, and it may sit on a read-only file or mount;
+        opening raises FileNotFoundError if it does not exist, and every
+        writing method raises :class:`ReadOnlyStore`
     :raises TypeError: ``path`` is not a str or PathLike
     :raises ValueError: a non-positive lease, poll, dedupe_ttl or busy_timeout
     :raises RuntimeError: the linked SQLite is older than 3.35 (no RETURNING)
@@ -141,6 +150,7 @@ class SQLiteStore:
         dedupe_ttl: float = 86400.0,
         busy_timeout: float = 30.0,
         clock: Callable[[], float] = time.time,
+        read_only: bool = False,
     ) -> None:
         if not isinstance(path, str | os.PathLike):
             raise TypeError(
@@ -160,6 +170,7 @@ class SQLiteStore:
         self.dedupe_ttl = float(dedupe_ttl)
         self._busy_ms = int(busy_timeout * 1000)
         self._clock = clock
+        self.read_only = bool(read_only)
         self._conn: sqlite3.Connection | None = None
         self._limiter: anyio.CapacityLimiter | None = None
         self._data_version = 0
@@ -170,14 +181,18 @@ class SQLiteStore:
 
     def __repr__(self) -> str:
         state = "open" if self._conn is not None else "closed"
-        return f"<SQLiteStore {self.path!r} {state} lease={self.lease}>"
+        mode = " read-only" if self.read_only else ""
+        return f"<SQLiteStore {self.path!r} {state}{mode} lease={self.lease}>"
 
     # -- opening and closing ------------------------------------------------------
 
     async def __aenter__(self) -> SQLiteStore:
-        """Open (and if new, create) the file.
+        """Open (and if new and not ``read_only``, create) the file.
 
         :raises NotAStore: the file is not a duetime store of this schema version
+            (or, read-only, an empty file)
+        :raises FileNotFoundError: ``read_only`` and there is no file at the path
+        :raises PermissionError: the file or its directory is not accessible
         :raises RuntimeError: the store is already open
         """
         if self._conn is not None:
@@ -193,6 +208,10 @@ class SQLiteStore:
             await anyio.to_thread.run_sync(conn.close, limiter=self._limiter)
 
     def _open(self) -> sqlite3.Connection:
+        if self.read_only:
+            conn = open_read_only(self.path)
+            conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+            return conn
         created = create_private(self.path)
         if not created:
             check_existing(self.path)
@@ -222,7 +241,15 @@ class SQLiteStore:
         return await anyio.to_thread.run_sync(fn, conn, limiter=self._limiter)
 
     async def _write(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        self._check_writable()
         return await self._run(lambda conn: _transaction(conn, fn))
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise ReadOnlyStore(
+                f"SQLiteStore {self.path!r} is open read-only (read_only=True):"
+                " it cannot be changed"
+            )
 
     def _now(self) -> float:
         return float(self._clock())
@@ -344,6 +371,7 @@ class SQLiteStore:
             raise ValueError(f"claim limit must be >= 0, not {limit!r}")
         if limit == 0:
             return []
+        self._check_writable()
         now = self._now()
 
         def work(conn: sqlite3.Connection) -> list[Any]:

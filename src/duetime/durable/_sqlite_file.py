@@ -4,11 +4,13 @@ written to it."""
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
+import urllib.parse
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "NotAStore", "check_existing", "create_private"]
-__all__ += ["init_schema"]
+__all__ += ["init_schema", "open_read_only"]
 
 APPLICATION_ID = 0x64756574  #: ``PRAGMA application_id`` of a duetime store ("duet")
 SCHEMA_VERSION = 1  #: ``PRAGMA user_version`` of the schema this module reads and writes
@@ -118,3 +120,58 @@ def init_schema(conn: sqlite3.Connection, path: str) -> None:
             conn.execute(statement)
     conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def open_read_only(path: str) -> sqlite3.Connection:
+    """Open an existing duetime store for reading only: nothing is created or written.
+
+    The connection is a ``mode=ro`` URI (SQLite still shares the ``-shm`` index
+    with writers, so it reads their latest commits).  A WAL database in a
+    directory it cannot write, with no ``-shm`` file, cannot be opened that way;
+    when it has no ``-wal`` content either (every writer closed cleanly), the
+    database file alone holds every row and is opened ``immutable=1`` (no
+    locking, no change detection: a snapshot, as on a read-only mount).
+
+    :raises FileNotFoundError: there is no file at ``path``
+    :raises NotAStore: the file is empty, not SQLite or not a duetime store
+    :raises PermissionError: the file cannot be read
+    :raises sqlite3.OperationalError: SQLite cannot read it (e.g. a ``-wal`` file
+        with commits in a directory where the ``-shm`` file cannot be created)
+    """
+    try:
+        size = os.stat(path).st_size
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            errno.ENOENT, "No duetime store here (opening it read-only never creates one)", path
+        ) from None
+    check_existing(path)
+    if size == 0:
+        raise NotAStore(f"{path!r} is an empty file, not a duetime store")
+    uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
+    try:
+        conn = _checked(uri, path)
+    except sqlite3.OperationalError:
+        try:
+            wal = os.stat(path + "-wal").st_size
+        except FileNotFoundError:
+            wal = 0
+        if wal:
+            raise sqlite3.OperationalError(
+                f"cannot open {path!r} read-only: its -wal file holds commits and SQLite"
+                " cannot create the -shm index next to it (a read-only directory or mount);"
+                " open it once with write access to checkpoint it"
+            ) from None
+        conn = _checked(uri + "&immutable=1", path)
+    return conn
+
+
+def _checked(uri: str, path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute("PRAGMA query_only = 1")
+        if not _check_identity(conn, path):
+            raise NotAStore(f"{path!r} is an empty SQLite database, not a duetime store")
+    except BaseException:
+        conn.close()
+        raise
+    return conn

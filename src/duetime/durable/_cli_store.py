@@ -1,0 +1,323 @@
+"""The store commands of the command line: ``entries``, ``dead-letters``, ``retry``, ``delete``.
+
+Listing opens the store read-only (``open_store(url, read_only=True)``): it
+never creates a store, never writes to one, and works on a read-only file or
+mount.  ``retry`` and ``delete`` select their entries on a read-only store
+too, show what they selected, and open the store for writing only to change
+what was selected, through the runner's public API (``retry_deferred``,
+``delete_deferred``).  A change of every dead letter of a task, or of all of
+them, needs ``--yes``; ``--dry-run`` shows the selection and changes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import textwrap
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+
+from .._handle import Status
+from ._cli_run import ERROR, EXIT_CODES
+from ._cli_show import print_entries, visible
+from ._store import Entry
+
+__all__ = ["STORE_COMMANDS", "add_store_commands", "run_store_command"]
+
+STORE_COMMANDS = ("entries", "dead-letters", "retry", "delete")
+ALL = sys.maxsize  # a store's "no limit"
+DEFAULT_LIMIT = 1000
+PARTLY = 3  # exit status: some entries named with --key were skipped
+_PAST = {"retry": "retried", "delete": "deleted"}
+
+_CHANGE_CODES = EXIT_CODES.replace(
+    "  0    done\n",
+    "  0    every selected entry was changed (or would be, with --dry-run),\n"
+    "       or --task/--all-failed selected none\n",
+).replace(
+    "  130 ",
+    "  2    also: --task or --all-failed without --yes (nothing was changed)\n"
+    "  3    some entries named with --key were skipped (absent, or not in a\n"
+    "       state that allows it); the others were changed\n"
+    "  130 ",
+)
+
+
+def _limit(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError("must be >= 0 (0: every entry)")
+    return n
+
+
+def _seconds(text: str) -> float:
+    try:
+        s = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not s > 0:  # rejects nan too
+        raise argparse.ArgumentTypeError("must be > 0 (inf: wait as long as it takes)")
+    return s
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--store", required=True, metavar="URL", help="e.g. sqlite:///jobs.db")
+    p.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="give up when the store does not answer within this (10; per step)",
+    )
+
+
+def _listing(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task", metavar="NAME", help="only entries of this task")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--plain", action="store_true", help="plain text, even on a terminal")
+    p.add_argument(
+        "--limit",
+        type=_limit,
+        default=DEFAULT_LIMIT,
+        metavar="N",
+        help=f"list at most N entries, by due time ({DEFAULT_LIMIT}; 0: all); when"
+        " more are stored, stderr says so",
+    )
+    p.add_argument("--all", action="store_true", help="list every entry (--limit 0)")
+
+
+def _parser(sub: Any, name: str, help: str, description: str, codes: str) -> Any:
+    return sub.add_parser(
+        name,
+        help=help,
+        description=textwrap.fill(description, 78),
+        epilog=codes,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def add_store_commands(sub: Any) -> None:
+    """Add ``entries``, ``dead-letters``, ``retry`` and ``delete`` to argparse subparsers."""
+    entries = _parser(
+        sub,
+        "entries",
+        "list the entries of a durable store",
+        "List a store's entries by due time: a table on a terminal, plain text"
+        " otherwise, or JSON lines. The store is opened read-only: listing never"
+        " creates or changes one.",
+        EXIT_CODES,
+    )
+    _common(entries)
+    entries.add_argument("--failed", action="store_true", help="dead letters only")
+    _listing(entries)
+    dead = _parser(
+        sub,
+        "dead-letters",
+        "list the dead letters (FAILED entries) of a durable store",
+        "List the dead letters of a store (entries whose retries ran out, whose"
+        " task a worker did not know, whose payload it could not decode, or that"
+        " killed their workers), with the reason. Read-only, like entries.",
+        EXIT_CODES,
+    )
+    _common(dead)
+    _listing(dead)
+    for name, verb, extra in (
+        (
+            "retry",
+            "retry",
+            "A retried entry is PENDING again, due now, at attempt 1: a worker that"
+            " knows its task runs it.",
+        ),
+        (
+            "delete",
+            "delete",
+            "Deleting is final. Only dead letters are deleted, unless --any-status"
+            " lets --key delete a pending or finished entry too (never a running one).",
+        ),
+    ):
+        p = _parser(
+            sub,
+            name,
+            f"{verb} dead letters, by key or by task",
+            f"{verb.capitalize()} dead letters: the ones named by --key, every one of"
+            f" a task (--task), or every one (--all-failed). {extra} The selection is"
+            " printed first; --dry-run stops there, and --task or --all-failed need"
+            " --yes to change anything.",
+            _CHANGE_CODES,
+        )
+        _common(p)
+        which = p.add_mutually_exclusive_group(required=True)
+        which.add_argument(
+            "--key", action="append", metavar="KEY", help="an entry's key (repeatable)"
+        )
+        which.add_argument("--task", metavar="NAME", help="every dead letter of this task")
+        which.add_argument("--all-failed", action="store_true", help="every dead letter")
+        p.add_argument("--dry-run", action="store_true", help="show the selection, change nothing")
+        p.add_argument("--yes", action="store_true", help="confirm --task or --all-failed")
+        if name == "delete":
+            p.add_argument(
+                "--any-status",
+                action="store_true",
+                help="with --key: delete a pending or finished entry too (not a running one)",
+            )
+
+
+def run_store_command(args: argparse.Namespace) -> int:
+    """Run a parsed store command; return its exit status (errors raise)."""
+    if args.command in ("entries", "dead-letters"):
+        return _list_command(args)
+    return _change_command(args)
+
+
+# -- listing -------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def _deadline(seconds: float, what: str) -> AsyncIterator[anyio.CancelScope]:
+    """A TimeoutError that says what did not answer, after ``seconds`` (inf: none);
+    the caller may move the yielded scope's deadline for each step."""
+    try:
+        with anyio.fail_after(None if math.isinf(seconds) else seconds) as scope:
+            yield scope
+    except TimeoutError:
+        raise TimeoutError(
+            f"the store did not answer within {seconds:g} s ({what}; --timeout sets the limit)"
+        ) from None
+
+
+async def _fetch(
+    url: str, status: Status | None, task: str | None, limit: int, timeout: float
+) -> tuple[list[Entry], bool]:
+    """Up to ``limit`` entries (0: all) and whether more are stored."""
+    from ._url import open_store
+
+    store = open_store(url, read_only=True)
+    async with _deadline(timeout, "opening and listing it"), store:
+        # One more than asked tells whether there are more; a task filter
+        # is applied here, so it needs every row of the status.
+        want = ALL if limit == 0 or task is not None else limit + 1
+        rows = await store.entries(status=status, limit=want)
+    if task is not None:
+        rows = [e for e in rows if e.task == task]
+    more = limit > 0 and len(rows) > limit
+    return (rows[:limit] if limit else rows), more
+
+
+def _list_command(args: argparse.Namespace) -> int:
+    failed = args.command == "dead-letters" or args.failed
+    limit = 0 if args.all else args.limit
+    rows, more = anyio.run(
+        _fetch, args.store, Status.FAILED if failed else None, args.task, limit, args.timeout
+    )
+    print_entries(rows, as_json=args.json, plain=args.plain)
+    if more:
+        what = "dead letters" if failed else "entries"
+        print(
+            f"duetime {args.command}: showing the first {limit} {what} by due time; more"
+            " are stored (--limit N for more, --all for every one)",
+            file=sys.stderr,
+        )
+    return 0
+
+
+# -- retry and delete ----------------------------------------------------------------
+
+
+def _describe(e: Entry) -> str:
+    error = visible(e.last_error or "")
+    text = f"{visible(e.key)}  (task {visible(e.task)}, {e.status}, attempt {e.attempt})"
+    return f"{text}: {error}" if error else text
+
+
+async def _select(
+    args: argparse.Namespace,
+) -> tuple[list[Entry], list[tuple[str, str]]]:
+    """The entries to change, and the ``(key, reason)`` of keys that are skipped."""
+    from ._registry import TaskRegistry
+    from ._runner import DurableRunner
+    from ._url import open_store
+
+    picked: list[Entry] = []
+    skipped: list[tuple[str, str]] = []
+    any_status = getattr(args, "any_status", False)
+    runner = DurableRunner(open_store(args.store, read_only=True), TaskRegistry(), worker=False)
+    async with _deadline(args.timeout, "opening it and selecting entries"), runner:
+        if not args.key:
+            rows = await runner.dead_letters(limit=ALL)
+            return [e for e in rows if args.task is None or e.task == args.task], []
+        for key in dict.fromkeys(args.key):  # each key once, in the given order
+            e = await runner.deferred(key)
+            if e is None:
+                skipped.append((key, "no such entry"))
+            elif e.status is Status.FAILED or (any_status and e.status is not Status.RUNNING):
+                picked.append(e)
+            elif e.status is Status.RUNNING:
+                skipped.append((key, "RUNNING: a worker holds it"))
+            else:
+                hint = " (--any-status deletes it)" if args.command == "delete" else ""
+                skipped.append((key, f"{e.status}, not a dead letter{hint}"))
+    return picked, skipped
+
+
+async def _apply(args: argparse.Namespace, picked: Sequence[Entry]) -> list[tuple[str, str]]:
+    """Retry or delete ``picked``; the ``(key, reason)`` of those that changed meanwhile."""
+    from ._registry import TaskRegistry
+    from ._runner import DurableRunner
+    from ._url import open_store
+
+    missed: list[tuple[str, str]] = []
+    runner = DurableRunner(open_store(args.store), TaskRegistry(), worker=False)
+    past = _PAST[args.command]
+    # One scope whose deadline moves on with each step: the runner's task group
+    # (and a store's) must be entered and left inside the same cancel scope.
+    async with _deadline(args.timeout, "opening it, or changing an entry") as scope, runner:
+        for e in picked:
+            scope.deadline = anyio.current_time() + args.timeout
+            if args.command == "retry":
+                done = await runner.retry_deferred(e.key)
+            else:
+                done = await runner.delete_deferred(e.key)
+            if done:
+                print(f"{past}  {_describe(e)}", flush=True)
+            else:
+                missed.append((e.key, "changed since it was selected (running, or gone)"))
+    return missed
+
+
+def _change_command(args: argparse.Namespace) -> int:
+    verb, past = args.command, _PAST[args.command]
+    bulk = not args.key
+    picked, skipped = anyio.run(_select, args)
+    for key, reason in skipped:
+        print(f"skipped  {visible(key)}: {reason}")
+    if args.task is not None:
+        noun = f"dead letters of task {visible(args.task)!r}"
+    else:
+        noun = "dead letters" if bulk else "entries named with --key"
+    if args.dry_run or (bulk and not args.yes):
+        for e in picked:
+            print(f"would {verb}  {_describe(e)}")
+        print(f"{len(picked)} {noun} would be {past}")
+        if args.dry_run:
+            print("(dry run: nothing changed)")
+            return PARTLY if skipped else 0
+        if not picked:
+            return 0
+        print(
+            f"duetime {verb}: nothing changed: add --yes to {verb} these {len(picked)},"
+            " or --dry-run to only list them",
+            file=sys.stderr,
+        )
+        return ERROR
+    missed = anyio.run(_apply, args, picked) if picked else []
+    for key, reason in missed:
+        print(f"skipped  {visible(key)}: {reason}")
+    print(f"{past} {len(picked) - len(missed)} of {len(picked) + len(skipped)} {noun}")
+    return PARTLY if skipped or missed else 0
