@@ -17,8 +17,8 @@ import pytest
 from duetime import Retry, Status
 from duetime.durable._memory import MemoryStore
 from duetime.durable._registry import TaskRegistry, current_entry
-from duetime.durable._runner import DurableRunner
-from duetime.durable._worker import MAX_BACKOFF
+from duetime.durable._runner import CLOSE_CAP, DurableRunner
+from duetime.durable._worker import MAX_BACKOFF, STOP_CAP
 from duetime.testing import hold_autojump
 from tests.durable.waiting import wait_for
 
@@ -278,3 +278,33 @@ async def test_a_finish_is_given_up_when_the_lease_ends(
     assert len(runs) == 2
     assert runs[1] - runs[0] >= 4
     assert any("before their leases ended" in m for m in caplog.messages)
+
+
+async def test_leaving_gives_up_a_claim_and_a_close_that_hang(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    tasks = TaskRegistry()
+
+    @tasks.task("t")
+    async def t() -> None: ...
+
+    class Hangs(MemoryStore):
+        hang = False
+
+        async def claim(self, owner: str, limit: int) -> Any:
+            if self.hang:
+                await anyio.sleep_forever()
+            return await super().claim(owner, limit)
+
+        async def __aexit__(self, *exc_info: object) -> None:
+            await super().__aexit__(*exc_info)
+            await anyio.sleep_forever()  # a client that never finishes closing
+
+    store = Hangs()
+    async with DurableRunner(store, tasks, worker=True) as r:
+        store.hang = True
+        await r.defer(t, key="k")  # wakes the claim loop: its claim hangs
+        await anyio.sleep(1)
+        t0 = anyio.current_time()
+    assert anyio.current_time() - t0 == pytest.approx(STOP_CAP + CLOSE_CAP)
+    assert any("closing it took over" in m for m in caplog.messages)

@@ -33,6 +33,9 @@ from ._series import MISFIRE, OVERLAP, Misfire, Overlap, Series, trigger_grid
 from ._store import Claim, Entry, NewRow, OnConflict, Store
 from ._worker import SHIELD_CAP, STOP_CAP, WorkerSide
 
+#: How long leaving the runner waits for the store to close.
+CLOSE_CAP = 5.0
+
 __all__ = ["DurableRunner"]
 
 _MAX_KEY = 512
@@ -159,7 +162,9 @@ class DurableRunner(WorkerSide):
         self._health = StoreHealth(self._poke)
         self._finisher = Finisher(store, SHIELD_CAP, self._health)
         self._threads: anyio.CapacityLimiter | None = None
+        self._thread_ended: Event | None = None
         self._claim_scope: CancelScope | None = None
+        self._store_scope: CancelScope | None = None
         self._queue: deque[tuple[Claim, _Run]] = deque()
         self._runners = 0
         self._idle_runners: list[Event] = []
@@ -184,18 +189,27 @@ class DurableRunner(WorkerSide):
     async def __aenter__(self) -> DurableRunner:
         if self._open or self._stopping:
             raise RuntimeError("a DurableRunner can be entered only once")
+        # The store is entered in a scope of the runner's own, entered here and
+        # left after the store: leaving can then bound the store's close (a
+        # client that hangs closing a connection it reopened) with a deadline,
+        # while the store's task groups exit in the scope they were entered in.
+        scope = CancelScope()
+        scope.__enter__()
         try:
             await self._store.__aenter__()
-        except RuntimeError as exc:
-            _explain_shared_store(self, exc)
+        except BaseException as exc:
+            scope.__exit__(type(exc), exc, exc.__traceback__)  # never cancelled: re-raise
+            if isinstance(exc, RuntimeError):
+                _explain_shared_store(self, exc)
             raise
         _entered.add(self)
         tg = anyio.create_task_group()
         try:
             await tg.__aenter__()
         except BaseException:
-            await self._store.__aexit__(None, None, None)
+            await self._close_store(scope, None, None, None)
             raise
+        self._store_scope = scope
         self._tg = tg
         self._open = True
         if self._worker:
@@ -250,10 +264,29 @@ class DurableRunner(WorkerSide):
             try:
                 await tg.__aexit__(None, None, None)
             finally:
-                # Not in a scope of our own: a store may hold task groups entered
-                # with it (RedisStore's coredis client and subscription), and those
-                # must exit in the cancel scope they were entered in.
-                await self._store.__aexit__(exc_type, exc, tb)
+                assert self._store_scope is not None
+                await self._close_store(self._store_scope, exc_type, exc, tb)
+
+    async def _close_store(self, scope: CancelScope, exc_type: Any, exc: Any, tb: Any) -> None:
+        """Leave the store, at most CLOSE_CAP seconds, then leave ``scope`` (the
+        scope the store was entered in: its task groups exit in it)."""
+        scope.deadline = anyio.current_time() + CLOSE_CAP
+        try:
+            await self._store.__aexit__(exc_type, exc, tb)
+        except BaseException as error:
+            swallowed = scope.__exit__(type(error), error, error.__traceback__)
+            # A client cut short may fail with errors of its own (trio: its task
+            # group's) rather than the cancellation: abandoned all the same.
+            abandoned = scope.cancel_called and isinstance(error, Exception)
+            if not (swallowed or abandoned):
+                raise
+        else:
+            scope.__exit__(None, None, None)
+        if scope.cancel_called:
+            worker_log.warning(
+                "durable store: closing it took over %g s; its connections were abandoned",
+                CLOSE_CAP,
+            )
 
     async def _wait_idle(self) -> None:
         while self._runs:
@@ -280,6 +313,12 @@ class DurableRunner(WorkerSide):
     def threads_running(self) -> int:
         """How many sync tasks' threads run now (shutdown waits for them)."""
         return sum(1 for r in self._runs if r.thread)
+
+    async def wait_threads(self) -> None:
+        """Return once no sync task's thread runs."""
+        while self.threads_running:
+            self._thread_ended = Event()
+            await self._thread_ended.wait()
 
     def _check_open(self) -> None:
         if not self._open:

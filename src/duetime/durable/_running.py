@@ -98,6 +98,7 @@ class RunSide:
     _on_error: Any
     _stopping: bool
     _threads: CapacityLimiter | None  # sync tasks' threads: one per run, never waited for
+    _thread_ended: anyio.Event | None  # set when a thread returns (someone waits for that)
 
     def _poke(self) -> None:
         raise NotImplementedError  # the claim loop's wake-up (WorkerSide)
@@ -296,6 +297,8 @@ class RunSide:
                         tg.cancel_scope.cancel()
         finally:
             run.thread = False
+            if self._thread_ended is not None:
+                self._thread_ended.set()
         if over:
             return _timed_out(task, entry)
         return raised[0] if raised else None
