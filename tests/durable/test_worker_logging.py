@@ -47,6 +47,7 @@ async def test_each_run_a_retry_and_a_dead_letter_are_logged_with_their_fields(
         await wait_for(r, "b", Status.FAILED)
 
     assert {rec.name for rec in caplog.records} <= {WORKER, STORE}
+    assert [rec.levelname for rec in caplog.records].count("INFO") == 2  # ready, stopped
     runs = [rec for rec in caplog.records if rec.levelno == logging.DEBUG and " ran " in rec.msg]
     by_key = {(fields(rec, "key", "attempt")): rec for rec in runs}
     assert sorted(by_key) == [("a", 1), ("b", 1), ("b", 2)]
@@ -68,7 +69,9 @@ async def test_each_run_a_retry_and_a_dead_letter_are_logged_with_their_fields(
     assert dead[0].exc_info is not None  # the dead letter's traceback
 
 
-async def test_runs_are_not_logged_above_debug(caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_worker_logs_its_start_and_stop_and_no_run_above_debug(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.INFO, logger="duetime")
     tasks = TaskRegistry()
 
@@ -78,7 +81,24 @@ async def test_runs_are_not_logged_above_debug(caplog: pytest.LogCaptureFixture)
     async with DurableRunner(MemoryStore(), tasks, worker=True) as r:
         await r.defer_many(t, [()] * 20, keys=[f"k{i}" for i in range(20)])
         await wait_for(r, "k19", Status.COMPLETED)
-    assert caplog.records == []
+    lines = [(rec.name, rec.levelname, rec.getMessage()) for rec in caplog.records]
+    assert [level for _, level, _ in lines] == ["INFO", "INFO"]
+    assert lines[0][2] == (
+        f"duetime worker {r.owner} ready: 1 tasks, store MemoryStore, concurrency 16"
+    )
+    assert lines[1][2] == f"duetime worker {r.owner} stopped"
+
+
+async def test_the_ready_line_never_shows_a_password(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="duetime")
+
+    class Remote(MemoryStore):
+        url = "redis://:s3cretPW@db.example:6379/0?password=s3cretPW"
+
+    async with DurableRunner(Remote(), TaskRegistry(), worker=True):
+        pass
+    assert "store redis://" in caplog.text
+    assert "s3cretPW" not in caplog.text
 
 
 async def test_a_store_outage_is_two_lines_without_tracebacks(
@@ -100,6 +120,9 @@ async def test_a_store_outage_is_two_lines_without_tracebacks(
             await wait_for(r, f"k{i}", Status.COMPLETED)
     assert store.failures >= 5
     lines = [(rec.name, rec.levelname, rec.getMessage()) for rec in caplog.records]
+    assert lines[0][2].startswith(f"duetime worker {r.owner} ready: ")
+    assert lines[-1][2] == f"duetime worker {r.owner} stopped"
+    lines = lines[1:-1]
     assert len(lines) == 2, lines
     assert lines[0][:2] == (STORE, "WARNING")
     assert "finish failed (ConnectionError: Unable to establish a connection" in lines[0][2]

@@ -213,7 +213,6 @@ async def _serve(registry: TaskRegistry, url: str, concurrency: int, grace: floa
     from ._runner import DurableRunner
     from ._url import open_store, redact_url
 
-    shown = redact_url(url)
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
         async with anyio.create_task_group() as tg:
             main = anyio.CancelScope()
@@ -223,20 +222,11 @@ async def _serve(registry: TaskRegistry, url: str, concurrency: int, grace: floa
                 store = open_store(url)
                 async with DurableRunner(
                     store, registry, worker=True, concurrency=concurrency, grace=grace
-                ) as runner:
+                ) as runner:  # it logs when it is ready and when it stopped
                     life.runner = runner
                     life.opening = False
-                    logger.info(
-                        "duetime worker %s ready: %d tasks, store %s, concurrency %d",
-                        runner.owner,
-                        len(registry),
-                        shown,
-                        concurrency,
-                    )
                     await life.stop.wait()
             tg.cancel_scope.cancel()
     if life.runner is None:
-        logger.info("duetime worker stopped before the store %s answered", shown)
-    else:
-        logger.info("duetime worker %s stopped", life.runner.owner)
+        logger.info("duetime worker stopped before the store %s answered", redact_url(url))
     return 0

@@ -26,11 +26,12 @@ from .._handle import Status
 from .._util import check_aware, to_delay
 from ._codec import encode_args
 from ._finisher import Finisher
-from ._log import StoreHealth, worker_log
+from ._log import StoreHealth, printable, worker_log
 from ._registry import TaskRegistry
 from ._running import _Run
 from ._series import MISFIRE, OVERLAP, Misfire, Overlap, Series, trigger_grid
 from ._store import Claim, Entry, NewRow, OnConflict, Store
+from ._url import redact_url
 from ._worker import SHIELD_CAP, STOP_CAP, WorkerSide
 
 #: How long leaving the runner waits for the store to close.
@@ -74,6 +75,17 @@ def _when(
         check_aware(at)
         return at.timestamp(), None
     return None, 0.0 if delay is None else to_delay(delay, "delay")
+
+
+def _store_name(store: Store) -> str:
+    """How a log line names a store: its URL without credentials, or its path."""
+    url = getattr(store, "url", None)
+    if isinstance(url, str):
+        return redact_url(url)
+    path = getattr(store, "path", None)
+    if isinstance(path, str | os.PathLike):
+        return printable(os.fspath(path))
+    return type(store).__name__
 
 
 def _explain_shared_store(runner: DurableRunner, exc: RuntimeError) -> None:
@@ -213,6 +225,13 @@ class DurableRunner(WorkerSide):
         self._tg = tg
         self._open = True
         if self._worker:
+            worker_log.info(
+                "duetime worker %s ready: %d tasks, store %s, concurrency %d",
+                self.owner,
+                len(self._registry),
+                _store_name(self._store),
+                self._concurrency,
+            )
             self._claim_done = Event()
             tg.start_soon(self._claim_loop, name=f"duetime durable claim loop {self.owner}")
             tg.start_soon(self._renew_loop, name=f"duetime durable lease renewal {self.owner}")
@@ -266,6 +285,8 @@ class DurableRunner(WorkerSide):
             finally:
                 assert self._store_scope is not None
                 await self._close_store(self._store_scope, exc_type, exc, tb)
+                if self._worker:
+                    worker_log.info("duetime worker %s stopped", self.owner)
 
     async def _close_store(self, scope: CancelScope, exc_type: Any, exc: Any, tb: Any) -> None:
         """Leave the store, at most CLOSE_CAP seconds, then leave ``scope`` (the
