@@ -3,8 +3,10 @@
 
 ``worker MODULE:REGISTRY --store URL`` imports the module the operator named,
 takes its :class:`~duetime.durable._registry.TaskRegistry`, and runs stored
-entries until SIGINT or SIGTERM; then it stops claiming, gives running tasks
-``--grace`` seconds, and releases every lease it still holds before it exits.
+entries until SIGINT or SIGTERM, honoured at any moment (:func:`_serve`): it
+stops claiming, gives running async tasks ``--grace`` seconds, releases their
+leases, and waits for sync tasks' threads (renewing their leases); a second
+signal exits at once.
 Every command ends an operator's error (a bad URL, an unreachable or refused
 store, a file that is not a store) with one line on stderr and exit status 2
 (:mod:`._cli_run`), with no credential of the store URL in it.
@@ -54,7 +56,8 @@ def add_commands(sub: Any) -> None:
         "--grace",
         type=float,
         default=30.0,
-        help="seconds running tasks get at shutdown before their leases are released (30)",
+        help="seconds running async tasks get at shutdown before they are cancelled and "
+        "their leases released; sync tasks' threads are waited for (30)",
     )
     worker.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
     worker.add_argument("--quiet", action="store_true", help="log warnings and errors only")
@@ -83,6 +86,9 @@ def _run(args: argparse.Namespace) -> int:
             level=logging.WARNING if args.quiet else logging.INFO,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
+        # The Redis client logs each reconnection attempt at INFO; the worker logs
+        # an outage once when it starts and once when it ends (duetime.durable.store).
+        logging.getLogger("coredis").setLevel(logging.WARNING)
         import anyio
 
         status: int = anyio.run(
