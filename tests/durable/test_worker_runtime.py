@@ -308,3 +308,4 @@ async def test_leaving_gives_up_a_claim_and_a_close_that_hang(
         t0 = anyio.current_time()
     assert anyio.current_time() - t0 == pytest.approx(STOP_CAP + CLOSE_CAP)
     assert any("closing it took over" in m for m in caplog.messages)
+    assert not [r for r in caplog.records if r.name == "duetime.durable.store"]  # no outage

@@ -159,6 +159,8 @@ class WorkerSide(RunSide):
                     items = [(c.entry.key, c.token, Release()) for c in claims]
                     await self._finisher.finish_all(items, until)
                 return len(claims)
+        if shield.cancelled_caught:  # shutdown gave it up: whatever it took lapses
+            return 0
         now = anyio.current_time()
         for c in claims:
             run = _Run(c, sent, now)
