@@ -245,8 +245,9 @@ class DurableRunner(WorkerSide):
         A sync task's thread cannot be interrupted: leaving waits for it after
         the grace, renewing its lease meanwhile (a WARNING names it), and records
         its outcome when it returns.  A claim in flight is waited for at most
-        ``STOP_CAP`` seconds (then its rows wait out their lease), and the
-        releases and finishes at most ``SHIELD_CAP`` seconds."""
+        ``STOP_CAP`` seconds (then its rows wait out their lease), the releases
+        and finishes at most ``SHIELD_CAP`` seconds, and the store's close at
+        most ``CLOSE_CAP`` seconds (then its connections are abandoned)."""
         self._open = False
         self._stopping = True
         self._poke()
