@@ -16,7 +16,9 @@ __all__ = ["main"]
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the duetime command line; return the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m duetime", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m duetime", description=(__doc__ or "").replace("``", "")
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="a short live tour of duetime")
     demo.add_argument("--fast", action="store_true", help="shrink every delay (for CI)")

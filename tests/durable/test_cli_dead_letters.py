@@ -24,7 +24,7 @@ import duetime
 from duetime import Status
 from duetime.__main__ import main
 from duetime.durable._sqlite import SQLiteStore
-from duetime.durable._store import Dead, Entry
+from duetime.durable._store import Dead, Done, Entry
 
 from .conformance import row
 
@@ -44,8 +44,6 @@ def make_store(db: Path) -> None:
                 await store.finish(c.entry.key, c.token, Dead(f"unknown task {c.entry.task!r}"))
             await store.add([row("c1", task="old.a")])
             [c] = await store.claim("w", 1)
-            from duetime.durable._store import Done
-
             await store.finish(c.entry.key, c.token, Done())
             await store.add([row("p1", task="old.a", delay=3600.0)])
 
@@ -273,3 +271,23 @@ def test_a_rolling_deploy_retries_what_an_old_worker_dead_lettered(tmp_path: Pat
     finally:
         stop(new)
     assert sorted(ran.read_text().splitlines()) == [f"n{i} {i}" for i in range(5)]
+
+
+def test_a_dead_letter_with_an_unprintable_key_is_shown_escaped_and_removable(
+    db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sqlite3
+
+    # A row as a malformed write could leave it, set aside as a dead letter.
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE duetime_entries SET key = ? WHERE key = 'b2'", ("b2\x1b[2J\n",))
+    conn.close()
+    url = f"sqlite:///{db}"
+    code, out, _ = run(capsys, "delete", "--store", url, "--task", "old.b", "--dry-run")
+    assert code == 0
+    assert "would delete  b2\\x1b[2J\\n  (task old.b, FAILED" in out
+    assert "\x1b" not in out
+    code, out, _ = run(capsys, "delete", "--store", url, "--task", "old.b", "--yes")
+    assert (code, "deleted 2 of 2 dead letters of task 'old.b'" in out) == (0, True)
+    assert "\x1b" not in out
+    assert statuses(db) == {k: s for k, s in START.items() if not k.startswith("b")}

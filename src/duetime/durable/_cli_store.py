@@ -4,9 +4,10 @@ Listing opens the store read-only (``open_store(url, read_only=True)``): it
 never creates a store, never writes to one, and works on a read-only file or
 mount.  ``retry`` and ``delete`` select their entries on a read-only store
 too, show what they selected, and open the store for writing only to change
-what was selected, through the runner's public API (``retry_deferred``,
-``delete_deferred``).  A change of every dead letter of a task, or of all of
-them, needs ``--yes``; ``--dry-run`` shows the selection and changes nothing.
+what was selected, through the Store protocol (``retry``, ``delete``: what
+``Scheduler.retry_deferred`` and ``delete_deferred`` call).  A change of every
+dead letter of a task, or of all of them, needs ``--yes``; ``--dry-run`` shows
+the selection and changes nothing.
 """
 
 from __future__ import annotations
@@ -240,20 +241,18 @@ async def _select(
     args: argparse.Namespace,
 ) -> tuple[list[Entry], list[tuple[str, str]]]:
     """The entries to change, and the ``(key, reason)`` of keys that are skipped."""
-    from ._registry import TaskRegistry
-    from ._runner import DurableRunner
     from ._url import open_store
 
     picked: list[Entry] = []
     skipped: list[tuple[str, str]] = []
     any_status = getattr(args, "any_status", False)
-    runner = DurableRunner(open_store(args.store, read_only=True), TaskRegistry(), worker=False)
-    async with _deadline(args.timeout, "opening it and selecting entries"), runner:
+    store = open_store(args.store, read_only=True)
+    async with _deadline(args.timeout, "opening it and selecting entries"), store:
         if not args.key:
-            rows = await runner.dead_letters(limit=ALL)
+            rows = await store.entries(status=Status.FAILED, limit=ALL)
             return [e for e in rows if args.task is None or e.task == args.task], []
         for key in dict.fromkeys(args.key):  # each key once, in the given order
-            e = await runner.deferred(key)
+            e = await store.get(key)
             if e is None:
                 skipped.append((key, "no such entry"))
             elif e.status is Status.FAILED or (any_status and e.status is not Status.RUNNING):
@@ -267,23 +266,26 @@ async def _select(
 
 
 async def _apply(args: argparse.Namespace, picked: Sequence[Entry]) -> list[tuple[str, str]]:
-    """Retry or delete ``picked``; the ``(key, reason)`` of those that changed meanwhile."""
-    from ._registry import TaskRegistry
-    from ._runner import DurableRunner
+    """Retry or delete ``picked``; the ``(key, reason)`` of those that changed meanwhile.
+
+    Through the Store protocol itself (``retry``, ``delete``): a dead letter set
+    aside for a malformed row may have a key that ``retry_deferred`` would refuse
+    as unprintable, and it must still be removable.
+    """
     from ._url import open_store
 
     missed: list[tuple[str, str]] = []
-    runner = DurableRunner(open_store(args.store), TaskRegistry(), worker=False)
+    store = open_store(args.store)
     past = _PAST[args.command]
-    # One scope whose deadline moves on with each step: the runner's task group
-    # (and a store's) must be entered and left inside the same cancel scope.
-    async with _deadline(args.timeout, "opening it, or changing an entry") as scope, runner:
+    # One scope whose deadline moves on with each step: a store's task groups
+    # (RedisStore's) must be entered and left inside the same cancel scope.
+    async with _deadline(args.timeout, "opening it, or changing an entry") as scope, store:
         for e in picked:
             scope.deadline = anyio.current_time() + args.timeout
             if args.command == "retry":
-                done = await runner.retry_deferred(e.key)
+                done = await store.retry(e.key)
             else:
-                done = await runner.delete_deferred(e.key)
+                done = await store.delete(e.key)
             if done:
                 print(f"{past}  {_describe(e)}", flush=True)
             else:

@@ -94,9 +94,8 @@ def _explain_shared_store(runner: DurableRunner, exc: RuntimeError) -> None:
     if any(r is not runner and r._store is runner._store for r in _entered):
         raise RuntimeError(
             f"this {type(runner._store).__name__} object is already open in another"
-            " Scheduler: each Scheduler"
-            " needs a store object of its own; make a second one on the same file or"
-            " server (SQLiteStore(path) or open_store(url) again)"
+            " Scheduler: each Scheduler needs a store object of its own; make a second"
+            " one on the same file or server (SQLiteStore(path) or open_store(url) again)"
         ) from exc
 
 
