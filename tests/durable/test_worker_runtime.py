@@ -309,3 +309,19 @@ async def test_leaving_gives_up_a_claim_and_a_close_that_hang(
     assert anyio.current_time() - t0 == pytest.approx(STOP_CAP + CLOSE_CAP)
     assert any("closing it took over" in m for m in caplog.messages)
     assert not [r for r in caplog.records if r.name == "duetime.durable.store"]  # no outage
+
+
+async def test_a_store_that_fails_to_close_is_logged_not_raised(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class FailsClosing(MemoryStore):
+        async def __aexit__(self, *exc_info: object) -> None:
+            await super().__aexit__(*exc_info)
+            raise ExceptionGroup("from a nursery", [anyio.ClosedResourceError()])
+
+    async with DurableRunner(FailsClosing(), TaskRegistry(), worker=True):
+        pass
+    assert any(
+        "closing it failed (ExceptionGroup: from a nursery (1 sub-exception))" in m
+        for m in caplog.messages
+    )

@@ -20,7 +20,16 @@ from typing import Any
 
 import anyio
 
-__all__ = ["STORE", "WORKER", "StoreHealth", "entry_fields", "printable", "store_log", "worker_log"]
+__all__ = [
+    "STORE",
+    "WORKER",
+    "StoreHealth",
+    "describe",
+    "entry_fields",
+    "printable",
+    "store_log",
+    "worker_log",
+]
 
 #: Runs, retries, dead letters, leases, and a worker's start and stop.
 WORKER = "duetime.durable"
@@ -49,7 +58,8 @@ def entry_fields(key: str, task: str, attempt: int, **more: float) -> dict[str, 
     return {"key": key, "task": task, "attempt": attempt, **more}
 
 
-def _describe(exc: BaseException) -> str:
+def describe(exc: BaseException) -> str:
+    """``"Type: message"`` of an exception, for one log line (see :func:`printable`)."""
     text = str(exc)
     name = type(exc).__qualname__
     return printable(f"{name}: {text}" if text else name)
@@ -89,7 +99,7 @@ class StoreHealth:
         store_log.warning(
             "durable store: %s failed (%s); retrying, logged again when the store answers",
             call,
-            _describe(exc),
+            describe(exc),
         )
         if store_log.isEnabledFor(logging.DEBUG):
             store_log.debug("durable store: the first error of the outage", exc_info=exc)

@@ -26,7 +26,7 @@ from .._handle import Status
 from .._util import check_aware, to_delay
 from ._codec import encode_args
 from ._finisher import Finisher
-from ._log import StoreHealth, printable, worker_log
+from ._log import StoreHealth, describe, printable, worker_log
 from ._registry import TaskRegistry
 from ._running import _Run
 from ._series import MISFIRE, OVERLAP, Misfire, Overlap, Series, trigger_grid
@@ -290,17 +290,22 @@ class DurableRunner(WorkerSide):
 
     async def _close_store(self, scope: CancelScope, exc_type: Any, exc: Any, tb: Any) -> None:
         """Leave the store, at most CLOSE_CAP seconds, then leave ``scope`` (the
-        scope the store was entered in: its task groups exit in it)."""
+        scope the store was entered in: its task groups exit in it).  An error
+        while closing is logged, not raised: every outcome was recorded before,
+        and a client that fails to close (coredis after a reconnect, cut short
+        or not) must not turn a clean stop into a crash."""
         scope.deadline = anyio.current_time() + CLOSE_CAP
         try:
             await self._store.__aexit__(exc_type, exc, tb)
         except BaseException as error:
-            swallowed = scope.__exit__(type(error), error, error.__traceback__)
-            # A client cut short may fail with errors of its own (trio: its task
-            # group's) rather than the cancellation: abandoned all the same.
-            abandoned = scope.cancel_called and isinstance(error, Exception)
-            if not (swallowed or abandoned):
-                raise
+            try:
+                swallowed = scope.__exit__(type(error), error, error.__traceback__)
+            except Exception as rest:  # trio re-raises a group without its own Cancelled
+                swallowed, error = False, rest
+            if not swallowed:
+                if not isinstance(error, Exception):
+                    raise
+                worker_log.warning("durable store: closing it failed (%s)", describe(error))
         else:
             scope.__exit__(None, None, None)
         if scope.cancel_called:
