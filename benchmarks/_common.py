@@ -23,6 +23,7 @@ import asyncio
 import gc
 import importlib.util
 import os
+import statistics
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
@@ -81,6 +82,33 @@ async def best_of(repeats: int, fn: Callable[[], Awaitable[float]]) -> float:
         gc.collect()
         results.append(await fn())
     return min(results)
+
+
+def paired(
+    repeats: int, runs: dict[str, tuple[str, Callable[[], Coroutine[Any, Any, float]]]]
+) -> dict[str, list[float]]:
+    """Run every contender once per repeat, each on a fresh loop of its backend.
+
+    ``runs`` maps a label to ``(backend, main)``.  The order rotates from one
+    repeat to the next and a full GC precedes each run, so the figures of one
+    repeat share a moment of the machine's load: ratios taken repeat by repeat
+    (:func:`paired_ratio`) do not move with the load the way ratios of figures
+    taken minutes apart do.
+    """
+    names = list(runs)
+    out: dict[str, list[float]] = {name: [] for name in names}
+    for i in range(repeats):
+        k = i % len(names)
+        for name in names[k:] + names[:k]:
+            backend, main = runs[name]
+            gc.collect()
+            out[name].append(run_on(backend, main))
+    return out
+
+
+def paired_ratio(ours: list[float], base: list[float]) -> float:
+    """The median of the repeat-by-repeat ratios ``ours[i] / base[i]``."""
+    return statistics.median(a / b for a, b in zip(ours, base, strict=True))
 
 
 def best_of_sync(repeats: int, fn: Callable[[], float]) -> float:

@@ -2,7 +2,13 @@
 
 Schedule cost, sync fire rate, 10k due at once vs ``call_soon``, async fire rate vs
 one anyio task per callback, bytes per pending entry, cancel rate and the memory a
-cancel storm leaves behind.  Every figure is the best of a few repeats.
+cancel storm leaves behind.  Each run is on a fresh event loop; the figures
+shown are the best of a few repeats, and the judged ratios of the four core
+figures are medians of repeat-by-repeat ratios (every contender runs once per
+repeat, so a ratio compares runs made at the same moment of the machine's
+load).  ``bench_simple.py`` measures the same figures the plain way (one loop,
+interleaved rounds, medians) and ``icount.py`` counts their instructions.  The
+targets judged are DESIGN's v0.3 ones.
 
 Standalone: ``python benchmarks/bench_core.py [--quick]`` prints the JSON.
 """
@@ -15,13 +21,16 @@ import json
 import sys
 import time
 import tracemalloc
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import anyio
 import anyio.lowlevel
-from _common import best_of, ge, have, le, noop, ratio, run_on
+from _common import best_of, ge, have, le, noop, paired, paired_ratio, ratio, run_on
 
 import duetime
+
+_PAIRED = "median of the repeat-by-repeat ratios (each repeat runs every contender once)"
 
 # -- schedule cost -------------------------------------------------------------
 
@@ -273,32 +282,28 @@ def run(quick: bool) -> dict[str, dict[str, Any]]:
     r: dict[str, dict[str, Any]] = {}
 
     # schedule -----------------------------------------------------------------
-    v: dict[str, float] = {}
-    v["asyncio loop.call_later"] = 1e6 * run_on(
-        "asyncio", lambda: best_of(repeats, lambda: raw_schedule(n))
-    )
-    v["duetime (asyncio)"] = 1e6 * run_on(
-        "asyncio", lambda: best_of(repeats, lambda: duetime_schedule(n))
-    )
+    # The judged ratios are medians of repeat-by-repeat ratios (see paired());
+    # the values shown are each contender's best.
+    runs: dict[str, tuple[str, Callable[[], Coroutine[Any, Any, float]]]] = {
+        "asyncio loop.call_later": ("asyncio", lambda: raw_schedule(n)),
+        "duetime (asyncio)": ("asyncio", lambda: duetime_schedule(n)),
+        "duetime (trio)": ("trio", lambda: duetime_schedule(n)),
+    }
     if uv:
-        v["uvloop loop.call_later"] = 1e6 * run_on(
-            "uvloop", lambda: best_of(repeats, lambda: raw_schedule(n))
-        )
-        v["duetime (uvloop)"] = 1e6 * run_on(
-            "uvloop", lambda: best_of(repeats, lambda: duetime_schedule(n))
-        )
-    v["duetime (trio)"] = 1e6 * run_on(
-        "trio", lambda: best_of(repeats, lambda: duetime_schedule(n))
-    )
-    rat = v["duetime (asyncio)"] / v["asyncio loop.call_later"]
-    rt = v["duetime (trio)"] / v["asyncio loop.call_later"]
+        runs["uvloop loop.call_later"] = ("uvloop", lambda: raw_schedule(n))
+        runs["duetime (uvloop)"] = ("uvloop", lambda: duetime_schedule(n))
+    got = paired(repeats, runs)
+    v: dict[str, float] = {k: 1e6 * min(x) for k, x in got.items()}
+    base = got["asyncio loop.call_later"]
+    rat = paired_ratio(got["duetime (asyncio)"], base)
+    rt = paired_ratio(got["duetime (trio)"], base)
     ratios = [
-        ratio("duetime / asyncio call_later", rat, "<= 1.0", le(rat, 1.0, judge)),
+        ratio("duetime / asyncio call_later", rat, "<= 0.95", le(rat, 0.95, judge)),
         ratio("duetime on trio / asyncio call_later", rt, "<= 1.0", le(rt, 1.0, judge)),
     ]
-    notes = [f"call_later x {n:,}, best of {repeats}"]
+    notes = [f"call_later x {n:,}, best of {repeats}; ratios: {_PAIRED}"]
     if uv:
-        ru = v["duetime (uvloop)"] / v["uvloop loop.call_later"]
+        ru = paired_ratio(got["duetime (uvloop)"], got["uvloop loop.call_later"])
         ratios.append(
             ratio("duetime on uvloop / uvloop call_later", ru, "<= 1.2", le(ru, 1.2, judge))
         )
@@ -313,42 +318,48 @@ def run(quick: bool) -> dict[str, dict[str, Any]]:
     }
 
     # sync fire ------------------------------------------------------------------
-    v = {}
-    t_raw = run_on("asyncio", lambda: best_of(repeats, lambda: raw_fire(n)))
-    t_dt = run_on("asyncio", lambda: best_of(repeats, lambda: duetime_fire(n)))
-    v["asyncio loop.call_later"] = n / t_raw
-    v["duetime (asyncio)"] = n / t_dt
+    runs = {
+        "asyncio loop.call_later": ("asyncio", lambda: raw_fire(n)),
+        "duetime (asyncio)": ("asyncio", lambda: duetime_fire(n)),
+        "duetime (trio)": ("trio", lambda: duetime_fire(n)),
+    }
     if uv:
-        v["uvloop loop.call_later"] = n / run_on(
-            "uvloop", lambda: best_of(repeats, lambda: raw_fire(n))
-        )
-        v["duetime (uvloop)"] = n / run_on(
-            "uvloop", lambda: best_of(repeats, lambda: duetime_fire(n))
-        )
-    v["duetime (trio)"] = n / run_on("trio", lambda: best_of(repeats, lambda: duetime_fire(n)))
-    rat = t_dt / t_raw
+        runs["uvloop loop.call_later"] = ("uvloop", lambda: raw_fire(n))
+        runs["duetime (uvloop)"] = ("uvloop", lambda: duetime_fire(n))
+    got = paired(repeats, runs)
+    v = {k: n / min(x) for k, x in got.items()}
+    rat = paired_ratio(got["duetime (asyncio)"], got["asyncio loop.call_later"])
     r["fire_sync"] = {
         "title": f"sync fire rate, {n:,} due timers",
         "unit": "callbacks/s",
         "values": v,
         "lower_is_better": False,
-        "ratios": [ratio("duetime time to fire all / asyncio", rat, "<= 0.8", le(rat, 0.8, judge))],
+        "ratios": [
+            ratio("duetime time to fire all / asyncio", rat, "<= 0.65", le(rat, 0.65, judge))
+        ],
+        "notes": [f"best of {repeats}; ratio: {_PAIRED}"],
     }
 
     # 10k due at once ---------------------------------------------------------------
-    t_raw = run_on("asyncio", lambda: best_of(repeats, lambda: raw_burst(burst)))
-    t_dt = run_on("asyncio", lambda: best_of(repeats, lambda: duetime_burst(burst)))
-    v = {"asyncio loop.call_soon": t_raw * 1e3, "duetime call_soon (asyncio)": t_dt * 1e3}
-    v["duetime call_soon (trio)"] = 1e3 * run_on(
-        "trio", lambda: best_of(repeats, lambda: duetime_burst(burst))
+    got = paired(
+        repeats,
+        {
+            "asyncio loop.call_soon": ("asyncio", lambda: raw_burst(burst)),
+            "duetime call_soon (asyncio)": ("asyncio", lambda: duetime_burst(burst)),
+            "duetime call_soon (trio)": ("trio", lambda: duetime_burst(burst)),
+        },
     )
-    rat = t_dt / t_raw
+    v = {k: 1e3 * min(x) for k, x in got.items()}
+    rat = paired_ratio(got["duetime call_soon (asyncio)"], got["asyncio loop.call_soon"])
     r["due_at_once"] = {
         "title": f"{burst:,} callbacks due at once, until all have run",
         "unit": "ms",
         "values": v,
-        "ratios": [ratio("duetime / asyncio call_soon", rat, "<= 2.0", le(rat, 2.0, judge))],
-        "notes": ["APScheduler 4's figure for the same scenario is in apscheduler_fire"],
+        "ratios": [ratio("duetime / asyncio call_soon", rat, "<= 1.4", le(rat, 1.4, judge))],
+        "notes": [
+            f"best of {repeats}; ratio: {_PAIRED}",
+            "APScheduler 4's figure for the same scenario is in apscheduler_fire",
+        ],
     }
 
     # async fire -----------------------------------------------------------------------
@@ -403,8 +414,16 @@ def run(quick: bool) -> dict[str, dict[str, Any]]:
         "ratios": [ratio("duetime / asyncio TimerHandle", rat, "<= 1.2", le(rat, 1.2, judge))],
         "notes": notes,
     }
-    raw_c = 1 / run_on("asyncio", lambda: best_of(repeats, lambda: raw_cancel(n)))
-    our_c = 1 / run_on("asyncio", lambda: best_of(repeats, lambda: duetime_cancel(n)))
+    got = paired(
+        repeats,
+        {
+            "raw": ("asyncio", lambda: raw_cancel(n)),
+            "duetime": ("asyncio", lambda: duetime_cancel(n)),
+        },
+    )
+    raw_c = 1 / min(got["raw"])
+    our_c = 1 / min(got["duetime"])
+    cost = paired_ratio(got["duetime"], got["raw"])
     r["cancel"] = {
         "title": f"cancel {n:,} pending timers",
         "unit": "cancels/s",
@@ -413,10 +432,10 @@ def run(quick: bool) -> dict[str, dict[str, Any]]:
         "ratios": [
             ratio("duetime cancels per second (absolute)", our_c, ">= 1M/s", ge(our_c, 1e6, judge)),
             ratio(
-                "duetime / asyncio cancel rate (cost <= 1.0x)",
-                our_c / raw_c,
-                ">= 1.0",
-                ge(our_c / raw_c, 1.0, judge),
+                "duetime / asyncio cancel cost",
+                cost,
+                "<= 1.0",
+                le(cost, 1.0, judge),
             ),
         ],
         "bytes_left_per_entry_after_cancel": {
@@ -424,6 +443,7 @@ def run(quick: bool) -> dict[str, dict[str, Any]]:
             "duetime": ours["left_per_entry"],
         },
         "notes": [
+            f"best of {repeats}; cost ratio: {_PAIRED}",
             f"memory left after cancelling all {n:,} (tracemalloc, per entry): "
             f"asyncio {raw['left_per_entry']:.0f} B, "
             f"duetime {ours['left_per_entry']:.0f} B, after the timer loop's compaction passes. "

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from contextvars import Context, copy_context
 from datetime import datetime
 from types import CoroutineType, TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from anyio import (
     CancelScope,
@@ -54,7 +54,9 @@ from ._unobserved import Unobserved
 from ._util import CLOSED, CLOSING, NEW, OPEN, backend_clock, is_async
 from ._wall import WallWatch
 
-__all__ = ["LATENESS_SAMPLES", "Engine"]
+__all__ = ["LATENESS_SAMPLES", "Engine", "PlainHandle"]
+
+T_co = TypeVar("T_co", covariant=True)
 
 logger = logging.getLogger("duetime")
 
@@ -65,6 +67,34 @@ _get_ident = threading.get_ident
 
 def _clock_unavailable() -> float:
     raise SchedulerClosed("the scheduler has not been entered")
+
+
+class PlainHandle(Handle[T_co]):
+    """The handle of a plain ``call_*`` (no options) on a :class:`Engine`.
+
+    It is a :class:`~duetime.Handle` in every way; only its :meth:`cancel`
+    carries out the engine's cancel of a pending entry itself, one Python
+    call where the general path takes two: cancel storms are held to
+    asyncio's ``TimerHandle.cancel``.
+    """
+
+    __slots__ = ()
+
+    def cancel(self) -> bool:
+        """Cancel the callback; see :meth:`Handle.cancel`."""
+        if self._st <= QUEUED and self._x is None:
+            e: Engine | None = self._owner  # type: ignore[assignment]
+            if e is not None and _get_ident() == e.loop_thread:
+                # Engine._cancel_pending, written out for this case.
+                self._st = CANCELLED
+                self._args = None
+                n = e.cancelled = e.cancelled + 1
+                if n >= e.compact_at and e.wake_at > -_INF:
+                    e.rearm(-_INF)
+                if e._quiet_mode:
+                    e.check_quiet()
+                return True
+        return Handle.cancel(self)
 
 
 class Engine:
@@ -147,15 +177,21 @@ class Engine:
         # The thread the event loop runs in (None until open), and how to hand
         # it a call from another thread.
         self.loop_thread: int | None = None
+        # The loop thread's id while the block is open, else None: the call_*
+        # hot path tells "open, and called from the loop thread" with one compare.
+        self.accepting: int | None = None
         self.bridge = ThreadBridge(self)
         # A BaseException from a callback, a done-callback or on_error: it ends
         # the block and leaves it as itself.
         self._fatal: BaseException | None = None
         # on_exit="drain": retries are taken while due before this loop time.
         self._drain_until = _INF
-        # Cancels not yet handed to the heap, and how many wake the loop to compact.
-        self._newly_dead = 0
-        self._compact_after = 65
+        # Cancels are handed to the heap's dead count by the timer loop, as the
+        # growth of ``cancelled`` since the last pass (cancels of entries off the
+        # heap over-count it, which the heap allows); at ``compact_at`` a cancel
+        # wakes the loop to compact.  One counter per cancel, not two.
+        self._dead_seen = 0
+        self.compact_at = 65
 
     # ------------------------------------------------------------------ host: state
 
@@ -275,6 +311,7 @@ class Engine:
         self.unobserved.defer = self.bridge.soon
         self.state = OPEN
         self.closed = False
+        self.accepting = self.loop_thread
         tg.start_soon(self._timer_loop, name=f"duetime timer loop {id(self):#x}")
 
     async def close(
@@ -291,6 +328,7 @@ class Engine:
         tg = self.tg
         assert tg is not None
         self.closed = True
+        self.accepting = None
         self.state = CLOSING
         for hook in list(self._exit_hooks):
             try:
@@ -362,6 +400,7 @@ class Engine:
     def _abort(self) -> None:
         self.state = CLOSED  # no retries from here on
         self.closed = True
+        self.accepting = None
         self._cancel_all_pending()
         tg = self.tg
         assert tg is not None
@@ -438,8 +477,7 @@ class Engine:
         # (heap, FIFO or runner queue) and is skipped when it comes up.
         if _get_ident() != self.loop_thread:
             return bool(self.bridge.call(h.cancel))
-        self.cancelled += 1
-        st = h._st
+        n = self.cancelled = self.cancelled + 1
         x = h._x
         if x is None:
             h._st = CANCELLED
@@ -448,13 +486,11 @@ class Engine:
             if x.wall is not None:
                 self.wall.untrack(h)
             h._finish(CANCELLED, None)
-        if st == PENDING:
-            # Counted here, handed to the heap by the timer loop (a method call
-            # per cancel would double its cost); past the heap's threshold the
-            # loop is woken to compact, off this path.
-            n = self._newly_dead = self._newly_dead + 1
-            if n >= self._compact_after and self.wake_at > -_INF:
-                self.rearm(-_INF)
+        # Handed to the heap by the timer loop (a method call per cancel would
+        # double its cost); past the heap's threshold the loop is woken to
+        # compact, off this path.
+        if n >= self.compact_at and self.wake_at > -_INF:
+            self.rearm(-_INF)
         if self._quiet_mode:
             self.check_quiet()
         return True
@@ -501,13 +537,14 @@ class Engine:
             if self._quiet_mode:
                 self.check_quiet()
             # A slice at a time each: never a long stall.
-            if self._newly_dead:
-                heap.note_dead(self._newly_dead)
-                self._newly_dead = 0
+            cancelled = self.cancelled
+            if cancelled != self._dead_seen:
+                heap.note_dead(cancelled - self._dead_seen)
+                self._dead_seen = cancelled
             more = heap.drop_dead_top()  # so we don't wake up for nothing
             if heap.wants_compaction():
                 heap.compact_step()
-            self._compact_after = heap.dead_until_compaction()
+            self.compact_at = cancelled + heap.dead_until_compaction()
             hook = self.before_sleep
             deadline = self.next_deadline() if hook is None else hook()
             if more:
@@ -566,35 +603,39 @@ class Engine:
             while True:
                 # The heap side's next entry: the batch's, or the heap top when
                 # something due was pushed during the pass and sorts first.
-                # src: 0 the call_soon FIFO, 1 the batch, 2 the heap.
-                src = 0
-                e = None
-                if batch is not None and j < k:
-                    e = batch[j]
-                    src = 1
+                # src: 0 the call_soon FIFO, 1 the batch, 2 the heap.  Each
+                # source alone (a due batch, a call_soon burst) is the common
+                # case and takes the fewest steps.
+                if j < k:
+                    e = batch[j]  # type: ignore[index]
                     if entries and entries[0][0] <= now and entries[0][:2] < e[:2]:
                         e = entries[0]
                         src = 2
+                    else:
+                        src = 1
                 elif entries and entries[0][0] <= now:
                     e = entries[0]
                     src = 2
-                # Merge with the call_soon FIFO in (when, seq) order.
-                if soon and soon[0]._when <= now:
-                    h = soon[0]
-                    if e is not None and e[:2] < (h._when, h._id):
-                        when, _, h = e
-                    else:
-                        soon.popleft()
-                        when = h._when
-                        src = 0
-                elif e is not None:
-                    when, _, h = e
                 else:
+                    e = None
+                    src = 0
+                # Merge with the call_soon FIFO in (when, seq) order.
+                if soon:
+                    h = soon[0]
+                    when = h._when
+                    if when <= now and (e is None or (when, h._id) < e[:2]):
+                        soon.popleft()
+                        src = 0
+                    elif e is None:
+                        break
+                elif e is None:
                     break
-                if src == 2:
-                    heap.pop()
-                elif src == 1:
-                    j += 1
+                if src:
+                    when, _, h = e  # type: ignore[misc]  # src != 0: e is set
+                    if src == 1:
+                        j += 1
+                    else:
+                        heap.pop()
                 if h._st or h._when is not when:
                     continue  # cancelled (or re-keyed) while pending
                 if slow or h._x is not None:
@@ -620,8 +661,10 @@ class Engine:
                     max_late = late
                 record_late(late)
                 context = fresh_context()
+                args = h._args
                 try:
-                    result = context.run(h._func, *h._args)  # type: ignore[arg-type, misc]
+                    # Without arguments, no list and tuple are built for the call.
+                    result = context.run(h._func, *args) if args else context.run(h._func)  # type: ignore[arg-type]
                 except Exception as exc:
                     self.inline = None
                     self.runners.fail(h, exc)

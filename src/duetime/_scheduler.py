@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, TypeVarTuple, Unpack, o
 from anyio import current_effective_deadline
 
 from ._cron import Cron
-from ._engine import Engine
-from ._exceptions import DeadlineExpired, SchedulerClosed
-from ._handle import EXPIRED, Extra, Handle, Status
+from ._engine import Engine, PlainHandle
+from ._exceptions import DeadlineExpired
+from ._handle import EXPIRED, PENDING, Extra, Handle, Status, _ids
 from ._host import Host
 from ._options import make_extra
 from ._recurring import Misfire, Overlap, Recurring
@@ -35,11 +35,34 @@ T = TypeVar("T")
 PosArgsT = TypeVarTuple("PosArgsT")
 
 _INF = math.inf
+_NEG_INF = -math.inf  # a constant: the hot path would negate _INF at each call
 _get_ident = threading.get_ident
+_new = object.__new__
 _NO_DEADLINE_IN_THREAD = (
     "inherit_deadline=True needs the event loop's thread: another thread has no"
     " anyio deadline to inherit"
 )
+
+
+_OPTION_NAMES = ("name", "timeout", "retry", "in_thread", "inherit_deadline", "context")
+
+
+def _options(
+    method: str, opts: dict[str, Any]
+) -> tuple[str | None, float | None, Retry | None, bool | None, bool, Context | None]:
+    """The keyword options of a ``call_*``, in order; TypeError for an unknown one."""
+    for key in opts:
+        if key not in _OPTION_NAMES:
+            raise TypeError(f"{method}() got an unexpected keyword argument {key!r}")
+    get = opts.get
+    return (
+        get("name"),
+        get("timeout"),
+        get("retry"),
+        get("in_thread"),
+        get("inherit_deadline", False),
+        get("context"),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,9 +137,12 @@ class Scheduler:
     """
 
     # The plain path of each ``call_*`` (no options) is written out in full in
-    # each method rather than shared: it is the hot path the benchmarks hold to
-    # ``<= 1.0x loop.call_later``, and a helper call costs about 10% of it.
-    # Anything with an option goes through the shared ``_schedule_opts``.
+    # each method rather than shared, the handle's slots set in place: it is the
+    # hot path the benchmarks hold to ``<= 0.95x loop.call_later``, and a Python
+    # call (a helper, an ``__init__`` frame) costs about 7% of it.  Options
+    # arrive as ``**opts``: with none given that is one empty dict and one test,
+    # where six keyword-only defaults cost CPython 3.11 a dict lookup each per
+    # call.  Anything with an option goes through the shared ``_schedule_opts``.
 
     __slots__ = ("__weakref__", "_durable", "_engine", "_heap")
 
@@ -252,44 +278,39 @@ class Scheduler:
         func: Callable[..., Any],
         /,
         *args: Any,
-        name: str | None = None,
-        timeout: float | None = None,
-        retry: Retry | None = None,
-        in_thread: bool | None = None,
-        inherit_deadline: bool = False,
-        context: Context | None = None,
+        **opts: Any,
     ) -> Handle[Any]:
         """Run ``func(*args)`` as soon as possible, after callbacks already due.
 
-        Keyword options are described in :meth:`call_later`.
-
+        :param func: the callback
+        :param args: positional arguments for ``func``
+        :param opts: keyword options, as for :meth:`call_later`
         :return: the callback's :class:`Handle`
         :raises SchedulerClosed: outside the ``async with`` block
-        :raises TypeError: if ``func`` is not callable or an option has a bad type
+        :raises TypeError: if ``func`` is not callable, or an option is unknown
+            or has a bad type
         :raises ValueError: if an option has a bad value
         """
         e = self._engine
-        if (
-            e.closed
-            or _get_ident() != e.loop_thread
-            or name is not None
-            or timeout is not None
-            or retry is not None
-            or in_thread is not None
-            or inherit_deadline
-            or context is not None
-        ):
+        if opts or _get_ident() != e.accepting:
             e.check_open()
-            return self._schedule_opts(
-                e.clock(), func, args, name, timeout, retry, in_thread, inherit_deadline, context
-            )
+            return self._schedule_opts(e.clock(), func, args, *_options("call_soon", opts))
         if not callable(func):
             raise TypeError(f"func must be callable, got {func!r}")
-        h: Handle[Any] = Handle(e.clock(), func, args, e)
+        # PlainHandle(clock(), func, args, e), written out: no __init__ frame.
+        h: Handle[Any] = _new(PlainHandle)
+        h._when = e.clock()
+        h._id = next(_ids)
+        h._func = func
+        h._args = args
+        h._st = PENDING
+        h._result = None
+        h._owner = e
+        h._x = None
         e.soon.append(h)
         e.scheduled += 1
-        if e.wake_at > -_INF:
-            e.rearm(-_INF)
+        if e.wake_at > _NEG_INF:
+            e.rearm(_NEG_INF)
         return h
 
     @overload
@@ -328,12 +349,7 @@ class Scheduler:
         func: Callable[..., Any],
         /,
         *args: Any,
-        name: str | None = None,
-        timeout: float | None = None,
-        retry: Retry | None = None,
-        in_thread: bool | None = None,
-        inherit_deadline: bool = False,
-        context: Context | None = None,
+        **opts: Any,
     ) -> Handle[Any]:
         """Run ``func(*args)`` after ``delay`` seconds (a number or a timedelta).
 
@@ -343,25 +359,33 @@ class Scheduler:
         handed to the event loop (calls from one thread keep their order) and
         the handle is returned at once.
 
-        :param name: a name for repr and logs
-        :param timeout: seconds each run may take before it is cancelled and fails
-            with :exc:`TimeoutError`.  Not allowed for a sync callback run inline
-            (it cannot be interrupted): use ``in_thread=True``.
-        :param retry: a :class:`Retry` policy for failed runs
-        :param in_thread: run a sync callback in a worker thread (overrides the
-            scheduler's ``sync_in_thread``)
-        :param inherit_deadline: carry the caller's effective deadline into the
-            callback: it ends EXPIRED without running if it would start at or
-            after that deadline, and FAILED with :exc:`DeadlineExpired` if the
-            deadline cuts it off (only from the event loop's thread)
-        :param context: the :class:`contextvars.Context` to run the callback in
-            (as asyncio's ``call_later(..., context=)``).  By default each
-            callback runs in its own copy of the context that entered the
-            ``async with`` block, so a ``ContextVar`` one callback sets is never
-            seen by another.
+        Keyword options, the same for every ``call_*``:
+
+        - ``name``: a name for repr and logs
+        - ``timeout``: seconds each run may take before it is cancelled and
+          fails with :exc:`TimeoutError`.  Not allowed for a sync callback run
+          inline (it cannot be interrupted): use ``in_thread=True``.
+        - ``retry``: a :class:`Retry` policy for failed runs
+        - ``in_thread``: run a sync callback in a worker thread (overrides the
+          scheduler's ``sync_in_thread``)
+        - ``inherit_deadline``: carry the caller's effective deadline into the
+          callback: it ends EXPIRED without running if it would start at or
+          after that deadline, and FAILED with :exc:`DeadlineExpired` if the
+          deadline cuts it off (only from the event loop's thread)
+        - ``context``: the :class:`contextvars.Context` to run the callback in
+          (as asyncio's ``call_later(..., context=)``).  By default each
+          callback runs in its own copy of the context that entered the
+          ``async with`` block, so a ``ContextVar`` one callback sets is never
+          seen by another.
+
+        :param delay: seconds (int, float or timedelta), finite and >= 0
+        :param func: the callback
+        :param args: positional arguments for ``func``
+        :param opts: the keyword options above
         :return: the callback's :class:`Handle`
         :raises SchedulerClosed: outside the ``async with`` block
-        :raises TypeError: if ``func`` is not callable or an argument has a bad type
+        :raises TypeError: if ``func`` is not callable, an argument has a bad
+            type, or an option is unknown
         :raises ValueError: if ``delay`` is negative, NaN or infinite, or an
             option has a bad value
         """
@@ -370,33 +394,23 @@ class Scheduler:
         elif not 0.0 <= delay < _INF:
             raise ValueError(f"delay must be finite and >= 0, got {delay!r}")
         e = self._engine
-        if (
-            e.closed
-            or _get_ident() != e.loop_thread
-            or name is not None
-            or timeout is not None
-            or retry is not None
-            or in_thread is not None
-            or inherit_deadline
-            or context is not None
-        ):
+        if opts or _get_ident() != e.accepting:
             e.check_open()
-            return self._schedule_opts(
-                e.clock() + delay,
-                func,
-                args,
-                name,
-                timeout,
-                retry,
-                in_thread,
-                inherit_deadline,
-                context,
-            )
+            return self._schedule_opts(e.clock() + delay, func, args, *_options("call_later", opts))
         when = e.clock() + delay
         if not callable(func):
             raise TypeError(f"func must be callable, got {func!r}")
-        h: Handle[Any] = Handle(when, func, args, e)
-        self._heap.push((when, h._id, h))
+        # PlainHandle(when, func, args, e), written out: no __init__ frame.
+        h: Handle[Any] = _new(PlainHandle)
+        h._when = when
+        h._id = i = next(_ids)
+        h._func = func
+        h._args = args
+        h._st = PENDING
+        h._result = None
+        h._owner = e
+        h._x = None
+        self._heap.push((when, i, h))
         e.scheduled += 1
         if when < e.wake_at:
             e.rearm(when)
@@ -438,12 +452,7 @@ class Scheduler:
         func: Callable[..., Any],
         /,
         *args: Any,
-        name: str | None = None,
-        timeout: float | None = None,
-        retry: Retry | None = None,
-        in_thread: bool | None = None,
-        inherit_deadline: bool = False,
-        context: Context | None = None,
+        **opts: Any,
     ) -> Handle[Any]:
         """Run ``func(*args)`` at ``when``.
 
@@ -453,59 +462,58 @@ class Scheduler:
         meanwhile.  A time in the past runs as soon as possible.  Options are as
         for :meth:`call_later`.
 
+        :param when: a loop time (float) or an aware datetime
+        :param func: the callback
+        :param args: positional arguments for ``func``
+        :param opts: keyword options, as for :meth:`call_later`
         :return: the callback's :class:`Handle`
         :raises SchedulerClosed: outside the ``async with`` block
-        :raises TypeError: if ``when`` is neither a number nor a datetime, or
-            ``func`` is not callable
+        :raises TypeError: if ``when`` is neither a number nor a datetime,
+            ``func`` is not callable, or an option is unknown or has a bad type
         :raises ValueError: if ``when`` is NaN or infinite, or a naive datetime
         """
-        wall: datetime | None = None
-        if isinstance(when, datetime):
-            check_aware(when)
-            wall = when
-        elif isinstance(when, bool) or not isinstance(when, int | float):
-            raise TypeError(f"when must be a loop time (float) or an aware datetime, got {when!r}")
-        elif not math.isfinite(when):
+        if type(when) is not float:
+            if isinstance(when, datetime):
+                return self._call_at_wall(when, func, args, opts)
+            if isinstance(when, bool) or not isinstance(when, int | float):
+                raise TypeError(
+                    f"when must be a loop time (float) or an aware datetime, got {when!r}"
+                )
+            when = float(when)
+        if not _NEG_INF < when < _INF:
             raise ValueError(f"when must be finite, got {when!r}")
         e = self._engine
-        if e.closed:
-            raise SchedulerClosed(e.closed_reason())
-        if wall is not None:
-            x = Extra()
-            x.wall = wall
-            return self._schedule_opts(
-                e.to_loop_time(wall),
-                func,
-                args,
-                name,
-                timeout,
-                retry,
-                in_thread,
-                inherit_deadline,
-                context,
-                x,
-            )
-        fwhen = float(when)  # type: ignore[arg-type]
-        if (
-            _get_ident() != e.loop_thread
-            or name is not None
-            or timeout is not None
-            or retry is not None
-            or in_thread is not None
-            or inherit_deadline
-            or context is not None
-        ):
-            return self._schedule_opts(
-                fwhen, func, args, name, timeout, retry, in_thread, inherit_deadline, context
-            )
+        if opts or _get_ident() != e.accepting:
+            e.check_open()
+            return self._schedule_opts(when, func, args, *_options("call_at", opts))
         if not callable(func):
             raise TypeError(f"func must be callable, got {func!r}")
-        h: Handle[Any] = Handle(fwhen, func, args, e)
-        self._heap.push((fwhen, h._id, h))
+        # PlainHandle(when, func, args, e), written out: no __init__ frame.
+        h: Handle[Any] = _new(PlainHandle)
+        h._when = when
+        h._id = i = next(_ids)
+        h._func = func
+        h._args = args
+        h._st = PENDING
+        h._result = None
+        h._owner = e
+        h._x = None
+        self._heap.push((when, i, h))
         e.scheduled += 1
-        if fwhen < e.wake_at:
-            e.rearm(fwhen)
+        if when < e.wake_at:
+            e.rearm(when)
         return h
+
+    def _call_at_wall(
+        self, when: datetime, func: Callable[..., Any], args: tuple[Any, ...], opts: dict[str, Any]
+    ) -> Handle[Any]:
+        """``call_at`` with an aware datetime: a wall-clock entry (its Extra says so)."""
+        check_aware(when)
+        e = self._engine
+        e.check_open()
+        x = Extra()
+        x.wall = when
+        return self._schedule_opts(e.to_loop_time(when), func, args, *_options("call_at", opts), x)
 
     @overload
     def call_every(

@@ -91,8 +91,11 @@ def ping(host: str, port: int, *, tls: bool = False) -> bool:
         except OSError:
             return False
     try:
-        # +PONG, or an error such as -NOAUTH from a server that wants a password
-        return command(host, port, "PING", timeout=0.5).startswith((b"+", b"-"))
+        # +PONG, or an error such as -NOAUTH from a server that wants a password;
+        # not -LOADING: a restarted server still reading its append-only file
+        # refuses every command (BusyLoadingError) until it has read it.
+        reply = command(host, port, "PING", timeout=0.5)
+        return reply.startswith((b"+", b"-")) and not reply.startswith(b"-LOADING")
     except OSError:
         return False
 

@@ -3,8 +3,10 @@
 
 ``worker MODULE:REGISTRY --store URL`` imports the module the operator named,
 takes its :class:`~duetime.durable._registry.TaskRegistry`, and runs stored
-entries until SIGINT or SIGTERM; then it stops claiming, gives running tasks
-``--grace`` seconds, and releases every lease it still holds before it exits.
+entries until SIGINT or SIGTERM, honoured at any moment (:func:`_serve`): it
+stops claiming, gives running async tasks ``--grace`` seconds, releases their
+leases, and waits for sync tasks' threads (renewing their leases); a second
+signal exits at once.
 Every command ends an operator's error (a bad URL, an unreachable or refused
 store, a file that is not a store) with one line on stderr and exit status 2
 (:mod:`._cli_run`), with no credential of the store URL in it.
@@ -15,23 +17,28 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import signal
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ._cli_run import EXIT_CODES, guarded
 from ._cli_show import entry_json
 from ._cli_store import STORE_COMMANDS, add_store_commands, run_store_command
+from ._log import worker_log
 
 if TYPE_CHECKING:
+    import anyio
+
     from ._registry import TaskRegistry
+    from ._runner import DurableRunner
 
 __all__ = ["COMMANDS", "add_commands", "entry_json", "run_command"]
 
 #: The subcommands this module adds and runs.
 COMMANDS = ("worker", *STORE_COMMANDS)
 
-logger = logging.getLogger("duetime.durable")
+logger = worker_log
 
 
 def add_commands(sub: Any) -> None:
@@ -49,7 +56,8 @@ def add_commands(sub: Any) -> None:
         "--grace",
         type=float,
         default=30.0,
-        help="seconds running tasks get at shutdown before their leases are released (30)",
+        help="seconds running async tasks get at shutdown before they are cancelled and "
+        "their leases released; sync tasks' threads are waited for (30)",
     )
     worker.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
     worker.add_argument("--quiet", action="store_true", help="log warnings and errors only")
@@ -78,9 +86,12 @@ def _run(args: argparse.Namespace) -> int:
             level=logging.WARNING if args.quiet else logging.INFO,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
+        # The Redis client logs each reconnection attempt at INFO; the worker logs
+        # an outage once when it starts and once when it ends (duetime.durable.store).
+        logging.getLogger("coredis").setLevel(logging.WARNING)
         import anyio
 
-        anyio.run(
+        status: int = anyio.run(
             _serve,
             registry,
             args.store,
@@ -88,7 +99,7 @@ def _run(args: argparse.Namespace) -> int:
             max(args.grace, 0.0),
             backend=args.backend,
         )
-        return 0
+        return status
     return run_store_command(args)
 
 
@@ -123,31 +134,105 @@ def load_registry(target: str) -> TaskRegistry:
     return obj
 
 
-async def _serve(registry: TaskRegistry, url: str, concurrency: int, grace: float) -> None:
+#: After the first signal, how long the shutdown may take beyond the grace while
+#: no sync task's thread runs (store calls that hang) before the process exits.
+SHUTDOWN_CAP = 60.0
+
+
+class _Life:
+    """What the signal watcher needs to know of the worker it stops."""
+
+    def __init__(self, main: anyio.CancelScope, stop: anyio.Event, grace: float) -> None:
+        self.main = main  # cancelled: give up opening the store
+        self.stop = stop  # set: leave the runner (a graceful stop)
+        self.grace = grace
+        self.runner: DurableRunner | None = None  # set once the store answered
+        self.opening = True
+
+
+def _force_exit(signum: int, why: str, life: _Life) -> NoReturn:
+    """End the process now: the leases it still holds lapse (nothing is lost:
+    another worker runs those entries once their leases end)."""
+    threads = life.runner.threads_running if life.runner is not None else 0
+    logger.warning(
+        "%s: exiting now (%s); %d task thread(s) abandoned; the leases this worker "
+        "still holds lapse after their lease",
+        signal.Signals(signum).name,
+        why,
+        threads,
+    )
+    logging.shutdown()
+    sys.stderr.flush()
+    os._exit(128 + signum)
+
+
+async def _watch_signals(received: Any, life: _Life) -> None:
+    """Honour SIGINT and SIGTERM at any moment: while the store is being opened,
+    give the open up; while running, stop gracefully; while stopping, a second
+    signal (or a shutdown that outlasts its bound while no thread runs) ends the
+    process at once."""
+    import anyio
+
+    from ._worker import STOP_CAP
+
+    signum = await received.__anext__()
+    name = signal.Signals(signum).name
+    if life.opening:
+        logger.info("%s while opening the store: not starting", name)
+        life.main.cancel()
+        # A cancelled open that still hangs (a library that ignores it) must not
+        # keep the process alive.
+        await anyio.sleep(STOP_CAP)
+        _force_exit(signum, "the store's open did not give up", life)
+    logger.info(
+        "%s: stopping (async tasks get a grace of %.1f s, then are cancelled and their "
+        "leases released; sync tasks' threads are waited for; a second signal exits now)",
+        name,
+        life.grace,
+    )
+    life.stop.set()
+    while True:
+        with anyio.move_on_after(life.grace + SHUTDOWN_CAP):
+            second = await received.__anext__()
+            _force_exit(second, f"second {signal.Signals(second).name}", life)
+        runner = life.runner
+        if runner is not None and runner.threads_running:
+            await runner.wait_threads()  # a thread is waited for as long as it runs
+            continue
+        _force_exit(signum, f"the shutdown took over {life.grace + SHUTDOWN_CAP:.0f} s", life)
+
+
+async def _serve(registry: TaskRegistry, url: str, concurrency: int, grace: float) -> int:
+    """Run a worker until SIGINT or SIGTERM; return the exit status (0).
+
+    The signals are handled from the start, before the store is opened: a
+    signal while the store does not answer gives the open up and exits.  Once
+    running, the first signal stops claiming, gives async tasks ``grace``
+    seconds, cancels them and releases their leases, and waits for sync tasks'
+    threads (which cannot be interrupted) while renewing their leases.  A
+    second signal, or a shutdown that takes ``SHUTDOWN_CAP`` seconds beyond the
+    grace while no thread runs, ends the process at once with status
+    128 + the signal's number; the leases it still holds then lapse.
+    """
     import anyio
 
     from ._runner import DurableRunner
-    from ._url import open_store
+    from ._url import open_store, redact_url
 
-    store = open_store(url)
-    signals = [signal.SIGINT, signal.SIGTERM]
-    # Listen before starting, so a signal during startup is not lost.
-    with anyio.open_signal_receiver(*signals) as received:
-        async with DurableRunner(
-            store, registry, worker=True, concurrency=concurrency, grace=grace
-        ) as runner:
-            logger.info(
-                "duetime worker %s ready: %d tasks, store %s, concurrency %d",
-                runner.owner,
-                len(registry),
-                url,
-                concurrency,
-            )
-            async for signum in received:
-                logger.info(
-                    "%s: stopping (grace %.1f s, then leases are released)",
-                    signal.Signals(signum).name,
-                    grace,
-                )
-                break
-    logger.info("duetime worker stopped")
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
+        async with anyio.create_task_group() as tg:
+            main = anyio.CancelScope()
+            life = _Life(main, anyio.Event(), grace)
+            tg.start_soon(_watch_signals, received, life, name="duetime worker signals")
+            with main:
+                store = open_store(url)
+                async with DurableRunner(
+                    store, registry, worker=True, concurrency=concurrency, grace=grace
+                ) as runner:  # it logs when it is ready and when it stopped
+                    life.runner = runner
+                    life.opening = False
+                    await life.stop.wait()
+            tg.cancel_scope.cancel()
+    if life.runner is None:
+        logger.info("duetime worker stopped before the store %s answered", redact_url(url))
+    return 0

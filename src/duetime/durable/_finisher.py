@@ -7,11 +7,15 @@ call (one Redis script, one SQLite transaction) and then calls each item's
 completion callback, so a worker pays one round trip per batch instead of one
 per entry, and a run pays no await for it.  Fencing stays per row: each item
 gets its own True/False.
+
+A store error does not give a finish up: it is sent again, with backoff, for as
+long as its lease holds (the ``until`` it was queued with), so a short outage
+does not turn a finished run into a re-run.
 """
 
 from __future__ import annotations
 
-import logging
+import math
 from collections.abc import Callable, Sequence
 from functools import partial
 
@@ -19,29 +23,36 @@ import anyio
 import anyio.lowlevel
 from anyio import CancelScope
 
+from ._log import StoreHealth, worker_log
 from ._store import Outcome, Store
 
 __all__ = ["Finisher"]
 
-logger = logging.getLogger("duetime.durable")
-
-#: Store errors tolerated per batch before its items are given up (their
-#: entries run again when their leases lapse).
-ATTEMPTS = 4
 #: At most this many finishes per store call.
 MAX_BATCH = 500
+#: The first pause after a failed store call, doubled per failure up to _MAX_PAUSE.
+_FIRST_PAUSE = 0.05
+_MAX_PAUSE = 1.0
+#: The shortest time a store call is given, even when a lease ends sooner.
+_MIN_CALL = 0.1
 
 
 class _Item:
-    __slots__ = ("key", "outcome", "then", "token")
+    __slots__ = ("key", "outcome", "then", "token", "until")
 
     def __init__(
-        self, key: str, token: int, outcome: Outcome, then: Callable[[bool], object] | None
+        self,
+        key: str,
+        token: int,
+        outcome: Outcome,
+        then: Callable[[bool], object] | None,
+        until: float,
     ) -> None:
         self.key = key
         self.token = token
         self.outcome = outcome
         self.then = then
+        self.until = until
 
 
 class Finisher:
@@ -52,28 +63,39 @@ class Finisher:
 
     :param store: the store the finishes go to
     :param timeout: the longest one ``finish_many`` call may take before it counts
-        as a failed attempt
+        as failed (shorter when every lease in the batch ends sooner)
+    :param health: told of each call's success or failure (outage logging)
     """
 
-    def __init__(self, store: Store, timeout: float) -> None:
+    def __init__(self, store: Store, timeout: float, health: StoreHealth | None = None) -> None:
         self._store = store
         self._timeout = timeout
+        self._health = health if health is not None else StoreHealth()
         self._queue: list[_Item] = []
         self._wake: anyio.Event | None = None
 
     def put(
-        self, key: str, token: int, outcome: Outcome, then: Callable[[bool], object] | None = None
+        self,
+        key: str,
+        token: int,
+        outcome: Outcome,
+        then: Callable[[bool], object] | None = None,
+        until: float = math.inf,
     ) -> None:
         """Queue a finish for the next group; ``then(recorded)`` is called once it
         was sent (``recorded`` is False if the token was no longer current, or the
-        store failed :data:`ATTEMPTS` times: logged, and the entry runs again when
-        its lease lapses).  Never blocks, so a run needs no shield to record its
-        outcome, even when it is being cancelled."""
-        self._queue.append(_Item(key, token, outcome, then))
+        store failed until ``until``: logged, and the entry runs again when its
+        lease lapses).  Never blocks, so a run needs no shield to record its
+        outcome, even when it is being cancelled.
+
+        :param until: when the claim's lease ends (``anyio.current_time()``
+            clock): a store error is retried until then
+        """
+        self._queue.append(_Item(key, token, outcome, then, until))
         if self._wake is not None:
             self._wake.set()
 
-    async def finish(self, key: str, token: int, outcome: Outcome) -> bool:
+    async def finish(self, key: str, token: int, outcome: Outcome, until: float = math.inf) -> bool:
         """:meth:`put`, then wait until it was sent; True if recorded.  Needs
         :meth:`serve` running.  If this caller is cancelled the finish is sent all
         the same."""
@@ -84,11 +106,13 @@ class Finisher:
             box.append(ok)
             sent.set()
 
-        self.put(key, token, outcome, then)
+        self.put(key, token, outcome, then, until)
         await sent.wait()
         return box[0]
 
-    async def finish_all(self, items: Sequence[tuple[str, int, Outcome]]) -> list[bool]:
+    async def finish_all(
+        self, items: Sequence[tuple[str, int, Outcome]], until: float = math.inf
+    ) -> list[bool]:
         """:meth:`finish` for several items (sent together); their results in order."""
         results: list[bool | None] = [None] * len(items)
         left = len(items)
@@ -102,56 +126,76 @@ class Finisher:
                 sent.set()
 
         for i, (key, token, outcome) in enumerate(items):
-            self.put(key, token, outcome, partial(then, i))
+            self.put(key, token, outcome, partial(then, i), until)
         if left:
             await sent.wait()
         return [bool(ok) for ok in results]
 
     async def serve(self) -> None:
         """Send queued finishes in groups until cancelled (the runner's last step)."""
+        again: list[_Item] = []  # a group the store failed, sent again after a pause
+        pause = _FIRST_PAUSE
         while True:
-            if not self._queue:
+            if not self._queue and not again:
                 self._wake = anyio.Event()
                 await self._wake.wait()
             # Let the runs that end in this tick queue theirs first: one call for
             # all, not one for the first and one for the rest.
             await anyio.lowlevel.cancel_shielded_checkpoint()
-            batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+            room = MAX_BATCH - len(again)
+            batch, self._queue = again + self._queue[:room], self._queue[room:]
+            again = []
             with CancelScope(shield=True):
                 results = await self._send(batch)
-            for item, ok in zip(batch, results, strict=True):
-                if item.then is not None:
-                    try:
-                        item.then(ok)
-                    except Exception:  # a bug in a callback must not stop the finishes
-                        logger.exception("durable finish: a completion callback failed")
-
-    async def _send(self, batch: Sequence[_Item]) -> list[bool]:
-        items = [(it.key, it.token, it.outcome) for it in batch]
-        pause = 0.1
-        for attempt in range(ATTEMPTS):
-            try:
-                with anyio.fail_after(self._timeout):
-                    results = await self._store.finish_many(items)
-            except Exception:
-                if attempt == ATTEMPTS - 1:
-                    logger.exception(
-                        "durable finish: could not record %d outcome(s) (%s...); their "
-                        "entries run again when their leases lapse",
-                        len(items),
-                        ", ".join(repr(k) for k, _t, _o in items[:3]),
-                    )
-                    return [False] * len(items)
-                await anyio.sleep(pause)
-                pause *= 2
+            if results is None:
+                now = anyio.current_time()
+                again = [it for it in batch if it.until > now]
+                self._give_up([it for it in batch if it.until <= now])
+                if again:
+                    # Not shielded: the runner's exit may cut it short.
+                    await anyio.sleep(min(pause, min(it.until for it in again) - now))
+                    pause = min(pause * 2, _MAX_PAUSE)
                 continue
-            for (key, _token, outcome), ok in zip(items, results, strict=True):
-                if not ok:
-                    logger.warning(
-                        "durable entry %r: lease lost before %s was recorded (another "
-                        "worker holds it now)",
-                        key,
-                        type(outcome).__name__,
-                    )
-            return list(results)
-        raise AssertionError("unreachable")  # pragma: no cover
+            pause = _FIRST_PAUSE
+            self._done(batch, results)
+
+    def _done(self, batch: Sequence[_Item], results: Sequence[bool]) -> None:
+        for item, ok in zip(batch, results, strict=True):
+            if item.then is not None:
+                try:
+                    item.then(ok)
+                except Exception:  # a bug in a callback must not stop the finishes
+                    worker_log.exception("durable finish: a completion callback failed")
+
+    def _give_up(self, items: Sequence[_Item]) -> None:
+        if not items:
+            return
+        worker_log.warning(
+            "durable finish: could not record %d outcome(s) (%s) before their leases "
+            "ended; those entries run again",
+            len(items),
+            ", ".join(repr(it.key) for it in items[:3]) + (", ..." if len(items) > 3 else ""),
+        )
+        self._done(items, [False] * len(items))
+
+    async def _send(self, batch: Sequence[_Item]) -> list[bool] | None:
+        """Send one group; its results, or None if the store failed."""
+        items = [(it.key, it.token, it.outcome) for it in batch]
+        limit = max(it.until for it in batch) - anyio.current_time()
+        try:
+            with anyio.fail_after(max(_MIN_CALL, min(self._timeout, limit))):
+                results = await self._store.finish_many(items)
+        except Exception as exc:
+            self._health.failed(exc, "finish")
+            return None
+        self._health.ok()
+        for (key, _token, outcome), ok in zip(items, results, strict=True):
+            if not ok:
+                worker_log.warning(
+                    "durable entry %r: lease lost before %s was recorded (another "
+                    "worker holds it now)",
+                    key,
+                    type(outcome).__name__,
+                    extra={"key": key},
+                )
+        return list(results)

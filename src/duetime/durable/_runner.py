@@ -26,10 +26,16 @@ from .._handle import Status
 from .._util import check_aware, to_delay
 from ._codec import encode_args
 from ._finisher import Finisher
+from ._log import StoreHealth, describe, printable, worker_log
 from ._registry import TaskRegistry
+from ._running import _Run
 from ._series import MISFIRE, OVERLAP, Misfire, Overlap, Series, trigger_grid
 from ._store import Claim, Entry, NewRow, OnConflict, Store
-from ._worker import SHIELD_CAP, WorkerSide, _Run
+from ._url import redact_url
+from ._worker import SHIELD_CAP, STOP_CAP, WorkerSide
+
+#: How long leaving the runner waits for the store to close.
+CLOSE_CAP = 5.0
 
 __all__ = ["DurableRunner"]
 
@@ -71,6 +77,17 @@ def _when(
     return None, 0.0 if delay is None else to_delay(delay, "delay")
 
 
+def _store_name(store: Store) -> str:
+    """How a log line names a store: its URL without credentials, or its path."""
+    url = getattr(store, "url", None)
+    if isinstance(url, str):
+        return redact_url(url)
+    path = getattr(store, "path", None)
+    if isinstance(path, str | os.PathLike):
+        return printable(os.fspath(path))
+    return type(store).__name__
+
+
 def _explain_shared_store(runner: DurableRunner, exc: RuntimeError) -> None:
     """Raise a RuntimeError that says what to do if ``runner``'s store refused to
     open because another runner (another Scheduler) holds the same store object."""
@@ -92,8 +109,10 @@ class DurableRunner(WorkerSide):
     :param registry: the tasks this process may defer and run
     :param worker: run stored entries (False: only defer, e.g. a web process)
     :param concurrency: how many durable tasks run at once in this process
-    :param grace: how long leaving waits for running tasks before cancelling
-        them and releasing their leases (None: as long as they take)
+    :param grace: how long leaving waits for running async tasks before
+        cancelling them and releasing their leases (None: as long as they take);
+        a sync task's thread cannot be interrupted, so leaving waits for it,
+        however long it takes, renewing its lease (a WARNING names it)
     :param on_error: ``on_error(entry, exc)`` for each final failure of a task
         (retries exhausted, an unknown task, an undecodable payload); default:
         logged at ERROR on the ``duetime.durable`` logger
@@ -151,7 +170,12 @@ class DurableRunner(WorkerSide):
         self._wake_at = math.inf
         self._renew_scope: CancelScope | None = None
         self._renew_at = math.inf
-        self._finisher = Finisher(store, SHIELD_CAP)
+        self._health = StoreHealth(self._poke)
+        self._finisher = Finisher(store, SHIELD_CAP, self._health)
+        self._threads: anyio.CapacityLimiter | None = None
+        self._thread_ended: Event | None = None
+        self._claim_scope: CancelScope | None = None
+        self._store_scope: CancelScope | None = None
         self._queue: deque[tuple[Claim, _Run]] = deque()
         self._runners = 0
         self._idle_runners: list[Event] = []
@@ -176,21 +200,37 @@ class DurableRunner(WorkerSide):
     async def __aenter__(self) -> DurableRunner:
         if self._open or self._stopping:
             raise RuntimeError("a DurableRunner can be entered only once")
+        # The store is entered in a scope of the runner's own, entered here and
+        # left after the store: leaving can then bound the store's close (a
+        # client that hangs closing a connection it reopened) with a deadline,
+        # while the store's task groups exit in the scope they were entered in.
+        scope = CancelScope()
+        scope.__enter__()
         try:
             await self._store.__aenter__()
-        except RuntimeError as exc:
-            _explain_shared_store(self, exc)
+        except BaseException as exc:
+            scope.__exit__(type(exc), exc, exc.__traceback__)  # never cancelled: re-raise
+            if isinstance(exc, RuntimeError):
+                _explain_shared_store(self, exc)
             raise
         _entered.add(self)
         tg = anyio.create_task_group()
         try:
             await tg.__aenter__()
         except BaseException:
-            await self._store.__aexit__(None, None, None)
+            await self._close_store(scope, None, None, None)
             raise
+        self._store_scope = scope
         self._tg = tg
         self._open = True
         if self._worker:
+            worker_log.info(
+                "duetime worker %s ready: %d tasks, store %s, concurrency %d",
+                self.owner,
+                len(self._registry),
+                _store_name(self._store),
+                self._concurrency,
+            )
             self._claim_done = Event()
             tg.start_soon(self._claim_loop, name=f"duetime durable claim loop {self.owner}")
             tg.start_soon(self._renew_loop, name=f"duetime durable lease renewal {self.owner}")
@@ -198,8 +238,15 @@ class DurableRunner(WorkerSide):
         return self
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        """Stop claiming, release what did not start, give running tasks ``grace``,
-        then cancel them and release their leases; leave the store."""
+        """Stop claiming, release what did not start, give running async tasks
+        ``grace``, then cancel them and release their leases; leave the store.
+
+        A sync task's thread cannot be interrupted: leaving waits for it after
+        the grace, renewing its lease meanwhile (a WARNING names it), and records
+        its outcome when it returns.  A claim in flight is waited for at most
+        ``STOP_CAP`` seconds (then its rows wait out their lease), the releases
+        and finishes at most ``SHIELD_CAP`` seconds, and the store's close at
+        most ``CLOSE_CAP`` seconds (then its connections are abandoned)."""
         self._open = False
         self._stopping = True
         self._poke()
@@ -210,30 +257,94 @@ class DurableRunner(WorkerSide):
                     await self._wait_idle()
         finally:
             with CancelScope(shield=True):
-                with anyio.move_on_after(SHIELD_CAP):
-                    if self._claim_done is not None:
+                if self._claim_done is not None:
+                    with anyio.move_on_after(STOP_CAP):
+                        await self._claim_done.wait()
+                    if self._claim_scope is not None:
+                        self._claim_scope.cancel()  # a store that hangs: give the claim up
+                    with anyio.move_on_after(SHIELD_CAP):
                         await self._claim_done.wait()
                 for run in list(self._runs):
+                    if run.thread:
+                        worker_log.warning(
+                            "durable task %r (entry %r) still runs in a thread, which "
+                            "cannot be interrupted: exit waits for it, renewing its lease",
+                            run.task,
+                            run.key,
+                            extra={"key": run.key, "task": run.task},
+                        )
                     if run.scope is not None:
                         run.scope.cancel()
-                with anyio.move_on_after(SHIELD_CAP):
-                    await self._wait_idle()
-            # Only the two loops are left; the task group must exit outside the shield.
+                await self._wait_runs()
+            # Only the loops are left; the task group must exit outside the shield.
             tg = self._tg
             assert tg is not None
             tg.cancel_scope.cancel()
             try:
                 await tg.__aexit__(None, None, None)
             finally:
-                # Not in a scope of our own: a store may hold task groups entered
-                # with it (RedisStore's coredis client and subscription), and those
-                # must exit in the cancel scope they were entered in.
-                await self._store.__aexit__(exc_type, exc, tb)
+                assert self._store_scope is not None
+                await self._close_store(self._store_scope, exc_type, exc, tb)
+                if self._worker:
+                    worker_log.info("duetime worker %s stopped", self.owner)
+
+    async def _close_store(self, scope: CancelScope, exc_type: Any, exc: Any, tb: Any) -> None:
+        """Leave the store, at most CLOSE_CAP seconds, then leave ``scope`` (the
+        scope the store was entered in: its task groups exit in it).  An error
+        while closing is logged, not raised: every outcome was recorded before,
+        and a client that fails to close (coredis after a reconnect, cut short
+        or not) must not turn a clean stop into a crash."""
+        scope.deadline = anyio.current_time() + CLOSE_CAP
+        try:
+            await self._store.__aexit__(exc_type, exc, tb)
+        except BaseException as error:
+            try:
+                swallowed = scope.__exit__(type(error), error, error.__traceback__)
+            except Exception as rest:  # trio re-raises a group without its own Cancelled
+                swallowed, error = False, rest
+            if not swallowed:
+                if not isinstance(error, Exception):
+                    raise
+                worker_log.warning("durable store: closing it failed (%s)", describe(error))
+        else:
+            scope.__exit__(None, None, None)
+        if scope.cancel_called:
+            worker_log.warning(
+                "durable store: closing it took over %g s; its connections were abandoned",
+                CLOSE_CAP,
+            )
 
     async def _wait_idle(self) -> None:
         while self._runs:
             self._idle = Event()
             await self._idle.wait()
+
+    async def _wait_runs(self) -> None:
+        """Wait for the runs left after cancelling: as long as a thread runs (its
+        lease renewed meanwhile), then at most SHIELD_CAP for their finishes."""
+        end = math.inf
+        while self._runs:
+            self._idle = Event()
+            if any(r.thread for r in self._runs):
+                await self._idle.wait()
+                continue
+            if end == math.inf:
+                end = anyio.current_time() + SHIELD_CAP
+            with anyio.move_on_at(end) as limit:
+                await self._idle.wait()
+            if limit.cancelled_caught:
+                return
+
+    @property
+    def threads_running(self) -> int:
+        """How many sync tasks' threads run now (shutdown waits for them)."""
+        return sum(1 for r in self._runs if r.thread)
+
+    async def wait_threads(self) -> None:
+        """Return once no sync task's thread runs."""
+        while self.threads_running:
+            self._thread_ended = Event()
+            await self._thread_ended.wait()
 
     def _check_open(self) -> None:
         if not self._open:

@@ -8,43 +8,44 @@ Each claim runs in one of up to ``concurrency`` reused runner tasks, with
 finishes of the runs that end beside it as one ``finish_many``
 (``_finisher.Finisher``).  Every lease the process holds is renewed in one
 batched ``extend`` every lease/3; a run whose lease was taken over is cancelled and
-never finishes the entry.
+never finishes the entry.  What a run does is in ``_running.RunSide``.
+
+A sync task runs in a thread, which cannot be interrupted: its entry stays
+leased (renewed) for as long as the thread runs, past a ``timeout=`` and past
+the shutdown's grace, and nothing (no next attempt, no release) happens to the
+entry before the thread returns.
+
+Store errors in the loops are retried with a backoff of at most
+:data:`MAX_BACKOFF` seconds, cut short when another call of this process gets
+through; an outage is logged once when it starts and once when it ends
+(``_log.StoreHealth``).
 """
 
 from __future__ import annotations
 
-import logging
 import math
 from collections import deque
-from dataclasses import replace
 from functools import partial
 from typing import Any
 
 import anyio
 import anyio.abc
-from anyio import CancelScope, Event, get_cancelled_exc_class, to_thread
+from anyio import CancelScope, Event, get_cancelled_exc_class
 
-from ._codec import PayloadError, decode_args
 from ._finisher import Finisher
-from ._registry import TaskDef, TaskRegistry, _current
-from ._series import Series, parse_schedule
+from ._log import StoreHealth, worker_log
+from ._registry import TaskRegistry
+from ._running import SHIELD_CAP, RunSide, _Run
 from ._store import (
     Claim,
-    Dead,
-    Done,
-    Entry,
-    NewRow,
     NextOccurrence,
     Outcome,
     Release,
     RetryAt,
     Store,
-    utc,
 )
 
-__all__ = ["MAX_CLAIM", "SAFETY_POLL", "WorkerSide"]
-
-logger = logging.getLogger("duetime.durable")
+__all__ = ["MAX_BACKOFF", "MAX_CLAIM", "SAFETY_POLL", "SHIELD_CAP", "STOP_CAP", "WorkerSide"]
 
 #: The longest the claim loop sleeps without a hint (a safety poll).
 SAFETY_POLL = 10.0
@@ -52,35 +53,14 @@ SAFETY_POLL = 10.0
 MAX_CLAIM = 100
 #: Nap after an empty claim although the head said something was due.
 _MIN_NAP = 0.01
-#: Upper bound of the backoff after store errors in the loops.
-_MAX_BACKOFF = 30.0
-#: How long a shielded store call at shutdown (release, finish) may take.
-SHIELD_CAP = 30.0
-_MAX_REASON = 2000
+#: Upper bound of the claim loop's backoff after store errors (seconds).
+MAX_BACKOFF = 2.0
+#: How long shutdown waits for a claim in flight before it abandons it (its rows
+#: then wait out their lease: a store that hangs must not hang the exit).
+STOP_CAP = 5.0
 
 
-class _Run:
-    """One claim this process holds: what renewal and shutdown need."""
-
-    __slots__ = ("key", "lease", "lost", "renew_at", "scope", "started", "streak", "token")
-
-    def __init__(self, claim: Claim, now: float) -> None:
-        self.key = claim.entry.key
-        self.token = claim.token
-        self.lease = claim.lease
-        self.renew_at = now + claim.lease / 3
-        self.scope: CancelScope | None = None  # set while the task runs: cancels it
-        self.streak: CancelScope | None = None  # the scope of the runner task running it
-        self.started = False
-        self.lost = False
-
-
-def _reason(exc: BaseException) -> str:
-    text = f"{type(exc).__qualname__}: {exc}"
-    return text if len(text) <= _MAX_REASON else text[: _MAX_REASON - 3] + "..."
-
-
-class WorkerSide:
+class WorkerSide(RunSide):
     """The worker half of :class:`~duetime.durable._runner.DurableRunner` (a base class)."""
 
     owner: str
@@ -99,6 +79,8 @@ class WorkerSide:
     _renew_scope: CancelScope | None
     _renew_at: float
     _finisher: Finisher
+    _health: StoreHealth
+    _claim_scope: CancelScope | None  # the shield of a claim in flight
     _queue: deque[tuple[Claim, _Run]]  # claimed, waiting for a runner task
     _runners: int  # runner tasks started
     _idle_runners: list[Event]  # one per runner task waiting for work (set: wake it)
@@ -113,12 +95,14 @@ class WorkerSide:
 
     async def _claim_loop(self) -> None:
         backoff = 0.0
+        health = self._health
         try:
             while not self._stopping:
                 self._poked = False
                 self._wake_at = math.inf
                 use_store = True
                 delay: float | None
+                call = "claim"
                 try:
                     free = self._concurrency - len(self._runs)
                     if free <= 0:
@@ -127,19 +111,27 @@ class WorkerSide:
                         limit = min(free, MAX_CLAIM)
                         n = await self._claim(limit)
                         if n == limit:
+                            health.ok()
                             continue  # maybe more are due
+                        call = "head"
                         head = await self._store.head()
+                        call = "time"
                         now = await self._store.time()
                         delay = SAFETY_POLL if head is None else min(head - now, SAFETY_POLL)
                         if delay <= 0:
                             if n:
+                                health.ok()
                                 continue
                             delay = _MIN_NAP
                         self._wake_at = now + delay
                     backoff = 0.0
-                except Exception:
-                    backoff = min(max(backoff * 2, 0.1), _MAX_BACKOFF)
-                    logger.exception("durable claim loop: store error; retrying in %.1f s", backoff)
+                    health.ok()
+                except Exception as exc:
+                    health.failed(exc, call)
+                    # Capped low: a worker resumes within MAX_BACKOFF of the store's
+                    # return even if nothing else wakes it (a poke does, and so does
+                    # another call of this process getting through).
+                    backoff = min(max(backoff * 2, 0.1), MAX_BACKOFF)
                     delay, use_store = backoff, False
                 if self._poked or self._stopping:
                     continue
@@ -151,17 +143,27 @@ class WorkerSide:
             self._claim_done.set()
 
     async def _claim(self, limit: int) -> int:
-        # Shielded: claimed rows must reach this process, to run or be released.
-        with CancelScope(shield=True):
-            with anyio.fail_after(SHIELD_CAP):
-                claims = await self._store.claim(self.owner, limit)
+        # Shielded: claimed rows must reach this process, to run or be released
+        # (shutdown may still cut it, after STOP_CAP: the rows then lapse).
+        sent = anyio.current_time()
+        with CancelScope(shield=True) as shield:
+            self._claim_scope = shield
+            try:
+                with anyio.fail_after(SHIELD_CAP):
+                    claims = await self._store.claim(self.owner, limit)
+            finally:
+                self._claim_scope = None
             if self._stopping:
-                items = [(c.entry.key, c.token, Release()) for c in claims]
-                await self._finisher.finish_all(items)
+                if claims:
+                    until = sent + min(c.lease for c in claims)
+                    items = [(c.entry.key, c.token, Release()) for c in claims]
+                    await self._finisher.finish_all(items, until)
                 return len(claims)
+        if shield.cancelled_caught:  # shutdown gave it up: whatever it took lapses
+            return 0
         now = anyio.current_time()
         for c in claims:
-            run = _Run(c, now)
+            run = _Run(c, sent, now)
             self._runs.add(run)
             if run.renew_at < self._renew_at and self._renew_scope is not None:
                 self._renew_scope.cancel()
@@ -219,8 +221,8 @@ class WorkerSide:
                     await self._store.wait_changed(delay)
                 else:
                     await anyio.sleep(delay)
-            except Exception:
-                logger.exception("durable claim loop: wait_changed failed")
+            except Exception as exc:
+                self._health.failed(exc, "wait_changed")
                 await anyio.sleep(min(delay or SAFETY_POLL, 1.0))
             finally:
                 self._sleep_scope = None
@@ -241,21 +243,27 @@ class WorkerSide:
             if not batch:
                 continue
             try:
-                oks = await self._store.extend([(r.key, r.token) for r in batch])
-            except Exception:
-                logger.exception("durable lease renewal: store error; retrying")
+                # A hung call must not outlast the leases it renews.
+                with anyio.fail_after(min(r.lease for r in batch) / 3):
+                    oks = await self._store.extend([(r.key, r.token) for r in batch])
+            except Exception as exc:
+                self._health.failed(exc, "extend")
                 for r in batch:
                     r.renew_at = now + min(1.0, r.lease / 10)
                 continue
+            self._health.ok()
             for run, ok in zip(batch, oks, strict=False):
                 if ok:
                     run.renew_at = now + run.lease / 3
+                    run.expires = now + run.lease
                 elif not run.lost:
                     run.lost = True
-                    logger.warning(
+                    run.renew_at = math.inf  # its thread may run on: renew it no more
+                    worker_log.warning(
                         "durable entry %r: lease lost (another worker may hold it); "
                         "its run is cancelled and not finished here",
                         run.key,
+                        extra={"key": run.key, "task": run.task},
                     )
                     if run.scope is not None:
                         run.scope.cancel()
@@ -270,14 +278,22 @@ class WorkerSide:
             outcome = Release()
             raise
         except Exception:  # a store error (or a bug) around the run: never kill the runner
-            logger.exception("durable entry %r: the runner failed around its run", run.key)
+            worker_log.exception(
+                "durable entry %r: the runner failed around its run",
+                run.key,
+                extra={"key": run.key, "task": run.task},
+            )
         finally:
             if outcome is not None and not run.lost:
                 # Queued, not awaited (so no shield is needed when cancelled): the
                 # finisher sends it with its neighbours, then calls _finished.
                 run.renew_at = math.inf  # no more renewals: it is being finished
                 self._finisher.put(
-                    run.key, run.token, outcome, partial(self._finished, run, outcome)
+                    run.key,
+                    run.token,
+                    outcome,
+                    partial(self._finished, run, outcome),
+                    run.expires,
                 )
             else:
                 self._finished(run, None, False)
@@ -296,126 +312,5 @@ class WorkerSide:
         self._runs.discard(run)
         if full:
             self._poke()
-        if not self._runs and self._idle is not None:
+        if self._idle is not None:  # shutdown waits: each end may be the one it waits for
             self._idle.set()
-
-    def _report(self, entry: Entry, exc: BaseException) -> None:
-        if self._on_error is None:
-            logger.error(
-                "durable task %r (entry %r, attempt %d) failed for good",
-                entry.task,
-                entry.key,
-                entry.attempt,
-                exc_info=(type(exc), exc, exc.__traceback__),
-            )
-            return
-        try:
-            self._on_error(entry, exc)
-        except Exception:
-            logger.exception("on_error raised while reporting entry %r", entry.key)
-
-    def _dead(self, entry: Entry, exc: BaseException, prefix: str) -> Dead:
-        self._report(entry, exc)
-        return Dead(prefix + str(exc))
-
-    async def _execute(self, claim: Claim, run: _Run) -> Outcome | None:
-        entry = claim.entry
-        task = self._registry.get(entry.task)
-        if task is None:
-            msg = f"task {entry.task!r} is not registered in this worker's TaskRegistry"
-            return self._dead(entry, LookupError(msg), "unknown task: ")
-        # The store decoded the payload into entry.args with the same codec; () may
-        # mean "undecodable", so only then decode again (to dead-letter it with why).
-        args = entry.args
-        if not args and claim.payload != "[]":
-            try:
-                args = decode_args(claim.payload)
-            except PayloadError as exc:
-                return self._dead(entry, exc, "bad payload: ")
-        series: Series | None = None
-        point = 0.0
-        if entry.schedule is not None:
-            try:
-                series = parse_schedule(entry.schedule)
-            except ValueError as exc:
-                return self._dead(entry, exc, "bad schedule: ")
-            claimed_at = claim.lease_until - claim.lease
-            stands = series.stands_for(entry.due.timestamp(), claimed_at, entry.attempt > 1)
-            if stands is None:  # misfire="skip"
-                return _next(series.grid.after(claimed_at), None)
-            point = stands
-            if series.overlap == "allow":
-                return await self._spawn_occurrence(claim, task, series, point)
-        if self._stopping or run.lost:
-            return None if run.lost else Release()
-        if series is not None and point != entry.due.timestamp():
-            entry = replace(entry, due=utc(point))  # current_entry().due: the point it stands for
-        error = await self._call(task, args, entry, run)
-        if run.lost:
-            return None
-        if error is None:
-            if series is None:
-                return Done()
-            return _next(series.next_due(point, await self._store.time()), None)
-        reason = _reason(error)
-        now = await self._store.time()
-        if task.retry is not None and task.retry.should_retry(entry.attempt, error):
-            return RetryAt(now + task.retry.pause(entry.attempt), reason)
-        self._report(entry, error)
-        if series is None:
-            return Dead(reason)
-        nxt = series.next_due(point, now)
-        return NextOccurrence(nxt, reason) if nxt is not None else Dead(reason)
-
-    async def _spawn_occurrence(
-        self, claim: Claim, task: TaskDef, series: Series, point: float
-    ) -> Outcome:
-        """overlap="allow": the occurrence becomes its own one-shot entry."""
-        entry = claim.entry
-        row = NewRow(
-            key=f"{entry.key}@{entry.occurrence}",
-            task=task.name,
-            payload=claim.payload,
-            due=point,
-            lease=task.lease,
-            max_deliveries=task.max_deliveries,
-        )
-        # "keep": a re-delivered series row does not add its occurrence twice.
-        await self._store.add([row], on_conflict="keep")
-        self._poke()  # it is due now; our own write need not wake wait_changed
-        return _next(series.grid.after(point), None)
-
-    async def _call(
-        self, task: TaskDef, args: tuple[Any, ...], entry: Entry, run: _Run
-    ) -> BaseException | None:
-        """Run the task; return its exception, or None.  A cancellation of the run
-        (its runner's streak scope, through ``run.scope``) propagates."""
-        token = _current.set(entry)
-        run.scope = run.streak  # cancellable by renewal and shutdown only while it runs
-        run.started = True
-        try:
-            if task.timeout is None:
-                await self._invoke(task, args)
-            else:
-                with anyio.fail_after(task.timeout):
-                    await self._invoke(task, args)
-        except get_cancelled_exc_class():
-            raise
-        except BaseException as exc:  # a task's error is an outcome
-            return exc
-        finally:
-            run.scope = None
-            _current.reset(token)
-        return None
-
-    @staticmethod
-    async def _invoke(task: TaskDef, args: tuple[Any, ...]) -> None:
-        if task.is_async:
-            await task.func(*args)
-        else:
-            # abandon_on_cancel: a timeout or shutdown does not wait for the thread.
-            await to_thread.run_sync(task.func, *args, abandon_on_cancel=True)
-
-
-def _next(due: float | None, error: str | None) -> Outcome:
-    return Done() if due is None else NextOccurrence(due, error)

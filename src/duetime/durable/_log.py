@@ -1,0 +1,122 @@
+"""The durable wing's loggers, and the outage log of a worker's store.
+
+Every logger of the durable wing is named here, on the ``duetime`` hierarchy:
+
+- ``duetime.durable``: a worker starts and stops (INFO), each run
+  (DEBUG), a failed attempt that will be retried (WARNING), a dead letter
+  (ERROR), lost leases and threads that outlive a timeout or a shutdown (WARNING);
+- ``duetime.durable.store``: the store stops answering, and answers again
+  (:class:`StoreHealth`: one line each, never a traceback per retry).
+
+Records about one entry carry structured fields in their ``extra``: ``key``,
+``task``, ``attempt``, and for a run ``lateness`` and ``duration`` (seconds).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+
+__all__ = [
+    "STORE",
+    "WORKER",
+    "StoreHealth",
+    "describe",
+    "entry_fields",
+    "printable",
+    "store_log",
+    "worker_log",
+]
+
+#: Runs, retries, dead letters, leases, and a worker's start and stop.
+WORKER = "duetime.durable"
+#: Store outages: when a worker's store stops answering, and answers again.
+STORE = "duetime.durable.store"
+
+worker_log = logging.getLogger(WORKER)
+store_log = logging.getLogger(STORE)
+
+#: The longest error text a log line quotes.
+_MAX_TEXT = 300
+
+
+def printable(text: str, limit: int = _MAX_TEXT) -> str:
+    """``text`` cut to ``limit`` characters, with control characters escaped (so an
+    error quoting a store's data cannot forge log lines or drive a terminal)."""
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def entry_fields(key: str, task: str, attempt: int, **more: float) -> dict[str, Any]:
+    """The ``extra`` of a record about one entry."""
+    return {"key": key, "task": task, "attempt": attempt, **more}
+
+
+def describe(exc: BaseException) -> str:
+    """``"Type: message"`` of an exception, for one log line (see :func:`printable`)."""
+    text = str(exc)
+    name = type(exc).__qualname__
+    return printable(f"{name}: {text}" if text else name)
+
+
+class StoreHealth:
+    """Whether a worker's calls to its store succeed, logged once per outage.
+
+    The worker's loops report each store call: :meth:`failed` with the error,
+    :meth:`ok` after a success.  The first failure logs a WARNING on
+    ``duetime.durable.store`` that says which call failed and why (its traceback
+    at DEBUG); later failures log nothing; the first success after them logs a
+    WARNING with the outage's length and calls ``on_back`` (the claim loop cuts
+    its backoff short).
+
+    :param on_back: called with no argument when an outage ends
+    """
+
+    __slots__ = ("_calls", "_on_back", "_since")
+
+    def __init__(self, on_back: Callable[[], object] | None = None) -> None:
+        self._on_back = on_back
+        self._since: float | None = None  # anyio time of the outage's first failure
+        self._calls = 0  # failed calls in this outage
+
+    @property
+    def down(self) -> bool:
+        """Whether the last store call reported failed."""
+        return self._since is not None
+
+    def failed(self, exc: BaseException, call: str) -> None:
+        """Record that the store call ``call`` (e.g. ``"claim"``) raised ``exc``."""
+        self._calls += 1
+        if self._since is not None:
+            return
+        self._since = anyio.current_time()
+        store_log.warning(
+            "durable store: %s failed (%s); retrying, logged again when the store answers",
+            call,
+            describe(exc),
+        )
+        if store_log.isEnabledFor(logging.DEBUG):
+            store_log.debug("durable store: the first error of the outage", exc_info=exc)
+
+    def ok(self) -> None:
+        """Record that a store call succeeded (ends an outage)."""
+        since = self._since
+        if since is None:
+            return
+        self._since = None
+        calls, self._calls = self._calls, 0
+        length = anyio.current_time() - since
+        store_log.warning(
+            "durable store answers again after %.1f s (%d failed calls)",
+            length,
+            calls,
+            extra={"duration": length},
+        )
+        if self._on_back is not None:
+            self._on_back()
