@@ -860,6 +860,8 @@ class Scheduler:
 
         :return: True if deleted; False if absent, finished, or running (a
             running entry is not interrupted)
+        :raises TypeError: ``key`` is not a str (any str is looked up, even one
+            ``defer`` would refuse: a malformed row a store lists)
         :raises RuntimeError: the Scheduler has no store
         """
         return await self._runner().cancel_deferred(key)
@@ -867,6 +869,8 @@ class Scheduler:
     async def deferred(self, key: str) -> Entry | None:
         """The entry stored under ``key`` (finished ones while kept as tombstones), or None.
 
+        :raises TypeError: ``key`` is not a str (any str is looked up, even one
+            ``defer`` would refuse: a malformed row a store lists)
         :raises RuntimeError: the Scheduler has no store
         """
         return await self._runner().deferred(key)
@@ -891,6 +895,8 @@ class Scheduler:
     async def retry_deferred(self, key: str) -> bool:
         """Make a FAILED entry PENDING again, due now, attempt 1; False if not FAILED.
 
+        :raises TypeError: ``key`` is not a str (any str is looked up, even one
+            ``defer`` would refuse: a malformed row a store lists)
         :raises RuntimeError: the Scheduler has no store
         """
         return await self._runner().retry_deferred(key)
@@ -898,6 +904,8 @@ class Scheduler:
     async def delete_deferred(self, key: str) -> bool:
         """Delete an entry that is not running (dead letters and tombstones too).
 
+        :raises TypeError: ``key`` is not a str (any str is looked up, even one
+            ``defer`` would refuse: a malformed row a store lists)
         :raises RuntimeError: the Scheduler has no store
         """
         return await self._runner().delete_deferred(key)

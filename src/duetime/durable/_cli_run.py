@@ -23,11 +23,20 @@ from typing import Any, TypeVar
 from ._cli_show import visible
 from ._url import redact_url, url_secrets
 
-__all__ = ["ERROR", "EXIT_CODES", "INTERRUPTED", "guarded", "scrub", "scrubbed_logs"]
+__all__ = [
+    "ERROR",
+    "EXIT_CODES",
+    "INTERRUPTED",
+    "STORE_LOST",
+    "guarded",
+    "scrub",
+    "scrubbed_logs",
+]
 
 _T = TypeVar("_T")
 
 ERROR = 2  #: an operator's error: usage, the store URL, the store itself
+STORE_LOST = 3  #: worker: the store was deleted or replaced under it (restart it)
 INTERRUPTED = 130  #: SIGINT (Ctrl-C)
 PIPE_CLOSED = 141  #: stdout was closed early, as a process killed by SIGPIPE reports
 
@@ -37,8 +46,14 @@ EXIT_CODES = """exit status:
   2    a usage error, a bad store URL, or a store that cannot be opened or
        used (missing, not a store, unreachable, refused, read-only): one
        line on stderr
-  130  interrupted (SIGINT)
-  141  the reader of stdout went away (| head)"""
+  3    worker: the store was lost under it (its SQLite file deleted or
+       replaced): one ERROR is logged; restart it to open what is there now
+  130  interrupted (SIGINT); for the worker, a forced exit: a second SIGINT,
+       or a shutdown that outlasted its bound (128 + 2)
+  141  the reader of stdout went away (| head)
+  143  worker: a forced exit on SIGTERM (a second one, or a shutdown that
+       outlasted its bound; 128 + 15)
+  A worker stopped by its first SIGINT or SIGTERM exits 0."""
 
 
 def scrub(text: str, url: str) -> str:
