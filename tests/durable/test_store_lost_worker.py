@@ -1,6 +1,6 @@
 """A worker whose store is lost (its SQLite file deleted under it) stops: one
 ERROR, no retries, and the error surfaces (StoreLost out of ``async with``, exit
-status 3 from ``python -m duetime worker``).
+status 4 from ``python -m duetime worker``).
 
 Real files, a real process, real time: every wait has a generous deadline.
 """
@@ -55,7 +55,7 @@ async def test_a_scheduler_worker_raises_store_lost_out_of_its_block(
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="as test_worker_signals")
-def test_the_worker_command_exits_3_with_one_error_when_its_file_is_deleted(
+def test_the_worker_command_exits_4_with_one_error_when_its_file_is_deleted(
     tmp_path: Path,
 ) -> None:
     db = tmp_path / "jobs.db"
@@ -67,7 +67,7 @@ def test_the_worker_command_exits_3_with_one_error_when_its_file_is_deleted(
         code = worker.exit_status()
     finally:
         worker.kill()
-    assert code == STORE_LOST == 3, worker.text
+    assert code == STORE_LOST == 4, worker.text
     assert worker.text.count(" ERROR ") == 1, worker.text
     assert "store lost" in worker.text
     assert "Traceback" not in worker.text, worker.text

@@ -22,7 +22,7 @@ import signal
 import sys
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from ._cli_run import EXIT_CODES, STORE_LOST, guarded
+from ._cli_run import STORE_LOST, WORKER_EXIT_CODES, guarded
 from ._cli_show import entry_json
 from ._cli_store import STORE_COMMANDS, add_store_commands, run_store_command
 from ._log import worker_log
@@ -46,7 +46,7 @@ def add_commands(sub: Any) -> None:
     worker = sub.add_parser(
         "worker",
         help="run stored durable entries until SIGINT/SIGTERM",
-        epilog=EXIT_CODES,
+        epilog=WORKER_EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     worker.add_argument("target", metavar="MODULE:REGISTRY", help="e.g. app.tasks:tasks")
@@ -203,7 +203,7 @@ async def _watch_signals(received: Any, life: _Life) -> None:
 
 
 async def _serve(registry: TaskRegistry, url: str, concurrency: int, grace: float) -> int:
-    """Run a worker until SIGINT or SIGTERM; return the exit status (0, or 3: store lost).
+    """Run a worker until SIGINT or SIGTERM; return the exit status (0, or 4: store lost).
 
     The signals are handled from the start, before the store is opened: a
     signal while the store does not answer gives the open up and exits.  Once
@@ -214,7 +214,7 @@ async def _serve(registry: TaskRegistry, url: str, concurrency: int, grace: floa
     grace while no thread runs, ends the process at once with status
     128 + the signal's number; the leases it still holds then lapse.  A store
     lost under the worker (its SQLite file deleted or replaced) stops it at once
-    with status :data:`~._cli_run.STORE_LOST` (3), the store having logged one
+    with status :data:`~._cli_run.STORE_LOST` (4), the store having logged one
     ERROR: restarting it opens what is there now.
     """
     import anyio
