@@ -108,8 +108,13 @@ class Scheduler:
     :param on_exit: ``"cancel"`` (callbacks not started end CANCELLED) or
         ``"drain"`` (one-shot callbacks still run at their due time and the block
         waits for them).  Recurring series are cancelled either way.
-    :param grace: how long leaving the block waits for running callbacks before
-        cancelling them (None: as long as they take)
+    :param grace: how long leaving the block waits for running callbacks and
+        async durable tasks before cancelling them (None: as long as they take);
+        one budget, spent on durable tasks first.  A cancelled durable task's
+        lease is released, so another worker runs it again.  A durable sync task
+        runs in a thread, which cannot be interrupted: leaving waits for it past
+        the grace, however long it takes, renewing its lease meanwhile (a
+        WARNING names it), and records its outcome when it returns
     :param sync_in_thread: run sync callbacks in worker threads
         (:func:`anyio.to_thread.run_sync`) instead of inline on the event loop
     :param on_error: ``on_error(handle, exc)`` is called for every callback
@@ -131,6 +136,9 @@ class Scheduler:
         durable tasks that fail for good are logged at ERROR on the
         ``duetime.durable`` logger with the entry key (``on_error`` takes a
         Handle and is not called for them) and stay listable as dead letters.
+        A worker whose store is lost (``StoreLost``, a RuntimeError: its SQLite
+        file deleted or replaced) stops: the block is cancelled and the
+        StoreLost is raised out of ``async with``.
     :raises ValueError: on an invalid argument value
     :raises TypeError: on an argument of the wrong type, or ``store`` without
         ``tasks`` (or the reverse)
@@ -860,6 +868,8 @@ class Scheduler:
 
         :return: True if deleted; False if absent, finished, or running (a
             running entry is not interrupted)
+        :raises TypeError: ``key`` is not a str (any str is looked up, even one
+            ``defer`` would refuse: a malformed row a store lists)
         :raises RuntimeError: the Scheduler has no store
         """
         return await self._runner().cancel_deferred(key)
@@ -867,6 +877,8 @@ class Scheduler:
     async def deferred(self, key: str) -> Entry | None:
         """The entry stored under ``key`` (finished ones while kept as tombstones), or None.
 
+        :raises TypeError: ``key`` is not a str (any str is looked up, even one
+            ``defer`` would refuse: a malformed row a store lists)
         :raises RuntimeError: the Scheduler has no store
         """
         return await self._runner().deferred(key)
@@ -891,6 +903,8 @@ class Scheduler:
     async def retry_deferred(self, key: str) -> bool:
         """Make a FAILED entry PENDING again, due now, attempt 1; False if not FAILED.
 
+        :raises TypeError: ``key`` is not a str (any str is looked up, even one
+            ``defer`` would refuse: a malformed row a store lists)
         :raises RuntimeError: the Scheduler has no store
         """
         return await self._runner().retry_deferred(key)
@@ -898,6 +912,8 @@ class Scheduler:
     async def delete_deferred(self, key: str) -> bool:
         """Delete an entry that is not running (dead letters and tombstones too).
 
+        :raises TypeError: ``key`` is not a str (any str is looked up, even one
+            ``defer`` would refuse: a malformed row a store lists)
         :raises RuntimeError: the Scheduler has no store
         """
         return await self._runner().delete_deferred(key)

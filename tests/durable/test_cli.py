@@ -150,7 +150,7 @@ def test_entries_command_lists_json_table_and_dead_letters(
     assert main(["entries", "--store", f"sqlite:///{db}", "--plain"]) == 0
     out = capsys.readouterr().out
     assert "jobs.note" in out
-    assert "(1 entries)" in out
+    assert "(1 entry)" in out
     assert main(["entries", "--store", f"sqlite:///{db}", "--failed", "--json"]) == 0
     assert capsys.readouterr().out == ""
 

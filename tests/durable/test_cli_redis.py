@@ -212,4 +212,4 @@ def test_cli_workers_on_redis_survive_a_kill_and_list_entries(
         assert main(["entries", "--store", url, "--failed", "--plain"]) == 0
         table = capsys.readouterr().out
         assert "cli.boom" in table
-        assert "(1 entries)" in table
+        assert "(1 entry)" in table

@@ -58,11 +58,12 @@ async def test_every_call_raises_store_lost_and_one_error_is_logged(
         assert ("a" in keys) is (what == "replaced")
 
 
-async def test_an_idle_worker_notices_within_a_poll(
+async def test_an_idle_worker_notices_within_a_poll_and_stops(
     tmp_path: Path, anyio_backend: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Through the public API: an idle Scheduler worker polls the file and says
-    it is gone; a defer into it raises instead of vanishing."""
+    """Through the public API: an idle Scheduler worker polls the file, says it
+    is gone, and stops: StoreLost leaves its block (test_store_lost_worker); a
+    producer's defer into it raises instead of vanishing."""
     path = tmp_path / "jobs.db"
     tasks = TaskRegistry()
 
@@ -71,14 +72,14 @@ async def test_an_idle_worker_notices_within_a_poll(
         pass
 
     with hold_autojump():  # a real file and the store's thread: real time
-        async with Scheduler(store=SQLiteStore(path, poll=0.05), tasks=tasks) as s:
-            await s.defer("t", key="first")
-            with anyio.fail_after(30):
-                while (e := await s.deferred("first")) is None or e.status != Status.COMPLETED:
-                    await anyio.sleep(0.05)
-            delete_store(path)
-            with anyio.fail_after(30):
-                while not any("store lost" in r.getMessage() for r in caplog.records):
-                    await anyio.sleep(0.05)
+        async with Scheduler(store=SQLiteStore(path), tasks=tasks, worker=False) as producer:
+            with pytest.raises(StoreLost, match="deleted"), anyio.fail_after(30):
+                async with Scheduler(store=SQLiteStore(path, poll=0.05), tasks=tasks) as s:
+                    await s.defer("t", key="first")
+                    while (e := await s.deferred("first")) is None or e.status != Status.COMPLETED:
+                        await anyio.sleep(0.05)
+                    delete_store(path)
+                    await anyio.sleep_forever()
+            assert any("store lost" in r.getMessage() for r in caplog.records)
             with pytest.raises(StoreLost, match="deleted"):
-                await s.defer("t", key="second")
+                await producer.defer("t", key="second")

@@ -22,7 +22,7 @@ import signal
 import sys
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from ._cli_run import EXIT_CODES, guarded
+from ._cli_run import STORE_LOST, WORKER_EXIT_CODES, guarded
 from ._cli_show import entry_json
 from ._cli_store import STORE_COMMANDS, add_store_commands, run_store_command
 from ._log import worker_log
@@ -46,7 +46,7 @@ def add_commands(sub: Any) -> None:
     worker = sub.add_parser(
         "worker",
         help="run stored durable entries until SIGINT/SIGTERM",
-        epilog=EXIT_CODES,
+        epilog=WORKER_EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     worker.add_argument("target", metavar="MODULE:REGISTRY", help="e.g. app.tasks:tasks")
@@ -203,7 +203,7 @@ async def _watch_signals(received: Any, life: _Life) -> None:
 
 
 async def _serve(registry: TaskRegistry, url: str, concurrency: int, grace: float) -> int:
-    """Run a worker until SIGINT or SIGTERM; return the exit status (0).
+    """Run a worker until SIGINT or SIGTERM; return the exit status (0, or 4: store lost).
 
     The signals are handled from the start, before the store is opened: a
     signal while the store does not answer gives the open up and exits.  Once
@@ -212,13 +212,18 @@ async def _serve(registry: TaskRegistry, url: str, concurrency: int, grace: floa
     threads (which cannot be interrupted) while renewing their leases.  A
     second signal, or a shutdown that takes ``SHUTDOWN_CAP`` seconds beyond the
     grace while no thread runs, ends the process at once with status
-    128 + the signal's number; the leases it still holds then lapse.
+    128 + the signal's number; the leases it still holds then lapse.  A store
+    lost under the worker (its SQLite file deleted or replaced) stops it at once
+    with status :data:`~._cli_run.STORE_LOST` (4), the store having logged one
+    ERROR: restarting it opens what is there now.
     """
     import anyio
 
     from ._runner import DurableRunner
+    from ._store import StoreLost
     from ._url import open_store, redact_url
 
+    lost = False
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
         async with anyio.create_task_group() as tg:
             main = anyio.CancelScope()
@@ -226,13 +231,18 @@ async def _serve(registry: TaskRegistry, url: str, concurrency: int, grace: floa
             tg.start_soon(_watch_signals, received, life, name="duetime worker signals")
             with main:
                 store = open_store(url)
-                async with DurableRunner(
-                    store, registry, worker=True, concurrency=concurrency, grace=grace
-                ) as runner:  # it logs when it is ready and when it stopped
-                    life.runner = runner
-                    life.opening = False
-                    await life.stop.wait()
+                try:
+                    async with DurableRunner(
+                        store, registry, worker=True, concurrency=concurrency, grace=grace
+                    ) as runner:  # it logs when it is ready and when it stopped
+                        life.runner = runner
+                        life.opening = False
+                        await life.stop.wait()
+                except StoreLost:  # logged once by the store: nothing more to say
+                    lost = True
             tg.cancel_scope.cancel()
+    if lost:
+        return STORE_LOST
     if life.runner is None:
         logger.info("duetime worker stopped before the store %s answered", redact_url(url))
     return 0

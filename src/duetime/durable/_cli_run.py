@@ -23,22 +23,46 @@ from typing import Any, TypeVar
 from ._cli_show import visible
 from ._url import redact_url, url_secrets
 
-__all__ = ["ERROR", "EXIT_CODES", "INTERRUPTED", "guarded", "scrub", "scrubbed_logs"]
+__all__ = [
+    "ERROR",
+    "EXIT_CODES",
+    "INTERRUPTED",
+    "STORE_LOST",
+    "WORKER_EXIT_CODES",
+    "guarded",
+    "scrub",
+    "scrubbed_logs",
+]
 
 _T = TypeVar("_T")
 
 ERROR = 2  #: an operator's error: usage, the store URL, the store itself
+STORE_LOST = 4  #: worker: the store was deleted or replaced under it (restart it)
 INTERRUPTED = 130  #: SIGINT (Ctrl-C)
 PIPE_CLOSED = 141  #: stdout was closed early, as a process killed by SIGPIPE reports
 
-EXIT_CODES = """exit status:
-  0    done
-  1    an unexpected error (a bug: its traceback is printed)
+_BUG_AND_ERROR = """  1    an unexpected error (a bug: its traceback is printed)
   2    a usage error, a bad store URL, or a store that cannot be opened or
        used (missing, not a store, unreachable, refused, read-only): one
-       line on stderr
+       line on stderr"""
+
+#: The exit statuses of the store commands (``entries``, ``dead-letters``...).
+EXIT_CODES = f"""exit status:
+  0    done
+{_BUG_AND_ERROR}
   130  interrupted (SIGINT)
   141  the reader of stdout went away (| head)"""
+
+#: The exit statuses of ``worker``: a forced exit is 128 + the signal's number.
+WORKER_EXIT_CODES = f"""exit status:
+  0    stopped by SIGINT or SIGTERM (or by a signal while the store did not
+       answer at startup)
+{_BUG_AND_ERROR}
+  {STORE_LOST}    the store was lost under the worker (its SQLite file deleted or
+       replaced): one ERROR is logged; restart it to open what is there now
+  130  a forced exit on SIGINT: a second one while stopping, or a shutdown
+       that outlasted --grace + 60 s with no thread running (128 + 2)
+  143  the same on SIGTERM (128 + 15)"""
 
 
 def scrub(text: str, url: str) -> str:

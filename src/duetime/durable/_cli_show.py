@@ -109,7 +109,11 @@ def print_entries(
     out.write("  ".join(h.ljust(w) for h, w in zip(HEADERS, widths, strict=True)).rstrip() + "\n")
     for row in cells:
         out.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n")
-    out.write(f"({len(rows)} entries)\n")
+    out.write(f"({_count(len(rows))})\n")
+
+
+def _count(n: int) -> str:
+    return f"{n} entry" if n == 1 else f"{n} entries"
 
 
 def _rich_table(cells: list[tuple[str, ...]], out: TextIO) -> bool:
@@ -119,7 +123,7 @@ def _rich_table(cells: list[tuple[str, ...]], out: TextIO) -> bool:
         from rich.text import Text
     except ImportError:
         return False
-    table = Table(title=f"{len(cells)} entries")
+    table = Table(title=_count(len(cells)))
     for h in HEADERS:
         table.add_column(h, overflow="fold")
     for row in cells:

@@ -20,6 +20,8 @@ from typing import Any
 
 import anyio
 
+from ._store import StoreLost
+
 __all__ = [
     "STORE",
     "WORKER",
@@ -73,15 +75,23 @@ class StoreHealth:
     ``duetime.durable.store`` that says which call failed and why (its traceback
     at DEBUG); later failures log nothing; the first success after them logs a
     WARNING with the outage's length and calls ``on_back`` (the claim loop cuts
-    its backoff short).
+    its backoff short).  A :class:`~duetime.durable._store.StoreLost` is no
+    outage: it is handed to ``on_lost`` and logs nothing here (the store that
+    raises it logs one ERROR when it notices).
 
     :param on_back: called with no argument when an outage ends
+    :param on_lost: called with the StoreLost a store call raised (the worker stops)
     """
 
-    __slots__ = ("_calls", "_on_back", "_since")
+    __slots__ = ("_calls", "_on_back", "_on_lost", "_since")
 
-    def __init__(self, on_back: Callable[[], object] | None = None) -> None:
+    def __init__(
+        self,
+        on_back: Callable[[], object] | None = None,
+        on_lost: Callable[[StoreLost], object] | None = None,
+    ) -> None:
         self._on_back = on_back
+        self._on_lost = on_lost
         self._since: float | None = None  # anyio time of the outage's first failure
         self._calls = 0  # failed calls in this outage
 
@@ -92,6 +102,9 @@ class StoreHealth:
 
     def failed(self, exc: BaseException, call: str) -> None:
         """Record that the store call ``call`` (e.g. ``"claim"``) raised ``exc``."""
+        if isinstance(exc, StoreLost) and self._on_lost is not None:
+            self._on_lost(exc)
+            return
         self._calls += 1
         if self._since is not None:
             return

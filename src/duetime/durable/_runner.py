@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import anyio
-from anyio import CancelScope, Event
+from anyio import CancelScope, Event, get_cancelled_exc_class
 
 from .._exceptions import SchedulerClosed
 from .._handle import Status
@@ -30,7 +30,7 @@ from ._log import StoreHealth, describe, printable, worker_log
 from ._registry import TaskRegistry
 from ._running import _Run
 from ._series import MISFIRE, OVERLAP, Misfire, Overlap, Series, trigger_grid
-from ._store import Claim, Entry, NewRow, OnConflict, Store
+from ._store import Claim, Entry, NewRow, OnConflict, Store, StoreLost
 from ._url import redact_url
 from ._worker import SHIELD_CAP, STOP_CAP, WorkerSide
 
@@ -51,6 +51,15 @@ def _check_key(key: object, what: str = "key") -> str:
         raise TypeError(f"{what} must be a str, got {key!r}")
     if not key or len(key) > _MAX_KEY or not key.isprintable():
         raise ValueError(f"{what} must be 1 to {_MAX_KEY} printable characters, got {key!r}")
+    return key
+
+
+def _lookup_key(key: object) -> str:
+    """A key to look up or delete: any str, even one ``defer`` would refuse (a
+    store may list such keys: a row another program wrote, set aside as
+    malformed, must stay reachable through the Scheduler)."""
+    if not isinstance(key, str):
+        raise TypeError(f"key must be a str, got {key!r}")
     return key
 
 
@@ -170,7 +179,8 @@ class DurableRunner(WorkerSide):
         self._wake_at = math.inf
         self._renew_scope: CancelScope | None = None
         self._renew_at = math.inf
-        self._health = StoreHealth(self._poke)
+        self._health = StoreHealth(self._poke, self._store_lost)
+        self._lost: StoreLost | None = None
         self._finisher = Finisher(store, SHIELD_CAP, self._health)
         self._threads: anyio.CapacityLimiter | None = None
         self._thread_ended: Event | None = None
@@ -237,9 +247,25 @@ class DurableRunner(WorkerSide):
             tg.start_soon(self._finisher.serve, name=f"duetime durable finishes {self.owner}")
         return self
 
+    def _store_lost(self, exc: StoreLost) -> None:
+        """A worker's store call raised StoreLost: stop now.  Retrying cannot help
+        (every call raises it again), so the loops and runs are cancelled, and so
+        is the block inside ``async with``; leaving raises the StoreLost."""
+        if self._lost is not None:
+            return
+        self._lost = exc
+        self._stopping = True
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         """Stop claiming, release what did not start, give running async tasks
         ``grace``, then cancel them and release their leases; leave the store.
+
+        A worker whose store raised :class:`~duetime.durable._store.StoreLost`
+        (its file deleted or replaced) stops at once: the block inside ``async
+        with`` is cancelled, nothing is released or finished, and leaving raises
+        that StoreLost (the store logged it once).
 
         A sync task's thread cannot be interrupted: leaving waits for it after
         the grace, renewing its lease meanwhile (a WARNING names it), and records
@@ -287,6 +313,9 @@ class DurableRunner(WorkerSide):
                 await self._close_store(self._store_scope, exc_type, exc, tb)
                 if self._worker:
                     worker_log.info("duetime worker %s stopped", self.owner)
+        lost = self._lost
+        if lost is not None and (exc is None or isinstance(exc, get_cancelled_exc_class())):
+            raise lost
 
     async def _close_store(self, scope: CancelScope, exc_type: Any, exc: Any, tb: Any) -> None:
         """Leave the store, at most CLOSE_CAP seconds, then leave ``scope`` (the
@@ -323,7 +352,7 @@ class DurableRunner(WorkerSide):
         """Wait for the runs left after cancelling: as long as a thread runs (its
         lease renewed meanwhile), then at most SHIELD_CAP for their finishes."""
         end = math.inf
-        while self._runs:
+        while self._runs and self._lost is None:  # a lost store records nothing
             self._idle = Event()
             if any(r.thread for r in self._runs):
                 await self._idle.wait()
@@ -541,12 +570,12 @@ class DurableRunner(WorkerSide):
     async def cancel_deferred(self, key: str) -> bool:
         """Delete a PENDING or FAILED entry (or series); False if absent, running or finished."""
         self._check_open()
-        return await self._store.cancel(_check_key(key))
+        return await self._store.cancel(_lookup_key(key))
 
     async def deferred(self, key: str) -> Entry | None:
         """The entry stored under ``key`` (finished ones while kept), or None."""
         self._check_open()
-        return await self._store.get(_check_key(key))
+        return await self._store.get(_lookup_key(key))
 
     async def entries(self, *, status: Status | None = None, limit: int = 1000) -> list[Entry]:
         """Stored entries by due time, optionally only those with ``status``."""
@@ -560,7 +589,7 @@ class DurableRunner(WorkerSide):
     async def retry_deferred(self, key: str) -> bool:
         """Make a FAILED entry PENDING again, due now, attempt 1; False if not FAILED."""
         self._check_open()
-        ok = await self._store.retry(_check_key(key))
+        ok = await self._store.retry(_lookup_key(key))
         if ok and self._worker:
             self._poke()
         return ok
@@ -568,4 +597,4 @@ class DurableRunner(WorkerSide):
     async def delete_deferred(self, key: str) -> bool:
         """Delete an entry that is not running (dead letters and finished ones too)."""
         self._check_open()
-        return await self._store.delete(_check_key(key))
+        return await self._store.delete(_lookup_key(key))

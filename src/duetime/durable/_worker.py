@@ -18,7 +18,8 @@ entry before the thread returns.
 Store errors in the loops are retried with a backoff of at most
 :data:`MAX_BACKOFF` seconds, cut short when another call of this process gets
 through; an outage is logged once when it starts and once when it ends
-(``_log.StoreHealth``).
+(``_log.StoreHealth``).  A :class:`~duetime.durable._store.StoreLost` is not
+retried: the runner stops (see ``DurableRunner``).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from ._store import (
     Release,
     RetryAt,
     Store,
+    StoreLost,
 )
 
 __all__ = ["MAX_BACKOFF", "MAX_CLAIM", "SAFETY_POLL", "SHIELD_CAP", "STOP_CAP", "WorkerSide"]
@@ -277,6 +279,8 @@ class WorkerSide(RunSide):
         except get_cancelled_exc_class():
             outcome = Release()
             raise
+        except StoreLost as exc:  # the worker stops: one ERROR was logged by the store
+            self._health.failed(exc, "run")
         except Exception:  # a store error (or a bug) around the run: never kill the runner
             worker_log.exception(
                 "durable entry %r: the runner failed around its run",
