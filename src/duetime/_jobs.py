@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 from anyio import fail_after
 
 from ._exceptions import CallbackCancelled, SchedulerClosed
-from ._handle import Handle, Status
+from ._handle import Handle
 from ._threadpool import unwrap
 from ._util import to_delay
+from ._vocab import Status
 
 if TYPE_CHECKING:
     from anyio.from_thread import BlockingPortal

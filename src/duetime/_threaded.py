@@ -17,15 +17,16 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from ._cron import Cron
 from ._exceptions import SchedulerClosed
-from ._handle import FAILED, Handle, Status, current_run, report_unobserved
+from ._handle import FAILED, Handle, current_run, report_unobserved
 from ._host import host_of
 from ._jobs import Job, RecurringJob
 from ._options import make_extra
-from ._recurring import Misfire, Overlap, Recurring
+from ._recurring import Recurring
 from ._retry import Retry
 from ._scheduler import Scheduler
 from ._threadpool import GuardAsync, GuardSync, InThread, ThreadPool, contained, unwrap
 from ._util import check_aware, is_async, to_delay
+from ._vocab import Misfire, Overlap, Status
 
 __all__ = ["Job", "RecurringJob", "ThreadedScheduler"]  # Job/RecurringJob from _jobs
 
