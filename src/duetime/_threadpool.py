@@ -33,6 +33,7 @@ from anyio import CancelScope, get_cancelled_exc_class
 from ._handle import Handle, current_run
 from ._retry import Retry
 from ._util import loop_soon_threadsafe
+from ._virtual import VirtualTimeLoop, current_mock_clock, hold_autojump
 
 __all__ = ["GuardAsync", "GuardSync", "InThread", "Raised", "ThreadPool", "contained", "unwrap"]
 
@@ -242,14 +243,10 @@ class ThreadPool:
         if not isinstance(current_token().native_token, asyncio.AbstractEventLoop):
             import trio
 
-            from .testing import _current_mock_clock
-
             self._asyncio = False
             self._trio = trio.lowlevel
-            self._virtual = _current_mock_clock() is not None
+            self._virtual = current_mock_clock() is not None
         else:
-            from ._virtual import VirtualTimeLoop
-
             loop = self._loop = asyncio.get_running_loop()
             self._virtual = isinstance(loop, VirtualTimeLoop)
 
@@ -264,8 +261,6 @@ class ThreadPool:
         if not waiting and self._virtual:
             # Virtual time flows at the real rate while threads work, as it does
             # for anyio's worker threads: else a timeout would fire at once.
-            from .testing import hold_autojump
-
             self._hold = hold_autojump()
             self._hold.__enter__()
         waiting[w] = None
