@@ -29,7 +29,7 @@ logger = logging.getLogger("duetime")
 
 
 # Internal state codes.  Plain ints keep the hot path to int compares; QUEUED is a
-# due handle waiting for a runner task, which users see as PENDING.
+# due handle waiting for a callback task, which users see as PENDING.
 PENDING, QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED, EXPIRED = range(7)
 _PUBLIC = (
     Status.PENDING,

@@ -13,7 +13,7 @@ from anyio import fail_after
 
 from ._exceptions import CallbackCancelled, SchedulerClosed
 from ._handle import Handle
-from ._threadpool import unwrap
+from ._threads import unwrap
 from ._util import to_delay
 from ._vocab import Status
 
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from anyio.from_thread import BlockingPortal
 
     from ._recurring import Recurring
-    from ._threadpool import InThread
+    from ._threads import InThread
 
 __all__ = ["Job", "JobOwner", "RecurringJob"]
 
