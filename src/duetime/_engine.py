@@ -101,9 +101,10 @@ class PlainHandle(Handle[T_co]):
 class Engine:
     """Runs a scheduler's entries once they are due, and ends each in one final state.
 
-    Attributes without a leading underscore are the engine's interface to its
-    :class:`~duetime.Scheduler` (which reads and bumps them on the ``call_*``
-    hot path); the :class:`~._host.Host` methods are its interface to satellites.
+    Its :class:`~duetime.Scheduler` sees it as an :class:`~._front.EngineFront`,
+    satellites as a :class:`~._host.Host`, its callback tasks as a
+    :class:`~._tasks.TaskSite` and its wall-clock watch as a
+    :class:`~._wall.WallSite`: each view lists what that part may use.
     """
 
     def __init__(
