@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import re
 import subprocess
 import sys
 import tomllib
@@ -34,6 +35,15 @@ def _importable(name: str) -> bool:
 
 
 def test_the_shared_words_are_defined_once() -> None:
+    # By source (typing caches equal Literal aliases, so identity alone cannot
+    # tell a second definition), and by identity for what modules re-export.
+    definition = re.compile(r"^(class Status\b|(Misfire|Overlap|MISFIRE|OVERLAP)\b[^=]*=)", re.M)
+    where = [
+        str(path.relative_to(ROOT))
+        for path in sorted((ROOT / "src" / "duetime").rglob("*.py"))
+        if definition.search(path.read_text())
+    ]
+    assert where == ["src/duetime/_vocab.py"]
     for name in _runtime_modules():
         if not _importable(name):
             continue
