@@ -1,7 +1,7 @@
-"""Runner tasks: what runs a due handle that the inline fast path cannot.
+"""Callback tasks: what runs a due handle that the inline fast path cannot.
 
 Async callbacks, sync callbacks in worker threads or under a concurrency
-limit, and anything with options run here, in a few reusable runner tasks of
+limit, and anything with options run here, in a few reusable callback tasks of
 the scheduler's task group, and end in their final state (or go back on the
 heap for a retry).  Every callback runs in a context of its own (see
 :mod:`._context`).
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 import math
 from collections import deque
 from collections.abc import Callable
@@ -26,7 +27,6 @@ from ._handle import (
     COMPLETED,
     EXPIRED,
     FAILED,
-    PENDING,
     QUEUED,
     RUNNING,
     Extra,
@@ -39,14 +39,17 @@ if TYPE_CHECKING:
     from anyio import CapacityLimiter
     from anyio.abc import TaskGroup
 
-    from ._heap import TimerHeap
-    from ._unobserved import Unobserved
 
+class TaskSite(Protocol):
+    """What callback tasks use of their engine (``_engine.Engine`` is one).
 
-class EngineView(Protocol):
-    """What runner tasks use of their engine (``_engine.Engine`` is one)."""
+    The outcome counters they keep in step as handles start and end, and four
+    calls: wake the exit when what it waits for reaches zero, end the block with
+    a BaseException, put a failed attempt back for a retry, and hold a failure
+    nobody has observed yet.  Everything else (the task group, the clock, the
+    limiters, the context callbacks copy) is handed to :meth:`CallbackTasks.open`.
+    """
 
-    scheduled: int
     running: int
     completed: int
     failed: int
@@ -54,59 +57,93 @@ class EngineView(Protocol):
     expired: int
     max_late: float
     lat: deque[float]
-    clock: Callable[[], float]
-    tg: TaskGroup | None
-    limiter: CapacityLimiter | None
-    thread_limiter: CapacityLimiter | None
-    sync_in_thread: bool
-    slow_callback_duration: float
-    base_context: Context
-    heap: TimerHeap
-    wake_at: float
-    unobserved: Unobserved
 
-    def rearm(self, when: float) -> None: ...
+    def check_quiet(self) -> None:
+        """Wake the exit if it waits for what just reached zero."""
 
-    def check_quiet(self) -> None: ...
+    def crash(self, exc: BaseException) -> None:
+        """End the block with ``exc``, which leaves it as itself."""
 
-    def crash(self, exc: BaseException) -> None: ...
+    def requeue(self, h: Handle[Any], when: float) -> bool:
+        """Put ``h`` back on the heap for ``when`` if leaving the block allows it."""
 
-    def may_retry(self, when: float) -> bool: ...
-
-    def warn_blocking(self, h: Handle[Any], elapsed: float) -> None: ...
+    def hold_unobserved(self, handle: Handle[Any], exc: BaseException) -> None:
+        """Hold a failure nobody has observed yet, for reporting."""
 
 
-__all__ = ["EngineView", "Runners"]
+__all__ = ["CallbackTasks", "TaskSite", "warn_blocking"]
+
+logger = logging.getLogger("duetime")
 
 _INF = math.inf
-# Runner tasks parked for reuse; beyond this an idle runner exits.
+# Callback tasks parked for reuse; beyond this an idle task exits.
 _MAX_PARKED = 256
 _MAX_BURST = 512
 
 
-class Runners:
-    """The runner tasks of one engine and the queue of due handles they take from."""
+class CallbackTasks:
+    """The callback tasks of one engine and the queue of due handles they take from."""
 
-    __slots__ = ("_avail", "_burst", "_engine", "_parked", "acquiring", "q", "recheck")
+    __slots__ = (
+        "_avail",
+        "_base_context",
+        "_burst",
+        "_clock",
+        "_engine",
+        "_limiter",
+        "_parked",
+        "_slow",
+        "_sync_in_thread",
+        "_tg",
+        "acquiring",
+        "q",
+        "recheck",
+        "thread_limiter",
+    )
 
-    def __init__(self, engine: EngineView) -> None:
+    def __init__(
+        self, engine: TaskSite, *, sync_in_thread: bool, slow_callback_duration: float
+    ) -> None:
         self._engine = engine
-        #: Due handles waiting for a runner task.
+        self._sync_in_thread = sync_in_thread
+        self._slow = slow_callback_duration
+        # Set by open(), when the engine's block is entered.
+        self._tg: TaskGroup | None = None
+        self._clock: Callable[[], float] = _not_open
+        self._limiter: CapacityLimiter | None = None
+        self._base_context = Context()
+        #: Bounds the worker threads of sync callbacks (None: anyio's default). Assignable.
+        self.thread_limiter: CapacityLimiter | None = None
+        #: Due handles waiting for a callback task.
         self.q: deque[Handle[Any]] = deque()
         self._parked: deque[Event] = deque()
-        self._avail = 0  # runners woken or spawned that have not looked at q yet
+        self._avail = 0  # tasks woken or spawned that have not looked at q yet
         self._burst = 1
-        #: Set while queued work may still be waiting for runners to start it.
+        #: Set while queued work may still be waiting for tasks to start it.
         self.recheck = False
         #: Due handles waiting for a limiter token (off every queue meanwhile).
         self.acquiring: set[Handle[Any]] = set()
 
-    def pump(self) -> None:
-        """Get runner tasks onto the queued work, reusing parked ones first.
+    def open(
+        self,
+        tg: TaskGroup,
+        clock: Callable[[], float],
+        limiter: CapacityLimiter | None,
+        base_context: Context,
+    ) -> None:
+        """Start serving: spawn tasks in ``tg``, time runs on ``clock``, take a
+        ``limiter`` token per run (None: no limit), copy ``base_context`` per run."""
+        self._tg = tg
+        self._clock = clock
+        self._limiter = limiter
+        self._base_context = base_context
 
-        A runner drains the queue until one of its jobs really suspends, so quick
-        async callbacks share a few runners.  More runners are spawned, in
-        doubling bursts, only while the queue is still full after those runners
+    def pump(self) -> None:
+        """Get callback tasks onto the queued work, reusing parked ones first.
+
+        A task drains the queue until one of its jobs really suspends, so quick
+        async callbacks share a few tasks.  More tasks are spawned, in
+        doubling bursts, only while the queue is still full after those tasks
         had their turn: they are all blocked.
         """
         q = self.q
@@ -120,11 +157,11 @@ class Runners:
             if self._avail == 0:
                 n = min(need, self._burst)
                 self._burst = min(self._burst * 2, _MAX_BURST)
-                tg = self._engine.tg
+                tg = self._tg
                 assert tg is not None
                 for _ in range(n):
                     self._avail += 1
-                    tg.start_soon(self._runner)
+                    tg.start_soon(self._serve)
             self.recheck = True
         else:
             self.recheck = False
@@ -135,7 +172,7 @@ class Runners:
         self.recheck = False
         self._burst = 1
 
-    async def _runner(self) -> None:
+    async def _serve(self) -> None:
         q = self.q
         parked = self._parked
         self._avail -= 1
@@ -156,14 +193,14 @@ class Runners:
             self._engine.crash(exc)
 
     async def _run_job(self, h: Handle[Any]) -> None:
-        """Run one queued handle in this runner task, to its final state."""
+        """Run one queued handle in this callback task, to its final state."""
         try:
             e = self._engine
             x = h._x
             if h._st == RUNNING:
                 # An async callback whose coroutine was made inline: await it.
                 job: InContext = h._result
-                started = e.clock()  # approximately; it was created just before
+                started = self._clock()  # approximately; it was created just before
                 if x is not None and x.cancelling:
                     job.close()
                     e.running -= 1
@@ -175,7 +212,7 @@ class Runners:
                 return
             if h._st != QUEUED:
                 return  # cancelled while queued
-            limiter = e.limiter
+            limiter = self._limiter
             if limiter is not None:
                 # Off every queue while it waits for a token: keep it findable, so
                 # that leaving the block cancels it like any other pending handle.
@@ -194,7 +231,7 @@ class Runners:
                     limiter.release()
                     return
             try:
-                now = e.clock()
+                now = self._clock()
                 if x is not None and x.deadline is not None and now >= x.deadline:
                     e.expired += 1
                     h._finish(
@@ -209,7 +246,7 @@ class Runners:
                     e.max_late = late
                 e.lat.append(late)
                 deadline = _INF
-                context = e.base_context.copy()
+                context = self._base_context.copy()
                 if x is not None:
                     x.ran = True
                     if x.timeout is not None:
@@ -220,7 +257,7 @@ class Runners:
                         context = x.context
                 func = h._func
                 assert func is not None
-                in_thread = e.sync_in_thread
+                in_thread = self._sync_in_thread
                 if x is not None and x.in_thread is not None:
                     in_thread = x.in_thread
                 thread = in_thread and not is_async(func)
@@ -270,17 +307,18 @@ class Runners:
                         target,
                         args,
                         abandon_on_cancel=True,
-                        limiter=e.thread_limiter,
+                        limiter=self.thread_limiter,
                     )
                 else:
                     # A sync callback on the loop cannot be interrupted: while it
                     # runs, cancel() says so (False), as for the inline path.
                     h._result = None
-                    t0 = e.clock()
+                    clock = self._clock
+                    t0 = clock()
                     result = context.run(target, *args)
-                    elapsed = e.clock() - t0
-                    if elapsed >= e.slow_callback_duration:
-                        e.warn_blocking(h, elapsed)
+                    elapsed = clock() - t0
+                    if elapsed >= self._slow:
+                        warn_blocking(h, elapsed)
                     if inspect.iscoroutine(result):
                         h._result = scope
                         result = await InContext(result, context)
@@ -292,11 +330,11 @@ class Runners:
             e.cancelled += 1
             h._finish(CANCELLED, None)
             e.check_quiet()
-            tg = e.tg
+            tg = self._tg
             assert tg is not None
             if tg.cancel_scope.cancel_called:
                 raise
-            # The callback cancelled itself; this runner lives on.
+            # The callback cancelled itself; this task lives on.
         except BaseException as exc:
             e.running -= 1
             e.failed += 1
@@ -342,19 +380,13 @@ class Runners:
         if x is not None:
             retry = x.retry
             if retry is not None and not x.cancelling and retry.should_retry(x.attempt, exc):
-                when = e.clock() + retry.pause(x.attempt)
-                if e.may_retry(when) and (x.deadline is None or when < x.deadline):
+                when = self._clock() + retry.pause(x.attempt)
+                if (x.deadline is None or when < x.deadline) and e.requeue(h, when):
                     x.attempt += 1
-                    h._when = when
-                    h._st = PENDING
-                    h._result = None
-                    e.heap.push((when, h._id, h))
-                    if when < e.wake_at:
-                        e.rearm(when)
                     return
         e.failed += 1
         if not h._finish(FAILED, exc):
-            e.unobserved.hold(h, exc)
+            e.hold_unobserved(h, exc)
 
 
 def _in_thread(h: Handle[Any], started: float, target: Any, args: tuple[Any, ...]) -> Any:
@@ -364,4 +396,17 @@ def _in_thread(h: Handle[Any], started: float, target: Any, args: tuple[Any, ...
         return target(*args)
     finally:
         _current.reset(token)
-        h = None  # type: ignore[assignment]  # see the end of Runners._drive
+        h = None  # type: ignore[assignment]  # see the end of CallbackTasks._drive
+
+
+def warn_blocking(h: Handle[Any], elapsed: float) -> None:
+    """Log a sync callback that held the event loop for ``elapsed`` seconds."""
+    logger.warning(
+        "sync callback %s blocked the event loop for %.3f s; pass in_thread=True or make it async",
+        h.name,
+        elapsed,
+    )
+
+
+def _not_open() -> float:
+    raise RuntimeError("the callback tasks have not been opened")
