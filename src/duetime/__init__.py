@@ -21,12 +21,13 @@ from ._exceptions import (
     EntryExists,
     SchedulerClosed,
 )
-from ._handle import Handle, RunInfo, Status, current_run
+from ._handle import Handle, RunInfo, current_run
 from ._keyed import PendingReplies, Timeouts
-from ._recurring import Misfire, Overlap, Recurring
+from ._recurring import Recurring
 from ._retry import Retry
 from ._scheduler import Scheduler, SchedulerStatistics
 from ._threaded import Job, RecurringJob, ThreadedScheduler
+from ._vocab import Misfire, Overlap, Status
 from .durable._registry import TaskRegistry, current_entry
 from .durable._sqlite import SQLiteStore
 from .durable._store import Entry

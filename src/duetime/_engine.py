@@ -2,7 +2,7 @@
 
 :class:`Engine` owns everything that happens once an entry is on the heap: the
 one timer loop that sleeps in a cancel scope until the earliest due time, the
-inline fast path for plain sync callbacks, the reusable runner tasks for
+inline fast path for plain sync callbacks, the reusable callback tasks for
 everything else, each handle's final state and counters, cancellation, the
 wall-clock watch, and leaving the block.  :class:`~duetime.Scheduler` is the
 public face that turns ``call_*`` into entries; satellites (Recurring, Timeouts,
@@ -49,7 +49,7 @@ from ._handle import (
 from ._heap import TimerHeap
 from ._host import Cancellable
 from ._lifecycle import exit_block
-from ._run import Runners
+from ._tasks import CallbackTasks
 from ._unobserved import Unobserved
 from ._util import CLOSED, CLOSING, NEW, OPEN, backend_clock, is_async
 from ._wall import WallWatch
@@ -159,7 +159,7 @@ class Engine:
         self.inline: Handle[Any] | None = None
         self.inline_started = 0.0
 
-        self.runners = Runners(self)
+        self.tasks = CallbackTasks(self)
         # Due entries taken off the heap as one sorted batch, and how far along.
         self._batch: list[tuple[float, int, Any]] | None = None
         self._batch_j = 0
@@ -437,9 +437,9 @@ class Engine:
             self.crash(fatal)
 
     def _cancel_all_pending(self) -> None:
-        runners = self.runners
-        q = runners.q
-        doomed = self.heap.live() + list(self.soon) + list(q) + list(runners.acquiring)
+        tasks = self.tasks
+        q = tasks.q
+        doomed = self.heap.live() + list(self.soon) + list(q) + list(tasks.acquiring)
         if self._batch is not None:
             doomed += [e[2] for e in self._batch[self._batch_j :] if e[2]._when is e[0]]
             self._batch = None
@@ -459,7 +459,7 @@ class Engine:
                     self.cancelled += 1
                     h._finish(CANCELLED, None)
                 elif h._st == RUNNING and isinstance(h._result, InContext):
-                    # An async callback created inline, not yet picked up by a runner.
+                    # An async callback created inline, not yet picked up by a callback task.
                     h._result.close()
                     self.running -= 1
                     self.cancelled += 1
@@ -474,7 +474,7 @@ class Engine:
     def _cancel_pending(self, h: Handle[Any]) -> bool:
         # Hot under cancel storms, held to asyncio's TimerHandle.cancel: the
         # common case is written out.  The handle's tuple stays where it is
-        # (heap, FIFO or runner queue) and is skipped when it comes up.
+        # (heap, FIFO or callback tasks' queue) and is skipped when it comes up.
         if _get_ident() != self.loop_thread:
             return bool(self.bridge.call(h.cancel))
         n = self.cancelled = self.cancelled + 1
@@ -504,7 +504,7 @@ class Engine:
             payload.cancel()
             return True
         if isinstance(payload, InContext):
-            h._extra().cancelling = True  # its runner closes it instead of running it
+            h._extra().cancelling = True  # its callback task closes it instead of running it
             return True
         return False  # a sync callback running on the loop cannot be interrupted
 
@@ -523,17 +523,17 @@ class Engine:
         entries = heap.entries
         soon = self.soon
         clock = self.clock
-        runners = self.runners
+        tasks = self.tasks
         never = self._never
         assert never is not None
         while True:
             now = clock()
             if soon or self._batch is not None or (entries and entries[0][0] <= now):
                 self._run_due(now)
-            if runners.q:
-                runners.pump()
-            elif runners.recheck:
-                runners.settle()
+            if tasks.q:
+                tasks.pump()
+            elif tasks.recheck:
+                tasks.settle()
             if self._quiet_mode:
                 self.check_quiet()
             # A slice at a time each: never a long stall.
@@ -562,7 +562,7 @@ class Engine:
 
     def next_deadline(self) -> float:
         """When the timer loop must wake next (-inf: only yield, then go on)."""
-        if self.runners.recheck or self.soon or self._batch is not None or self.heap.compacting:
+        if self.tasks.recheck or self.soon or self._batch is not None or self.heap.compacting:
             return -_INF  # queued, FIFO or compaction work left: others go first, then on
         entries = self.heap.entries
         return entries[0][0] if entries else _INF
@@ -573,9 +573,9 @@ class Engine:
         Two sorted sources are merged: the heap and the ``call_soon`` FIFO (its
         entries are due at once, in clock order, so they skip the heap).  Plain
         sync callbacks run right here, inline, one after another: the cheapest
-        path there is.  Everything else goes to a runner task.  A sync callback
+        path there is.  Everything else goes to a callback task.  A sync callback
         never overtakes queued work of the same pass: the pass stops there and
-        resumes once the runners have started what was queued, so bodies start
+        resumes once the callback tasks have started what was queued, so bodies start
         in (when, seq) order across sync and async callbacks.
         """
         heap = self.heap
@@ -586,7 +586,7 @@ class Engine:
         slow_callback = self.slow_callback_duration
         record_late = self.lat.append
         max_late = self.max_late
-        q = self.runners.q
+        q = self.tasks.q
         fresh_context = self.base_context.copy
         # Many due at once: take them as one sorted batch instead of popping each.
         # A batch left over by an interrupted pass is resumed first.
@@ -667,7 +667,7 @@ class Engine:
                     result = context.run(h._func, *args) if args else context.run(h._func)  # type: ignore[arg-type]
                 except Exception as exc:
                     self.inline = None
-                    self.runners.fail(h, exc)
+                    self.tasks.fail(h, exc)
                 except BaseException as exc:
                     self.inline = None
                     self._inline_base_exception(h, exc)
@@ -675,7 +675,7 @@ class Engine:
                 else:
                     self.inline = None
                     if type(result) is CoroutineType:
-                        # An async callback: it has started; a runner awaits it.
+                        # An async callback: it has started; a callback task awaits it.
                         self.running += 1
                         h._result = InContext(result, context)
                         q.append(h)
@@ -721,7 +721,7 @@ class Engine:
                     logger.exception("duetime internal callback %r failed", h._func)
                 return
         h._st = QUEUED
-        self.runners.q.append(h)
+        self.tasks.q.append(h)
 
     def _inline_base_exception(self, h: Handle[Any], exc: BaseException) -> None:
         """An inline sync callback raised a BaseException that is not an Exception."""

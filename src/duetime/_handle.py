@@ -1,8 +1,7 @@
-"""Handle: the awaitable result of one scheduled callback, and its Status."""
+"""Handle: the awaitable result of one scheduled callback, and how its state reads as a Status."""
 
 from __future__ import annotations
 
-import enum
 import itertools
 import logging
 import threading
@@ -16,11 +15,12 @@ from anyio.lowlevel import checkpoint
 
 from ._exceptions import CallbackCancelled
 from ._util import callable_name
+from ._vocab import Status
 
 if TYPE_CHECKING:
     from ._retry import Retry
 
-__all__ = ["Handle", "RunInfo", "Status", "current_run"]
+__all__ = ["Handle", "RunInfo", "current_run"]
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
@@ -28,19 +28,8 @@ T_co = TypeVar("T_co", covariant=True)
 logger = logging.getLogger("duetime")
 
 
-class Status(enum.StrEnum):
-    """Where a handle is in its life.  ``print(status)`` shows the bare name."""
-
-    PENDING = "PENDING"  #: scheduled, not started (or waiting for its next retry attempt)
-    RUNNING = "RUNNING"  #: an attempt is running now
-    COMPLETED = "COMPLETED"  #: returned a value
-    FAILED = "FAILED"  #: raised an exception
-    CANCELLED = "CANCELLED"  #: cancelled before or while running
-    EXPIRED = "EXPIRED"  #: never started, because its deadline had passed
-
-
 # Internal state codes.  Plain ints keep the hot path to int compares; QUEUED is a
-# due handle waiting for a runner task, which users see as PENDING.
+# due handle waiting for a callback task, which users see as PENDING.
 PENDING, QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED, EXPIRED = range(7)
 _PUBLIC = (
     Status.PENDING,

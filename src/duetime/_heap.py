@@ -15,7 +15,7 @@ top, and the last leaf) on its hot path.
 
 ``dead`` may over-count, never under-count: the engine counts every cancel,
 also of a handle whose tuple is not in the heap (a ``call_soon`` FIFO entry,
-one in a due batch or a runner's queue, a running callback), and compaction,
+one in a due batch or the callback tasks' queue, a running callback), and compaction,
 which recounts, corrects it.  Each over-count is
 one real cancel, so compactions stay amortized O(1) per cancel; an under-count
 could skip compaction and keep a cancel storm's memory.

@@ -12,15 +12,16 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 from anyio import fail_after
 
 from ._exceptions import CallbackCancelled, SchedulerClosed
-from ._handle import Handle, Status
-from ._threadpool import unwrap
+from ._handle import Handle
+from ._threads import unwrap
 from ._util import to_delay
+from ._vocab import Status
 
 if TYPE_CHECKING:
     from anyio.from_thread import BlockingPortal
 
     from ._recurring import Recurring
-    from ._threadpool import InThread
+    from ._threads import InThread
 
 __all__ = ["Job", "JobOwner", "RecurringJob"]
 

@@ -8,27 +8,24 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Generator
 from contextvars import Context
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from anyio import Event, current_effective_deadline
 
 from ._cron import Cron
-from ._handle import FAILED, QUEUED, Extra, Handle, Status
+from ._handle import FAILED, QUEUED, Extra, Handle
 from ._options import make_extra
 from ._retry import Retry
 from ._util import callable_name, check_aware, to_delay, to_seconds
+from ._vocab import MISFIRE, OVERLAP, Misfire, Overlap, Status
 
 if TYPE_CHECKING:
     from ._host import Host
 
-__all__ = ["Misfire", "Overlap", "Recurring"]
+__all__ = ["Recurring"]
 
 T = TypeVar("T")
 
-Misfire = Literal["coalesce", "skip", "catch_up"]
-Overlap = Literal["skip", "wait", "allow"]
-_MISFIRE = ("coalesce", "skip", "catch_up")
-_OVERLAP = ("skip", "wait", "allow")
 
 #: How many finished runs ``async for run in recurring`` keeps for a slow consumer.
 BUFFER_SIZE = 128
@@ -150,10 +147,10 @@ class Recurring(Generic[T]):
                 raise TypeError(f"max_runs must be an int, got {max_runs!r}")
             if max_runs < 1:
                 raise ValueError(f"max_runs must be >= 1, got {max_runs}")
-        if misfire not in _MISFIRE:
-            raise ValueError(f"misfire must be one of {_MISFIRE}, got {misfire!r}")
-        if overlap not in _OVERLAP:
-            raise ValueError(f"overlap must be one of {_OVERLAP}, got {overlap!r}")
+        if misfire not in MISFIRE:
+            raise ValueError(f"misfire must be one of {MISFIRE}, got {misfire!r}")
+        if overlap not in OVERLAP:
+            raise ValueError(f"overlap must be one of {OVERLAP}, got {overlap!r}")
         # The per-run options, validated once, at the call site.
         template = make_extra(func, name, timeout, retry, in_thread, False, host.sync_in_thread)
         if not isinstance(inherit_deadline, bool):

@@ -17,12 +17,13 @@ from anyio import current_effective_deadline
 from ._cron import Cron
 from ._engine import Engine, PlainHandle
 from ._exceptions import DeadlineExpired
-from ._handle import EXPIRED, PENDING, Extra, Handle, Status, _ids
+from ._handle import EXPIRED, PENDING, Extra, Handle, _ids
 from ._host import Host
 from ._options import make_extra
-from ._recurring import Misfire, Overlap, Recurring
+from ._recurring import Recurring
 from ._retry import Retry
 from ._util import check_aware, to_delay, to_seconds
+from ._vocab import Misfire, Overlap, Status
 
 if TYPE_CHECKING:
     from .durable._registry import TaskRegistry

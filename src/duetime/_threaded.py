@@ -17,15 +17,16 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from ._cron import Cron
 from ._exceptions import SchedulerClosed
-from ._handle import FAILED, Handle, Status, current_run, report_unobserved
+from ._handle import FAILED, Handle, current_run, report_unobserved
 from ._host import host_of
 from ._jobs import Job, RecurringJob
 from ._options import make_extra
-from ._recurring import Misfire, Overlap, Recurring
+from ._recurring import Recurring
 from ._retry import Retry
 from ._scheduler import Scheduler
-from ._threadpool import GuardAsync, GuardSync, InThread, ThreadPool, contained, unwrap
+from ._threads import GuardAsync, GuardSync, InThread, JobThreads, contained, unwrap
 from ._util import check_aware, is_async, to_delay
+from ._vocab import Misfire, Overlap, Status
 
 __all__ = ["Job", "RecurringJob", "ThreadedScheduler"]  # Job/RecurringJob from _jobs
 
@@ -41,7 +42,7 @@ _DEFAULT_KEEP_FINISHED = 10_000
 class ThreadedScheduler(AbstractContextManager["ThreadedScheduler"]):
     """Run a :class:`Scheduler` on an event loop in a background thread.
 
-    Every method is safe to call from any thread.  Sync callbacks run in a pool of
+    Every method is safe to call from any thread.  Sync callbacks run on
     at most ``max_threads`` long-lived worker threads, so a slow one never delays
     the others; async callbacks run on the loop.  A job that raises a
     BaseException (``sys.exit()``, KeyboardInterrupt) fails with it, as in
@@ -107,7 +108,7 @@ class ThreadedScheduler(AbstractContextManager["ThreadedScheduler"]):
             slow_callback_duration=slow_callback_duration,
         )
         self._on_exit = on_exit
-        self._pool = ThreadPool(max_threads)
+        self._threads = JobThreads(max_threads)
         self._host = host_of(self._scheduler)
         self._backend = backend
         self._backend_options = backend_options
@@ -156,13 +157,13 @@ class ThreadedScheduler(AbstractContextManager["ThreadedScheduler"]):
     def _set_thread_limiter(self) -> None:
         self._loop_thread = threading.get_ident()
         host = self._host
-        # Sync jobs run on self._pool; this bounds any the scheduler runs itself.
+        # Sync jobs run on self._threads; this bounds any the scheduler runs itself.
         host.set_thread_limiter(CapacityLimiter(self._max_threads))
-        self._pool.bind(host.clock)
+        self._threads.bind(host.clock)
         if self._on_exit == "cancel":
             # Jobs still waiting for a worker thread have not started: shutdown
             # cancels them like any pending job.
-            host.add_exit_hook(_CancelWaiting(self._pool))
+            host.add_exit_hook(_CancelWaiting(self._threads))
         host.set_before_sleep(self._before_sleep)
         host.wake()  # one pass through the hook, which publishes _planned_wake
 
@@ -215,7 +216,7 @@ class ThreadedScheduler(AbstractContextManager["ThreadedScheduler"]):
             try:
                 self._portal_cm.__exit__(None, None, None)
             finally:
-                self._pool.close()
+                self._threads.close()
                 self._stopped.set()
 
     def _on_loop_thread(self) -> bool:
@@ -548,7 +549,7 @@ class ThreadedScheduler(AbstractContextManager["ThreadedScheduler"]):
             return GuardAsync(func), timeout
         threaded = self._host.sync_in_thread if in_thread is None else in_thread
         if threaded:
-            return InThread(self._pool, func, timeout), None
+            return InThread(self._threads, func, timeout), None
         return GuardSync(func), timeout
 
     def _drain(self) -> None:
@@ -671,13 +672,13 @@ class ThreadedScheduler(AbstractContextManager["ThreadedScheduler"]):
 class _CancelWaiting:
     """An exit hook: cancel the sync jobs still waiting for a worker thread."""
 
-    __slots__ = ("_pool",)
+    __slots__ = ("_threads",)
 
-    def __init__(self, pool: ThreadPool) -> None:
-        self._pool = pool
+    def __init__(self, threads: JobThreads) -> None:
+        self._threads = threads
 
     def cancel(self) -> None:
-        self._pool.cancel_waiting()
+        self._threads.cancel_waiting()
 
 
 def _contained_on_error(

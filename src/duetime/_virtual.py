@@ -1,6 +1,10 @@
 """VirtualTimeLoop: an asyncio event loop whose clock jumps when only timers are left.
 
-Public through :mod:`duetime.testing`; see there and ``docs/testing.md``.
+Also the two backend-neutral hooks the runtime needs on a virtual clock:
+:func:`current_mock_clock` (is trio running on a ``MockClock``?) and
+:func:`hold_autojump` (let virtual time flow at the real rate while threads
+work).  :class:`VirtualTimeLoop` and :func:`hold_autojump` are public through
+:mod:`duetime.testing`; see there and ``docs/testing.md``.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ if TYPE_CHECKING:
     from _typeshed import FileDescriptorLike
 
 
-__all__ = ["VirtualTimeLoop"]
+__all__ = ["VirtualTimeLoop", "current_mock_clock", "hold_autojump"]
 
 _T = TypeVar("_T")
 _Ts = TypeVarTuple("_Ts")
@@ -429,3 +433,65 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         if target > self._virtual_now:
             self._set_now(target)
         return []
+
+
+# -- backend-neutral hooks (the runtime uses them; duetime.testing exports hold_autojump)
+
+
+def current_mock_clock() -> Any:
+    """The running trio MockClock, or ``None`` (also when not on trio)."""
+    try:
+        import trio
+        from trio.testing import MockClock
+    except ImportError:
+        return None
+    try:
+        clock = trio.lowlevel.current_clock()
+    except RuntimeError:
+        return None
+    return clock if isinstance(clock, MockClock) else None
+
+
+# Per-MockClock nesting state for hold_autojump(): (depth, saved rate, saved threshold).
+_trio_holds: weakref.WeakKeyDictionary[Any, tuple[int, float, float]] = weakref.WeakKeyDictionary()
+
+
+@contextmanager
+def hold_autojump() -> Iterator[None]:
+    """Suspend autojumping while work outside the event loop is in flight.
+
+    Inside the block an idle loop waiting for a timer lets virtual time flow
+    at the *real* rate instead of jumping, so e.g. ``fail_after(5)`` around a
+    thread that reports back through ``call_soon_threadsafe`` only fires after
+    five real seconds. On asyncio this uses :meth:`VirtualTimeLoop.hold_autojump`;
+    on trio it sets the ``MockClock``'s ``rate`` to 1 and its
+    ``autojump_threshold`` to infinity, restoring both afterwards. On a real
+    clock it does nothing. Blocks nest.
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    if isinstance(loop, VirtualTimeLoop):
+        with loop.hold_autojump():
+            yield
+        return
+    clock = current_mock_clock()
+    if clock is None:
+        yield
+        return
+    depth, rate, threshold = _trio_holds.get(clock, (0, clock.rate, clock.autojump_threshold))
+    if depth == 0:
+        clock.autojump_threshold = math.inf
+        clock.rate = 1.0
+    _trio_holds[clock] = (depth + 1, rate, threshold)
+    try:
+        yield
+    finally:
+        depth, rate, threshold = _trio_holds[clock]
+        if depth == 1:
+            del _trio_holds[clock]
+            clock.rate = rate
+            clock.autojump_threshold = threshold
+        else:
+            _trio_holds[clock] = (depth - 1, rate, threshold)

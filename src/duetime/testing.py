@@ -21,6 +21,8 @@ The pieces:
 * :func:`advance_time` and :func:`hold_autojump` -- backend-neutral helpers to
   move virtual time by hand and to pause autojumping while work happens
   outside the event loop.
+* :class:`MemoryStore` -- the in-process durable store, for tests of code that
+  defers durable entries without a database.
 
 Typical ``conftest.py``::
 
@@ -35,24 +37,23 @@ worker threads.
 from __future__ import annotations
 
 import asyncio
-import math
 import weakref
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple
+from typing import Any, TypeVar, TypeVarTuple
 
 import anyio
 
-if TYPE_CHECKING:
-    pass
+from ._virtual import VirtualTimeLoop, current_mock_clock, hold_autojump
+from .durable._memory import MemoryStore
 
-from ._virtual import VirtualTimeLoop
-
-VirtualTimeLoop.__module__ = __name__  # documented, and shown, as duetime.testing's
+# Documented, and shown, as duetime.testing's.
+VirtualTimeLoop.__module__ = __name__
+hold_autojump.__module__ = __name__
 
 __all__ = [
     "DEFAULT_WALL_START",
+    "MemoryStore",
     "VirtualTimeLoop",
     "VirtualWallClock",
     "advance_time",
@@ -200,20 +201,6 @@ def anyio_backend_fixture(backends: Iterable[str] = virtual_time_backends) -> An
 # -- backend-neutral helpers -------------------------------------------------------
 
 
-def _current_mock_clock() -> Any:
-    """The running trio MockClock, or ``None`` (also when not on trio)."""
-    try:
-        import trio
-        from trio.testing import MockClock
-    except ImportError:
-        return None
-    try:
-        clock = trio.lowlevel.current_clock()
-    except RuntimeError:
-        return None
-    return clock if isinstance(clock, MockClock) else None
-
-
 def advance_time(seconds: float) -> None:
     """Move the running event loop's virtual clock forward by ``seconds``.
 
@@ -228,59 +215,8 @@ def advance_time(seconds: float) -> None:
     if isinstance(loop, VirtualTimeLoop):
         loop.advance(seconds)
         return
-    clock = _current_mock_clock()
+    clock = current_mock_clock()
     if clock is not None:
         clock.jump(seconds)
         return
     raise RuntimeError("advance_time() needs a VirtualTimeLoop or a trio MockClock")
-
-
-# Per-MockClock nesting state for hold_autojump(): (depth, saved rate, saved threshold).
-_trio_holds: weakref.WeakKeyDictionary[Any, tuple[int, float, float]] = weakref.WeakKeyDictionary()
-
-
-@contextmanager
-def hold_autojump() -> Iterator[None]:
-    """Suspend autojumping while work outside the event loop is in flight.
-
-    Inside the block an idle loop waiting for a timer lets virtual time flow
-    at the *real* rate instead of jumping, so e.g. ``fail_after(5)`` around a
-    thread that reports back through ``call_soon_threadsafe`` only fires after
-    five real seconds. On asyncio this uses :meth:`VirtualTimeLoop.hold_autojump`;
-    on trio it sets the ``MockClock``'s ``rate`` to 1 and its
-    ``autojump_threshold`` to infinity, restoring both afterwards. On a real
-    clock it does nothing. Blocks nest.
-    """
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        loop = None
-    if isinstance(loop, VirtualTimeLoop):
-        with loop.hold_autojump():
-            yield
-        return
-    clock = _current_mock_clock()
-    if clock is None:
-        yield
-        return
-    depth, rate, threshold = _trio_holds.get(clock, (0, clock.rate, clock.autojump_threshold))
-    if depth == 0:
-        clock.autojump_threshold = math.inf
-        clock.rate = 1.0
-    _trio_holds[clock] = (depth + 1, rate, threshold)
-    try:
-        yield
-    finally:
-        depth, rate, threshold = _trio_holds[clock]
-        if depth == 1:
-            del _trio_holds[clock]
-            clock.rate = rate
-            clock.autojump_threshold = threshold
-        else:
-            _trio_holds[clock] = (depth - 1, rate, threshold)
-
-
-# -- durable: an in-process store on virtual time (re-exported; see duetime.durable) --
-from .durable._memory import MemoryStore  # noqa: E402
-
-__all__ += ["MemoryStore"]

@@ -22,7 +22,7 @@ from typing import Any
 
 import anyio
 
-from .._handle import Status
+from .._vocab import Status
 from ._cli_run import ERROR, EXIT_CODES
 from ._cli_show import print_entries, visible
 from ._store import Entry

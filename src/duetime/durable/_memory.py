@@ -21,7 +21,7 @@ import anyio
 import anyio.lowlevel
 
 from .._exceptions import EntryExists
-from .._handle import Status
+from .._vocab import Status
 from ._signal import ChangeSignal
 from ._store import (
     Claim,

@@ -22,7 +22,7 @@ import anyio
 import anyio.abc
 
 from .._exceptions import EntryExists
-from .._handle import Status
+from .._vocab import Status
 from . import _redis_lua as lua
 from . import _redis_rows as codec
 from ._store import (

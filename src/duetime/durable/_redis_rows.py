@@ -11,7 +11,7 @@ import json
 import math
 from typing import Any
 
-from .._handle import Status
+from .._vocab import Status
 from ._store import Entry, entry_args, utc
 
 __all__ = ["arg", "describe", "entry", "read", "row", "text", "unreadable"]

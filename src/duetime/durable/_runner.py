@@ -22,14 +22,14 @@ import anyio
 from anyio import CancelScope, Event, get_cancelled_exc_class
 
 from .._exceptions import SchedulerClosed
-from .._handle import Status
 from .._util import check_aware, to_delay
+from .._vocab import MISFIRE, OVERLAP, Misfire, Overlap, Status
 from ._codec import encode_args
 from ._finisher import Finisher
 from ._log import StoreHealth, describe, printable, worker_log
 from ._registry import TaskRegistry
 from ._running import _Run
-from ._series import MISFIRE, OVERLAP, Misfire, Overlap, Series, trigger_grid
+from ._series import Series, trigger_grid
 from ._store import Claim, Entry, NewRow, OnConflict, Store, StoreLost
 from ._url import redact_url
 from ._worker import SHIELD_CAP, STOP_CAP, WorkerSide

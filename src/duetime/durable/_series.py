@@ -16,14 +16,12 @@ import json
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
+
+from .._vocab import MISFIRE, OVERLAP, Misfire, Overlap
 
 __all__ = ["CronGrid", "Grid", "IntervalGrid", "Series", "parse_schedule", "trigger_grid"]
 
-Misfire = Literal["coalesce", "skip", "catch_up"]
-Overlap = Literal["skip", "wait", "allow"]
-MISFIRE: tuple[str, ...] = ("coalesce", "skip", "catch_up")
-OVERLAP: tuple[str, ...] = ("skip", "wait", "allow")
 
 #: How many cron points a misfire may step over to find the latest one due.
 _MAX_STEPS = 100_000

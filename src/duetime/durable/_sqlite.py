@@ -38,7 +38,7 @@ import anyio.lowlevel
 import anyio.to_thread
 
 from .._exceptions import EntryExists
-from .._handle import Status
+from .._vocab import Status
 from ._signal import ChangeSignal
 from ._sqlite_file import (
     NotAStore,

@@ -25,7 +25,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from .._handle import Status
+from .._vocab import Status
 from ._codec import MAX_PAYLOAD
 from ._store import MALFORMED, Claim, Entry, entry_args, utc
 

@@ -11,7 +11,7 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from .._handle import Status
+from .._vocab import Status
 from ._sqlite_rows import (
     PROBE,
     STATUS,

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from .._handle import Status
+from .._vocab import Status
 
 __all__ = [
     "MALFORMED",

@@ -1,7 +1,7 @@
-"""Runner tasks: what runs a due handle that the inline fast path cannot.
+"""Callback tasks: what runs a due handle that the inline fast path cannot.
 
 Async callbacks, sync callbacks in worker threads or under a concurrency
-limit, and anything with options run here, in a few reusable runner tasks of
+limit, and anything with options run here, in a few reusable callback tasks of
 the scheduler's task group, and end in their final state (or go back on the
 heap for a retry).  Every callback runs in a context of its own (see
 :mod:`._context`).
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 
 class EngineView(Protocol):
-    """What runner tasks use of their engine (``_engine.Engine`` is one)."""
+    """What callback tasks use of their engine (``_engine.Engine`` is one)."""
 
     scheduled: int
     running: int
@@ -76,37 +76,37 @@ class EngineView(Protocol):
     def warn_blocking(self, h: Handle[Any], elapsed: float) -> None: ...
 
 
-__all__ = ["EngineView", "Runners"]
+__all__ = ["EngineView", "CallbackTasks"]
 
 _INF = math.inf
-# Runner tasks parked for reuse; beyond this an idle runner exits.
+# Callback tasks parked for reuse; beyond this an idle task exits.
 _MAX_PARKED = 256
 _MAX_BURST = 512
 
 
-class Runners:
-    """The runner tasks of one engine and the queue of due handles they take from."""
+class CallbackTasks:
+    """The callback tasks of one engine and the queue of due handles they take from."""
 
     __slots__ = ("_avail", "_burst", "_engine", "_parked", "acquiring", "q", "recheck")
 
     def __init__(self, engine: EngineView) -> None:
         self._engine = engine
-        #: Due handles waiting for a runner task.
+        #: Due handles waiting for a callback task.
         self.q: deque[Handle[Any]] = deque()
         self._parked: deque[Event] = deque()
-        self._avail = 0  # runners woken or spawned that have not looked at q yet
+        self._avail = 0  # tasks woken or spawned that have not looked at q yet
         self._burst = 1
-        #: Set while queued work may still be waiting for runners to start it.
+        #: Set while queued work may still be waiting for tasks to start it.
         self.recheck = False
         #: Due handles waiting for a limiter token (off every queue meanwhile).
         self.acquiring: set[Handle[Any]] = set()
 
     def pump(self) -> None:
-        """Get runner tasks onto the queued work, reusing parked ones first.
+        """Get callback tasks onto the queued work, reusing parked ones first.
 
-        A runner drains the queue until one of its jobs really suspends, so quick
-        async callbacks share a few runners.  More runners are spawned, in
-        doubling bursts, only while the queue is still full after those runners
+        A task drains the queue until one of its jobs really suspends, so quick
+        async callbacks share a few tasks.  More tasks are spawned, in
+        doubling bursts, only while the queue is still full after those tasks
         had their turn: they are all blocked.
         """
         q = self.q
@@ -124,7 +124,7 @@ class Runners:
                 assert tg is not None
                 for _ in range(n):
                     self._avail += 1
-                    tg.start_soon(self._runner)
+                    tg.start_soon(self._serve)
             self.recheck = True
         else:
             self.recheck = False
@@ -135,7 +135,7 @@ class Runners:
         self.recheck = False
         self._burst = 1
 
-    async def _runner(self) -> None:
+    async def _serve(self) -> None:
         q = self.q
         parked = self._parked
         self._avail -= 1
@@ -156,7 +156,7 @@ class Runners:
             self._engine.crash(exc)
 
     async def _run_job(self, h: Handle[Any]) -> None:
-        """Run one queued handle in this runner task, to its final state."""
+        """Run one queued handle in this callback task, to its final state."""
         try:
             e = self._engine
             x = h._x
@@ -296,7 +296,7 @@ class Runners:
             assert tg is not None
             if tg.cancel_scope.cancel_called:
                 raise
-            # The callback cancelled itself; this runner lives on.
+            # The callback cancelled itself; this task lives on.
         except BaseException as exc:
             e.running -= 1
             e.failed += 1
@@ -364,4 +364,4 @@ def _in_thread(h: Handle[Any], started: float, target: Any, args: tuple[Any, ...
         return target(*args)
     finally:
         _current.reset(token)
-        h = None  # type: ignore[assignment]  # see the end of Runners._drive
+        h = None  # type: ignore[assignment]  # see the end of CallbackTasks._drive

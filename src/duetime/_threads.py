@@ -1,6 +1,6 @@
-"""How a ThreadedScheduler runs job bodies: its worker threads, and BaseException.
+"""How a ThreadedScheduler runs job bodies: its job threads, and BaseException.
 
-Sync jobs run on a small pool of long-lived threads (at most ``max_threads``),
+Sync jobs run on a few long-lived threads (at most ``max_threads``),
 fed by a queue, instead of one ``anyio.to_thread.run_sync`` hop per job: a job
 costs a queue put and a lock, and finished jobs are handed back to the event
 loop in batches, one cross-thread wake-up per batch.
@@ -33,8 +33,9 @@ from anyio import CancelScope, get_cancelled_exc_class
 from ._handle import Handle, current_run
 from ._retry import Retry
 from ._util import loop_soon_threadsafe
+from ._virtual import VirtualTimeLoop, current_mock_clock, hold_autojump
 
-__all__ = ["GuardAsync", "GuardSync", "InThread", "Raised", "ThreadPool", "contained", "unwrap"]
+__all__ = ["GuardAsync", "GuardSync", "InThread", "Raised", "JobThreads", "contained", "unwrap"]
 
 # Work states: QUEUED -> RUNNING (a thread took it) -> DONE, or QUEUED -> ABANDONED.
 QUEUED, RUNNING, DONE, ABANDONED = range(4)
@@ -156,7 +157,7 @@ class Work:
         self.handle: Handle[Any] = current_run().handle
 
     def abort(self, raise_cancel: object) -> Any:
-        """trio: the job's body is cancelled while it waits (see ThreadPool._wait)."""
+        """trio: the job's body is cancelled while it waits (see JobThreads._wait)."""
         import trio
 
         self.waiter = None  # nothing to reschedule any more
@@ -170,10 +171,10 @@ class InThread:
     reads as pending until a thread has picked that run up.
     """
 
-    __slots__ = ("func", "pool", "timeout", "work")
+    __slots__ = ("func", "threads", "timeout", "work")
 
-    def __init__(self, pool: ThreadPool, func: Callable[..., Any], timeout: float | None):
-        self.pool = pool
+    def __init__(self, threads: JobThreads, func: Callable[..., Any], timeout: float | None):
+        self.threads = threads
         self.func = func  # callable_name() looks through ``func`` for the job's name
         self.timeout = timeout
         self.work: Work | None = None
@@ -192,14 +193,14 @@ class InThread:
         """Make sure no thread runs the latest run if none has picked it up yet."""
         w = self.work
         if w is not None and w.state == QUEUED:
-            self.pool.abandon(w)
+            self.threads.abandon(w)
 
     async def __call__(self, *args: Any) -> Any:
         w = self.work = Work(self.func, args, self.timeout)
-        return await self.pool.run(w)
+        return await self.threads.run(w)
 
 
-class ThreadPool:
+class JobThreads:
     """At most ``max_threads`` worker threads, started on demand and kept.
 
     :meth:`bind` must be called on the event loop thread before the first job.
@@ -242,14 +243,10 @@ class ThreadPool:
         if not isinstance(current_token().native_token, asyncio.AbstractEventLoop):
             import trio
 
-            from .testing import _current_mock_clock
-
             self._asyncio = False
             self._trio = trio.lowlevel
-            self._virtual = _current_mock_clock() is not None
+            self._virtual = current_mock_clock() is not None
         else:
-            from ._virtual import VirtualTimeLoop
-
             loop = self._loop = asyncio.get_running_loop()
             self._virtual = isinstance(loop, VirtualTimeLoop)
 
@@ -264,8 +261,6 @@ class ThreadPool:
         if not waiting and self._virtual:
             # Virtual time flows at the real rate while threads work, as it does
             # for anyio's worker threads: else a timeout would fire at once.
-            from .testing import hold_autojump
-
             self._hold = hold_autojump()
             self._hold.__enter__()
         waiting[w] = None
