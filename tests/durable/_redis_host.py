@@ -57,7 +57,7 @@ async def run(claim: Claim, store: RedisStore, out: IO[str]) -> None:
         token = f"{claim.token}@{entry.occurrence}"
     else:
         token = str(claim.token)
-    ok = await retrying(store.finish, entry.key, claim.token, outcome)
+    [ok] = await retrying(store.finish_many, [(entry.key, claim.token, outcome)])
     out.write(f"{'done' if ok else 'fenced'} {entry.key} {token} {time.time():.6f}\n")
     out.flush()
 

@@ -41,10 +41,14 @@ def make_store(db: Path) -> None:
             dead = ["a1", "a2", "a3", "b1", "b2"]
             await store.add([row(k, task="old.a" if k < "b" else "old.b") for k in dead])
             for c in await store.claim("w", 10):
-                await store.finish(c.entry.key, c.token, Dead(f"unknown task {c.entry.task!r}"))
+                (
+                    await store.finish_many(
+                        [(c.entry.key, c.token, Dead(f"unknown task {c.entry.task!r}"))]
+                    )
+                )[0]
             await store.add([row("c1", task="old.a")])
             [c] = await store.claim("w", 1)
-            await store.finish(c.entry.key, c.token, Done())
+            (await store.finish_many([(c.entry.key, c.token, Done())]))[0]
             await store.add([row("p1", task="old.a", delay=3600.0)])
 
     anyio.run(go)

@@ -299,7 +299,7 @@ def test_listing_a_redis_store_writes_nothing(tmp_path: Path) -> None:
         async with RedisStore(url, dedupe_ttl=0.05) as store:
             await store.add([row("done"), row("later", delay=3600.0)])
             [c] = await store.claim("w", 1)
-            await store.finish(c.entry.key, c.token, Done())
+            (await store.finish_many([(c.entry.key, c.token, Done())]))[0]
             return time.time() + 0.05
 
     with RedisServer(tmp_path) as server:

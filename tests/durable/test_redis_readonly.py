@@ -52,7 +52,7 @@ async def test_lists_and_refuses_every_write(redis_store: Factory) -> None:
     async with redis_store() as writer:
         await writer.add([row("done"), row("later", delay=3600.0)])
         [claim] = await writer.claim("w", 1)
-        assert await writer.finish(claim.entry.key, claim.token, Done())
+        assert (await writer.finish_many([(claim.entry.key, claim.token, Done())]))[0]
         before = await snapshot(writer)
         reader = redis_store(read_only=True)
         assert "read_only=True" in repr(reader)
@@ -73,7 +73,7 @@ async def test_lists_and_refuses_every_write(redis_store: Factory) -> None:
             with pytest.raises(ReadOnlyStore):
                 await reader.extend([("later", 1)])
             with pytest.raises(ReadOnlyStore):
-                await reader.finish("later", 1, Done())
+                (await reader.finish_many([("later", 1, Done())]))[0]
             with pytest.raises(ReadOnlyStore):
                 await reader.finish_many([("later", 1, Done())])
             with pytest.raises(ReadOnlyStore):
@@ -89,7 +89,7 @@ async def test_an_expired_tombstone_is_left_out_not_purged(redis_store: Factory)
     async with redis_store(dedupe_ttl=10.0) as writer, redis_store(read_only=True) as reader:
         await writer.add([row("done"), row("later", delay=3600.0)])
         [claim] = await writer.claim("w", 1)
-        await writer.finish(claim.entry.key, claim.token, Done())
+        (await writer.finish_many([(claim.entry.key, claim.token, Done())]))[0]
         reader.advance_clock(60)  # the tombstone has expired for the reader
         before = await snapshot(writer)
         assert [e.key for e in await reader.entries()] == ["later"]

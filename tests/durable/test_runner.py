@@ -373,7 +373,7 @@ async def test_crashed_worker_entry_is_recovered_by_another() -> None:
     # The dead worker's token can no longer finish anything.
     from duetime.durable._store import Done
 
-    assert not await store.finish("j", claims[0].token, Done())
+    assert not (await store.finish_many([("j", claims[0].token, Done())]))[0]
 
 
 async def test_shutdown_releases_running_tasks_after_grace() -> None:
@@ -616,16 +616,11 @@ async def test_store_errors_in_the_claim_loop_back_off_and_never_crash(
 
 
 class CountingStore(MemoryStore):
-    """A MemoryStore that counts the finish calls the runner makes."""
+    """A MemoryStore that records the size of each finish_many call."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.finish_calls = 0
         self.batches: list[int] = []
-
-    async def finish(self, key: str, token: int, outcome: Any) -> bool:
-        self.finish_calls += 1
-        return await super().finish(key, token, outcome)
 
     async def finish_many(self, items: Any) -> list[bool]:
         self.batches.append(len(items))
@@ -646,7 +641,6 @@ async def test_runs_that_end_together_finish_as_one_group() -> None:
         await anyio.sleep(1)
         done = await r.entries(status=Status.COMPLETED)
     assert len(done) == 60
-    assert store.finish_calls == 0
     assert sum(store.batches) == 60
     assert len(store.batches) <= 3  # one group per claim, not one call per entry
 

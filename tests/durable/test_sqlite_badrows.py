@@ -98,7 +98,7 @@ async def test_a_claim_dead_letters_each_bad_row_alone(tmp_path: Path, anyio_bac
             claimed += await store.claim("w", 4)
         assert sorted(c.entry.key for c in claimed) == [f"good{i}" for i in range(5)]
         for c in claimed:
-            assert await store.finish(c.entry.key, c.token, Done())
+            assert (await store.finish_many([(c.entry.key, c.token, Done())]))[0]
 
         entries = {e.key: e for e in await store.entries()}  # listing never raises
         for key, (_, reason) in BAD.items():

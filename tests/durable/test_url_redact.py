@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from duetime.durable._url import open_store, redact_url
+from duetime.durable._redact import redact_url
+from duetime.durable._url import open_store
 
 SECRET = "s3cretPW"
 

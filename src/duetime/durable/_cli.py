@@ -219,9 +219,10 @@ async def _serve(registry: TaskRegistry, url: str, concurrency: int, grace: floa
     """
     import anyio
 
+    from ._redact import redact_url
     from ._runner import DurableRunner
     from ._store import StoreLost
-    from ._url import open_store, redact_url
+    from ._url import open_store
 
     lost = False
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:

@@ -25,6 +25,7 @@ from .._exceptions import EntryExists
 from .._vocab import Status
 from . import _redis_lua as lua
 from . import _redis_rows as codec
+from ._redact import redact_url
 from ._store import (
     Claim,
     Dead,
@@ -38,7 +39,6 @@ from ._store import (
     Release,
     RetryAt,
 )
-from ._url import redact_url
 
 if TYPE_CHECKING:
     import coredis
@@ -480,18 +480,9 @@ class RedisStore:
         reply: bytes = await self._run("EXTEND", *args)
         return [c == ord("1") for c in reply]
 
-    async def finish(self, key: str, token: int, outcome: Outcome) -> bool:
-        """Apply ``outcome`` if ``token`` is still current; False (no change) otherwise.
-
-        :raises TypeError: ``outcome`` is not one of the outcome classes
-        :raises ReadOnlyStore: the store was opened ``read_only``
-        """
-        (applied,) = await self.finish_many([(key, token, outcome)])
-        return applied
-
     async def finish_many(self, items: Sequence[tuple[str, int, Outcome]]) -> list[bool]:
-        """:meth:`finish` for several ``(key, token, outcome)`` in one round trip
-        (a worker that completes many entries at once commits them as a group).
+        """Apply each ``(key, token, outcome)`` whose token is still current, in one
+        round trip; each item is fenced by its own token and gets its own result.
 
         :raises TypeError: an outcome that is not one of the outcome classes
         :raises ReadOnlyStore: the store was opened ``read_only``

@@ -27,11 +27,11 @@ from .._vocab import MISFIRE, OVERLAP, Misfire, Overlap, Status
 from ._codec import encode_args
 from ._finisher import Finisher
 from ._log import StoreHealth, describe, printable, worker_log
+from ._redact import redact_url
 from ._registry import TaskRegistry
 from ._running import _Run
 from ._series import Series, trigger_grid
 from ._store import Claim, Entry, NewRow, OnConflict, Store, StoreLost
-from ._url import redact_url
 from ._worker import SHIELD_CAP, STOP_CAP, WorkerSide
 
 #: How long leaving the runner waits for the store to close.
