@@ -14,8 +14,7 @@ import sys
 
 import anyio
 
-from duetime.durable._sqlite import SQLiteStore
-from duetime.durable._store import Done
+from duetime.durable import Done, SQLiteStore
 
 
 async def main(db: str, out: str, owner: str, run_s: float) -> None:

@@ -25,8 +25,7 @@ from typing import IO, Any
 
 import anyio
 
-from duetime.durable._redis import RedisStore
-from duetime.durable._store import Claim, Done, NextOccurrence, Outcome
+from duetime.durable import Claim, Done, NextOccurrence, Outcome, RedisStore
 
 TASK_SECONDS = 0.05  # each "task" holds its lease this long
 CONCURRENCY = 8

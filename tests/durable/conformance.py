@@ -27,16 +27,7 @@ import pytest
 
 from duetime import Status
 from duetime._exceptions import EntryExists
-from duetime.durable._store import (
-    Claim,
-    Dead,
-    Done,
-    NewRow,
-    NextOccurrence,
-    Release,
-    RetryAt,
-    Store,
-)
+from duetime.durable import Claim, Dead, Done, NewRow, NextOccurrence, Release, RetryAt, Store
 
 pytestmark = pytest.mark.anyio
 
@@ -628,7 +619,7 @@ class MalformedRowConformance:
 
     @pytest.mark.parametrize("fault", MALFORMED_FAULTS)
     async def test_a_malformed_row_is_dead_lettered_alone(self, store: Store, fault: str) -> None:
-        from duetime.durable._store import MALFORMED
+        from duetime.durable import MALFORMED
 
         await store.add([row("good1", 1), row("bad", 2), row("good2", 3)])
         await self.corrupt(store, "bad", fault)

@@ -22,10 +22,7 @@ import pytest
 import duetime
 from duetime import Status
 from duetime.__main__ import main
-from duetime.durable._registry import TaskRegistry
-from duetime.durable._runner import DurableRunner
-from duetime.durable._sqlite import SQLiteStore
-from duetime.durable._store import Entry
+from duetime.durable import Entry, SQLiteStore, StoreSession, TaskRegistry
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
@@ -61,13 +58,13 @@ def _run(fn: Any, *args: Any) -> Any:
 
 
 async def _defer(db: Path, note_path: Path) -> None:
-    async with DurableRunner(SQLiteStore(db), producer_tasks, worker=False) as r:
-        await r.defer_many(
+    async with StoreSession(SQLiteStore(db), producer_tasks, worker=False) as r:
+        await r.client.defer_many(
             "jobs.note",
             [(str(note_path), f"n{i}") for i in range(5)],
             keys=[f"n{i}" for i in range(5)],
         )
-        await r.defer("jobs.hang", key="hang")
+        await r.client.defer("jobs.hang", key="hang")
 
 
 async def _entries(db: Path) -> dict[str, Entry]:
@@ -134,8 +131,8 @@ def test_entries_command_lists_json_table_and_dead_letters(
     db = tmp_path / "e.db"
 
     async def fill() -> None:
-        async with DurableRunner(SQLiteStore(db), producer_tasks, worker=False) as r:
-            await r.defer("jobs.note", "p", "t", key="a", delay=60)
+        async with StoreSession(SQLiteStore(db), producer_tasks, worker=False) as r:
+            await r.client.defer("jobs.note", "p", "t", key="a", delay=60)
 
     _run(fill)
     assert main(["entries", "--store", f"sqlite:///{db}", "--json"]) == 0

@@ -23,8 +23,7 @@ import pytest
 import duetime
 from duetime import Status
 from duetime.__main__ import main
-from duetime.durable._sqlite import SQLiteStore
-from duetime.durable._store import Dead, Done, Entry
+from duetime.durable import Dead, Done, Entry, SQLiteStore
 
 from .conformance import row
 
@@ -246,13 +245,12 @@ def test_a_rolling_deploy_retries_what_an_old_worker_dead_lettered(tmp_path: Pat
                 proc.wait()
 
     async def produce() -> None:
-        from duetime.durable._registry import TaskRegistry
-        from duetime.durable._runner import DurableRunner
+        from duetime.durable import StoreSession, TaskRegistry
 
         producer = TaskRegistry()
         producer.task("billing.new")(lambda n: None)
-        async with DurableRunner(SQLiteStore(db), producer, worker=False) as r:
-            await r.defer_many(
+        async with StoreSession(SQLiteStore(db), producer, worker=False) as r:
+            await r.client.defer_many(
                 "billing.new", [(i,) for i in range(5)], keys=[f"n{i}" for i in range(5)]
             )
 

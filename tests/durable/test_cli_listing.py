@@ -18,9 +18,7 @@ import anyio
 import pytest
 
 import duetime
-from duetime.durable._registry import TaskRegistry
-from duetime.durable._runner import DurableRunner
-from duetime.durable._sqlite import SQLiteStore
+from duetime.durable import SQLiteStore, StoreSession, TaskRegistry
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX terminals")
 
@@ -47,15 +45,15 @@ def cli(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 def fill(db: Path, n: int = 0, *, hostile: bool = False, long_error: str | None = None) -> None:
     async def go() -> None:
-        async with DurableRunner(SQLiteStore(db), tasks, worker=False) as r:
+        async with StoreSession(SQLiteStore(db), tasks, worker=False) as r:
             for i in range(n):
-                await r.defer("jobs.echo", f"n{i}", key=f"k{i:03d}", delay=60 + i)
+                await r.client.defer("jobs.echo", f"n{i}", key=f"k{i:03d}", delay=60 + i)
             if hostile:
                 for key in MARKUP_KEYS:  # defer accepts these keys: they are printable
-                    await r.defer("jobs.echo", "x", key=key, delay=30)
-                await r.defer("jobs.echo", "x", key="ctl", delay=10)
+                    await r.client.defer("jobs.echo", "x", key=key, delay=30)
+                await r.client.defer("jobs.echo", "x", key="ctl", delay=10)
             if long_error is not None:
-                await r.defer("jobs.echo", "x", key="long", delay=20)
+                await r.client.defer("jobs.echo", "x", key="long", delay=20)
 
     anyio.run(go)
     # Rows as another writer (or an attacker) could leave them.
@@ -242,7 +240,7 @@ def test_the_limit_is_announced_and_can_be_lifted(tmp_path: Path) -> None:
 
 
 def test_a_reader_that_goes_away_ends_the_listing_quietly(tmp_path: Path) -> None:
-    from duetime.durable._store import NewRow
+    from duetime.durable import NewRow
 
     db = tmp_path / "jobs.db"
 
@@ -270,7 +268,7 @@ def test_a_reader_that_goes_away_ends_the_listing_quietly(tmp_path: Path) -> Non
 
 
 def test_open_store_read_only_reaches_the_sqlite_store(tmp_path: Path) -> None:
-    from duetime.durable._url import open_store
+    from duetime.durable import open_store
 
     store = open_store(f"sqlite:///{tmp_path}/jobs.db", read_only=True)
     assert isinstance(store, SQLiteStore)
@@ -282,8 +280,7 @@ def test_open_store_read_only_reaches_the_sqlite_store(tmp_path: Path) -> None:
 def test_listing_a_redis_store_writes_nothing(tmp_path: Path) -> None:
     import time
 
-    from duetime.durable._redis import RedisStore
-    from duetime.durable._store import Done
+    from duetime.durable import Done, RedisStore
 
     from .conformance import row
     from .redis_server import RedisServer

@@ -29,8 +29,7 @@ import pytest
 import duetime
 from duetime import Status
 from duetime.__main__ import main
-from duetime.durable._redis import RedisStore
-from duetime.durable._registry import TaskRegistry
+from duetime.durable import RedisStore, TaskRegistry
 
 from .redis_server import RedisServer
 

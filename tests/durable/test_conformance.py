@@ -9,9 +9,7 @@ import anyio
 import pytest
 
 from duetime import Status
-from duetime.durable._memory import MemoryStore
-from duetime.durable._sqlite import SQLiteStore
-from duetime.durable._store import Done, Store
+from duetime.durable import Done, MemoryStore, SQLiteStore, Store
 
 from .conformance import StoreConformance, loop_epoch_clock, row
 

@@ -18,9 +18,8 @@ import pytest
 
 import duetime
 from duetime import Status
-from duetime.durable._redis import RedisStore
+from duetime.durable import NewRow, RedisStore
 from duetime.durable._redis_rows import read
-from duetime.durable._store import NewRow
 from duetime.testing import hold_autojump
 
 Factory = Callable[..., RedisStore]

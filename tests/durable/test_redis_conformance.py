@@ -18,8 +18,7 @@ from typing import Any
 import anyio
 import pytest
 
-from duetime.durable._redis import RedisStore
-from duetime.durable._store import Store
+from duetime.durable import RedisStore, Store
 from duetime.testing import hold_autojump
 
 from .conformance import StoreConformance, row

@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 
 from duetime import Status
-from duetime.durable._redis import RedisStore
-from duetime.durable._store import Done, NewRow, ReadOnlyStore
+from duetime.durable import Done, NewRow, ReadOnlyStore, RedisStore
 from duetime.testing import hold_autojump
 
 from .test_redis_badrows import BAD, BAD_KEYS, write_garbage
@@ -123,7 +122,7 @@ async def test_a_malformed_row_is_listed_not_set_aside(redis_store: Factory) -> 
 
 
 async def test_open_store_read_only_reaches_the_redis_store(redis_url: str) -> None:
-    from duetime.durable._url import open_store
+    from duetime.durable import open_store
 
     store = open_store(redis_url, read_only=True)
     assert isinstance(store, RedisStore)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from duetime.durable import RedisStore
 from duetime.durable._redact import redact_url
-from duetime.durable._redis import RedisStore
 from duetime.testing import hold_autojump
 
 from .redis_server import RedisServer, free_port

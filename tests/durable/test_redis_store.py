@@ -18,8 +18,7 @@ import pytest
 
 from duetime import Status
 from duetime._exceptions import EntryExists
-from duetime.durable._redis import RedisStore
-from duetime.durable._store import Dead, Done, NewRow, NextOccurrence, Release, RetryAt, utc
+from duetime.durable import Dead, Done, NewRow, NextOccurrence, RedisStore, Release, RetryAt, utc
 from duetime.testing import hold_autojump
 
 from .redis_server import RedisServer

@@ -12,8 +12,7 @@ from typing import Any
 import anyio
 import pytest
 
-from duetime.durable._sqlite import NotAStore, SQLiteStore
-from duetime.durable._store import Done
+from duetime.durable import Done, NotAStore, SQLiteStore
 
 from .conformance import loop_epoch_clock, row
 

@@ -14,9 +14,7 @@ from typing import Any
 import pytest
 
 from duetime import Scheduler, Status
-from duetime.durable._registry import TaskRegistry
-from duetime.durable._sqlite import SQLiteStore
-from duetime.durable._store import Done
+from duetime.durable import Done, SQLiteStore, TaskRegistry
 from duetime.testing import hold_autojump
 from tests.durable.waiting import wait_for
 

@@ -9,8 +9,7 @@ from typing import Any
 import anyio.to_thread
 import pytest
 
-from duetime.durable._sqlite import SQLiteStore
-from duetime.durable._store import Store
+from duetime.durable import SQLiteStore, Store
 
 from .conformance import MalformedRowConformance, loop_epoch_clock
 

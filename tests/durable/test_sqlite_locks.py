@@ -12,7 +12,7 @@ import anyio
 import anyio.to_thread
 import pytest
 
-from duetime.durable._sqlite import SQLiteStore
+from duetime.durable import SQLiteStore
 from duetime.testing import hold_autojump
 
 from .conformance import row

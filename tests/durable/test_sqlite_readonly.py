@@ -12,8 +12,7 @@ from typing import Any
 import pytest
 
 from duetime import Status
-from duetime.durable._sqlite import NotAStore, ReadOnlyStore, SQLiteStore
-from duetime.durable._store import Done
+from duetime.durable import Done, NotAStore, ReadOnlyStore, SQLiteStore
 
 from .conformance import row
 

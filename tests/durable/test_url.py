@@ -9,9 +9,7 @@ from typing import Any
 
 import pytest
 
-from duetime.durable._memory import MemoryStore
-from duetime.durable._sqlite import SQLiteStore
-from duetime.durable._url import open_store
+from duetime.durable import MemoryStore, SQLiteStore, open_store
 
 
 def test_sqlite_relative_and_absolute(tmp_path: Path) -> None:
@@ -61,7 +59,7 @@ def test_redis_store_without_coredis_says_which_extra_at_the_call_site(
 ) -> None:
     import importlib.util
 
-    from duetime.durable._redis import RedisStore
+    from duetime.durable import RedisStore
 
     real = importlib.util.find_spec
     monkeypatch.setattr(

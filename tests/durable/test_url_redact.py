@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from duetime.durable import open_store
 from duetime.durable._redact import redact_url
-from duetime.durable._url import open_store
 
 SECRET = "s3cretPW"
 

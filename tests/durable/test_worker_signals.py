@@ -24,11 +24,7 @@ import pytest
 
 import duetime
 from duetime import Status
-from duetime.durable._redis import RedisStore
-from duetime.durable._registry import TaskRegistry
-from duetime.durable._runner import DurableRunner
-from duetime.durable._sqlite import SQLiteStore
-from duetime.durable._store import Store
+from duetime.durable import RedisStore, SQLiteStore, Store, StoreSession, TaskRegistry
 
 from .redis_server import RedisServer
 
@@ -148,11 +144,11 @@ def run(fn: Callable[..., Awaitable[T]], *args: object) -> T:
 
 
 async def defer_and_wait(store: Store, key: str, note: Path) -> Status:
-    async with DurableRunner(store, producer, worker=False) as r:
-        await r.defer("jobs.note", str(note), key=key)
+    async with StoreSession(store, producer, worker=False) as r:
+        await r.client.defer("jobs.note", str(note), key=key)
         with anyio.fail_after(60):
             while True:
-                e = await r.deferred(key)
+                e = await r.client.deferred(key)
                 assert e is not None
                 if e.status is not Status.PENDING and e.status is not Status.RUNNING:
                     return e.status
@@ -209,8 +205,8 @@ def test_sigterm_waits_for_a_thread_and_a_second_one_exits_at_once(tmp_path: Pat
     started, gate = tmp_path / "started", tmp_path / "gate"
 
     async def defer() -> None:
-        async with DurableRunner(SQLiteStore(db), producer, worker=False) as r:
-            await r.defer("jobs.block", str(started), str(gate), key="b")
+        async with StoreSession(SQLiteStore(db), producer, worker=False) as r:
+            await r.client.defer("jobs.block", str(started), str(gate), key="b")
 
     async def status() -> tuple[Status, int]:
         async with SQLiteStore(db) as store:
@@ -244,8 +240,8 @@ def test_sigterm_waits_for_a_thread_and_records_its_outcome(tmp_path: Path) -> N
     started, gate = tmp_path / "started", tmp_path / "gate"
 
     async def defer() -> None:
-        async with DurableRunner(SQLiteStore(db), producer, worker=False) as r:
-            await r.defer("jobs.block", str(started), str(gate), key="b")
+        async with StoreSession(SQLiteStore(db), producer, worker=False) as r:
+            await r.client.defer("jobs.block", str(started), str(gate), key="b")
 
     async def status() -> tuple[Status, int]:
         async with SQLiteStore(db) as store:

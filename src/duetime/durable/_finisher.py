@@ -58,7 +58,7 @@ class _Item:
 class Finisher:
     """Sends the finishes of one process to ``store`` in groups, from one task.
 
-    :meth:`serve` is that task (the runner starts it with its claim loop);
+    :meth:`serve` is that task (the worker starts it with its claim loop);
     :meth:`put` queues a finish without waiting, :meth:`finish_all` waits for a group.
 
     :param store: the store the finishes go to
@@ -117,7 +117,7 @@ class Finisher:
         return [bool(ok) for ok in results]
 
     async def serve(self) -> None:
-        """Send queued finishes in groups until cancelled (the runner's last step)."""
+        """Send queued finishes in groups until cancelled (the worker's last step)."""
         again: list[_Item] = []  # a group the store failed, sent again after a pause
         pause = _FIRST_PAUSE
         while True:
@@ -137,7 +137,7 @@ class Finisher:
                 again = [it for it in batch if it.until > now]
                 self._give_up([it for it in batch if it.until <= now])
                 if again:
-                    # Not shielded: the runner's exit may cut it short.
+                    # Not shielded: the worker's stop may cut it short.
                     await anyio.sleep(min(pause, min(it.until for it in again) - now))
                     pause = min(pause * 2, _MAX_PAUSE)
                 continue

@@ -22,7 +22,6 @@ import anyio.lowlevel
 
 from .._exceptions import EntryExists
 from .._vocab import Status
-from ._signal import ChangeSignal
 from ._store import (
     Claim,
     Dead,
@@ -37,6 +36,7 @@ from ._store import (
     entry_args,
     utc,
 )
+from ._wakeup import Wakeup
 
 __all__ = ["MemoryStore"]
 
@@ -140,7 +140,7 @@ class MemoryStore:
         self._expiry: list[tuple[float, int, str, int]] = []  # tombstones: (expires_at, ...)
         self._seq = 0
         self._tokens = 0
-        self._changed = ChangeSignal()
+        self._changed = Wakeup()
 
     # -- context manager (nothing to open) ---------------------------------------
 

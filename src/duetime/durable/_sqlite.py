@@ -39,7 +39,6 @@ import anyio.to_thread
 
 from .._exceptions import EntryExists
 from .._vocab import Status
-from ._signal import ChangeSignal
 from ._sqlite_file import (
     NotAStore,
     file_changed,
@@ -89,6 +88,7 @@ from ._store import (
     RetryAt,
     StoreLost,
 )
+from ._wakeup import Wakeup
 
 __all__ = ["NotAStore", "ReadOnlyStore", "SQLiteStore"]
 
@@ -181,7 +181,7 @@ class SQLiteStore:
         self._limiter: anyio.CapacityLimiter | None = None
         self.data_version = 0  # PRAGMA data_version of _conn (and of _inline) last seen
         self._inline_version = 0
-        self._changed = ChangeSignal()
+        self._changed = Wakeup()
         self._purged_at = -math.inf
 
     def __repr__(self) -> str:
