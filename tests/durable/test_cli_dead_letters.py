@@ -24,8 +24,7 @@ import duetime
 from duetime import Status
 from duetime.__main__ import main
 from duetime.durable import Dead, Done, Entry, SQLiteStore
-
-from .conformance import row
+from duetime.durable.conformance import row
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 

@@ -281,8 +281,8 @@ def test_listing_a_redis_store_writes_nothing(tmp_path: Path) -> None:
     import time
 
     from duetime.durable import Done, RedisStore
+    from duetime.durable.conformance import row
 
-    from .conformance import row
     from .redis_server import RedisServer
 
     async def writes(url: str) -> int:

@@ -10,8 +10,7 @@ import pytest
 
 from duetime import Status
 from duetime.durable import Done, MemoryStore, SQLiteStore, Store
-
-from .conformance import StoreConformance, loop_epoch_clock, row
+from duetime.durable.conformance import StoreConformance, loop_epoch_clock, row
 
 pytestmark = pytest.mark.anyio
 

@@ -10,9 +10,9 @@ import pytest
 
 from duetime import Scheduler, Status
 from duetime.durable import SQLiteStore, TaskRegistry
+from duetime.durable.conformance import loop_epoch_clock
 from duetime.testing import hold_autojump
 
-from .conformance import loop_epoch_clock
 from .test_sqlite_badrows import insert
 
 pytestmark = pytest.mark.anyio

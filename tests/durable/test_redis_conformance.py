@@ -19,9 +19,8 @@ import anyio
 import pytest
 
 from duetime.durable import RedisStore, Store
+from duetime.durable.conformance import StoreConformance, row
 from duetime.testing import hold_autojump
-
-from .conformance import StoreConformance, row
 
 pytestmark = pytest.mark.anyio
 

@@ -13,8 +13,7 @@ import anyio
 import pytest
 
 from duetime.durable import Done, NotAStore, SQLiteStore
-
-from .conformance import loop_epoch_clock, row
+from duetime.durable.conformance import loop_epoch_clock, row
 
 pytestmark = pytest.mark.anyio
 

@@ -15,10 +15,9 @@ import pytest
 
 from duetime import Scheduler, Status
 from duetime.durable import Done, SQLiteStore, TaskRegistry
+from duetime.durable.conformance import START, loop_epoch_clock, row
 from duetime.testing import hold_autojump
 from tests.durable.waiting import wait_for
-
-from .conformance import START, loop_epoch_clock, row
 
 pytestmark = pytest.mark.anyio
 

@@ -10,8 +10,7 @@ import anyio.to_thread
 import pytest
 
 from duetime.durable import SQLiteStore, Store
-
-from .conformance import MalformedRowConformance, loop_epoch_clock
+from duetime.durable.conformance import MalformedRowConformance, loop_epoch_clock
 
 pytestmark = pytest.mark.anyio
 

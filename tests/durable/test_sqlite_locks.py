@@ -13,9 +13,8 @@ import anyio.to_thread
 import pytest
 
 from duetime.durable import SQLiteStore
+from duetime.durable.conformance import row
 from duetime.testing import hold_autojump
-
-from .conformance import row
 
 pytestmark = pytest.mark.anyio
 

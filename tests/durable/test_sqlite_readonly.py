@@ -13,8 +13,7 @@ import pytest
 
 from duetime import Status
 from duetime.durable import Done, NotAStore, ReadOnlyStore, SQLiteStore
-
-from .conformance import row
+from duetime.durable.conformance import row
 
 pytestmark = pytest.mark.anyio
 

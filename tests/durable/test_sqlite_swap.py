@@ -13,9 +13,8 @@ import pytest
 
 from duetime import Scheduler, Status
 from duetime.durable import SQLiteStore, StoreLost, TaskRegistry
+from duetime.durable.conformance import row
 from duetime.testing import hold_autojump
-
-from .conformance import row
 
 pytestmark = pytest.mark.anyio
 

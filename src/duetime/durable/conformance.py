@@ -1,56 +1,83 @@
-"""The durable-store conformance suite: what every :class:`duetime.durable.Store` must do.
+"""The durable-store conformance suite: what every :class:`~duetime.durable.Store` must do.
 
-Reuse it by subclassing :class:`StoreConformance` in a test module and
-implementing :meth:`StoreConformance.make_store`::
+For the tests of a store, with pytest and anyio's pytest plugin (``pytest``
+is needed by this module only: nothing else in duetime imports it).  Subclass
+:class:`StoreConformance` in a test module and implement
+:meth:`StoreConformance.make_store`; every ``test_*`` method then runs against
+your store::
+
+    # conftest.py: run every test on asyncio and trio, on virtual time
+    from duetime.testing import anyio_backend_fixture
+
+    anyio_backend = anyio_backend_fixture()
+
+    # test_my_store.py
+    from duetime.durable.conformance import StoreConformance, loop_epoch_clock
 
     class TestMyStore(StoreConformance):
         def make_store(self, tmp_path, **options):
-            return MyStore(..., clock=loop_epoch_clock(), **options)
+            return MyStore(tmp_path / "db", clock=loop_epoch_clock(), **options)
 
-Every test runs on asyncio and trio through the ``anyio_backend`` fixture
-(virtual clocks).  Time moves with :meth:`StoreConformance.advance` (a plain
-``anyio.sleep`` by default), so a store whose clock follows the loop clock
-(``MemoryStore``'s default, or ``loop_epoch_clock()`` injected) sees leases
-lapse without real waits.  ``options`` are ``lease`` and ``dedupe_ttl``.
+Time moves with :meth:`StoreConformance.advance` (a plain ``anyio.sleep`` by
+default), so a store whose clock follows the loop clock (``MemoryStore``'s
+default, or :func:`loop_epoch_clock` injected) sees leases lapse without real
+waits on virtual time; a store on a real clock overrides :meth:`advance`.
+``options`` are ``lease`` and ``dedupe_ttl`` (seconds).  A store that can hold
+a row another program wrote wrong also subclasses
+:class:`MalformedRowConformance`.  The guide "Writing a store" says what the
+suite checks and why.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
-from duetime import Status
-from duetime._exceptions import EntryExists
-from duetime.durable import Claim, Dead, Done, NewRow, NextOccurrence, Release, RetryAt, Store
+from .._exceptions import EntryExists
+from .._vocab import Status
+from ._conformance_kit import (
+    MALFORMED_FAULTS,
+    START,
+    MalformedRowConformance,
+    loop_epoch_clock,
+    row,
+)
+from ._store import (
+    Claim,
+    Dead,
+    Done,
+    NextOccurrence,
+    Release,
+    RetryAt,
+    Store,
+)
 
-pytestmark = pytest.mark.anyio
-
-START = 1704067200.0  # 2024-01-01T00:00Z
-
-
-def loop_epoch_clock(start: float = START) -> Callable[[], float]:
-    """A store clock (epoch seconds) that advances with the event loop's clock."""
-    t0 = anyio.current_time()
-    return lambda: start + (anyio.current_time() - t0)
-
-
-def row(key: str, *args: Any, task: str = "t", **kw: Any) -> NewRow:
-    """A NewRow due now unless ``due``/``delay`` is given."""
-    if "due" not in kw and "delay" not in kw:
-        kw["delay"] = 0.0
-    return NewRow(key=key, task=task, payload=json.dumps(list(args)), **kw)
+__all__ = [
+    "MALFORMED_FAULTS",
+    "START",
+    "MalformedRowConformance",
+    "StoreConformance",
+    "loop_epoch_clock",
+    "row",
+]
 
 
+@pytest.mark.anyio
 class StoreConformance:
     """The suite.  Subclasses implement :meth:`make_store` (and may override :meth:`advance`)."""
 
     def make_store(self, tmp_path: Path, **options: Any) -> Store:
+        """A new, unentered store (the suite enters it).
+
+        :param tmp_path: a fresh directory of this test
+        :param options: ``lease`` and ``dedupe_ttl``, in seconds
+        """
         raise NotImplementedError
 
     async def advance(self, seconds: float) -> None:
@@ -59,6 +86,7 @@ class StoreConformance:
 
     @pytest.fixture
     async def store(self, anyio_backend: Any, tmp_path: Path) -> AsyncIterator[Store]:
+        """The store under test, entered, with a 10 s lease."""
         async with self.make_store(tmp_path, lease=10.0) as s:
             yield s
 
@@ -590,53 +618,3 @@ class StoreConformance:
         with pytest.raises(ValueError, match="limit"):
             await store.claim("w", -1)
         assert await store.claim("w", 0) == []
-
-
-#: The faults :meth:`MalformedRowConformance.corrupt` writes into a row.
-MALFORMED_FAULTS = ("due_not_a_number", "due_infinite", "lease_negative", "status_unknown")
-
-
-class MalformedRowConformance:
-    """A row another program wrote wrong is dead-lettered alone and never breaks a listing.
-
-    For stores that can hold such a row: subclasses implement :meth:`make_store`
-    and :meth:`corrupt` (which writes the fault with the store's own client, as
-    another program would).  Every test runs on asyncio and trio.
-    """
-
-    def make_store(self, tmp_path: Path, **options: Any) -> Store:
-        raise NotImplementedError
-
-    async def corrupt(self, store: Store, key: str, fault: str) -> None:
-        """Overwrite the PENDING row ``key`` with ``fault``, one of :data:`MALFORMED_FAULTS`:
-        a due time that is text or infinite, a negative lease, an unknown status."""
-        raise NotImplementedError
-
-    @pytest.fixture
-    async def store(self, anyio_backend: Any, tmp_path: Path) -> AsyncIterator[Store]:
-        async with self.make_store(tmp_path, lease=10.0) as s:
-            yield s
-
-    @pytest.mark.parametrize("fault", MALFORMED_FAULTS)
-    async def test_a_malformed_row_is_dead_lettered_alone(self, store: Store, fault: str) -> None:
-        from duetime.durable import MALFORMED
-
-        await store.add([row("good1", 1), row("bad", 2), row("good2", 3)])
-        await self.corrupt(store, "bad", fault)
-        # Listing never raises, and shows the row.
-        assert {e.key for e in await store.entries()} == {"good1", "bad", "good2"}
-        assert await store.get("bad") is not None
-        claims: list[Claim] = []
-        for _ in range(3):
-            claims += await store.claim("w", 10)
-        assert sorted(c.entry.key for c in claims) == ["good1", "good2"]
-        bad = await store.get("bad")
-        assert bad is not None
-        assert bad.status is Status.FAILED
-        assert str(bad.last_error).startswith(MALFORMED), bad.last_error
-        assert [e.key for e in await store.entries(status=Status.FAILED)] == ["bad"]
-        for c in claims:
-            assert (await store.finish_many([(c.entry.key, c.token, Done())]))[0]
-        assert await store.delete("bad")
-        assert await store.get("bad") is None
-        assert await store.claim("w", 10) == []
