@@ -32,7 +32,7 @@ from .durable import Entry, SQLiteStore, TaskRegistry, current_entry, open_store
 from .pool import BatchReport, PoolStatistics, WorkerPool, process_batch
 
 if TYPE_CHECKING:
-    from .durable import RedisStore  # noqa: F401  (lazy: see __getattr__)
+    from .durable import RedisStore as RedisStore  # lazy: see __getattr__
 
 try:
     __version__ = version("duetime")  # pyproject.toml is the one source
