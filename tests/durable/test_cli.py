@@ -22,7 +22,7 @@ import pytest
 import duetime
 from duetime import Status
 from duetime.__main__ import main
-from duetime.durable import Entry, SQLiteStore, StoreSession, TaskRegistry
+from duetime.durable import Entry, SQLiteStore, TaskRegistry
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
@@ -32,7 +32,7 @@ JOBS = textwrap.dedent(
     """
     import time
     import anyio
-    from duetime.durable._registry import TaskRegistry, current_entry
+    from duetime.durable import TaskRegistry, current_entry
 
     tasks = TaskRegistry()
 
@@ -58,13 +58,13 @@ def _run(fn: Any, *args: Any) -> Any:
 
 
 async def _defer(db: Path, note_path: Path) -> None:
-    async with StoreSession(SQLiteStore(db), producer_tasks, worker=False) as r:
-        await r.client.defer_many(
+    async with duetime.Scheduler(store=SQLiteStore(db), tasks=producer_tasks, worker=False) as r:
+        await r.defer_many(
             "jobs.note",
             [(str(note_path), f"n{i}") for i in range(5)],
             keys=[f"n{i}" for i in range(5)],
         )
-        await r.client.defer("jobs.hang", key="hang")
+        await r.defer("jobs.hang", key="hang")
 
 
 async def _entries(db: Path) -> dict[str, Entry]:
@@ -131,8 +131,10 @@ def test_entries_command_lists_json_table_and_dead_letters(
     db = tmp_path / "e.db"
 
     async def fill() -> None:
-        async with StoreSession(SQLiteStore(db), producer_tasks, worker=False) as r:
-            await r.client.defer("jobs.note", "p", "t", key="a", delay=60)
+        async with duetime.Scheduler(
+            store=SQLiteStore(db), tasks=producer_tasks, worker=False
+        ) as r:
+            await r.defer("jobs.note", "p", "t", key="a", delay=60)
 
     _run(fill)
     assert main(["entries", "--store", f"sqlite:///{db}", "--json"]) == 0

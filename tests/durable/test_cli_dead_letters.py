@@ -191,14 +191,14 @@ def test_help_documents_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> No
 
 OLD = textwrap.dedent(
     """
-    from duetime.durable._registry import TaskRegistry
+    from duetime.durable import TaskRegistry
     tasks = TaskRegistry()
     """
 )
 NEW = textwrap.dedent(
     """
     import os
-    from duetime.durable._registry import TaskRegistry, current_entry
+    from duetime.durable import TaskRegistry, current_entry
     tasks = TaskRegistry()
 
     @tasks.task("billing.new")
@@ -244,12 +244,12 @@ def test_a_rolling_deploy_retries_what_an_old_worker_dead_lettered(tmp_path: Pat
                 proc.wait()
 
     async def produce() -> None:
-        from duetime.durable import StoreSession, TaskRegistry
+        from duetime.durable import TaskRegistry
 
         producer = TaskRegistry()
         producer.task("billing.new")(lambda n: None)
-        async with StoreSession(SQLiteStore(db), producer, worker=False) as r:
-            await r.client.defer_many(
+        async with duetime.Scheduler(store=SQLiteStore(db), tasks=producer, worker=False) as r:
+            await r.defer_many(
                 "billing.new", [(i,) for i in range(5)], keys=[f"n{i}" for i in range(5)]
             )
 

@@ -18,7 +18,7 @@ import anyio
 import pytest
 
 import duetime
-from duetime.durable import SQLiteStore, StoreSession, TaskRegistry
+from duetime.durable import SQLiteStore, TaskRegistry
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX terminals")
 
@@ -45,15 +45,15 @@ def cli(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 def fill(db: Path, n: int = 0, *, hostile: bool = False, long_error: str | None = None) -> None:
     async def go() -> None:
-        async with StoreSession(SQLiteStore(db), tasks, worker=False) as r:
+        async with duetime.Scheduler(store=SQLiteStore(db), tasks=tasks, worker=False) as r:
             for i in range(n):
-                await r.client.defer("jobs.echo", f"n{i}", key=f"k{i:03d}", delay=60 + i)
+                await r.defer("jobs.echo", f"n{i}", key=f"k{i:03d}", delay=60 + i)
             if hostile:
                 for key in MARKUP_KEYS:  # defer accepts these keys: they are printable
-                    await r.client.defer("jobs.echo", "x", key=key, delay=30)
-                await r.client.defer("jobs.echo", "x", key="ctl", delay=10)
+                    await r.defer("jobs.echo", "x", key=key, delay=30)
+                await r.defer("jobs.echo", "x", key="ctl", delay=10)
             if long_error is not None:
-                await r.client.defer("jobs.echo", "x", key="long", delay=20)
+                await r.defer("jobs.echo", "x", key="long", delay=20)
 
     anyio.run(go)
     # Rows as another writer (or an attacker) could leave them.

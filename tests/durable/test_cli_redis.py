@@ -46,7 +46,7 @@ JOBS = textwrap.dedent(
     import os
     import anyio
     from duetime import Retry
-    from duetime.durable._registry import TaskRegistry, current_entry
+    from duetime.durable import TaskRegistry, current_entry
 
     tasks = TaskRegistry()
     # Line-buffered: one write() per line, so SIGKILL tears at most the last one.

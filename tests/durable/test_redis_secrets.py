@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from duetime.durable import RedisStore
+
+# redact_url is private: the tests check what every message shows of a URL.
 from duetime.durable._redact import redact_url
 from duetime.testing import hold_autojump
 

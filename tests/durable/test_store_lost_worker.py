@@ -17,6 +17,8 @@ import pytest
 
 from duetime import Scheduler, Status
 from duetime.durable import SQLiteStore, StoreLost, TaskRegistry
+
+# The worker command's exit status for a lost store (documented in its --help).
 from duetime.durable._cli_run import STORE_LOST
 from duetime.testing import hold_autojump
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -44,14 +43,11 @@ def test_redis_without_the_extra_names_it(monkeypatch: Any) -> None:
         open_store("rediss://localhost:6380/0")
 
 
-def test_redis_store_is_lazily_imported() -> None:
+def test_a_redis_url_gives_a_redis_store() -> None:
     pytest.importorskip("coredis")
-    try:
-        importlib.import_module("duetime.durable._redis")
-    except ImportError:
-        pytest.skip("duetime.durable._redis is not on this branch yet")
-    store = open_store("redis://localhost:6379/0")
-    assert type(store).__name__ == "RedisStore"
+    from duetime.durable import RedisStore
+
+    assert isinstance(open_store("redis://localhost:6379/0"), RedisStore)
 
 
 def test_redis_store_without_coredis_says_which_extra_at_the_call_site(

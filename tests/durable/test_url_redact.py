@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from duetime.durable import open_store
+
+# redact_url is private: these are its unit tests (every message shows URLs through it).
 from duetime.durable._redact import redact_url
 
 SECRET = "s3cretPW"

@@ -13,6 +13,8 @@ import pytest
 
 from duetime import Retry, Status
 from duetime.durable import MemoryStore, StoreSession, TaskRegistry
+
+# The documented logger names (duetime.durable.store, duetime.durable.worker).
 from duetime.durable._log import STORE, WORKER
 from tests.durable.test_worker_runtime import FlakyStore
 from tests.durable.waiting import wait_for

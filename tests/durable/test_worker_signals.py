@@ -24,7 +24,7 @@ import pytest
 
 import duetime
 from duetime import Status
-from duetime.durable import RedisStore, SQLiteStore, Store, StoreSession, TaskRegistry
+from duetime.durable import RedisStore, SQLiteStore, Store, TaskRegistry
 
 from .redis_server import RedisServer
 
@@ -40,7 +40,7 @@ JOBS = textwrap.dedent(
     """
     import os
     import time
-    from duetime.durable._registry import TaskRegistry, current_entry
+    from duetime.durable import TaskRegistry, current_entry
 
     tasks = TaskRegistry()
 
@@ -144,11 +144,11 @@ def run(fn: Callable[..., Awaitable[T]], *args: object) -> T:
 
 
 async def defer_and_wait(store: Store, key: str, note: Path) -> Status:
-    async with StoreSession(store, producer, worker=False) as r:
-        await r.client.defer("jobs.note", str(note), key=key)
+    async with duetime.Scheduler(store=store, tasks=producer, worker=False) as r:
+        await r.defer("jobs.note", str(note), key=key)
         with anyio.fail_after(60):
             while True:
-                e = await r.client.deferred(key)
+                e = await r.deferred(key)
                 assert e is not None
                 if e.status is not Status.PENDING and e.status is not Status.RUNNING:
                     return e.status
@@ -205,8 +205,8 @@ def test_sigterm_waits_for_a_thread_and_a_second_one_exits_at_once(tmp_path: Pat
     started, gate = tmp_path / "started", tmp_path / "gate"
 
     async def defer() -> None:
-        async with StoreSession(SQLiteStore(db), producer, worker=False) as r:
-            await r.client.defer("jobs.block", str(started), str(gate), key="b")
+        async with duetime.Scheduler(store=SQLiteStore(db), tasks=producer, worker=False) as r:
+            await r.defer("jobs.block", str(started), str(gate), key="b")
 
     async def status() -> tuple[Status, int]:
         async with SQLiteStore(db) as store:
@@ -240,8 +240,8 @@ def test_sigterm_waits_for_a_thread_and_records_its_outcome(tmp_path: Path) -> N
     started, gate = tmp_path / "started", tmp_path / "gate"
 
     async def defer() -> None:
-        async with StoreSession(SQLiteStore(db), producer, worker=False) as r:
-            await r.client.defer("jobs.block", str(started), str(gate), key="b")
+        async with duetime.Scheduler(store=SQLiteStore(db), tasks=producer, worker=False) as r:
+            await r.defer("jobs.block", str(started), str(gate), key="b")
 
     async def status() -> tuple[Status, int]:
         async with SQLiteStore(db) as store:

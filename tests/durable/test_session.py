@@ -1,4 +1,7 @@
-"""StoreSession on MemoryStore, on virtual time, on asyncio and trio."""
+"""StoreSession (its Client and Worker) and the Scheduler over it, on MemoryStore.
+
+On virtual time, on asyncio and trio.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from typing import Any
 import anyio
 import pytest
 
-from duetime import Retry, SchedulerClosed, Status
+from duetime import Retry, Scheduler, SchedulerClosed, Status
 from duetime._exceptions import EntryExists
 from duetime.durable import MemoryStore, NewRow, StoreSession, TaskRegistry, current_entry
 from duetime.testing import hold_autojump
@@ -27,16 +30,16 @@ async def test_defer_runs_at_its_time_with_current_entry() -> None:
         seen.append((a + b, e.key, e.attempt, e.idempotency_key, anyio.current_time()))
 
     store = MemoryStore()
-    async with StoreSession(store, tasks, worker=True) as r:
+    async with Scheduler(store=store, tasks=tasks, worker=True) as r:
         t0 = anyio.current_time()
-        e = await r.client.defer(add, 1, 2, delay=5, key="k1")
+        e = await r.defer(add, 1, 2, delay=5, key="k1")
         assert (e.key, e.task, e.args, e.status) == ("k1", "math.add", (1, 2), Status.PENDING)
         await anyio.sleep(4.9)
         assert seen == []
         await anyio.sleep(0.2)
         assert [s[:4] for s in seen] == [(3, "k1", 1, "k1")]
         assert seen[0][4] - t0 == pytest.approx(5.0, abs=1e-6)  # never early, not late
-        done = await r.client.deferred("k1")
+        done = await r.deferred("k1")
         assert done is not None
         assert done.status is Status.COMPLETED
     with pytest.raises(RuntimeError):
@@ -146,14 +149,14 @@ async def test_defer_many_is_one_batch_and_every_entry_runs() -> None:
         return await add(*a, **k)
 
     store.add = counting_add  # type: ignore[method-assign]
-    async with StoreSession(store, tasks, worker=True, concurrency=7) as r:
-        entries = await r.client.defer_many(t, [(i,) for i in range(250)], delay=1)
+    async with Scheduler(store=store, tasks=tasks, worker=True, max_concurrency=7) as r:
+        entries = await r.defer_many(t, [(i,) for i in range(250)], delay=1)
         assert len(entries) == 250
         assert adds == 1
         with pytest.raises(ValueError, match="twice"):
-            await r.client.defer_many(t, [(1,), (2,)], keys=["a", "a"])
+            await r.defer_many(t, [(1,), (2,)], keys=["a", "a"])
         with pytest.raises(TypeError):
-            await r.client.defer_many(t, ["ab"])
+            await r.defer_many(t, ["ab"])
         await anyio.sleep(5)
     assert sorted(runs) == list(range(250))
 
@@ -387,8 +390,8 @@ async def test_shutdown_releases_running_tasks_after_grace() -> None:
             cancelled.append(1)
 
     store = MemoryStore()
-    async with StoreSession(store, tasks, worker=True, grace=2) as r:
-        await r.client.defer(hang, key="h")
+    async with Scheduler(store=store, tasks=tasks, worker=True, grace=2) as r:
+        await r.defer(hang, key="h")
         await anyio.sleep(1)
         t0 = anyio.current_time()
     assert anyio.current_time() - t0 == pytest.approx(2.0, abs=1e-6)
@@ -399,7 +402,7 @@ async def test_shutdown_releases_running_tasks_after_grace() -> None:
     assert e.status is Status.PENDING
     assert e.deliveries == 0
     # Released, not left to lapse: the next worker takes it at once.
-    async with StoreSession(store, tasks, worker=True, grace=0) as r:
+    async with Scheduler(store=store, tasks=tasks, worker=True, grace=0) as r:
         await anyio.sleep(0.5)
         assert started == [1, 1]
 
@@ -412,8 +415,8 @@ async def test_shutdown_waits_for_a_task_that_finishes_within_grace() -> None:
         await anyio.sleep(3)
 
     store = MemoryStore()
-    async with StoreSession(store, tasks, worker=True, grace=10) as r:
-        await r.client.defer(short, key="s")
+    async with Scheduler(store=store, tasks=tasks, worker=True, grace=10) as r:
+        await r.defer(short, key="s")
         await anyio.sleep(1)
         t0 = anyio.current_time()
     assert anyio.current_time() - t0 == pytest.approx(2.0, abs=1e-6)
@@ -465,9 +468,9 @@ async def test_a_cron_series_runs_on_its_wall_clock_points() -> None:
         runs.append(current_entry().due.strftime("%H:%M"))
 
     store = MemoryStore()  # its clock starts at 2024-01-01T00:00Z
-    async with StoreSession(store, tasks, worker=True) as r:
+    async with Scheduler(store=store, tasks=tasks, worker=True) as r:
         await anyio.sleep(60)  # 00:01: the first point is 00:15, not now
-        s = await r.client.defer_every(Cron("*/15 * * * *"), quarter, key="q")
+        s = await r.defer_every(Cron("*/15 * * * *"), quarter, key="q")
         assert s.due == datetime(2024, 1, 1, 0, 15, tzinfo=UTC)
         with anyio.fail_after(3600):
             while len(runs) < 4:
@@ -506,14 +509,14 @@ async def test_overlap_allow_inserts_occurrence_rows() -> None:
         runs.append(current_entry().idempotency_key)
         await anyio.sleep(25)
 
-    async with StoreSession(MemoryStore(), tasks, worker=True) as r:
-        await r.client.defer_every(10, slow, key="s", overlap="allow")
+    async with Scheduler(store=MemoryStore(), tasks=tasks, worker=True) as r:
+        await r.defer_every(10, slow, key="s", overlap="allow")
         await anyio.sleep(35)
         assert sorted(runs) == ["s@0", "s@1", "s@2", "s@3"]
-        first = await r.client.deferred("s@0")
+        first = await r.deferred("s@0")
         assert first is not None
         assert first.status is Status.COMPLETED
-        running = await r.client.deferred("s@3")
+        running = await r.deferred("s@3")
         assert running is not None
         assert running.status is Status.RUNNING
 
@@ -527,9 +530,9 @@ async def test_overlap_skip_skips_points_that_come_while_it_runs() -> None:
         runs.append(anyio.current_time())
         await anyio.sleep(25)
 
-    async with StoreSession(MemoryStore(), tasks, worker=True) as r:
+    async with Scheduler(store=MemoryStore(), tasks=tasks, worker=True) as r:
         t0 = anyio.current_time()
-        await r.client.defer_every(10, slow, key="s")
+        await r.defer_every(10, slow, key="s")
         await anyio.sleep(65)
     assert [round(t - t0, 6) for t in runs] == [0.0, 30.0, 60.0]
 
