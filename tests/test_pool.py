@@ -12,6 +12,7 @@ import pytest
 
 import duetime
 from duetime import CallbackCancelled, DeadlineExpired, Status, WorkerPool
+from duetime.pool._stats import Estimate
 
 pytestmark = pytest.mark.anyio
 
@@ -305,17 +306,17 @@ async def test_crashed_worker_is_replaced(caplog: pytest.LogCaptureFixture) -> N
         # Fault injection, the one private seam left in the tests on purpose: no
         # public path crashes a worker outside its handler (every user hook is
         # guarded), so a defect is planted in the pool's own bookkeeping.
-        real_learn = pool._learn
         calls = 0
 
-        def flaky_learn(seconds: float) -> None:
-            nonlocal calls
-            calls += 1
-            if calls == 1:
-                raise RuntimeError("defect outside the handler")
-            real_learn(seconds)
+        class FlakyEstimate(Estimate):
+            def learn(self, seconds: float) -> None:
+                nonlocal calls
+                calls += 1
+                if calls == 1:
+                    raise RuntimeError("defect outside the handler")
+                super().learn(seconds)
 
-        pool._learn = flaky_learn  # type: ignore[method-assign]
+        pool._estimate = FlakyEstimate(0.0)
         with caplog.at_level(logging.ERROR, logger="duetime"):
             hs = [await pool.submit(i) for i in range(3)]
     assert hs[0].status is Status.FAILED

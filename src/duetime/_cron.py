@@ -2,10 +2,10 @@
 
 The expression is parsed and evaluated by **cronsim** (the ``cron`` extra:
 ``pip install 'duetime[cron]'``); duetime does not parse cron itself.  cronsim
-was chosen over croniter because:
+rather than croniter, because:
 
 - **DST.** cronsim implements Debian cron's documented DST rules, which is the
-  contract here (DESIGN.md section 11).  croniter 7.0 runs a fixed-time job
+  contract here (see "Semantics" below).  croniter 7.0 runs a fixed-time job
   twice on a fall-back day (``30 2 * * *`` in Europe/Paris fires at 02:30+02:00
   *and* 02:30+01:00 on 2024-10-27), and its tracker has a long history of DST
   bugs (taichino/croniter #48, #82, #90, #147; pallets-eco/croniter #25).

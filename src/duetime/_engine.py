@@ -33,10 +33,11 @@ from anyio.abc import TaskGroup
 
 from ._bridge import ThreadBridge
 from ._context import InContext
-from ._exceptions import SchedulerClosed
+from ._exceptions import DeadlineExpired, SchedulerClosed
 from ._handle import (
     CANCELLED,
     COMPLETED,
+    EXPIRED,
     FAILED,
     PENDING,
     QUEUED,
@@ -49,7 +50,7 @@ from ._handle import (
 from ._heap import TimerHeap
 from ._host import Cancellable
 from ._lifecycle import exit_block
-from ._tasks import CallbackTasks
+from ._tasks import CallbackTasks, warn_blocking
 from ._unobserved import Unobserved
 from ._util import CLOSED, CLOSING, NEW, OPEN, backend_clock, is_async
 from ._wall import WallWatch
@@ -100,9 +101,10 @@ class PlainHandle(Handle[T_co]):
 class Engine:
     """Runs a scheduler's entries once they are due, and ends each in one final state.
 
-    Attributes without a leading underscore are the engine's interface to its
-    :class:`~duetime.Scheduler` (which reads and bumps them on the ``call_*``
-    hot path); the :class:`~._host.Host` methods are its interface to satellites.
+    Its :class:`~duetime.Scheduler` sees it as an :class:`~._front.EngineFront`,
+    satellites as a :class:`~._host.Host`, its callback tasks as a
+    :class:`~._tasks.TaskSite` and its wall-clock watch as a
+    :class:`~._wall.WallSite`: each view lists what that part may use.
     """
 
     def __init__(
@@ -130,8 +132,6 @@ class Engine:
         self.clock: Callable[[], float] = _clock_unavailable
         self.tg: TaskGroup | None = None
         self.limiter: CapacityLimiter | None = None
-        # Bounds worker threads for sync callbacks (None: anyio's default limiter).
-        self.thread_limiter: CapacityLimiter | None = None
         # Called right before the timer loop sleeps; returns the deadline.
         self.before_sleep: Callable[[], float] | None = None
 
@@ -159,7 +159,9 @@ class Engine:
         self.inline: Handle[Any] | None = None
         self.inline_started = 0.0
 
-        self.tasks = CallbackTasks(self)
+        self.tasks = CallbackTasks(
+            self, sync_in_thread=sync_in_thread, slow_callback_duration=slow_callback_duration
+        )
         # Due entries taken off the heap as one sorted batch, and how far along.
         self._batch: list[tuple[float, int, Any]] | None = None
         self._batch_j = 0
@@ -228,7 +230,7 @@ class Engine:
         self._exit_hooks.pop(hook, None)
 
     def set_thread_limiter(self, limiter: CapacityLimiter) -> None:
-        self.thread_limiter = limiter
+        self.tasks.thread_limiter = limiter
 
     def set_before_sleep(self, hook: Callable[[], float]) -> None:
         self.before_sleep = hook
@@ -238,6 +240,17 @@ class Engine:
 
     def end_grace(self) -> None:
         self.grace = 0.0
+
+    def spend_grace(self, seconds: float) -> None:
+        """Take ``seconds`` off the exit's ``grace`` (spent on durable tasks first)."""
+        if self.grace is not None:
+            self.grace = max(0.0, self.grace - seconds)
+
+    def expire_unstarted(self, h: Handle[Any], exc: DeadlineExpired) -> None:
+        """Count a new handle as scheduled, and end it EXPIRED: it could not start in time."""
+        self.scheduled += 1
+        self.expired += 1
+        h._finish(EXPIRED, exc)
 
     def hold_unobserved(self, handle: Handle[Any], exc: BaseException) -> None:
         if isinstance(exc, Exception):  # any other BaseException ends the block
@@ -307,6 +320,7 @@ class Engine:
         tg = create_task_group()
         await tg.__aenter__()
         self.tg = tg
+        self.tasks.open(tg, self.clock, self.limiter, self.base_context)
         self.loop_thread = _get_ident()
         self.unobserved.defer = self.bridge.soon
         self.state = OPEN
@@ -390,12 +404,24 @@ class Engine:
         with move_on_at(run_until):
             await self._wait_quiet(2)
 
-    def may_retry(self, when: float) -> bool:
-        """Whether a failed attempt may go back on the heap for ``when``."""
+    def requeue(self, h: Handle[Any], when: float) -> bool:
+        """Put a failed attempt back on the heap for ``when``, if leaving the block allows.
+
+        While open it always may; while exiting with ``on_exit="drain"``, only
+        for a retry due inside the drain window.
+        """
         state = self.state
-        if state == OPEN:
-            return True
-        return state == CLOSING and self.on_exit == "drain" and when <= self._drain_until
+        if state != OPEN and not (
+            state == CLOSING and self.on_exit == "drain" and when <= self._drain_until
+        ):
+            return False
+        h._when = when
+        h._st = PENDING
+        h._result = None
+        self.heap.push((when, h._id, h))
+        if when < self.wake_at:
+            self.rearm(when)
+        return True
 
     def _abort(self) -> None:
         self.state = CLOSED  # no retries from here on
@@ -691,7 +717,7 @@ class Engine:
                         h._finish(COMPLETED, result)
                 t2 = clock()
                 if t2 - t >= slow_callback:
-                    self.warn_blocking(h, t2 - t)
+                    warn_blocking(h, t2 - t)
                 t = t2
         finally:
             self.inline = None
@@ -735,12 +761,3 @@ class Engine:
             h._finish(FAILED, exc)
         finally:
             self.crash(exc)
-
-    def warn_blocking(self, h: Handle[Any], elapsed: float) -> None:
-        """Log a sync callback that held the event loop for ``elapsed`` seconds."""
-        logger.warning(
-            "sync callback %s blocked the event loop for %.3f s;"
-            " pass in_thread=True or make it async",
-            h.name,
-            elapsed,
-        )

@@ -38,8 +38,8 @@ class SchedulerClosed(DuetimeError, ClosedResourceError, RuntimeError):
 
     duetime has one "closed" idiom, anyio's: a closed :class:`WorkerPool` raises
     :exc:`anyio.ClosedResourceError`, as anyio's streams do, and this is one
-    too, so ``except anyio.ClosedResourceError`` catches both.  It stays a
-    :exc:`RuntimeError`, as in duetime 0.1.
+    too, so ``except anyio.ClosedResourceError`` catches both.  It is a
+    :exc:`RuntimeError` as well, so ``except RuntimeError`` catches it too.
     """
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextvars import Context
 from typing import Any
 
 from ._handle import Extra
 from ._retry import Retry
-from ._util import is_async, to_positive
+from ._util import is_async, to_delay, to_positive, to_seconds
 
-__all__ = ["make_extra"]
+__all__ = ["OPTION_NAMES", "check_settings", "make_extra", "parse_options"]
 
 
 def make_extra(
@@ -56,3 +57,56 @@ def make_extra(
     if not isinstance(inherit_deadline, bool):
         raise TypeError(f"inherit_deadline must be a bool, got {inherit_deadline!r}")
     return x
+
+
+OPTION_NAMES = ("name", "timeout", "retry", "in_thread", "inherit_deadline", "context")
+
+
+def parse_options(
+    method: str, opts: dict[str, Any]
+) -> tuple[str | None, float | None, Retry | None, bool | None, bool, Context | None]:
+    """The keyword options of a ``call_*``, in order; TypeError for an unknown one."""
+    for key in opts:
+        if key not in OPTION_NAMES:
+            raise TypeError(f"{method}() got an unexpected keyword argument {key!r}")
+    get = opts.get
+    return (
+        get("name"),
+        get("timeout"),
+        get("retry"),
+        get("in_thread"),
+        get("inherit_deadline", False),
+        get("context"),
+    )
+
+
+def check_settings(
+    max_concurrency: int | None,
+    on_exit: str,
+    grace: float | None,
+    on_error: object,
+    wall_clock: object,
+    slow_callback_duration: float,
+) -> tuple[float | None, float]:
+    """Check a Scheduler's settings; return ``grace`` and ``slow_callback_duration`` as floats.
+
+    :raises TypeError: on a setting of the wrong type
+    :raises ValueError: on a setting out of range
+    """
+    if max_concurrency is not None:
+        if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int):
+            raise TypeError(f"max_concurrency must be an int, got {max_concurrency!r}")
+        if max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
+    if on_exit not in ("cancel", "drain"):
+        raise ValueError(f"on_exit must be 'cancel' or 'drain', got {on_exit!r}")
+    if grace is not None:
+        grace = to_delay(grace, "grace")
+    if on_error is not None and not callable(on_error):
+        raise TypeError("on_error must be callable")
+    if wall_clock is not None and not callable(wall_clock):
+        raise TypeError("wall_clock must be callable")
+    slow = to_seconds(slow_callback_duration, "slow_callback_duration")
+    if slow < 0:
+        raise ValueError(f"slow_callback_duration must be >= 0, got {slow_callback_duration!r}")
+    return grace, slow

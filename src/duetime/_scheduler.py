@@ -6,7 +6,6 @@ import math
 import threading
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from contextvars import Context
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from types import TracebackType
@@ -17,12 +16,14 @@ from anyio import current_effective_deadline
 from ._cron import Cron
 from ._engine import Engine, PlainHandle
 from ._exceptions import DeadlineExpired
-from ._handle import EXPIRED, PENDING, Extra, Handle, _ids
+from ._front import EngineFront
+from ._handle import PENDING, Extra, Handle, _ids
 from ._host import Host
-from ._options import make_extra
+from ._options import check_settings, make_extra, parse_options
 from ._recurring import Recurring
 from ._retry import Retry
-from ._util import check_aware, to_delay, to_seconds
+from ._stats import SchedulerStatistics, snapshot
+from ._util import check_aware, to_delay
 from ._vocab import Misfire, Overlap, Status
 
 if TYPE_CHECKING:
@@ -41,54 +42,6 @@ _NO_DEADLINE_IN_THREAD = (
     "inherit_deadline=True needs the event loop's thread: another thread has no"
     " anyio deadline to inherit"
 )
-
-
-_OPTION_NAMES = ("name", "timeout", "retry", "in_thread", "inherit_deadline", "context")
-
-
-def _options(
-    method: str, opts: dict[str, Any]
-) -> tuple[str | None, float | None, Retry | None, bool | None, bool, Context | None]:
-    """The keyword options of a ``call_*``, in order; TypeError for an unknown one."""
-    for key in opts:
-        if key not in _OPTION_NAMES:
-            raise TypeError(f"{method}() got an unexpected keyword argument {key!r}")
-    get = opts.get
-    return (
-        get("name"),
-        get("timeout"),
-        get("retry"),
-        get("in_thread"),
-        get("inherit_deadline", False),
-        get("context"),
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class SchedulerStatistics:
-    """A snapshot of a scheduler's counters.
-
-    ``pending + running + completed + failed + cancelled + expired`` equals the
-    number of callbacks ever scheduled (retries do not count as new callbacks).
-
-    :ivar pending: scheduled, not started
-    :ivar running: started, not finished
-    :ivar completed: returned a value
-    :ivar failed: raised (after their last retry)
-    :ivar cancelled: cancelled before or while running
-    :ivar expired: never started because an inherited deadline had passed
-    :ivar max_lateness: the largest start delay past the due time seen, in seconds
-    :ivar p99_lateness: the 99th percentile of the last 1024 start delays
-    """
-
-    pending: int
-    running: int
-    completed: int
-    failed: int
-    cancelled: int
-    expired: int
-    max_lateness: float
-    p99_lateness: float
 
 
 def _default_wall_clock() -> datetime:
@@ -167,22 +120,9 @@ class Scheduler:
         tasks: TaskRegistry | None = None,
         worker: bool = True,
     ) -> None:
-        if max_concurrency is not None:
-            if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int):
-                raise TypeError(f"max_concurrency must be an int, got {max_concurrency!r}")
-            if max_concurrency < 1:
-                raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
-        if on_exit not in ("cancel", "drain"):
-            raise ValueError(f"on_exit must be 'cancel' or 'drain', got {on_exit!r}")
-        if grace is not None:
-            grace = to_delay(grace, "grace")
-        if on_error is not None and not callable(on_error):
-            raise TypeError("on_error must be callable")
-        if wall_clock is not None and not callable(wall_clock):
-            raise TypeError("wall_clock must be callable")
-        slow = to_seconds(slow_callback_duration, "slow_callback_duration")
-        if slow < 0:
-            raise ValueError(f"slow_callback_duration must be >= 0, got {slow_callback_duration!r}")
+        grace, slow = check_settings(
+            max_concurrency, on_exit, grace, on_error, wall_clock, slow_callback_duration
+        )
         engine = Engine(
             max_concurrency=max_concurrency,
             on_exit=on_exit,
@@ -192,7 +132,7 @@ class Scheduler:
             wall_clock=wall_clock or _default_wall_clock,
             slow_callback_duration=slow,
         )
-        self._engine = engine
+        self._engine: EngineFront = engine
         # The heap, one attribute away: the call_later/call_at hot path pushes on it.
         self._heap = engine.heap
         # -- durable (store=, tasks=, worker=): a StoreSession entered with the block
@@ -235,15 +175,15 @@ class Scheduler:
             # First: stop claiming, give running durable tasks ``grace`` (as read
             # now: ThreadedScheduler may have ended it), release the rest.
             e = self._engine
-            grace = durable.grace = e.grace
+            durable.grace = e.grace
             t0 = e.clock()
             try:
                 await durable.__aexit__(exc_type, exc, tb)
             except BaseException as dexc:
                 await e.close(type(dexc), dexc, dexc.__traceback__)
                 raise
-            if grace is not None:  # one grace budget for durable tasks and callbacks
-                e.grace = max(0.0, grace - (e.clock() - t0))
+            # One grace budget for durable tasks and callbacks.
+            e.spend_grace(e.clock() - t0)
         return await self._engine.close(exc_type, exc, tb)
 
     def __duetime_host__(self) -> Host:
@@ -301,7 +241,7 @@ class Scheduler:
         e = self._engine
         if opts or _get_ident() != e.accepting:
             e.check_open()
-            return self._schedule_opts(e.clock(), func, args, *_options("call_soon", opts))
+            return self._schedule_opts(e.clock(), func, args, *parse_options("call_soon", opts))
         if not callable(func):
             raise TypeError(f"func must be callable, got {func!r}")
         # PlainHandle(clock(), func, args, e), written out: no __init__ frame.
@@ -403,7 +343,9 @@ class Scheduler:
         e = self._engine
         if opts or _get_ident() != e.accepting:
             e.check_open()
-            return self._schedule_opts(e.clock() + delay, func, args, *_options("call_later", opts))
+            return self._schedule_opts(
+                e.clock() + delay, func, args, *parse_options("call_later", opts)
+            )
         when = e.clock() + delay
         if not callable(func):
             raise TypeError(f"func must be callable, got {func!r}")
@@ -492,7 +434,7 @@ class Scheduler:
         e = self._engine
         if opts or _get_ident() != e.accepting:
             e.check_open()
-            return self._schedule_opts(when, func, args, *_options("call_at", opts))
+            return self._schedule_opts(when, func, args, *parse_options("call_at", opts))
         if not callable(func):
             raise TypeError(f"func must be callable, got {func!r}")
         # PlainHandle(when, func, args, e), written out: no __init__ frame.
@@ -520,7 +462,9 @@ class Scheduler:
         e.check_open()
         x = Extra()
         x.wall = when
-        return self._schedule_opts(e.to_loop_time(when), func, args, *_options("call_at", opts), x)
+        return self._schedule_opts(
+            e.to_loop_time(when), func, args, *parse_options("call_at", opts), x
+        )
 
     @overload
     def call_every(
@@ -680,9 +624,7 @@ class Scheduler:
                 x.deadline = deadline
                 if when >= deadline:
                     # Never started: it could not begin before the deadline.
-                    e.scheduled += 1
-                    e.expired += 1
-                    h._finish(EXPIRED, DeadlineExpired(f"{h.name} was due after its deadline"))
+                    e.expire_unstarted(h, DeadlineExpired(f"{h.name} was due after its deadline"))
                     return h
         e.push(h)
         return h
@@ -691,23 +633,7 @@ class Scheduler:
 
     def statistics(self) -> SchedulerStatistics:
         """Return a snapshot of the scheduler's counters."""
-        e = self._engine
-        lat = e.lat
-        n = len(lat)
-        p99 = 0.0
-        if n:
-            samples = sorted(lat)
-            p99 = samples[min(n - 1, math.ceil(0.99 * n) - 1)]
-        return SchedulerStatistics(
-            pending=e.pending,
-            running=e.running + (e.inline is not None),
-            completed=e.completed,
-            failed=e.failed,
-            cancelled=e.cancelled,
-            expired=e.expired,
-            max_lateness=max(e.max_late, 0.0),
-            p99_lateness=max(p99, 0.0),
-        )
+        return snapshot(self._engine)
 
     @property
     def closed(self) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 import math
 from collections import deque
 from collections.abc import Callable
@@ -26,7 +27,6 @@ from ._handle import (
     COMPLETED,
     EXPIRED,
     FAILED,
-    PENDING,
     QUEUED,
     RUNNING,
     Extra,
@@ -39,14 +39,17 @@ if TYPE_CHECKING:
     from anyio import CapacityLimiter
     from anyio.abc import TaskGroup
 
-    from ._heap import TimerHeap
-    from ._unobserved import Unobserved
 
+class TaskSite(Protocol):
+    """What callback tasks use of their engine (``_engine.Engine`` is one).
 
-class EngineView(Protocol):
-    """What callback tasks use of their engine (``_engine.Engine`` is one)."""
+    The outcome counters they keep in step as handles start and end, and four
+    calls: wake the exit when what it waits for reaches zero, end the block with
+    a BaseException, put a failed attempt back for a retry, and hold a failure
+    nobody has observed yet.  Everything else (the task group, the clock, the
+    limiters, the context callbacks copy) is handed to :meth:`CallbackTasks.open`.
+    """
 
-    scheduled: int
     running: int
     completed: int
     failed: int
@@ -54,29 +57,23 @@ class EngineView(Protocol):
     expired: int
     max_late: float
     lat: deque[float]
-    clock: Callable[[], float]
-    tg: TaskGroup | None
-    limiter: CapacityLimiter | None
-    thread_limiter: CapacityLimiter | None
-    sync_in_thread: bool
-    slow_callback_duration: float
-    base_context: Context
-    heap: TimerHeap
-    wake_at: float
-    unobserved: Unobserved
 
-    def rearm(self, when: float) -> None: ...
+    def check_quiet(self) -> None:
+        """Wake the exit if it waits for what just reached zero."""
 
-    def check_quiet(self) -> None: ...
+    def crash(self, exc: BaseException) -> None:
+        """End the block with ``exc``, which leaves it as itself."""
 
-    def crash(self, exc: BaseException) -> None: ...
+    def requeue(self, h: Handle[Any], when: float) -> bool:
+        """Put ``h`` back on the heap for ``when`` if leaving the block allows it."""
 
-    def may_retry(self, when: float) -> bool: ...
-
-    def warn_blocking(self, h: Handle[Any], elapsed: float) -> None: ...
+    def hold_unobserved(self, handle: Handle[Any], exc: BaseException) -> None:
+        """Hold a failure nobody has observed yet, for reporting."""
 
 
-__all__ = ["EngineView", "CallbackTasks"]
+__all__ = ["CallbackTasks", "TaskSite", "warn_blocking"]
+
+logger = logging.getLogger("duetime")
 
 _INF = math.inf
 # Callback tasks parked for reuse; beyond this an idle task exits.
@@ -87,10 +84,36 @@ _MAX_BURST = 512
 class CallbackTasks:
     """The callback tasks of one engine and the queue of due handles they take from."""
 
-    __slots__ = ("_avail", "_burst", "_engine", "_parked", "acquiring", "q", "recheck")
+    __slots__ = (
+        "_avail",
+        "_base_context",
+        "_burst",
+        "_clock",
+        "_engine",
+        "_limiter",
+        "_parked",
+        "_slow",
+        "_sync_in_thread",
+        "_tg",
+        "acquiring",
+        "q",
+        "recheck",
+        "thread_limiter",
+    )
 
-    def __init__(self, engine: EngineView) -> None:
+    def __init__(
+        self, engine: TaskSite, *, sync_in_thread: bool, slow_callback_duration: float
+    ) -> None:
         self._engine = engine
+        self._sync_in_thread = sync_in_thread
+        self._slow = slow_callback_duration
+        # Set by open(), when the engine's block is entered.
+        self._tg: TaskGroup | None = None
+        self._clock: Callable[[], float] = _not_open
+        self._limiter: CapacityLimiter | None = None
+        self._base_context = Context()
+        #: Bounds the worker threads of sync callbacks (None: anyio's default). Assignable.
+        self.thread_limiter: CapacityLimiter | None = None
         #: Due handles waiting for a callback task.
         self.q: deque[Handle[Any]] = deque()
         self._parked: deque[Event] = deque()
@@ -100,6 +123,20 @@ class CallbackTasks:
         self.recheck = False
         #: Due handles waiting for a limiter token (off every queue meanwhile).
         self.acquiring: set[Handle[Any]] = set()
+
+    def open(
+        self,
+        tg: TaskGroup,
+        clock: Callable[[], float],
+        limiter: CapacityLimiter | None,
+        base_context: Context,
+    ) -> None:
+        """Start serving: spawn tasks in ``tg``, time runs on ``clock``, take a
+        ``limiter`` token per run (None: no limit), copy ``base_context`` per run."""
+        self._tg = tg
+        self._clock = clock
+        self._limiter = limiter
+        self._base_context = base_context
 
     def pump(self) -> None:
         """Get callback tasks onto the queued work, reusing parked ones first.
@@ -120,7 +157,7 @@ class CallbackTasks:
             if self._avail == 0:
                 n = min(need, self._burst)
                 self._burst = min(self._burst * 2, _MAX_BURST)
-                tg = self._engine.tg
+                tg = self._tg
                 assert tg is not None
                 for _ in range(n):
                     self._avail += 1
@@ -163,7 +200,7 @@ class CallbackTasks:
             if h._st == RUNNING:
                 # An async callback whose coroutine was made inline: await it.
                 job: InContext = h._result
-                started = e.clock()  # approximately; it was created just before
+                started = self._clock()  # approximately; it was created just before
                 if x is not None and x.cancelling:
                     job.close()
                     e.running -= 1
@@ -175,7 +212,7 @@ class CallbackTasks:
                 return
             if h._st != QUEUED:
                 return  # cancelled while queued
-            limiter = e.limiter
+            limiter = self._limiter
             if limiter is not None:
                 # Off every queue while it waits for a token: keep it findable, so
                 # that leaving the block cancels it like any other pending handle.
@@ -194,7 +231,7 @@ class CallbackTasks:
                     limiter.release()
                     return
             try:
-                now = e.clock()
+                now = self._clock()
                 if x is not None and x.deadline is not None and now >= x.deadline:
                     e.expired += 1
                     h._finish(
@@ -209,7 +246,7 @@ class CallbackTasks:
                     e.max_late = late
                 e.lat.append(late)
                 deadline = _INF
-                context = e.base_context.copy()
+                context = self._base_context.copy()
                 if x is not None:
                     x.ran = True
                     if x.timeout is not None:
@@ -220,7 +257,7 @@ class CallbackTasks:
                         context = x.context
                 func = h._func
                 assert func is not None
-                in_thread = e.sync_in_thread
+                in_thread = self._sync_in_thread
                 if x is not None and x.in_thread is not None:
                     in_thread = x.in_thread
                 thread = in_thread and not is_async(func)
@@ -270,17 +307,18 @@ class CallbackTasks:
                         target,
                         args,
                         abandon_on_cancel=True,
-                        limiter=e.thread_limiter,
+                        limiter=self.thread_limiter,
                     )
                 else:
                     # A sync callback on the loop cannot be interrupted: while it
                     # runs, cancel() says so (False), as for the inline path.
                     h._result = None
-                    t0 = e.clock()
+                    clock = self._clock
+                    t0 = clock()
                     result = context.run(target, *args)
-                    elapsed = e.clock() - t0
-                    if elapsed >= e.slow_callback_duration:
-                        e.warn_blocking(h, elapsed)
+                    elapsed = clock() - t0
+                    if elapsed >= self._slow:
+                        warn_blocking(h, elapsed)
                     if inspect.iscoroutine(result):
                         h._result = scope
                         result = await InContext(result, context)
@@ -292,7 +330,7 @@ class CallbackTasks:
             e.cancelled += 1
             h._finish(CANCELLED, None)
             e.check_quiet()
-            tg = e.tg
+            tg = self._tg
             assert tg is not None
             if tg.cancel_scope.cancel_called:
                 raise
@@ -342,19 +380,13 @@ class CallbackTasks:
         if x is not None:
             retry = x.retry
             if retry is not None and not x.cancelling and retry.should_retry(x.attempt, exc):
-                when = e.clock() + retry.pause(x.attempt)
-                if e.may_retry(when) and (x.deadline is None or when < x.deadline):
+                when = self._clock() + retry.pause(x.attempt)
+                if (x.deadline is None or when < x.deadline) and e.requeue(h, when):
                     x.attempt += 1
-                    h._when = when
-                    h._st = PENDING
-                    h._result = None
-                    e.heap.push((when, h._id, h))
-                    if when < e.wake_at:
-                        e.rearm(when)
                     return
         e.failed += 1
         if not h._finish(FAILED, exc):
-            e.unobserved.hold(h, exc)
+            e.hold_unobserved(h, exc)
 
 
 def _in_thread(h: Handle[Any], started: float, target: Any, args: tuple[Any, ...]) -> Any:
@@ -365,3 +397,16 @@ def _in_thread(h: Handle[Any], started: float, target: Any, args: tuple[Any, ...
     finally:
         _current.reset(token)
         h = None  # type: ignore[assignment]  # see the end of CallbackTasks._drive
+
+
+def warn_blocking(h: Handle[Any], elapsed: float) -> None:
+    """Log a sync callback that held the event loop for ``elapsed`` seconds."""
+    logger.warning(
+        "sync callback %s blocked the event loop for %.3f s; pass in_thread=True or make it async",
+        h.name,
+        elapsed,
+    )
+
+
+def _not_open() -> float:
+    raise RuntimeError("the callback tasks have not been opened")

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from ._heap import TimerHeap
 
 
-class EngineView(Protocol):
+class WallSite(Protocol):
     """What the wall-clock watch uses of its engine (``_engine.Engine`` is one)."""
 
     clock: Callable[[], float]
@@ -59,7 +59,7 @@ class WallWatch:
         "_watchdog",
     )
 
-    def __init__(self, engine: EngineView) -> None:
+    def __init__(self, engine: WallSite) -> None:
         self._engine = engine
         self._handles: dict[Handle[Any], None] = {}
         self._offset = 0.0

@@ -5,22 +5,23 @@ from __future__ import annotations
 import inspect
 import logging
 import math
-from collections import deque
 from collections.abc import Callable, Coroutine
 from contextvars import ContextVar
-from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, TypeVar, overload
+from typing import Any, Generic, TypeVar, overload
 
 from anyio import (
     CancelScope,
+    ClosedResourceError,
     Event,
+    WouldBlock,
     create_task_group,
     current_effective_deadline,
     get_cancelled_exc_class,
     sleep_until,
 )
 from anyio.abc import TaskGroup
+from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled
 
 from .._exceptions import DeadlineExpired
 from .._handle import (
@@ -47,7 +48,8 @@ from .._util import (
     to_delay,
     to_positive,
 )
-from ._queue import PoolQueue, _Getter, expired, number
+from ._queue import ItemQueue, expired, number
+from ._stats import Estimate, PoolStatistics
 
 __all__ = ["PoolStatistics", "WorkerPool"]
 
@@ -57,11 +59,6 @@ T = TypeVar("T")
 logger = logging.getLogger("duetime")
 
 _INF = math.inf
-# Weight of the newest sample in the duration estimate once past the first few:
-# the first 1/_EWMA_ALPHA samples are a plain running mean, then an EWMA, so the
-# estimate settles fast and still follows a drift in item cost.
-_EWMA_ALPHA = 0.2
-
 # The pool whose handler is running in this context: aclose() from inside a
 # handler must not wait for the drain (it would wait on itself).
 _in_handler: ContextVar[WorkerPool[Any, Any] | None] = ContextVar(
@@ -69,37 +66,7 @@ _in_handler: ContextVar[WorkerPool[Any, Any] | None] = ContextVar(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class PoolStatistics:
-    """A snapshot of a :class:`WorkerPool`'s counters.
-
-    ``queued + running + completed + failed + cancelled + expired == submitted``
-    at every moment: each submitted item is in exactly one of those states.
-
-    :ivar submitted: items accepted by ``submit``/``submit_nowait``
-    :ivar queued: accepted, not started
-    :ivar running: started, not finished
-    :ivar completed: the handler returned
-    :ivar failed: the handler raised, was cut off by ``item_timeout``
-        (``TimeoutError``) or by the deadline (:exc:`DeadlineExpired`)
-    :ivar cancelled: cancelled before or while running
-    :ivar expired: never started, because they could not finish before the deadline
-    :ivar restarts: workers that crashed outside a handler and were replaced
-    :ivar estimate: the running estimate of one item's duration, in seconds
-    """
-
-    submitted: int
-    queued: int
-    running: int
-    completed: int
-    failed: int
-    cancelled: int
-    expired: int
-    restarts: int
-    estimate: float
-
-
-class WorkerPool(PoolQueue[ItemT, T]):
+class WorkerPool(Generic[ItemT, T]):
     """N workers that run ``handler(item)`` for items taken from a bounded queue.
 
     ::
@@ -218,7 +185,7 @@ class WorkerPool(PoolQueue[ItemT, T]):
         self._priority = priority
         self._deadline_arg = deadline
         self._deadline: float | None = None
-        self._min_time = min_time
+        self._estimate = Estimate(min_time)
         self._item_timeout = item_timeout
         self._on_error = on_error
 
@@ -232,16 +199,7 @@ class WorkerPool(PoolQueue[ItemT, T]):
         self._clock: Callable[[], float] = _not_entered
         self._watch_scope: CancelScope | None = None
 
-        # The queue: a deque (FIFO) or a heap of (priority, seq, handle).  Items
-        # in it are QUEUED; a cancelled one stays until popped (lazy removal), so
-        # ``_live`` is the occupancy that backpressure counts.
-        self._fifo: deque[Handle[Any]] = deque()
-        self._heap: list[tuple[float, int, Handle[Any]]] = []
-        self._live = 0
-        # Idle workers and blocked producers wait on separate lists, each woken
-        # one at a time, and only by an event that concerns it.
-        self._getters: deque[_Getter] = deque()
-        self._putters: deque[Event] = deque()
+        self._queue = ItemQueue(maxsize, priority)
         self._drained: Event | None = None
 
         self._submitted = 0
@@ -249,11 +207,99 @@ class WorkerPool(PoolQueue[ItemT, T]):
         self._running = 0
         self._counts = [0] * 7  # by final state code
         self._restarts = 0
-        self._est = 0.0
-        self._samples = 0
         # process_batch's hook: observer(handle, seconds_run, cut_off) for each
         # item that ran, just before it finishes.
         self._observer: Callable[[Handle[Any], float, bool], None] | None = None
+
+    # ------------------------------------------------------------------ submitting
+
+    async def submit(self, item: ItemT, *, priority: float | None = None) -> Handle[T]:
+        """Queue ``item``, waiting while the queue is full (backpressure).
+
+        An item that could not finish before the pool's deadline is not queued:
+        its handle is returned already EXPIRED.
+
+        This is a checkpoint, as trio's and anyio's ``send`` are: a cancelled
+        caller gets the backend's cancellation before the item is accepted, and
+        once it is accepted the call still yields to other tasks, shielded, so
+        the caller never loses a handle to an item that will run.
+
+        :param priority: with ``WorkerPool(priority=True)``, lower runs first
+            (default 0); FIFO among equal priorities
+        :return: the item's :class:`Handle`
+        :raises anyio.ClosedResourceError: if the pool is closed (also while waiting)
+        :raises RuntimeError: if the pool has not been entered
+        :raises TypeError: if ``priority`` is not a real number
+        :raises ValueError: if ``priority`` is NaN, or given to a pool made
+            without ``priority=True``
+        """
+        await checkpoint_if_cancelled()
+        prio = self._check_submit(priority)
+        if not self._queue.producers_waiting:
+            h = self._try_submit(item, prio)
+            if h is not None:
+                await cancel_shielded_checkpoint()
+                return h
+
+        def attempt() -> Handle[T] | None:
+            self._check_open()
+            return self._try_submit(item, prio)
+
+        return await self._queue.put_waiting(attempt)
+
+    def submit_nowait(self, item: ItemT, *, priority: float | None = None) -> Handle[T]:
+        """Queue ``item`` if there is room.
+
+        :return: the item's :class:`Handle` (already EXPIRED if it could not
+            finish before the deadline)
+        :raises anyio.WouldBlock: if the queue is full
+        :raises anyio.ClosedResourceError: if the pool is closed
+        :raises RuntimeError: if the pool has not been entered
+        :raises TypeError: if ``priority`` is not a real number
+        :raises ValueError: if ``priority`` is NaN, or given to a pool made
+            without ``priority=True``
+        """
+        prio = self._check_submit(priority)
+        h = None if self._queue.producers_waiting else self._try_submit(item, prio)
+        if h is None:
+            raise WouldBlock
+        return h
+
+    def _check_open(self) -> None:
+        if self._state == NEW:
+            raise RuntimeError("the WorkerPool has not been entered")
+        if self._state != OPEN:
+            raise ClosedResourceError("the WorkerPool is closed")
+
+    def _check_submit(self, priority: float | None) -> float:
+        if priority is None:
+            prio = 0.0
+        else:
+            if not self._priority:
+                raise ValueError("priority= needs WorkerPool(..., priority=True)")
+            prio = number(priority, "priority")
+            if math.isnan(prio):
+                raise ValueError("priority must not be NaN")
+        self._check_open()
+        return prio
+
+    def _try_submit(self, item: ItemT, prio: float) -> Handle[T] | None:
+        """Accept ``item`` if there is room (or it is already too late for it)."""
+        now = self._clock()
+        deadline = self._deadline
+        late = deadline is not None and now + self._estimate.needed() >= deadline
+        if not late and not self._queue.accepts():
+            return None
+        h: Handle[T] = Handle(now, self._handler, (item,), self)
+        self._submitted += 1
+        self._queued += 1
+        if late:
+            self._settle(h, EXPIRED, expired(h))
+        else:
+            # To an idle worker (still PENDING: it does not occupy the queue) or
+            # into the queue (QUEUED).
+            self._queue.put(h, prio)
+        return h
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -327,12 +373,7 @@ class WorkerPool(PoolQueue[ItemT, T]):
             self._drained = Event()
         # Idle workers re-check (and exit once the queue is empty); blocked
         # producers see the pool closed.
-        for g in self._getters:
-            g.event.set()
-        self._getters.clear()
-        for ev in self._putters:
-            ev.set()
-        self._putters.clear()
+        self._queue.release_all()
         self._check_drained()
 
     async def _wait_drained(self) -> None:
@@ -360,11 +401,7 @@ class WorkerPool(PoolQueue[ItemT, T]):
         self._state = CLOSED
         now = self._clock()
         late = self._deadline is not None and now >= self._deadline
-        doomed = list(self._fifo) + [e[2] for e in self._heap]
-        self._fifo.clear()
-        self._heap.clear()
-        self._live = 0
-        for h in doomed:
+        for h in self._queue.take_all():
             if h._st == QUEUED:
                 if late:
                     self._settle(h, EXPIRED, expired(h))
@@ -378,19 +415,10 @@ class WorkerPool(PoolQueue[ItemT, T]):
             await sleep_until(deadline)
             # No queued item can start any more: expire them now rather than as
             # workers come free, and release producers waiting for room.
-            self._expire_queued()
-            for ev in self._putters:
-                ev.set()
-            self._putters.clear()
-
-    def _expire_queued(self) -> None:
-        doomed = list(self._fifo) + [e[2] for e in self._heap]
-        self._fifo.clear()
-        self._heap.clear()
-        self._live = 0
-        for h in doomed:
-            if h._st == QUEUED:
-                self._settle(h, EXPIRED, expired(h))
+            for h in self._queue.take_all():
+                if h._st == QUEUED:
+                    self._settle(h, EXPIRED, expired(h))
+            self._queue.release_putters()
 
     async def _worker(self) -> None:
         """Supervise one worker loop: a crash outside a handler restarts it."""
@@ -415,7 +443,7 @@ class WorkerPool(PoolQueue[ItemT, T]):
 
     async def _work(self, current: list[Handle[Any]]) -> None:
         while True:
-            h = await self._get()
+            h = await self._queue.get(self._is_open, self._lost)
             if h is None:
                 return
             current.append(h)
@@ -423,15 +451,12 @@ class WorkerPool(PoolQueue[ItemT, T]):
             current.clear()
             h = None  # see the end of _run
 
-    def _needed(self) -> float:
-        """Seconds an item needs to be worth starting."""
-        est = self._est
-        return est if est > self._min_time else self._min_time
+    def _is_open(self) -> bool:
+        return self._state == OPEN
 
-    def _learn(self, seconds: float) -> None:
-        self._samples += 1
-        alpha = max(1.0 / self._samples, _EWMA_ALPHA)
-        self._est += alpha * (seconds - self._est)
+    def _lost(self, h: Handle[Any]) -> None:
+        """An item handed to a worker that was cancelled before it started it."""
+        self._settle(h, CANCELLED, None)
 
     async def _run(self, h: Handle[Any]) -> None:
         """Run one accepted item to its final state."""
@@ -445,7 +470,7 @@ class WorkerPool(PoolQueue[ItemT, T]):
         clock = self._clock
         now = clock()
         deadline = self._deadline
-        if deadline is not None and now + self._needed() >= deadline:
+        if deadline is not None and now + self._estimate.needed() >= deadline:
             self._settle(h, EXPIRED, expired(h))
             return
         cut = _INF if deadline is None else deadline
@@ -506,7 +531,7 @@ class WorkerPool(PoolQueue[ItemT, T]):
                 else:
                     self._settle(h, FAILED, _cut_off(h), ran, True)
             else:
-                self._learn(ran)
+                self._estimate.learn(ran)
                 self._settle(h, COMPLETED, result, ran)
         finally:
             _in_handler.reset(token)
@@ -560,9 +585,7 @@ class WorkerPool(PoolQueue[ItemT, T]):
     # ------------------------------------------------------------------ Owner protocol
 
     def _cancel_pending(self, h: Handle[Any]) -> bool:
-        if h._st == QUEUED:
-            self._live -= 1
-            self._wake_putter()
+        self._queue.forget(h)
         self._settle(h, CANCELLED, None)
         return True
 
@@ -593,7 +616,7 @@ class WorkerPool(PoolQueue[ItemT, T]):
             cancelled=c[CANCELLED],
             expired=c[EXPIRED],
             restarts=self._restarts,
-            estimate=self._est,
+            estimate=self._estimate.value,
         )
 
     def __repr__(self) -> str:

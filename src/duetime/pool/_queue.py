@@ -3,7 +3,7 @@
 lionherd-core's PriorityQueue deadlocks with ``maxsize=1`` and several
 producers because puts and gets share one Condition woken with ``notify(1)``: a
 put can wake another put.  Here each wake-up goes to a waiter that can use it:
-taking an item wakes one producer, a submit that finds an idle worker hands the
+taking an item wakes one producer, a put that finds an idle worker hands the
 item over directly, and a woken producer that leaves passes its wake-up on.
 """
 
@@ -11,26 +11,22 @@ from __future__ import annotations
 
 import contextlib
 import heapq
-import math
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, TypeVar
 
-from anyio import ClosedResourceError, Event, WouldBlock
-from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled
+from anyio import Event
 
 from .._exceptions import DeadlineExpired
-from .._handle import CANCELLED, COMPLETED, EXPIRED, QUEUED, Handle
-from .._util import NEW, OPEN
+from .._handle import COMPLETED, QUEUED, Handle
 
-__all__ = ["PoolQueue", "expired", "number"]
+__all__ = ["ItemQueue", "expired", "number"]
 
-ItemT = TypeVar("ItemT")
-T = TypeVar("T")
+H = TypeVar("H", bound=Handle[Any])
 
 
 class _Getter:
-    """An idle worker waiting for an item; a submit hands the item over directly."""
+    """An idle worker waiting for an item; a put hands the item over directly."""
 
     __slots__ = ("event", "gone", "handle")
 
@@ -40,212 +36,171 @@ class _Getter:
         self.gone = False
 
 
-class PoolQueue(Generic[ItemT, T]):
-    """The submitting half of :class:`WorkerPool` (a mixin, like the Scheduler's Executor).
+class ItemQueue:
+    """The items a :class:`WorkerPool` has accepted and not yet started.
 
-    Queued items are QUEUED and sit in ``_fifo`` or ``_heap``; a cancelled one
-    stays until popped (lazy removal), so ``_live`` is the occupancy that
-    backpressure counts.  An item handed straight to an idle worker keeps the
-    PENDING code: it does not occupy the queue.
+    Queued items are QUEUED and sit in a FIFO or, with ``priority``, a heap of
+    ``(priority, id, handle)``; a cancelled one stays until popped (lazy
+    removal), so :attr:`live` is the occupancy that backpressure counts.  An
+    item handed straight to an idle worker keeps the PENDING code: it does not
+    occupy the queue.
+
+    :param maxsize: how many items may wait (``math.inf``: no limit)
+    :param priority: order by the priority given to :meth:`put` (lower first)
     """
 
-    _state: int
-    _clock: Callable[[], float]
-    _deadline: float | None
-    _handler: Callable[[ItemT], Any]
-    _priority: bool
-    _maxsize: float
-    _fifo: deque[Handle[Any]]
-    _heap: list[tuple[float, int, Handle[Any]]]
-    _live: int
-    _getters: deque[_Getter]
-    _putters: deque[Event]
-    _submitted: int
-    _queued: int
+    __slots__ = ("_fifo", "_getters", "_heap", "_maxsize", "_priority", "_putters", "live")
 
-    if TYPE_CHECKING:
+    def __init__(self, maxsize: float, priority: bool) -> None:
+        self._maxsize = maxsize
+        self._priority = priority
+        self._fifo: deque[Handle[Any]] = deque()
+        self._heap: list[tuple[float, int, Handle[Any]]] = []
+        #: Queued items not cancelled: what counts against ``maxsize``.
+        self.live = 0
+        # Idle workers and blocked producers wait on separate lists, each woken
+        # one at a time, and only by an event that concerns it.
+        self._getters: deque[_Getter] = deque()
+        self._putters: deque[Event] = deque()
 
-        def _settle(
-            self,
-            h: Handle[Any],
-            st: int,
-            result: object,
-            ran: float | None = None,
-            cut: bool = False,
-        ) -> None: ...
+    # ------------------------------------------------------------------ producers
 
-        def _needed(self) -> float: ...
+    @property
+    def producers_waiting(self) -> bool:
+        """Whether a producer is waiting for room (a new put must queue behind it)."""
+        return bool(self._putters)
 
-        def _cancel_pending(self, h: Handle[Any]) -> bool: ...
+    def accepts(self) -> bool:
+        """Whether :meth:`put` would take an item now (an idle worker, or room)."""
+        getters = self._getters
+        while getters and getters[0].gone:
+            getters.popleft()
+        return bool(getters) or self.live < self._maxsize
 
-        def _cancel_running(self, h: Handle[Any]) -> bool: ...
-
-    # ------------------------------------------------------------------ submitting
-
-    async def submit(self, item: ItemT, *, priority: float | None = None) -> Handle[T]:
-        """Queue ``item``, waiting while the queue is full (backpressure).
-
-        An item that could not finish before the pool's deadline is not queued:
-        its handle is returned already EXPIRED.
-
-        This is a checkpoint, as trio's and anyio's ``send`` are: a cancelled
-        caller gets the backend's cancellation before the item is accepted, and
-        once it is accepted the call still yields to other tasks, shielded, so
-        the caller never loses a handle to an item that will run.
-
-        :param priority: with ``WorkerPool(priority=True)``, lower runs first
-            (default 0); FIFO among equal priorities
-        :return: the item's :class:`Handle`
-        :raises anyio.ClosedResourceError: if the pool is closed (also while waiting)
-        :raises RuntimeError: if the pool has not been entered
-        :raises TypeError: if ``priority`` is not a real number
-        :raises ValueError: if ``priority`` is NaN, or given to a pool made
-            without ``priority=True``
-        """
-        await checkpoint_if_cancelled()
-        prio = self._check_submit(priority)
-        if not self._putters:
-            h = self._try_submit(item, prio)
-            if h is not None:
-                await cancel_shielded_checkpoint()
-                return h
-        ev = Event()
-        self._putters.append(ev)
-        try:
-            while True:
-                await ev.wait()
-                self._check_open()
-                h = self._try_submit(item, prio)
-                if h is not None:
-                    if self._putters and self._has_room():
-                        self._wake_putter()
-                    return h
-                # Somebody else took the room: wait again, first in line.
-                ev = Event()
-                self._putters.appendleft(ev)
-        except BaseException:
-            if ev.is_set():
-                # Woken but leaving: pass the wake-up on so no room goes unused.
-                self._wake_putter()
-            else:
-                with contextlib.suppress(ValueError):
-                    self._putters.remove(ev)
-            raise
-
-    def submit_nowait(self, item: ItemT, *, priority: float | None = None) -> Handle[T]:
-        """Queue ``item`` if there is room.
-
-        :return: the item's :class:`Handle` (already EXPIRED if it could not
-            finish before the deadline)
-        :raises anyio.WouldBlock: if the queue is full
-        :raises anyio.ClosedResourceError: if the pool is closed
-        :raises RuntimeError: if the pool has not been entered
-        :raises TypeError: if ``priority`` is not a real number
-        :raises ValueError: if ``priority`` is NaN, or given to a pool made
-            without ``priority=True``
-        """
-        prio = self._check_submit(priority)
-        h = None if self._putters else self._try_submit(item, prio)
-        if h is None:
-            raise WouldBlock
-        return h
-
-    def _check_open(self) -> None:
-        if self._state == NEW:
-            raise RuntimeError("the WorkerPool has not been entered")
-        if self._state != OPEN:
-            raise ClosedResourceError("the WorkerPool is closed")
-
-    def _check_submit(self, priority: float | None) -> float:
-        if priority is None:
-            prio = 0.0
-        else:
-            if not self._priority:
-                raise ValueError("priority= needs WorkerPool(..., priority=True)")
-            prio = number(priority, "priority")
-            if math.isnan(prio):
-                raise ValueError("priority must not be NaN")
-        self._check_open()
-        return prio
-
-    def _has_room(self) -> bool:
-        if self._live < self._maxsize:
+    def has_room(self) -> bool:
+        """Whether a woken producer could put an item (room, or a live idle worker)."""
+        if self.live < self._maxsize:
             return True
         return any(not g.gone for g in self._getters)
 
-    def _try_submit(self, item: ItemT, prio: float) -> Handle[T] | None:
-        """Accept ``item`` if there is room (or it is already too late for it)."""
-        now = self._clock()
-        deadline = self._deadline
-        if deadline is not None and now + self._needed() >= deadline:
-            h: Handle[T] = Handle(now, self._handler, (item,), self)
-            self._submitted += 1
-            self._queued += 1
-            self._settle(h, EXPIRED, expired(h))
-            return h
+    def put(self, h: Handle[Any], priority: float) -> None:
+        """Hand ``h`` to an idle worker, else queue it (call only if :meth:`accepts`)."""
         getters = self._getters
         while getters:
             g = getters.popleft()
             if g.gone:
                 continue
-            # An idle worker: hand the item over.  PENDING (not QUEUED) marks it
-            # as not occupying the queue.
-            h = Handle(now, self._handler, (item,), self)
-            self._submitted += 1
-            self._queued += 1
             g.handle = h
             g.event.set()
-            return h
-        if self._live >= self._maxsize:
-            return None
-        h = Handle(now, self._handler, (item,), self)
+            return
         h._st = QUEUED
-        self._submitted += 1
-        self._queued += 1
-        self._live += 1
+        self.live += 1
         if self._priority:
-            heapq.heappush(self._heap, (prio, h._id, h))
+            heapq.heappush(self._heap, (priority, h._id, h))
         else:
             self._fifo.append(h)
-        return h
 
-    def _wake_putter(self) -> None:
+    async def put_waiting(self, attempt: Callable[[], H | None]) -> H:
+        """Wait in line for room, then return what ``attempt()`` accepted.
+
+        ``attempt`` is called each time this producer is woken; it returns the
+        accepted item's handle, or None when another producer took the room
+        (then this one waits again, first in line).  Whatever it raises is
+        raised here, and a wake-up this producer cannot use is passed on.
+        """
+        ev = Event()
+        self._putters.append(ev)
+        try:
+            while True:
+                await ev.wait()
+                h = attempt()
+                if h is not None:
+                    if self._putters and self.has_room():
+                        self.wake_putter()
+                    return h
+                ev = Event()
+                self._putters.appendleft(ev)
+        except BaseException:
+            if ev.is_set():
+                # Woken but leaving: pass the wake-up on so no room goes unused.
+                self.wake_putter()
+            else:
+                with contextlib.suppress(ValueError):
+                    self._putters.remove(ev)
+            raise
+
+    def wake_putter(self) -> None:
+        """Wake the first producer waiting for room, if any."""
         if self._putters:
             self._putters.popleft().set()
 
+    def release_putters(self) -> None:
+        """Wake every waiting producer (the pool closed, or its deadline passed)."""
+        for ev in self._putters:
+            ev.set()
+        self._putters.clear()
+
+    def release_all(self) -> None:
+        """Wake every idle worker and every waiting producer: the pool is closing."""
+        for g in self._getters:
+            g.event.set()
+        self._getters.clear()
+        self.release_putters()
+
+    def forget(self, h: Handle[Any]) -> None:
+        """A queued ``h`` is being cancelled: its room goes to a waiting producer."""
+        if h._st == QUEUED:
+            self.live -= 1
+            self.wake_putter()
+
     # ------------------------------------------------------------------ workers
 
-    def _pop(self) -> Handle[Any] | None:
+    def pop(self) -> Handle[Any] | None:
+        """The next queued item still QUEUED, or None; wakes a producer for its room."""
         fifo, heap = self._fifo, self._heap
         while fifo or heap:
             h = fifo.popleft() if fifo else heapq.heappop(heap)[2]
             if h._st == QUEUED:
-                self._live -= 1
-                self._wake_putter()
+                self.live -= 1
+                self.wake_putter()
                 return h
         return None
 
-    async def _get(self) -> Handle[Any] | None:
-        """The next item to run, or None once the pool is closing and empty."""
+    async def get(
+        self, is_open: Callable[[], bool], lost: Callable[[Handle[Any]], None]
+    ) -> Handle[Any] | None:
+        """The next item to run, or None once ``is_open()`` is false and the queue empty.
+
+        An idle worker waits here; if it is cancelled after an item was handed
+        to it, ``lost(handle)`` ends that item.
+        """
         while True:
-            h = self._pop()
+            h = self.pop()
             if h is not None:
                 return h
-            if self._state != OPEN:
+            if not is_open():
                 return None
             g = _Getter()
             self._getters.append(g)
             # Room appeared for a producer waiting on maxsize=0 (a handover).
-            self._wake_putter()
+            self.wake_putter()
             try:
                 await g.event.wait()
             except BaseException:
                 g.gone = True
                 if g.handle is not None and g.handle._st < COMPLETED:
-                    self._settle(g.handle, CANCELLED, None)
+                    lost(g.handle)
                 raise
             if g.handle is not None:
                 return g.handle
+
+    def take_all(self) -> list[Handle[Any]]:
+        """Empty the queue; the items it held (some may be cancelled already)."""
+        doomed = list(self._fifo) + [e[2] for e in self._heap]
+        self._fifo.clear()
+        self._heap.clear()
+        self.live = 0
+        return doomed
 
 
 def number(value: object, what: str) -> float:
@@ -256,4 +211,5 @@ def number(value: object, what: str) -> float:
 
 
 def expired(h: Handle[Any]) -> DeadlineExpired:
+    """The outcome of an item that could not finish before the pool's deadline."""
     return DeadlineExpired(f"{h.name} could not finish before the pool's deadline")
