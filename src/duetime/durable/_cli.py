@@ -2,7 +2,7 @@
 ``dead-letters``, ``retry``, ``delete``, in :mod:`._cli_store`).
 
 ``worker MODULE:REGISTRY --store URL`` imports the module the operator named,
-takes its :class:`~duetime.durable._registry.TaskRegistry`, and runs stored
+takes its :class:`~duetime.durable.TaskRegistry`, and runs stored
 entries until SIGINT or SIGTERM, honoured at any moment (:func:`_serve`): it
 stops claiming, gives running async tasks ``--grace`` seconds, releases their
 leases, and waits for sync tasks' threads (renewing their leases); a second

@@ -44,7 +44,7 @@ def _when(
 class Client:
     """Defers registered tasks into a store and looks after the entries stored.
 
-    :class:`~duetime.durable._session.StoreSession` makes one and opens it with
+    :class:`~duetime.durable.StoreSession` makes one and opens it with
     the store (:attr:`state`); ``Scheduler.defer`` and friends call it.
 
     :param store: the store (entered by whoever opens the client)

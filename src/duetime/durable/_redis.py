@@ -143,7 +143,7 @@ class RedisStore:
         ``head``, ``time``, ``wait_changed``): nothing is written to the server
         (expired tombstones are left out of the results instead of purged, a
         malformed row is reported as FAILED without being set aside), and every
-        writing method raises :class:`~duetime.durable._store.ReadOnlyStore`
+        writing method raises :class:`~duetime.durable.ReadOnlyStore`
     :raises TypeError: a parameter of the wrong type
     :raises ValueError: a URL of another scheme or whose path is not a database
         number, an empty prefix or one with braces, a non-positive lease, poll or

@@ -1,7 +1,7 @@
 """Running one claimed entry: the task call, its outcome, and what is logged about it.
 
 :class:`TaskCalls` is the part of the worker (``_worker.Worker``) that turns a
-claim into an :class:`~duetime.durable._store.Outcome`: it resolves the task,
+claim into an :class:`~duetime.durable.Outcome`: it resolves the task,
 decodes the arguments, places a series' occurrence, calls the task (an async
 one in the runner task, a sync one in a thread it waits for), and decides done,
 retry, next occurrence or dead letter.  A sync task's thread cannot be

@@ -163,12 +163,12 @@ class StoreSession:
         return self
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        """Stop the worker (:meth:`Worker.stop <duetime.durable._worker.Worker.stop>`:
+        """Stop the worker (:meth:`Worker.stop <duetime.durable.Worker.stop>`:
         ``grace`` for running async tasks when the block ended without an error,
         none otherwise), close the client, leave the store (at most
         :data:`CLOSE_CAP` seconds, then its connections are abandoned).
 
-        A worker whose store raised :class:`~duetime.durable._store.StoreLost`
+        A worker whose store raised :class:`~duetime.durable.StoreLost`
         (its file deleted or replaced) stops at once: the block inside ``async
         with`` is cancelled, nothing is released or finished, and leaving raises
         that StoreLost (the store logged it once)."""

@@ -126,7 +126,7 @@ class SQLiteStore:
         writing method raises :class:`ReadOnlyStore`
     Once the file at ``path`` is no longer the one opened (deleted, or
     replaced by a restore or another program), every call raises
-    :class:`~duetime.durable._store.StoreLost` and one ERROR is logged: the
+    :class:`~duetime.durable.StoreLost` and one ERROR is logged: the
     check is one ``stat`` after each call, so an idle worker notices within
     ``poll`` seconds.  The store does not reopen by itself: fencing tokens are
     only unique within one file, so a process must be restarted to use the

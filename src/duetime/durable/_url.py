@@ -24,7 +24,7 @@ def open_store(url: str, *, read_only: bool = False, **options: Any) -> Store:
     it to ``Scheduler(store=...)``).
 
     - ``sqlite:///relative/path.db`` and ``sqlite:////absolute/path.db``: a
-      :class:`~duetime.durable._sqlite.SQLiteStore` (``%xx`` escapes are decoded);
+      :class:`~duetime.durable.SQLiteStore` (``%xx`` escapes are decoded);
     - ``memory://``: a ``MemoryStore`` (one process, tests);
     - ``redis://host:6379/0``, ``rediss://...`` (TLS) and ``unix://...``: a
       ``RedisStore`` from the ``redis`` extra.

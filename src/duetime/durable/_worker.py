@@ -18,7 +18,7 @@ entry before the thread returns.
 Store errors in the loops are retried with a backoff of at most
 :data:`MAX_BACKOFF` seconds, cut short when another call of this process gets
 through; an outage is logged once when it starts and once when it ends
-(``_log.StoreHealth``).  A :class:`~duetime.durable._store.StoreLost` is not
+(``_log.StoreHealth``).  A :class:`~duetime.durable.StoreLost` is not
 retried: the worker stops at once (:meth:`Worker.stop`).
 """
 
@@ -73,7 +73,7 @@ class Worker:
     leases, records their ends, and stops cleanly.
 
     It runs inside a task group it is given (:meth:`start`) and is stopped with
-    :meth:`stop`; :class:`~duetime.durable._session.StoreSession` does both
+    :meth:`stop`; :class:`~duetime.durable.StoreSession` does both
     around the store it enters.
 
     :param store: the store (entered by whoever starts the worker)
