@@ -26,8 +26,7 @@ from typing import Any
 import anyio
 from _common import ge, ratio
 
-from duetime.durable._sqlite import SQLiteStore
-from duetime.durable._store import Done, NewRow
+from duetime.durable import Done, NewRow, SQLiteStore
 
 
 def _row(i: int) -> NewRow:
