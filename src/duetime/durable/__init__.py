@@ -36,7 +36,8 @@ The wing, by file:
     :class:`RedisStore`, several hosts (the ``redis`` extra, loaded lazily)
   - ``_url.py``: :func:`open_store`, a store from a URL
   - ``_redact.py``: a store URL shown without its credentials
-  - ``conformance.py``: the conformance suite, for a store's tests (pytest)
+  - ``conformance.py``: the conformance suite, for a store's tests (pytest), with
+    its helpers and malformed-row part in ``_conformance_kit.py``
 
 - the command line (``python -m duetime``)
 
