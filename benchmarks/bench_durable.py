@@ -3,9 +3,9 @@
 - awaited add: one row per ``await store.add([row])`` (what an awaited ``defer`` costs
   below the codec and the Scheduler);
 - batch add: 100 rows per call (``defer_many``), rows per second;
-- claim + finish with 4 worker processes: each loops ``claim(limit=100)`` then a fenced
-  ``finish(Done())`` per entry (a no-op task; the entries of a claim finish concurrently,
-  as a worker's tasks do, so the store's group commit applies), all on one file; the
+- claim + finish with 4 worker processes: each loops ``claim(limit=100)`` then one
+  ``finish_many`` with a fenced ``Done()`` per entry (a no-op task; the entries of a
+  claim end together and a worker's finisher sends them as one group), all on one file; the
   rate is entries over the span from the first claim to the last finish (process
   start-up excluded).
 
@@ -26,8 +26,7 @@ from typing import Any
 import anyio
 from _common import ge, ratio
 
-from duetime.durable._sqlite import SQLiteStore
-from duetime.durable._store import Done, NewRow
+from duetime.durable import Done, NewRow, SQLiteStore
 
 
 def _row(i: int) -> NewRow:
@@ -72,15 +71,9 @@ async def _worker(db: str, out: str, owner: str) -> None:
                 continue
             if not first:
                 first = time.time()
-            results: list[bool] = []
-
-            async def finish(key: str, token: int, results: list[bool] = results) -> None:
-                results.append(await store.finish(key, token, Done()))
-
-            # The entries of one claim run (and finish) concurrently, as in a worker.
-            async with anyio.create_task_group() as tg:
-                for c in claims:
-                    tg.start_soon(finish, c.entry.key, c.token)
+            # The entries of one claim end together and finish as one group, as in
+            # a worker (its finisher sends them in one finish_many).
+            results = await store.finish_many([(c.entry.key, c.token, Done()) for c in claims])
             done += sum(results)
             last = time.time()
     await anyio.Path(out).write_text(json.dumps({"first": first, "last": last, "done": done}))

@@ -8,7 +8,8 @@ skipped one by one when not installed.  Figures:
   of one row, and of batches of 100; arq ``enqueue_job``; SAQ ``enqueue``);
 - **throughput**: N no-op entries due now, 4 worker processes started at one
   instant, until all have run (duetime: ``claim`` 100, run, then the finishes
-  as one group commit, ``finish_many``; also with one ``finish`` per entry);
+  as one group commit, ``finish_many``; also with one ``finish_many`` call per
+  entry);
 - **lateness**: entries due over a few seconds, 4 idle workers; lateness =
   when the task ran - when it was due (arq polls every 0.5 s, SAQ every 1 s and
   schedules to whole seconds);
@@ -91,8 +92,7 @@ async def _flush(url: str) -> None:
 
 
 async def dt_enqueue(url: str, n: int, batch: int) -> float:
-    from duetime.durable._redis import RedisStore
-    from duetime.durable._store import NewRow
+    from duetime.durable import NewRow, RedisStore
 
     async with RedisStore(url, prefix="bench") as store:
         rows = [NewRow(f"e{i}", "noop", "[]", delay=3600.0) for i in range(n)]
@@ -103,8 +103,7 @@ async def dt_enqueue(url: str, n: int, batch: int) -> float:
 
 
 async def dt_fill(url: str, n: int, due: list[float] | None = None) -> None:
-    from duetime.durable._redis import RedisStore
-    from duetime.durable._store import NewRow
+    from duetime.durable import NewRow, RedisStore
 
     async with RedisStore(url, prefix="bench") as store:
         for i in range(0, n, 500):
@@ -120,8 +119,7 @@ async def dt_fill(url: str, n: int, due: list[float] | None = None) -> None:
 async def dt_worker(url: str, mode: str, start: float, stop: float) -> dict[str, Any]:
     import anyio
 
-    from duetime.durable._redis import RedisStore
-    from duetime.durable._store import Done
+    from duetime.durable import Done, RedisStore
 
     owner = f"bench-{os.getpid()}"
     lat: list[float] = []
@@ -140,7 +138,7 @@ async def dt_worker(url: str, mode: str, start: float, stop: float) -> dict[str,
                 if mode == "each":
                     async with anyio.create_task_group() as tg:
                         for c in claims:
-                            tg.start_soon(store.finish, c.entry.key, c.token, Done())
+                            tg.start_soon(store.finish_many, [(c.entry.key, c.token, Done())])
                 else:
                     await store.finish_many([(c.entry.key, c.token, Done()) for c in claims])
                 n += len(claims)
@@ -161,7 +159,7 @@ async def rt_worker(url: str, mode: str, start: float, stop: float) -> dict[str,
     import anyio
 
     import duetime
-    from duetime.durable._redis import RedisStore
+    from duetime.durable import RedisStore
 
     tasks = duetime.TaskRegistry()
     state = {"n": 0, "last": 0.0}
@@ -392,8 +390,7 @@ def _lateness(kind: str, url: str, n: int, spread: float) -> list[float]:
 
 async def _send(kind: str, url: str, n: int, gap: float) -> None:
     if kind in ("duetime", "runner"):
-        from duetime.durable._redis import RedisStore
-        from duetime.durable._store import NewRow
+        from duetime.durable import NewRow, RedisStore
 
         async with RedisStore(url, prefix="bench") as store:
             for i in range(n):

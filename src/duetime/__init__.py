@@ -28,14 +28,11 @@ from ._retry import Retry
 from ._scheduler import Scheduler, SchedulerStatistics
 from ._threaded import Job, RecurringJob, ThreadedScheduler
 from ._vocab import Misfire, Overlap, Status
-from .durable._registry import TaskRegistry, current_entry
-from .durable._sqlite import SQLiteStore
-from .durable._store import Entry
-from .durable._url import open_store
+from .durable import Entry, SQLiteStore, TaskRegistry, current_entry, open_store
 from .pool import BatchReport, PoolStatistics, WorkerPool, process_batch
 
 if TYPE_CHECKING:
-    from .durable._redis import RedisStore  # noqa: F401  (lazy: see __getattr__)
+    from .durable import RedisStore as RedisStore  # lazy: see __getattr__
 
 try:
     __version__ = version("duetime")  # pyproject.toml is the one source
@@ -80,7 +77,7 @@ def __getattr__(name: str) -> Any:
     # RedisStore needs the `redis` extra (coredis): imported on first use only, so
     # `import duetime` never needs it.  Not in __all__, so `import *` never needs it.
     if name == "RedisStore":
-        from .durable._redis import RedisStore
+        from . import durable
 
-        return RedisStore
+        return durable.RedisStore
     raise AttributeError(f"module 'duetime' has no attribute {name!r}")

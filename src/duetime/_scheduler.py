@@ -27,9 +27,7 @@ from ._util import check_aware, to_delay
 from ._vocab import Misfire, Overlap, Status
 
 if TYPE_CHECKING:
-    from .durable._registry import TaskRegistry
-    from .durable._runner import DurableRunner
-    from .durable._store import Entry, OnConflict, Store
+    from .durable import Client, Entry, OnConflict, Store, StoreSession, TaskRegistry
 
 __all__ = ["Scheduler", "SchedulerStatistics"]
 
@@ -137,16 +135,16 @@ class Scheduler:
         self._engine: EngineFront = engine
         # The heap, one attribute away: the call_later/call_at hot path pushes on it.
         self._heap = engine.heap
-        # -- durable (store=, tasks=, worker=): a DurableRunner entered with the block
-        self._durable: DurableRunner | None = None
+        # -- durable (store=, tasks=, worker=): a StoreSession entered with the block
+        self._durable: StoreSession | None = None
         if not isinstance(worker, bool):
             raise TypeError(f"worker must be a bool, got {worker!r}")
         if store is not None or tasks is not None:
             if store is None or tasks is None:
                 raise TypeError("store= and tasks= go together: pass both (or neither)")
-            from .durable._runner import DurableRunner
+            from .durable import StoreSession
 
-            self._durable = DurableRunner(
+            self._durable = StoreSession(
                 store,
                 tasks,
                 worker=worker,
@@ -649,17 +647,17 @@ class Scheduler:
 
     # ================================================================== durable
     # Registered tasks in a durable store (store=, tasks=, worker=): thin, typed
-    # delegations to the DurableRunner the block enters.  Nothing above this line
-    # reads self._durable except __init__, __aenter__ and __aexit__.
+    # delegations to the client of the StoreSession the block enters.  Nothing above
+    # this line reads self._durable except __init__, __aenter__ and __aexit__.
 
-    def _runner(self) -> DurableRunner:
-        runner = self._durable
-        if runner is None:
+    def _client(self) -> Client:
+        session = self._durable
+        if session is None:
             raise RuntimeError(
                 "this Scheduler has no durable store: create it with"
                 " Scheduler(store=..., tasks=...) to defer registered tasks"
             )
-        return runner
+        return session.client
 
     @overload
     async def defer(
@@ -721,7 +719,7 @@ class Scheduler:
             ``at``, a bad key or ``on_conflict``, a payload over 64 KiB
         :raises EntryExists: as ``on_conflict`` says
         """
-        return await self._runner().defer(
+        return await self._client().defer(
             task, *args, delay=delay, at=at, key=key, on_conflict=on_conflict
         )
 
@@ -744,7 +742,7 @@ class Scheduler:
         :raises ValueError: ``keys`` of another length, a key given twice;
             otherwise as :meth:`defer` (every run is checked before any is stored)
         """
-        return await self._runner().defer_many(
+        return await self._client().defer_many(
             task, argsets, delay=delay, at=at, keys=keys, on_conflict=on_conflict
         )
 
@@ -779,7 +777,7 @@ class Scheduler:
         :raises TypeError: a trigger that is neither an interval nor a Cron
         :raises ValueError: a bad policy, interval or start; otherwise as :meth:`defer`
         """
-        return await self._runner().defer_every(
+        return await self._client().defer_every(
             trigger,
             task,
             *args,
@@ -799,7 +797,7 @@ class Scheduler:
             ``defer`` would refuse: a malformed row a store lists)
         :raises RuntimeError: the Scheduler has no store
         """
-        return await self._runner().cancel_deferred(key)
+        return await self._client().cancel_deferred(key)
 
     async def deferred(self, key: str) -> Entry | None:
         """The entry stored under ``key`` (finished ones while kept as tombstones), or None.
@@ -808,7 +806,7 @@ class Scheduler:
             ``defer`` would refuse: a malformed row a store lists)
         :raises RuntimeError: the Scheduler has no store
         """
-        return await self._runner().deferred(key)
+        return await self._client().deferred(key)
 
     async def deferred_entries(
         self, *, status: Status | None = None, limit: int = 1000
@@ -817,7 +815,7 @@ class Scheduler:
 
         :raises RuntimeError: the Scheduler has no store
         """
-        return await self._runner().entries(status=status, limit=limit)
+        return await self._client().entries(status=status, limit=limit)
 
     async def dead_letters(self, *, limit: int = 1000) -> list[Entry]:
         """FAILED entries: retries exhausted, unknown task, bad payload, or poison
@@ -825,7 +823,7 @@ class Scheduler:
 
         :raises RuntimeError: the Scheduler has no store
         """
-        return await self._runner().dead_letters(limit=limit)
+        return await self._client().dead_letters(limit=limit)
 
     async def retry_deferred(self, key: str) -> bool:
         """Make a FAILED entry PENDING again, due now, attempt 1; False if not FAILED.
@@ -834,7 +832,7 @@ class Scheduler:
             ``defer`` would refuse: a malformed row a store lists)
         :raises RuntimeError: the Scheduler has no store
         """
-        return await self._runner().retry_deferred(key)
+        return await self._client().retry_deferred(key)
 
     async def delete_deferred(self, key: str) -> bool:
         """Delete an entry that is not running (dead letters and tombstones too).
@@ -843,4 +841,4 @@ class Scheduler:
             ``defer`` would refuse: a malformed row a store lists)
         :raises RuntimeError: the Scheduler has no store
         """
-        return await self._runner().delete_deferred(key)
+        return await self._client().delete_deferred(key)

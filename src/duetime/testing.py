@@ -45,7 +45,7 @@ from typing import Any, TypeVar, TypeVarTuple
 import anyio
 
 from ._virtual import VirtualTimeLoop, current_mock_clock, hold_autojump
-from .durable._memory import MemoryStore
+from .durable import MemoryStore
 
 # Documented, and shown, as duetime.testing's.
 VirtualTimeLoop.__module__ = __name__

@@ -14,8 +14,7 @@ import sys
 
 import anyio
 
-from duetime.durable._sqlite import SQLiteStore
-from duetime.durable._store import Done
+from duetime.durable import Done, SQLiteStore
 
 
 async def main(db: str, out: str, owner: str, run_s: float) -> None:
@@ -32,7 +31,7 @@ async def main(db: str, out: str, owner: str, run_s: float) -> None:
                 for c in claims:
                     log.write(f"run {c.entry.key} {c.token}\n")
                     await anyio.sleep(run_s)
-                    ok = await store.finish(c.entry.key, c.token, Done())
+                    ok = (await store.finish_many([(c.entry.key, c.token, Done())]))[0]
                     log.write(f"{'done' if ok else 'fenced'} {c.entry.key} {c.token}\n")
 
 

@@ -25,8 +25,7 @@ from typing import IO, Any
 
 import anyio
 
-from duetime.durable._redis import RedisStore
-from duetime.durable._store import Claim, Done, NextOccurrence, Outcome
+from duetime.durable import Claim, Done, NextOccurrence, Outcome, RedisStore
 
 TASK_SECONDS = 0.05  # each "task" holds its lease this long
 CONCURRENCY = 8
@@ -57,7 +56,7 @@ async def run(claim: Claim, store: RedisStore, out: IO[str]) -> None:
         token = f"{claim.token}@{entry.occurrence}"
     else:
         token = str(claim.token)
-    ok = await retrying(store.finish, entry.key, claim.token, outcome)
+    [ok] = await retrying(store.finish_many, [(entry.key, claim.token, outcome)])
     out.write(f"{'done' if ok else 'fenced'} {entry.key} {token} {time.time():.6f}\n")
     out.flush()
 

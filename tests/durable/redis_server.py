@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from duetime.durable._redis import RedisStore
+from duetime.durable import RedisStore
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 

@@ -22,10 +22,7 @@ import pytest
 import duetime
 from duetime import Status
 from duetime.__main__ import main
-from duetime.durable._registry import TaskRegistry
-from duetime.durable._runner import DurableRunner
-from duetime.durable._sqlite import SQLiteStore
-from duetime.durable._store import Entry
+from duetime.durable import Entry, SQLiteStore, TaskRegistry
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
@@ -35,7 +32,7 @@ JOBS = textwrap.dedent(
     """
     import time
     import anyio
-    from duetime.durable._registry import TaskRegistry, current_entry
+    from duetime.durable import TaskRegistry, current_entry
 
     tasks = TaskRegistry()
 
@@ -61,7 +58,7 @@ def _run(fn: Any, *args: Any) -> Any:
 
 
 async def _defer(db: Path, note_path: Path) -> None:
-    async with DurableRunner(SQLiteStore(db), producer_tasks, worker=False) as r:
+    async with duetime.Scheduler(store=SQLiteStore(db), tasks=producer_tasks, worker=False) as r:
         await r.defer_many(
             "jobs.note",
             [(str(note_path), f"n{i}") for i in range(5)],
@@ -134,7 +131,9 @@ def test_entries_command_lists_json_table_and_dead_letters(
     db = tmp_path / "e.db"
 
     async def fill() -> None:
-        async with DurableRunner(SQLiteStore(db), producer_tasks, worker=False) as r:
+        async with duetime.Scheduler(
+            store=SQLiteStore(db), tasks=producer_tasks, worker=False
+        ) as r:
             await r.defer("jobs.note", "p", "t", key="a", delay=60)
 
     _run(fill)

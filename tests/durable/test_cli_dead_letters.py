@@ -23,10 +23,8 @@ import pytest
 import duetime
 from duetime import Status
 from duetime.__main__ import main
-from duetime.durable._sqlite import SQLiteStore
-from duetime.durable._store import Dead, Done, Entry
-
-from .conformance import row
+from duetime.durable import Dead, Done, Entry, SQLiteStore
+from duetime.durable.conformance import row
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
@@ -41,10 +39,14 @@ def make_store(db: Path) -> None:
             dead = ["a1", "a2", "a3", "b1", "b2"]
             await store.add([row(k, task="old.a" if k < "b" else "old.b") for k in dead])
             for c in await store.claim("w", 10):
-                await store.finish(c.entry.key, c.token, Dead(f"unknown task {c.entry.task!r}"))
+                (
+                    await store.finish_many(
+                        [(c.entry.key, c.token, Dead(f"unknown task {c.entry.task!r}"))]
+                    )
+                )[0]
             await store.add([row("c1", task="old.a")])
             [c] = await store.claim("w", 1)
-            await store.finish(c.entry.key, c.token, Done())
+            (await store.finish_many([(c.entry.key, c.token, Done())]))[0]
             await store.add([row("p1", task="old.a", delay=3600.0)])
 
     anyio.run(go)
@@ -189,14 +191,14 @@ def test_help_documents_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> No
 
 OLD = textwrap.dedent(
     """
-    from duetime.durable._registry import TaskRegistry
+    from duetime.durable import TaskRegistry
     tasks = TaskRegistry()
     """
 )
 NEW = textwrap.dedent(
     """
     import os
-    from duetime.durable._registry import TaskRegistry, current_entry
+    from duetime.durable import TaskRegistry, current_entry
     tasks = TaskRegistry()
 
     @tasks.task("billing.new")
@@ -242,12 +244,11 @@ def test_a_rolling_deploy_retries_what_an_old_worker_dead_lettered(tmp_path: Pat
                 proc.wait()
 
     async def produce() -> None:
-        from duetime.durable._registry import TaskRegistry
-        from duetime.durable._runner import DurableRunner
+        from duetime.durable import TaskRegistry
 
         producer = TaskRegistry()
         producer.task("billing.new")(lambda n: None)
-        async with DurableRunner(SQLiteStore(db), producer, worker=False) as r:
+        async with duetime.Scheduler(store=SQLiteStore(db), tasks=producer, worker=False) as r:
             await r.defer_many(
                 "billing.new", [(i,) for i in range(5)], keys=[f"n{i}" for i in range(5)]
             )

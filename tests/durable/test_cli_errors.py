@@ -31,7 +31,7 @@ LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
 
 JOBS = textwrap.dedent(
     """
-    from duetime.durable._registry import TaskRegistry
+    from duetime.durable import TaskRegistry
 
     tasks = TaskRegistry()
 

@@ -18,9 +18,7 @@ import anyio
 import pytest
 
 import duetime
-from duetime.durable._registry import TaskRegistry
-from duetime.durable._runner import DurableRunner
-from duetime.durable._sqlite import SQLiteStore
+from duetime.durable import SQLiteStore, TaskRegistry
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX terminals")
 
@@ -47,7 +45,7 @@ def cli(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 def fill(db: Path, n: int = 0, *, hostile: bool = False, long_error: str | None = None) -> None:
     async def go() -> None:
-        async with DurableRunner(SQLiteStore(db), tasks, worker=False) as r:
+        async with duetime.Scheduler(store=SQLiteStore(db), tasks=tasks, worker=False) as r:
             for i in range(n):
                 await r.defer("jobs.echo", f"n{i}", key=f"k{i:03d}", delay=60 + i)
             if hostile:
@@ -242,7 +240,7 @@ def test_the_limit_is_announced_and_can_be_lifted(tmp_path: Path) -> None:
 
 
 def test_a_reader_that_goes_away_ends_the_listing_quietly(tmp_path: Path) -> None:
-    from duetime.durable._store import NewRow
+    from duetime.durable import NewRow
 
     db = tmp_path / "jobs.db"
 
@@ -270,7 +268,7 @@ def test_a_reader_that_goes_away_ends_the_listing_quietly(tmp_path: Path) -> Non
 
 
 def test_open_store_read_only_reaches_the_sqlite_store(tmp_path: Path) -> None:
-    from duetime.durable._url import open_store
+    from duetime.durable import open_store
 
     store = open_store(f"sqlite:///{tmp_path}/jobs.db", read_only=True)
     assert isinstance(store, SQLiteStore)
@@ -282,10 +280,9 @@ def test_open_store_read_only_reaches_the_sqlite_store(tmp_path: Path) -> None:
 def test_listing_a_redis_store_writes_nothing(tmp_path: Path) -> None:
     import time
 
-    from duetime.durable._redis import RedisStore
-    from duetime.durable._store import Done
+    from duetime.durable import Done, RedisStore
+    from duetime.durable.conformance import row
 
-    from .conformance import row
     from .redis_server import RedisServer
 
     async def writes(url: str) -> int:
@@ -299,7 +296,7 @@ def test_listing_a_redis_store_writes_nothing(tmp_path: Path) -> None:
         async with RedisStore(url, dedupe_ttl=0.05) as store:
             await store.add([row("done"), row("later", delay=3600.0)])
             [c] = await store.claim("w", 1)
-            await store.finish(c.entry.key, c.token, Done())
+            (await store.finish_many([(c.entry.key, c.token, Done())]))[0]
             return time.time() + 0.05
 
     with RedisServer(tmp_path) as server:

@@ -29,8 +29,7 @@ import pytest
 import duetime
 from duetime import Status
 from duetime.__main__ import main
-from duetime.durable._redis import RedisStore
-from duetime.durable._registry import TaskRegistry
+from duetime.durable import RedisStore, TaskRegistry
 
 from .redis_server import RedisServer
 
@@ -47,7 +46,7 @@ JOBS = textwrap.dedent(
     import os
     import anyio
     from duetime import Retry
-    from duetime.durable._registry import TaskRegistry, current_entry
+    from duetime.durable import TaskRegistry, current_entry
 
     tasks = TaskRegistry()
     # Line-buffered: one write() per line, so SIGKILL tears at most the last one.

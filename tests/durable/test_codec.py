@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+# Unit and property tests of the argument codec, below the front (defer uses it).
 from duetime.durable._codec import (
     MAX_DEPTH,
     MAX_PAYLOAD,

@@ -9,11 +9,8 @@ import anyio
 import pytest
 
 from duetime import Status
-from duetime.durable._memory import MemoryStore
-from duetime.durable._sqlite import SQLiteStore
-from duetime.durable._store import Done, Store
-
-from .conformance import StoreConformance, loop_epoch_clock, row
+from duetime.durable import Done, MemoryStore, SQLiteStore, Store
+from duetime.durable.conformance import StoreConformance, loop_epoch_clock, row
 
 pytestmark = pytest.mark.anyio
 
@@ -34,9 +31,9 @@ class TestMemoryStoreExtras:
         again = await store.claim("x", 5)
         assert {c.entry.key for c in again} == {c.entry.key for c in mine}
         assert all(c.entry.deliveries == 2 for c in again)
-        assert await store.finish(other.entry.key, other.token, Done())
+        assert (await store.finish_many([(other.entry.key, other.token, Done())]))[0]
         for old in mine:
-            assert await store.finish(old.entry.key, old.token, Done()) is False
+            assert (await store.finish_many([(old.entry.key, old.token, Done())]))[0] is False
 
     async def test_crash_wakes_a_waiter(self, anyio_backend: Any) -> None:
         store = MemoryStore(lease=30.0)

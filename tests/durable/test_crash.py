@@ -21,8 +21,7 @@ import anyio
 import pytest
 
 import duetime
-from duetime.durable._sqlite import SQLiteStore
-from duetime.durable._store import NewRow
+from duetime.durable import NewRow, SQLiteStore
 
 HERE = Path(__file__).resolve().parent
 N_ENTRIES = 2400

@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 
 from duetime import Scheduler, SchedulerClosed
-from duetime.durable._registry import TaskRegistry
-from duetime.durable._sqlite import SQLiteStore
+from duetime.durable import SQLiteStore, TaskRegistry
 from duetime.testing import MemoryStore
 
 pytestmark = pytest.mark.anyio

@@ -9,11 +9,10 @@ from typing import Any
 import pytest
 
 from duetime import Scheduler, Status
-from duetime.durable._registry import TaskRegistry
-from duetime.durable._sqlite import SQLiteStore
+from duetime.durable import SQLiteStore, TaskRegistry
+from duetime.durable.conformance import loop_epoch_clock
 from duetime.testing import hold_autojump
 
-from .conformance import loop_epoch_clock
 from .test_sqlite_badrows import insert
 
 pytestmark = pytest.mark.anyio

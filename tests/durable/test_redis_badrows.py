@@ -18,9 +18,10 @@ import pytest
 
 import duetime
 from duetime import Status
-from duetime.durable._redis import RedisStore
+from duetime.durable import NewRow, RedisStore
+
+# The reply decoder itself: fed replies no server would send, to check it never raises.
 from duetime.durable._redis_rows import read
-from duetime.durable._store import NewRow
 from duetime.testing import hold_autojump
 
 Factory = Callable[..., RedisStore]

@@ -18,11 +18,9 @@ from typing import Any
 import anyio
 import pytest
 
-from duetime.durable._redis import RedisStore
-from duetime.durable._store import Store
+from duetime.durable import RedisStore, Store
+from duetime.durable.conformance import StoreConformance, row
 from duetime.testing import hold_autojump
-
-from .conformance import StoreConformance, row
 
 pytestmark = pytest.mark.anyio
 

@@ -32,8 +32,7 @@ import anyio
 import pytest
 
 from duetime import Status
-from duetime.durable._redis import RedisStore
-from duetime.durable._store import NewRow
+from duetime.durable import NewRow, RedisStore
 
 from .redis_server import RedisServer
 

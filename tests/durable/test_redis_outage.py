@@ -21,8 +21,7 @@ import pytest
 
 import duetime
 from duetime import Status
-from duetime.durable._redis import RedisStore
-from duetime.durable._store import NewRow
+from duetime.durable import NewRow, RedisStore
 from duetime.testing import hold_autojump
 
 from .redis_server import RedisServer, free_port

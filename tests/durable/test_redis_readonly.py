@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 
 from duetime import Status
-from duetime.durable._redis import RedisStore
-from duetime.durable._store import Done, NewRow, ReadOnlyStore
+from duetime.durable import Done, NewRow, ReadOnlyStore, RedisStore
 from duetime.testing import hold_autojump
 
 from .test_redis_badrows import BAD, BAD_KEYS, write_garbage
@@ -52,7 +51,7 @@ async def test_lists_and_refuses_every_write(redis_store: Factory) -> None:
     async with redis_store() as writer:
         await writer.add([row("done"), row("later", delay=3600.0)])
         [claim] = await writer.claim("w", 1)
-        assert await writer.finish(claim.entry.key, claim.token, Done())
+        assert (await writer.finish_many([(claim.entry.key, claim.token, Done())]))[0]
         before = await snapshot(writer)
         reader = redis_store(read_only=True)
         assert "read_only=True" in repr(reader)
@@ -73,7 +72,7 @@ async def test_lists_and_refuses_every_write(redis_store: Factory) -> None:
             with pytest.raises(ReadOnlyStore):
                 await reader.extend([("later", 1)])
             with pytest.raises(ReadOnlyStore):
-                await reader.finish("later", 1, Done())
+                (await reader.finish_many([("later", 1, Done())]))[0]
             with pytest.raises(ReadOnlyStore):
                 await reader.finish_many([("later", 1, Done())])
             with pytest.raises(ReadOnlyStore):
@@ -89,7 +88,7 @@ async def test_an_expired_tombstone_is_left_out_not_purged(redis_store: Factory)
     async with redis_store(dedupe_ttl=10.0) as writer, redis_store(read_only=True) as reader:
         await writer.add([row("done"), row("later", delay=3600.0)])
         [claim] = await writer.claim("w", 1)
-        await writer.finish(claim.entry.key, claim.token, Done())
+        (await writer.finish_many([(claim.entry.key, claim.token, Done())]))[0]
         reader.advance_clock(60)  # the tombstone has expired for the reader
         before = await snapshot(writer)
         assert [e.key for e in await reader.entries()] == ["later"]
@@ -123,7 +122,7 @@ async def test_a_malformed_row_is_listed_not_set_aside(redis_store: Factory) -> 
 
 
 async def test_open_store_read_only_reaches_the_redis_store(redis_url: str) -> None:
-    from duetime.durable._url import open_store
+    from duetime.durable import open_store
 
     store = open_store(redis_url, read_only=True)
     assert isinstance(store, RedisStore)

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from duetime.durable._redis import RedisStore
-from duetime.durable._url import redact_url
+from duetime.durable import RedisStore
+
+# redact_url is private: the tests check what every message shows of a URL.
+from duetime.durable._redact import redact_url
 from duetime.testing import hold_autojump
 
 from .redis_server import RedisServer, free_port

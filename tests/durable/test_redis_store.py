@@ -18,8 +18,7 @@ import pytest
 
 from duetime import Status
 from duetime._exceptions import EntryExists
-from duetime.durable._redis import RedisStore
-from duetime.durable._store import Dead, Done, NewRow, NextOccurrence, Release, RetryAt, utc
+from duetime.durable import Dead, Done, NewRow, NextOccurrence, RedisStore, Release, RetryAt, utc
 from duetime.testing import hold_autojump
 
 from .redis_server import RedisServer
@@ -85,12 +84,12 @@ async def test_tokens_grow_and_are_never_reused_after_a_replace(redis_store: Fac
     async with redis_store() as store:
         await store.add([row("a")])
         (first,) = await store.claim("w1", 10)
-        await store.finish("a", first.token, Done())
+        (await store.finish_many([("a", first.token, Done())]))[0]
         await store.add([row("a")], on_conflict="replace")
         (second,) = await store.claim("w1", 10)
         assert second.token > first.token
-        assert not await store.finish("a", first.token, Done())
-        assert await store.finish("a", second.token, Done())
+        assert not (await store.finish_many([("a", first.token, Done())]))[0]
+        assert (await store.finish_many([("a", second.token, Done())]))[0]
 
 
 async def test_delay_is_on_the_server_clock_and_due_times_are_exact(redis_store: Factory) -> None:
@@ -120,9 +119,9 @@ async def test_a_lapsed_lease_is_reclaimed_and_the_old_token_is_fenced(
         (second,) = await b.claim("host-b", 10)
         assert second.entry.deliveries == 2  # claims of this attempt, the live one included
         assert await a.extend([("job", first.token)]) == [False]
-        assert not await a.finish("job", first.token, Done())
+        assert not (await a.finish_many([("job", first.token, Done())]))[0]
         assert await b.extend([("job", second.token)]) == [True]
-        assert await b.finish("job", second.token, Done())
+        assert (await b.finish_many([("job", second.token, Done())]))[0]
         entry = await a.get("job")
         assert entry is not None
         assert entry.status is Status.COMPLETED
@@ -150,10 +149,10 @@ async def test_outcomes(redis_store: Factory) -> None:
         now = await store.time()
         await store.add([row(k) for k in ("r", "n", "d", "x")])
         claims = {c.entry.key: c for c in await store.claim("w", 10)}
-        assert await store.finish("r", claims["r"].token, RetryAt(now + 5, "boom"))
-        assert await store.finish("n", claims["n"].token, NextOccurrence(now + 7))
-        assert await store.finish("d", claims["d"].token, Dead("bad payload"))
-        assert await store.finish("x", claims["x"].token, Release())
+        assert (await store.finish_many([("r", claims["r"].token, RetryAt(now + 5, "boom"))]))[0]
+        assert (await store.finish_many([("n", claims["n"].token, NextOccurrence(now + 7))]))[0]
+        assert (await store.finish_many([("d", claims["d"].token, Dead("bad payload"))]))[0]
+        assert (await store.finish_many([("x", claims["x"].token, Release())]))[0]
         r, n, d, x = [await store.get(k) for k in "rndx"]
         assert r is not None
         assert (r.status, r.attempt, r.last_error) == ("PENDING", 2, "boom")
@@ -181,7 +180,7 @@ async def test_tombstones_expire_after_dedupe_ttl(redis_store: Factory) -> None:
     async with redis_store(dedupe_ttl=60.0) as store:
         await store.add([row("once")])
         (claim,) = await store.claim("w", 1)
-        await store.finish("once", claim.token, Done())
+        (await store.finish_many([("once", claim.token, Done())]))[0]
         (kept,) = await store.add([row("once")])
         assert kept.status is Status.COMPLETED
         store.advance_clock(61)
@@ -245,7 +244,7 @@ async def test_every_key_shares_one_hash_tag(redis_store: Factory, tmp_path: Pat
         async with RedisStore(server.url, prefix="tagged") as store:
             await store.add([row("a"), row("b", delay=100)])
             (claim,) = await store.claim("w", 10)
-            await store.finish("a", claim.token, Done())
+            (await store.finish_many([("a", claim.token, Done())]))[0]
             client = store._client
             assert client is not None
             keys = await client.keys("*")

@@ -7,7 +7,7 @@ import functools
 import pytest
 
 from duetime import Retry
-from duetime.durable._registry import TaskRegistry, current_entry
+from duetime.durable import TaskRegistry, current_entry
 
 
 def test_task_registers_and_returns_the_function_unchanged() -> None:

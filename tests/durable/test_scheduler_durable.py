@@ -12,7 +12,7 @@ import pytest
 
 import duetime
 from duetime import Cron, Retry, Scheduler, Status
-from duetime.durable._registry import TaskRegistry, current_entry
+from duetime.durable import TaskRegistry, current_entry
 from duetime.testing import MemoryStore
 from tests.durable.waiting import wait_for
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+# Unit tests of the series grid (the arithmetic behind defer_every), below the front.
 from duetime.durable._series import (
     CronGrid,
     IntervalGrid,

@@ -12,10 +12,8 @@ from typing import Any
 import anyio
 import pytest
 
-from duetime.durable._sqlite import NotAStore, SQLiteStore
-from duetime.durable._store import Done
-
-from .conformance import loop_epoch_clock, row
+from duetime.durable import Done, NotAStore, SQLiteStore
+from duetime.durable.conformance import loop_epoch_clock, row
 
 pytestmark = pytest.mark.anyio
 
@@ -46,7 +44,7 @@ async def test_reopen_keeps_entries_and_tokens_go_on(tmp_path: Path, anyio_backe
     async with SQLiteStore(path) as store:
         await store.add([row("a", 1), row("b", 2)])
         [c] = await store.claim("w", 1)
-        await store.finish(c.entry.key, c.token, Done())
+        (await store.finish_many([(c.entry.key, c.token, Done())]))[0]
     async with SQLiteStore(path) as store:
         assert (await store.get(c.entry.key)) is not None
         [c2] = await store.claim("w", 1)
@@ -185,7 +183,7 @@ async def test_two_connections_never_claim_one_row_twice(
             while claims := await store.claim(name, 7):
                 for c in claims:
                     got.append((c.entry.key, c.token))
-                    assert await store.finish(c.entry.key, c.token, Done())
+                    assert (await store.finish_many([(c.entry.key, c.token, Done())]))[0]
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(worker, a, "a")

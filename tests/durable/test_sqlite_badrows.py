@@ -14,13 +14,10 @@ from typing import Any
 import pytest
 
 from duetime import Scheduler, Status
-from duetime.durable._registry import TaskRegistry
-from duetime.durable._sqlite import SQLiteStore
-from duetime.durable._store import Done
+from duetime.durable import Done, SQLiteStore, TaskRegistry
+from duetime.durable.conformance import START, loop_epoch_clock, row
 from duetime.testing import hold_autojump
 from tests.durable.waiting import wait_for
-
-from .conformance import START, loop_epoch_clock, row
 
 pytestmark = pytest.mark.anyio
 
@@ -98,7 +95,7 @@ async def test_a_claim_dead_letters_each_bad_row_alone(tmp_path: Path, anyio_bac
             claimed += await store.claim("w", 4)
         assert sorted(c.entry.key for c in claimed) == [f"good{i}" for i in range(5)]
         for c in claimed:
-            assert await store.finish(c.entry.key, c.token, Done())
+            assert (await store.finish_many([(c.entry.key, c.token, Done())]))[0]
 
         entries = {e.key: e for e in await store.entries()}  # listing never raises
         for key, (_, reason) in BAD.items():

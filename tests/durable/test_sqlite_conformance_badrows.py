@@ -9,10 +9,8 @@ from typing import Any
 import anyio.to_thread
 import pytest
 
-from duetime.durable._sqlite import SQLiteStore
-from duetime.durable._store import Store
-
-from .conformance import MalformedRowConformance, loop_epoch_clock
+from duetime.durable import SQLiteStore, Store
+from duetime.durable.conformance import MalformedRowConformance, loop_epoch_clock
 
 pytestmark = pytest.mark.anyio
 

@@ -12,10 +12,9 @@ import anyio
 import anyio.to_thread
 import pytest
 
-from duetime.durable._sqlite import SQLiteStore
+from duetime.durable import SQLiteStore
+from duetime.durable.conformance import row
 from duetime.testing import hold_autojump
-
-from .conformance import row
 
 pytestmark = pytest.mark.anyio
 

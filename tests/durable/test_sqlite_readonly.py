@@ -12,10 +12,8 @@ from typing import Any
 import pytest
 
 from duetime import Status
-from duetime.durable._sqlite import NotAStore, ReadOnlyStore, SQLiteStore
-from duetime.durable._store import Done
-
-from .conformance import row
+from duetime.durable import Done, NotAStore, ReadOnlyStore, SQLiteStore
+from duetime.durable.conformance import row
 
 pytestmark = pytest.mark.anyio
 
@@ -32,7 +30,7 @@ async def make_store(path: Path) -> None:
     async with SQLiteStore(path) as store:
         await store.add([row("a", 1), row("b", 2, delay=60.0)])
         [c] = await store.claim("w", 1)
-        await store.finish(c.entry.key, c.token, Done())
+        (await store.finish_many([(c.entry.key, c.token, Done())]))[0]
 
 
 async def test_a_missing_file_is_not_created(tmp_path: Path, anyio_backend: Any) -> None:
@@ -94,7 +92,7 @@ async def test_lists_and_refuses_writes(tmp_path: Path, anyio_backend: Any) -> N
         with pytest.raises(ReadOnlyStore):
             await store.claim("w", 5)
         with pytest.raises(ReadOnlyStore):
-            await store.finish("b", 1, Done())
+            (await store.finish_many([("b", 1, Done())]))[0]
         with pytest.raises(ReadOnlyStore):
             await store.delete("b")
         with pytest.raises(ReadOnlyStore):

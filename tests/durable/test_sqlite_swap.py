@@ -12,12 +12,9 @@ import anyio
 import pytest
 
 from duetime import Scheduler, Status
-from duetime.durable._registry import TaskRegistry
-from duetime.durable._sqlite import SQLiteStore
-from duetime.durable._store import StoreLost
+from duetime.durable import SQLiteStore, StoreLost, TaskRegistry
+from duetime.durable.conformance import row
 from duetime.testing import hold_autojump
-
-from .conformance import row
 
 pytestmark = pytest.mark.anyio
 

@@ -16,10 +16,10 @@ import anyio
 import pytest
 
 from duetime import Scheduler, Status
+from duetime.durable import SQLiteStore, StoreLost, TaskRegistry
+
+# The worker command's exit status for a lost store (documented in its --help).
 from duetime.durable._cli_run import STORE_LOST
-from duetime.durable._registry import TaskRegistry
-from duetime.durable._sqlite import SQLiteStore
-from duetime.durable._store import StoreLost
 from duetime.testing import hold_autojump
 
 from .test_sqlite_swap import delete_store

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import importlib
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from duetime.durable._memory import MemoryStore
-from duetime.durable._sqlite import SQLiteStore
-from duetime.durable._url import open_store
+from duetime.durable import MemoryStore, SQLiteStore, open_store
 
 
 def test_sqlite_relative_and_absolute(tmp_path: Path) -> None:
@@ -46,14 +43,11 @@ def test_redis_without_the_extra_names_it(monkeypatch: Any) -> None:
         open_store("rediss://localhost:6380/0")
 
 
-def test_redis_store_is_lazily_imported() -> None:
+def test_a_redis_url_gives_a_redis_store() -> None:
     pytest.importorskip("coredis")
-    try:
-        importlib.import_module("duetime.durable._redis")
-    except ImportError:
-        pytest.skip("duetime.durable._redis is not on this branch yet")
-    store = open_store("redis://localhost:6379/0")
-    assert type(store).__name__ == "RedisStore"
+    from duetime.durable import RedisStore
+
+    assert isinstance(open_store("redis://localhost:6379/0"), RedisStore)
 
 
 def test_redis_store_without_coredis_says_which_extra_at_the_call_site(
@@ -61,7 +55,7 @@ def test_redis_store_without_coredis_says_which_extra_at_the_call_site(
 ) -> None:
     import importlib.util
 
-    from duetime.durable._redis import RedisStore
+    from duetime.durable import RedisStore
 
     real = importlib.util.find_spec
     monkeypatch.setattr(

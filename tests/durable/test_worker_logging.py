@@ -12,10 +12,10 @@ import anyio
 import pytest
 
 from duetime import Retry, Status
+from duetime.durable import MemoryStore, StoreSession, TaskRegistry
+
+# The documented logger names (duetime.durable.store, duetime.durable.worker).
 from duetime.durable._log import STORE, WORKER
-from duetime.durable._memory import MemoryStore
-from duetime.durable._registry import TaskRegistry
-from duetime.durable._runner import DurableRunner
 from tests.durable.test_worker_runtime import FlakyStore
 from tests.durable.waiting import wait_for
 
@@ -40,11 +40,11 @@ async def test_each_run_a_retry_and_a_dead_letter_are_logged_with_their_fields(
     async def bad() -> None:
         raise ValueError("no stock")
 
-    async with DurableRunner(MemoryStore(), tasks, worker=True) as r:
-        await r.defer(ok, key="a", delay=5)
-        await r.defer(bad, key="b", delay=5)
-        await wait_for(r, "a", Status.COMPLETED)
-        await wait_for(r, "b", Status.FAILED)
+    async with StoreSession(MemoryStore(), tasks, worker=True) as r:
+        await r.client.defer(ok, key="a", delay=5)
+        await r.client.defer(bad, key="b", delay=5)
+        await wait_for(r.client, "a", Status.COMPLETED)
+        await wait_for(r.client, "b", Status.FAILED)
 
     assert {rec.name for rec in caplog.records} <= {WORKER, STORE}
     assert [rec.levelname for rec in caplog.records].count("INFO") == 2  # ready, stopped
@@ -78,15 +78,16 @@ async def test_a_worker_logs_its_start_and_stop_and_no_run_above_debug(
     @tasks.task("t")
     async def t() -> None: ...
 
-    async with DurableRunner(MemoryStore(), tasks, worker=True) as r:
-        await r.defer_many(t, [()] * 20, keys=[f"k{i}" for i in range(20)])
-        await wait_for(r, "k19", Status.COMPLETED)
+    async with StoreSession(MemoryStore(), tasks, worker=True) as r:
+        await r.client.defer_many(t, [()] * 20, keys=[f"k{i}" for i in range(20)])
+        await wait_for(r.client, "k19", Status.COMPLETED)
+    assert r.worker is not None
     lines = [(rec.name, rec.levelname, rec.getMessage()) for rec in caplog.records]
     assert [level for _, level, _ in lines] == ["INFO", "INFO"]
     assert lines[0][2] == (
-        f"duetime worker {r.owner} ready: 1 tasks, store MemoryStore, concurrency 16"
+        f"duetime worker {r.worker.owner} ready: 1 tasks, store MemoryStore, concurrency 16"
     )
-    assert lines[1][2] == f"duetime worker {r.owner} stopped"
+    assert lines[1][2] == f"duetime worker {r.worker.owner} stopped"
 
 
 async def test_the_ready_line_never_shows_a_password(caplog: pytest.LogCaptureFixture) -> None:
@@ -95,7 +96,7 @@ async def test_the_ready_line_never_shows_a_password(caplog: pytest.LogCaptureFi
     class Remote(MemoryStore):
         url = "redis://:s3cretPW@db.example:6379/0?password=s3cretPW"
 
-    async with DurableRunner(Remote(), TaskRegistry(), worker=True):
+    async with StoreSession(Remote(), TaskRegistry(), worker=True):
         pass
     assert "store redis://" in caplog.text
     assert "s3cretPW" not in caplog.text
@@ -112,16 +113,17 @@ async def test_a_store_outage_is_two_lines_without_tracebacks(
         await anyio.sleep(1)
 
     store = FlakyStore()
-    async with DurableRunner(store, tasks, worker=True, concurrency=4) as r:
-        await r.defer_many(t, [()] * 4, keys=[f"k{i}" for i in range(4)])
+    async with StoreSession(store, tasks, worker=True, concurrency=4) as r:
+        await r.client.defer_many(t, [()] * 4, keys=[f"k{i}" for i in range(4)])
         await anyio.sleep(0.5)  # running: renewals and finishes fail too
         store.outage(7)
         for i in range(4):
-            await wait_for(r, f"k{i}", Status.COMPLETED)
+            await wait_for(r.client, f"k{i}", Status.COMPLETED)
     assert store.failures >= 5
+    assert r.worker is not None
     lines = [(rec.name, rec.levelname, rec.getMessage()) for rec in caplog.records]
-    assert lines[0][2].startswith(f"duetime worker {r.owner} ready: ")
-    assert lines[-1][2] == f"duetime worker {r.owner} stopped"
+    assert lines[0][2].startswith(f"duetime worker {r.worker.owner} ready: ")
+    assert lines[-1][2] == f"duetime worker {r.worker.owner} stopped"
     lines = lines[1:-1]
     assert len(lines) == 2, lines
     assert lines[0][:2] == (STORE, "WARNING")
@@ -139,9 +141,9 @@ async def test_an_error_text_cannot_forge_log_lines(caplog: pytest.LogCaptureFix
     async def t() -> None:
         raise RuntimeError("boom\n2026-01-01 00:00:00 INFO forged\x1b[31m")
 
-    async with DurableRunner(MemoryStore(), tasks, worker=True) as r:
-        await r.defer(t, key="k")
-        await wait_for(r, "k", Status.FAILED)
+    async with StoreSession(MemoryStore(), tasks, worker=True) as r:
+        await r.client.defer(t, key="k")
+        await wait_for(r.client, "k", Status.FAILED)
     (dead,) = [rec for rec in caplog.records if rec.levelno == logging.ERROR]
     message = dead.getMessage()
     assert "\n" not in message

@@ -15,9 +15,11 @@ import anyio
 import pytest
 
 from duetime import Retry, Status
-from duetime.durable._memory import MemoryStore
-from duetime.durable._registry import TaskRegistry, current_entry
-from duetime.durable._runner import CLOSE_CAP, DurableRunner
+from duetime.durable import MemoryStore, StoreSession, TaskRegistry, current_entry
+
+# The time bounds the worker and the session document (private constants: the
+# tests check that shutdown and backoff keep to them).
+from duetime.durable._session import CLOSE_CAP
 from duetime.durable._worker import MAX_BACKOFF, STOP_CAP
 from duetime.testing import hold_autojump
 from tests.durable.waiting import wait_for
@@ -74,10 +76,10 @@ async def test_a_timed_out_sync_task_keeps_its_lease_until_its_thread_returns(
 
     store = MemoryStore()
     async with (
-        DurableRunner(store, tasks, worker=True, owner="w1") as r1,
-        DurableRunner(store, tasks, worker=True, owner="w2"),
+        StoreSession(store, tasks, worker=True, owner="w1") as r1,
+        StoreSession(store, tasks, worker=True, owner="w2"),
     ):
-        await r1.defer(slow, key="k")
+        await r1.client.defer(slow, key="k")
         await wait_started(threads)
         # Far past the timeout and a few leases: the thread still runs, so its
         # entry stays leased, and no next attempt starts here or in w2.
@@ -92,7 +94,7 @@ async def test_a_timed_out_sync_task_keeps_its_lease_until_its_thread_returns(
         await anyio.sleep(1)  # past its timeout too
         threads.gate(2).set()
         with hold_autojump():
-            e = await wait_for(r1, "k", Status.FAILED, limit=30)
+            e = await wait_for(r1.client, "k", Status.FAILED, limit=30)
     assert threads.starts == [("k", 1), ("k", 2)]
     assert threads.most == 1
     assert e.last_error == (
@@ -107,9 +109,9 @@ async def test_an_async_timeout_says_what_timed_out() -> None:
     async def slow() -> None:
         await anyio.sleep(100)
 
-    async with DurableRunner(MemoryStore(), tasks, worker=True, on_error=lambda e, x: None) as r:
-        await r.defer(slow, key="s")
-        e = await wait_for(r, "s", Status.FAILED)
+    async with StoreSession(MemoryStore(), tasks, worker=True, on_error=lambda e, x: None) as r:
+        await r.client.defer(slow, key="s")
+        e = await wait_for(r.client, "s", Status.FAILED)
     assert e.last_error == "TimeoutError: task 'slow' (entry 's', attempt 1) timed out after 2.5 s"
 
 
@@ -127,8 +129,8 @@ async def test_shutdown_waits_for_a_sync_task_and_renews_its_lease(
     left = anyio.Event()
 
     async def first_worker() -> None:
-        async with DurableRunner(store, tasks, worker=True, grace=0.5, owner="w1") as r1:
-            await r1.defer(slow, key="k")
+        async with StoreSession(store, tasks, worker=True, grace=0.5, owner="w1") as r1:
+            await r1.client.defer(slow, key="k")
             await wait_started(threads)
         left.set()
 
@@ -137,7 +139,7 @@ async def test_shutdown_waits_for_a_sync_task_and_renews_its_lease(
         with hold_autojump(), anyio.fail_after(30):
             while not threads.starts:
                 await anyio.sleep(0.01)
-        async with DurableRunner(store, tasks, worker=True, owner="w2"):
+        async with StoreSession(store, tasks, worker=True, owner="w2"):
             # Far past w1's grace and a few leases: w1 waits for its thread and
             # keeps the entry leased, so w2 never runs it.
             await anyio.sleep(4)
@@ -221,12 +223,12 @@ async def test_a_worker_resumes_within_the_backoff_cap_after_a_long_outage(
         runs.append(anyio.current_time())
 
     store = FlakyStore()
-    async with DurableRunner(store, tasks, worker=True) as r:
-        await r.defer(t, key="k", delay=5)  # due during the outage
+    async with StoreSession(store, tasks, worker=True) as r:
+        await r.client.defer(t, key="k", delay=5)  # due during the outage
         await anyio.sleep(1)
         store.outage(41)
         back = store.until
-        await wait_for(r, "k", Status.COMPLETED)
+        await wait_for(r.client, "k", Status.COMPLETED)
     assert store.failures > 5
     assert back <= runs[0] <= back + MAX_BACKOFF + 0.01
     store_lines = [r for r in caplog.records if r.name == "duetime.durable.store"]
@@ -249,9 +251,9 @@ async def test_a_finish_is_retried_while_the_lease_holds_and_completes_once() ->
         store.outage(6, "finish_many", "time", "head", "claim")
 
     store = FlakyStore()
-    async with DurableRunner(store, tasks, worker=True) as r:
-        await r.defer(t, key="k")
-        e = await wait_for(r, "k", Status.COMPLETED)
+    async with StoreSession(store, tasks, worker=True) as r:
+        await r.client.defer(t, key="k")
+        e = await wait_for(r.client, "k", Status.COMPLETED)
         assert anyio.current_time() - runs[0] < 10  # within the lease
         await anyio.sleep(30)
     assert len(runs) == 1
@@ -271,9 +273,9 @@ async def test_a_finish_is_given_up_when_the_lease_ends(
             store.outage(6, "finish_many")
 
     store = FlakyStore()
-    async with DurableRunner(store, tasks, worker=True) as r:
-        await r.defer(t, key="k")
-        await wait_for(r, "k", Status.COMPLETED)
+    async with StoreSession(store, tasks, worker=True) as r:
+        await r.client.defer(t, key="k")
+        await wait_for(r.client, "k", Status.COMPLETED)
     # Given up at the lease's end, run again once the lease lapsed: at least once.
     assert len(runs) == 2
     assert runs[1] - runs[0] >= 4
@@ -301,9 +303,9 @@ async def test_leaving_gives_up_a_claim_and_a_close_that_hang(
             await anyio.sleep_forever()  # a client that never finishes closing
 
     store = Hangs()
-    async with DurableRunner(store, tasks, worker=True) as r:
+    async with StoreSession(store, tasks, worker=True) as r:
         store.hang = True
-        await r.defer(t, key="k")  # wakes the claim loop: its claim hangs
+        await r.client.defer(t, key="k")  # wakes the claim loop: its claim hangs
         await anyio.sleep(1)
         t0 = anyio.current_time()
     assert anyio.current_time() - t0 == pytest.approx(STOP_CAP + CLOSE_CAP)
@@ -319,7 +321,7 @@ async def test_a_store_that_fails_to_close_is_logged_not_raised(
             await super().__aexit__(*exc_info)
             raise ExceptionGroup("from a nursery", [anyio.ClosedResourceError()])
 
-    async with DurableRunner(FailsClosing(), TaskRegistry(), worker=True):
+    async with StoreSession(FailsClosing(), TaskRegistry(), worker=True):
         pass
     assert any(
         "closing it failed (ExceptionGroup: from a nursery (1 sub-exception))" in m

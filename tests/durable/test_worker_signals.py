@@ -24,11 +24,7 @@ import pytest
 
 import duetime
 from duetime import Status
-from duetime.durable._redis import RedisStore
-from duetime.durable._registry import TaskRegistry
-from duetime.durable._runner import DurableRunner
-from duetime.durable._sqlite import SQLiteStore
-from duetime.durable._store import Store
+from duetime.durable import RedisStore, SQLiteStore, Store, TaskRegistry
 
 from .redis_server import RedisServer
 
@@ -44,7 +40,7 @@ JOBS = textwrap.dedent(
     """
     import os
     import time
-    from duetime.durable._registry import TaskRegistry, current_entry
+    from duetime.durable import TaskRegistry, current_entry
 
     tasks = TaskRegistry()
 
@@ -148,7 +144,7 @@ def run(fn: Callable[..., Awaitable[T]], *args: object) -> T:
 
 
 async def defer_and_wait(store: Store, key: str, note: Path) -> Status:
-    async with DurableRunner(store, producer, worker=False) as r:
+    async with duetime.Scheduler(store=store, tasks=producer, worker=False) as r:
         await r.defer("jobs.note", str(note), key=key)
         with anyio.fail_after(60):
             while True:
@@ -209,7 +205,7 @@ def test_sigterm_waits_for_a_thread_and_a_second_one_exits_at_once(tmp_path: Pat
     started, gate = tmp_path / "started", tmp_path / "gate"
 
     async def defer() -> None:
-        async with DurableRunner(SQLiteStore(db), producer, worker=False) as r:
+        async with duetime.Scheduler(store=SQLiteStore(db), tasks=producer, worker=False) as r:
             await r.defer("jobs.block", str(started), str(gate), key="b")
 
     async def status() -> tuple[Status, int]:
@@ -244,7 +240,7 @@ def test_sigterm_waits_for_a_thread_and_records_its_outcome(tmp_path: Path) -> N
     started, gate = tmp_path / "started", tmp_path / "gate"
 
     async def defer() -> None:
-        async with DurableRunner(SQLiteStore(db), producer, worker=False) as r:
+        async with duetime.Scheduler(store=SQLiteStore(db), tasks=producer, worker=False) as r:
             await r.defer("jobs.block", str(started), str(gate), key="b")
 
     async def status() -> tuple[Status, int]:

@@ -7,7 +7,7 @@ from typing import Protocol
 import anyio
 
 from duetime import Status
-from duetime.durable._store import Entry
+from duetime.durable import Entry
 
 
 class HasDeferred(Protocol):

@@ -2,7 +2,7 @@
 ``dead-letters``, ``retry``, ``delete``, in :mod:`._cli_store`).
 
 ``worker MODULE:REGISTRY --store URL`` imports the module the operator named,
-takes its :class:`~duetime.durable._registry.TaskRegistry`, and runs stored
+takes its :class:`~duetime.durable.TaskRegistry`, and runs stored
 entries until SIGINT or SIGTERM, honoured at any moment (:func:`_serve`): it
 stops claiming, gives running async tasks ``--grace`` seconds, releases their
 leases, and waits for sync tasks' threads (renewing their leases); a second
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     import anyio
 
     from ._registry import TaskRegistry
-    from ._runner import DurableRunner
+    from ._worker import Worker
 
 __all__ = ["COMMANDS", "add_commands", "entry_json", "run_command"]
 
@@ -144,16 +144,16 @@ class _Life:
 
     def __init__(self, main: anyio.CancelScope, stop: anyio.Event, grace: float) -> None:
         self.main = main  # cancelled: give up opening the store
-        self.stop = stop  # set: leave the runner (a graceful stop)
+        self.stop = stop  # set: stop the worker (a graceful stop)
         self.grace = grace
-        self.runner: DurableRunner | None = None  # set once the store answered
+        self.worker: Worker | None = None  # set once the store answered
         self.opening = True
 
 
 def _force_exit(signum: int, why: str, life: _Life) -> NoReturn:
     """End the process now: the leases it still holds lapse (nothing is lost:
     another worker runs those entries once their leases end)."""
-    threads = life.runner.threads_running if life.runner is not None else 0
+    threads = life.worker.threads_running if life.worker is not None else 0
     logger.warning(
         "%s: exiting now (%s); %d task thread(s) abandoned; the leases this worker "
         "still holds lapse after their lease",
@@ -195,9 +195,9 @@ async def _watch_signals(received: Any, life: _Life) -> None:
         with anyio.move_on_after(life.grace + SHUTDOWN_CAP):
             second = await received.__anext__()
             _force_exit(second, f"second {signal.Signals(second).name}", life)
-        runner = life.runner
-        if runner is not None and runner.threads_running:
-            await runner.wait_threads()  # a thread is waited for as long as it runs
+        worker = life.worker
+        if worker is not None and worker.threads_running:
+            await worker.wait_threads()  # a thread is waited for as long as it runs
             continue
         _force_exit(signum, f"the shutdown took over {life.grace + SHUTDOWN_CAP:.0f} s", life)
 
@@ -219,9 +219,10 @@ async def _serve(registry: TaskRegistry, url: str, concurrency: int, grace: floa
     """
     import anyio
 
-    from ._runner import DurableRunner
+    from ._redact import redact_url
+    from ._session import StoreSession
     from ._store import StoreLost
-    from ._url import open_store, redact_url
+    from ._url import open_store
 
     lost = False
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
@@ -232,10 +233,10 @@ async def _serve(registry: TaskRegistry, url: str, concurrency: int, grace: floa
             with main:
                 store = open_store(url)
                 try:
-                    async with DurableRunner(
+                    async with StoreSession(
                         store, registry, worker=True, concurrency=concurrency, grace=grace
-                    ) as runner:  # it logs when it is ready and when it stopped
-                        life.runner = runner
+                    ) as session:  # it logs when it is ready and when it stopped
+                        life.worker = session.worker
                         life.opening = False
                         await life.stop.wait()
                 except StoreLost:  # logged once by the store: nothing more to say
@@ -243,6 +244,6 @@ async def _serve(registry: TaskRegistry, url: str, concurrency: int, grace: floa
             tg.cancel_scope.cancel()
     if lost:
         return STORE_LOST
-    if life.runner is None:
+    if life.worker is None:
         logger.info("duetime worker stopped before the store %s answered", redact_url(url))
     return 0

@@ -3,7 +3,7 @@
 A bad store URL, a missing directory, a file that is not a store, an
 unreachable server, a wrong password, a read-only mount: each is one line on
 stderr, ``duetime COMMAND: STORE: what went wrong``, and exit status 2.  The
-store is shown through :func:`~duetime.durable._url.redact_url` and every
+store is shown through :func:`~duetime.durable._redact.redact_url` and every
 credential of its URL is scrubbed from the line, whatever library wrote the
 message.  Only an unexpected exception (a bug) prints its traceback (scrubbed
 too), with exit status 1.
@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from ._cli_show import visible
-from ._url import redact_url, url_secrets
+from ._redact import redact_url, url_secrets
 
 __all__ = [
     "ERROR",

@@ -58,8 +58,8 @@ class _Item:
 class Finisher:
     """Sends the finishes of one process to ``store`` in groups, from one task.
 
-    :meth:`serve` is that task (the runner starts it with its claim loop);
-    :meth:`put` queues a finish without waiting, :meth:`finish` waits for it.
+    :meth:`serve` is that task (the worker starts it with its claim loop);
+    :meth:`put` queues a finish without waiting, :meth:`finish_all` waits for a group.
 
     :param store: the store the finishes go to
     :param timeout: the longest one ``finish_many`` call may take before it counts
@@ -95,25 +95,10 @@ class Finisher:
         if self._wake is not None:
             self._wake.set()
 
-    async def finish(self, key: str, token: int, outcome: Outcome, until: float = math.inf) -> bool:
-        """:meth:`put`, then wait until it was sent; True if recorded.  Needs
-        :meth:`serve` running.  If this caller is cancelled the finish is sent all
-        the same."""
-        sent = anyio.Event()
-        box: list[bool] = []
-
-        def then(ok: bool) -> None:
-            box.append(ok)
-            sent.set()
-
-        self.put(key, token, outcome, then, until)
-        await sent.wait()
-        return box[0]
-
     async def finish_all(
         self, items: Sequence[tuple[str, int, Outcome]], until: float = math.inf
     ) -> list[bool]:
-        """:meth:`finish` for several items (sent together); their results in order."""
+        """Send ``items`` together and wait for them; their results in order."""
         results: list[bool | None] = [None] * len(items)
         left = len(items)
         sent = anyio.Event()
@@ -132,7 +117,7 @@ class Finisher:
         return [bool(ok) for ok in results]
 
     async def serve(self) -> None:
-        """Send queued finishes in groups until cancelled (the runner's last step)."""
+        """Send queued finishes in groups until cancelled (the worker's last step)."""
         again: list[_Item] = []  # a group the store failed, sent again after a pause
         pause = _FIRST_PAUSE
         while True:
@@ -152,7 +137,7 @@ class Finisher:
                 again = [it for it in batch if it.until > now]
                 self._give_up([it for it in batch if it.until <= now])
                 if again:
-                    # Not shielded: the runner's exit may cut it short.
+                    # Not shielded: the worker's stop may cut it short.
                     await anyio.sleep(min(pause, min(it.until for it in again) - now))
                     pause = min(pause * 2, _MAX_PAUSE)
                 continue

@@ -75,7 +75,7 @@ class StoreHealth:
     ``duetime.durable.store`` that says which call failed and why (its traceback
     at DEBUG); later failures log nothing; the first success after them logs a
     WARNING with the outage's length and calls ``on_back`` (the claim loop cuts
-    its backoff short).  A :class:`~duetime.durable._store.StoreLost` is no
+    its backoff short).  A :class:`~duetime.durable.StoreLost` is no
     outage: it is handed to ``on_lost`` and logs nothing here (the store that
     raises it logs one ERROR when it notices).
 

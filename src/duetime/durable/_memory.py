@@ -22,7 +22,6 @@ import anyio.lowlevel
 
 from .._exceptions import EntryExists
 from .._vocab import Status
-from ._signal import ChangeSignal
 from ._store import (
     Claim,
     Dead,
@@ -37,6 +36,7 @@ from ._store import (
     entry_args,
     utc,
 )
+from ._wakeup import Wakeup
 
 __all__ = ["MemoryStore"]
 
@@ -140,7 +140,7 @@ class MemoryStore:
         self._expiry: list[tuple[float, int, str, int]] = []  # tombstones: (expires_at, ...)
         self._seq = 0
         self._tokens = 0
-        self._changed = ChangeSignal()
+        self._changed = Wakeup()
 
     # -- context manager (nothing to open) ---------------------------------------
 
@@ -345,18 +345,9 @@ class MemoryStore:
             out.append(ok)
         return out
 
-    async def finish(self, key: str, token: int, outcome: Outcome) -> bool:
-        """Apply ``outcome`` if ``token`` is still current; False (no change) otherwise.
-
-        :raises TypeError: ``outcome`` is not one of the outcome types
-        """
-        _check_outcome(outcome)
-        await anyio.lowlevel.checkpoint()
-        return self._finish(key, token, outcome)
-
     async def finish_many(self, items: Sequence[tuple[str, int, Outcome]]) -> list[bool]:
-        """:meth:`finish` for several ``(key, token, outcome)``, in one step; each
-        row fenced by its own token.
+        """Apply each ``(key, token, outcome)`` whose token is still current, in one
+        step; each item is fenced by its own token and gets its own result.
 
         :raises TypeError: an outcome that is not one of the outcome types
             (nothing is applied)

@@ -25,6 +25,7 @@ from .._exceptions import EntryExists
 from .._vocab import Status
 from . import _redis_lua as lua
 from . import _redis_rows as codec
+from ._redact import redact_url
 from ._store import (
     Claim,
     Dead,
@@ -38,7 +39,6 @@ from ._store import (
     Release,
     RetryAt,
 )
-from ._url import redact_url
 
 if TYPE_CHECKING:
     import coredis
@@ -143,7 +143,7 @@ class RedisStore:
         ``head``, ``time``, ``wait_changed``): nothing is written to the server
         (expired tombstones are left out of the results instead of purged, a
         malformed row is reported as FAILED without being set aside), and every
-        writing method raises :class:`~duetime.durable._store.ReadOnlyStore`
+        writing method raises :class:`~duetime.durable.ReadOnlyStore`
     :raises TypeError: a parameter of the wrong type
     :raises ValueError: a URL of another scheme or whose path is not a database
         number, an empty prefix or one with braces, a non-positive lease, poll or
@@ -480,18 +480,9 @@ class RedisStore:
         reply: bytes = await self._run("EXTEND", *args)
         return [c == ord("1") for c in reply]
 
-    async def finish(self, key: str, token: int, outcome: Outcome) -> bool:
-        """Apply ``outcome`` if ``token`` is still current; False (no change) otherwise.
-
-        :raises TypeError: ``outcome`` is not one of the outcome classes
-        :raises ReadOnlyStore: the store was opened ``read_only``
-        """
-        (applied,) = await self.finish_many([(key, token, outcome)])
-        return applied
-
     async def finish_many(self, items: Sequence[tuple[str, int, Outcome]]) -> list[bool]:
-        """:meth:`finish` for several ``(key, token, outcome)`` in one round trip
-        (a worker that completes many entries at once commits them as a group).
+        """Apply each ``(key, token, outcome)`` whose token is still current, in one
+        round trip; each item is fenced by its own token and gets its own result.
 
         :raises TypeError: an outcome that is not one of the outcome classes
         :raises ReadOnlyStore: the store was opened ``read_only``

@@ -1,7 +1,7 @@
 """Running one claimed entry: the task call, its outcome, and what is logged about it.
 
-:class:`RunSide` is the part of the worker (``_worker.WorkerSide``) that turns a
-claim into an :class:`~duetime.durable._store.Outcome`: it resolves the task,
+:class:`TaskCalls` is the part of the worker (``_worker.Worker``) that turns a
+claim into an :class:`~duetime.durable.Outcome`: it resolves the task,
 decodes the arguments, places a series' occurrence, calls the task (an async
 one in the runner task, a sync one in a thread it waits for), and decides done,
 retry, next occurrence or dead letter.  A sync task's thread cannot be
@@ -13,6 +13,7 @@ it runs.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -37,7 +38,7 @@ from ._store import (
     utc,
 )
 
-__all__ = ["SHIELD_CAP", "RunSide"]
+__all__ = ["SHIELD_CAP", "TaskCalls"]
 
 #: How long a shielded store call (a claim, a release, a finish) may take.
 SHIELD_CAP = 30.0
@@ -89,19 +90,37 @@ def _timed_out(task: TaskDef, entry: Entry) -> TimeoutError:
     )
 
 
-class RunSide:
-    """Runs one claim and decides its outcome (a base class of ``WorkerSide``)."""
+class TaskCalls:
+    """Runs one claim's task and decides its outcome (a part of the worker).
 
-    _store: Store
-    _registry: TaskRegistry
-    _concurrency: int
-    _on_error: Any
-    _stopping: bool
-    _threads: CapacityLimiter | None  # sync tasks' threads: one per run, never waited for
-    _thread_ended: anyio.Event | None  # set when a thread returns (someone waits for that)
+    :param store: the store (its clock, and the occurrences ``overlap="allow"`` adds)
+    :param registry: the tasks this worker runs
+    :param concurrency: how many runs at once (the bound of the sync tasks' threads)
+    :param on_error: ``on_error(entry, exc)`` for each final failure (None: logged)
+    :param poke: wakes the claim loop (an occurrence this part added is due now)
+    :param stopping: whether the worker is stopping (a run not started is released)
+    """
 
-    def _poke(self) -> None:
-        raise NotImplementedError  # the claim loop's wake-up (WorkerSide)
+    def __init__(
+        self,
+        store: Store,
+        registry: TaskRegistry,
+        *,
+        concurrency: int,
+        on_error: Callable[[Entry, BaseException], object] | None,
+        poke: Callable[[], None],
+        stopping: Callable[[], bool],
+    ) -> None:
+        self._store = store
+        self._registry = registry
+        self._concurrency = concurrency
+        self._on_error = on_error
+        self._poke = poke
+        self._stopping = stopping
+        # Sync tasks' threads: one per run, never waited for.
+        self._threads: CapacityLimiter | None = None
+        #: Set when a thread returns (whoever waits for that puts a fresh Event here).
+        self.thread_ended: anyio.Event | None = None
 
     def _report(self, entry: Entry, exc: BaseException) -> None:
         """A dead letter: ``on_error``, or an ERROR with the traceback."""
@@ -134,7 +153,9 @@ class RunSide:
             now = await self._store.time()
         return now
 
-    async def _execute(self, claim: Claim, run: _Run) -> Outcome | None:
+    async def execute(self, claim: Claim, run: _Run) -> Outcome | None:
+        """Run ``claim``'s task; its outcome, or None when nothing is to be recorded
+        (its lease was lost).  Cancellation (a lost lease, shutdown) propagates."""
         entry = claim.entry
         task = self._registry.get(entry.task)
         if task is None:
@@ -162,7 +183,7 @@ class RunSide:
             point = stands
             if series.overlap == "allow":
                 return await self._spawn_occurrence(claim, task, series, point)
-        if self._stopping or run.lost:
+        if self._stopping() or run.lost:
             return None if run.lost else Release()
         if series is not None and point != entry.due.timestamp():
             entry = replace(entry, due=utc(point))  # current_entry().due: the point it stands for
@@ -297,8 +318,8 @@ class RunSide:
                         tg.cancel_scope.cancel()
         finally:
             run.thread = False
-            if self._thread_ended is not None:
-                self._thread_ended.set()
+            if self.thread_ended is not None:
+                self.thread_ended.set()
         if over:
             return _timed_out(task, entry)
         return raised[0] if raised else None

@@ -11,13 +11,13 @@ interval point ``k`` is ``start + k * interval``, computed by multiplication.
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from .._cron import Cron
 from .._vocab import MISFIRE, OVERLAP, Misfire, Overlap
 
 __all__ = ["CronGrid", "Grid", "IntervalGrid", "Series", "parse_schedule", "trigger_grid"]
@@ -117,14 +117,6 @@ class CronGrid:
                 return cur
             cur = nxt
         return cur
-
-
-def _cron_class() -> Any:
-    """``duetime._cron.Cron``, or None if this build has no cron support."""
-    try:
-        return importlib.import_module("duetime._cron").Cron
-    except (ImportError, AttributeError):
-        return None
 
 
 def trigger_grid(trigger: object, start: float) -> Grid:
@@ -229,11 +221,8 @@ def parse_schedule(text: str) -> Series:
             raise ValueError(f"interval too small in schedule {text[:80]!r}")
         grid = IntervalGrid(start, float(every))
     elif "cron" in trig:
-        cron = _cron_class()
-        if cron is None:
-            raise ValueError("a cron schedule needs duetime.Cron (the cron extra)")
         try:
-            grid = CronGrid(cron.from_spec(trig["cron"]))
+            grid = CronGrid(Cron.from_spec(trig["cron"]))
         except Exception as exc:
             raise ValueError(f"bad cron spec in schedule: {exc}") from None
     else:

@@ -39,7 +39,6 @@ import anyio.to_thread
 
 from .._exceptions import EntryExists
 from .._vocab import Status
-from ._signal import ChangeSignal
 from ._sqlite_file import (
     NotAStore,
     file_changed,
@@ -89,6 +88,7 @@ from ._store import (
     RetryAt,
     StoreLost,
 )
+from ._wakeup import Wakeup
 
 __all__ = ["NotAStore", "ReadOnlyStore", "SQLiteStore"]
 
@@ -126,7 +126,7 @@ class SQLiteStore:
         writing method raises :class:`ReadOnlyStore`
     Once the file at ``path`` is no longer the one opened (deleted, or
     replaced by a restore or another program), every call raises
-    :class:`~duetime.durable._store.StoreLost` and one ERROR is logged: the
+    :class:`~duetime.durable.StoreLost` and one ERROR is logged: the
     check is one ``stat`` after each call, so an idle worker notices within
     ``poll`` seconds.  The store does not reopen by itself: fencing tokens are
     only unique within one file, so a process must be restarted to use the
@@ -181,9 +181,7 @@ class SQLiteStore:
         self._limiter: anyio.CapacityLimiter | None = None
         self.data_version = 0  # PRAGMA data_version of _conn (and of _inline) last seen
         self._inline_version = 0
-        self._changed = ChangeSignal()
-        self._queue: list[list[Any]] = []  # finishes waiting for the next group commit
-        self._flushing: anyio.Event | None = None
+        self._changed = Wakeup()
         self._purged_at = -math.inf
 
     def __repr__(self) -> str:
@@ -462,20 +460,9 @@ class SQLiteStore:
 
         return await self._write(work)
 
-    async def finish(self, key: str, token: int, outcome: Outcome) -> bool:
-        """Apply ``outcome`` if ``token`` is still current; False (no change) otherwise.
-
-        :raises TypeError: ``outcome`` is not one of the outcome types
-        """
-        sql, args = self._finish_op(key, token, outcome)
-        ok = await self._finish_coalesced(sql, args)
-        if ok and not isinstance(outcome, Done | Dead):
-            self._wake()
-        return ok
-
     async def finish_many(self, items: Sequence[tuple[str, int, Outcome]]) -> list[bool]:
-        """:meth:`finish` for several ``(key, token, outcome)`` in one transaction,
-        each fenced by its own token.
+        """Apply each ``(key, token, outcome)`` whose token is still current, in one
+        transaction; each item is fenced by its own token and gets its own result.
 
         :raises TypeError: an outcome that is not one of the outcome types
             (nothing is applied)
@@ -507,39 +494,6 @@ class SQLiteStore:
         else:
             raise TypeError(f"finish() takes an outcome (Done, RetryAt, ...), not {outcome!r}")
         return sql + FENCE, (*args, key, token)
-
-    async def _finish_coalesced(self, sql: str, args: tuple[Any, ...]) -> bool:
-        """Run one fenced finish, in one transaction with the finishes of this
-        process's other tasks that arrive while a transaction is in flight (group
-        commit: a worker running many tasks pays one commit per batch, not per task)."""
-        op: list[Any] = [sql, args, None]  # the third slot receives the result
-        self._queue.append(op)
-        while op[2] is None:
-            flushing = self._flushing
-            if flushing is not None:
-                await flushing.wait()
-                continue
-            done = self._flushing = anyio.Event()
-            # Let the other tasks woken in this tick (a claim's runs end together)
-            # queue their finishes first: one commit for all, not one plus the rest.
-            await anyio.lowlevel.cancel_shielded_checkpoint()
-            batch, self._queue = self._queue, []
-            try:
-                # Shielded: once taken from the queue, every op gets its result even if
-                # this (flushing) caller is cancelled, so the others never hang.
-                with anyio.CancelScope(shield=True):
-                    try:
-                        results: list[Any] = await self._write(partial(run_ops, batch))
-                    except Exception as exc:
-                        results = [exc] * len(batch)
-                for o, result in zip(batch, results, strict=True):
-                    o[2] = result
-            finally:
-                self._flushing = None
-                done.set()
-        if isinstance(op[2], Exception):
-            raise op[2]
-        return bool(op[2])
 
     async def retry(self, key: str) -> bool:
         """Make a FAILED row PENDING again, due now, attempt 1; False if not FAILED."""

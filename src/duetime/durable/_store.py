@@ -7,11 +7,12 @@ SQLite, virtual wall time for ``MemoryStore``).  Nothing here imports, unpickles
 or evaluates anything: a row names a task and carries a JSON payload string.
 
 Delivery is at least once.  :meth:`Store.claim` leases rows and gives each a
-fencing token, unique per store for its whole life; :meth:`Store.finish` and
-:meth:`Store.extend` succeed only with the current token, so a worker that lost
-its lease can neither complete nor double-complete.
+fencing token, unique per store for its whole life; :meth:`Store.finish_many`
+and :meth:`Store.extend` succeed only with the current token, so a worker that
+lost its lease can neither complete nor double-complete.
 
-Refinements made by the store helper (on top of the lead's first cut):
+The rules every store keeps (the conformance suite,
+``duetime.durable.conformance``, checks them):
 
 - ``NewRow.lease`` may be None: the store's default ``lease`` then applies.
   ``NewRow`` checks itself (exactly one of ``due``/``delay``, lease > 0,
@@ -22,30 +23,28 @@ Refinements made by the store helper (on top of the lead's first cut):
   :class:`RetryAt`/:class:`NextOccurrence`/``retry`` reset it to 0.  A claim
   that would make it exceed ``max_deliveries`` dead-letters the row instead
   ("poison"), so a task that kills its worker every time stops looping.
-- Stores build :attr:`Entry.args` with :func:`entry_args`, which uses the
-  durable codec's ``decode_args`` (``duetime.durable._codec``) when it exists
-  and plain JSON otherwise; a payload it cannot decode gives ``args == ()``
-  (the worker decodes :attr:`Claim.payload` itself and dead-letters it).
+- Stores build :attr:`Entry.args` with :func:`entry_args` (the durable codec's
+  ``decode_args``); a payload it cannot decode gives ``args == ()`` (the worker
+  decodes :attr:`Claim.payload` itself and dead-letters it).
 - A token stays current until the row is claimed again, replaced, cancelled
   or finished: finishing or extending after the lease lapsed but before any
   re-claim succeeds (nobody else can hold the row then).
-- :meth:`Store.add` is all or nothing per batch (the lead's text said "atomically
-  per row"): an ``EntryExists`` leaves the store unchanged.
+- :meth:`Store.add` is all or nothing per batch: an ``EntryExists`` leaves the
+  store unchanged.
 - :meth:`Store.entries` and :meth:`Store.get` never report a tombstone older
   than ``dedupe_ttl`` (stores purge those lazily).
 """
 
 from __future__ import annotations
 
-import importlib
-import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from .._vocab import Status
+from ._codec import decode_args
 
 __all__ = [
     "MALFORMED",
@@ -219,7 +218,7 @@ class Claim:
     lease: float
 
 
-# -- outcomes handed to Store.finish ---------------------------------------------
+# -- outcomes handed to Store.finish_many ---------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,13 +319,11 @@ class Store(Protocol):
         """Renew the leases of ``(key, token)`` pairs to now + each row's lease, in
         one call; False for a pair whose token is no longer current."""
 
-    async def finish(self, key: str, token: int, outcome: Outcome) -> bool:
-        """Apply ``outcome`` if ``token`` is still current; False (no change) otherwise."""
-
     async def finish_many(self, items: Sequence[tuple[str, int, Outcome]]) -> list[bool]:
-        """:meth:`finish` for several ``(key, token, outcome)`` items in one call
-        (a worker records the runs that end together as one group); each item is
-        fenced by its own token and gets its own result, in order."""
+        """Apply each ``(key, token, outcome)`` item whose token is still current,
+        in one call (a worker records the runs that end together as one group);
+        each item is fenced by its own token and gets its own result, in order
+        (False: no change).  The store's only way to record a run's end."""
 
     async def retry(self, key: str) -> bool:
         """Make a FAILED row PENDING again, due now, attempt 1; False if not FAILED."""
@@ -347,28 +344,15 @@ def utc(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
 
-_decoder: Callable[[str], Any] | None = None
-
-
-def _plain_json(payload: str) -> Any:
-    return json.loads(payload)
-
-
 def entry_args(payload: str) -> tuple[Any, ...]:
     """The positional arguments of a stored payload, for :attr:`Entry.args`.
 
-    Uses ``duetime.durable._codec.decode_args`` (the tagged-type codec) when that
-    module exists, else plain JSON.  Never raises: an undecodable payload gives
-    ``()`` (the worker decodes :attr:`Claim.payload` itself and dead-letters it).
+    Decodes with the durable codec (:func:`~duetime.durable._codec.decode_args`).
+    Never raises: an undecodable payload gives ``()`` (the worker decodes
+    :attr:`Claim.payload` itself and dead-letters it).
     """
-    global _decoder
-    if _decoder is None:
-        try:
-            _decoder = importlib.import_module("duetime.durable._codec").decode_args
-        except (ImportError, AttributeError):
-            _decoder = _plain_json
     try:
-        args = _decoder(payload)
+        args = decode_args(payload)
     except Exception:
         return ()
     return tuple(args) if isinstance(args, list | tuple) else ()

@@ -1,4 +1,4 @@
-"""The worker side of a DurableRunner: the claim loop, lease renewal, running claims.
+"""The worker: the claim loop, lease renewal, running claims, finishes, shutdown.
 
 One claim loop and one renewal loop per process.  The claim loop sleeps until
 the store's head, a wake-up hint from the store (``wait_changed``), an earlier
@@ -8,7 +8,7 @@ Each claim runs in one of up to ``concurrency`` reused runner tasks, with
 finishes of the runs that end beside it as one ``finish_many``
 (``_finisher.Finisher``).  Every lease the process holds is renewed in one
 batched ``extend`` every lease/3; a run whose lease was taken over is cancelled and
-never finishes the entry.  What a run does is in ``_running.RunSide``.
+never finishes the entry.  What a run does is in ``_running.TaskCalls``.
 
 A sync task runs in a thread, which cannot be interrupted: its entry stays
 leased (renewed) for as long as the thread runs, past a ``timeout=`` and past
@@ -18,27 +18,33 @@ entry before the thread returns.
 Store errors in the loops are retried with a backoff of at most
 :data:`MAX_BACKOFF` seconds, cut short when another call of this process gets
 through; an outage is logged once when it starts and once when it ends
-(``_log.StoreHealth``).  A :class:`~duetime.durable._store.StoreLost` is not
-retried: the runner stops (see ``DurableRunner``).
+(``_log.StoreHealth``).  A :class:`~duetime.durable.StoreLost` is not
+retried: the worker stops at once (:meth:`Worker.stop`).
 """
 
 from __future__ import annotations
 
 import math
+import os
+import socket
+import uuid
 from collections import deque
+from collections.abc import Callable
 from functools import partial
-from typing import Any
 
 import anyio
 import anyio.abc
 from anyio import CancelScope, Event, get_cancelled_exc_class
 
+from .._vocab import Status
 from ._finisher import Finisher
+from ._keys import check_key
 from ._log import StoreHealth, worker_log
 from ._registry import TaskRegistry
-from ._running import SHIELD_CAP, RunSide, _Run
+from ._running import SHIELD_CAP, TaskCalls, _Run
 from ._store import (
     Claim,
+    Entry,
     NextOccurrence,
     Outcome,
     Release,
@@ -47,11 +53,11 @@ from ._store import (
     StoreLost,
 )
 
-__all__ = ["MAX_BACKOFF", "MAX_CLAIM", "SAFETY_POLL", "SHIELD_CAP", "STOP_CAP", "WorkerSide"]
+__all__ = ["MAX_BACKOFF", "MAX_CLAIM", "SAFETY_POLL", "SHIELD_CAP", "STOP_CAP", "Worker"]
 
 #: The longest the claim loop sleeps without a hint (a safety poll).
 SAFETY_POLL = 10.0
-#: At most this many entries per claim (DESIGN §10).
+#: At most this many entries per claim.
 MAX_CLAIM = 100
 #: Nap after an empty claim although the head said something was due.
 _MIN_NAP = 0.01
@@ -62,35 +68,195 @@ MAX_BACKOFF = 2.0
 STOP_CAP = 5.0
 
 
-class WorkerSide(RunSide):
-    """The worker half of :class:`~duetime.durable._runner.DurableRunner` (a base class)."""
+class Worker:
+    """Runs the entries of a store: claims them, runs their tasks, keeps their
+    leases, records their ends, and stops cleanly.
 
-    owner: str
-    _store: Store
-    _registry: TaskRegistry
-    _concurrency: int
-    _on_error: Any
-    _stopping: bool
-    _tg: anyio.abc.TaskGroup | None
-    _runs: set[_Run]
-    _idle: Event | None
-    _claim_done: Event | None
-    _poked: bool
-    _sleep_scope: CancelScope | None
-    _wake_at: float
-    _renew_scope: CancelScope | None
-    _renew_at: float
-    _finisher: Finisher
-    _health: StoreHealth
-    _claim_scope: CancelScope | None  # the shield of a claim in flight
-    _queue: deque[tuple[Claim, _Run]]  # claimed, waiting for a runner task
-    _runners: int  # runner tasks started
-    _idle_runners: list[Event]  # one per runner task waiting for work (set: wake it)
-    _waking: int  # runner tasks kicked (woken or started) that have not run yet
+    It runs inside a task group it is given (:meth:`start`) and is stopped with
+    :meth:`stop`; :class:`~duetime.durable.StoreSession` does both
+    around the store it enters.
+
+    :param store: the store (entered by whoever starts the worker)
+    :param registry: the tasks this worker runs
+    :param concurrency: how many durable tasks run at once in this process
+    :param on_error: ``on_error(entry, exc)`` for each final failure of a task
+        (retries exhausted, an unknown task, an undecodable payload); default:
+        logged at ERROR on the ``duetime.durable`` logger
+    :param owner: this worker's name in the store (default: host, pid, random)
+    :raises TypeError: on an argument of the wrong type
+    :raises ValueError: on an out-of-range value
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        registry: TaskRegistry,
+        *,
+        concurrency: int = 16,
+        on_error: Callable[[Entry, BaseException], object] | None = None,
+        owner: str | None = None,
+    ) -> None:
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int):
+            raise TypeError(f"concurrency must be an int, got {concurrency!r}")
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        if on_error is not None and not callable(on_error):
+            raise TypeError("on_error must be callable")
+        #: This worker's name in the store (a claim's owner).
+        self.owner = (
+            check_key(owner, "owner")
+            if owner is not None
+            else f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        )
+        self._store = store
+        self._registry = registry
+        self._concurrency = concurrency
+        self._stopping = False
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._runs: set[_Run] = set()
+        self._idle: Event | None = None  # set when _runs becomes empty (shutdown waits)
+        self._claim_done: Event | None = None
+        # The claim loop: a poke wakes it; _wake_at is the store time it wakes
+        # anyway (+inf while awake: any deferral pokes; -inf when every slot is busy).
+        self._poked = False
+        self._sleep_scope: CancelScope | None = None
+        self._wake_at = math.inf
+        self._renew_scope: CancelScope | None = None
+        self._renew_at = math.inf
+        self._health = StoreHealth(self.poke, self._store_lost)
+        self._lost: StoreLost | None = None
+        self._finisher = Finisher(store, SHIELD_CAP, self._health)
+        self._calls = TaskCalls(
+            store,
+            registry,
+            concurrency=concurrency,
+            on_error=on_error,
+            poke=self.poke,
+            stopping=lambda: self._stopping,
+        )
+        self._claim_scope: CancelScope | None = None  # the shield of a claim in flight
+        self._queue: deque[tuple[Claim, _Run]] = deque()  # claimed, waiting for a runner task
+        self._runners = 0  # runner tasks started
+        self._idle_runners: list[Event] = []  # one per runner task waiting (set: wake it)
+        self._waking = 0  # runner tasks kicked (woken or started) that have not run yet
+
+    # -- starting and stopping ---------------------------------------------------------
+
+    @property
+    def concurrency(self) -> int:
+        """How many durable tasks run at once in this process."""
+        return self._concurrency
+
+    @property
+    def lost(self) -> StoreLost | None:
+        """The StoreLost that stopped this worker, or None."""
+        return self._lost
+
+    def start(self, tg: anyio.abc.TaskGroup) -> None:
+        """Start the claim loop, lease renewal and the finisher in ``tg``.
+
+        A StoreLost from the store cancels ``tg`` (the block that runs beside
+        the worker included): retrying cannot help, every call raises it again.
+        """
+        self._tg = tg
+        self._claim_done = Event()
+        tg.start_soon(self._claim_loop, name=f"duetime durable claim loop {self.owner}")
+        tg.start_soon(self._renew_loop, name=f"duetime durable lease renewal {self.owner}")
+        tg.start_soon(self._finisher.serve, name=f"duetime durable finishes {self.owner}")
+
+    def _store_lost(self, exc: StoreLost) -> None:
+        """A store call raised StoreLost: stop now (the loops and runs are cancelled)."""
+        if self._lost is not None:
+            return
+        self._lost = exc
+        self._stopping = True
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+
+    async def stop(self, grace: float | None) -> None:
+        """Stop claiming, release what did not start, give running async tasks
+        ``grace`` seconds (None: as long as they take; 0: none), then cancel them
+        and release their leases; return when every run is recorded.
+
+        Not shielded while it waits out the grace (an outer cancellation cuts it
+        short); the rest is.  A sync task's thread cannot be interrupted: this
+        waits for it after the grace, renewing its lease meanwhile (a WARNING
+        names it), and records its outcome when it returns.  A claim in flight
+        is waited for at most ``STOP_CAP`` seconds (then its rows wait out their
+        lease), the releases and finishes at most ``SHIELD_CAP`` seconds.  After
+        a StoreLost nothing is released or finished.
+        """
+        self._stopping = True
+        self.poke()
+        try:
+            if self._runs and grace != 0 and self._lost is None:
+                with anyio.move_on_after(math.inf if grace is None else grace):
+                    await self._wait_idle()
+        finally:
+            with CancelScope(shield=True):
+                if self._claim_done is not None:
+                    with anyio.move_on_after(STOP_CAP):
+                        await self._claim_done.wait()
+                    if self._claim_scope is not None:
+                        self._claim_scope.cancel()  # a store that hangs: give the claim up
+                    with anyio.move_on_after(SHIELD_CAP):
+                        await self._claim_done.wait()
+                for run in list(self._runs):
+                    if run.thread:
+                        worker_log.warning(
+                            "durable task %r (entry %r) still runs in a thread, which "
+                            "cannot be interrupted: exit waits for it, renewing its lease",
+                            run.task,
+                            run.key,
+                            extra={"key": run.key, "task": run.task},
+                        )
+                    if run.scope is not None:
+                        run.scope.cancel()
+                await self._wait_runs()
+
+    async def _wait_idle(self) -> None:
+        while self._runs:
+            self._idle = Event()
+            await self._idle.wait()
+
+    async def _wait_runs(self) -> None:
+        """Wait for the runs left after cancelling: as long as a thread runs (its
+        lease renewed meanwhile), then at most SHIELD_CAP for their finishes."""
+        end = math.inf
+        while self._runs and self._lost is None:  # a lost store records nothing
+            self._idle = Event()
+            if any(r.thread for r in self._runs):
+                await self._idle.wait()
+                continue
+            if end == math.inf:
+                end = anyio.current_time() + SHIELD_CAP
+            with anyio.move_on_at(end) as limit:
+                await self._idle.wait()
+            if limit.cancelled_caught:
+                return
+
+    @property
+    def threads_running(self) -> int:
+        """How many sync tasks' threads run now (shutdown waits for them)."""
+        return sum(1 for r in self._runs if r.thread)
+
+    async def wait_threads(self) -> None:
+        """Return once no sync task's thread runs."""
+        while self.threads_running:
+            self._calls.thread_ended = Event()
+            await self._calls.thread_ended.wait()
+
+    def notice(self, entries: list[Entry]) -> None:
+        """Wake the claim loop if one of ``entries`` (just written by this process)
+        is pending and due before the loop's next wake-up."""
+        wake_at = self._wake_at
+        if any(e.status is Status.PENDING and e.due.timestamp() < wake_at for e in entries):
+            self.poke()
 
     # -- the claim loop ------------------------------------------------------------------
 
-    def _poke(self) -> None:
+    def poke(self) -> None:
+        """Wake the claim loop now (it claims, then reads the head again)."""
         self._poked = True
         if self._sleep_scope is not None:
             self._sleep_scope.cancel()
@@ -275,7 +441,7 @@ class WorkerSide(RunSide):
     async def _run_claim(self, claim: Claim, run: _Run) -> None:
         outcome: Outcome | None = None
         try:
-            outcome = await self._execute(claim, run)
+            outcome = await self._calls.execute(claim, run)
         except get_cancelled_exc_class():
             outcome = Release()
             raise
@@ -311,10 +477,10 @@ class WorkerSide(RunSide):
             if isinstance(outcome, NextOccurrence):
                 due = outcome.due
             if due is not None and due < self._wake_at:
-                self._poke()
+                self.poke()
         full = len(self._runs) >= self._concurrency
         self._runs.discard(run)
         if full:
-            self._poke()
+            self.poke()
         if self._idle is not None:  # shutdown waits: each end may be the one it waits for
             self._idle.set()

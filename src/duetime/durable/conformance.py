@@ -1,65 +1,83 @@
-"""The durable-store conformance suite: what every :class:`duetime.durable.Store` must do.
+"""The durable-store conformance suite: what every :class:`~duetime.durable.Store` must do.
 
-Reuse it by subclassing :class:`StoreConformance` in a test module and
-implementing :meth:`StoreConformance.make_store`::
+For the tests of a store, with pytest and anyio's pytest plugin (``pytest``
+is needed by this module only: nothing else in duetime imports it).  Subclass
+:class:`StoreConformance` in a test module and implement
+:meth:`StoreConformance.make_store`; every ``test_*`` method then runs against
+your store::
+
+    # conftest.py: run every test on asyncio and trio, on virtual time
+    from duetime.testing import anyio_backend_fixture
+
+    anyio_backend = anyio_backend_fixture()
+
+    # test_my_store.py
+    from duetime.durable.conformance import StoreConformance, loop_epoch_clock
 
     class TestMyStore(StoreConformance):
         def make_store(self, tmp_path, **options):
-            return MyStore(..., clock=loop_epoch_clock(), **options)
+            return MyStore(tmp_path / "db", clock=loop_epoch_clock(), **options)
 
-Every test runs on asyncio and trio through the ``anyio_backend`` fixture
-(virtual clocks).  Time moves with :meth:`StoreConformance.advance` (a plain
-``anyio.sleep`` by default), so a store whose clock follows the loop clock
-(``MemoryStore``'s default, or ``loop_epoch_clock()`` injected) sees leases
-lapse without real waits.  ``options`` are ``lease`` and ``dedupe_ttl``.
+Time moves with :meth:`StoreConformance.advance` (a plain ``anyio.sleep`` by
+default), so a store whose clock follows the loop clock (``MemoryStore``'s
+default, or :func:`loop_epoch_clock` injected) sees leases lapse without real
+waits on virtual time; a store on a real clock overrides :meth:`advance`.
+``options`` are ``lease`` and ``dedupe_ttl`` (seconds).  A store that can hold
+a row another program wrote wrong also subclasses
+:class:`MalformedRowConformance`.  The guide "Writing a store" says what the
+suite checks and why.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
-from duetime import Status
-from duetime._exceptions import EntryExists
-from duetime.durable._store import (
+from .._exceptions import EntryExists
+from .._vocab import Status
+from ._conformance_kit import (
+    MALFORMED_FAULTS,
+    START,
+    MalformedRowConformance,
+    loop_epoch_clock,
+    row,
+)
+from ._store import (
     Claim,
     Dead,
     Done,
-    NewRow,
     NextOccurrence,
     Release,
     RetryAt,
     Store,
 )
 
-pytestmark = pytest.mark.anyio
-
-START = 1704067200.0  # 2024-01-01T00:00Z
-
-
-def loop_epoch_clock(start: float = START) -> Callable[[], float]:
-    """A store clock (epoch seconds) that advances with the event loop's clock."""
-    t0 = anyio.current_time()
-    return lambda: start + (anyio.current_time() - t0)
-
-
-def row(key: str, *args: Any, task: str = "t", **kw: Any) -> NewRow:
-    """A NewRow due now unless ``due``/``delay`` is given."""
-    if "due" not in kw and "delay" not in kw:
-        kw["delay"] = 0.0
-    return NewRow(key=key, task=task, payload=json.dumps(list(args)), **kw)
+__all__ = [
+    "MALFORMED_FAULTS",
+    "START",
+    "MalformedRowConformance",
+    "StoreConformance",
+    "loop_epoch_clock",
+    "row",
+]
 
 
+@pytest.mark.anyio
 class StoreConformance:
     """The suite.  Subclasses implement :meth:`make_store` (and may override :meth:`advance`)."""
 
     def make_store(self, tmp_path: Path, **options: Any) -> Store:
+        """A new, unentered store (the suite enters it).
+
+        :param tmp_path: a fresh directory of this test
+        :param options: ``lease`` and ``dedupe_ttl``, in seconds
+        """
         raise NotImplementedError
 
     async def advance(self, seconds: float) -> None:
@@ -68,6 +86,7 @@ class StoreConformance:
 
     @pytest.fixture
     async def store(self, anyio_backend: Any, tmp_path: Path) -> AsyncIterator[Store]:
+        """The store under test, entered, with a 10 s lease."""
         async with self.make_store(tmp_path, lease=10.0) as s:
             yield s
 
@@ -103,7 +122,7 @@ class StoreConformance:
     async def test_keep_sees_a_tombstone(self, store: Store) -> None:
         await store.add([row("a")])
         [c] = await store.claim("w", 1)
-        assert await store.finish("a", c.token, Done())
+        assert (await store.finish_many([("a", c.token, Done())]))[0]
         [e] = await store.add([row("a")])
         assert e.status is Status.COMPLETED
         assert await store.claim("w", 10) == []
@@ -114,7 +133,7 @@ class StoreConformance:
         async with self.make_store(tmp_path, dedupe_ttl=60.0) as store:
             await store.add([row("a")])
             [c] = await store.claim("w", 1)
-            await store.finish("a", c.token, Done())
+            (await store.finish_many([("a", c.token, Done())]))[0]
             await self.advance(30)
             assert (await store.get("a")) is not None
             await self.advance(31)
@@ -131,8 +150,8 @@ class StoreConformance:
     async def test_replace_a_tombstone_or_dead_letter(self, store: Store) -> None:
         await store.add([row("a"), row("b")])
         ca, cb = sorted(await store.claim("w", 2), key=lambda c: c.entry.key)
-        await store.finish("a", ca.token, Done())
-        await store.finish("b", cb.token, Dead("boom"))
+        (await store.finish_many([("a", ca.token, Done())]))[0]
+        (await store.finish_many([("b", cb.token, Dead("boom"))]))[0]
         out = await store.add([row("a", 7), row("b", 8)], on_conflict="replace")
         assert [(e.status, e.args) for e in out] == [(Status.PENDING, (7,)), (Status.PENDING, (8,))]
 
@@ -145,14 +164,14 @@ class StoreConformance:
         assert e is not None
         assert e.status is Status.RUNNING
         assert e.args == (1,)
-        assert await store.finish("a", c.token, Done())
+        assert (await store.finish_many([("a", c.token, Done())]))[0]
 
     async def test_error_on_any_existing_key(self, store: Store) -> None:
         await store.add([row("a"), row("b")])
         with pytest.raises(EntryExists):
             await store.add([row("a")], on_conflict="error")
         [c] = await store.claim("w", 1)
-        await store.finish(c.entry.key, c.token, Done())
+        (await store.finish_many([(c.entry.key, c.token, Done())]))[0]
         with pytest.raises(EntryExists):  # a tombstone counts
             await store.add([row(c.entry.key)], on_conflict="error")
 
@@ -204,8 +223,8 @@ class StoreConformance:
         await store.add([row("p", delay=50), row("r"), row("f"), row("d")])
         claims = {c.entry.key: c for c in await store.claim("w", 10)}
         assert set(claims) == {"r", "f", "d"}
-        await store.finish("f", claims["f"].token, Dead("x"))
-        await store.finish("d", claims["d"].token, Done())
+        (await store.finish_many([("f", claims["f"].token, Dead("x"))]))[0]
+        (await store.finish_many([("d", claims["d"].token, Done())]))[0]
         assert await store.cancel("p") is True
         assert await store.cancel("f") is True
         assert await store.cancel("r") is False  # running: not interrupted
@@ -242,7 +261,7 @@ class StoreConformance:
         assert [c.entry.key for c in second] == ["c"]
         assert await store.claim("w", 5) == []
         for c in first + second:
-            await store.finish(c.entry.key, c.token, Done())
+            (await store.finish_many([(c.entry.key, c.token, Done())]))[0]
         assert await store.claim("w", 0) == []
         await self.advance(101)
         assert [c.entry.key for c in await store.claim("w", 5)] == ["late"]
@@ -253,7 +272,7 @@ class StoreConformance:
         batch = await store.claim("w", 5)
         tokens += [c.token for c in batch]
         for c in batch:
-            await store.finish(c.entry.key, c.token, Done())
+            (await store.finish_many([(c.entry.key, c.token, Done())]))[0]
         # replace the tombstones, cancel some, re-add: tokens still go up
         await store.add([row(f"k{i}") for i in range(5)], on_conflict="replace")
         assert await store.cancel("k0")
@@ -280,16 +299,18 @@ class StoreConformance:
         assert new.token > old.token
         assert new.entry.deliveries == 2
         assert new.entry.attempt == 1
-        assert await store.finish("a", old.token, Done()) is False  # the paused worker
+        assert (await store.finish_many([("a", old.token, Done())]))[
+            0
+        ] is False  # the paused worker
         assert await store.extend([("a", old.token)]) == [False]
         assert (await store.get("a")).status is Status.RUNNING  # type: ignore[union-attr]
-        assert await store.finish("a", new.token, Done()) is True
-        assert await store.finish("a", new.token, Done()) is False  # completed once
+        assert (await store.finish_many([("a", new.token, Done())]))[0] is True
+        assert (await store.finish_many([("a", new.token, Done())]))[0] is False  # completed once
 
     async def test_extend_in_one_batch(self, store: Store) -> None:
         await store.add([row("a"), row("b"), row("c")])
         cs = {c.entry.key: c for c in await store.claim("w", 3)}
-        await store.finish("c", cs["c"].token, Done())
+        (await store.finish_many([("c", cs["c"].token, Done())]))[0]
         await self.advance(8)
         ok = await store.extend(
             [("a", cs["a"].token), ("b", cs["b"].token), ("c", cs["c"].token), ("zz", 1)]
@@ -304,11 +325,11 @@ class StoreConformance:
     async def test_finish_with_a_wrong_token_or_key(self, store: Store) -> None:
         await store.add([row("a")])
         [c] = await store.claim("w", 1)
-        assert await store.finish("a", c.token + 1000, Done()) is False
-        assert await store.finish("nope", c.token, Done()) is False
+        assert (await store.finish_many([("a", c.token + 1000, Done())]))[0] is False
+        assert (await store.finish_many([("nope", c.token, Done())]))[0] is False
         assert (await store.get("a")).status is Status.RUNNING  # type: ignore[union-attr]
         with pytest.raises(TypeError):
-            await store.finish("a", c.token, "done")  # type: ignore[arg-type]
+            (await store.finish_many([("a", c.token, "done")]))[0]  # type: ignore[list-item]
 
     async def test_concurrent_finishes_each_get_their_own_result(self, store: Store) -> None:
         await store.add([row(f"k{i}") for i in range(40)])
@@ -316,7 +337,7 @@ class StoreConformance:
         results: dict[tuple[str, int], bool] = {}
 
         async def finish(key: str, token: int) -> None:
-            results[key, token] = await store.finish(key, token, Done())
+            results[key, token] = (await store.finish_many([(key, token, Done())]))[0]
 
         async with anyio.create_task_group() as tg:
             for c in claims:
@@ -377,7 +398,7 @@ class StoreConformance:
     async def test_done_leaves_a_tombstone(self, store: Store) -> None:
         await store.add([row("a", 5)])
         [c] = await store.claim("w", 1)
-        assert await store.finish("a", c.token, Done())
+        assert (await store.finish_many([("a", c.token, Done())]))[0]
         e = await store.get("a")
         assert e is not None
         assert e.status is Status.COMPLETED
@@ -389,7 +410,7 @@ class StoreConformance:
         await store.add([row("a")])
         [c] = await store.claim("w", 1)
         at = await store.time() + 20
-        assert await store.finish("a", c.token, RetryAt(at, "ValueError: nope"))
+        assert (await store.finish_many([("a", c.token, RetryAt(at, "ValueError: nope"))]))[0]
         e = await store.get("a")
         assert e is not None
         assert (e.status, e.attempt, e.deliveries, e.last_error) == (
@@ -411,11 +432,13 @@ class StoreConformance:
         [c] = await store.claim("w", 1)
         assert c.entry.schedule == '{"every": 60}'
         assert c.entry.idempotency_key == "s@0"
-        assert await store.finish("s", c.token, RetryAt(now + 1, "boom"))
+        assert (await store.finish_many([("s", c.token, RetryAt(now + 1, "boom"))]))[0]
         await self.advance(2)
         [c] = await store.claim("w", 1)
         assert c.entry.attempt == 2
-        assert await store.finish("s", c.token, NextOccurrence(now + 60, error="boom"))
+        assert (await store.finish_many([("s", c.token, NextOccurrence(now + 60, error="boom"))]))[
+            0
+        ]
         e = await store.get("s")
         assert e is not None
         assert (e.status, e.occurrence, e.attempt, e.deliveries) == (Status.PENDING, 1, 1, 0)
@@ -424,13 +447,17 @@ class StoreConformance:
         assert e.due.timestamp() == pytest.approx(now + 60)
         await self.advance(60)
         [c] = await store.claim("w", 1)
-        assert await store.finish("s", c.token, NextOccurrence(now + 120))
+        assert (await store.finish_many([("s", c.token, NextOccurrence(now + 120))]))[0]
         assert (await store.get("s")).occurrence == 2  # type: ignore[union-attr]
 
     async def test_dead_letters_listed_retried_deleted(self, store: Store) -> None:
         await store.add([row("a", 1), row("b", 2)])
         for c in await store.claim("w", 2):
-            assert await store.finish(c.entry.key, c.token, Dead(f"unknown task {c.entry.key}"))
+            assert (
+                await store.finish_many(
+                    [(c.entry.key, c.token, Dead(f"unknown task {c.entry.key}"))]
+                )
+            )[0]
         failed = await store.entries(status=Status.FAILED)
         assert [(e.key, e.last_error) for e in failed] == [
             ("a", "unknown task a"),
@@ -457,14 +484,14 @@ class StoreConformance:
         for _ in range(3):  # a released claim is not a delivery: never poison
             [c] = await store.claim("w", 1)
             assert c.entry.deliveries == 1
-            assert await store.finish("a", c.token, Release())
+            assert (await store.finish_many([("a", c.token, Release())]))[0]
             e = await store.get("a")
             assert e is not None
             assert e.status is Status.PENDING
             assert e.deliveries == 0
         [c2] = await store.claim("w2", 1)
-        assert await store.finish("a", c.token, Done()) is False
-        assert await store.finish("a", c2.token, Done())
+        assert (await store.finish_many([("a", c.token, Done())]))[0] is False
+        assert (await store.finish_many([("a", c2.token, Done())]))[0]
 
     async def test_max_deliveries_poison(self, store: Store) -> None:
         await store.add([row("p", max_deliveries=2), row("ok")])
@@ -474,7 +501,7 @@ class StoreConformance:
             seen.append(sorted((c.entry.key, c.entry.deliveries) for c in claims))
             for c in claims:
                 if c.entry.key == "ok":
-                    await store.finish("ok", c.token, Done())
+                    (await store.finish_many([("ok", c.token, Done())]))[0]
             await self.advance(11)  # the worker "died" holding p
         assert seen == [[("ok", 1), ("p", 1)], [("p", 2)]]
         assert await store.claim("w", 5) == []  # the third delivery dead-letters it
@@ -493,7 +520,7 @@ class StoreConformance:
         await self.advance(11)
         [c] = await store.claim("w", 1)
         assert c.entry.deliveries == 2
-        assert await store.finish("a", c.token, RetryAt(await store.time(), "x"))
+        assert (await store.finish_many([("a", c.token, RetryAt(await store.time(), "x"))]))[0]
         [c] = await store.claim("w", 1)
         assert c.entry.deliveries == 1
         assert c.entry.attempt == 2
@@ -508,7 +535,7 @@ class StoreConformance:
         await self.advance(20)
         [c] = await store.claim("w", 5)
         assert await store.head() == pytest.approx(now + 30, abs=1)  # b's lease end
-        await store.finish("b", c.token, Done())
+        (await store.finish_many([("b", c.token, Done())]))[0]
         assert await store.head() == pytest.approx(now + 50)
         await store.cancel("a")
         assert await store.head() is None
@@ -561,8 +588,8 @@ class StoreConformance:
         assert c.entry.key == "a"
         await self.advance(2)
         [cb, cc] = await store.claim("w", 2)
-        await store.finish("b", cb.token, Done())
-        await store.finish("c", cc.token, Dead("x"))
+        (await store.finish_many([("b", cb.token, Done())]))[0]
+        (await store.finish_many([("c", cc.token, Dead("x"))]))[0]
         assert [e.key for e in await store.entries()] == ["a", "b", "c", "z"]
         assert [e.key for e in await store.entries(limit=2)] == ["a", "b"]
         assert [e.key for e in await store.entries(status=Status.RUNNING)] == ["a"]
@@ -591,53 +618,3 @@ class StoreConformance:
         with pytest.raises(ValueError, match="limit"):
             await store.claim("w", -1)
         assert await store.claim("w", 0) == []
-
-
-#: The faults :meth:`MalformedRowConformance.corrupt` writes into a row.
-MALFORMED_FAULTS = ("due_not_a_number", "due_infinite", "lease_negative", "status_unknown")
-
-
-class MalformedRowConformance:
-    """A row another program wrote wrong is dead-lettered alone and never breaks a listing.
-
-    For stores that can hold such a row: subclasses implement :meth:`make_store`
-    and :meth:`corrupt` (which writes the fault with the store's own client, as
-    another program would).  Every test runs on asyncio and trio.
-    """
-
-    def make_store(self, tmp_path: Path, **options: Any) -> Store:
-        raise NotImplementedError
-
-    async def corrupt(self, store: Store, key: str, fault: str) -> None:
-        """Overwrite the PENDING row ``key`` with ``fault``, one of :data:`MALFORMED_FAULTS`:
-        a due time that is text or infinite, a negative lease, an unknown status."""
-        raise NotImplementedError
-
-    @pytest.fixture
-    async def store(self, anyio_backend: Any, tmp_path: Path) -> AsyncIterator[Store]:
-        async with self.make_store(tmp_path, lease=10.0) as s:
-            yield s
-
-    @pytest.mark.parametrize("fault", MALFORMED_FAULTS)
-    async def test_a_malformed_row_is_dead_lettered_alone(self, store: Store, fault: str) -> None:
-        from duetime.durable._store import MALFORMED
-
-        await store.add([row("good1", 1), row("bad", 2), row("good2", 3)])
-        await self.corrupt(store, "bad", fault)
-        # Listing never raises, and shows the row.
-        assert {e.key for e in await store.entries()} == {"good1", "bad", "good2"}
-        assert await store.get("bad") is not None
-        claims: list[Claim] = []
-        for _ in range(3):
-            claims += await store.claim("w", 10)
-        assert sorted(c.entry.key for c in claims) == ["good1", "good2"]
-        bad = await store.get("bad")
-        assert bad is not None
-        assert bad.status is Status.FAILED
-        assert str(bad.last_error).startswith(MALFORMED), bad.last_error
-        assert [e.key for e in await store.entries(status=Status.FAILED)] == ["bad"]
-        for c in claims:
-            assert await store.finish(c.entry.key, c.token, Done())
-        assert await store.delete("bad")
-        assert await store.get("bad") is None
-        assert await store.claim("w", 10) == []

@@ -1,4 +1,7 @@
-"""DurableRunner on MemoryStore, on virtual time, on asyncio and trio."""
+"""StoreSession (its Client and Worker) and the Scheduler over it, on MemoryStore.
+
+On virtual time, on asyncio and trio.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +11,9 @@ from typing import Any
 import anyio
 import pytest
 
-from duetime import Retry, SchedulerClosed, Status
+from duetime import Retry, Scheduler, SchedulerClosed, Status
 from duetime._exceptions import EntryExists
-from duetime.durable._memory import MemoryStore
-from duetime.durable._registry import TaskRegistry, current_entry
-from duetime.durable._runner import DurableRunner
-from duetime.durable._store import NewRow
+from duetime.durable import MemoryStore, NewRow, StoreSession, TaskRegistry, current_entry
 from duetime.testing import hold_autojump
 from tests.durable.waiting import wait_for
 
@@ -30,7 +30,7 @@ async def test_defer_runs_at_its_time_with_current_entry() -> None:
         seen.append((a + b, e.key, e.attempt, e.idempotency_key, anyio.current_time()))
 
     store = MemoryStore()
-    async with DurableRunner(store, tasks, worker=True) as r:
+    async with Scheduler(store=store, tasks=tasks, worker=True) as r:
         t0 = anyio.current_time()
         e = await r.defer(add, 1, 2, delay=5, key="k1")
         assert (e.key, e.task, e.args, e.status) == ("k1", "math.add", (1, 2), Status.PENDING)
@@ -55,16 +55,16 @@ async def test_defer_by_name_at_a_datetime_and_a_sync_task_in_a_thread() -> None
         seen.append(f"{current_entry().key} {when.isoformat()}")
 
     store = MemoryStore()
-    async with DurableRunner(store, tasks, worker=True) as r:
+    async with StoreSession(store, tasks, worker=True) as r:
         now = datetime.fromtimestamp(await store.time(), UTC)
         at = now + timedelta(seconds=30)
-        e = await r.defer("sync.job", at, at=at, key="s")
+        e = await r.client.defer("sync.job", at, at=at, key="s")
         assert e.due == at
         await anyio.sleep(30)  # due now: the thread starts
         # While the thread works, let virtual time flow at the real rate (an
         # autojumping clock would race ahead of the thread: a flaky limit).
         with hold_autojump():
-            await wait_for(r, "s", Status.COMPLETED)
+            await wait_for(r.client, "s", Status.COMPLETED)
     assert seen == [f"s {at.isoformat()}"]
 
 
@@ -76,35 +76,35 @@ async def test_bad_calls_fail_at_the_call_site() -> None:
 
     async def unregistered() -> None: ...
 
-    r = DurableRunner(MemoryStore(), tasks, worker=False)
+    r = StoreSession(MemoryStore(), tasks, worker=False)
     with pytest.raises(SchedulerClosed):
-        await r.defer(t)
+        await r.client.defer(t)
     async with r:
         with pytest.raises(LookupError):
-            await r.defer("nope")
+            await r.client.defer("nope")
         with pytest.raises(TypeError):
-            await r.defer(unregistered)
+            await r.client.defer(unregistered)
         with pytest.raises(ValueError, match="naive"):
-            await r.defer(t, at=datetime(2030, 1, 1))
+            await r.client.defer(t, at=datetime(2030, 1, 1))
         with pytest.raises(ValueError, match="not both"):
-            await r.defer(t, delay=1, at=datetime(2030, 1, 1, tzinfo=UTC))
+            await r.client.defer(t, delay=1, at=datetime(2030, 1, 1, tzinfo=UTC))
         with pytest.raises(ValueError, match="delay"):
-            await r.defer(t, delay=-1)
+            await r.client.defer(t, delay=-1)
         with pytest.raises(TypeError, match="set"):
-            await r.defer(t, {1, 2})
+            await r.client.defer(t, {1, 2})
         with pytest.raises(ValueError, match="65536"):
-            await r.defer(t, "x" * 70_000)
+            await r.client.defer(t, "x" * 70_000)
         with pytest.raises(ValueError, match="key"):
-            await r.defer(t, key="")
+            await r.client.defer(t, key="")
         with pytest.raises(ValueError, match="on_conflict"):
-            await r.defer(t, key="k", on_conflict="merge")  # type: ignore[arg-type]
+            await r.client.defer(t, key="k", on_conflict="merge")  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="misfire"):
-            await r.defer_every(10, t, key="s", misfire="later")  # type: ignore[arg-type]
+            await r.client.defer_every(10, t, key="s", misfire="later")  # type: ignore[arg-type]
         with pytest.raises(TypeError):
-            await r.defer_every("10", t, key="s")
+            await r.client.defer_every("10", t, key="s")
         with pytest.raises(ValueError, match="interval"):
-            await r.defer_every(0, t, key="s")
-        assert await r.entries() == []  # nothing half-stored
+            await r.client.defer_every(0, t, key="s")
+        assert await r.client.entries() == []  # nothing half-stored
 
 
 async def test_keys_are_idempotent_inserts() -> None:
@@ -115,17 +115,17 @@ async def test_keys_are_idempotent_inserts() -> None:
     async def t(n: int) -> None:
         runs.append(n)
 
-    async with DurableRunner(MemoryStore(), tasks, worker=True) as r:
-        a = await r.defer(t, 1, key="k", delay=10)
-        b = await r.defer(t, 2, key="k", delay=10)
+    async with StoreSession(MemoryStore(), tasks, worker=True) as r:
+        a = await r.client.defer(t, 1, key="k", delay=10)
+        b = await r.client.defer(t, 2, key="k", delay=10)
         assert b.args == (1,)
         assert b.due == a.due
         with pytest.raises(EntryExists):
-            await r.defer(t, 3, key="k", on_conflict="error")
-        await r.defer(t, 4, key="k", delay=10, on_conflict="replace")
-        await wait_for(r, "k", Status.COMPLETED)
+            await r.client.defer(t, 3, key="k", on_conflict="error")
+        await r.client.defer(t, 4, key="k", delay=10, on_conflict="replace")
+        await wait_for(r.client, "k", Status.COMPLETED)
         # A producer retrying its defer after completion runs nothing (tombstone).
-        again = await r.defer(t, 5, key="k")
+        again = await r.client.defer(t, 5, key="k")
         assert again.status is Status.COMPLETED
         await anyio.sleep(5)
     assert runs == [4]
@@ -149,7 +149,7 @@ async def test_defer_many_is_one_batch_and_every_entry_runs() -> None:
         return await add(*a, **k)
 
     store.add = counting_add  # type: ignore[method-assign]
-    async with DurableRunner(store, tasks, worker=True, concurrency=7) as r:
+    async with Scheduler(store=store, tasks=tasks, worker=True, max_concurrency=7) as r:
         entries = await r.defer_many(t, [(i,) for i in range(250)], delay=1)
         assert len(entries) == 250
         assert adds == 1
@@ -174,26 +174,26 @@ async def test_retries_are_stored_across_a_restart_then_dead_letter_and_retry() 
             raise ValueError("boom")
 
     store = MemoryStore()
-    async with DurableRunner(store, tasks, worker=True) as r:
-        await r.defer(flaky, key="f")
+    async with StoreSession(store, tasks, worker=True) as r:
+        await r.client.defer(flaky, key="f")
         await anyio.sleep(1)
-        e = await r.deferred("f")
+        e = await r.client.deferred("f")
         assert e is not None
         assert (e.status, e.attempt, e.last_error) == (Status.PENDING, 2, "ValueError: boom")
     assert attempts == [1]
     # "Restart": a new runner on the same store goes on with attempt 2.
     on_error = lambda entry, exc: reported.append((entry.key, exc))  # noqa: E731
-    async with DurableRunner(store, tasks, worker=True, on_error=on_error) as r:
-        dead = await wait_for(r, "f", Status.FAILED)
+    async with StoreSession(store, tasks, worker=True, on_error=on_error) as r:
+        dead = await wait_for(r.client, "f", Status.FAILED)
         assert attempts == [1, 2, 3]
         assert dead.last_error == "ValueError: boom"
-        assert [d.key for d in await r.dead_letters()] == ["f"]
+        assert [d.key for d in await r.client.dead_letters()] == ["f"]
         assert [(k, type(x)) for k, x in reported] == [("f", ValueError)]
         fail = False
-        assert await r.retry_deferred("f")
-        await wait_for(r, "f", Status.COMPLETED)
+        assert await r.client.retry_deferred("f")
+        await wait_for(r.client, "f", Status.COMPLETED)
         assert attempts == [1, 2, 3, 1]
-        assert await r.dead_letters() == []
+        assert await r.client.dead_letters() == []
 
 
 async def test_unknown_task_and_bad_payload_from_another_deployment_are_dead_letters() -> None:
@@ -215,13 +215,13 @@ async def test_unknown_task_and_bad_payload_from_another_deployment_are_dead_let
         ]
     )
     reported: list[str] = []
-    async with DurableRunner(
+    async with StoreSession(
         store, tasks, worker=True, on_error=lambda e, x: reported.append(e.key)
     ) as r:
-        gone = await wait_for(r, "gone", Status.FAILED)
-        bad = await wait_for(r, "bad", Status.FAILED)
-        deep = await wait_for(r, "deep", Status.FAILED)
-        await wait_for(r, "fine", Status.COMPLETED)
+        gone = await wait_for(r.client, "gone", Status.FAILED)
+        bad = await wait_for(r.client, "bad", Status.FAILED)
+        deep = await wait_for(r.client, "deep", Status.FAILED)
+        await wait_for(r.client, "fine", Status.COMPLETED)
     assert gone.last_error is not None
     assert "unknown task" in gone.last_error
     assert bad.last_error is not None
@@ -257,16 +257,16 @@ async def test_a_task_error_never_stops_the_runner() -> None:
     async def fine() -> None:
         done.append("fine")
 
-    async with DurableRunner(MemoryStore(), tasks, worker=True, on_error=lambda e, x: None) as r:
+    async with StoreSession(MemoryStore(), tasks, worker=True, on_error=lambda e, x: None) as r:
         for kind in ("exit", "weird", "group", "plain"):
-            await r.defer(raises, kind, key=kind)
-        await r.defer("sync.raises", key="sync")
+            await r.client.defer(raises, kind, key=kind)
+        await r.client.defer("sync.raises", key="sync")
         with hold_autojump():  # a thread runs sync.raises: see the sync-task test
             for key in ("exit", "weird", "group", "plain", "sync"):
-                e = await wait_for(r, key, Status.FAILED)
+                e = await wait_for(r.client, key, Status.FAILED)
                 assert e.last_error
-        await r.defer(fine, key="after", delay=1)
-        await wait_for(r, "after", Status.COMPLETED)
+        await r.client.defer(fine, key="after", delay=1)
+        await wait_for(r.client, "after", Status.COMPLETED)
     assert done == ["fine"]
 
 
@@ -277,10 +277,10 @@ async def test_timeout_is_a_failed_attempt() -> None:
     async def slow() -> None:
         await anyio.sleep(100)
 
-    async with DurableRunner(MemoryStore(), tasks, worker=True, on_error=lambda e, x: None) as r:
+    async with StoreSession(MemoryStore(), tasks, worker=True, on_error=lambda e, x: None) as r:
         t0 = anyio.current_time()
-        await r.defer(slow, key="s")
-        e = await wait_for(r, "s", Status.FAILED)
+        await r.client.defer(slow, key="s")
+        e = await wait_for(r.client, "s", Status.FAILED)
         assert e.last_error is not None
         assert e.last_error.startswith("TimeoutError")
         assert anyio.current_time() - t0 < 6
@@ -306,13 +306,13 @@ async def test_lease_renewal_keeps_a_long_task_from_running_twice() -> None:
 
     store.extend = counting_extend  # type: ignore[method-assign]
     async with (
-        DurableRunner(store, tasks, worker=True, owner="w1") as r1,
-        DurableRunner(store, tasks, worker=True, owner="w2"),
+        StoreSession(store, tasks, worker=True, owner="w1") as r1,
+        StoreSession(store, tasks, worker=True, owner="w2"),
     ):
-        await r1.defer_many(long, [()] * 5, keys=[f"k{i}" for i in range(5)])
+        await r1.client.defer_many(long, [()] * 5, keys=[f"k{i}" for i in range(5)])
         await anyio.sleep(150)
         for i in range(5):
-            e = await r1.deferred(f"k{i}")
+            e = await r1.client.deferred(f"k{i}")
             assert e is not None
             assert e.status is Status.COMPLETED
     assert sorted(runs) == [f"k{i}" for i in range(5)]
@@ -335,13 +335,13 @@ async def test_worker_that_keeps_crashing_is_poison_after_max_deliveries() -> No
         finally:
             cancelled += 1
 
-    async with DurableRunner(store, tasks, worker=True, owner="w1") as r:
-        await r.defer(killer, key="p")
+    async with StoreSession(store, tasks, worker=True, owner="w1") as r:
+        await r.client.defer(killer, key="p")
         for n in (1, 2, 3):
             while len(deliveries) < n:
                 await anyio.sleep(0.5)
             store.crash("w1")  # the worker "dies": its lease lapses now
-        e = await wait_for(r, "p", Status.FAILED)
+        e = await wait_for(r.client, "p", Status.FAILED)
         # Each run learns at its next renewal (lease/3) that its lease was taken
         # over: it is cancelled and never finishes the entry.
         await anyio.sleep(10 / 3 + 0.1)
@@ -360,20 +360,20 @@ async def test_crashed_worker_entry_is_recovered_by_another() -> None:
         runs.append(current_entry().key)
 
     store = MemoryStore()
-    async with DurableRunner(store, tasks, worker=False) as producer:
-        await producer.defer(job, key="j")
+    async with StoreSession(store, tasks, worker=False) as producer:
+        await producer.client.defer(job, key="j")
     claims = await store.claim("ghost", 10)  # a worker that dies at once
     assert [c.entry.key for c in claims] == ["j"]
-    async with DurableRunner(store, tasks, worker=True) as r:
+    async with StoreSession(store, tasks, worker=True) as r:
         t0 = anyio.current_time()
-        e = await wait_for(r, "j", Status.COMPLETED)
+        e = await wait_for(r.client, "j", Status.COMPLETED)
         assert anyio.current_time() - t0 <= 10 + 0.1  # within the lease
         assert e.status is Status.COMPLETED
     assert runs == ["j"]
     # The dead worker's token can no longer finish anything.
-    from duetime.durable._store import Done
+    from duetime.durable import Done
 
-    assert not await store.finish("j", claims[0].token, Done())
+    assert not (await store.finish_many([("j", claims[0].token, Done())]))[0]
 
 
 async def test_shutdown_releases_running_tasks_after_grace() -> None:
@@ -390,7 +390,7 @@ async def test_shutdown_releases_running_tasks_after_grace() -> None:
             cancelled.append(1)
 
     store = MemoryStore()
-    async with DurableRunner(store, tasks, worker=True, grace=2) as r:
+    async with Scheduler(store=store, tasks=tasks, worker=True, grace=2) as r:
         await r.defer(hang, key="h")
         await anyio.sleep(1)
         t0 = anyio.current_time()
@@ -402,7 +402,7 @@ async def test_shutdown_releases_running_tasks_after_grace() -> None:
     assert e.status is Status.PENDING
     assert e.deliveries == 0
     # Released, not left to lapse: the next worker takes it at once.
-    async with DurableRunner(store, tasks, worker=True, grace=0) as r:
+    async with Scheduler(store=store, tasks=tasks, worker=True, grace=0) as r:
         await anyio.sleep(0.5)
         assert started == [1, 1]
 
@@ -415,7 +415,7 @@ async def test_shutdown_waits_for_a_task_that_finishes_within_grace() -> None:
         await anyio.sleep(3)
 
     store = MemoryStore()
-    async with DurableRunner(store, tasks, worker=True, grace=10) as r:
+    async with Scheduler(store=store, tasks=tasks, worker=True, grace=10) as r:
         await r.defer(short, key="s")
         await anyio.sleep(1)
         t0 = anyio.current_time()
@@ -437,16 +437,16 @@ async def test_a_series_runs_each_occurrence_once_with_two_runners() -> None:
 
     store = MemoryStore()
     async with (
-        DurableRunner(store, tasks, worker=True, owner="a") as r1,
-        DurableRunner(store, tasks, worker=True, owner="b"),
+        StoreSession(store, tasks, worker=True, owner="a") as r1,
+        StoreSession(store, tasks, worker=True, owner="b"),
     ):
         t0 = anyio.current_time()
-        s = await r1.defer_every(10, tick, key="series")
+        s = await r1.client.defer_every(10, tick, key="series")
         assert s.schedule is not None
-        again = await r1.defer_every(10, tick, key="series")  # startup code run twice
+        again = await r1.client.defer_every(10, tick, key="series")  # startup code run twice
         assert again.due == s.due
         await anyio.sleep(95)
-        assert await r1.cancel_deferred("series")
+        assert await r1.client.cancel_deferred("series")
     keys = [k for k, _, _ in runs]
     assert keys == [f"series@{i}" for i in range(10)]
     # On the grid, drift-free, never early.
@@ -468,7 +468,7 @@ async def test_a_cron_series_runs_on_its_wall_clock_points() -> None:
         runs.append(current_entry().due.strftime("%H:%M"))
 
     store = MemoryStore()  # its clock starts at 2024-01-01T00:00Z
-    async with DurableRunner(store, tasks, worker=True) as r:
+    async with Scheduler(store=store, tasks=tasks, worker=True) as r:
         await anyio.sleep(60)  # 00:01: the first point is 00:15, not now
         s = await r.defer_every(Cron("*/15 * * * *"), quarter, key="q")
         assert s.due == datetime(2024, 1, 1, 0, 15, tzinfo=UTC)
@@ -491,11 +491,11 @@ async def test_misfire_policies_when_workers_were_down(misfire: str, expected: l
         runs.append(current_entry().due.timestamp())
 
     store = MemoryStore()
-    async with DurableRunner(store, tasks, worker=False) as producer:
-        s = await producer.defer_every(10, tick, key="s", misfire=misfire)  # type: ignore[arg-type]
+    async with StoreSession(store, tasks, worker=False) as producer:
+        s = await producer.client.defer_every(10, tick, key="s", misfire=misfire)  # type: ignore[arg-type]
     base = s.due.timestamp()
     await anyio.sleep(35)  # no worker for 35 s
-    async with DurableRunner(store, tasks, worker=True):
+    async with StoreSession(store, tasks, worker=True):
         await anyio.sleep(9)
     assert [r - base for r in runs] == expected
 
@@ -509,7 +509,7 @@ async def test_overlap_allow_inserts_occurrence_rows() -> None:
         runs.append(current_entry().idempotency_key)
         await anyio.sleep(25)
 
-    async with DurableRunner(MemoryStore(), tasks, worker=True) as r:
+    async with Scheduler(store=MemoryStore(), tasks=tasks, worker=True) as r:
         await r.defer_every(10, slow, key="s", overlap="allow")
         await anyio.sleep(35)
         assert sorted(runs) == ["s@0", "s@1", "s@2", "s@3"]
@@ -530,7 +530,7 @@ async def test_overlap_skip_skips_points_that_come_while_it_runs() -> None:
         runs.append(anyio.current_time())
         await anyio.sleep(25)
 
-    async with DurableRunner(MemoryStore(), tasks, worker=True) as r:
+    async with Scheduler(store=MemoryStore(), tasks=tasks, worker=True) as r:
         t0 = anyio.current_time()
         await r.defer_every(10, slow, key="s")
         await anyio.sleep(65)
@@ -547,10 +547,10 @@ async def test_a_failed_occurrence_is_recorded_and_the_series_goes_on() -> None:
         attempts.append((e.occurrence, e.attempt))
         raise ValueError("nope")
 
-    async with DurableRunner(MemoryStore(), tasks, worker=True, on_error=lambda e, x: None) as r:
-        await r.defer_every(10, bad, key="s")
+    async with StoreSession(MemoryStore(), tasks, worker=True, on_error=lambda e, x: None) as r:
+        await r.client.defer_every(10, bad, key="s")
         await anyio.sleep(25)
-        e = await r.deferred("s")
+        e = await r.client.deferred("s")
         assert e is not None
         assert e.status is Status.PENDING
         assert e.last_error == "ValueError: nope"
@@ -573,11 +573,11 @@ async def test_idle_worker_does_not_poll_per_entry() -> None:
         return await claim(owner, limit)
 
     store.claim = counting_claim  # type: ignore[method-assign]
-    async with DurableRunner(store, tasks, worker=True) as r:
-        await r.defer_many(t, [()] * 50, delay=7200)
+    async with StoreSession(store, tasks, worker=True) as r:
+        await r.client.defer_many(t, [()] * 50, delay=7200)
         await anyio.sleep(3600)
         assert claims <= 3600 / 10 + 5  # the safety poll only
-    async with DurableRunner(store, tasks, worker=False):
+    async with StoreSession(store, tasks, worker=False):
         pass
 
 
@@ -603,10 +603,10 @@ async def test_store_errors_in_the_claim_loop_back_off_and_never_crash(
         return await claim(owner, limit)
 
     store.claim = flaky_claim  # type: ignore[method-assign]
-    async with DurableRunner(store, tasks, worker=True) as r:
+    async with StoreSession(store, tasks, worker=True) as r:
         t0 = anyio.current_time()
-        await r.defer(t, key="k")
-        await wait_for(r, "k", Status.COMPLETED)
+        await r.client.defer(t, key="k")
+        await wait_for(r.client, "k", Status.COMPLETED)
     assert failures == 5
     # Backoff 0.1, 0.2, 0.4, 0.8, 1.6 s: not a crash loop, not a long stall.
     assert runs[0] - t0 == pytest.approx(3.1, abs=0.15)
@@ -616,16 +616,11 @@ async def test_store_errors_in_the_claim_loop_back_off_and_never_crash(
 
 
 class CountingStore(MemoryStore):
-    """A MemoryStore that counts the finish calls the runner makes."""
+    """A MemoryStore that records the size of each finish_many call."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.finish_calls = 0
         self.batches: list[int] = []
-
-    async def finish(self, key: str, token: int, outcome: Any) -> bool:
-        self.finish_calls += 1
-        return await super().finish(key, token, outcome)
 
     async def finish_many(self, items: Any) -> list[bool]:
         self.batches.append(len(items))
@@ -640,13 +635,14 @@ async def test_runs_that_end_together_finish_as_one_group() -> None:
         pass
 
     store = CountingStore()
-    async with DurableRunner(store, tasks, worker=True, concurrency=100) as r:
-        await r.defer_many(noop, [(i,) for i in range(60)], keys=[f"k{i}" for i in range(60)])
-        await wait_for(r, "k59", Status.COMPLETED)
+    async with StoreSession(store, tasks, worker=True, concurrency=100) as r:
+        await r.client.defer_many(
+            noop, [(i,) for i in range(60)], keys=[f"k{i}" for i in range(60)]
+        )
+        await wait_for(r.client, "k59", Status.COMPLETED)
         await anyio.sleep(1)
-        done = await r.entries(status=Status.COMPLETED)
+        done = await r.client.entries(status=Status.COMPLETED)
     assert len(done) == 60
-    assert store.finish_calls == 0
     assert sum(store.batches) == 60
     assert len(store.batches) <= 3  # one group per claim, not one call per entry
 
@@ -674,11 +670,11 @@ async def test_a_lost_lease_cancels_only_its_own_run() -> None:
             return got
 
     store = LosesAOnce()
-    async with DurableRunner(store, tasks, worker=True, concurrency=1) as r:
-        await r.defer(job, "a", key="a")
-        await r.defer(job, "b", key="b", delay=0.5)
-        await wait_for(r, "b", Status.COMPLETED)
-        await wait_for(r, "a", Status.COMPLETED)
+    async with StoreSession(store, tasks, worker=True, concurrency=1) as r:
+        await r.client.defer(job, "a", key="a")
+        await r.client.defer(job, "b", key="b", delay=0.5)
+        await wait_for(r.client, "b", Status.COMPLETED)
+        await wait_for(r.client, "a", Status.COMPLETED)
     # a's first run is cancelled at its first renewal (1 s); b runs next, whole,
     # in the same runner; a lapses (3 s) and runs again.
     assert events == ["a start", "b start", "b done", "a start", "a done"]

@@ -1,8 +1,8 @@
-"""ChangeSignal: in-process wake-ups for ``Store.wait_changed`` that are never lost.
+"""Wakeup: in-process wake-ups for ``Store.wait_changed`` that are never lost.
 
 A claim loop reads the head, decides how long to sleep, then calls
 ``wait_changed``.  A write in between (by another task of this process) must
-still wake it: the signal counts changes and remembers, per waiting task, the
+still wake it: the wake-up counts changes and remembers, per waiting task, the
 count it saw when its previous ``wait_changed`` returned, so a change since then
 makes the next call return at once.  A spurious return is harmless (the loop
 reads the head again); a lost one would sleep until the safety poll.
@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import anyio
 
-__all__ = ["ChangeSignal"]
+__all__ = ["Wakeup"]
 
 #: Waiting tasks remembered at most (claim loops: a few per process).
 _MAX_TASKS = 1024
 
 
-class ChangeSignal:
+class Wakeup:
     """Counts changes that may have moved a store's head earlier, and wakes waiters."""
 
     __slots__ = ("_event", "_seen", "_version")

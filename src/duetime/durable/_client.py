@@ -1,0 +1,282 @@
+"""The client: what a producer does with a store (defer, list, cancel, retry, delete).
+
+Every argument is checked, and every row encoded, before the store is called;
+an entry this process writes that is due before its worker's next wake-up
+wakes that worker (a store need not report its own writes to
+``wait_changed``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from .._exceptions import SchedulerClosed
+from .._util import check_aware, to_delay
+from .._vocab import MISFIRE, OVERLAP, Misfire, Overlap, Status
+from ._codec import encode_args
+from ._keys import check_key, lookup_key, new_keys
+from ._registry import TaskRegistry
+from ._series import Series, trigger_grid
+from ._store import Entry, NewRow, OnConflict, Store
+from ._worker import Worker
+
+__all__ = ["Client"]
+
+_ON_CONFLICT = ("keep", "replace", "error")
+
+
+def _when(
+    delay: float | timedelta | None, at: datetime | None
+) -> tuple[float | None, float | None]:
+    """``(due, delay)`` for a NewRow from defer's ``delay=``/``at=`` (due now by default)."""
+    if at is not None:
+        if delay is not None:
+            raise ValueError("pass delay= or at=, not both")
+        if not isinstance(at, datetime):
+            raise TypeError(f"at must be an aware datetime, got {at!r}")
+        check_aware(at)
+        return at.timestamp(), None
+    return None, 0.0 if delay is None else to_delay(delay, "delay")
+
+
+class Client:
+    """Defers registered tasks into a store and looks after the entries stored.
+
+    :class:`~duetime.durable.StoreSession` makes one and opens it with
+    the store (:attr:`state`); ``Scheduler.defer`` and friends call it.
+
+    :param store: the store (entered by whoever opens the client)
+    :param registry: the tasks this process may defer
+    :param worker: this process's worker, woken by what the client writes (or None)
+    """
+
+    def __init__(self, store: Store, registry: TaskRegistry, worker: Worker | None = None) -> None:
+        self._store = store
+        self._registry = registry
+        self._worker = worker
+        #: ``"new"`` until the store is entered, ``"open"``, then ``"closed"``.
+        self.state: Literal["new", "open", "closed"] = "new"
+
+    def _check_open(self) -> None:
+        if self.state != "open":
+            if self.state == "closed":
+                raise SchedulerClosed(
+                    "the scheduler's durable store is closed: its 'async with' block has ended"
+                )
+            raise SchedulerClosed(
+                "the scheduler has not been entered: use"
+                " 'async with Scheduler(store=..., tasks=...) as s:' and defer inside the block"
+            )
+
+    # -- deferring ----------------------------------------------------------------------
+
+    def _row(
+        self,
+        task: str | Callable[..., Any],
+        args: Sequence[Any],
+        delay: float | timedelta | None,
+        at: datetime | None,
+        key: str | None,
+    ) -> NewRow:
+        t = self._registry.resolve(task)
+        self._registry.check_args(t, args)
+        due, wait = _when(delay, at)
+        return NewRow(
+            key=new_keys(1)[0] if key is None else check_key(key),
+            task=t.name,
+            payload=encode_args(tuple(args)),
+            due=due,
+            delay=wait,
+            lease=t.lease,
+            max_deliveries=t.max_deliveries,
+        )
+
+    async def _add(self, rows: list[NewRow], on_conflict: OnConflict) -> list[Entry]:
+        if on_conflict not in _ON_CONFLICT:
+            raise ValueError(f"on_conflict must be one of {_ON_CONFLICT}, got {on_conflict!r}")
+        self._check_open()
+        entries = await self._store.add(rows, on_conflict=on_conflict)
+        if self._worker is not None:
+            self._worker.notice(entries)
+        return entries
+
+    async def defer(
+        self,
+        task: str | Callable[..., Any],
+        /,
+        *args: Any,
+        delay: float | timedelta | None = None,
+        at: datetime | None = None,
+        key: str | None = None,
+        on_conflict: OnConflict = "keep",
+    ) -> Entry:
+        """Store one entry of a registered task; it is safe in the store on return.
+
+        :param task: the registered function, or its name
+        :param args: positional arguments (JSON plus the tagged types)
+        :param delay: seconds (or a timedelta) added to the store's clock
+        :param at: an aware datetime (absolute; as good as this host's clock)
+        :param key: the entry's key (default: a random one); an insert is
+            idempotent by key
+        :param on_conflict: ``"keep"`` returns an existing entry (finished ones
+            included), ``"replace"`` replaces one that is not running,
+            ``"error"`` raises :exc:`~duetime.EntryExists`
+        :returns: the entry now stored under the key
+        :raises LookupError: an unknown task name
+        :raises TypeError: an unregistered function, arguments that do not bind
+            to the task's signature, or an argument the codec does not carry
+        :raises ValueError: a naive ``at``, a negative delay, both ``delay`` and
+            ``at``, an argument the codec refuses, a payload over 64 KiB
+        :raises EntryExists: see ``on_conflict``
+        :raises SchedulerClosed: outside the block that opened the store
+        """
+        row = self._row(task, args, delay, at, key)
+        return (await self._add([row], on_conflict))[0]
+
+    async def defer_many(
+        self,
+        task: str | Callable[..., Any],
+        argsets: Iterable[Sequence[Any]],
+        *,
+        delay: float | timedelta | None = None,
+        at: datetime | None = None,
+        keys: Iterable[str | None] | None = None,
+        on_conflict: OnConflict = "keep",
+    ) -> list[Entry]:
+        """Store many entries of one task in one store call.
+
+        Every row is checked before anything is stored.
+
+        :param argsets: one sequence of positional arguments per entry
+        :param keys: one key (or None) per entry; default: random keys
+        :raises ValueError: ``keys`` of another length, or a key given twice;
+            otherwise as :meth:`defer`
+        """
+        # The checks and the encoding of defer, done once per batch where they can
+        # be (the task, the time), and per row only where they must (arguments, keys).
+        t = self._registry.resolve(task)
+        due, wait = _when(delay, at)
+        sets = list(argsets)
+        check_args = self._registry.check_args
+        for args in sets:
+            if type(args) is not tuple and (
+                isinstance(args, str | bytes) or not isinstance(args, Sequence)
+            ):
+                raise TypeError(f"each item of argsets must be a tuple or list, got {args!r}")
+            check_args(t, args)
+        n = len(sets)
+        if keys is None:
+            key_list = new_keys(n)
+        else:
+            given = list(keys)
+            if len(given) != n:
+                raise ValueError(f"got {len(given)} keys for {n} argument sets")
+            fresh = iter(new_keys(sum(1 for k in given if k is None)))
+            key_list = [next(fresh) if k is None else check_key(k) for k in given]
+            if len(set(key_list)) != n:
+                raise ValueError("defer_many got the same key twice")
+        name, lease, max_deliveries = t.name, t.lease, t.max_deliveries
+        rows = [
+            NewRow(k, name, encode_args(a), due, wait, lease, max_deliveries)
+            for a, k in zip(sets, key_list, strict=True)
+        ]
+        if not rows:
+            self._check_open()
+            return []
+        return await self._add(rows, on_conflict)
+
+    async def defer_every(
+        self,
+        trigger: float | timedelta | Any,
+        task: str | Callable[..., Any],
+        /,
+        *args: Any,
+        key: str,
+        start: float | timedelta | datetime | None = None,
+        misfire: Misfire = "coalesce",
+        overlap: Overlap = "skip",
+        on_conflict: OnConflict = "keep",
+    ) -> Entry:
+        """Store a recurring series: one row, on a drift-free grid.
+
+        :param trigger: an interval (seconds or a timedelta; point ``k`` is due
+            at ``start + k * interval``) or a ``duetime.Cron``
+        :param key: the series' identity (required; idempotent by key)
+        :param start: when the grid starts: a delay from the store's now, or an
+            aware datetime (default: now; an interval's first point is ``start``,
+            a cron trigger's is its first time at or after ``start``)
+        :param misfire: a point claimed a whole interval or more late:
+            ``"coalesce"`` runs once for the latest point, ``"skip"`` skips,
+            ``"catch_up"`` runs every missed point, one after another
+        :param overlap: points that come while an occurrence runs: ``"skip"``
+            them, ``"wait"`` (the first runs next), or ``"allow"`` (each point
+            becomes its own entry keyed ``"{key}@{occurrence}"``)
+        :raises TypeError: a bad trigger or argument
+        :raises ValueError: a bad policy, interval, start, or as :meth:`defer`
+        """
+        t = self._registry.resolve(task)
+        self._registry.check_args(t, args)
+        check_key(key)
+        if misfire not in MISFIRE:
+            raise ValueError(f"misfire must be one of {MISFIRE}, got {misfire!r}")
+        if overlap not in OVERLAP:
+            raise ValueError(f"overlap must be one of {OVERLAP}, got {overlap!r}")
+        trigger_grid(trigger, 0.0)  # validate at the call site
+        payload = encode_args(args)
+        begin: float | None = None
+        if isinstance(start, datetime):
+            check_aware(start)
+            begin = start.timestamp()
+        elif start is not None:
+            offset = to_delay(start, "start")
+        self._check_open()
+        if begin is None:
+            begin = await self._store.time() + (0.0 if start is None else offset)
+        grid = trigger_grid(trigger, begin)
+        first = grid.first(begin)
+        if first is None:
+            raise ValueError(f"{trigger!r} has no time at or after {begin}")
+        row = NewRow(
+            key=key,
+            task=t.name,
+            payload=payload,
+            due=first,
+            lease=t.lease,
+            max_deliveries=t.max_deliveries,
+            schedule=Series(grid, misfire, overlap).dump(begin),
+        )
+        return (await self._add([row], on_conflict))[0]
+
+    async def cancel_deferred(self, key: str) -> bool:
+        """Delete a PENDING or FAILED entry (or series); False if absent, running or finished."""
+        self._check_open()
+        return await self._store.cancel(lookup_key(key))
+
+    async def deferred(self, key: str) -> Entry | None:
+        """The entry stored under ``key`` (finished ones while kept), or None."""
+        self._check_open()
+        return await self._store.get(lookup_key(key))
+
+    async def entries(self, *, status: Status | None = None, limit: int = 1000) -> list[Entry]:
+        """Stored entries by due time, optionally only those with ``status``."""
+        self._check_open()
+        return await self._store.entries(status=status, limit=limit)
+
+    async def dead_letters(self, *, limit: int = 1000) -> list[Entry]:
+        """FAILED entries (retries exhausted, unknown task, bad payload, poison)."""
+        return await self.entries(status=Status.FAILED, limit=limit)
+
+    async def retry_deferred(self, key: str) -> bool:
+        """Make a FAILED entry PENDING again, due now, attempt 1; False if not FAILED."""
+        self._check_open()
+        ok = await self._store.retry(lookup_key(key))
+        if ok and self._worker is not None:
+            self._worker.poke()
+        return ok
+
+    async def delete_deferred(self, key: str) -> bool:
+        """Delete an entry that is not running (dead letters and finished ones too)."""
+        self._check_open()
+        return await self._store.delete(lookup_key(key))

@@ -1,0 +1,310 @@
+"""A store written outside duetime, against its public front only.
+
+DictStore keeps its rows in a dict and scans them (no index): a small, plain
+implementation of :class:`duetime.durable.Store` of the kind a third party
+would write first, to check that the protocol, the guide and the conformance
+suite are enough to write a store.  It imports nothing private of duetime.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import anyio
+import anyio.lowlevel
+
+from duetime import EntryExists, Status
+from duetime.durable import (
+    Claim,
+    Dead,
+    Done,
+    Entry,
+    NewRow,
+    NextOccurrence,
+    OnConflict,
+    Outcome,
+    Release,
+    RetryAt,
+    entry_args,
+    utc,
+)
+
+__all__ = ["DictStore"]
+
+
+@dataclass
+class _Row:
+    key: str
+    task: str
+    payload: str
+    due: float
+    lease: float
+    max_deliveries: int
+    schedule: str | None
+    status: Status = Status.PENDING
+    attempt: int = 1
+    deliveries: int = 0
+    occurrence: int = 0
+    last_error: str | None = None
+    token: int = 0
+    lease_until: float = math.inf
+    expires: float = math.inf  # a tombstone's end
+
+    def claimable_at(self) -> float | None:
+        if self.status is Status.PENDING:
+            return self.due
+        if self.status is Status.RUNNING:
+            return self.lease_until
+        return None
+
+    def entry(self) -> Entry:
+        return Entry(
+            key=self.key,
+            task=self.task,
+            args=entry_args(self.payload),
+            due=utc(self.due),
+            status=self.status,
+            attempt=self.attempt,
+            last_error=self.last_error,
+            occurrence=self.occurrence,
+            schedule=self.schedule,
+            deliveries=self.deliveries,
+        )
+
+
+class DictStore:
+    """Rows in a dict, on a clock of the caller's choice (default: ``time.time``).
+
+    :param lease: the default lease in seconds
+    :param dedupe_ttl: how long a finished key is kept as a tombstone
+    :param clock: the store's clock, UTC epoch seconds
+    """
+
+    def __init__(
+        self,
+        *,
+        lease: float = 30.0,
+        dedupe_ttl: float = 86400.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.lease = float(lease)
+        self.dedupe_ttl = float(dedupe_ttl)
+        self._clock = clock
+        self._rows: dict[str, _Row] = {}
+        self._tokens = 0
+        # wait_changed: a counter of head moves, the count each task saw last, and
+        # an event the next move sets.
+        self._moves = 0
+        self._seen: dict[int, int] = {}
+        self._moved = anyio.Event()
+
+    async def __aenter__(self) -> DictStore:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None
+
+    # -- helpers ------------------------------------------------------------------
+
+    def _live(self, key: str, now: float) -> _Row | None:
+        row = self._rows.get(key)
+        if row is not None and row.expires <= now:
+            del self._rows[key]  # a tombstone past dedupe_ttl
+            return None
+        return row
+
+    def _purge(self, now: float) -> None:
+        for key in [k for k, r in self._rows.items() if r.expires <= now]:
+            del self._rows[key]
+
+    def _head(self) -> float | None:
+        times = [t for r in self._rows.values() if (t := r.claimable_at()) is not None]
+        return min(times, default=None)
+
+    def _moved_if_earlier(self, before: float | None) -> None:
+        after = self._head()
+        if after is not None and (before is None or after < before):
+            self._moves += 1
+            self._moved.set()
+            self._moved = anyio.Event()
+
+    # -- the protocol -----------------------------------------------------------
+
+    async def time(self) -> float:
+        await anyio.lowlevel.checkpoint()
+        return self._clock()
+
+    async def add(self, rows: Sequence[NewRow], *, on_conflict: OnConflict = "keep") -> list[Entry]:
+        if on_conflict not in ("keep", "replace", "error"):
+            raise ValueError(f"bad on_conflict {on_conflict!r}")
+        await anyio.lowlevel.checkpoint()
+        now = self._clock()
+        self._purge(now)
+        seen: set[str] = set()
+        for new in rows:  # every check first: a batch is all or nothing
+            if not isinstance(new, NewRow):
+                raise TypeError(f"add() takes NewRow values, not {new!r}")
+            old = self._rows.get(new.key)
+            if on_conflict == "error" and (new.key in seen or old is not None):
+                raise EntryExists(f"key {new.key!r} exists")
+            if on_conflict == "replace" and old is not None and old.status is Status.RUNNING:
+                raise EntryExists(f"key {new.key!r} is running")
+            seen.add(new.key)
+        before = self._head()
+        out = []
+        for new in rows:
+            old = self._rows.get(new.key)
+            if old is not None and on_conflict == "keep":
+                out.append(old.entry())
+                continue
+            row = _Row(
+                key=new.key,
+                task=new.task,
+                payload=new.payload,
+                due=new.due if new.due is not None else now + (new.delay or 0.0),
+                lease=new.lease if new.lease is not None else self.lease,
+                max_deliveries=new.max_deliveries,
+                schedule=new.schedule,
+            )
+            self._rows[new.key] = row
+            out.append(row.entry())
+        self._moved_if_earlier(before)
+        return out
+
+    async def cancel(self, key: str) -> bool:
+        await anyio.lowlevel.checkpoint()
+        row = self._live(key, self._clock())
+        if row is None or row.status not in (Status.PENDING, Status.FAILED):
+            return False
+        del self._rows[key]
+        return True
+
+    async def get(self, key: str) -> Entry | None:
+        await anyio.lowlevel.checkpoint()
+        row = self._live(key, self._clock())
+        return None if row is None else row.entry()
+
+    async def entries(self, *, status: Status | None = None, limit: int = 1000) -> list[Entry]:
+        if isinstance(limit, bool) or not isinstance(limit, int):
+            raise TypeError(f"limit must be an int, not {limit!r}")
+        if limit < 0:
+            raise ValueError(f"limit must be >= 0, not {limit}")
+        await anyio.lowlevel.checkpoint()
+        self._purge(self._clock())
+        rows = sorted(
+            (r for r in self._rows.values() if status is None or r.status is status),
+            key=lambda r: (r.due, r.key),
+        )
+        return [r.entry() for r in rows[:limit]]
+
+    async def claim(self, owner: str, limit: int) -> list[Claim]:
+        if limit < 0:
+            raise ValueError(f"claim limit must be >= 0, not {limit}")
+        await anyio.lowlevel.checkpoint()
+        now = self._clock()
+        due = sorted(
+            (t, r.key)
+            for r in self._rows.values()
+            if (t := r.claimable_at()) is not None and t <= now
+        )
+        out: list[Claim] = []
+        for _t, key in due:
+            if len(out) >= limit:
+                break
+            row = self._rows[key]
+            if row.deliveries >= row.max_deliveries:  # poison: dead-letter, do not deliver
+                row.status = Status.FAILED
+                row.lease_until = math.inf
+                row.last_error = f"poison: delivered {row.deliveries} times"
+                continue
+            self._tokens += 1
+            row.token = self._tokens
+            row.status = Status.RUNNING
+            row.deliveries += 1
+            row.lease_until = now + row.lease
+            out.append(Claim(row.entry(), row.payload, row.token, row.lease_until, row.lease))
+        return out
+
+    async def extend(self, claims: Sequence[tuple[str, int]]) -> list[bool]:
+        await anyio.lowlevel.checkpoint()
+        now = self._clock()
+        out = []
+        for key, token in claims:
+            row = self._rows.get(key)
+            ok = row is not None and row.status is Status.RUNNING and row.token == token
+            if row is not None and ok:
+                row.lease_until = now + row.lease
+            out.append(ok)
+        return out
+
+    async def finish_many(self, items: Sequence[tuple[str, int, Outcome]]) -> list[bool]:
+        for _key, _token, outcome in items:  # a bad outcome applies nothing
+            if not isinstance(outcome, Done | RetryAt | NextOccurrence | Dead | Release):
+                raise TypeError(f"not an outcome: {outcome!r}")
+        await anyio.lowlevel.checkpoint()
+        now = self._clock()
+        before = self._head()
+        out = [self._finish(key, token, outcome, now) for key, token, outcome in items]
+        self._moved_if_earlier(before)
+        return out
+
+    def _finish(self, key: str, token: int, outcome: Outcome, now: float) -> bool:
+        row = self._rows.get(key)
+        if row is None or row.status is not Status.RUNNING or row.token != token:
+            return False  # fenced: another claim, or no claim, holds the row
+        row.lease_until = math.inf
+        if isinstance(outcome, Done):
+            row.status = Status.COMPLETED
+            row.expires = now + self.dedupe_ttl
+        elif isinstance(outcome, RetryAt):
+            row.status, row.due, row.last_error = Status.PENDING, outcome.at, outcome.error
+            row.attempt += 1
+            row.deliveries = 0
+        elif isinstance(outcome, NextOccurrence):
+            row.status, row.due, row.last_error = Status.PENDING, outcome.due, outcome.error
+            row.occurrence += 1
+            row.attempt = 1
+            row.deliveries = 0
+        elif isinstance(outcome, Dead):
+            row.status, row.last_error = Status.FAILED, outcome.error
+        else:  # Release: this claim does not count
+            row.status = Status.PENDING
+            row.deliveries = max(0, row.deliveries - 1)
+        return True
+
+    async def retry(self, key: str) -> bool:
+        await anyio.lowlevel.checkpoint()
+        row = self._rows.get(key)
+        if row is None or row.status is not Status.FAILED:
+            return False
+        before = self._head()
+        row.status, row.due, row.attempt, row.deliveries = Status.PENDING, self._clock(), 1, 0
+        self._moved_if_earlier(before)
+        return True
+
+    async def delete(self, key: str) -> bool:
+        await anyio.lowlevel.checkpoint()
+        row = self._live(key, self._clock())
+        if row is None or row.status is Status.RUNNING:
+            return False
+        del self._rows[key]
+        return True
+
+    async def head(self) -> float | None:
+        await anyio.lowlevel.checkpoint()
+        return self._head()
+
+    async def wait_changed(self, timeout: float) -> None:
+        task = anyio.get_current_task().id
+        last = self._seen.get(task)
+        try:
+            if last is not None and last != self._moves:
+                await anyio.lowlevel.checkpoint()  # moved since this task's last wait
+                return
+            with anyio.move_on_after(timeout):
+                await self._moved.wait()
+        finally:
+            self._seen[task] = self._moves
