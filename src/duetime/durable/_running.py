@@ -35,6 +35,7 @@ from ._store import (
     Release,
     RetryAt,
     Store,
+    StoreLost,
     utc,
 )
 
@@ -43,6 +44,8 @@ __all__ = ["SHIELD_CAP", "TaskCalls"]
 #: How long a shielded store call (a claim, a release, a finish) may take.
 SHIELD_CAP = 30.0
 _MAX_REASON = 2000
+#: How long a run waits for the store's time before it estimates it (see TaskCalls._now).
+_TIME_CAP = 2.0
 
 
 class _Run:
@@ -146,11 +149,25 @@ class TaskCalls:
         self._report(entry, exc)
         return Dead(prefix + str(exc))
 
-    async def _now(self) -> float:
+    async def _now(self, claim: Claim, run: _Run) -> float:
         """The store's time, shielded: a run that ended is recorded even when shutdown
-        cancels its runner meanwhile (a thread's run, past the grace)."""
-        with CancelScope(shield=True), anyio.fail_after(SHIELD_CAP):
-            now = await self._store.time()
+        cancels its runner meanwhile (a thread's run, past the grace).
+
+        When the store does not answer (an outage), the claim's store time plus
+        what passed here since is used instead: the outcome still reaches the
+        finisher, which retries it while the lease holds, so a short outage
+        turns neither a failed attempt nor a series' occurrence into a re-run.
+        """
+        now: float | None = None
+        try:
+            with CancelScope(shield=True), anyio.fail_after(_TIME_CAP):
+                now = await self._store.time()
+        except StoreLost:
+            raise
+        except Exception:
+            pass
+        if now is None:
+            now = claim.lease_until - claim.lease + (anyio.current_time() - run.claimed)
         return now
 
     async def execute(self, claim: Claim, run: _Run) -> Outcome | None:
@@ -196,9 +213,9 @@ class TaskCalls:
         if error is None:
             if series is None:
                 return Done()
-            return _next(series.next_due(point, await self._now()), None)
+            return _next(series.next_due(point, await self._now(claim, run)), None)
         reason = _reason(error)
-        now = await self._now()
+        now = await self._now(claim, run)
         if task.retry is not None and task.retry.should_retry(entry.attempt, error):
             pause = task.retry.pause(entry.attempt)
             worker_log.warning(
