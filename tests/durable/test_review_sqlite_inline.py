@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from duetime.durable import NewRow, SQLiteStore
-from duetime.durable import _sqlite as sqlite_module
+from duetime.durable._sqlite_sql import insert_new
 
 pytestmark = pytest.mark.anyio
 
@@ -22,13 +22,12 @@ async def test_a_large_add_is_written_off_the_event_loop_thread(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     threads: list[int] = []
-    insert_new = sqlite_module.insert_new
 
     def spy(conn: Any, params: list[tuple[Any, ...]]) -> bool:
         threads.append(threading.get_ident())
         return insert_new(conn, params)
 
-    monkeypatch.setattr(sqlite_module, "insert_new", spy)
+    monkeypatch.setattr("duetime.durable._sqlite.insert_new", spy)
     loop_thread = threading.get_ident()
     async with SQLiteStore(tmp_path / "jobs.db") as store:
         await store.add([NewRow("one", "t", "[]", delay=0.0)])
