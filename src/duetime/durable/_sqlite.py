@@ -125,7 +125,9 @@ class SQLiteStore:
         virtual one); called on the event-loop thread
     :param read_only: open an existing store for listing only (``get``,
         ``entries``, ``head``, ``wait_changed``): the file is never created,
-        changed or switched to WAL, and it may sit on a read-only file or mount;
+        changed or switched to WAL, and it may sit on a read-only file or mount
+        (in a writable directory SQLite may create the empty ``-wal`` and
+        ``-shm`` files beside it, with the file's mode and owner);
         opening raises FileNotFoundError if it does not exist, and every
         writing method raises :class:`ReadOnlyStore`
     Once the file at ``path`` is no longer the one opened (deleted, or
