@@ -21,7 +21,7 @@ import anyio
 from anyio import CancelScope, CapacityLimiter, get_cancelled_exc_class, to_thread
 
 from ._codec import PayloadError, decode_args
-from ._log import entry_fields, printable, worker_log
+from ._log import entry_fields, printable, short, worker_log
 from ._registry import TaskDef, TaskRegistry, _current
 from ._series import Series, parse_schedule
 from ._store import (
@@ -130,8 +130,8 @@ class TaskCalls:
         if self._on_error is None:
             worker_log.error(
                 "durable task %r (entry %r, attempt %d) failed for good: %s",
-                entry.task,
-                entry.key,
+                short(entry.task),
+                short(entry.key),
                 entry.attempt,
                 printable(_reason(exc)),
                 exc_info=(type(exc), exc, exc.__traceback__),
@@ -142,7 +142,9 @@ class TaskCalls:
             self._on_error(entry, exc)
         except Exception:
             worker_log.exception(
-                "on_error raised while reporting entry %r", entry.key, extra={"key": entry.key}
+                "on_error raised while reporting entry %r",
+                short(entry.key),
+                extra={"key": entry.key},
             )
 
     def _dead(self, entry: Entry, exc: BaseException, prefix: str) -> Dead:
@@ -220,8 +222,8 @@ class TaskCalls:
             pause = task.retry.pause(entry.attempt)
             worker_log.warning(
                 "durable task %r (entry %r) attempt %d failed: %s; retrying in %.1f s",
-                entry.task,
-                entry.key,
+                short(entry.task),
+                short(entry.key),
                 entry.attempt,
                 printable(reason),
                 pause,
@@ -246,8 +248,8 @@ class TaskCalls:
         duration = ended - started
         worker_log.debug(
             "durable task %r (entry %r, attempt %d) ran %.3f s, %.3f s late: %s",
-            entry.task,
-            entry.key,
+            short(entry.task),
+            short(entry.key),
             entry.attempt,
             duration,
             lateness,
@@ -351,7 +353,7 @@ class TaskCalls:
             "thread, which cannot be interrupted: the entry stays leased until it "
             "returns, then the attempt counts as timed out",
             task.name,
-            entry.key,
+            short(entry.key),
             entry.attempt,
             task.timeout,
             extra=entry_fields(entry.key, task.name, entry.attempt),
