@@ -10,15 +10,24 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 __all__ = ["main"]
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors never show a store URL's credentials
+    (an error such as "unrecognized arguments" quotes what was typed)."""
+
+    def error(self, message: str) -> NoReturn:
+        from .durable._cli import redact_text
+
+        super().error(redact_text(message))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the duetime command line; return the exit status."""
-    parser = argparse.ArgumentParser(
-        prog="python -m duetime", description=(__doc__ or "").replace("``", "")
-    )
+    parser = _Parser(prog="python -m duetime", description=(__doc__ or "").replace("``", ""))
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="a short live tour of duetime")
     demo.add_argument("--fast", action="store_true", help="shrink every delay (for CI)")

@@ -26,6 +26,7 @@ from ._cli_run import STORE_LOST, WORKER_EXIT_CODES, guarded
 from ._cli_show import entry_json
 from ._cli_store import STORE_COMMANDS, add_store_commands, run_store_command
 from ._log import worker_log
+from ._redact import redact_text
 
 if TYPE_CHECKING:
     import anyio
@@ -33,7 +34,8 @@ if TYPE_CHECKING:
     from ._registry import TaskRegistry
     from ._worker import Worker
 
-__all__ = ["COMMANDS", "add_commands", "entry_json", "run_command"]
+# redact_text: for the usage errors of python -m duetime's parser.
+__all__ = ["COMMANDS", "add_commands", "entry_json", "redact_text", "run_command"]
 
 #: The subcommands this module adds and runs.
 COMMANDS = ("worker", *STORE_COMMANDS)

@@ -25,7 +25,7 @@ import anyio
 from .._vocab import Status
 from ._cli_run import ERROR, EXIT_CODES
 from ._cli_show import print_entries, visible
-from ._store import Entry
+from ._store import Entry, Store
 
 __all__ = ["STORE_COMMANDS", "add_store_commands", "run_store_command"]
 
@@ -277,20 +277,31 @@ async def _apply(args: argparse.Namespace, picked: Sequence[Entry]) -> list[tupl
     missed: list[tuple[str, str]] = []
     store = open_store(args.store)
     past = _PAST[args.command]
+    any_status = getattr(args, "any_status", False)
     # One scope whose deadline moves on with each step: a store's task groups
     # (RedisStore's) must be entered and left inside the same cancel scope.
     async with _deadline(args.timeout, "opening it, or changing an entry") as scope, store:
         for e in picked:
             scope.deadline = anyio.current_time() + args.timeout
             if args.command == "retry":
-                done = await store.retry(e.key)
-            else:
+                done = await store.retry(e.key)  # FAILED rows only, in the store's own write
+            elif any_status or await _still_failed(store, e.key):
+                # Store.delete takes any row that is not running: a dead letter
+                # retried since it was selected is left alone.
                 done = await store.delete(e.key)
+            else:
+                done = False
             if done:
                 print(f"{past}  {_describe(e)}", flush=True)
             else:
                 missed.append((e.key, "changed since it was selected (running, or gone)"))
     return missed
+
+
+async def _still_failed(store: Store, key: str) -> bool:
+    """Whether the row under ``key`` is still a dead letter."""
+    now = await store.get(key)
+    return now is not None and now.status is Status.FAILED
 
 
 def _change_command(args: argparse.Namespace) -> int:

@@ -260,7 +260,14 @@ class Client:
         return await self._store.get(lookup_key(key))
 
     async def entries(self, *, status: Status | None = None, limit: int = 1000) -> list[Entry]:
-        """Stored entries by due time, optionally only those with ``status``."""
+        """Stored entries by due time, optionally only those with ``status``.
+
+        :raises ValueError: a ``status`` that is not a :class:`~duetime.Status`
+            (or its name), or a negative ``limit``
+        :raises TypeError: a ``limit`` that is not an int
+        """
+        if status is not None:
+            status = Status(status)  # every store alike, whatever it checks itself
         self._check_open()
         return await self._store.entries(status=status, limit=limit)
 

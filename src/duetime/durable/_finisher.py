@@ -23,7 +23,7 @@ import anyio
 import anyio.lowlevel
 from anyio import CancelScope
 
-from ._log import StoreHealth, worker_log
+from ._log import StoreHealth, short, worker_log
 from ._store import Outcome, Store
 
 __all__ = ["Finisher"]
@@ -159,7 +159,8 @@ class Finisher:
             "durable finish: could not record %d outcome(s) (%s) before their leases "
             "ended; those entries run again",
             len(items),
-            ", ".join(repr(it.key) for it in items[:3]) + (", ..." if len(items) > 3 else ""),
+            ", ".join(repr(short(it.key)) for it in items[:3])
+            + (", ..." if len(items) > 3 else ""),
         )
         self._done(items, [False] * len(items))
 
@@ -179,7 +180,7 @@ class Finisher:
                 worker_log.warning(
                     "durable entry %r: lease lost before %s was recorded (another "
                     "worker holds it now)",
-                    key,
+                    short(key),
                     type(outcome).__name__,
                     extra={"key": key},
                 )

@@ -29,6 +29,7 @@ __all__ = [
     "describe",
     "entry_fields",
     "printable",
+    "short",
     "store_log",
     "worker_log",
 ]
@@ -53,6 +54,17 @@ def printable(text: str, limit: int = _MAX_TEXT) -> str:
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+#: The longest key or task name a log line quotes (a row another program wrote
+#: may hold any length; the record's ``extra`` keeps the whole value).
+_MAX_NAME = 200
+
+
+def short(text: str) -> str:
+    """``text`` cut to :data:`_MAX_NAME` characters (``...`` at the end), for a log
+    line that quotes a key or a task name read from a store with ``%r``."""
+    return text if len(text) <= _MAX_NAME else text[: _MAX_NAME - 3] + "..."
 
 
 def entry_fields(key: str, task: str, attempt: int, **more: float) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from urllib.parse import unquote
 
-__all__ = ["redact_url", "url_secrets"]
+__all__ = ["redact_text", "redact_url", "url_secrets"]
 
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]{0,31}")
 # Query parameter names that carry a credential (matched case-insensitively,
@@ -98,6 +98,24 @@ def _redact(url: object) -> str:
     if len(shown) > _MAX_SHOWN:
         shown = shown[: _MAX_SHOWN - 3] + "..."
     return shown
+
+
+# A URL inside free text: a scheme, "://", then anything up to white space or a quote.
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]{0,31}://[^\s'\"]*")
+
+
+def redact_text(text: str) -> str:
+    """``text`` with every ``scheme://...`` in it shown as :func:`redact_url` shows
+    it (for a message that quotes what an operator typed, such as argparse's
+    "unrecognized arguments").  Never raises.
+
+    :param text: a message that may quote store URLs
+    :returns: the message with no credential of those URLs in it
+    """
+    try:
+        return _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
+    except Exception:  # never let an error message fail
+        return "<a message that quotes a store URL (hidden)>"
 
 
 def url_secrets(url: str) -> list[str]:

@@ -45,6 +45,8 @@ numbers to Redis as integers, so scripts return times as strings.
 
 from __future__ import annotations
 
+from ._codec import MAX_PAYLOAD
+
 __all__ = ["ADD", "CANCEL", "CLAIM", "DELETE", "ENTRIES", "EXTEND", "FINISH"]
 __all__ += ["GET", "RETRY", "TIME"]
 
@@ -82,7 +84,9 @@ end
 
 # The checks of a stored row (see the module docstring).  Every field a script
 # or RedisStore reads is checked here, so nothing after load() can raise on it.
-_CHECK = r"""
+_CHECK = (
+    f"local MAXP = {MAX_PAYLOAD}\n"
+    + r"""
 local STATUS = {PENDING = true, RUNNING = true, COMPLETED = true, FAILED = true}
 local FIELDS = {'k', 't', 'p', 'd', 's', 'a', 'e', 'o', 'sch', 'dl', 'l', 'md', 'tok', 'lu', 'ow',
                 'x', 'qr'}
@@ -135,6 +139,7 @@ local function field(k, r)
   if r.k ~= k then return 'k' end
   if type(r.t) ~= 'string' or (r.t == '' and not r.qr) then return 't' end
   if type(r.p) ~= 'string' then return 'p' end
+  if #r.p > MAXP then return 'P' end  -- what the codec never writes (cjson gives UTF-8)
   if not STATUS[r.s] then return 's' end
   if not num(r.d) then return 'd' end
   if not int(r.a, 1) then return 'a' end
@@ -159,6 +164,7 @@ local function fault(k, r)
   end
   local f = field(k, r)
   if f == 'k' then return 'field "k" is not the row\'s key' end
+  if f == 'P' then return 'payload is over ' .. (MAXP / 1024) .. ' KiB' end
   if f then return 'missing or invalid field "' .. f .. '" (' .. NAMES[f] .. ')' end
   return nil
 end
@@ -215,6 +221,7 @@ local function save(r)
   return raw
 end
 """
+)
 
 #: ARGV[3]: on_conflict; then per row: key, JSON of the new row's fields, due, delay
 #: ('' for the one not given).  Returns {'ok', row JSON...} or {'exists', key}.

@@ -21,7 +21,7 @@ import anyio
 from anyio import CancelScope, CapacityLimiter, get_cancelled_exc_class, to_thread
 
 from ._codec import PayloadError, decode_args
-from ._log import entry_fields, printable, worker_log
+from ._log import entry_fields, printable, short, worker_log
 from ._registry import TaskDef, TaskRegistry, _current
 from ._series import Series, parse_schedule
 from ._store import (
@@ -35,6 +35,7 @@ from ._store import (
     Release,
     RetryAt,
     Store,
+    StoreLost,
     utc,
 )
 
@@ -43,6 +44,8 @@ __all__ = ["SHIELD_CAP", "TaskCalls"]
 #: How long a shielded store call (a claim, a release, a finish) may take.
 SHIELD_CAP = 30.0
 _MAX_REASON = 2000
+#: How long a run waits for the store's time before it estimates it (see TaskCalls._now).
+_TIME_CAP = 2.0
 
 
 class _Run:
@@ -127,8 +130,8 @@ class TaskCalls:
         if self._on_error is None:
             worker_log.error(
                 "durable task %r (entry %r, attempt %d) failed for good: %s",
-                entry.task,
-                entry.key,
+                short(entry.task),
+                short(entry.key),
                 entry.attempt,
                 printable(_reason(exc)),
                 exc_info=(type(exc), exc, exc.__traceback__),
@@ -139,18 +142,34 @@ class TaskCalls:
             self._on_error(entry, exc)
         except Exception:
             worker_log.exception(
-                "on_error raised while reporting entry %r", entry.key, extra={"key": entry.key}
+                "on_error raised while reporting entry %r",
+                short(entry.key),
+                extra={"key": entry.key},
             )
 
     def _dead(self, entry: Entry, exc: BaseException, prefix: str) -> Dead:
         self._report(entry, exc)
         return Dead(prefix + str(exc))
 
-    async def _now(self) -> float:
+    async def _now(self, claim: Claim, run: _Run) -> float:
         """The store's time, shielded: a run that ended is recorded even when shutdown
-        cancels its runner meanwhile (a thread's run, past the grace)."""
-        with CancelScope(shield=True), anyio.fail_after(SHIELD_CAP):
-            now = await self._store.time()
+        cancels its runner meanwhile (a thread's run, past the grace).
+
+        When the store does not answer (an outage), the claim's store time plus
+        what passed here since is used instead: the outcome still reaches the
+        finisher, which retries it while the lease holds, so a short outage
+        turns neither a failed attempt nor a series' occurrence into a re-run.
+        """
+        now: float | None = None
+        try:
+            with CancelScope(shield=True), anyio.fail_after(_TIME_CAP):
+                now = await self._store.time()
+        except StoreLost:
+            raise
+        except Exception:
+            pass
+        if now is None:
+            now = claim.lease_until - claim.lease + (anyio.current_time() - run.claimed)
         return now
 
     async def execute(self, claim: Claim, run: _Run) -> Outcome | None:
@@ -196,15 +215,15 @@ class TaskCalls:
         if error is None:
             if series is None:
                 return Done()
-            return _next(series.next_due(point, await self._now()), None)
+            return _next(series.next_due(point, await self._now(claim, run)), None)
         reason = _reason(error)
-        now = await self._now()
+        now = await self._now(claim, run)
         if task.retry is not None and task.retry.should_retry(entry.attempt, error):
             pause = task.retry.pause(entry.attempt)
             worker_log.warning(
                 "durable task %r (entry %r) attempt %d failed: %s; retrying in %.1f s",
-                entry.task,
-                entry.key,
+                short(entry.task),
+                short(entry.key),
                 entry.attempt,
                 printable(reason),
                 pause,
@@ -229,8 +248,8 @@ class TaskCalls:
         duration = ended - started
         worker_log.debug(
             "durable task %r (entry %r, attempt %d) ran %.3f s, %.3f s late: %s",
-            entry.task,
-            entry.key,
+            short(entry.task),
+            short(entry.key),
             entry.attempt,
             duration,
             lateness,
@@ -334,7 +353,7 @@ class TaskCalls:
             "thread, which cannot be interrupted: the entry stays leased until it "
             "returns, then the attempt counts as timed out",
             task.name,
-            entry.key,
+            short(entry.key),
             entry.attempt,
             task.timeout,
             extra=entry_fields(entry.key, task.name, entry.attempt),

@@ -7,7 +7,7 @@ WAL: a commit survives a process crash; a power loss can lose the last
 commits, never corrupt the file); every write in ``BEGIN IMMEDIATE`` so a
 transaction takes the write lock up front (no read-to-write upgrade deadlock
 between processes) and waits ``busy_timeout`` for it.  One exception to the
-thread: ``add`` (an awaited ``defer``) first tries its short transaction on
+thread: ``add`` of a few rows (an awaited ``defer``) first tries its short transaction on
 the event-loop thread through a second connection that never waits for the
 lock and never checkpoints (a thread hop costs more than the write), and
 goes to the thread when the lock is taken.  Claims are one
@@ -98,6 +98,10 @@ _T = TypeVar("_T")
 #: thread: a one-row commit appends about 18 KB to the WAL, so this keeps it near
 #: SQLite's own bound (a checkpoint at 1000 pages, 4 MB).
 _CHECKPOINT_EVERY = 200
+#: The most rows an ``add`` writes on the event-loop thread (see
+#: SQLiteStore._write_inline): a larger batch takes longer than a thread hop
+#: costs, and would stall every other task of the loop while it is written.
+_INLINE_ROWS = 64
 
 logger = logging.getLogger("duetime.durable")
 
@@ -121,7 +125,9 @@ class SQLiteStore:
         virtual one); called on the event-loop thread
     :param read_only: open an existing store for listing only (``get``,
         ``entries``, ``head``, ``wait_changed``): the file is never created,
-        changed or switched to WAL, and it may sit on a read-only file or mount;
+        changed or switched to WAL, and it may sit on a read-only file or mount
+        (in a writable directory SQLite may create the empty ``-wal`` and
+        ``-shm`` files beside it, with the file's mode and owner);
         opening raises FileNotFoundError if it does not exist, and every
         writing method raises :class:`ReadOnlyStore`
     Once the file at ``path`` is no longer the one opened (deleted, or
@@ -389,7 +395,8 @@ class SQLiteStore:
                 out.append(_entry(got))
             return out
 
-        entries = await self._write_inline(work)
+        write = self._write_inline if len(params) <= _INLINE_ROWS else self._write
+        entries = await write(work)
         self._wake()
         return entries
 

@@ -124,10 +124,12 @@ def init_schema(conn: sqlite3.Connection, path: str) -> None:
 
 
 def open_read_only(path: str) -> sqlite3.Connection:
-    """Open an existing duetime store for reading only: nothing is created or written.
+    """Open an existing duetime store for reading only: the database is never written.
 
     The connection is a ``mode=ro`` URI (SQLite still shares the ``-shm`` index
-    with writers, so it reads their latest commits).  A WAL database in a
+    with writers, so it reads their latest commits; in a writable directory
+    where no writer has the file open, SQLite creates the empty ``-wal`` and
+    ``-shm`` files, with the database's mode and, run as root, its owner).  A WAL database in a
     directory it cannot write, with no ``-shm`` file, cannot be opened that way;
     when it has no ``-wal`` content either (every writer closed cleanly), the
     database file alone holds every row and is opened ``immutable=1`` (no

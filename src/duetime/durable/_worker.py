@@ -39,7 +39,7 @@ from anyio import CancelScope, Event, get_cancelled_exc_class
 from .._vocab import Status
 from ._finisher import Finisher
 from ._keys import check_key
-from ._log import StoreHealth, worker_log
+from ._log import StoreHealth, short, worker_log
 from ._registry import TaskRegistry
 from ._running import SHIELD_CAP, TaskCalls, _Run
 from ._store import (
@@ -206,8 +206,8 @@ class Worker:
                         worker_log.warning(
                             "durable task %r (entry %r) still runs in a thread, which "
                             "cannot be interrupted: exit waits for it, renewing its lease",
-                            run.task,
-                            run.key,
+                            short(run.task),
+                            short(run.key),
                             extra={"key": run.key, "task": run.task},
                         )
                     if run.scope is not None:
@@ -430,7 +430,7 @@ class Worker:
                     worker_log.warning(
                         "durable entry %r: lease lost (another worker may hold it); "
                         "its run is cancelled and not finished here",
-                        run.key,
+                        short(run.key),
                         extra={"key": run.key, "task": run.task},
                     )
                     if run.scope is not None:
@@ -450,7 +450,7 @@ class Worker:
         except Exception:  # a store error (or a bug) around the run: never kill the runner
             worker_log.exception(
                 "durable entry %r: the runner failed around its run",
-                run.key,
+                short(run.key),
                 extra={"key": run.key, "task": run.task},
             )
         finally:
