@@ -38,7 +38,7 @@ sys.path.insert(0, str(HERE.parent / "src"))
 
 from _common import have, le, percentile, ratio  # noqa: E402
 
-from duetime import Scheduler  # noqa: E402
+from duetime import Deferred, Scheduler  # noqa: E402
 from duetime.durable import MemoryStore, SQLiteStore, Store, TaskRegistry  # noqa: E402
 
 tasks = TaskRegistry()
@@ -104,6 +104,9 @@ async def awaiters(n: int) -> dict[str, float]:
     async def bare(event: anyio.Event) -> None:
         await event.wait()
 
+    async def await_it(h: Deferred[None]) -> None:
+        await h
+
     tracemalloc.start()
     # The baseline: n tasks waiting on one Event (what any awaiting task costs).
     release = anyio.Event()
@@ -121,8 +124,14 @@ async def awaiters(n: int) -> dict[str, float]:
         before = tracemalloc.get_traced_memory()[0]
         async with anyio.create_task_group() as tg:
             for h in handles:
-                tg.start_soon(h.result)
+                tg.start_soon(await_it, h)
+            # Every awaiter waiting and the watcher idle again (its first read of
+            # every key runs reader tasks; under tracemalloc it takes seconds).
             await asyncio.sleep(0.5)
+            for _ in range(600):
+                if len(asyncio.all_tasks()) <= tasks_before + n + 1:
+                    break
+                await asyncio.sleep(0.1)
             awaiting_bytes = tracemalloc.get_traced_memory()[0] - before
             extra_tasks = len(asyncio.all_tasks()) - tasks_before - n
             watched = s._client().watcher().watched

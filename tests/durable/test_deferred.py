@@ -232,3 +232,30 @@ async def test_leaving_the_block_wakes_waiters_with_scheduler_closed() -> None:
     assert len(got) == 1
     with pytest.raises(SchedulerClosed):
         await d
+
+
+async def test_the_watcher_survives_a_store_outage(caplog: pytest.LogCaptureFixture) -> None:
+    store = MemoryStore()
+    real_get = store.get
+    failing = [0]
+
+    async def get(key: str) -> Any:
+        if failing[0]:
+            failing[0] -= 1
+            raise OSError("connection reset")
+        return await real_get(key)
+
+    store.get = get  # type: ignore[method-assign]
+    async with Scheduler(store=store, tasks=registry()) as s:
+        d = await s.defer("add", 1, 2, delay=10)
+        async with anyio.create_task_group() as tg:
+            got: list[int] = []
+
+            async def wait() -> None:
+                got.append(await d)
+
+            tg.start_soon(wait)
+            await anyio.sleep(1)
+            failing[0] = 3  # the watcher's next reads fail
+        assert got == [3]
+    assert any("reading the store failed" in r.getMessage() for r in caplog.records)

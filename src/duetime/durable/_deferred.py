@@ -25,6 +25,7 @@ import anyio.abc
 from .._exceptions import CallbackCancelled, DeferredFailed, SchedulerClosed
 from .._vocab import Status
 from ._codec import PayloadError, decode_result
+from ._log import describe, worker_log
 from ._store import RESULT_DROPPED, Entry, Store
 
 __all__ = ["Deferred", "Watcher", "outcome"]
@@ -77,13 +78,13 @@ class Watcher:
         """How many keys are awaited now."""
         return len(self._slots)
 
-    async def wait(self, key: str) -> Entry | None:
-        """Wait until the entry under ``key`` has finished (or is gone); that entry.
-
-        Cancellable (a timeout around it changes nothing in the store).
+    async def outcome_of(self, d: Deferred[T_co]) -> T_co:
+        """Wait until ``d``'s entry has finished, keep it as ``d.entry``, and give
+        its outcome (see :meth:`Deferred.result`); one coroutine per awaiter.
 
         :raises SchedulerClosed: the session closed (before or while waiting)
         """
+        key = d.key
         if self._closed:
             raise SchedulerClosed(_CLOSED)
         slot = self._slots.get(key)
@@ -101,14 +102,19 @@ class Watcher:
             entry = await self._store.get(key)
             if finished(entry):
                 self._resolve(key, slot, entry)
+            entry = None  # not kept while waiting: 10,000 awaiters hold no snapshots
             await slot.event.wait()
             if self._closed and slot.entry is None:
                 raise SchedulerClosed(_CLOSED)
-            return slot.entry
+            entry = slot.entry
         finally:
             slot.waiters -= 1
             if not slot.waiters and self._slots.get(key) is slot:
                 del self._slots[key]
+        if entry is not None:
+            d.entry = entry
+            d.task = entry.task
+        return outcome(key, entry, d.task)  # type: ignore[no-any-return]
 
     def close(self) -> None:
         """Wake every waiter with SchedulerClosed (the session is leaving)."""
@@ -124,16 +130,45 @@ class Watcher:
         slot.event.set()
 
     async def _serve(self) -> None:
-        """The watcher: after each announced finish, re-read the awaited keys."""
+        """The watcher: after each announced finish, re-read the awaited keys.
+
+        A store error is logged (once per outage) and retried after a pause
+        that doubles up to :data:`SAFETY_POLL`: the awaiters wait on, and a
+        store call never ends the session."""
         store = self._store
-        await store.wait_finished(0)  # from now on, no finish goes unannounced
+        pause = 0.0
+        while True:
+            try:
+                await store.wait_finished(pause)  # from now on, no finish goes unannounced
+                break
+            except Exception as exc:
+                pause = self._failed(exc, pause)
+                await anyio.sleep(pause)
+        pause = 0.0
         while True:
             if not self._slots:
                 self._more = anyio.Event()
                 await self._more.wait()
                 self._more = None
-            await self._read_all()
-            await store.wait_finished(SAFETY_POLL)
+            try:
+                await self._read_all()
+                await store.wait_finished(SAFETY_POLL)
+            except Exception as exc:
+                pause = self._failed(exc, pause)
+                await anyio.sleep(pause)
+                continue
+            if pause:
+                worker_log.info("durable awaiters: the store answers again")
+            pause = 0.0
+
+    @staticmethod
+    def _failed(exc: Exception, pause: float) -> float:
+        """Log a store error of the watcher (the first of an outage); the next pause."""
+        if not pause:
+            worker_log.warning(
+                "durable awaiters: reading the store failed (%s); retrying", describe(exc)
+            )
+        return min(SAFETY_POLL, max(0.05, pause * 2))
 
     async def _read_all(self) -> None:
         """Read every awaited key once, at most ``_READS`` reads at once (a few
@@ -259,7 +294,15 @@ class Deferred(Generic[T_co]):
         return entry
 
     def __await__(self) -> Generator[Any, None, T_co]:
-        return self.result().__await__()
+        # The watcher's coroutine directly: one frame per awaiter, not two.
+        self._check()
+        return self._client.watcher().outcome_of(self).__await__()
+
+    def _check(self) -> None:
+        if self.entry is not None and self.entry.schedule is not None:
+            outcome(self.key, self.entry, self.task)  # raises the series' TypeError
+        if self._cancelled:
+            raise CallbackCancelled(f"durable entry {self.key!r} was cancelled")
 
     async def result(self, timeout: float | None = None) -> T_co:
         """Wait for the entry to finish, in any process, and give its outcome.
@@ -277,20 +320,12 @@ class Deferred(Generic[T_co]):
             value the store did not keep (the codec cannot carry it, or too large)
         :raises SchedulerClosed: outside the block that opened the store
         """
-        if self.entry is not None and self.entry.schedule is not None:
-            outcome(self.key, self.entry, self.task)  # raises the series' TypeError
-        if self._cancelled:
-            raise CallbackCancelled(f"durable entry {self.key!r} was cancelled")
+        self._check()
         watcher = self._client.watcher()
-        if timeout is None:  # no cancel scope: 10,000 awaiters cost less
-            entry = await watcher.wait(self.key)
-        else:
-            with anyio.fail_after(_seconds(timeout)):
-                entry = await watcher.wait(self.key)
-        if entry is not None:
-            self.entry = entry
-            self.task = entry.task
-        return outcome(self.key, entry, self.task)  # type: ignore[no-any-return]
+        if timeout is None:
+            return await watcher.outcome_of(self)
+        with anyio.fail_after(_seconds(timeout)):
+            return await watcher.outcome_of(self)
 
     async def cancel(self) -> bool:
         """Cancel the entry: delete it if PENDING or FAILED (awaiting this handle
