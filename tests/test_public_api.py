@@ -22,6 +22,8 @@ def test_public_names_are_pinned() -> None:
             "CallbackCancelled",
             "Cron",
             "DeadlineExpired",
+            "Deferred",
+            "DeferredFailed",
             "DuetimeError",
             "Entry",
             "EntryExists",

@@ -46,7 +46,8 @@ async def producer_and_worker() -> None:
 
     # A web process defers work and never runs it (worker=False).
     async with Scheduler(store=store, tasks=tasks, worker=False) as web:
-        entry = await web.defer(send_invoice, 42, delay=60, key="invoice-42")
+        entry = (await web.defer(send_invoice, 42, delay=60, key="invoice-42")).entry
+        assert entry is not None
         assert entry.status is Status.PENDING
         await web.defer("billing.send_invoice", 43, key="invoice-43")  # by name
     # The web process is gone; its entries are in the store.
@@ -64,12 +65,14 @@ async def producer_and_worker() -> None:
 async def keys_and_conflicts() -> None:
     # --8<-- [start:keys]
     async with Scheduler(store=MemoryStore(), tasks=tasks) as s:
-        first = await s.defer(send_invoice, 7, delay=10, key="invoice-7")
+        first = (await s.defer(send_invoice, 7, delay=10, key="invoice-7")).entry
+        assert first is not None  # defer's Deferred holds the entry it stored
         # A producer that retries its request stores nothing twice:
-        again = await s.defer(send_invoice, 7, delay=10, key="invoice-7")
-        assert again.due == first.due  # "keep" (the default) returns the stored entry
+        again = (await s.defer(send_invoice, 7, delay=10, key="invoice-7")).entry
+        assert again == first  # "keep" (the default) returns the stored entry
         moved = await s.defer(send_invoice, 7, delay=99, key="invoice-7", on_conflict="replace")
-        assert moved.due > first.due
+        assert moved.entry is not None
+        assert moved.entry.due > first.due
         try:
             await s.defer(send_invoice, 7, key="invoice-7", on_conflict="error")
         except EntryExists as exc:
@@ -80,7 +83,8 @@ async def keys_and_conflicts() -> None:
         await anyio.sleep(1)
         # Completed: kept as a tombstone for the store's dedupe_ttl (24 h), so
         # a late retry of the same defer does not run the work again.
-        late = await s.defer(send_invoice, 8, key="invoice-8")
+        late = (await s.defer(send_invoice, 8, key="invoice-8")).entry
+        assert late is not None
         assert late.status is Status.COMPLETED
     # --8<-- [end:keys]
 
@@ -94,7 +98,7 @@ async def ship(order: UUID, when: datetime, day: date, total: Decimal, label: by
 async def arguments() -> None:
     # --8<-- [start:arguments]
     async with Scheduler(store=MemoryStore(), tasks=tasks) as s:
-        e = await s.defer(
+        d = await s.defer(
             ship,
             UUID("12345678-1234-5678-1234-567812345678"),
             datetime(2026, 12, 1, 9, tzinfo=UTC),  # aware datetimes only
@@ -103,7 +107,8 @@ async def arguments() -> None:
             b"\x00label",
             key="ship-1",
         )
-        assert e.args[3] == Decimal("19.99")  # stored as JSON with a tag, read back exactly
+        assert d.entry is not None
+        assert d.entry.args[3] == Decimal("19.99")  # stored as JSON with a tag, read back exactly
         try:
             await s.defer(ship, object(), key="ship-2")  # type: ignore[arg-type]
         except TypeError as exc:

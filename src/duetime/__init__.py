@@ -17,6 +17,7 @@ from ._cron import Cron
 from ._exceptions import (
     CallbackCancelled,
     DeadlineExpired,
+    DeferredFailed,
     DuetimeError,
     EntryExists,
     SchedulerClosed,
@@ -28,7 +29,7 @@ from ._retry import Retry
 from ._scheduler import Scheduler, SchedulerStatistics
 from ._threaded import Job, RecurringJob, ThreadedScheduler
 from ._vocab import Misfire, Overlap, Status
-from .durable import Entry, SQLiteStore, TaskRegistry, current_entry, open_store
+from .durable import Deferred, Entry, SQLiteStore, TaskRegistry, current_entry, open_store
 from .pool import BatchReport, PoolStatistics, WorkerPool, process_batch
 
 if TYPE_CHECKING:
@@ -44,6 +45,8 @@ __all__ = [
     "CallbackCancelled",
     "Cron",
     "DeadlineExpired",
+    "Deferred",
+    "DeferredFailed",
     "DuetimeError",
     "Entry",
     "EntryExists",

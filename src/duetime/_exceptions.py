@@ -7,6 +7,7 @@ from anyio import ClosedResourceError
 __all__ = [
     "CallbackCancelled",
     "DeadlineExpired",
+    "DeferredFailed",
     "DuetimeError",
     "EntryExists",
     "SchedulerClosed",
@@ -41,6 +42,30 @@ class SchedulerClosed(DuetimeError, ClosedResourceError, RuntimeError):
     too, so ``except anyio.ClosedResourceError`` catches both.  It is a
     :exc:`RuntimeError` as well, so ``except RuntimeError`` catches it too.
     """
+
+
+class DeferredFailed(DuetimeError):
+    """Awaiting a durable entry that FAILED (retries exhausted, poison, an unknown
+    task, a bad payload), in whichever process ran it.
+
+    The remote exception is described, never re-created from stored data.
+
+    :ivar key: the entry's key
+    :ivar error_type: the exception's qualified name (``""`` if unknown, e.g.
+        an entry dead-lettered by a store as poison or malformed)
+    :ivar message: the stored reason (``last_error``)
+    :ivar traceback: the traceback as text (``""`` if unknown)
+    """
+
+    def __init__(self, key: str, error_type: str, message: str, traceback: str) -> None:
+        super().__init__(key, error_type, message, traceback)
+        self.key = key
+        self.error_type = error_type
+        self.message = message
+        self.traceback = traceback
+
+    def __str__(self) -> str:
+        return f"durable entry {self.key!r} failed: {self.message}"
 
 
 class EntryExists(DuetimeError, ValueError):

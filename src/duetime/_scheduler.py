@@ -27,7 +27,7 @@ from ._util import check_aware, to_delay
 from ._vocab import Misfire, Overlap, Status
 
 if TYPE_CHECKING:
-    from .durable import Client, Entry, OnConflict, Store, StoreSession, TaskRegistry
+    from .durable import Client, Deferred, Entry, OnConflict, Store, StoreSession, TaskRegistry
 
 __all__ = ["Scheduler", "SchedulerStatistics"]
 
@@ -662,14 +662,26 @@ class Scheduler:
     @overload
     async def defer(
         self,
-        task: Callable[[Unpack[PosArgsT]], object],
+        task: Callable[[Unpack[PosArgsT]], Coroutine[Any, Any, T]],
         /,
         *args: Unpack[PosArgsT],
         delay: float | timedelta | None = ...,
         at: datetime | None = ...,
         key: str | None = ...,
         on_conflict: OnConflict = ...,
-    ) -> Entry: ...
+    ) -> Deferred[T]: ...
+
+    @overload
+    async def defer(
+        self,
+        task: Callable[[Unpack[PosArgsT]], T],
+        /,
+        *args: Unpack[PosArgsT],
+        delay: float | timedelta | None = ...,
+        at: datetime | None = ...,
+        key: str | None = ...,
+        on_conflict: OnConflict = ...,
+    ) -> Deferred[T]: ...
 
     @overload
     async def defer(
@@ -681,7 +693,7 @@ class Scheduler:
         at: datetime | None = ...,
         key: str | None = ...,
         on_conflict: OnConflict = ...,
-    ) -> Entry: ...
+    ) -> Deferred[Any]: ...
 
     async def defer(  # type: ignore[misc]  # mypy: TypeVarTuple overload impl
         self,
@@ -692,7 +704,7 @@ class Scheduler:
         at: datetime | None = None,
         key: str | None = None,
         on_conflict: OnConflict = "keep",
-    ) -> Entry:
+    ) -> Deferred[Any]:
         """Store one run of a registered task; it is safe in the store on return.
 
         Due now unless ``delay`` (added to the store's clock) or ``at`` is given.
@@ -709,7 +721,9 @@ class Scheduler:
         :param on_conflict: when ``key`` exists (tombstones included):
             ``"keep"`` returns that entry and stores nothing, ``"replace"``
             replaces it unless it is running, ``"error"`` raises
-        :return: the :class:`~duetime.Entry` now stored under the key
+        :return: a :class:`~duetime.Deferred` on the entry: its ``entry`` is the
+            :class:`~duetime.Entry` now stored under the key; awaiting it gives
+            the task's return value, whichever process runs it
         :raises RuntimeError: the Scheduler has no store
         :raises SchedulerClosed: outside the ``async with`` block
         :raises LookupError: an unknown task name
@@ -719,9 +733,13 @@ class Scheduler:
             ``at``, a bad key or ``on_conflict``, a payload over 64 KiB
         :raises EntryExists: as ``on_conflict`` says
         """
-        return await self._client().defer(
+        from .durable import Deferred
+
+        client = self._client()
+        entry = await client.defer(
             task, *args, delay=delay, at=at, key=key, on_conflict=on_conflict
         )
+        return Deferred(client, entry.key, entry)
 
     async def defer_many(
         self,
@@ -733,18 +751,23 @@ class Scheduler:
         at: datetime | None = None,
         keys: Iterable[str | None] | None = None,
         on_conflict: OnConflict = "keep",
-    ) -> list[Entry]:
+    ) -> list[Deferred[Any]]:
         """Store many runs of one task in one store transaction (all or nothing).
 
         :param argsets: one sequence of positional arguments per run
         :param keys: one key (or None for a random one) per run
-        :return: the entries now stored, in the order of ``argsets``
+        :return: a :class:`~duetime.Deferred` per run (its ``entry`` the entry now
+            stored), in the order of ``argsets``
         :raises ValueError: ``keys`` of another length, a key given twice;
             otherwise as :meth:`defer` (every run is checked before any is stored)
         """
-        return await self._client().defer_many(
+        from .durable import Deferred
+
+        client = self._client()
+        entries = await client.defer_many(
             task, argsets, delay=delay, at=at, keys=keys, on_conflict=on_conflict
         )
+        return [Deferred(client, e.key, e) for e in entries]
 
     async def defer_every(
         self,
@@ -757,7 +780,7 @@ class Scheduler:
         misfire: Misfire = "coalesce",
         overlap: Overlap = "skip",
         on_conflict: OnConflict = "keep",
-    ) -> Entry:
+    ) -> Deferred[Any]:
         """Store a recurring series of a registered task: one row on a drift-free grid.
 
         With several workers each occurrence runs once.  ``current_entry().due``
@@ -772,12 +795,17 @@ class Scheduler:
         :param overlap: for points that come while a run is running: ``"skip"``,
             ``"wait"`` (run next), or ``"allow"`` (each its own entry,
             keyed ``"{key}@{occurrence}"``)
-        :return: the series' entry
+        :return: a :class:`~duetime.Deferred` on the series (its ``entry`` the
+            series' entry); a series has no single result: awaiting it raises
+            TypeError
         :raises RuntimeError: the Scheduler has no store
         :raises TypeError: a trigger that is neither an interval nor a Cron
         :raises ValueError: a bad policy, interval or start; otherwise as :meth:`defer`
         """
-        return await self._client().defer_every(
+        from .durable import Deferred
+
+        client = self._client()
+        entry = await client.defer_every(
             trigger,
             task,
             *args,
@@ -787,6 +815,20 @@ class Scheduler:
             overlap=overlap,
             on_conflict=on_conflict,
         )
+        return Deferred(client, entry.key, entry)
+
+    def deferred_handle(self, key: str) -> Deferred[Any]:
+        """A :class:`~duetime.Deferred` on the entry stored under ``key``, by any
+        process: nothing is read until it is awaited (or refreshed).
+
+        :raises TypeError: ``key`` is not a str
+        :raises RuntimeError: the Scheduler has no store
+        """
+        from .durable import Deferred
+
+        if not isinstance(key, str):
+            raise TypeError(f"key must be a str, not {type(key).__name__}")
+        return Deferred(self._client(), key)
 
     async def cancel_deferred(self, key: str) -> bool:
         """Delete a PENDING or FAILED entry or series.

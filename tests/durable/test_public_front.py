@@ -18,9 +18,12 @@ def test_front_names_are_pinned() -> None:
     assert sorted(duetime.durable.__all__) == sorted(
         [
             "MALFORMED",
+            "MAX_RESULT",
+            "RESULT_DROPPED",
             "Claim",
             "Client",
             "Dead",
+            "Deferred",
             "Done",
             "Entry",
             "MemoryStore",
@@ -50,7 +53,7 @@ def test_front_names_are_pinned() -> None:
 
 
 def test_duetime_reexports_are_the_front_objects() -> None:
-    for name in ("Entry", "SQLiteStore", "TaskRegistry", "current_entry", "open_store"):
+    for name in ("Deferred", "Entry", "SQLiteStore", "TaskRegistry", "current_entry", "open_store"):
         assert getattr(duetime, name) is getattr(duetime.durable, name)
     assert duetime.testing.MemoryStore is duetime.durable.MemoryStore
 

@@ -30,8 +30,10 @@ async def test_defer_runs_a_registered_task_beside_call_later() -> None:
     async with Scheduler(store=MemoryStore(), tasks=tasks) as s:
         t0 = anyio.current_time()
         h = s.call_later(1, lambda: "in memory")
-        e = await s.defer(add, 1, 2, delay=5, key="k")
-        assert (e.key, e.task, e.args, e.status) == ("k", "add", (1, 2), Status.PENDING)
+        d = await s.defer(add, 1, 2, delay=5, key="k")
+        e = d.entry
+        assert e is not None
+        assert (d.key, d.task, e.args, e.status) == ("k", "add", (1, 2), Status.PENDING)
         assert await h == "in memory"
         await wait_for(s, "k", Status.COMPLETED)
         # The store's entries are not the Scheduler's callbacks.
@@ -171,7 +173,8 @@ async def test_defer_every_with_a_cron_runs_on_its_wall_clock_points() -> None:
     store = MemoryStore()  # its clock starts at 2024-01-01T00:00Z
     async with Scheduler(store=store, tasks=tasks) as s:
         await anyio.sleep(60)
-        e = await s.defer_every(Cron("*/15 * * * *"), quarter, key="q")
+        e = (await s.defer_every(Cron("*/15 * * * *"), quarter, key="q")).entry
+        assert e is not None
         assert e.due == datetime(2024, 1, 1, 0, 15, tzinfo=UTC)
         with anyio.fail_after(3600):
             while len(runs) < 3:
@@ -189,7 +192,8 @@ async def test_defer_every_with_an_interval() -> None:
         runs.append(current_entry().due.timestamp())
 
     async with Scheduler(store=MemoryStore(), tasks=tasks) as s:
-        e = await s.defer_every(timedelta(seconds=10), tick, key="t")
+        e = (await s.defer_every(timedelta(seconds=10), tick, key="t")).entry
+        assert e is not None
         await anyio.sleep(25)
     base = e.due.timestamp()
     assert [r - base for r in runs] == [0.0, 10.0, 20.0]

@@ -32,7 +32,8 @@ async def test_defer_runs_at_its_time_with_current_entry() -> None:
     store = MemoryStore()
     async with Scheduler(store=store, tasks=tasks, worker=True) as r:
         t0 = anyio.current_time()
-        e = await r.defer(add, 1, 2, delay=5, key="k1")
+        e = (await r.defer(add, 1, 2, delay=5, key="k1")).entry
+        assert e is not None
         assert (e.key, e.task, e.args, e.status) == ("k1", "math.add", (1, 2), Status.PENDING)
         await anyio.sleep(4.9)
         assert seen == []
@@ -470,7 +471,8 @@ async def test_a_cron_series_runs_on_its_wall_clock_points() -> None:
     store = MemoryStore()  # its clock starts at 2024-01-01T00:00Z
     async with Scheduler(store=store, tasks=tasks, worker=True) as r:
         await anyio.sleep(60)  # 00:01: the first point is 00:15, not now
-        s = await r.defer_every(Cron("*/15 * * * *"), quarter, key="q")
+        s = (await r.defer_every(Cron("*/15 * * * *"), quarter, key="q")).entry
+        assert s is not None
         assert s.due == datetime(2024, 1, 1, 0, 15, tzinfo=UTC)
         with anyio.fail_after(3600):
             while len(runs) < 4:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import anyio
 import anyio.lowlevel
 
 from duetime import EntryExists, Status
 from duetime.durable import (
+    RESULT_DROPPED,
     Claim,
     Dead,
     Done,
@@ -52,6 +53,10 @@ class _Row:
     token: int = 0
     lease_until: float = math.inf
     expires: float = math.inf  # a tombstone's end
+    result: str | None = None
+    result_until: float = math.inf
+    error_type: str | None = None
+    traceback: str | None = None
 
     def claimable_at(self) -> float | None:
         if self.status is Status.PENDING:
@@ -80,6 +85,8 @@ class DictStore:
 
     :param lease: the default lease in seconds
     :param dedupe_ttl: how long a finished key is kept as a tombstone
+    :param result_ttl: how long a COMPLETED tombstone keeps its result (default
+        and at most ``dedupe_ttl``)
     :param clock: the store's clock, UTC epoch seconds
     """
 
@@ -88,10 +95,18 @@ class DictStore:
         *,
         lease: float = 30.0,
         dedupe_ttl: float = 86400.0,
+        result_ttl: float | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.lease = float(lease)
         self.dedupe_ttl = float(dedupe_ttl)
+        if result_ttl is not None and not 0 < result_ttl <= dedupe_ttl:
+            raise ValueError("result_ttl must be positive and at most dedupe_ttl")
+        self.result_ttl = self.dedupe_ttl if result_ttl is None else float(result_ttl)
+        # wait_finished: the same, for finishes (a count, per task the count seen)
+        self._finishes = 0
+        self._finish_seen: dict[int, int] = {}
+        self._finished = anyio.Event()
         self._clock = clock
         self._rows: dict[str, _Row] = {}
         self._tokens = 0
@@ -123,6 +138,11 @@ class DictStore:
     def _head(self) -> float | None:
         times = [t for r in self._rows.values() if (t := r.claimable_at()) is not None]
         return min(times, default=None)
+
+    def _ended(self) -> None:
+        self._finishes += 1
+        self._finished.set()
+        self._finished = anyio.Event()
 
     def _moved_if_earlier(self, before: float | None) -> None:
         after = self._head()
@@ -180,12 +200,21 @@ class DictStore:
         if row is None or row.status not in (Status.PENDING, Status.FAILED):
             return False
         del self._rows[key]
+        self._ended()
         return True
 
     async def get(self, key: str) -> Entry | None:
         await anyio.lowlevel.checkpoint()
-        row = self._live(key, self._clock())
-        return None if row is None else row.entry()
+        now = self._clock()
+        row = self._live(key, now)
+        if row is None:
+            return None
+        return replace(
+            row.entry(),
+            result=row.result if row.result_until > now else None,
+            error_type=row.error_type,
+            traceback=row.traceback,
+        )
 
     async def entries(self, *, status: Status | None = None, limit: int = 1000) -> list[Entry]:
         if isinstance(limit, bool) or not isinstance(limit, int):
@@ -249,6 +278,10 @@ class DictStore:
         before = self._head()
         out = [self._finish(key, token, outcome, now) for key, token, outcome in items]
         self._moved_if_earlier(before)
+        if any(
+            ok and isinstance(o, Done | Dead) for ok, (_k, _t, o) in zip(out, items, strict=True)
+        ):
+            self._ended()
         return out
 
     def _finish(self, key: str, token: int, outcome: Outcome, now: float) -> bool:
@@ -259,6 +292,9 @@ class DictStore:
         if isinstance(outcome, Done):
             row.status = Status.COMPLETED
             row.expires = now + self.dedupe_ttl
+            row.result, row.result_until = outcome.result, now + self.result_ttl
+            if outcome.dropped is not None:
+                row.last_error = RESULT_DROPPED + outcome.dropped
         elif isinstance(outcome, RetryAt):
             row.status, row.due, row.last_error = Status.PENDING, outcome.at, outcome.error
             row.attempt += 1
@@ -270,6 +306,7 @@ class DictStore:
             row.deliveries = 0
         elif isinstance(outcome, Dead):
             row.status, row.last_error = Status.FAILED, outcome.error
+            row.error_type, row.traceback = outcome.error_type, outcome.traceback
         else:  # Release: this claim does not count
             row.status = Status.PENDING
             row.deliveries = max(0, row.deliveries - 1)
@@ -291,6 +328,7 @@ class DictStore:
         if row is None or row.status is Status.RUNNING:
             return False
         del self._rows[key]
+        self._ended()
         return True
 
     async def head(self) -> float | None:
@@ -308,3 +346,15 @@ class DictStore:
                 await self._moved.wait()
         finally:
             self._seen[task] = self._moves
+
+    async def wait_finished(self, timeout: float) -> None:
+        task = anyio.get_current_task().id
+        last = self._finish_seen.get(task)
+        try:
+            if last is not None and last != self._finishes:
+                await anyio.lowlevel.checkpoint()  # a finish since this task's last wait
+                return
+            with anyio.move_on_after(timeout):
+                await self._finished.wait()
+        finally:
+            self._finish_seen[task] = self._finishes

@@ -14,6 +14,8 @@ The wing, by file:
     client and (``worker=True``) the worker; the Scheduler composes one
   - ``_client.py``: :class:`Client`, the producer side: defer, defer_many,
     defer_every, listing, cancel, retry, delete, the argument checks
+  - ``_deferred.py``: :class:`Deferred`, a handle on an entry from any process
+    (its outcome, awaited), and the session's one watcher that wakes them all
   - ``_worker.py``: :class:`Worker`, the worker side: the claim loop, runner
     tasks, lease renewal, stop
   - ``_running.py``: one run, a claim turned into an outcome (the task call,
@@ -53,6 +55,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._client import Client
+from ._deferred import Deferred
 from ._memory import MemoryStore
 from ._registry import TaskDef, TaskRegistry, current_entry
 from ._session import StoreSession
@@ -60,6 +63,8 @@ from ._sqlite import SQLiteStore
 from ._sqlite_file import NotAStore
 from ._store import (
     MALFORMED,
+    MAX_RESULT,
+    RESULT_DROPPED,
     Claim,
     Dead,
     Done,
@@ -84,9 +89,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MALFORMED",
+    "MAX_RESULT",
+    "RESULT_DROPPED",
     "Claim",
     "Client",
     "Dead",
+    "Deferred",
     "Done",
     "Entry",
     "MemoryStore",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .._exceptions import SchedulerClosed
 from .._util import check_aware, to_delay
@@ -21,6 +21,9 @@ from ._registry import TaskRegistry
 from ._series import Series, trigger_grid
 from ._store import Entry, NewRow, OnConflict, Store
 from ._worker import Worker
+
+if TYPE_CHECKING:
+    from ._deferred import Watcher
 
 __all__ = ["Client"]
 
@@ -58,6 +61,17 @@ class Client:
         self._worker = worker
         #: ``"new"`` until the store is entered, ``"open"``, then ``"closed"``.
         self.state: Literal["new", "open", "closed"] = "new"
+        #: The watcher that wakes this process's awaited entries (set by the session).
+        self.watcher_: Watcher | None = None
+
+    def watcher(self) -> Watcher:
+        """The session's watcher, for awaiting entries.
+
+        :raises SchedulerClosed: outside the block that opened the store
+        """
+        self._check_open()
+        assert self.watcher_ is not None
+        return self.watcher_
 
     def _check_open(self) -> None:
         if self.state != "open":

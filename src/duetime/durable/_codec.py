@@ -23,6 +23,7 @@ import base64
 import binascii
 import json
 import math
+import re
 from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
@@ -30,6 +31,7 @@ from typing import Any
 from uuid import UUID
 
 __all__ = ["MAX_DEPTH", "MAX_PAYLOAD", "PayloadError", "decode_args", "encode_args"]
+__all__ += ["decode_result", "encode_result"]
 
 #: Largest encoded payload, in bytes of UTF-8.
 MAX_PAYLOAD = 64 * 1024
@@ -217,3 +219,38 @@ def decode_args(payload: str) -> tuple[Any, ...]:
         )
     except RecursionError:  # pragma: no cover - MAX_DEPTH comes first
         raise PayloadError("payload is nested too deeply") from None
+
+
+def encode_result(value: Any) -> str:
+    """Encode a task's return value as the text a store keeps with a COMPLETED
+    entry: the codec's JSON of the one-element array ``[value]``.
+
+    :raises TypeError: for a value of a type the codec does not carry
+    :raises ValueError: for a value the codec refuses (see :func:`encode_args`),
+        or over :data:`MAX_PAYLOAD` bytes encoded
+    """
+    try:
+        return encode_args([value])
+    except TypeError as exc:
+        raise TypeError(f"the return value cannot be stored: {_as_result(exc)}") from None
+    except ValueError as exc:
+        raise ValueError(f"the return value cannot be stored: {_as_result(exc)}") from None
+
+
+def _as_result(exc: Exception) -> str:
+    """An :func:`encode_args` message about ``[value]``, reworded for the value."""
+    text = str(exc).replace("argument 0", "the value", 1)
+    return re.sub(r"\barguments (are )?(?=\d)", "it is ", text).replace(
+        "arguments are ", "values are "
+    )
+
+
+def decode_result(text: str) -> Any:
+    """The return value :func:`encode_result` encoded as ``text``.
+
+    :raises PayloadError: (a ValueError) if ``text`` is not what it writes
+    """
+    values = decode_args(text)
+    if len(values) != 1:
+        raise PayloadError("a stored result is a JSON array of one value")
+    return values[0]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +23,7 @@ import anyio.lowlevel
 from .._exceptions import EntryExists
 from .._vocab import Status
 from ._store import (
+    RESULT_DROPPED,
     Claim,
     Dead,
     Done,
@@ -33,6 +34,7 @@ from ._store import (
     Outcome,
     Release,
     RetryAt,
+    check_result_ttl,
     entry_args,
     utc,
 )
@@ -63,6 +65,10 @@ class _Row:
     lease_until: float = math.inf
     expires_at: float = math.inf
     version: int = 0
+    result: str | None = None
+    result_until: float = math.inf
+    error_type: str | None = None
+    traceback: str | None = None
 
     def visible_at(self) -> float | None:
         if self.status is Status.PENDING:
@@ -72,6 +78,7 @@ class _Row:
         return None
 
     def entry(self) -> Entry:
+        """The entry as listings report it (no result or traceback)."""
         return Entry(
             key=self.key,
             task=self.task,
@@ -83,6 +90,14 @@ class _Row:
             occurrence=self.occurrence,
             schedule=self.schedule,
             deliveries=self.deliveries,
+        )
+
+    def full_entry(self, now: float) -> Entry:
+        """The entry as :meth:`MemoryStore.get` reports it: with its result (while
+        kept) and its failure's type and traceback."""
+        kept = self.result if self.result_until > now else None
+        return replace(
+            self.entry(), result=kept, error_type=self.error_type, traceback=self.traceback
         )
 
 
@@ -114,11 +129,14 @@ class MemoryStore:
 
     :param lease: the default lease in seconds for rows that carry none
     :param dedupe_ttl: how long a completed key is kept as a tombstone
+    :param result_ttl: how long a COMPLETED tombstone keeps its task's return
+        value (default and at most ``dedupe_ttl``)
     :param clock: the store's clock: a callable returning UTC epoch seconds
         (or an aware datetime, e.g. a ``duetime.testing.VirtualWallClock``).
         By default it reads 2024-01-01T00:00Z when the store is created (or
         first used) and then advances with ``anyio.current_time()``.
-    :raises ValueError: a lease or dedupe_ttl that is not a positive number
+    :raises ValueError: a lease, dedupe_ttl or result_ttl that is not a positive
+        number, or a result_ttl over dedupe_ttl
     """
 
     def __init__(
@@ -126,12 +144,14 @@ class MemoryStore:
         *,
         lease: float = 30.0,
         dedupe_ttl: float = 86400.0,
+        result_ttl: float | None = None,
         clock: Callable[[], float] | Callable[[], datetime] | None = None,
     ) -> None:
         _positive("lease", lease)
         _positive("dedupe_ttl", dedupe_ttl)
         self.lease = float(lease)
         self.dedupe_ttl = float(dedupe_ttl)
+        self.result_ttl = check_result_ttl(result_ttl, self.dedupe_ttl)
         self._clock: Callable[[], Any] = (
             clock if clock is not None else _LoopEpochClock(_DEFAULT_EPOCH)
         )
@@ -141,6 +161,7 @@ class MemoryStore:
         self._seq = 0
         self._tokens = 0
         self._changed = Wakeup()
+        self._finished = Wakeup()
 
     # -- context manager (nothing to open) ---------------------------------------
 
@@ -273,13 +294,15 @@ class MemoryStore:
         if row is None or row.status not in (Status.PENDING, Status.FAILED):
             return False
         del self._rows[key]
+        self._finished.notify()
         return True
 
     async def get(self, key: str) -> Entry | None:
         """The entry stored under ``key`` (tombstones included), or None."""
         await anyio.lowlevel.checkpoint()
-        row = self._live(key, self._now())
-        return None if row is None else row.entry()
+        now = self._now()
+        row = self._live(key, now)
+        return None if row is None else row.full_entry(now)
 
     async def entries(self, *, status: Status | None = None, limit: int = 1000) -> list[Entry]:
         """Entries by due time (then key), optionally only those with ``status``.
@@ -368,6 +391,11 @@ class MemoryStore:
         if isinstance(outcome, Done):
             row.status = Status.COMPLETED
             row.expires_at = now + self.dedupe_ttl
+            row.result = outcome.result
+            row.result_until = now + self.result_ttl
+            if outcome.dropped is not None:
+                row.last_error = RESULT_DROPPED + outcome.dropped
+            self._finished.notify()
         elif isinstance(outcome, RetryAt):
             row.status = Status.PENDING
             row.due = outcome.at
@@ -384,6 +412,9 @@ class MemoryStore:
         elif isinstance(outcome, Dead):
             row.status = Status.FAILED
             row.last_error = outcome.error
+            row.error_type = outcome.error_type
+            row.traceback = outcome.traceback
+            self._finished.notify()
         else:  # Release: unrun, so this claim does not count as a delivery
             row.status = Status.PENDING
             row.deliveries = max(0, row.deliveries - 1)
@@ -413,6 +444,7 @@ class MemoryStore:
         if row is None or row.status is Status.RUNNING:
             return False
         del self._rows[key]
+        self._finished.notify()
         return True
 
     async def head(self) -> float | None:
@@ -436,6 +468,19 @@ class MemoryStore:
                 await event.wait()
         finally:
             self._changed.seen()
+
+    async def wait_finished(self, timeout: float) -> None:
+        """Return when a row finished, was cancelled or deleted (a finish since this
+        task's previous call returned makes it return at once), or after ``timeout``."""
+        if self._finished.missed():
+            await anyio.lowlevel.checkpoint()
+            return
+        event = self._finished.event()
+        try:
+            with anyio.move_on_after(timeout):
+                await event.wait()
+        finally:
+            self._finished.seen()
 
     # -- test helpers -------------------------------------------------------------
 

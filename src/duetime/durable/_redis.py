@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 
 from .._exceptions import EntryExists
 from .._vocab import Status
@@ -27,6 +28,7 @@ from . import _redis_lua as lua
 from . import _redis_rows as codec
 from ._redact import redact_url
 from ._store import (
+    RESULT_DROPPED,
     Claim,
     Dead,
     Done,
@@ -38,7 +40,9 @@ from ._store import (
     ReadOnlyStore,
     Release,
     RetryAt,
+    check_result_ttl,
 )
+from ._wakeup import Wakeup
 
 if TYPE_CHECKING:
     import coredis
@@ -157,6 +161,7 @@ class RedisStore:
         prefix: str = "duetime",
         lease: float = 30.0,
         dedupe_ttl: float = 86400.0,
+        result_ttl: float | None = None,
         poll: float = 1.0,
         connect_timeout: float = 5.0,
         timeout: float = 30.0,
@@ -187,6 +192,11 @@ class RedisStore:
         self.prefix = prefix
         self.lease = _seconds(lease, "lease")
         self.dedupe_ttl = _seconds(dedupe_ttl, "dedupe_ttl", zero=True)
+        self.result_ttl = (
+            self.dedupe_ttl
+            if result_ttl is None and self.dedupe_ttl == 0
+            else check_result_ttl(result_ttl, self.dedupe_ttl)
+        )
         self.poll = _seconds(poll, "poll")
         self.connect_timeout = _seconds(connect_timeout, "connect_timeout")
         self.timeout = _seconds(timeout, "timeout")
@@ -195,6 +205,8 @@ class RedisStore:
         names = ("q", "all", "tomb", "seq", "rows", "bad")
         self._keys = [codec.arg(f"{tag}:{name}") for name in names]
         self._channel = f"{tag}:wake"
+        self._done_channel = f"{tag}:done"
+        self._finished = Wakeup()  # a finish message (or a resubscription) arrived
         self._offset = 0.0
         self._client: coredis.Redis[bytes] | None = None
         self._shas: dict[str, str] = {}  # script name -> SHA1, loaded at open
@@ -409,8 +421,11 @@ class RedisStore:
 
     async def get(self, key: str) -> Entry | None:
         """The entry stored under ``key`` (unexpired tombstones included), or None."""
-        raw = await self._run("GET", key, self._ro_flag)
-        return None if raw is None else codec.read(key, raw)
+        reply = await self._run("GET", key, self._ro_flag)
+        if reply is None:
+            return None
+        raw, now = reply
+        return codec.read(key, raw, float(codec.text(now)))
 
     async def entries(self, *, status: Status | None = None, limit: int = 1000) -> list[Entry]:
         """Entries by due time, optionally only those with ``status``.
@@ -490,7 +505,7 @@ class RedisStore:
         self._check_writable()
         if not items:
             return []
-        args: list[str | int] = [_time(self.dedupe_ttl)]
+        args: list[str | int] = [_time(self.dedupe_ttl), _time(self.result_ttl)]
         for key, token, outcome in items:
             args += [key, token, *_outcome_args(outcome)]
         reply: bytes = await self._run("FINISH", *args)
@@ -551,6 +566,23 @@ class RedisStore:
                 break
         self._dirty = False
 
+    async def wait_finished(self, timeout: float) -> None:
+        """Return when a row may have finished (a message on the ``{prefix}:done``
+        channel, or the subscription came back: messages may have been lost), or
+        after ``timeout`` seconds.  A message since this task's previous call
+        returns at once.  Never raises on a timeout."""
+        if self._changed is None:
+            raise RuntimeError("the RedisStore is not open: use `async with store:`")
+        if self._finished.missed():
+            await anyio.lowlevel.checkpoint()
+            return
+        event = self._finished.event()
+        try:
+            with anyio.move_on_after(timeout):
+                await event.wait()
+        finally:
+            self._finished.seen()
+
     async def _listen(
         self,
         client: coredis.Redis[bytes],
@@ -567,17 +599,25 @@ class RedisStore:
         while True:
             try:
                 async with client.pubsub(
-                    channels=[self._channel], ignore_subscribe_messages=True, retry_policy=None
+                    channels=[self._channel, self._done_channel],
+                    ignore_subscribe_messages=True,
+                    retry_policy=None,
                 ) as pubsub:
                     if started:
                         logger.debug("RedisStore: wake-up subscription back")
                         self._wake()
+                        self._finished.notify()
                     else:
                         started = True
                         task_status.started()
                     pause = 0.05
                     while True:
-                        if await pubsub.get_message() is not None:
+                        message = await pubsub.get_message()
+                        if message is None:
+                            continue
+                        if codec.text(message["channel"]) == self._done_channel:
+                            self._finished.notify()
+                        else:
                             self._wake()
             except Exception as exc:
                 if not started:
@@ -594,17 +634,19 @@ class RedisStore:
         changed.set()
 
 
-def _outcome_args(outcome: Outcome) -> tuple[str, str, str]:
-    """The script arguments of an outcome: its kind, a time or '', an error or ''."""
+def _outcome_args(outcome: Outcome) -> tuple[str, str, str, str, str, str]:
+    """The script arguments of an outcome: its kind, a time or '', an error or '',
+    a result or '', an error type or '', a traceback or ''."""
     match outcome:
-        case Done():
-            return "done", "", ""
+        case Done(result=res, dropped=dropped):
+            err = "" if dropped is None else RESULT_DROPPED + dropped
+            return "done", "", err, res or "", "", ""
         case RetryAt(at=when, error=err):
-            return "retry", _time(when), err
+            return "retry", _time(when), err, "", "", ""
         case NextOccurrence(due=when, error=err):
-            return "next", _time(when), err or ""
-        case Dead(error=err):
-            return "dead", "", err
+            return "next", _time(when), err or "", "", "", ""
+        case Dead(error=err, error_type=etype, traceback=tb):
+            return "dead", "", err, "", etype or "", tb or ""
         case Release():
-            return "release", "", ""
+            return "release", "", "", "", "", ""
     raise TypeError(f"not an outcome: {outcome!r}")

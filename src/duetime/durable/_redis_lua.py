@@ -17,12 +17,16 @@ all of them, so a store lives in one Redis Cluster slot:
 - ``{p}:bad``: a hash, entry key -> the raw bytes of a row set aside (below).
 - channel ``{p}:wake``: a message (the new head) when a write moves the head
   earlier.
+- channel ``{p}:done``: a message when rows finish (COMPLETED or FAILED), are
+  cancelled or deleted, for the processes awaiting entries.
 
 A row's JSON fields: ``k`` key, ``t`` task, ``p`` payload, ``d`` due, ``s``
 status, ``a`` attempt, ``e`` last error, ``o`` occurrence, ``sch`` schedule,
 ``dl`` deliveries (claims of this attempt, the live one included), ``l`` lease,
 ``md`` max deliveries, ``tok`` token, ``lu`` lease end, ``ow`` owner, ``x``
-tombstone expiry, ``qr`` set on a row that was set aside (below).
+tombstone expiry, ``qr`` set on a row that was set aside (below), ``r`` a
+COMPLETED row's encoded return value and ``ru`` until when it is kept, ``et``
+and ``tb`` a FAILED row's exception type and traceback text.
 
 Every script reads a row through ``load``, which never raises on what it finds:
 a row that is not a JSON object, not UTF-8, whose ``k`` is not its hash field,
@@ -54,6 +58,7 @@ __all__ += ["GET", "RETRY", "TIME"]
 _PRELUDE = r"""
 local Q, ALL, TOMB, SEQ, ROWS, BAD = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local CHAN = ARGV[1]
+local DONE_CHAN = string.sub(CHAN, 1, -5) .. 'done'  -- '{p}:wake' -> '{p}:done'
 -- set by GET and ENTRIES for a store opened read-only: nothing is purged or set aside
 local READONLY = false
 local t = redis.call('TIME')
@@ -89,7 +94,7 @@ _CHECK = (
     + r"""
 local STATUS = {PENDING = true, RUNNING = true, COMPLETED = true, FAILED = true}
 local FIELDS = {'k', 't', 'p', 'd', 's', 'a', 'e', 'o', 'sch', 'dl', 'l', 'md', 'tok', 'lu', 'ow',
-                'x', 'qr'}
+                'x', 'qr', 'r', 'ru', 'et', 'tb'}
 -- Python's datetime holds 0001-01-02 .. 9999-12-31: a due time outside cannot be listed.
 local TMIN, TMAX = -62135510400, 253402300799
 local function num(v)
@@ -333,7 +338,7 @@ return table.concat(out)
 )
 
 _APPLY = r"""
-local function apply(k, tok, kind, at, err, ttl)
+local function apply(k, tok, kind, at, err, ttl, res, rttl, etype, tb)
   local r = load(k)
   if not r or r.s ~= 'RUNNING' or r.tok ~= tonumber(tok) then return 0 end
   r.ow = nil
@@ -341,11 +346,18 @@ local function apply(k, tok, kind, at, err, ttl)
   if kind == 'done' then
     r.s = 'COMPLETED'
     r.x = fmt(NOW + ttl)
+    if res ~= '' then
+      r.r = res
+      r.ru = fmt(NOW + rttl)
+    end
+    if err ~= '' then r.e = err end
     redis.call('ZREM', Q, k)
     redis.call('ZADD', TOMB, r.x, k)
   elseif kind == 'dead' then
     r.s = 'FAILED'
     r.e = err
+    if etype ~= '' then r.et = etype else r.et = nil end
+    if tb ~= '' then r.tb = tb else r.tb = nil end
     redis.call('ZREM', Q, k)
   else
     r.s = 'PENDING'
@@ -371,21 +383,27 @@ local function apply(k, tok, kind, at, err, ttl)
 end
 """
 
-#: ARGV[3]: dedupe_ttl, then per finish: key, token, done|retry|next|dead|release,
-#: a time or '', an error or ''.  Returns a string of '1'/'0' (applied or not).
+#: ARGV[3]: dedupe_ttl, ARGV[4]: result_ttl, then per finish: key, token,
+#: done|retry|next|dead|release, a time or '', an error or '', a result or '', an
+#: error type or '', a traceback or ''.  Returns a string of '1'/'0' (applied or not).
 FINISH = (
     _PRELUDE
     + _CHECK
     + _APPLY
     + r"""
-local ttl = tonumber(ARGV[3])
+local ttl, rttl = tonumber(ARGV[3]), tonumber(ARGV[4])
 local old = head()
 local out = {}
-for i = 4, #ARGV, 5 do
-  local ok = apply(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ttl)
+local ended = false
+for i = 5, #ARGV, 8 do
+  local kind = ARGV[i + 2]
+  local ok = apply(ARGV[i], ARGV[i + 1], kind, ARGV[i + 3], ARGV[i + 4], ttl,
+                   ARGV[i + 5], rttl, ARGV[i + 6], ARGV[i + 7])
+  if ok == 1 and (kind == 'done' or kind == 'dead') then ended = true end
   table.insert(out, tostring(ok))
 end
 wake(old)
+if ended then redis.call('PUBLISH', DONE_CHAN, '1') end
 return table.concat(out)
 """
 )
@@ -398,6 +416,7 @@ CANCEL = (
 local r = load(ARGV[3])
 if not r or (r.s ~= 'PENDING' and r.s ~= 'FAILED') then return 0 end
 forget(ARGV[3])
+redis.call('PUBLISH', DONE_CHAN, '1')
 return 1
 """
 )
@@ -410,6 +429,7 @@ DELETE = (
 local r = load(ARGV[3])
 if not r or r.s == 'RUNNING' then return 0 end
 forget(ARGV[3])
+redis.call('PUBLISH', DONE_CHAN, '1')
 return 1
 """
 )
@@ -435,8 +455,8 @@ return 1
 """
 )
 
-#: ARGV[3]: key, ARGV[4]: '1' to write nothing (read-only).  Returns the row's JSON,
-#: or false.
+#: ARGV[3]: key, ARGV[4]: '1' to write nothing (read-only).  Returns the row's JSON
+#: and the store's time (to judge ``ru``), or false.
 GET = (
     _PRELUDE
     + _CHECK
@@ -444,7 +464,7 @@ GET = (
 READONLY = ARGV[4] == '1'
 local r, raw = load(ARGV[3])
 if not r then return false end
-return raw
+return {raw, fmt(NOW)}
 """
 )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from typing import Any
 
 from .._vocab import Status
@@ -100,13 +101,32 @@ def entry(row: dict[str, Any]) -> Entry:
     )
 
 
-def read(key: bytes | str, raw: bytes | str) -> Entry:
+def read(key: bytes | str, raw: bytes | str, now: float | None = None) -> Entry:
     """The Entry of one row; a row that cannot be read is reported as a FAILED
-    entry with the reason instead of raising (one bad row never hides the others)."""
+    entry with the reason instead of raising (one bad row never hides the others).
+
+    With ``now`` (the store's time, for ``get``) the entry carries its result
+    (while ``ru`` is later than ``now``), error type and traceback: each only
+    if it is text (a row another program wrote may hold anything there)."""
     try:
-        return entry(row(raw))
+        fields = row(raw)
+        found = entry(fields)
     except (ValueError, TypeError, OverflowError, RecursionError) as exc:
         return unreadable(text(key), exc)
+    if now is None:
+        return found
+    result, until = fields.get("r"), fields.get("ru")
+    try:
+        kept = type(result) is str and type(until) is str and float(until) > now
+    except ValueError:
+        kept = False
+    error_type, tb = fields.get("et"), fields.get("tb")
+    return replace(
+        found,
+        result=result if kept else None,
+        error_type=error_type if type(error_type) is str else None,
+        traceback=tb if type(tb) is str else None,
+    )
 
 
 def unreadable(key: str, exc: BaseException) -> Entry:

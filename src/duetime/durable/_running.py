@@ -13,6 +13,7 @@ it runs.
 from __future__ import annotations
 
 import logging
+import traceback
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -20,11 +21,12 @@ from typing import Any
 import anyio
 from anyio import CancelScope, CapacityLimiter, get_cancelled_exc_class, to_thread
 
-from ._codec import PayloadError, decode_args
+from ._codec import PayloadError, decode_args, encode_result
 from ._log import entry_fields, printable, short, worker_log
 from ._registry import TaskDef, TaskRegistry, _current
 from ._series import Series, parse_schedule
 from ._store import (
+    MAX_TRACEBACK,
     Claim,
     Dead,
     Done,
@@ -46,6 +48,8 @@ SHIELD_CAP = 30.0
 _MAX_REASON = 2000
 #: How long a run waits for the store's time before it estimates it (see TaskCalls._now).
 _TIME_CAP = 2.0
+#: The stored result of a task that returned None.
+_NONE = encode_result(None)
 
 
 class _Run:
@@ -64,6 +68,7 @@ class _Run:
         "task",
         "thread",
         "token",
+        "value",
     )
 
     def __init__(self, claim: Claim, sent: float, now: float) -> None:
@@ -79,6 +84,7 @@ class _Run:
         self.started = False
         self.lost = False
         self.thread = False  # a thread runs this entry's task (it cannot be interrupted)
+        self.value: Any = None  # what the task returned
 
 
 def _reason(exc: BaseException) -> str:
@@ -149,7 +155,7 @@ class TaskCalls:
 
     def _dead(self, entry: Entry, exc: BaseException, prefix: str) -> Dead:
         self._report(entry, exc)
-        return Dead(prefix + str(exc))
+        return _dead_outcome(prefix + str(exc), exc)
 
     async def _now(self, claim: Claim, run: _Run) -> float:
         """The store's time, shielded: a run that ended is recorded even when shutdown
@@ -214,7 +220,7 @@ class TaskCalls:
             return None
         if error is None:
             if series is None:
-                return Done()
+                return _done(entry, run.value)
             return _next(series.next_due(point, await self._now(claim, run)), None)
         reason = _reason(error)
         now = await self._now(claim, run)
@@ -232,9 +238,9 @@ class TaskCalls:
             return RetryAt(now + pause, reason)
         self._report(entry, error)
         if series is None:
-            return Dead(reason)
+            return _dead_outcome(reason, error)
         nxt = series.next_due(point, now)
-        return NextOccurrence(nxt, reason) if nxt is not None else Dead(reason)
+        return NextOccurrence(nxt, reason) if nxt is not None else _dead_outcome(reason, error)
 
     @staticmethod
     def _log_run(
@@ -291,10 +297,10 @@ class TaskCalls:
             if not task.is_async:
                 return await self._call_in_thread(task, args, entry, run)
             if task.timeout is None:
-                await task.func(*args)
+                run.value = await task.func(*args)
                 return None
             with anyio.move_on_after(task.timeout) as limit:
-                await task.func(*args)
+                run.value = await task.func(*args)
             return _timed_out(task, entry) if limit.cancelled_caught else None
         except get_cancelled_exc_class():
             raise
@@ -317,7 +323,7 @@ class TaskCalls:
 
         def target() -> None:
             try:
-                task.func(*args)
+                run.value = task.func(*args)
             except BaseException as exc:  # SystemExit too: an outcome, not a loop crash
                 raised.append(exc)
 
@@ -358,6 +364,39 @@ class TaskCalls:
             task.timeout,
             extra=entry_fields(entry.key, task.name, entry.attempt),
         )
+
+
+def _done(entry: Entry, value: Any) -> Done:
+    """The Done of a one-shot run that returned ``value``: the value encoded, or,
+    when the codec cannot carry it (or it is too large), no result and the reason
+    (one WARNING: the run's side effects happened, so the entry still completes)."""
+    if value is None:
+        return Done(_NONE)
+    try:
+        return Done(encode_result(value))
+    except (TypeError, ValueError) as exc:
+        reason = str(exc)
+    worker_log.warning(
+        "durable task %r (entry %r) completed, but its return value is not kept: %s",
+        entry.task,
+        entry.key,
+        printable(reason),
+        extra=entry_fields(entry.key, entry.task, entry.attempt),
+    )
+    return Done(None, dropped=reason[:_MAX_REASON])
+
+
+def _dead_outcome(reason: str, exc: BaseException) -> Dead:
+    """The Dead of a final failure, describing ``exc`` (type name, traceback text)."""
+    tb = "".join(traceback.format_exception(exc))
+    if len(tb) > MAX_TRACEBACK:
+        tb = "...\n" + tb[-(MAX_TRACEBACK - 4) :]
+    return Dead(reason, error_type=_qualname(type(exc)), traceback=tb)
+
+
+def _qualname(cls: type) -> str:
+    module = cls.__module__
+    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
 
 
 def _next(due: float | None, error: str | None) -> Outcome:

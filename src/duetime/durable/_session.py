@@ -19,6 +19,7 @@ from anyio import CancelScope, get_cancelled_exc_class
 
 from .._util import to_delay
 from ._client import Client
+from ._deferred import Watcher
 from ._log import describe, printable, worker_log
 from ._redact import redact_url
 from ._registry import TaskRegistry
@@ -149,6 +150,7 @@ class StoreSession:
             raise
         self._store_scope = scope
         self._tg = tg
+        self.client.watcher_ = Watcher(self.store, tg)
         self.client.state = "open"
         worker = self.worker
         if worker is not None:
@@ -173,6 +175,8 @@ class StoreSession:
         with`` is cancelled, nothing is released or finished, and leaving raises
         that StoreLost (the store logged it once)."""
         self.client.state = "closed"
+        if self.client.watcher_ is not None:
+            self.client.watcher_.close()
         worker = self.worker
         try:
             if worker is not None:

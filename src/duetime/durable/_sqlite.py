@@ -46,15 +46,18 @@ from ._sqlite_file import (
     open_inline,
     open_read_only,
     open_writable,
+    schema_version,
 )
 from ._sqlite_rows import (
     HEAD,
     HEAD_ARG,
+    with_detail,
 )
 from ._sqlite_rows import entry as _entry
 from ._sqlite_sql import (
     CODE,
     DEAD,
+    DETAIL,
     DONE,
     ENTRY,
     EXPIRED,
@@ -75,6 +78,7 @@ from ._sqlite_sql import (
     transaction,
 )
 from ._store import (
+    RESULT_DROPPED,
     Claim,
     Dead,
     Done,
@@ -87,6 +91,7 @@ from ._store import (
     Release,
     RetryAt,
     StoreLost,
+    check_result_ttl,
 )
 from ._wakeup import Wakeup
 
@@ -119,6 +124,8 @@ class SQLiteStore:
     :param poll: how often :meth:`wait_changed` checks for another process's
         commit (``PRAGMA data_version``, a few microseconds)
     :param dedupe_ttl: how long a completed key is kept as a tombstone
+    :param result_ttl: how long a COMPLETED tombstone keeps its task's return
+        value (default and at most ``dedupe_ttl``)
     :param busy_timeout: how long a write waits for another process's
         write lock before failing with ``sqlite3.OperationalError``
     :param clock: the store's clock in UTC epoch seconds (tests inject a
@@ -150,6 +157,7 @@ class SQLiteStore:
         lease: float = 30.0,
         poll: float = 0.25,
         dedupe_ttl: float = 86400.0,
+        result_ttl: float | None = None,
         busy_timeout: float = 30.0,
         clock: Callable[[], float] = time.time,
         read_only: bool = False,
@@ -170,6 +178,7 @@ class SQLiteStore:
         self.lease = float(lease)
         self.poll = float(poll)
         self.dedupe_ttl = float(dedupe_ttl)
+        self.result_ttl = check_result_ttl(result_ttl, self.dedupe_ttl)
         self._busy_ms = int(busy_timeout * 1000)
         self._clock = clock
         # The clock as read from the store's thread, inside a transaction.
@@ -188,6 +197,9 @@ class SQLiteStore:
         self.data_version = 0  # PRAGMA data_version of _conn (and of _inline) last seen
         self._inline_version = 0
         self._changed = Wakeup()
+        self._finished = Wakeup()  # this object's finishes; others' by data_version
+        self._finished_version = 0  # data_version of _conn when wait_finished last looked
+        self._detail = True  # the file has the result columns (a read-only version 1 lacks them)
         self._purged_at = -math.inf
 
     def __repr__(self) -> str:
@@ -212,6 +224,8 @@ class SQLiteStore:
         self._lost = None
         self._conn = await anyio.to_thread.run_sync(self._open, limiter=self._limiter)
         self.data_version = await self._run(data_version)
+        self._finished_version = self.data_version
+        self._detail = await self._run(schema_version) >= 2
         if self._inline is not None:
             self._inline_version = data_version(self._inline)
         return self
@@ -403,14 +417,23 @@ class SQLiteStore:
     async def cancel(self, key: str) -> bool:
         """Delete a PENDING or FAILED row; False if absent, RUNNING or finished."""
         sql = "DELETE FROM duetime_entries WHERE key = ? AND status IN (0, 3)"
-        return await self._write(lambda c: c.execute(sql, (key,)).rowcount == 1)
+        done = await self._write(lambda c: c.execute(sql, (key,)).rowcount == 1)
+        if done:
+            self._finished.notify()
+        return done
 
     async def get(self, key: str) -> Entry | None:
         """The entry stored under ``key`` (tombstones included), or None."""
         now = self._now()
-        sql = f"SELECT {ENTRY} FROM duetime_entries WHERE key = ? AND {LIVE}"
+        columns = ENTRY + DETAIL if self._detail else ENTRY
+        sql = f"SELECT {columns} FROM duetime_entries WHERE key = ? AND {LIVE}"
         got = await self._run(partial(read, sql, (key, now)))
-        return _entry(got[0]) if got else None
+        if not got:
+            return None
+        found = _entry(got[0])
+        if not self._detail:
+            return found
+        return with_detail(found, got[0][10:], now)
 
     async def entries(self, *, status: Status | None = None, limit: int = 1000) -> list[Entry]:
         """Entries by due time (then key), optionally only those with ``status``.
@@ -483,19 +506,27 @@ class SQLiteStore:
             for ok, (_k, _t, outcome) in zip(results, items, strict=True)
         ):
             self._wake()
+        if any(
+            ok and isinstance(outcome, Done | Dead)
+            for ok, (_k, _t, outcome) in zip(results, items, strict=True)
+        ):
+            self._finished.notify()
         return results
 
     def _finish_op(self, key: str, token: int, outcome: Outcome) -> tuple[str, tuple[Any, ...]]:
         """The fenced statement and its parameters that record ``outcome``."""
         args: tuple[Any, ...]
         if isinstance(outcome, Done):
-            sql, args = DONE, (self._now() + self.dedupe_ttl,)
+            now = self._now()
+            dropped = None if outcome.dropped is None else RESULT_DROPPED + outcome.dropped
+            until = now + self.result_ttl
+            sql, args = DONE, (now + self.dedupe_ttl, outcome.result, until, dropped)
         elif isinstance(outcome, RetryAt):
             sql, args = RETRY_AT, (outcome.at, outcome.at, outcome.error)
         elif isinstance(outcome, NextOccurrence):
             sql, args = NEXT, (outcome.due, outcome.due, outcome.error)
         elif isinstance(outcome, Dead):
-            sql, args = DEAD, (outcome.error,)
+            sql, args = DEAD, (outcome.error, outcome.error_type, outcome.traceback)
         elif isinstance(outcome, Release):
             sql, args = RELEASE, ()
         else:
@@ -573,6 +604,34 @@ class SQLiteStore:
                     return
         finally:
             self._changed.seen()
+
+    async def wait_finished(self, timeout: float) -> None:
+        """Return when a row may have finished, or after ``timeout`` seconds.
+
+        This store object's own finishes, cancels and deletes wake at once;
+        another process's commit is noticed within ``poll`` seconds (``PRAGMA
+        data_version``: any commit there wakes, spuriously for most).  A finish
+        since this task's previous call returns at once.
+        """
+        if self._finished.missed():
+            await anyio.lowlevel.checkpoint()
+            return
+        event = self._finished.event()
+        deadline = anyio.current_time() + max(0.0, timeout)
+        try:
+            while True:
+                version = await self._run(data_version)
+                if version != self._finished_version:
+                    self._finished_version = version
+                    return
+                remaining = deadline - anyio.current_time()
+                if remaining <= 0:
+                    return
+                with anyio.move_on_after(min(self.poll, remaining)):
+                    await event.wait()
+                    return
+        finally:
+            self._finished.seen()
 
 
 def _check_limit(limit: int) -> None:

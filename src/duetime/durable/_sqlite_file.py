@@ -10,11 +10,21 @@ import sqlite3
 import urllib.parse
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "NotAStore", "check_existing", "create_private"]
-__all__ += ["file_changed", "file_identity", "init_schema", "open_inline", "open_read_only"]
+__all__ += [
+    "schema_version",
+    "file_changed",
+    "file_identity",
+    "init_schema",
+    "open_inline",
+    "open_read_only",
+]
 __all__ += ["open_writable"]
 
 APPLICATION_ID = 0x64756574  #: ``PRAGMA application_id`` of a duetime store ("duet")
-SCHEMA_VERSION = 1  #: ``PRAGMA user_version`` of the schema this module reads and writes
+SCHEMA_VERSION = 2  #: ``PRAGMA user_version`` of the schema this module writes
+#: Older schema versions it reads, and upgrades when it opens them for writing
+#: (version 1 lacks the result columns: :data:`_UPGRADE_1`).
+_UPGRADABLE = (1,)
 _HEADER = b"SQLite format 3\x00"
 _TABLES = {"duetime_meta", "duetime_entries"}
 
@@ -37,13 +47,26 @@ CREATE TABLE duetime_entries (
     occurrence INTEGER NOT NULL DEFAULT 0,
     schedule TEXT,
     last_error TEXT,
-    expires_at REAL           -- tombstones: deleted (lazily) from then on
+    expires_at REAL,          -- tombstones: deleted (lazily) from then on
+    result TEXT,              -- a COMPLETED row's encoded return value
+    result_until REAL,        -- ... kept until then (result_ttl)
+    error_type TEXT,          -- a FAILED row's exception type
+    traceback TEXT            -- ... and its traceback text
 );
 CREATE INDEX duetime_entries_visible ON duetime_entries (visible_at) WHERE visible_at IS NOT NULL;
 CREATE INDEX duetime_entries_expires ON duetime_entries (expires_at) WHERE expires_at IS NOT NULL;
 CREATE INDEX duetime_entries_due ON duetime_entries (status, due);
 INSERT INTO duetime_meta (k, v) VALUES ('token', 0);
 """
+
+
+# Version 1 to 2: the result and failure columns (added NULL: nothing to rewrite).
+_UPGRADE_1 = (
+    "ALTER TABLE duetime_entries ADD COLUMN result TEXT",
+    "ALTER TABLE duetime_entries ADD COLUMN result_until REAL",
+    "ALTER TABLE duetime_entries ADD COLUMN error_type TEXT",
+    "ALTER TABLE duetime_entries ADD COLUMN traceback TEXT",
+)
 
 
 class NotAStore(ValueError):
@@ -75,8 +98,17 @@ def check_existing(path: str) -> None:
         raise NotAStore(f"{path!r} is not a SQLite database; refusing to use it as a duetime store")
     version = int.from_bytes(header[60:64], "big", signed=True)
     app = int.from_bytes(header[68:72], "big", signed=True)
-    if app not in (0, APPLICATION_ID) or (app == APPLICATION_ID and version != SCHEMA_VERSION):
+    if app not in (0, APPLICATION_ID) or (app == APPLICATION_ID and not _readable(version)):
         _judge(path, app, version, None)
+
+
+def _readable(version: int) -> bool:
+    return version == SCHEMA_VERSION or version in _UPGRADABLE
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """The schema version of the store ``conn`` holds (``PRAGMA user_version``)."""
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
 
 
 def _check_identity(conn: sqlite3.Connection, path: str) -> bool:
@@ -90,11 +122,11 @@ def _check_identity(conn: sqlite3.Connection, path: str) -> bool:
 def _judge(path: str, app: int, version: int, tables: set[str] | None) -> bool:
     """True for a duetime store, False for an empty database; else raise NotAStore."""
     if app == APPLICATION_ID:
-        if version != SCHEMA_VERSION:
+        if not _readable(version):
             raise NotAStore(
                 f"{path!r} is a duetime store of schema version {version}; this duetime reads"
-                f" version {SCHEMA_VERSION}. Use a matching duetime version (the file was left"
-                " untouched)."
+                f" versions {', '.join(map(str, (*_UPGRADABLE, SCHEMA_VERSION)))}. Use a"
+                " matching duetime version (the file was left untouched)."
             )
         if tables is not None and not tables >= _TABLES:
             raise NotAStore(
@@ -112,8 +144,12 @@ def _judge(path: str, app: int, version: int, tables: set[str] | None) -> bool:
 
 def init_schema(conn: sqlite3.Connection, path: str) -> None:
     """Inside BEGIN IMMEDIATE: check the file again (another process may have won a
-    race), and create the schema if the database is empty."""
+    race), create the schema if the database is empty, or upgrade an older one."""
     if _check_identity(conn, path):
+        if schema_version(conn) == 1:
+            for statement in _UPGRADE_1:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         return
     # (executescript would COMMIT first: run the statements one by one)
     for statement in _SCHEMA.split(";"):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from .._vocab import Status
@@ -222,6 +223,20 @@ def entry(r: Sequence[Any]) -> Entry:
         occurrence=occurrence if type(occurrence) is int else 0,
         schedule=schedule if type(schedule) is str else None,
         deliveries=deliveries if type(deliveries) is int else 0,
+    )
+
+
+def with_detail(found: Entry, detail: Sequence[Any], now: float) -> Entry:
+    """``found`` with the result and failure columns (``DETAIL``) of its row: the
+    result while ``result_until`` is later than ``now``; a column that is not
+    text (a row another program wrote) is left out.  Never raises."""
+    result, until, error_type, tb = detail
+    kept = result if type(result) is str and type(until) in (int, float) and until > now else None
+    return replace(
+        found,
+        result=kept,
+        error_type=error_type if type(error_type) is str else None,
+        traceback=tb if type(tb) is str else None,
     )
 
 

@@ -68,7 +68,8 @@ REPLACE = (
     " status = 0, due = excluded.due, visible_at = excluded.visible_at, lease = excluded.lease,"
     " lease_until = NULL, token = 0, owner = NULL, attempt = 1, deliveries = 0,"
     " max_deliveries = excluded.max_deliveries, occurrence = 0, schedule = excluded.schedule,"
-    " last_error = NULL, expires_at = NULL WHERE duetime_entries.status != 1"
+    " last_error = NULL, expires_at = NULL, result = NULL, result_until = NULL,"
+    " error_type = NULL, traceback = NULL WHERE duetime_entries.status != 1"
 )
 
 POISON = f"""
@@ -93,7 +94,10 @@ EXPIRED = "DELETE FROM duetime_entries WHERE key = ? AND expires_at <= ?"
 INSERT_NEW = INSERT + " ON CONFLICT (key) DO NOTHING"
 FENCE = " WHERE key = ? AND token = ? AND status = 1"
 UNLEASE = "visible_at = NULL, lease_until = NULL, owner = NULL"
-DONE = f"UPDATE duetime_entries SET status = 2, {UNLEASE}, expires_at = ?"
+DONE = (
+    f"UPDATE duetime_entries SET status = 2, {UNLEASE}, expires_at = ?, result = ?,"
+    " result_until = ?, last_error = coalesce(?, last_error)"
+)
 RETRY_AT = (
     "UPDATE duetime_entries SET status = 0, due = ?, visible_at = ?, lease_until = NULL,"
     " owner = NULL, attempt = attempt + 1, deliveries = 0, last_error = ?"
@@ -102,7 +106,12 @@ NEXT = (
     "UPDATE duetime_entries SET status = 0, due = ?, visible_at = ?, lease_until = NULL,"
     " owner = NULL, occurrence = occurrence + 1, attempt = 1, deliveries = 0, last_error = ?"
 )
-DEAD = f"UPDATE duetime_entries SET status = 3, {UNLEASE}, last_error = ?"
+DEAD = (
+    f"UPDATE duetime_entries SET status = 3, {UNLEASE}, last_error = ?, error_type = ?,"
+    " traceback = ?"
+)
+#: What :meth:`SQLiteStore.get` reads besides :data:`ENTRY` (schema version 2).
+DETAIL = ", result, result_until, error_type, traceback"
 RELEASE = (
     "UPDATE duetime_entries SET status = 0, visible_at = due, lease_until = NULL, owner = NULL,"
     " deliveries = max(0, deliveries - 1)"

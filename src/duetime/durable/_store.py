@@ -48,6 +48,9 @@ from ._codec import decode_args
 
 __all__ = [
     "MALFORMED",
+    "MAX_RESULT",
+    "MAX_TRACEBACK",
+    "RESULT_DROPPED",
     "Claim",
     "Dead",
     "Done",
@@ -61,6 +64,7 @@ __all__ = [
     "RetryAt",
     "Store",
     "StoreLost",
+    "check_result_ttl",
     "entry_args",
     "utc",
 ]
@@ -71,6 +75,15 @@ OnConflict = Literal["keep", "replace", "error"]
 #: another program wrote: a due time that is not a finite number, an unknown
 #: status, text that is not UTF-8...); what follows says what is wrong.
 MALFORMED = "malformed row: "
+
+#: How the ``last_error`` of a COMPLETED entry whose return value was not kept
+#: (the codec cannot carry it, or it is too large) begins; the reason follows.
+RESULT_DROPPED = "result not kept: "
+
+#: Largest encoded return value a store keeps, in bytes of UTF-8.
+MAX_RESULT = 64 * 1024
+#: Longest traceback text a store keeps, in characters (the end is kept).
+MAX_TRACEBACK = 16 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +103,13 @@ class Entry:
     :ivar deliveries: claims of the current attempt (the live one included),
         so claims beyond 1 are re-deliveries after a crashed or paused worker;
         a claim that would exceed ``max_deliveries`` dead-letters the row
+    :ivar result: a COMPLETED entry's return value as the durable codec wrote it
+        (a one-element JSON array), while the store keeps it (``result_ttl``);
+        None otherwise.  Only :meth:`Store.get` reports it (listings leave it None).
+    :ivar error_type: a FAILED entry's exception type (qualified name), if known
+        (only :meth:`Store.get` reports it)
+    :ivar traceback: a FAILED entry's traceback as text, if known (only
+        :meth:`Store.get` reports it)
     """
 
     key: str
@@ -102,6 +122,9 @@ class Entry:
     occurrence: int = 0
     schedule: str | None = None
     deliveries: int = 0
+    result: str | None = None
+    error_type: str | None = None
+    traceback: str | None = None
 
     @property
     def idempotency_key(self) -> str:
@@ -223,7 +246,28 @@ class Claim:
 
 @dataclass(frozen=True, slots=True)
 class Done:
-    """The occurrence completed: a one-shot row becomes a COMPLETED tombstone."""
+    """The occurrence completed: a one-shot row becomes a COMPLETED tombstone.
+
+    :ivar result: the return value as the durable codec wrote it (kept with the
+        tombstone for the store's ``result_ttl``), or None if none is kept
+    :ivar dropped: why a return value was not kept (it could not be encoded, or
+        was too large): stored as ``last_error`` after :data:`RESULT_DROPPED`
+    :raises TypeError: a result or reason that is not a str or None
+    :raises ValueError: a result over :data:`MAX_RESULT` bytes of UTF-8
+    """
+
+    result: str | None = None
+    dropped: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("result", "dropped"):
+            value = getattr(self, name)
+            if value is not None and type(value) is not str:
+                raise TypeError(f"Done.{name} must be a str or None, not {type(value).__name__}")
+        if self.result is not None and len(self.result) * 4 > MAX_RESULT:
+            size = len(self.result.encode("utf-8", "surrogatepass"))
+            if size > MAX_RESULT:
+                raise ValueError(f"Done.result is {size} bytes, over the {MAX_RESULT} byte limit")
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,9 +292,15 @@ class NextOccurrence:
 
 @dataclass(frozen=True, slots=True)
 class Dead:
-    """Dead-letter the row: FAILED with its reason, listable and retryable."""
+    """Dead-letter the row: FAILED with its reason, listable and retryable.
+
+    ``error_type`` (the exception's qualified name) and ``traceback`` (text)
+    describe the failure to whoever awaits the entry, when known.
+    """
 
     error: str
+    error_type: str | None = None
+    traceback: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +322,7 @@ class Store(Protocol):
 
     lease: float  #: the default lease in seconds, for rows that carry none
     dedupe_ttl: float  #: how long a finished key is kept as a tombstone
+    result_ttl: float  #: how long a COMPLETED tombstone keeps its result (<= dedupe_ttl)
 
     async def __aenter__(self) -> Store: ...
 
@@ -338,6 +389,13 @@ class Store(Protocol):
         """Return when another writer may have moved the head earlier, or after
         ``timeout`` seconds (a safety poll).  Never raises on a timeout."""
 
+    async def wait_finished(self, timeout: float) -> None:
+        """Return when a row may have finished (COMPLETED, FAILED, cancelled or
+        deleted) in any process, or after ``timeout`` seconds.  A finish since this
+        task's previous call returned makes it return at once; a spurious return
+        is harmless (the caller reads the rows it waits for again).  Never raises
+        on a timeout."""
+
 
 def utc(ts: float) -> datetime:
     """Epoch seconds to an aware UTC datetime."""
@@ -356,3 +414,24 @@ def entry_args(payload: str) -> tuple[Any, ...]:
     except Exception:
         return ()
     return tuple(args) if isinstance(args, list | tuple) else ()
+
+
+def check_result_ttl(result_ttl: float | None, dedupe_ttl: float) -> float:
+    """A store's ``result_ttl`` option checked: None means ``dedupe_ttl``.
+
+    :raises TypeError: a value that is not a number
+    :raises ValueError: a value that is not positive and finite, or over
+        ``dedupe_ttl`` (a result is kept with its tombstone, never longer)
+    """
+    if result_ttl is None:
+        return dedupe_ttl
+    if isinstance(result_ttl, bool) or not isinstance(result_ttl, int | float):
+        raise TypeError(f"result_ttl must be a number, not {type(result_ttl).__name__}")
+    if not (0 < result_ttl < math.inf):
+        raise ValueError(f"result_ttl must be a positive finite number, not {result_ttl!r}")
+    if result_ttl > dedupe_ttl:
+        raise ValueError(
+            f"result_ttl ({result_ttl:g} s) cannot exceed dedupe_ttl ({dedupe_ttl:g} s):"
+            " a result is kept with its tombstone"
+        )
+    return float(result_ttl)

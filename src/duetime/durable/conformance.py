@@ -22,7 +22,7 @@ Time moves with :meth:`StoreConformance.advance` (a plain ``anyio.sleep`` by
 default), so a store whose clock follows the loop clock (``MemoryStore``'s
 default, or :func:`loop_epoch_clock` injected) sees leases lapse without real
 waits on virtual time; a store on a real clock overrides :meth:`advance`.
-``options`` are ``lease`` and ``dedupe_ttl`` (seconds).  A store that can hold
+``options`` are ``lease``, ``dedupe_ttl`` and ``result_ttl`` (seconds).  A store that can hold
 a row another program wrote wrong also subclasses
 :class:`MalformedRowConformance`.  The guide "Writing a store" says what the
 suite checks and why.
@@ -48,6 +48,7 @@ from ._conformance_kit import (
     loop_epoch_clock,
     row,
 )
+from ._conformance_results import ResultConformance
 from ._store import (
     Claim,
     Dead,
@@ -69,14 +70,14 @@ __all__ = [
 
 
 @pytest.mark.anyio
-class StoreConformance:
+class StoreConformance(ResultConformance):
     """The suite.  Subclasses implement :meth:`make_store` (and may override :meth:`advance`)."""
 
     def make_store(self, tmp_path: Path, **options: Any) -> Store:
         """A new, unentered store (the suite enters it).
 
         :param tmp_path: a fresh directory of this test
-        :param options: ``lease`` and ``dedupe_ttl``, in seconds
+        :param options: ``lease``, ``dedupe_ttl`` and ``result_ttl``, in seconds
         """
         raise NotImplementedError
 
