@@ -8,7 +8,7 @@ figures are medians of repeat-by-repeat ratios (every contender runs once per
 repeat, so a ratio compares runs made at the same moment of the machine's
 load).  ``bench_simple.py`` measures the same figures the plain way (one loop,
 interleaved rounds, medians) and ``icount.py`` counts their instructions.  The
-targets judged are DESIGN's v0.3 ones.
+targets judged are the v0.3 ones (docs/performance.md).
 
 Standalone: ``python benchmarks/bench_core.py [--quick]`` prints the JSON.
 """

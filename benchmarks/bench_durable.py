@@ -1,4 +1,4 @@
-"""Durable store throughput (DESIGN.md §7): SQLiteStore on a temporary file, store API only.
+"""Durable store throughput: SQLiteStore on a temporary file, store API only.
 
 - awaited add: one row per ``await store.add([row])`` (what an awaited ``defer`` costs
   below the codec and the Scheduler);

@@ -1,4 +1,4 @@
-"""Durable jobs end to end through the real runner, on SQLite and on Redis (DESIGN.md §7).
+"""Durable jobs end to end through the real runner, on SQLite and on Redis.
 
 Every figure goes through ``duetime.Scheduler(store=..., tasks=...)``: the codec,
 the runner, the claim loop, the group finisher.  Worker processes are what

@@ -1,4 +1,4 @@
-"""ThreadedScheduler: 10k sync jobs at datetimes, default options (DESIGN.md §7, v0.2).
+"""ThreadedScheduler: 10k sync jobs at datetimes, default options.
 
 Two scenarios, each on asyncio and trio, submitted from this (the main) thread:
 

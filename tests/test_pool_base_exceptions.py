@@ -1,6 +1,6 @@
 """A BaseException from a pool handler, a done-callback or on_error ends the block as itself.
 
-DESIGN.md §1.1: the item's handle ends FAILED with it (awaiters and done-callbacks
+The edges of the core: the item's handle ends FAILED with it (awaiters and done-callbacks
 released), every other item ends in a final state, and KeyboardInterrupt/SystemExit
 leave ``async with WorkerPool(...)`` as themselves, never wrapped in a group.
 """

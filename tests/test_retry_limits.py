@@ -1,6 +1,6 @@
 """Retry at its limits: thousands of attempts, huge factors, and the default cap.
 
-DESIGN.md §1.1 "Overflow and limits": no arithmetic on user numbers may raise
+Overflow and limits: no arithmetic on user numbers may raise
 inside the timer loop; a Retry with factor 2 and thousands of attempts caps at
 max_backoff.
 """

@@ -1,4 +1,4 @@
-"""What a worker logs (DESIGN §14): each run at DEBUG, a retried attempt at WARNING,
+"""What a worker logs: each run at DEBUG, a retried attempt at WARNING,
 a dead letter at ERROR, a store outage once when it starts and once when it ends;
 structured fields on each record's ``extra``; only ``duetime`` loggers.
 """
