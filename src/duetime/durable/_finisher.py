@@ -157,7 +157,7 @@ class Finisher:
             return
         worker_log.warning(
             "durable finish: could not record %d outcome(s) (%s) before their leases "
-            "ended; those entries run again",
+            "ended (a write that timed out may still have landed); any not recorded run again",
             len(items),
             ", ".join(repr(short(it.key)) for it in items[:3])
             + (", ..." if len(items) > 3 else ""),
