@@ -23,7 +23,9 @@ import asyncio
 import gc
 import importlib.util
 import os
+import socket
 import statistics
+import subprocess
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
@@ -152,3 +154,25 @@ def ge(value: float, bound: float, judge: bool = True) -> bool | None:
 
 def perf() -> float:
     return time.perf_counter()
+
+
+def start_redis(directory: str) -> tuple[subprocess.Popen[bytes], str]:
+    """A private ``redis-server`` on a free loopback port, no persistence, in
+    ``directory``; returns the process and its URL once it answers PING."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    args = ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", ""]
+    args += ["--appendonly", "no", "--dir", directory]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    return proc, f"redis://127.0.0.1:{port}/0"
+        except OSError:
+            time.sleep(0.02)
+    proc.kill()
+    raise RuntimeError("redis-server did not start")

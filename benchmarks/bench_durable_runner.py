@@ -298,9 +298,9 @@ def kill_one(url: str, reset: Any, n: int, poll: float) -> dict[str, Any]:
 
 
 def _redis_server(directory: str) -> tuple[subprocess.Popen[bytes], str]:
-    from bench_redis import _start_server
+    from _common import start_redis
 
-    return _start_server(directory)
+    return start_redis(directory)
 
 
 def _redis_reset(url: str) -> Any:

@@ -23,8 +23,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "src"))
 
-from _common import have, le, percentile, ratio  # noqa: E402
+from _common import have, le, percentile, ratio, start_redis  # noqa: E402
 
 from duetime import Deferred, Scheduler  # noqa: E402
 from duetime.durable import MemoryStore, SQLiteStore, Store, TaskRegistry  # noqa: E402
@@ -68,31 +66,6 @@ async def wakeups(worker_store: Store, awaiter_store: Store, n: int) -> list[flo
             returned = await d.result(timeout=30)
             lat.append(time.time() - returned)
     return sorted(lat)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _start_redis(directory: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
-    args = ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", ""]
-    args += ["--appendonly", "no", "--dir", directory]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
-                s.sendall(b"PING\r\n")
-                if s.recv(16).startswith(b"+PONG"):
-                    return proc, f"redis://127.0.0.1:{port}/0"
-        except OSError:
-            time.sleep(0.02)
-    proc.kill()
-    raise RuntimeError("redis-server did not start")
 
 
 # -- 10,000 awaiters ----------------------------------------------------------------------
@@ -164,7 +137,7 @@ def run(quick: bool) -> dict[str, dict[str, Any]]:
         else:
             from duetime.durable import RedisStore
 
-            server, url = _start_redis(directory)
+            server, url = start_redis(directory)
             try:
                 lat["Redis"] = asyncio.run(
                     wakeups(RedisStore(url, prefix="h"), RedisStore(url, prefix="h"), n)

@@ -30,7 +30,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,7 +41,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "src"))
 
-from _common import ge, have, le, percentile, ratio  # noqa: E402
+from _common import ge, have, le, percentile, ratio, start_redis  # noqa: E402
 
 WORKERS = 4
 #: max_concurrency of the real-runner workers measured (16 is the default).
@@ -50,35 +49,6 @@ RUNNER_CONCURRENCY = (16, 100)
 
 
 # -- the server ----------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _start_server(directory: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
-    args = ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", ""]
-    args += ["--appendonly", "no", "--dir", directory]
-    proc = subprocess.Popen(
-        args,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
-                s.sendall(b"PING\r\n")
-                if s.recv(16).startswith(b"+PONG"):
-                    return proc, f"redis://127.0.0.1:{port}/0"
-        except OSError:
-            time.sleep(0.02)
-    proc.kill()
-    raise RuntimeError("redis-server did not start")
 
 
 async def _flush(url: str) -> None:
@@ -452,7 +422,7 @@ def run(quick: bool) -> dict[str, dict[str, Any]]:
     spread = 1.0 if quick else 3.0
     r: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as directory:
-        server, url = _start_server(directory)
+        server, url = start_redis(directory)
         try:
             version = subprocess.run(
                 ["redis-server", "--version"], capture_output=True, text=True, check=False
