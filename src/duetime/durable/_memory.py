@@ -459,28 +459,12 @@ class MemoryStore:
         call return at once (so a write between :meth:`head` and this call is
         not lost).
         """
-        if self._changed.missed():
-            await anyio.lowlevel.checkpoint()
-            return
-        event = self._changed.event()
-        try:
-            with anyio.move_on_after(timeout):
-                await event.wait()
-        finally:
-            self._changed.seen()
+        await self._changed.wait(timeout)
 
     async def wait_finished(self, timeout: float) -> None:
         """Return when a row finished, was cancelled or deleted (a finish since this
         task's previous call returned makes it return at once), or after ``timeout``."""
-        if self._finished.missed():
-            await anyio.lowlevel.checkpoint()
-            return
-        event = self._finished.event()
-        try:
-            with anyio.move_on_after(timeout):
-                await event.wait()
-        finally:
-            self._finished.seen()
+        await self._finished.wait(timeout)
 
     # -- test helpers -------------------------------------------------------------
 

@@ -573,15 +573,7 @@ class RedisStore:
         returns at once.  Never raises on a timeout."""
         if self._changed is None:
             raise RuntimeError("the RedisStore is not open: use `async with store:`")
-        if self._finished.missed():
-            await anyio.lowlevel.checkpoint()
-            return
-        event = self._finished.event()
-        try:
-            with anyio.move_on_after(timeout):
-                await event.wait()
-        finally:
-            self._finished.seen()
+        await self._finished.wait(timeout)
 
     async def _listen(
         self,

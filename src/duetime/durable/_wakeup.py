@@ -35,6 +35,20 @@ class Wakeup:
             self._event.set()
             self._event = None
 
+    async def wait(self, timeout: float) -> None:
+        """Return at the next :meth:`notify`, or after ``timeout`` seconds; at once
+        (after a checkpoint) if a change came since this task's previous wait ended.
+        Never raises on a timeout."""
+        if self.missed():
+            await anyio.lowlevel.checkpoint()
+            return
+        event = self.event()
+        try:
+            with anyio.move_on_after(timeout):
+                await event.wait()
+        finally:
+            self.seen()
+
     def missed(self) -> bool:
         """Whether a change came since this task's previous wait ended (and mark it seen).
 
