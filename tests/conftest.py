@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
-from duetime.testing import anyio_backend_fixture
+from collections.abc import AsyncIterator
+
+import pytest
+
+from duetime.testing import anyio_backend_fixture, hold_autojump
 
 anyio_backend = anyio_backend_fixture()
 
 # Real Redis servers for the RedisStore tests (skip locally without one; fail under CI=true).
 pytest_plugins = ["tests.durable.redis_server"]
+
+
+@pytest.fixture
+async def real_time() -> AsyncIterator[None]:
+    """Hold virtual time still while the test waits on a real server or process."""
+    with hold_autojump():
+        yield

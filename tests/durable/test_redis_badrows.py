@@ -10,7 +10,7 @@ runs every good entry meanwhile.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -22,15 +22,8 @@ from duetime.durable import NewRow, RedisStore
 
 # The reply decoder itself: fed replies no server would send, to check it never raises.
 from duetime.durable._redis_rows import read
-from duetime.testing import hold_autojump
 
 Factory = Callable[..., RedisStore]
-
-
-@pytest.fixture
-async def real_time() -> AsyncIterator[None]:
-    with hold_autojump():
-        yield
 
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("real_time")]

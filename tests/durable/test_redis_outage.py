@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -22,16 +22,8 @@ import pytest
 import duetime
 from duetime import Status
 from duetime.durable import NewRow, RedisStore
-from duetime.testing import hold_autojump
 
 from .redis_server import RedisServer, free_port
-
-
-@pytest.fixture
-async def real_time() -> AsyncIterator[None]:
-    with hold_autojump():
-        yield
-
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("real_time")]
 

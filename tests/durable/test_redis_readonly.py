@@ -4,24 +4,17 @@ and the logging filter that lives only while a RedisStore is open."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from duetime import Status
 from duetime.durable import Done, NewRow, ReadOnlyStore, RedisStore
-from duetime.testing import hold_autojump
 
 from .test_redis_badrows import BAD, BAD_KEYS, write_garbage
 
 Factory = Callable[..., RedisStore]
-
-
-@pytest.fixture
-async def real_time() -> AsyncIterator[None]:
-    with hold_autojump():
-        yield
 
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("real_time")]

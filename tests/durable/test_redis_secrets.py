@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -14,17 +13,10 @@ from duetime.durable import RedisStore
 
 # redact_url is private: the tests check what every message shows of a URL.
 from duetime.durable._redact import redact_url
-from duetime.testing import hold_autojump
 
 from .redis_server import RedisServer, free_port
 
 SECRET = "s3cretPW"
-
-
-@pytest.fixture
-async def real_time() -> AsyncIterator[None]:
-    with hold_autojump():
-        yield
 
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("real_time")]

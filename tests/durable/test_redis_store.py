@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -19,17 +19,10 @@ import pytest
 from duetime import Status
 from duetime._exceptions import EntryExists
 from duetime.durable import Dead, Done, NewRow, NextOccurrence, RedisStore, Release, RetryAt, utc
-from duetime.testing import hold_autojump
 
 from .redis_server import RedisServer
 
 Factory = Callable[..., RedisStore]
-
-
-@pytest.fixture
-async def real_time() -> AsyncIterator[None]:
-    with hold_autojump():
-        yield
 
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("real_time")]

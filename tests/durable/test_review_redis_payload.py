@@ -8,21 +8,14 @@ dead-letters the same row as malformed).
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 
 from duetime import Status
 from duetime.durable import NewRow, RedisStore
-from duetime.testing import hold_autojump
 
 Factory = Callable[..., RedisStore]
-
-
-@pytest.fixture
-async def real_time() -> AsyncIterator[None]:
-    with hold_autojump():
-        yield
 
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("real_time")]
