@@ -62,9 +62,11 @@ from ._session import StoreSession
 from ._sqlite import SQLiteStore
 from ._sqlite_file import NotAStore
 from ._store import (
+    ABORTED,
     MALFORMED,
     MAX_RESULT,
     RESULT_DROPPED,
+    Aborted,
     Claim,
     Dead,
     Done,
@@ -88,9 +90,11 @@ if TYPE_CHECKING:
     from ._redis import RedisStore as RedisStore  # lazy: see __getattr__
 
 __all__ = [
+    "ABORTED",
     "MALFORMED",
     "MAX_RESULT",
     "RESULT_DROPPED",
+    "Aborted",
     "Claim",
     "Client",
     "Dead",
