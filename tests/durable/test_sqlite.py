@@ -103,12 +103,12 @@ async def test_other_schema_version_is_refused_and_untouched(
     async with SQLiteStore(path) as store:
         await store.add([row("a")])
     conn = sqlite3.connect(path)
-    conn.execute("PRAGMA user_version = 3")
+    conn.execute("PRAGMA user_version = 4")
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.commit()
     conn.close()
     before = digest(path)
-    with pytest.raises(NotAStore, match="schema version 3"):
+    with pytest.raises(NotAStore, match="schema version 4"):
         async with SQLiteStore(path):
             pass
     assert digest(path) == before
