@@ -82,6 +82,7 @@ _MALFORMED = f"""CASE
     WHEN length(payload) > {MAX_PAYLOAD} THEN 'payload is over {MAX_PAYLOAD // 1024} KiB'
     WHEN {_int("abort_requested")} OR abort_requested NOT IN (0, 1)
         THEN 'abort_requested ' || substr(quote(abort_requested), 1, 40) || ' is not 0 or 1'
+    WHEN abort_requested = 1 AND status != 1 THEN 'abort_requested on a row that is not RUNNING'
 END"""
 
 #: True for a row a claim may pick (the claim must not pick a row past the sweep's window).
@@ -147,6 +148,8 @@ def _problems(r: Sequence[Any]) -> list[str]:
     out = []
     if r[10] not in (0, 1) or type(r[10]) is not int:
         out.append(f"abort_requested {_short(r[10])} is not 0 or 1")
+    elif r[10] == 1 and status != 1:
+        out.append("abort_requested on a row that is not RUNNING")
     for name, value in (("key", key), ("task", task), ("payload", payload)):
         if not _is_text(value):
             out.append(f"{name} is not {'UTF-8 ' if isinstance(value, BadText) else ''}text")
@@ -201,7 +204,7 @@ def _well_formed(r: Sequence[Any]) -> bool:
         and type(status) is int
         and status in STATUS
         and _timestamp(due) is not None
-        and (r[10] == 0 or r[10] == 1)
+        and (r[10] == 0 or (r[10] == 1 and status == 1))
         and type(r[10]) is int
     )
 
@@ -235,7 +238,7 @@ def entry(r: Sequence[Any]) -> Entry:
         occurrence=occurrence if type(occurrence) is int else 0,
         schedule=schedule if type(schedule) is str else None,
         deliveries=deliveries if type(deliveries) is int else 0,
-        abort_requested=type(r[10]) is int and r[10] == 1,
+        abort_requested=type(r[10]) is int and r[10] == 1 and status == 1,
     )
 
 
