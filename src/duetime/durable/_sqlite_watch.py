@@ -32,7 +32,8 @@ class VersionWatch:
 
     def __init__(self) -> None:
         self._wakeup = Wakeup()
-        #: ``data_version`` when the store opened: what a task's first wait compares with
+        #: the latest ``data_version`` a wait saw (at first, when the store opened):
+        #: what a task's first wait compares with
         self.version = 0
         self._seen: dict[int, int] = {}  # task id -> data_version its last wait saw
 
@@ -61,7 +62,7 @@ class VersionWatch:
                 if version != seen:
                     if tid not in self._seen and len(self._seen) >= _MAX_TASKS:
                         self._seen.clear()  # forgetting costs a spurious return at most
-                    self._seen[tid] = version
+                    self._seen[tid] = self.version = version
                     return
                 remaining = deadline - anyio.current_time()
                 if remaining <= 0:
