@@ -84,7 +84,8 @@ class RedisStore:
         authenticating, the first commands), in seconds
     :param timeout: how long one command may wait for its reply, in seconds
     :param read_only: open the store for listing only (``get``, ``entries``,
-        ``head``, ``time``, ``wait_changed``): nothing is written to the server
+        ``head``, ``time``, ``aborts`` and the ``wait_*`` methods): nothing is
+        written to the server
         (expired tombstones are left out of the results instead of purged, a
         malformed row is reported as FAILED without being set aside), and every
         writing method raises :class:`~duetime.durable.ReadOnlyStore`

@@ -115,8 +115,10 @@ class SQLiteStore:
 
     :param path: the database file (str or PathLike); created if absent
     :param lease: the default lease in seconds, for rows that carry none
-    :param poll: how often :meth:`wait_changed` checks for another process's
-        commit (``PRAGMA data_version``, a few microseconds)
+    :param poll: how often :meth:`wait_changed`, :meth:`wait_finished` and
+        :meth:`wait_aborted` check for another process's commit (``PRAGMA
+        data_version``, a few microseconds): an abort requested by another
+        process reaches a worker within about that long
     :param dedupe_ttl: how long a completed key is kept as a tombstone
     :param result_ttl: how long a COMPLETED tombstone keeps its task's return
         value (default and at most ``dedupe_ttl``)
@@ -125,8 +127,9 @@ class SQLiteStore:
     :param clock: the store's clock in UTC epoch seconds (tests inject a
         virtual one); called on the event-loop thread
     :param read_only: open an existing store for listing only (``get``,
-        ``entries``, ``head``, ``wait_changed``): the file is never created,
-        changed or switched to WAL, and it may sit on a read-only file or mount
+        ``entries``, ``head``, ``aborts`` and the ``wait_*`` methods): the file
+        is never created, changed (not even upgraded from an older schema
+        version) or switched to WAL, and it may sit on a read-only file or mount
         (in a writable directory SQLite may create the empty ``-wal`` and
         ``-shm`` files beside it, with the file's mode and owner);
         opening raises FileNotFoundError if it does not exist, and every
