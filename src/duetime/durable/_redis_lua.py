@@ -10,15 +10,17 @@ all of them, so a store lives in one Redis Cluster slot:
   PENDING row, the lease end of a RUNNING one.  FAILED and COMPLETED rows are not
   in it.  Its first member is the store's head.
 - ``{p}:all``: a sorted set of every row by due time, for listing.
-- ``{p}:tomb``: a sorted set of COMPLETED tombstones by expiry; scripts purge the
+- ``{p}:tomb``: a sorted set of COMPLETED and CANCELLED tombstones by expiry; scripts purge the
   expired ones as they pass (no Redis key expiry: the server clock plus the
   test offset decides, like for leases).
 - ``{p}:seq``: the fencing-token counter (INCR, never reset, never reused).
 - ``{p}:bad``: a hash, entry key -> the raw bytes of a row set aside (below).
 - channel ``{p}:wake``: a message (the new head) when a write moves the head
   earlier.
-- channel ``{p}:done``: a message when rows finish (COMPLETED or FAILED), are
-  cancelled or deleted, for the processes awaiting entries.
+- channel ``{p}:done``: a message when rows finish (COMPLETED, FAILED or
+  CANCELLED), are cancelled or deleted, for the processes awaiting entries.
+- channel ``{p}:abort``: a message (the key) when a RUNNING row gets an abort
+  request, for the workers (``RedisStore.wait_aborted``).
 
 A row's JSON fields: ``k`` key, ``t`` task, ``p`` payload, ``d`` due, ``s``
 status, ``a`` attempt, ``e`` last error, ``o`` occurrence, ``sch`` schedule,
@@ -26,7 +28,13 @@ status, ``a`` attempt, ``e`` last error, ``o`` occurrence, ``sch`` schedule,
 ``md`` max deliveries, ``tok`` token, ``lu`` lease end, ``ow`` owner, ``x``
 tombstone expiry, ``qr`` set on a row that was set aside (below), ``r`` a
 COMPLETED row's encoded return value and ``ru`` until when it is kept, ``et``
-and ``tb`` a FAILED row's exception type and traceback text.
+and ``tb`` a FAILED row's exception type and traceback text, ``ab`` (1) an abort
+request, only ever on a RUNNING row.
+
+An abort request never lets its row run again: FINISH ends it CANCELLED (a
+tombstone with ``e`` 'aborted') for any outcome but done, and CLAIM does so
+instead of handing it out once its lease lapsed.  The request is dropped
+when the row leaves RUNNING.
 
 Every script reads a row through ``load``, which never raises on what it finds:
 a row that is not a JSON object, not UTF-8, whose ``k`` is not its hash field,
@@ -51,7 +59,7 @@ from __future__ import annotations
 
 from ._codec import MAX_PAYLOAD
 
-__all__ = ["ADD", "CANCEL", "CLAIM", "DELETE", "ENTRIES", "EXTEND", "FINISH"]
+__all__ = ["ABORT", "ABORTS", "ADD", "CANCEL", "CLAIM", "DELETE", "ENTRIES", "EXTEND", "FINISH"]
 __all__ += ["GET", "RETRY", "TIME"]
 
 # KEYS: q, all, tomb, seq, rows, bad.  ARGV[1]: the wake channel, ARGV[2]: clock offset.
@@ -59,6 +67,7 @@ _PRELUDE = r"""
 local Q, ALL, TOMB, SEQ, ROWS, BAD = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local CHAN = ARGV[1]
 local DONE_CHAN = string.sub(CHAN, 1, -5) .. 'done'  -- '{p}:wake' -> '{p}:done'
+local ABORT_CHAN = string.sub(CHAN, 1, -5) .. 'abort'
 -- set by GET and ENTRIES for a store opened read-only: nothing is purged or set aside
 local READONLY = false
 local t = redis.call('TIME')
@@ -92,9 +101,10 @@ end
 _CHECK = (
     f"local MAXP = {MAX_PAYLOAD}\n"
     + r"""
-local STATUS = {PENDING = true, RUNNING = true, COMPLETED = true, FAILED = true}
+local STATUS = {PENDING = true, RUNNING = true, COMPLETED = true, FAILED = true,
+                CANCELLED = true}
 local FIELDS = {'k', 't', 'p', 'd', 's', 'a', 'e', 'o', 'sch', 'dl', 'l', 'md', 'tok', 'lu', 'ow',
-                'x', 'qr', 'r', 'ru', 'et', 'tb'}
+                'x', 'qr', 'r', 'ru', 'et', 'tb', 'ab'}
 -- Python's datetime holds 0001-01-02 .. 9999-12-31: a due time outside cannot be listed.
 local TMIN, TMAX = -62135510400, 253402300799
 local function num(v)
@@ -138,7 +148,7 @@ end
 local NAMES = {t = 'task', p = 'payload', s = 'status', d = 'due time', a = 'attempt',
                o = 'occurrence', dl = 'deliveries', l = 'lease', md = 'max deliveries',
                e = 'last error', sch = 'schedule', ow = 'owner', tok = 'token',
-               lu = 'lease end', x = 'expiry'}
+               lu = 'lease end', x = 'expiry', ab = 'abort request'}
 local function field(k, r)
   -- the name of the first field of a decoded row that cannot be used, or nil
   if r.k ~= k then return 'k' end
@@ -159,12 +169,13 @@ local function field(k, r)
   if r.tok ~= nil and not int(r.tok, 0) then return 'tok' end
   if r.lu ~= nil and not num(r.lu) then return 'lu' end
   if r.x ~= nil and not num(r.x) then return 'x' end
+  if r.ab ~= nil and (r.ab ~= 1 or r.s ~= 'RUNNING') then return 'ab' end
   return nil
 end
 local function fault(k, r)
   -- what is wrong with a decoded row, or nil; JSON nulls of optional fields are
   -- dropped first
-  for _, f in ipairs({'e', 'sch', 'ow', 'tok', 'lu', 'x', 'qr'}) do
+  for _, f in ipairs({'e', 'sch', 'ow', 'tok', 'lu', 'x', 'qr', 'ab'}) do
     if r[f] == cjson.null then r[f] = nil end
   end
   local f = field(k, r)
@@ -225,6 +236,16 @@ local function save(r)
   redis.call('HSET', ROWS, r.k, raw)
   return raw
 end
+local function cancelled(r, why, ttl)
+  -- end the leased row r CANCELLED by an abort: a tombstone, never run again
+  r.s = 'CANCELLED'
+  r.e = why
+  r.x = fmt(NOW + ttl)
+  r.ow, r.lu, r.ab, r.r, r.ru, r.et, r.tb = nil, nil, nil, nil, nil, nil, nil
+  redis.call('ZREM', Q, r.k)
+  redis.call('ZADD', TOMB, r.x, r.k)
+  save(r)
+end
 """
 )
 
@@ -276,7 +297,8 @@ return out
 """
 )
 
-#: ARGV[3]: owner, ARGV[4]: limit.  Returns key, token, row JSON for each claimed row.
+#: ARGV[3]: owner, ARGV[4]: limit, ARGV[5]: dedupe_ttl.  Returns key, token, row JSON
+#: for each claimed row.
 CLAIM = (
     _PRELUDE
     + _CHECK
@@ -285,10 +307,15 @@ purge()
 local owner = ARGV[3]
 local due = redis.call('ZRANGEBYSCORE', Q, '-inf', fmt(NOW), 'LIMIT', 0, tonumber(ARGV[4]))
 local out = {}
+local ended = false
 for _, k in ipairs(due) do
   local r = load(k)
   if not r or (r.s ~= 'PENDING' and r.s ~= 'RUNNING') then
     redis.call('ZREM', Q, k)
+  elseif r.ab then
+    -- its worker died before it learnt of the abort: nobody runs it again
+    cancelled(r, 'aborted', tonumber(ARGV[5]))
+    ended = true
   else
     r.ow = nil
     r.lu = nil
@@ -311,6 +338,7 @@ for _, k in ipairs(due) do
     end
   end
 end
+if ended then redis.call('PUBLISH', DONE_CHAN, '1') end
 return out
 """
 )
@@ -341,8 +369,17 @@ _APPLY = r"""
 local function apply(k, tok, kind, at, err, ttl, res, rttl, etype, tb)
   local r = load(k)
   if not r or r.s ~= 'RUNNING' or r.tok ~= tonumber(tok) then return 0 end
+  if kind == 'abort' then
+    cancelled(r, err, ttl)
+    return 2
+  elseif r.ab and kind ~= 'done' then
+    -- the run was aborted: whatever it ended with, it never runs again
+    cancelled(r, 'aborted', ttl)
+    return 2
+  end
   r.ow = nil
   r.lu = nil
+  r.ab = nil
   if kind == 'done' then
     r.s = 'COMPLETED'
     r.x = fmt(NOW + ttl)
@@ -384,8 +421,9 @@ end
 """
 
 #: ARGV[3]: dedupe_ttl, ARGV[4]: result_ttl, then per finish: key, token,
-#: done|retry|next|dead|release, a time or '', an error or '', a result or '', an
-#: error type or '', a traceback or ''.  Returns a string of '1'/'0' (applied or not).
+#: done|retry|next|dead|release|abort, a time or '', an error or '', a result or
+#: '', an error type or '', a traceback or ''.  Returns a string of '1'/'0'
+#: (applied or not).
 FINISH = (
     _PRELUDE
     + _CHECK
@@ -399,8 +437,8 @@ for i = 5, #ARGV, 8 do
   local kind = ARGV[i + 2]
   local ok = apply(ARGV[i], ARGV[i + 1], kind, ARGV[i + 3], ARGV[i + 4], ttl,
                    ARGV[i + 5], rttl, ARGV[i + 6], ARGV[i + 7])
-  if ok == 1 and (kind == 'done' or kind == 'dead') then ended = true end
-  table.insert(out, tostring(ok))
+  if ok == 2 or (ok == 1 and (kind == 'done' or kind == 'dead')) then ended = true end
+  table.insert(out, ok == 0 and '0' or '1')
 end
 wake(old)
 if ended then redis.call('PUBLISH', DONE_CHAN, '1') end
@@ -418,6 +456,48 @@ if not r or (r.s ~= 'PENDING' and r.s ~= 'FAILED') then return 0 end
 forget(ARGV[3])
 redis.call('PUBLISH', DONE_CHAN, '1')
 return 1
+"""
+)
+
+#: ARGV[3]: key.  Deletes a PENDING or FAILED row, or stores an abort request in a
+#: RUNNING one and announces it (the key, on ``{p}:abort``); returns 1 or 0.
+ABORT = (
+    _PRELUDE
+    + _CHECK
+    + r"""
+local k = ARGV[3]
+local r = load(k)
+if not r then return 0 end
+if r.s == 'PENDING' or r.s == 'FAILED' then
+  forget(k)
+  redis.call('PUBLISH', DONE_CHAN, '1')
+  return 1
+end
+if r.s ~= 'RUNNING' then return 0 end
+r.ab = 1
+save(r)
+redis.call('PUBLISH', ABORT_CHAN, k)
+return 1
+"""
+)
+
+#: ARGV[3]: '1' to write nothing (read-only), then key, token pairs.  Returns a
+#: string of '1'/'0': the row is RUNNING under that token with an abort request.
+ABORTS = (
+    _PRELUDE
+    + _CHECK
+    + r"""
+READONLY = ARGV[3] == '1'
+local out = {}
+for i = 4, #ARGV, 2 do
+  local r = load(ARGV[i])
+  if r and r.s == 'RUNNING' and r.tok == tonumber(ARGV[i + 1]) and r.ab then
+    table.insert(out, '1')
+  else
+    table.insert(out, '0')
+  end
+end
+return table.concat(out)
 """
 )
 

@@ -14,7 +14,8 @@ goes to the thread when the lock is taken.  Claims are one
 ``UPDATE ... FROM ... RETURNING``; fencing tokens come from a counter row
 bumped in the same transaction, so they are unique for the file's whole
 life.  Another process's commit is seen through ``PRAGMA
-data_version``, polled every ``poll`` seconds by :meth:`SQLiteStore.wait_changed`.
+data_version``, polled every ``poll`` seconds by :meth:`SQLiteStore.wait_changed`,
+``wait_finished`` and ``wait_aborted`` (:mod:`._sqlite_watch`).
 
 A file that is not a duetime store (not SQLite, another application's
 database, or another duetime schema version) is refused before anything is
@@ -30,14 +31,13 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import anyio
 import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
 
-from .._exceptions import EntryExists
 from .._vocab import Status
 from ._sqlite_file import (
     NotAStore,
@@ -55,41 +55,34 @@ from ._sqlite_rows import (
 )
 from ._sqlite_rows import entry as _entry
 from ._sqlite_sql import (
+    ABORT,
+    ABORTS,
     CODE,
-    DEAD,
     DETAIL,
-    DONE,
-    ENTRY,
-    EXPIRED,
     FENCE,
-    INSERT,
     LIVE,
-    NEXT,
-    RELEASE,
-    REPLACE,
-    RETRY_AT,
+    abort_row,
+    add_rows,
     checkpoint,
     claim_rows,
     data_version,
-    insert_new,
-    new_entry,
+    entry_columns,
+    finish_op,
     read,
     run_ops,
     transaction,
 )
+from ._sqlite_watch import VersionWatch
 from ._store import (
-    RESULT_DROPPED,
+    Aborted,
     Claim,
     Dead,
     Done,
     Entry,
     NewRow,
-    NextOccurrence,
     OnConflict,
     Outcome,
     ReadOnlyStore,
-    Release,
-    RetryAt,
     StoreLost,
     check_result_ttl,
 )
@@ -122,8 +115,10 @@ class SQLiteStore:
 
     :param path: the database file (str or PathLike); created if absent
     :param lease: the default lease in seconds, for rows that carry none
-    :param poll: how often :meth:`wait_changed` checks for another process's
-        commit (``PRAGMA data_version``, a few microseconds)
+    :param poll: how often :meth:`wait_changed`, :meth:`wait_finished` and
+        :meth:`wait_aborted` check for another process's commit (``PRAGMA
+        data_version``, a few microseconds): an abort requested by another
+        process reaches a worker within about that long
     :param dedupe_ttl: how long a completed key is kept as a tombstone
     :param result_ttl: how long a COMPLETED tombstone keeps its task's return
         value (default and at most ``dedupe_ttl``)
@@ -132,8 +127,9 @@ class SQLiteStore:
     :param clock: the store's clock in UTC epoch seconds (tests inject a
         virtual one); called on the event-loop thread
     :param read_only: open an existing store for listing only (``get``,
-        ``entries``, ``head``, ``wait_changed``): the file is never created,
-        changed or switched to WAL, and it may sit on a read-only file or mount
+        ``entries``, ``head``, ``aborts`` and the ``wait_*`` methods): the file
+        is never created, changed (not even upgraded from an older schema
+        version) or switched to WAL, and it may sit on a read-only file or mount
         (in a writable directory SQLite may create the empty ``-wal`` and
         ``-shm`` files beside it, with the file's mode and owner);
         opening raises FileNotFoundError if it does not exist, and every
@@ -198,9 +194,9 @@ class SQLiteStore:
         self.data_version = 0  # PRAGMA data_version of _conn (and of _inline) last seen
         self._inline_version = 0
         self._changed = Wakeup()
-        self._finished = Wakeup()  # this object's finishes; others' by data_version
-        self._finished_version = 0  # data_version of _conn when wait_finished last looked
-        self._detail = True  # the file has the result columns (a read-only version 1 lacks them)
+        self._finished = VersionWatch()  # this object's finishes; others' by data_version
+        self._aborted = VersionWatch()  # this object's abort requests; others' likewise
+        self._version = 3  # the file's schema version (a read-only older file stays so)
         self._purged_at = -math.inf
 
     def __repr__(self) -> str:
@@ -225,8 +221,8 @@ class SQLiteStore:
         self._lost = None
         self._conn = await anyio.to_thread.run_sync(self._open, limiter=self._limiter)
         self.data_version = await self._run(data_version)
-        self._finished_version = self.data_version
-        self._detail = await self._run(schema_version) >= 2
+        self._finished.version = self._aborted.version = self.data_version
+        self._version = await self._run(schema_version)
         if self._inline is not None:
             self._inline_version = data_version(self._inline)
         return self
@@ -375,66 +371,66 @@ class SQLiteStore:
             params.append(
                 (new.key, new.task, new.payload, due, due, lease, new.max_deliveries, new.schedule)
             )
-        insert = INSERT + (REPLACE if on_conflict == "replace" else " ON CONFLICT (key) DO NOTHING")
-        insert += f" RETURNING {ENTRY}"
-
         # Purge expired tombstones at most once a second (an indexed delete, but not
-        # free); a key whose tombstone expired since is replaced below all the same.
+        # free); a key whose tombstone expired since is replaced all the same.
         purge = now - self._purged_at >= 1.0
         if purge:
             self._purged_at = now
-
-        distinct = len({p[0] for p in params}) == len(params)
-
-        def work(conn: sqlite3.Connection) -> list[Entry]:
-            if purge:
-                conn.execute("DELETE FROM duetime_entries WHERE expires_at <= ?", (now,))
-            if distinct and insert_new(conn, params):
-                return [new_entry(p) for p in params]
-            out = []
-            for p in params:
-                got = conn.execute(insert, p).fetchone()
-                if got is None and conn.execute(EXPIRED, (p[0], now)).rowcount:
-                    got = conn.execute(insert, p).fetchone()  # it was an expired tombstone
-                if got is None:
-                    if on_conflict == "keep":
-                        got = conn.execute(
-                            f"SELECT {ENTRY} FROM duetime_entries WHERE key = ?", (p[0],)
-                        ).fetchone()
-                    elif on_conflict == "replace":
-                        raise EntryExists(
-                            f"durable entry {p[0]!r} is running and cannot be replaced"
-                        )
-                    else:
-                        raise EntryExists(f"a durable entry with key {p[0]!r} already exists")
-                out.append(_entry(got))
-            return out
-
+        work = partial(add_rows, params, on_conflict, now, purge)
         write = self._write_inline if len(params) <= _INLINE_ROWS else self._write
         entries = await write(work)
         self._wake()
         return entries
 
     async def cancel(self, key: str) -> bool:
-        """Delete a PENDING or FAILED row; False if absent, RUNNING or finished."""
-        sql = "DELETE FROM duetime_entries WHERE key = ? AND status IN (0, 3)"
-        done = await self._write(lambda c: c.execute(sql, (key,)).rowcount == 1)
+        """Delete a PENDING or FAILED row; False if absent, RUNNING or finished.
+
+        :raises ReadOnlyStore: the store was opened ``read_only``
+        """
+        done = await self._write(lambda c: c.execute(ABORT, (key,)).rowcount == 1)
         if done:
             self._finished.notify()
         return done
 
+    async def abort(self, key: str) -> bool:
+        """Delete a PENDING or FAILED row, or request the abort of a RUNNING one
+        (stored with the row; every process's :meth:`wait_aborted` wakes), in one
+        transaction; False if absent or finished (see ``Store.abort``).
+
+        :raises ReadOnlyStore: the store was opened ``read_only``
+        """
+        done = await self._write(partial(abort_row, key))
+        if done == 1:
+            self._finished.notify()
+        elif done == 2:
+            self._aborted.notify()
+        return done != 0
+
+    async def aborts(self, claims: Sequence[tuple[str, int]]) -> list[bool]:
+        """For each ``(key, token)``, whether that RUNNING row has an abort request
+        and the token is current; one query (the requested rows, by a partial index)."""
+        pairs = [(key, token) for key, token in claims]
+        if not pairs:
+            return []
+        if self._version < 3:
+            return [False] * len(pairs)  # a read-only older file: no requests
+        requested = set(await self._run(partial(read, ABORTS, ())))
+        return [pair in requested for pair in pairs]
+
     async def get(self, key: str) -> Entry | None:
         """The entry stored under ``key`` (tombstones included), or None."""
         now = self._now()
-        columns = ENTRY + DETAIL if self._detail else ENTRY
+        columns = entry_columns(self._version)
+        if self._version >= 2:  # version 1 lacks the result columns
+            columns += DETAIL
         sql = f"SELECT {columns} FROM duetime_entries WHERE key = ? AND {LIVE}"
         got = await self._run(partial(read, sql, (key, now)))
         if not got:
             return None
         found = _entry(got[0])
-        if not self._detail:
+        if self._version < 2:
             return found
-        return with_detail(found, got[0][10:], now)
+        return with_detail(found, got[0][11:], now)
 
     async def entries(self, *, status: Status | None = None, limit: int = 1000) -> list[Entry]:
         """Entries by due time (then key), optionally only those with ``status``.
@@ -451,7 +447,8 @@ class SQLiteStore:
                 return []
             where += " AND status = ?"
             args.append(code)
-        sql = f"SELECT {ENTRY} FROM duetime_entries WHERE {where} ORDER BY due, key LIMIT ?"
+        columns = entry_columns(self._version)
+        sql = f"SELECT {columns} FROM duetime_entries WHERE {where} ORDER BY due, key LIMIT ?"
         got = await self._run(partial(read, sql, (*args, limit)))
         return [_entry(r) for r in got]
 
@@ -475,7 +472,11 @@ class SQLiteStore:
         clock = self._thread_clock
         probe_at = self._now()
 
-        return await self._run(partial(claim_rows, owner, limit, probe_at, clock))
+        work = partial(claim_rows, owner, limit, probe_at, clock, self.dedupe_ttl)
+        claims, ended = await self._run(work)
+        if ended:
+            self._finished.notify()
+        return claims
 
     async def extend(self, claims: Sequence[tuple[str, int]]) -> list[bool]:
         """Renew the leases of ``(key, token)`` pairs to now + each row's lease, in one go."""
@@ -498,41 +499,26 @@ class SQLiteStore:
         :raises TypeError: an outcome that is not one of the outcome types
             (nothing is applied)
         """
-        ops = [[*self._finish_op(key, token, outcome), None] for key, token, outcome in items]
+        now = self._now()
+        ops = [
+            finish_op(key, token, outcome, now, self.dedupe_ttl, self.result_ttl)
+            for key, token, outcome in items
+        ]
         if not ops:
             return []
         results = await self._write(partial(run_ops, ops))
-        if any(
-            ok and not isinstance(outcome, Done | Dead)
-            for ok, (_k, _t, outcome) in zip(results, items, strict=True)
-        ):
+        requeued = ended = False
+        for got, (_k, _t, outcome) in zip(results, items, strict=True):
+            # 2: the row had an abort request and ended CANCELLED whatever the outcome.
+            if got == 2 or (got and isinstance(outcome, Done | Dead | Aborted)):
+                ended = True
+            elif got:
+                requeued = True
+        if requeued:
             self._wake()
-        if any(
-            ok and isinstance(outcome, Done | Dead)
-            for ok, (_k, _t, outcome) in zip(results, items, strict=True)
-        ):
+        if ended:
             self._finished.notify()
-        return results
-
-    def _finish_op(self, key: str, token: int, outcome: Outcome) -> tuple[str, tuple[Any, ...]]:
-        """The fenced statement and its parameters that record ``outcome``."""
-        args: tuple[Any, ...]
-        if isinstance(outcome, Done):
-            now = self._now()
-            dropped = None if outcome.dropped is None else RESULT_DROPPED + outcome.dropped
-            until = now + self.result_ttl
-            sql, args = DONE, (now + self.dedupe_ttl, outcome.result, until, dropped)
-        elif isinstance(outcome, RetryAt):
-            sql, args = RETRY_AT, (outcome.at, outcome.at, outcome.error)
-        elif isinstance(outcome, NextOccurrence):
-            sql, args = NEXT, (outcome.due, outcome.due, outcome.error)
-        elif isinstance(outcome, Dead):
-            sql, args = DEAD, (outcome.error, outcome.error_type, outcome.traceback)
-        elif isinstance(outcome, Release):
-            sql, args = RELEASE, ()
-        else:
-            raise TypeError(f"finish() takes an outcome (Done, RetryAt, ...), not {outcome!r}")
-        return sql + FENCE, (*args, key, token)
+        return [got != 0 for got in results]
 
     async def retry(self, key: str) -> bool:
         """Make a FAILED row PENDING again, due now, attempt 1; False if not FAILED."""
@@ -614,25 +600,20 @@ class SQLiteStore:
         data_version``: any commit there wakes, spuriously for most).  A finish
         since this task's previous call returns at once.
         """
-        if self._finished.missed():
-            await anyio.lowlevel.checkpoint()
-            return
-        event = self._finished.event()
-        deadline = anyio.current_time() + max(0.0, timeout)
-        try:
-            while True:
-                version = await self._run(data_version)
-                if version != self._finished_version:
-                    self._finished_version = version
-                    return
-                remaining = deadline - anyio.current_time()
-                if remaining <= 0:
-                    return
-                with anyio.move_on_after(min(self.poll, remaining)):
-                    await event.wait()
-                    return
-        finally:
-            self._finished.seen()
+        await self._finished.wait(timeout, self.poll, self._data_version)
+
+    async def wait_aborted(self, timeout: float) -> None:
+        """Return when an abort may have been requested, or after ``timeout`` seconds.
+
+        This store object's own requests wake at once; another process's commit
+        is noticed within ``poll`` seconds, as for :meth:`wait_finished` (any
+        commit there wakes, spuriously for most).  A request since this task's
+        previous call returns at once.
+        """
+        await self._aborted.wait(timeout, self.poll, self._data_version)
+
+    async def _data_version(self) -> int:
+        return await self._run(data_version)
 
 
 def _check_limit(limit: int) -> None:

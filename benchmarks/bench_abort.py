@@ -1,0 +1,274 @@
+"""Abort latency: a running async task in a worker process, aborted from another process.
+
+duetime: a ``python -m duetime worker`` process (the CLI, default options) runs
+``bench.hang`` (:mod:`_abort_tasks`), which writes ``start KEY T`` when it
+starts and ``cancel KEY T`` when its run is cancelled (``T``: ``time.time()``).
+This process defers the tasks (``Scheduler(worker=False)``), waits until each
+has started, and aborts it with ``Scheduler.cancel_deferred(key, abort=True)``.
+Latency = the task's ``cancel`` time - when ``cancel_deferred`` returned (the
+request's announcement, the worker's ``Store.aborts`` read and the cancellation
+of the run's scope all fall in it; it can be slightly negative when the worker
+cancels the run before the abort's reply reaches this process).  The time from
+the call to the cancellation is reported beside it.
+
+SAQ (``saq`` in the ``bench`` extra, when installed): a SAQ ``Worker`` in its
+own process on the same ``redis-server`` runs the same task; ``Job.abort()``
+from this process; same latency.  SAQ's worker looks for aborted jobs on a
+timer (``timers["abort"]``, 1 s by default) and only among jobs that have run at
+least that long, so its tasks run that long before the abort; it is measured at
+its default and with the timer at 0.1 s.
+
+Aborts come in rounds of ``K`` running tasks, one after another at random
+intervals (0-50 ms), so abort times fall at random phases of any poll.
+SQLite: the CLI worker's default ``poll`` (0.25 s), so the target is p99 <=
+poll + 50 ms = 300 ms; Redis: pub/sub, target p99 <= 50 ms.
+
+Run alone with ``python benchmarks/bench_abort.py [--quick]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT / "src"))
+
+from _common import have, le, percentile, ratio, start_redis  # noqa: E402
+
+#: Running tasks per round (aborted one after another).
+K = 10
+#: The CLI worker's default SQLite poll, seconds.
+SQLITE_POLL = 0.25
+DEADLINE = 60.0
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT / "src")])}
+
+
+def _read(out: Path) -> dict[str, dict[str, float]]:
+    """``{"start"|"cancel": {key: time}}`` from the task's file."""
+    seen: dict[str, dict[str, float]] = {"start": {}, "cancel": {}}
+    if out.exists():
+        for line in out.read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 3 and parts[0] in seen:
+                seen[parts[0]][parts[1]] = float(parts[2])
+    return seen
+
+
+async def _until(out: Path, kind: str, keys: list[str]) -> dict[str, float]:
+    end = time.monotonic() + DEADLINE
+    while True:
+        got = _read(out)[kind]
+        if all(k in got for k in keys):
+            return got
+        if time.monotonic() > end:
+            raise RuntimeError(f"{kind} lines missing for {[k for k in keys if k not in got]}")
+        await asyncio.sleep(0.002)
+
+
+async def _rounds(
+    n: int,
+    out: Path,
+    defer: Any,
+    abort: Any,
+    hold: float,
+) -> tuple[list[float], list[float]]:
+    """Abort ``n`` running tasks in rounds of K; latencies from the abort's return
+    and from its call, seconds."""
+    from_return: list[float] = []
+    from_call: list[float] = []
+    rng = random.Random(7)
+    for r in range(n // K):
+        keys = [f"r{r}-{i}" for i in range(K)]
+        handles = [await defer(key) for key in keys]
+        await _until(out, "start", keys)
+        await asyncio.sleep(hold)
+        sent: dict[str, tuple[float, float]] = {}
+        for key, h in zip(keys, handles, strict=True):
+            await asyncio.sleep(rng.uniform(0, 0.05))
+            t_call = time.time()
+            await abort(key, h)
+            sent[key] = (t_call, time.time())
+        cancelled = await _until(out, "cancel", keys)
+        for key, (t_call, t_ret) in sent.items():
+            from_return.append(cancelled[key] - t_ret)
+            from_call.append(cancelled[key] - t_call)
+    return sorted(from_return), sorted(from_call)
+
+
+# -- duetime --------------------------------------------------------------------------
+
+
+def _duetime_worker(url: str, cwd: str) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "duetime", "worker", "_abort_tasks:tasks"]
+    cmd += ["--store", url, "--quiet", "--concurrency", str(2 * K)]
+    return subprocess.Popen(cmd, env=_env(), cwd=cwd)
+
+
+async def duetime_aborts(url: str, n: int, out: Path) -> tuple[list[float], list[float]]:
+    from _abort_tasks import hang, tasks
+
+    from duetime import Scheduler
+    from duetime.durable import open_store
+
+    async with Scheduler(store=open_store(url), tasks=tasks, worker=False) as s:
+
+        async def defer(key: str) -> object:
+            return await s.defer(hang, str(out), key=key)
+
+        async def abort(key: str, _h: object) -> None:
+            if not await s.cancel_deferred(key, abort=True):
+                raise RuntimeError(f"abort of {key} found nothing running")
+
+        return await _rounds(n, out, defer, abort, hold=0.0)
+
+
+def run_duetime(url: str, n: int, directory: str) -> tuple[list[float], list[float]]:
+    out = Path(directory) / f"duetime-{url.split(':')[0]}.log"
+    worker = _duetime_worker(url, directory)
+    try:
+        return asyncio.run(duetime_aborts(url, n, out))
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+
+
+# -- SAQ ------------------------------------------------------------------------------
+
+
+async def saq_worker(url: str, abort_timer: float) -> None:
+    from saq import Queue, Worker
+
+    async def hang(ctx: Any, *, out: str) -> None:
+        from _abort_tasks import note
+
+        key = ctx["job"].key
+        note(out, f"start {key} {time.time()!r}")
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            note(out, f"cancel {key} {time.time()!r}")
+            raise
+
+    queue = Queue.from_url(url)
+    worker = Worker(
+        queue, functions=[("hang", hang)], concurrency=2 * K, timers={"abort": abort_timer}
+    )
+    await worker.start()
+
+
+async def saq_aborts(url: str, n: int, out: Path, hold: float) -> tuple[list[float], list[float]]:
+    from saq import Queue
+
+    queue = Queue.from_url(url)
+    await queue.connect()
+    try:
+
+        async def defer(key: str) -> Any:
+            return await queue.enqueue("hang", out=str(out), key=key, timeout=0)  # no timeout
+
+        async def abort(_key: str, job: Any) -> None:
+            await job.abort("bench")
+
+        return await _rounds(n, out, defer, abort, hold=hold)
+    finally:
+        await queue.disconnect()
+
+
+def run_saq(url: str, n: int, directory: str, timer: float) -> tuple[list[float], list[float]]:
+    out = Path(directory) / f"saq-{timer}.log"
+    cmd = [sys.executable, __file__, "saq-worker", url, repr(timer)]
+    worker = subprocess.Popen(cmd, env=_env(), cwd=directory)
+    try:
+        # SAQ aborts only jobs that have run at least `timer` seconds.
+        return asyncio.run(saq_aborts(url, n, out, hold=timer + 0.05))
+    finally:
+        worker.kill()
+        worker.wait()
+
+
+# -- the figures ----------------------------------------------------------------------
+
+
+def run(quick: bool) -> dict[str, dict[str, Any]]:
+    """Abort latency on SQLite and Redis, beside SAQ's on the same Redis server."""
+    judge = not quick
+    n = 30 if quick else 200
+    lat: dict[str, tuple[list[float], list[float]]] = {}
+    notes = [f"{n} aborts each, in rounds of {K} running tasks; latencies in ms"]
+    with tempfile.TemporaryDirectory() as directory:
+        lat[f"duetime SQLite (poll {SQLITE_POLL} s)"] = run_duetime(
+            "sqlite:///" + str(Path(directory) / "jobs.db"), n, directory
+        )
+        if shutil.which("redis-server") is None or not have("coredis"):
+            notes.append("Redis: skipped (redis-server or coredis missing)")
+        else:
+            server, url = start_redis(directory)
+            try:
+                lat["duetime Redis"] = run_duetime(url, n, directory)
+                if have("saq"):
+                    # Its own database: SAQ's keys apart from duetime's.
+                    saq_url = url[: -len("/0")] + "/1"
+                    lat["SAQ (abort timer 1 s, its default)"] = run_saq(saq_url, n, directory, 1.0)
+                    lat["SAQ (abort timer 0.1 s)"] = run_saq(saq_url, n, directory, 0.1)
+                else:
+                    notes.append("SAQ: skipped (not installed)")
+            finally:
+                server.kill()
+                server.wait()
+    p = {k: {q: percentile(v[0], q) * 1e3 for q in (50, 99)} for k, v in lat.items()}
+    sqlite = p[f"duetime SQLite (poll {SQLITE_POLL} s)"][99]
+    ratios = [
+        ratio(
+            "SQLite p99 ms",
+            sqlite,
+            f"<= poll + 50 ({SQLITE_POLL * 1e3 + 50:g})",
+            le(sqlite, SQLITE_POLL * 1e3 + 50, judge),
+        )
+    ]
+    if "duetime Redis" in p:
+        redis = p["duetime Redis"][99]
+        ratios.append(ratio("Redis p99 ms", redis, "<= 50", le(redis, 50, judge)))
+        for k in p:
+            if k.startswith("SAQ"):
+                ratios.append(
+                    ratio(f"{k} p99 / duetime Redis p99", p[k][99] / redis, "(peer)", None)
+                )
+    return {
+        "abort_latency": {
+            "title": "an abort reaches a running async task in a worker process",
+            "unit": "ms",
+            "values": {k: v[99] for k, v in p.items()},
+            "p50_ms": {k: v[50] for k, v in p.items()},
+            "p99_from_call_ms": {k: percentile(v[1], 99) * 1e3 for k, v in lat.items()},
+            "p50_from_call_ms": {k: percentile(v[1], 50) * 1e3 for k, v in lat.items()},
+            "max_ms": {k: v[0][-1] * 1e3 for k, v in lat.items()},
+            "ratios": ratios,
+            "notes": notes,
+        }
+    }
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["saq-worker"]:
+        asyncio.run(saq_worker(sys.argv[2], float(sys.argv[3])))
+    else:
+        print(json.dumps(run("--quick" in sys.argv), indent=2))
