@@ -263,10 +263,20 @@ class Client:
         )
         return (await self._add([row], on_conflict))[0]
 
-    async def cancel_deferred(self, key: str) -> bool:
-        """Delete a PENDING or FAILED entry (or series); False if absent, running or finished."""
+    async def cancel_deferred(self, key: str, *, abort: bool = False) -> bool:
+        """Delete a PENDING or FAILED entry (or series); with ``abort=True``, also
+        abort a RUNNING one (:meth:`Store.abort <duetime.durable.Store.abort>`: the
+        worker holding it cancels its run, and it ends CANCELLED).
+
+        :return: True if deleted (or its abort requested); False if absent or
+            finished, or running and ``abort`` is False
+        :raises TypeError: ``abort`` is not a bool
+        """
+        if type(abort) is not bool:
+            raise TypeError(f"abort must be a bool, not {type(abort).__name__}")
         self._check_open()
-        return await self._store.cancel(lookup_key(key))
+        key = lookup_key(key)
+        return await (self._store.abort(key) if abort else self._store.cancel(key))
 
     async def deferred(self, key: str) -> Entry | None:
         """The entry stored under ``key`` (finished ones while kept), or None."""
