@@ -18,6 +18,10 @@ timer (``timers["abort"]``, 1 s by default) and only among jobs that have run at
 least that long, so its tasks run that long before the abort; it is measured at
 its default and with the timer at 0.1 s.
 
+The floor: a bare ``PUBLISH`` (coredis) from this process reaching a
+subscriber process on the same server, timed the same way: what the machine's
+scheduling and the server cost any pub/sub design, in the same run.
+
 Aborts come in rounds of ``K`` running tasks, each aborted at its own random
 moment within a poll period (SQLite's ``poll``, SAQ's abort timer; 50 ms on
 duetime's Redis, which does not poll), so abort times fall at random phases of
@@ -221,6 +225,53 @@ def run_saq(url: str, n: int, directory: str, timer: float) -> tuple[list[float]
         worker.wait()
 
 
+# -- the machine's own floor: a PUBLISH reaching a subscriber process -------------------
+
+
+async def pubsub_listener(url: str, out: str) -> None:
+    import coredis
+    from _abort_tasks import note
+
+    client: coredis.Redis[str] = coredis.Redis.from_url(url, decode_responses=True)
+    async with client, client.pubsub(channels=["bench-abort"]) as pubsub:
+        note(out, "subscribed - 0")
+        async for message in pubsub:
+            if message["type"] == "message":
+                note(out, f"cancel {message['data']} {time.time()!r}")
+
+
+async def pubsub_messages(url: str, n: int, out: Path) -> tuple[list[float], list[float]]:
+    import coredis
+    from _abort_tasks import note
+
+    client: coredis.Redis[str] = coredis.Redis.from_url(url, decode_responses=True)
+    async with client:
+
+        async def defer(key: str) -> None:
+            note(str(out), f"start {key} {time.time()!r}")
+
+        async def publish(key: str, _h: object) -> None:
+            await client.publish("bench-abort", key)
+
+        return await _rounds(n, out, defer, publish, hold=0.0, spread=0.05)
+
+
+def run_pubsub(url: str, n: int, directory: str) -> tuple[list[float], list[float]]:
+    out = Path(directory) / "pubsub.log"
+    cmd = [sys.executable, __file__, "pubsub-listener", url, str(out)]
+    listener = subprocess.Popen(cmd, env=_env(), cwd=directory)
+    try:
+        end = time.monotonic() + DEADLINE
+        while "subscribed - 0" not in (out.read_text() if out.exists() else ""):
+            if time.monotonic() > end:
+                raise RuntimeError("the pub/sub listener did not subscribe")
+            time.sleep(0.01)
+        return asyncio.run(pubsub_messages(url, n, out))
+    finally:
+        listener.kill()
+        listener.wait()
+
+
 # -- the figures ----------------------------------------------------------------------
 
 
@@ -240,6 +291,10 @@ def run(quick: bool) -> dict[str, dict[str, Any]]:
             server, url = start_redis(directory)
             try:
                 lat["duetime Redis"] = run_duetime(url, n, directory)
+                if have("coredis"):
+                    lat["Redis PUBLISH to a subscriber process (floor)"] = run_pubsub(
+                        url, n, directory
+                    )
                 if have("saq"):
                     # Databases of their own: SAQ's keys apart from duetime's.
                     for db, timer, label in ((1, 1.0, "1 s, its default"), (2, 0.1, "0.1 s")):
@@ -264,7 +319,7 @@ def run(quick: bool) -> dict[str, dict[str, Any]]:
         redis = p["duetime Redis"][99]
         ratios.append(ratio("Redis p99 ms", redis, "<= 50", le(redis, 50, judge)))
         for k in p:
-            if k.startswith("SAQ"):
+            if k.startswith(("SAQ", "Redis PUBLISH")):
                 ratios.append(
                     ratio(f"{k} p99 / duetime Redis p99", p[k][99] / redis, "(peer)", None)
                 )
@@ -286,5 +341,7 @@ def run(quick: bool) -> dict[str, dict[str, Any]]:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["saq-worker"]:
         asyncio.run(saq_worker(sys.argv[2], float(sys.argv[3])))
+    elif sys.argv[1:2] == ["pubsub-listener"]:
+        asyncio.run(pubsub_listener(sys.argv[2], sys.argv[3]))
     else:
         print(json.dumps(run("--quick" in sys.argv), indent=2))
