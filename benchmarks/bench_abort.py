@@ -18,8 +18,14 @@ timer (``timers["abort"]``, 1 s by default) and only among jobs that have run at
 least that long, so its tasks run that long before the abort; it is measured at
 its default and with the timer at 0.1 s.
 
-Aborts come in rounds of ``K`` running tasks, one after another at random
-intervals (0-50 ms), so abort times fall at random phases of any poll.
+The floor: a bare ``PUBLISH`` (coredis) from this process reaching a
+subscriber process on the same server, timed the same way: what the machine's
+scheduling and the server cost any pub/sub design, in the same run.
+
+Aborts come in rounds of ``K`` running tasks, each aborted at its own random
+moment within a poll period (SQLite's ``poll``, SAQ's abort timer; 50 ms on
+duetime's Redis, which does not poll), so abort times fall at random phases of
+any poll.  The first rounds warm up and are not counted (``WARMUP``).
 SQLite: the CLI worker's default ``poll`` (0.25 s), so the target is p99 <=
 poll + 50 ms = 300 ms; Redis: pub/sub, target p99 <= 50 ms.
 
@@ -49,6 +55,9 @@ from _common import have, le, percentile, ratio, start_redis  # noqa: E402
 
 #: Running tasks per round (aborted one after another).
 K = 10
+#: Rounds not counted at the start: a worker process's first second or two runs
+#: slower (its first aborts and finishes stalled ~100 ms here, once).
+WARMUP = 3
 #: The CLI worker's default SQLite poll, seconds.
 SQLITE_POLL = 0.25
 DEADLINE = 60.0
@@ -86,25 +95,38 @@ async def _rounds(
     defer: Any,
     abort: Any,
     hold: float,
+    spread: float,
 ) -> tuple[list[float], list[float]]:
-    """Abort ``n`` running tasks in rounds of K; latencies from the abort's return
-    and from its call, seconds."""
+    """Abort ``n`` running tasks in rounds of K (after WARMUP rounds not counted);
+    latencies from the abort's return and from its call, seconds.
+
+    In a round, K tasks are deferred and started, ``hold`` seconds pass, then
+    each is aborted at its own random moment within ``spread`` seconds (from its
+    own task), so abort times fall at random phases of any poll."""
     from_return: list[float] = []
     from_call: list[float] = []
     rng = random.Random(7)
-    for r in range(n // K):
+    sent: dict[str, tuple[float, float]] = {}  # key -> when the abort was called, returned
+
+    async def one(key: str, h: Any, after: float) -> None:
+        await asyncio.sleep(after)
+        t_call = time.time()
+        await abort(key, h)
+        sent[key] = (t_call, time.time())
+
+    for r in range(-WARMUP, n // K):
         keys = [f"r{r}-{i}" for i in range(K)]
         handles = [await defer(key) for key in keys]
         await _until(out, "start", keys)
         await asyncio.sleep(hold)
-        sent: dict[str, tuple[float, float]] = {}
-        for key, h in zip(keys, handles, strict=True):
-            await asyncio.sleep(rng.uniform(0, 0.05))
-            t_call = time.time()
-            await abort(key, h)
-            sent[key] = (t_call, time.time())
+        async with asyncio.TaskGroup() as tg:
+            for key, h in zip(keys, handles, strict=True):
+                tg.create_task(one(key, h, rng.uniform(0, spread)))
         cancelled = await _until(out, "cancel", keys)
-        for key, (t_call, t_ret) in sent.items():
+        if r < 0:
+            continue
+        for key in keys:
+            t_call, t_ret = sent[key]
             from_return.append(cancelled[key] - t_ret)
             from_call.append(cancelled[key] - t_call)
     return sorted(from_return), sorted(from_call)
@@ -134,7 +156,8 @@ async def duetime_aborts(url: str, n: int, out: Path) -> tuple[list[float], list
             if not await s.cancel_deferred(key, abort=True):
                 raise RuntimeError(f"abort of {key} found nothing running")
 
-        return await _rounds(n, out, defer, abort, hold=0.0)
+        spread = SQLITE_POLL if url.startswith("sqlite") else 0.05
+        return await _rounds(n, out, defer, abort, hold=0.0, spread=spread)
 
 
 def run_duetime(url: str, n: int, directory: str) -> tuple[list[float], list[float]]:
@@ -188,7 +211,7 @@ async def saq_aborts(url: str, n: int, out: Path, hold: float) -> tuple[list[flo
         async def abort(_key: str, job: Any) -> None:
             await job.abort("bench")
 
-        return await _rounds(n, out, defer, abort, hold=hold)
+        return await _rounds(n, out, defer, abort, hold=hold, spread=hold)
     finally:
         await queue.disconnect()
 
@@ -203,6 +226,53 @@ def run_saq(url: str, n: int, directory: str, timer: float) -> tuple[list[float]
     finally:
         worker.kill()
         worker.wait()
+
+
+# -- the machine's own floor: a PUBLISH reaching a subscriber process -------------------
+
+
+async def pubsub_listener(url: str, out: str) -> None:
+    import coredis
+    from _abort_tasks import note
+
+    client: coredis.Redis[str] = coredis.Redis.from_url(url, decode_responses=True)
+    async with client, client.pubsub(channels=["bench-abort"]) as pubsub:
+        note(out, "subscribed - 0")
+        async for message in pubsub:
+            if message["type"] == "message":
+                note(out, f"cancel {message['data']} {time.time()!r}")
+
+
+async def pubsub_messages(url: str, n: int, out: Path) -> tuple[list[float], list[float]]:
+    import coredis
+    from _abort_tasks import note
+
+    client: coredis.Redis[str] = coredis.Redis.from_url(url, decode_responses=True)
+    async with client:
+
+        async def defer(key: str) -> None:
+            note(str(out), f"start {key} {time.time()!r}")
+
+        async def publish(key: str, _h: object) -> None:
+            await client.publish("bench-abort", key)
+
+        return await _rounds(n, out, defer, publish, hold=0.0, spread=0.05)
+
+
+def run_pubsub(url: str, n: int, directory: str) -> tuple[list[float], list[float]]:
+    out = Path(directory) / "pubsub.log"
+    cmd = [sys.executable, __file__, "pubsub-listener", url, str(out)]
+    listener = subprocess.Popen(cmd, env=_env(), cwd=directory)
+    try:
+        end = time.monotonic() + DEADLINE
+        while "subscribed - 0" not in (out.read_text() if out.exists() else ""):
+            if time.monotonic() > end:
+                raise RuntimeError("the pub/sub listener did not subscribe")
+            time.sleep(0.01)
+        return asyncio.run(pubsub_messages(url, n, out))
+    finally:
+        listener.kill()
+        listener.wait()
 
 
 # -- the figures ----------------------------------------------------------------------
@@ -224,11 +294,15 @@ def run(quick: bool) -> dict[str, dict[str, Any]]:
             server, url = start_redis(directory)
             try:
                 lat["duetime Redis"] = run_duetime(url, n, directory)
+                if have("coredis"):
+                    lat["Redis PUBLISH to a subscriber process (floor)"] = run_pubsub(
+                        url, n, directory
+                    )
                 if have("saq"):
-                    # Its own database: SAQ's keys apart from duetime's.
-                    saq_url = url[: -len("/0")] + "/1"
-                    lat["SAQ (abort timer 1 s, its default)"] = run_saq(saq_url, n, directory, 1.0)
-                    lat["SAQ (abort timer 0.1 s)"] = run_saq(saq_url, n, directory, 0.1)
+                    # Databases of their own: SAQ's keys apart from duetime's.
+                    for db, timer, label in ((1, 1.0, "1 s, its default"), (2, 0.1, "0.1 s")):
+                        saq_url = url[: -len("/0")] + f"/{db}"
+                        lat[f"SAQ (abort timer {label})"] = run_saq(saq_url, n, directory, timer)
                 else:
                     notes.append("SAQ: skipped (not installed)")
             finally:
@@ -248,7 +322,7 @@ def run(quick: bool) -> dict[str, dict[str, Any]]:
         redis = p["duetime Redis"][99]
         ratios.append(ratio("Redis p99 ms", redis, "<= 50", le(redis, 50, judge)))
         for k in p:
-            if k.startswith("SAQ"):
+            if k.startswith(("SAQ", "Redis PUBLISH")):
                 ratios.append(
                     ratio(f"{k} p99 / duetime Redis p99", p[k][99] / redis, "(peer)", None)
                 )
@@ -270,5 +344,7 @@ def run(quick: bool) -> dict[str, dict[str, Any]]:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["saq-worker"]:
         asyncio.run(saq_worker(sys.argv[2], float(sys.argv[3])))
+    elif sys.argv[1:2] == ["pubsub-listener"]:
+        asyncio.run(pubsub_listener(sys.argv[2], sys.argv[3]))
     else:
         print(json.dumps(run("--quick" in sys.argv), indent=2))

@@ -73,7 +73,7 @@ def worker(url: str, anyio_backend: Any) -> Iterator[subprocess.Popen[bytes]]:
 
 def scheduler(url: str) -> Scheduler:
     # A short SQLite poll: this process sees the worker's commits sooner.
-    options = {"poll": 0.05} if url.startswith("sqlite") else {}
+    options: dict[str, Any] = {"poll": 0.05} if url.startswith("sqlite") else {}
     return Scheduler(store=open_store(url, **options), tasks=tasks, worker=False)
 
 
