@@ -34,7 +34,6 @@ class DurableProbe(Protocol):
         execute: Callable[[Any, Any], Awaitable[Any]],
         claim: Any,
         run: Any,
-        owner: str,
     ) -> Any:
         """Run ``execute(claim, run)`` (one claimed entry) and return its outcome."""
 

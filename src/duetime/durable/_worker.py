@@ -448,7 +448,7 @@ class Worker:
             if probe is None:
                 outcome = await self._calls.execute(claim, run)
             else:  # instrumented: a span, metrics
-                outcome = await probe.process(self._calls.execute, claim, run, self.owner)
+                outcome = await probe.process(self._calls.execute, claim, run)
         except get_cancelled_exc_class():
             outcome = Release()
             raise

@@ -25,15 +25,18 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
-from collections.abc import Awaitable, Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from typing import Any
 
 import anyio
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.metrics import Meter
-from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.trace.span import TraceState
 
 from ..durable._codec import trace_carrier, with_trace
 from . import _semconv as sc
@@ -46,6 +49,33 @@ _PROPAGATOR = TraceContextTextMapPropagator()
 _ROOT = Context()
 #: At most this many per-task attribute sets are kept (task names come from rows).
 _MAX_TASKS = 1000
+
+
+class _Tally:
+    """A monotonic counter kept in a dict and reported when a collector asks (an
+    observable counter): an event costs a dict update, not an SDK measurement,
+    which matters on the per-run path."""
+
+    def __init__(self, meter: Meter, name: str, unit: str, description: str) -> None:
+        self._counts: dict[Hashable, int] = {}
+        self._attrs: dict[Hashable, dict[str, Any]] = {}
+        meter.create_observable_counter(
+            name, callbacks=[self._observe], unit=unit, description=description
+        )
+
+    def add(self, n: int, key: Hashable, attrs: dict[str, Any]) -> None:
+        """Count ``n`` under ``key``, whose points carry ``attrs``."""
+        counts = self._counts
+        if key in counts:
+            counts[key] += n
+        else:
+            self._attrs[key] = attrs
+            counts[key] = n
+
+    def _observe(self, _options: CallbackOptions) -> Iterable[Observation]:
+        counts = self._counts.copy()  # one step under the GIL: the loop adds meanwhile
+        attrs = self._attrs
+        return [Observation(n, attrs[key]) for key, n in counts.items()]
 
 
 class _Processing:
@@ -69,14 +99,15 @@ def _type_name(exc: BaseException) -> str:
     return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
 
 
+_OUTCOMES = {"Done": "done", "RetryAt": "retry", "NextOccurrence": "next", "Dead": "dead"}
+
+
 def _outcome_name(outcome: Any) -> str:
     """``done``, ``retry``, ``next``, ``dead``, ``release``, ``aborted``, or ``none``."""
     if outcome is None:
         return "none"
     name = type(outcome).__name__
-    return {"Done": "done", "RetryAt": "retry", "NextOccurrence": "next", "Dead": "dead"}.get(
-        name, name.lower()
-    )
+    return _OUTCOMES.get(name) or name.lower()
 
 
 class DurableTelemetry:
@@ -100,15 +131,17 @@ class DurableTelemetry:
         self._tracer = tracer
         self._create_spans = create_spans
         self._old = sc.emit_old()
-        self._sent = meter.create_counter(
+        self._sent = _Tally(
+            meter,
             "messaging.client.sent.messages",
-            unit="{message}",
-            description="Entries deferred (stored) by this process.",
+            "{message}",
+            "Entries deferred (stored) by this process.",
         )
-        self._consumed = meter.create_counter(
+        self._consumed = _Tally(
+            meter,
             "messaging.client.consumed.messages",
-            unit="{message}",
-            description="Claimed entries handed to their task by this process's worker.",
+            "{message}",
+            "Claimed entries handed to their task by this process's worker.",
         )
         self._duration = meter.create_histogram(
             "messaging.process.duration",
@@ -122,20 +155,20 @@ class DurableTelemetry:
             description="How late a run started: its start minus its due time.",
             explicit_bucket_boundaries_advisory=sc.LATENESS_BUCKETS,
         )
-        self._dead = meter.create_counter(
+        self._dead = _Tally(
+            meter,
             "duetime.dead_letters",
-            unit="{entry}",
-            description="Entries this worker dead-lettered (FAILED for good).",
+            "{entry}",
+            "Entries this worker dead-lettered (FAILED for good).",
         )
-        self._lost = meter.create_counter(
+        self._lost = _Tally(
+            meter,
             "duetime.leases.lost",
-            unit="{lease}",
-            description="Runs whose lease was lost (taken over, or lapsed before the finish).",
+            "{lease}",
+            "Runs whose lease was lost (taken over, or lapsed before the finish).",
         )
-        self._aborts = meter.create_counter(
-            "duetime.aborts",
-            unit="{entry}",
-            description="Runs this worker ended as aborted.",
+        self._aborts = _Tally(
+            meter, "duetime.aborts", "{entry}", "Runs this worker ended as aborted."
         )
         self.status = StatusCounts(meter, status_interval)
         self._task_attrs: dict[str, dict[str, Any]] = {}
@@ -194,9 +227,9 @@ class DurableTelemetry:
             except Exception as exc:
                 error = _type_name(exc)
                 span.set_attribute(sc.ERROR_TYPE, error)
-                self._sent.add(n, {**metric, sc.ERROR_TYPE: error})
+                self._sent.add(n, (task, error), {**metric, sc.ERROR_TYPE: error})
                 raise
-        self._sent.add(n, metric)
+        self._sent.add(n, task, metric)
         return entries
 
     def _create(self, task: str, rows: Sequence[Any]) -> tuple[list[Link], list[Any]]:
@@ -232,13 +265,13 @@ class DurableTelemetry:
         execute: Callable[[Any, Any], Awaitable[Any]],
         claim: Any,
         run: Any,
-        owner: str,
     ) -> Any:
         """Run ``execute(claim, run)`` inside a CONSUMER span linked to the entry's
         creation context; record lateness, duration and the outcome."""
         entry = claim.entry
         task: str = entry.task
         started = anyio.current_time()
+        clock = time.perf_counter()
         # The claim's store time, plus what passed here since it came back.
         lateness = claim.lease_until - claim.lease + (started - run.claimed) - entry.due.timestamp()
         attrs: dict[str, Any] = {
@@ -247,7 +280,6 @@ class DurableTelemetry:
             sc.OPERATION_NAME: "process",
             sc.DESTINATION: task,
             sc.MESSAGE_ID: entry.key,
-            sc.CLIENT_ID: owner,
             sc.ATTEMPT: entry.attempt,
             sc.DELIVERIES: entry.deliveries,
             sc.LATENESS: lateness,
@@ -256,26 +288,24 @@ class DurableTelemetry:
             attrs[sc.OCCURRENCE] = entry.occurrence
         if self._old:
             attrs[sc.OLD_OPERATION] = "deliver"
-        links: list[Link] | None = None
-        carrier = trace_carrier(claim.payload)
-        if carrier:
-            created = trace.get_current_span(_PROPAGATOR.extract(carrier)).get_span_context()
-            if created.is_valid:
-                links = [Link(created)]
+        created = _created(claim.payload)
+        links = None if created is None else [Link(created)]
         metric = self._attrs(task)
-        self._consumed.add(1, metric)
+        self._consumed.add(1, task, metric)
         self._lateness.record(max(lateness, 0.0), metric)
         span = self._tracer.start_span(
             f"process {task}", context=_ROOT, kind=SpanKind.CONSUMER, attributes=attrs, links=links
         )
         state = _Processing(span)
         token = _current.set(state)
+        # The task's own spans are children of this one (attach: cheaper than use_span).
+        attached = otel_context.attach(trace.set_span_in_context(span, _ROOT))
         outcome: Any = None
         try:
-            with trace.use_span(span, end_on_exit=False):
-                outcome = await execute(claim, run)
+            outcome = await execute(claim, run)
             return outcome
         finally:
+            otel_context.detach(attached)
             _current.reset(token)
             span.set_attribute(sc.OUTCOME, _outcome_name(outcome))
             if state.error_type is None and type(outcome).__name__ == "Dead":
@@ -283,7 +313,7 @@ class DurableTelemetry:
                 state.error_type = outcome.error_type or "_OTHER"
                 span.set_attribute(sc.ERROR_TYPE, state.error_type)
                 span.set_status(Status(StatusCode.ERROR, outcome.error[:300]))
-            duration = anyio.current_time() - started
+            duration = time.perf_counter() - clock
             if state.error_type is None:
                 self._duration.record(duration, metric)
             else:
@@ -304,15 +334,15 @@ class DurableTelemetry:
     def finished(self, task: str, outcome: Any, recorded: bool, lost: bool) -> None:
         """Count a dead letter, an abort or a lost lease."""
         if lost or (outcome is not None and not recorded):
-            self._lost.add(1, self._attrs(task))
+            self._lost.add(1, task, self._attrs(task))
             return
         if not recorded:
             return
         name = type(outcome).__name__
         if name == "Dead":
-            self._dead.add(1, self._attrs(task))
+            self._dead.add(1, task, self._attrs(task))
         elif name == "Aborted":
-            self._aborts.add(1, self._attrs(task))
+            self._aborts.add(1, task, self._attrs(task))
 
     def worker_started(self, store: Any, tg: Any) -> None:
         """Observe ``store``'s entries by status while ``tg`` runs."""
@@ -325,3 +355,45 @@ def _stamp(row: Any, carrier: dict[str, str]) -> Any:
         return row
     payload = with_trace(row.payload, carrier)
     return row if payload is row.payload else dataclasses.replace(row, payload=payload)
+
+
+#: How the element ``with_trace`` writes for a bare traceparent begins.
+_BARE = '{"$trace":{"traceparent":"'
+
+
+def _created(payload: str) -> SpanContext | None:
+    """The creation context stored in ``payload`` (its W3C ``traceparent`` and
+    ``tracestate``), or None: none stored, or not a valid version-00 one."""
+    # The common case, a traceparent alone, read without decoding JSON.
+    tail = len(_BARE) + 60  # the element, its 55-character value, and "," or "["
+    if len(payload) >= tail and payload.endswith('"}}]') and payload[-tail] in ",[":
+        i = len(payload) - len(_BARE) - 59
+        if payload.startswith(_BARE, i):
+            return _span_context(payload[i + len(_BARE) : -4], None)
+    carrier = trace_carrier(payload)
+    if not carrier:
+        return None
+    return _span_context(carrier.get("traceparent", ""), carrier.get("tracestate"))
+
+
+def _span_context(parent: str, state: str | None) -> SpanContext | None:
+    """The remote span context of a W3C ``traceparent`` (version 00), or None."""
+    # 00-<32 hex trace id>-<16 hex span id>-<2 hex flags>, parsed by hand: this
+    # runs once per run, and the propagator's regular expression costs more.
+    if len(parent) != 55 or parent[:3] != "00-" or parent[35] != "-" or parent[52] != "-":
+        return None
+    try:
+        trace_id = int(parent[3:35], 16)
+        span_id = int(parent[36:52], 16)
+        flags = int(parent[53:55], 16)
+    except ValueError:
+        return None
+    if not trace_id or not span_id:
+        return None
+    return SpanContext(
+        trace_id,
+        span_id,
+        is_remote=True,
+        trace_flags=TraceFlags(flags),
+        trace_state=TraceState.from_header([state]) if state else None,
+    )

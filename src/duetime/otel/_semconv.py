@@ -17,7 +17,6 @@ import os
 __all__ = [
     "ATTEMPT",
     "BATCH_COUNT",
-    "CLIENT_ID",
     "DELIVERIES",
     "DESTINATION",
     "DURATION_BUCKETS",
@@ -45,7 +44,6 @@ OPERATION_NAME = "messaging.operation.name"
 DESTINATION = "messaging.destination.name"
 MESSAGE_ID = "messaging.message.id"
 BATCH_COUNT = "messaging.batch.message_count"
-CLIENT_ID = "messaging.client.id"
 ERROR_TYPE = "error.type"
 #: The pre-1.25 name of the operation (only with ``messaging/dup``).
 OLD_OPERATION = "messaging.operation"

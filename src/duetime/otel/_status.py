@@ -5,7 +5,8 @@ periodic exporter), where the store cannot be called: the store is async and
 belongs to the worker's event loop.  So the gauge reports the last count, and
 a collection asks the worker's loop for a new one: a task in the worker's task
 group counts when asked, at most once per ``interval`` seconds, and sleeps
-otherwise (no count is taken while nobody collects).
+otherwise (no count is taken while nobody collects; the first collection after
+a worker starts reports nothing for it yet).
 
 A store that answers ``await store.counts()`` with a mapping of status to count
 is asked that (one query); any other store is counted through
@@ -62,8 +63,7 @@ class _Watched:
         self.interval = interval
         self.counts: dict[str, int] = {}
         self._wanted = anyio.Event()
-        self._wanted.set()  # a first count at once
-        self._asked = True
+        self._asked = False
         self._token = anyio.lowlevel.current_token()
         self._thread = threading.get_ident()
         self.done = False
