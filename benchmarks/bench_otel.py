@@ -177,9 +177,9 @@ def _worker_main(url: str, out: str, mode: str) -> None:
 def run(quick: bool) -> dict[str, Any]:
     if not have("opentelemetry.sdk"):
         return {}
-    n = 3000 if quick else 10000
+    n = 2000 if quick else 10000
     m = measure(n, 3 if quick else 5)
-    n4 = 10000 if quick else 40000
+    n4 = 4000 if quick else 40000
     four: dict[str, list[float]] = {mode: [] for mode in MODES}
     for r in range(2 if quick else 3):
         for mode in list(MODES) if r % 2 == 0 else list(MODES)[::-1]:

@@ -151,3 +151,54 @@ async def test_traced_callbacks_are_spans_with_lateness_and_errors(telemetry: Te
         assert attrs(span)["error.type"] == "KeyError"
         assert [e.name for e in span.events] == ["exception"]
     assert calls == ["tick"]
+
+
+def test_the_otel_extra_needs_the_api_only() -> None:
+    # With the SDK and the Prometheus exporter unimportable, duetime.otel works on
+    # the API's no-op providers: durable work runs, and no context is stored.
+    code = textwrap.dedent(
+        """
+        import sys
+
+        class NoSDK:
+            def find_spec(self, name, path=None, target=None):
+                if name.startswith(("opentelemetry.sdk", "opentelemetry.exporter", "prometheus")):
+                    raise ImportError(f"{name} is not installed")
+                return None
+
+        sys.meta_path.insert(0, NoSDK())
+        import anyio
+        import duetime.otel
+        from duetime import Scheduler
+        from duetime.durable import TaskRegistry
+        from duetime.testing import MemoryStore
+
+        tasks = TaskRegistry()
+
+        @tasks.task("t")
+        async def t(x: int) -> int:
+            return x
+
+        async def main() -> None:
+            store = MemoryStore()
+            async with Scheduler(store=store, tasks=tasks) as s:
+                d = await s.defer("t", 3, key="k")
+                assert await d == 3
+            async with Scheduler(store=store, tasks=tasks, worker=False) as s:
+                await s.defer("t", 4, key="p")
+            (claim,) = await store.claim("me", 10)
+            assert claim.payload == "[4]", claim.payload
+
+        duetime.otel.instrument()
+        anyio.run(main)
+        try:
+            duetime.otel.serve_metrics(0)
+        except ImportError as exc:
+            assert "prometheus extra" in str(exc), exc
+        else:
+            raise AssertionError("serve_metrics needs the prometheus extra")
+        print("ok")
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "ok", out.stdout + out.stderr
