@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 
 from opentelemetry import trace
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
-from opentelemetry.trace import Status, StatusCode
+from opentelemetry.trace import Status as SpanStatus
+from opentelemetry.trace import StatusCode
 
 from .._handle import current_run
 
@@ -104,7 +105,7 @@ def traced_with(tracer: trace.Tracer, func: F, name: str | None) -> F:
     def fail(span: trace.Span, exc: BaseException) -> None:
         span.record_exception(exc)
         span.set_attribute("error.type", type(exc).__qualname__)
-        span.set_status(Status(StatusCode.ERROR, f"{type(exc).__qualname__}: {exc}"[:300]))
+        span.set_status(SpanStatus(StatusCode.ERROR, f"{type(exc).__qualname__}: {exc}"[:300]))
 
     if inspect.iscoroutinefunction(func):
 

@@ -34,7 +34,8 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import Link, SpanContext, SpanKind, StatusCode, TraceFlags
+from opentelemetry.trace import Status as SpanStatus
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.trace.span import TraceState
 
@@ -312,7 +313,7 @@ class DurableTelemetry:
                 # Dead-lettered before its task ran (unknown task, bad payload...).
                 state.error_type = outcome.error_type or "_OTHER"
                 span.set_attribute(sc.ERROR_TYPE, state.error_type)
-                span.set_status(Status(StatusCode.ERROR, outcome.error[:300]))
+                span.set_status(SpanStatus(StatusCode.ERROR, outcome.error[:300]))
             duration = time.perf_counter() - clock
             if state.error_type is None:
                 self._duration.record(duration, metric)
@@ -329,7 +330,7 @@ class DurableTelemetry:
         span = state.span
         span.record_exception(error)
         span.set_attribute(sc.ERROR_TYPE, state.error_type)
-        span.set_status(Status(StatusCode.ERROR, f"{type(error).__qualname__}: {error}"[:300]))
+        span.set_status(SpanStatus(StatusCode.ERROR, f"{type(error).__qualname__}: {error}"[:300]))
 
     def finished(self, task: str, outcome: Any, recorded: bool, lost: bool) -> None:
         """Count a dead letter, an abort or a lost lease."""
