@@ -321,3 +321,28 @@ async def test_the_tracestate_travels_with_the_creation_context(telemetry: Telem
     assert send.context is not None
     assert link.context.span_id == send.context.span_id
     assert link.context.trace_state.get("vendor") == "x1"
+
+
+async def test_every_run_of_a_series_links_to_the_defer_every_call(telemetry: Telemetry) -> None:
+    tasks = TaskRegistry()
+    runs: list[int] = []
+
+    @tasks.task("t.tick")
+    async def tick() -> None:
+        runs.append(current_entry().occurrence)
+
+    async with Scheduler(store=MemoryStore(), tasks=tasks) as s:
+        await s.defer_every(10, tick, key="series")
+        while len(runs) < 3:
+            await anyio.sleep(1)
+    (send,) = telemetry.spans("send t.tick")
+    assert send.context is not None
+    assert attrs(send)["messaging.message.id"] == "series"
+    spans = telemetry.spans("process t.tick")
+    assert len(spans) >= 3
+    occurrences = sorted(attrs(s)["messaging.duetime.occurrence"] for s in spans)
+    assert occurrences[:3] == [0, 1, 2]
+    for span in spans:
+        assert attrs(span)["messaging.duetime.outcome"] == "next"
+        assert [link.context.span_id for link in span.links] == [send.context.span_id]
+    assert len({s.context.trace_id for s in spans if s.context}) == len(spans)
