@@ -346,3 +346,36 @@ async def test_every_run_of_a_series_links_to_the_defer_every_call(telemetry: Te
         assert attrs(span)["messaging.duetime.outcome"] == "next"
         assert [link.context.span_id for link in span.links] == [send.context.span_id]
     assert len({s.context.trace_id for s in spans if s.context}) == len(spans)
+
+
+async def test_semconv_opt_in_dup_adds_the_old_operation_attribute(
+    telemetry: Telemetry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", "http, messaging/dup")
+    duetime.otel.instrument(
+        tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider
+    )
+    tasks, _seen = _registry()
+    async with Scheduler(store=MemoryStore(), tasks=tasks) as s:
+        await s.defer("t.add", 1, 2, key="k")
+        await s.defer_many("t.add", [(1, 1)], keys=["m"])
+        await wait_for(s, "k", Status.COMPLETED)
+        await wait_for(s, "m", Status.COMPLETED)
+    old = sorted(
+        (s.name, attrs(s)["messaging.operation"], attrs(s)["messaging.operation.type"])
+        for s in telemetry.spans()
+    )
+    assert old == [
+        ("create t.add", "create", "create"),
+        ("process t.add", "deliver", "process"),
+        ("process t.add", "deliver", "process"),
+        ("send t.add", "publish", "send"),
+        ("send t.add", "publish", "send"),
+    ]
+    monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", "messaging")
+    duetime.otel.instrument(tracer_provider=telemetry.tracer_provider)
+    telemetry.exporter.clear()
+    async with Scheduler(store=MemoryStore(), tasks=tasks) as s:
+        await s.defer("t.add", 1, 2, key="k")
+        await wait_for(s, "k", Status.COMPLETED)
+    assert all("messaging.operation" not in attrs(s) for s in telemetry.spans())
