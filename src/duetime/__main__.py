@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 __all__ = ["main"]
 
@@ -23,6 +23,16 @@ class _Parser(argparse.ArgumentParser):
         from .durable._cli import redact_text
 
         super().error(redact_text(message))
+
+
+def _serve_worker_metrics(host: str, port: int) -> Any:
+    """``worker --metrics-port``: serve ``/metrics`` and instrument the worker
+    (imported only then: the ``prometheus`` extra, OpenTelemetry's SDK)."""
+    from .otel import instrument, serve_metrics
+
+    server = serve_metrics(port, host)
+    instrument(meter_provider=server.meter_provider)
+    return server
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -46,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in COMMANDS:
         from .durable._cli import run_command
 
-        return run_command(args)
+        return run_command(args, _serve_worker_metrics)
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover
     return 2  # pragma: no cover
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 from .._exceptions import SchedulerClosed
+from .._instrument import probes
 from .._util import check_aware, to_delay
 from .._vocab import MISFIRE, OVERLAP, Misfire, Overlap, Status
 from ._codec import encode_args
@@ -107,11 +109,19 @@ class Client:
             max_deliveries=t.max_deliveries,
         )
 
-    async def _add(self, rows: list[NewRow], on_conflict: OnConflict) -> list[Entry]:
+    async def _add(
+        self, rows: list[NewRow], on_conflict: OnConflict, batch: bool = False
+    ) -> list[Entry]:
         if on_conflict not in _ON_CONFLICT:
             raise ValueError(f"on_conflict must be one of {_ON_CONFLICT}, got {on_conflict!r}")
         self._check_open()
-        entries = await self._store.add(rows, on_conflict=on_conflict)
+        probe = probes.durable
+        if probe is None:
+            entries = await self._store.add(rows, on_conflict=on_conflict)
+        else:  # instrumented: spans, metrics, the trace context stored with each row
+            entries = await probe.send(
+                partial(self._store.add, on_conflict=on_conflict), rows, batch
+            )
         if self._worker is not None:
             self._worker.notice(entries)
         return entries
@@ -199,7 +209,7 @@ class Client:
         if not rows:
             self._check_open()
             return []
-        return await self._add(rows, on_conflict)
+        return await self._add(rows, on_conflict, batch=True)
 
     async def defer_every(
         self,

@@ -23,6 +23,7 @@ from typing import Any
 import anyio
 from anyio import CancelScope, CapacityLimiter, get_cancelled_exc_class, to_thread
 
+from .._instrument import probes
 from ._codec import PayloadError, decode_args, encode_result
 from ._log import entry_fields, printable, short, worker_log
 from ._registry import Running, TaskDef, TaskRegistry, _current
@@ -232,6 +233,8 @@ class TaskCalls:
             entry = replace(entry, due=utc(point))  # current_entry().due: the point it stands for
         started = anyio.current_time()
         error = await self._call(task, args, entry, run)
+        if error is not None and probes.durable is not None:
+            probes.durable.failed(error)
         if worker_log.isEnabledFor(logging.DEBUG):
             self._log_run(claim, entry, run, started, error)
         if run.lost:

@@ -44,6 +44,7 @@ import anyio
 import anyio.abc
 from anyio import CancelScope, Event, get_cancelled_exc_class
 
+from .._instrument import probes
 from .._vocab import Status
 from ._finisher import Finisher
 from ._keys import check_key
@@ -170,6 +171,8 @@ class Worker:
         """
         self._tg = tg
         self._claim_done = Event()
+        if probes.durable is not None:
+            probes.durable.worker_started(self._store, tg)
         tg.start_soon(self._claim_loop, name=f"duetime durable claim loop {self.owner}")
         tg.start_soon(self._renew_loop, name=f"duetime durable lease renewal {self.owner}")
         tg.start_soon(self._finisher.serve, name=f"duetime durable finishes {self.owner}")
@@ -493,7 +496,11 @@ class Worker:
     async def _run_claim(self, claim: Claim, run: _Run) -> None:
         outcome: Outcome | None = None
         try:
-            outcome = await self._calls.execute(claim, run)
+            probe = probes.durable
+            if probe is None:
+                outcome = await self._calls.execute(claim, run)
+            else:  # instrumented: a span, metrics
+                outcome = await probe.process(self._calls.execute, claim, run)
         except get_cancelled_exc_class():
             outcome = Aborted() if run.aborted else Release()
             raise
@@ -529,6 +536,8 @@ class Worker:
 
     def _finished(self, run: _Run, outcome: Outcome | None, recorded: bool) -> None:
         """A run's end is recorded (or needs no record): free its slot."""
+        if probes.durable is not None:
+            probes.durable.finished(run.task, outcome, recorded, run.lost)
         if recorded:
             # Our own write may move the head earlier than the loop's wake-up
             # (a store need not report its own writes to wait_changed).
