@@ -155,7 +155,6 @@ def wait_until(cond: Callable[[], bool], what: str, limit: float = 60.0) -> None
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-@pytest.mark.skipif("abort" not in vars(SQLiteStore), reason="SQLiteStore implements Store.abort")
 def test_an_operator_aborts_a_run_of_a_worker_process(tmp_path: Path) -> None:
     (tmp_path / "abort_tasks.py").write_text(TASKS)
     db, started = tmp_path / "jobs.db", tmp_path / "started.txt"
