@@ -1,5 +1,5 @@
 """Command line: ``python -m duetime demo``, ``worker``, ``entries``,
-``dead-letters``, ``retry`` and ``delete`` (``python -m duetime COMMAND --help``).
+``dead-letters``, ``retry``, ``delete`` and ``abort`` (``python -m duetime COMMAND --help``).
 
 The benchmark suite is a development tool of the source checkout:
 ``python benchmarks/run.py`` or ``nox -s bench``.
@@ -37,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--plain", action="store_true", help="plain text, even if rich is installed")
     from .durable._cli import COMMANDS, add_commands
 
-    add_commands(sub)  # worker, entries, dead-letters, retry, delete
+    add_commands(sub)  # worker, entries, dead-letters, retry, delete, abort
     args = parser.parse_args(argv)
     if args.command == "demo":
         from ._demo import run_demo

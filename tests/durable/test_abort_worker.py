@@ -253,3 +253,46 @@ async def test_a_store_error_in_the_watcher_is_logged_as_an_outage(
     assert "failed (ConnectionError" in lines[0][1]
     assert lines[0][1].startswith("durable store: aborts failed")
     assert "answers again" in lines[1][1]
+
+
+async def test_a_sync_task_that_never_checks_ends_cancelled_when_it_returns() -> None:
+    tasks = TaskRegistry()
+    started, gate = threading.Event(), threading.Event()
+
+    @tasks.task("blind", lease=1.5)
+    def blind() -> str:
+        started.set()
+        gate.wait(30)  # a bound in real time, never reached when passing
+        return "value"
+
+    store = MemoryStore()
+    async with StoreSession(store, tasks, worker=True) as r:
+        await r.client.defer(blind, key="k")
+        with hold_autojump(), anyio.fail_after(30):
+            await anyio.to_thread.run_sync(started.wait)
+            assert await store.abort("k")
+            await anyio.sleep(3)  # two leases: the thread runs on, its lease renewed
+        e = await store.get("k")
+        assert e is not None
+        assert (e.status, e.abort_requested, e.deliveries) == (Status.RUNNING, True, 1)
+        gate.set()
+        with hold_autojump():
+            e = await wait_for(r.client, "k", Status.CANCELLED, limit=30)
+    assert (e.last_error, e.result) == (ABORTED, None)
+
+
+async def test_leaving_does_not_wait_for_the_watcher() -> None:
+    class Hangs(MemoryStore):
+        async def wait_aborted(self, timeout: float) -> None:
+            await anyio.sleep_forever()  # a store whose wait never returns
+
+    tasks = TaskRegistry()
+
+    @tasks.task("t")
+    async def t() -> None:
+        await anyio.sleep(5)
+
+    with anyio.fail_after(60):
+        async with StoreSession(Hangs(), tasks, worker=True) as r:
+            await r.client.defer(t, key="k")
+            await wait_for(r.client, "k", Status.COMPLETED)

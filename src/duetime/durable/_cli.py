@@ -1,5 +1,5 @@
 """``python -m duetime worker``, and the store commands (``entries``,
-``dead-letters``, ``retry``, ``delete``, in :mod:`._cli_store`).
+``dead-letters``, ``retry``, ``delete``, ``abort``, in :mod:`._cli_store`).
 
 ``worker MODULE:REGISTRY --store URL`` imports the module the operator named,
 takes its :class:`~duetime.durable.TaskRegistry`, and runs stored
