@@ -216,3 +216,31 @@ async def test_another_store_objects_abort_wakes_wait_aborted(
                 assert not woke.is_set()
                 assert await operator.abort("a")
         assert await waiter.aborts([("a", c.token)]) == [True]
+
+
+@pytest.mark.usefixtures("real_time")
+async def test_every_waiting_task_sees_another_processes_finish(
+    tmp_path: Path, anyio_backend: Any
+) -> None:
+    """Two tasks wait in ``wait_finished`` on one store object; a finish by
+    another store object (as another process) wakes both within the poll, not
+    only the first to read ``data_version``."""
+    path = tmp_path / "jobs.db"
+    async with SQLiteStore(path, poll=0.05) as waiter, SQLiteStore(path) as worker:
+        await worker.add([row("a")])
+        [c] = await worker.claim("w", 1)
+        woke: list[int] = []
+
+        async def wait(i: int) -> None:
+            await waiter.wait_finished(0)
+            await waiter.wait_finished(3600)
+            woke.append(i)
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(wait, 1)
+                tg.start_soon(wait, 2)
+                await anyio.sleep(0.3)
+                assert woke == []
+                await worker.finish_many([("a", c.token, Done("[1]"))])
+        assert sorted(woke) == [1, 2]

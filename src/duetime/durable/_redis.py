@@ -26,7 +26,7 @@ from .._vocab import Status
 from . import _redis_lua as lua
 from . import _redis_rows as codec
 from ._redact import redact_url
-from ._redis_log import quiet_coredis, unquiet_coredis
+from ._redis_log import check_eviction, quiet_coredis, unquiet_coredis
 from ._store import (
     Claim,
     Dead,
@@ -205,7 +205,7 @@ class RedisStore:
             await stack.enter_async_context(client)
             # The first round trip: a wrong address or password fails here, plainly.
             await client.ping()
-            await self._check_eviction(client)
+            await check_eviction(client, self.url)
             for name in lua.__all__:  # loaded now, so no call ever meets NOSCRIPT first
                 self._shas[name] = codec.text(await client.script_load(getattr(lua, name)))
             self._changed = anyio.Event()
@@ -254,24 +254,6 @@ class RedisStore:
         raise TimeoutError(
             f"RedisStore {redact_url(self.url)}: no reply to {what} within {self.timeout:g} s"
         )
-
-    async def _check_eviction(self, client: coredis.Redis[bytes]) -> None:
-        from coredis.exceptions import ResponseError
-
-        try:
-            config = await client.config_get(["maxmemory-policy"])
-        except ResponseError:  # CONFIG is disabled on some managed servers
-            logger.info("RedisStore: cannot read maxmemory-policy (CONFIG is disabled)")
-            return
-        raw = config.get(b"maxmemory-policy", b"noeviction")
-        policy = codec.text(raw) if isinstance(raw, bytes | str) else "noeviction"
-        if policy != "noeviction":
-            logger.warning(
-                "RedisStore %s: the server's maxmemory-policy is %r, not 'noeviction': "
-                "under memory pressure Redis may evict durable entries (lost work)",
-                redact_url(self.url),
-                policy,
-            )
 
     # -- testing -----------------------------------------------------------------
 

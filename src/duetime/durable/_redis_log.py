@@ -1,11 +1,43 @@
-"""The coredis log records a RedisStore quiets while it is open (see :class:`_CoredisNoise`)."""
+"""What a RedisStore logs about its server (:func:`check_eviction`), and the
+coredis log records it quiets while it is open (see :class:`_CoredisNoise`)."""
 
 from __future__ import annotations
 
 import logging
 import threading
+from typing import TYPE_CHECKING
 
-__all__ = ["quiet_coredis", "unquiet_coredis"]
+from ._redact import redact_url
+from ._redis_rows import text
+
+if TYPE_CHECKING:
+    import coredis
+
+__all__ = ["check_eviction", "quiet_coredis", "unquiet_coredis"]
+
+logger = logging.getLogger("duetime")
+
+
+async def check_eviction(client: coredis.Redis[bytes], url: str) -> None:
+    """Log a WARNING on the ``duetime`` logger if the server at ``url`` may evict
+    keys (``maxmemory-policy`` is not ``noeviction``): an evicted row is a lost
+    entry.  The URL is logged without its password."""
+    from coredis.exceptions import ResponseError
+
+    try:
+        config = await client.config_get(["maxmemory-policy"])
+    except ResponseError:  # CONFIG is disabled on some managed servers
+        logger.info("RedisStore: cannot read maxmemory-policy (CONFIG is disabled)")
+        return
+    raw = config.get(b"maxmemory-policy", b"noeviction")
+    policy = text(raw) if isinstance(raw, bytes | str) else "noeviction"
+    if policy != "noeviction":
+        logger.warning(
+            "RedisStore %s: the server's maxmemory-policy is %r, not 'noeviction': "
+            "under memory pressure Redis may evict durable entries (lost work)",
+            redact_url(url),
+            policy,
+        )
 
 
 class _CoredisNoise(logging.Filter):

@@ -72,7 +72,7 @@ from ._sqlite_sql import (
     run_ops,
     transaction,
 )
-from ._sqlite_watch import VersionWatch
+from ._sqlite_watch import HeadWatch, VersionWatch
 from ._store import (
     Aborted,
     Claim,
@@ -86,7 +86,6 @@ from ._store import (
     StoreLost,
     check_result_ttl,
 )
-from ._wakeup import Wakeup
 
 __all__ = ["NotAStore", "ReadOnlyStore", "SQLiteStore"]
 
@@ -191,9 +190,7 @@ class SQLiteStore:
         self._inline_commits = 0
         self._lost: str | None = None
         self._limiter: anyio.CapacityLimiter | None = None
-        self.data_version = 0  # PRAGMA data_version of _conn (and of _inline) last seen
-        self._inline_version = 0
-        self._changed = Wakeup()
+        self._changed = HeadWatch()  # this object's writes; others' by data_version
         self._finished = VersionWatch()  # this object's finishes; others' by data_version
         self._aborted = VersionWatch()  # this object's abort requests; others' likewise
         self._version = 3  # the file's schema version (a read-only older file stays so)
@@ -220,11 +217,9 @@ class SQLiteStore:
         self._limiter = anyio.CapacityLimiter(1)
         self._lost = None
         self._conn = await anyio.to_thread.run_sync(self._open, limiter=self._limiter)
-        self.data_version = await self._run(data_version)
-        self._finished.version = self._aborted.version = self.data_version
+        self._changed.version, self._changed.inline = await self._versions()
+        self._finished.version = self._aborted.version = self._changed.version
         self._version = await self._run(schema_version)
-        if self._inline is not None:
-            self._inline_version = data_version(self._inline)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -553,44 +548,18 @@ class SQLiteStore:
         """Return when a writer may have moved the head earlier, or after ``timeout`` seconds.
 
         Another process's commit is noticed within ``poll`` seconds (``PRAGMA
-        data_version``); this store object's own writes wake at once.  The
-        version is read on both of the store's connections: a commit by one of
-        them changes only the other's, another process's changes both (so a
-        commit by each of them also wakes, spuriously).  A commit
-        since the previous call returns at once (a spurious wake-up is harmless),
-        and so does a write by this store object since this task's previous call.
+        data_version``, read on both of the store's connections); this store
+        object's own writes wake at once.  A commit since the previous call
+        returns at once (a spurious wake-up is harmless), and so does a write
+        by this store object since this task's previous call.
         """
-        if self._changed.missed():
-            await anyio.lowlevel.checkpoint()
-            return
-        event = self._changed.event()
-        deadline = anyio.current_time() + max(0.0, timeout)
-        try:
-            while True:
-                version = await self._run(data_version)
-                inline = self._inline_version
-                if self._inline is not None:
-                    inline = data_version(self._inline)  # a few microseconds, no lock
-                # Both changed since the last wake-up: another process committed.
-                # (The baselines move only here: a commit elsewhere between the two
-                # reads is then seen on the next poll, never lost.)
-                if version != self.data_version and (
-                    self._inline is None or inline != self._inline_version
-                ):
-                    self.data_version, self._inline_version = version, inline
-                    return
-                remaining = deadline - anyio.current_time()
-                if remaining <= 0:
-                    return
-                with anyio.move_on_after(min(self.poll, remaining)):
-                    await event.wait()
-                    return
-                if anyio.current_time() >= deadline:
-                    # The caller's own deadline (its head is due): no poll first,
-                    # it claims next anyway (a version change is seen next call).
-                    return
-        finally:
-            self._changed.seen()
+        await self._changed.wait(timeout, self.poll, self._versions)
+
+    async def _versions(self) -> tuple[int, int | None]:
+        """``data_version`` of the thread connection and of the inline one (if any)."""
+        version = await self._run(data_version)
+        # The inline connection's read: a few microseconds, no lock, on the loop thread.
+        return version, None if self._inline is None else data_version(self._inline)
 
     async def wait_finished(self, timeout: float) -> None:
         """Return when a row may have finished, or after ``timeout`` seconds.

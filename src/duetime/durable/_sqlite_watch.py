@@ -8,6 +8,10 @@ keeps the version each waiting task last saw; every waiting task of the process
 reads it each ``poll`` seconds (any commit elsewhere wakes them, spuriously
 for most: the waiters read the rows they care about again), and a write by this
 store object wakes them at once through a :class:`~._wakeup.Wakeup`.
+
+The claim loops wait in :class:`HeadWatch`, which reads the version of both of
+the store's connections: a commit by one of them changes only the other's,
+another process's changes both.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import anyio.lowlevel
 
 from ._wakeup import Wakeup
 
-__all__ = ["VersionWatch"]
+__all__ = ["HeadWatch", "VersionWatch"]
 
 #: Waiting tasks remembered at most (a watcher or two per process).
 _MAX_TASKS = 1024
@@ -69,6 +73,62 @@ class VersionWatch:
                     return
                 with anyio.move_on_after(min(poll, remaining)):
                     await event.wait()
+                    return
+        finally:
+            wakeup.seen()
+
+
+class HeadWatch:
+    """Wakes the claim loops of a process (``SQLiteStore.wait_changed``)."""
+
+    __slots__ = ("_wakeup", "inline", "version")
+
+    def __init__(self) -> None:
+        self._wakeup = Wakeup()
+        #: ``data_version`` of the store's thread connection at the last wake-up
+        self.version = 0
+        #: ... and of its event-loop connection (None: it has none, read-only)
+        self.inline: int | None = None
+
+    def notify(self) -> None:
+        """This store object wrote: wake every waiter now (its own commits do not
+        change the version its own connections read)."""
+        self._wakeup.notify()
+
+    async def wait(
+        self,
+        timeout: float,
+        poll: float,
+        read_versions: Callable[[], Awaitable[tuple[int, int | None]]],
+    ) -> None:
+        """Return after a write by this store object (since this task's previous
+        wait, or at :meth:`notify`), when both versions (``read_versions()``,
+        every ``poll`` seconds) changed since the last wake-up (another process
+        committed), or after ``timeout`` seconds.  Never raises on a timeout."""
+        wakeup = self._wakeup
+        if wakeup.missed():
+            await anyio.lowlevel.checkpoint()
+            return
+        event = wakeup.event()
+        deadline = anyio.current_time() + max(0.0, timeout)
+        try:
+            while True:
+                version, inline = await read_versions()
+                # Both changed since the last wake-up: another process committed.
+                # (The baselines move only here: a commit elsewhere between the two
+                # reads is then seen on the next poll, never lost.)
+                if version != self.version and (inline is None or inline != self.inline):
+                    self.version, self.inline = version, inline
+                    return
+                remaining = deadline - anyio.current_time()
+                if remaining <= 0:
+                    return
+                with anyio.move_on_after(min(poll, remaining)):
+                    await event.wait()
+                    return
+                if anyio.current_time() >= deadline:
+                    # The caller's own deadline (its head is due): no poll first,
+                    # it claims next anyway (a version change is seen next call).
                     return
         finally:
             wakeup.seen()
