@@ -170,6 +170,8 @@ class PostgresStore:
         self._aborted = Wakeup()
         self._awaiting_until = -math.inf  # loop time our interest in finishes lapses
         self._purged_at = -math.inf
+        #: Backend pids of this store object's query connections (see Listener).
+        self._own: set[int] = set()
 
     def __repr__(self) -> str:
         mode = ", read_only=True" if self.read_only else ""
@@ -198,6 +200,7 @@ class PostgresStore:
                 self._conninfo,
                 f"{self.schema}.wake",
                 {"c": self._changed, "f": self._finished, "a": self._aborted},
+                self._own,
             )
             tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(tg.cancel_scope.cancel)
@@ -225,8 +228,7 @@ class PostgresStore:
         await stack.aclose()
 
     def _own_pid(self, conn: Conn) -> None:
-        if self._listener is not None:
-            self._listener.own.add(conn.pg.backend_pid)
+        self._own.add(conn.pg.backend_pid)
 
     def _open_pool(self) -> Pool:
         pool = self._pool

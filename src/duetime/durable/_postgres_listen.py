@@ -109,15 +109,19 @@ class Listener:
     :param conninfo: the libpq connection string
     :param channel: the channel to LISTEN on
     :param wakeups: payload -> the :class:`Wakeup` it notifies
+    :param own: backend pids of the store object's own query connections (kept
+        up to date by the store): their notifications are skipped, the writer
+        already woke this process (counting them again would be a spurious
+        wake-up that arrives late)
     """
 
-    def __init__(self, conninfo: str, channel: str, wakeups: Mapping[str, Wakeup]) -> None:
+    def __init__(
+        self, conninfo: str, channel: str, wakeups: Mapping[str, Wakeup], own: set[int]
+    ) -> None:
         self.conninfo = conninfo
         self.channel = channel
         self.wakeups = wakeups
-        #: Backend pids of this store object's own query connections: their
-        #: notifications were already turned into wake-ups by the writer.
-        self.own: set[int] = set()
+        self.own = own
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
