@@ -213,7 +213,7 @@ class Pool:
     async def conn(self) -> AsyncIterator[Conn]:
         """A connection for a run of queries; a broken or interrupted one is closed."""
         async with self._limit:
-            conn = self._idle.pop() if self._idle else await self._open()
+            conn = self._take_idle() or await self._open()
             try:
                 yield conn
             except BaseException:
@@ -227,6 +227,26 @@ class Pool:
                 conn.close()
             else:
                 self._idle.append(conn)
+
+    def _take_idle(self) -> Conn | None:
+        """An idle connection that is still alive, or None.  Reading what the
+        socket holds (non-blocking ``recv``) tells a connection the server
+        closed while it sat idle (a restart) from a live one, before a
+        statement is sent on it."""
+        while self._idle:
+            conn = self._idle.pop()
+            try:
+                # Twice: a server that goes away sends its last message (an
+                # error), and libpq sees the end of the stream only on the
+                # next read.
+                conn.pg.consume_input()
+                conn.pg.consume_input()
+            except psycopg.OperationalError:
+                pass
+            if not conn.broken:
+                return conn
+            conn.close()
+        return None
 
     async def _open(self) -> Conn:
         conn = await Conn.open(self.conninfo)
