@@ -35,7 +35,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._codec import MAX_PAYLOAD
-from ._store import ABORTED, MALFORMED, NewRow
+from ._store import (
+    ABORTED,
+    MALFORMED,
+    RESULT_DROPPED,
+    Aborted,
+    Dead,
+    Done,
+    NewRow,
+    NextOccurrence,
+    Outcome,
+    Release,
+    RetryAt,
+)
 
 __all__ = [
     "PENDING",
@@ -50,6 +62,7 @@ __all__ = [
     "Sql",
     "check_schema_name",
     "create_sql",
+    "finish_fields",
     "insert_params",
     "insert_sql",
 ]
@@ -155,6 +168,18 @@ _RESET = (
     " result = NULL, result_until = NULL, error_type = NULL, traceback = NULL,"
     " abort_requested = false"
 )
+
+
+#: A fenced row is RUNNING.  Written so that no index on status can serve it:
+#: the planner's statistics rarely know how many rows run right now, and a
+#: scan of the RUNNING rows per item (instead of one primary-key lookup each)
+#: costs milliseconds with a few hundred of them.
+_RUNNING = "(x.status + 0) = 1"
+
+#: Session settings of a store's connections: every statement reaches its few
+#: rows through the primary key; on a small or freshly changed table the
+#: planner would rather hash the whole table than look the keys up.
+SESSION = b"SET enable_hashjoin = off; SET enable_mergejoin = off"
 
 
 def _notify(schema: str, what: str) -> str:
@@ -353,7 +378,7 @@ u AS (
             WHEN i.kind = 0 THEN NULL ELSE x.error_type END,
         traceback = CASE WHEN i.kind = 3 AND NOT {c} THEN i.tb
             WHEN i.kind = 0 THEN NULL ELSE x.traceback END
-    FROM i, t WHERE x.key = i.key AND x.token = i.tok AND x.status = 1
+    FROM i, t WHERE x.key = i.key AND x.token = i.tok AND {_RUNNING}
     RETURNING i.n, x.status IN (2, 3, 4) AS ended, x.visible_at
 ),
 fin AS (
@@ -373,7 +398,7 @@ SELECT n, ended, (SELECT count(*) FROM fin), (SELECT count(*) FROM woke) FROM u
 WITH t AS MATERIALIZED (SELECT {_now()} AS now)
 UPDATE {self.e} x SET lease_until = t.now + x.lease, visible_at = t.now + x.lease
 FROM unnest($2::text[], $3::bigint[]) WITH ORDINALITY AS i(key, tok, n), t
-WHERE x.key = i.key AND x.token = i.tok AND x.status = 1
+WHERE x.key = i.key AND x.token = i.tok AND {_RUNNING}
 RETURNING i.n
 """.encode()
 
@@ -434,7 +459,7 @@ SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM r), {self._ended("d")},
         """$1 keys, $2 tokens: the ordinals of those whose abort was requested."""
         return f"""
 SELECT i.n FROM unnest($1::text[], $2::bigint[]) WITH ORDINALITY AS i(key, tok, n)
-JOIN {self.e} x ON x.key = i.key AND x.token = i.tok AND x.status = 1 AND x.abort_requested
+JOIN {self.e} x ON x.key = i.key AND x.token = i.tok AND {_RUNNING} AND x.abort_requested
 """.encode()
 
     def retry(self) -> bytes:
@@ -480,3 +505,25 @@ ON CONFLICT (id) DO UPDATE SET until = excluded.until
 
 #: ``finish`` kinds of the outcomes, by class name.
 KINDS = {"Done": 0, "RetryAt": 1, "NextOccurrence": 2, "Dead": 3, "Release": 4, "Aborted": 5}
+
+
+def finish_fields(
+    outcome: Outcome,
+) -> tuple[int, float | None, str | None, str | None, str | None, str | None]:
+    """An outcome as the finish statement's fields: kind, time, error, result,
+    error type, traceback."""
+    match outcome:
+        case Done(result=res, dropped=dropped):
+            err = None if dropped is None else RESULT_DROPPED + dropped
+            return KINDS["Done"], None, err, res, None, None
+        case RetryAt(at=when, error=err):
+            return KINDS["RetryAt"], float(when), err, None, None, None
+        case NextOccurrence(due=when, error=err):
+            return KINDS["NextOccurrence"], float(when), err, None, None, None
+        case Dead(error=err, error_type=etype, traceback=tb):
+            return KINDS["Dead"], None, err, None, etype, tb
+        case Release():
+            return KINDS["Release"], None, None, None, None, None
+        case Aborted(reason=reason):
+            return KINDS["Aborted"], None, reason, None, None, None
+    raise TypeError(f"finish() takes an outcome (Done, RetryAt, ...), not {outcome!r}")
