@@ -118,7 +118,9 @@ async def produce_late(url: str, n: int) -> None:
         await s.cancel_deferred("sentinel")
 
 
-def _spawn(mode: str, url: str, tmp: Path, count: int) -> list[tuple[subprocess.Popen[bytes], Path]]:
+def _spawn(
+    mode: str, url: str, tmp: Path, count: int
+) -> list[tuple[subprocess.Popen[bytes], Path]]:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     out = []
     for i in range(count):
@@ -240,8 +242,15 @@ def run(quick: bool) -> dict[str, Any]:
             "ratios": [
                 ratio("awaited defer", one, ">= 2k/s", ge(one, 2000, judge)),
                 ratio("defer_many / defer", many / one, ">= 10x", ge(many / one, 10, judge)),
-                ratio("claim + run + finish", crf["rate"], ">= 15k/s", ge(crf["rate"], 15000, judge)),
-                ratio("lost / ran twice", crf["lost"] + crf["double"], "0", crf["lost"] + crf["double"] == 0),
+                ratio(
+                    "claim + run + finish", crf["rate"], ">= 15k/s", ge(crf["rate"], 15000, judge)
+                ),
+                ratio(
+                    "lost / ran twice",
+                    crf["lost"] + crf["double"],
+                    "0",
+                    crf["lost"] + crf["double"] == 0,
+                ),
             ],
             "notes": notes,
         },
@@ -250,8 +259,18 @@ def run(quick: bool) -> dict[str, Any]:
             "unit": "ms (p99)",
             "values": {"lateness": late["late"]["p99_ms"], "wake-up": late["wake"]["p99_ms"]},
             "ratios": [
-                ratio("lateness p99", late["late"]["p99_ms"], "<= 10 ms", late["late"]["p99_ms"] <= 10 if judge else None),
-                ratio("wake-up p99", late["wake"]["p99_ms"], "<= 10 ms", late["wake"]["p99_ms"] <= 10 if judge else None),
+                ratio(
+                    "lateness p99",
+                    late["late"]["p99_ms"],
+                    "<= 10 ms",
+                    late["late"]["p99_ms"] <= 10 if judge else None,
+                ),
+                ratio(
+                    "wake-up p99",
+                    late["wake"]["p99_ms"],
+                    "<= 10 ms",
+                    late["wake"]["p99_ms"] <= 10 if judge else None,
+                ),
             ],
             "notes": notes,
         },

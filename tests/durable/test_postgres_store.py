@@ -6,6 +6,8 @@ server restart.  Real server, real time, asyncio and trio."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -314,3 +316,37 @@ async def test_a_payload_round_trips_exactly(postgres_store: Factory, real_time:
         [ok] = await store.finish_many([(c.entry.key, c.token, Done(payload))])
         assert ok
         assert (await store.get('k{,"}')).result == payload  # type: ignore[union-attr]
+
+
+async def test_a_frozen_server_times_out_and_the_store_comes_back(real_time: None) -> None:
+    with PostgresServer() as server:
+        async with PostgresStore(server.url, timeout=1.0) as store:
+            await store.add([row("a", 1)])
+            frozen = freeze(server)  # connections stay open, nothing answers
+            try:
+                t0 = anyio.current_time()
+                with pytest.raises(TimeoutError, match="no reply within 1 s"):
+                    await store.get("a")
+                assert anyio.current_time() - t0 < 5.0
+            finally:
+                for pid in frozen:
+                    os.kill(pid, signal.SIGCONT)
+            assert (await store.get("a")).args == (1,)  # type: ignore[union-attr]
+
+
+def freeze(server: PostgresServer) -> list[int]:
+    """SIGSTOP the server's postmaster and every process it forked (each of
+    them leads its own session, so a signal to the postmaster's group misses
+    them); their pids, for SIGCONT."""
+    pids = [server.pid]
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read()  # noqa: SIM115 - a tiny read
+            except OSError:
+                continue
+            if int(stat.rpartition(")")[2].split()[1]) == server.pid:
+                pids.append(int(entry))
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    return pids

@@ -102,6 +102,9 @@ class PostgresStore:
     :param pool_size: the most connections open at once for queries (two
         more carry claims and lease renewals, and one LISTENs)
     :param connect_timeout: how long opening one connection may take (seconds)
+    :param timeout: how long one statement may wait for its reply (seconds): a
+        server that stops answering (a freeze, a partition) raises
+        ``TimeoutError`` rather than hanging the caller
     :raises TypeError: a parameter of the wrong type
     :raises ValueError: a DSN psycopg cannot parse, a schema name that is not a
         plain lower-case identifier, a non-positive lease, poll, ttl or size
@@ -120,6 +123,7 @@ class PostgresStore:
         read_only: bool = False,
         pool_size: int = 10,
         connect_timeout: float = 10.0,
+        timeout: float = 30.0,
     ) -> None:
         if not isinstance(dsn, str):
             raise TypeError(f"dsn must be a str, not {type(dsn).__name__}")
@@ -135,6 +139,7 @@ class PostgresStore:
         self.dedupe_ttl = _seconds(dedupe_ttl, "dedupe_ttl")
         self.result_ttl = check_result_ttl(result_ttl, self.dedupe_ttl)
         self.connect_timeout = _seconds(connect_timeout, "connect_timeout")
+        self.timeout = _seconds(timeout, "timeout")
         if isinstance(pool_size, bool) or not isinstance(pool_size, int):
             raise TypeError(f"pool_size must be an int, not {type(pool_size).__name__}")
         if pool_size < 1:
@@ -189,7 +194,9 @@ class PostgresStore:
         if self._stack is not None:
             raise RuntimeError("this PostgresStore is already open")
         setup = SESSION + (b"; SET default_transaction_read_only = on" if self.read_only else b"")
-        pool = Pool(self._conninfo, self._pool_size, setup, on_open=self._own_pid)
+        pool = Pool(
+            self._conninfo, self._pool_size, setup, on_open=self._own_pid, timeout=self.timeout
+        )
         # Leases (claims and renewals) commit without waiting for the WAL flush:
         # a lease lost in a server crash only lets its entry run again (at
         # least once), and it saves a disk flush per claim.  Everything else
@@ -199,6 +206,7 @@ class PostgresStore:
             _LEASE_CONNECTIONS,
             setup + b"; SET synchronous_commit = off",
             on_open=self._own_pid,
+            timeout=self.timeout,
         )
         stack = AsyncExitStack()
         stack.callback(pool.close)

@@ -19,6 +19,7 @@ hands out a connection in an unknown state.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -193,6 +194,8 @@ class Pool:
     :param size: the most connections open at once
     :param setup: statements run on each new connection (simple protocol)
     :param on_open: called with each new connection
+    :param timeout: how long one query (or transaction), the wait for a free
+        connection included, may take, in seconds
     """
 
     def __init__(
@@ -201,8 +204,10 @@ class Pool:
         size: int,
         setup: bytes = b"",
         on_open: Callable[[Conn], None] | None = None,
+        timeout: float = math.inf,
     ) -> None:
         self.conninfo = conninfo
+        self.timeout = timeout
         self.setup = setup
         self.on_open = on_open
         self._idle: list[Conn] = []
@@ -261,12 +266,29 @@ class Pool:
         return conn
 
     async def query(self, sql: bytes, params: Sequence[bytes | None] = ()) -> Rows:
-        """Run one statement on a pooled connection (autocommit)."""
-        async with self.conn() as conn:
-            return await conn.query(sql, params)
+        """Run one statement on a pooled connection (autocommit).
+
+        :raises TimeoutError: no reply within ``timeout`` seconds (the
+            connection is closed: the server may still run the statement)
+        """
+        with anyio.move_on_after(self.timeout):
+            async with self.conn() as conn:
+                return await conn.query(sql, params)
+        raise self._timed_out()
+
+    def _timed_out(self) -> TimeoutError:
+        return TimeoutError(f"PostgreSQL: no reply within {self.timeout:g} s (timeout)")
 
     async def transaction(self, work: Callable[[Conn], Any]) -> Any:
-        """Run ``await work(conn)`` between BEGIN and COMMIT (ROLLBACK if it raises)."""
+        """Run ``await work(conn)`` between BEGIN and COMMIT (ROLLBACK if it raises).
+
+        :raises TimeoutError: not done within ``timeout`` seconds
+        """
+        with anyio.move_on_after(self.timeout):
+            return await self._transaction(work)
+        raise self._timed_out()
+
+    async def _transaction(self, work: Callable[[Conn], Any]) -> Any:
         async with self.conn() as conn:
             await conn.script(b"BEGIN")
             try:
