@@ -255,7 +255,8 @@ def run(quick: bool) -> dict[str, Any]:
             "notes": notes,
         },
         "postgres_lateness": {
-            "title": "PostgresStore on idle workers: lateness of due entries, wake-up by another process",
+            "title": "PostgresStore on idle workers: lateness of due entries,"
+            " wake-up by another process",
             "unit": "ms (p99)",
             "values": {"lateness": late["late"]["p99_ms"], "wake-up": late["wake"]["p99_ms"]},
             "ratios": [
