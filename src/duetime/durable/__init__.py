@@ -36,6 +36,8 @@ The wing, by file:
     ``_sqlite_sql.py``): :class:`SQLiteStore`, one host
   - ``_redis.py`` (with ``_redis_lua.py``, ``_redis_rows.py``):
     :class:`RedisStore`, several hosts (the ``redis`` extra, loaded lazily)
+  - ``_postgres_enqueue.py``: :class:`PostgresEnqueue`, entries deferred inside
+    the caller's own PostgreSQL transaction (no store needed)
   - ``_url.py``: :func:`open_store`, a store from a URL
   - ``_redact.py``: a store URL shown without its credentials
   - ``conformance.py``: the conformance suite, for a store's tests (pytest), with
@@ -57,6 +59,7 @@ from typing import TYPE_CHECKING, Any
 from ._client import Client
 from ._deferred import Deferred
 from ._memory import MemoryStore
+from ._postgres_enqueue import PostgresEnqueue
 from ._registry import TaskDef, TaskRegistry, current_entry
 from ._session import StoreSession
 from ._sqlite import SQLiteStore
@@ -107,6 +110,7 @@ __all__ = [
     "NotAStore",
     "OnConflict",
     "Outcome",
+    "PostgresEnqueue",
     "ReadOnlyStore",
     "Release",
     "RetryAt",
