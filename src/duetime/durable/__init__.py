@@ -36,6 +36,9 @@ The wing, by file:
     ``_sqlite_sql.py``): :class:`SQLiteStore`, one host
   - ``_redis.py`` (with ``_redis_lua.py``, ``_redis_rows.py``):
     :class:`RedisStore`, several hosts (the ``redis`` extra, loaded lazily)
+  - ``_postgres.py`` (with ``_postgres_conn.py``, ``_postgres_listen.py``,
+    ``_postgres_rows.py``, ``_postgres_sql.py``): :class:`PostgresStore`,
+    several hosts on PostgreSQL (the ``postgres`` extra, loaded lazily)
   - ``_postgres_enqueue.py``: :class:`PostgresEnqueue`, entries deferred inside
     the caller's own PostgreSQL transaction (no store needed)
   - ``_url.py``: :func:`open_store`, a store from a URL
@@ -90,6 +93,7 @@ from ._url import open_store
 from ._worker import Worker
 
 if TYPE_CHECKING:
+    from ._postgres import PostgresStore as PostgresStore  # lazy: see __getattr__
     from ._redis import RedisStore as RedisStore  # lazy: see __getattr__
 
 __all__ = [
@@ -136,4 +140,9 @@ def __getattr__(name: str) -> Any:
         from ._redis import RedisStore
 
         return RedisStore
+    # PostgresStore needs the `postgres` extra (psycopg): the same, for the same reason.
+    if name == "PostgresStore":
+        from ._postgres import PostgresStore
+
+        return PostgresStore
     raise AttributeError(f"module 'duetime.durable' has no attribute {name!r}")

@@ -192,11 +192,19 @@ class Pool:
     :param conninfo: a libpq connection string (the DSN)
     :param size: the most connections open at once
     :param setup: statements run on each new connection (simple protocol)
+    :param on_open: called with each new connection
     """
 
-    def __init__(self, conninfo: str, size: int, setup: bytes = b"") -> None:
+    def __init__(
+        self,
+        conninfo: str,
+        size: int,
+        setup: bytes = b"",
+        on_open: Callable[[Conn], None] | None = None,
+    ) -> None:
         self.conninfo = conninfo
         self.setup = setup
+        self.on_open = on_open
         self._idle: list[Conn] = []
         self._limit = anyio.Semaphore(size)
         self._closed = False
@@ -228,6 +236,8 @@ class Pool:
             except BaseException:
                 conn.close()
                 raise
+        if self.on_open is not None:
+            self.on_open(conn)
         return conn
 
     async def query(self, sql: bytes, params: Sequence[bytes | None] = ()) -> Rows:

@@ -305,8 +305,12 @@ done AS (
     FROM judged j, t WHERE x.key = j.key
     RETURNING {", ".join("x." + c.strip() for c in ENTRY.split(","))},
         x.token, x.lease_until, x.lease
+),
+fin AS (
+    SELECT {_notify(s, "f")} WHERE EXISTS (SELECT 1 FROM done WHERE status <> 1)
+        AND EXISTS (SELECT 1 FROM {s}.awaiting, t WHERE until > t.now)
 )
-SELECT *, (SELECT count(*) FROM swept) FROM done ORDER BY token
+SELECT *, (SELECT count(*) FROM swept), (SELECT count(*) FROM fin) FROM done ORDER BY token
 """.encode()
 
     def finish(self) -> bytes:
