@@ -39,6 +39,8 @@ The wing, by file:
   - ``_postgres.py`` (with ``_postgres_conn.py``, ``_postgres_listen.py``,
     ``_postgres_rows.py``, ``_postgres_sql.py``): :class:`PostgresStore`,
     several hosts on PostgreSQL (the ``postgres`` extra, loaded lazily)
+  - ``_postgres_enqueue.py``: :class:`PostgresEnqueue`, entries deferred inside
+    the caller's own PostgreSQL transaction (no store needed)
   - ``_url.py``: :func:`open_store`, a store from a URL
   - ``_redact.py``: a store URL shown without its credentials
   - ``conformance.py``: the conformance suite, for a store's tests (pytest), with
@@ -60,6 +62,7 @@ from typing import TYPE_CHECKING, Any
 from ._client import Client
 from ._deferred import Deferred
 from ._memory import MemoryStore
+from ._postgres_enqueue import PostgresEnqueue
 from ._registry import TaskDef, TaskRegistry, current_entry
 from ._session import StoreSession
 from ._sqlite import SQLiteStore
@@ -111,6 +114,7 @@ __all__ = [
     "NotAStore",
     "OnConflict",
     "Outcome",
+    "PostgresEnqueue",
     "ReadOnlyStore",
     "Release",
     "RetryAt",
