@@ -162,6 +162,7 @@ class PostgresStore:
             "replace": insert_sql(self.schema, replace_when="status <> 1").encode(),
         }
         self._claim, self._finish = self._sql.claim(), self._sql.finish()
+        self._insert_one, self._read = self._sql.insert_one(), self._sql.read()
         self._offset = 0.0
         self._id = uuid.uuid4().hex
         self._pool: Pool | None = None
@@ -323,6 +324,8 @@ class PostgresStore:
             if new.key not in first or on_conflict == "replace":
                 first[new.key] = i
         unique = [rows_[i] for i in sorted(first.values())]
+        if on_conflict == "keep" and len(unique) == 1:
+            return [await self._add_one(pool, unique[0])] * len(rows_)
         params = _p(*insert_params(unique, self.lease, self._offset))
         sql = self._insert[on_conflict]
         if on_conflict == "keep":
@@ -346,6 +349,22 @@ class PostgresStore:
             self._changed.notify()
         stored = {rows.text(r[2]): rows.entry(r[2:13]) for r in got.rows}
         return [stored[new.key] for new in rows_]
+
+    async def _add_one(self, pool: Pool, new: NewRow) -> Entry:
+        lease = self.lease if new.lease is None else new.lease
+        params = _p(
+            self._offset, new.key, new.task, new.payload, new.due, new.delay,
+            float(lease), new.max_deliveries, new.schedule,
+        )  # fmt: skip
+        got = await pool.query(self._insert_one, params)
+        if not got.rows:  # the key exists: keep what is stored
+            got = await pool.query(self._read, _p(self._offset, new.key))
+            if not got.rows:  # gone meanwhile (deleted, expired): try again
+                return await self._add_one(pool, new)
+            return rows.entry(got.rows[0])
+        if got.rows[0][-1] not in (b"0", None):
+            self._changed.notify()
+        return rows.entry(got.rows[0])
 
     async def _purge(self, pool: Pool) -> None:
         """Delete expired tombstones, at most once a second (a lookup still treats

@@ -344,6 +344,33 @@ fin AS (
 SELECT *, (SELECT count(*) FROM swept), (SELECT count(*) FROM fin) FROM done ORDER BY token
 """.encode()
 
+    def insert_one(self) -> bytes:
+        """The common case of ``add``, one row under ``"keep"`` (an awaited
+        ``defer``): $1 offset, $2 key, $3 task, $4 payload, $5 due (or NULL),
+        $6 delay, $7 lease, $8 max_deliveries, $9 schedule.  Inserts it, or
+        replaces an expired tombstone; returns ``ENTRY`` and whether it sent a
+        NOTIFY, or no row if the key exists (read it then)."""
+        e, s = self.e, self.schema
+        return f"""
+WITH head AS MATERIALIZED (SELECT min(visible_at) AS h FROM {e} WHERE visible_at IS NOT NULL),
+d AS MATERIALIZED (SELECT coalesce($5::float8, {_now()} + $6::float8) AS due),
+written AS (
+    INSERT INTO {e} AS x ({_INSERT_COLUMNS})
+    SELECT $2, $3, $4, 0, d.due, d.due, $7::float8, $8::integer, $9 FROM d
+    ON CONFLICT (key) DO UPDATE SET {_RESET} WHERE x.expires_at <= {_now()}
+    RETURNING {ENTRY}
+)
+SELECT *, (SELECT count(*) FROM (SELECT {_notify(s, "c")} FROM head
+    WHERE w.due < coalesce(head.h, 'Infinity'::float8)) n) FROM written w
+""".encode()
+
+    def read(self) -> bytes:
+        """$1 offset, $2 key: ``ENTRY`` of the row (unless an expired tombstone)."""
+        return f"""
+SELECT {ENTRY} FROM {self.e}
+WHERE key = $2 AND (expires_at IS NULL OR expires_at > {_now()})
+""".encode()
+
     def finish(self) -> bytes:
         """$1 offset, $2 dedupe_ttl, $3 result_ttl, then one array per item field:
         $4 keys, $5 tokens, $6 kinds (:data:`KINDS`), $7 times, $8 errors,
