@@ -24,6 +24,7 @@ from duetime.durable import (
     NotAStore,
     PostgresStore,
     ReadOnlyStore,
+    StoreLost,
     open_store,
 )
 from duetime.durable.conformance import row
@@ -350,3 +351,29 @@ def freeze(server: PostgresServer) -> list[int]:
     for pid in pids:
         os.kill(pid, signal.SIGSTOP)
     return pids
+
+
+async def test_a_dropped_schema_is_a_lost_store(
+    postgres_store: Factory, postgres_url: str, postgres_schema: str, real_time: None
+) -> None:
+    async with postgres_store() as store:
+        await store.add([row("a", 1)])
+        await anyio.to_thread.run_sync(
+            admin, postgres_url, f"DROP SCHEMA {postgres_schema} CASCADE"
+        )
+        with pytest.raises(StoreLost, match="was dropped"):
+            await store.claim("w", 10)
+        with pytest.raises(StoreLost):  # every call from now on, without asking the server
+            await store.get("a")
+
+
+def test_the_cli_never_shows_the_password(capsys: pytest.CaptureFixture[str]) -> None:
+    from duetime.__main__ import main
+
+    from .postgres_server import free_port
+
+    url = f"postgresql://duetime:s3cret-pw@127.0.0.1:{free_port()}/nowhere"
+    assert main(["entries", "--store", url]) != 0
+    out = capsys.readouterr()
+    assert "s3cret-pw" not in out.out + out.err
+    assert "127.0.0.1" in out.out + out.err

@@ -25,6 +25,7 @@ store object awaits finishes, and on aborts.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import uuid
 from collections.abc import Sequence
@@ -33,6 +34,8 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
+import psycopg
+import psycopg.errors
 
 from .._exceptions import EntryExists
 from .._vocab import Status
@@ -49,11 +52,14 @@ from ._store import (
     OnConflict,
     Outcome,
     ReadOnlyStore,
+    StoreLost,
     check_result_ttl,
 )
 from ._wakeup import Wakeup
 
 __all__ = ["NotAStore", "PostgresStore"]
+
+logger = logging.getLogger("duetime.durable")
 
 _CONFLICTS = ("keep", "replace", "error")
 #: Connections for claims and lease renewals (a worker runs one claim loop and
@@ -176,6 +182,7 @@ class PostgresStore:
         self._purged_at = -math.inf
         #: Backend pids of this store object's query connections (see Listener).
         self._own: set[int] = set()
+        self._lost: str | None = None
 
     def __repr__(self) -> str:
         mode = ", read_only=True" if self.read_only else ""
@@ -196,7 +203,12 @@ class PostgresStore:
             raise RuntimeError("this PostgresStore is already open")
         setup = SESSION + (b"; SET default_transaction_read_only = on" if self.read_only else b"")
         pool = Pool(
-            self._conninfo, self._pool_size, setup, on_open=self._own_pid, timeout=self.timeout
+            self._conninfo,
+            self._pool_size,
+            setup,
+            on_open=self._own_pid,
+            timeout=self.timeout,
+            translate=self._translate,
         )
         # Leases (claims and renewals) commit without waiting for the WAL flush:
         # a lease lost in a server crash only lets its entry run again (at
@@ -208,6 +220,7 @@ class PostgresStore:
             setup + b"; SET synchronous_commit = off",
             on_open=self._own_pid,
             timeout=self.timeout,
+            translate=self._translate,
         )
         stack = AsyncExitStack()
         stack.callback(pool.close)
@@ -228,6 +241,7 @@ class PostgresStore:
                 await stack.aclose()
             raise
         self._pool, self._leases, self._stack, self._listener = pool, leases, stack, listener
+        self._lost = None
         self._awaiting_until = -math.inf
         return self
 
@@ -253,7 +267,24 @@ class PostgresStore:
         pool = self._pool
         if pool is None:
             raise RuntimeError("the PostgresStore is not open: use `async with store:`")
+        if self._lost is not None:
+            raise StoreLost(self._lost)
         return pool
+
+    def _translate(self, exc: psycopg.Error) -> Exception | None:
+        """A missing table means the store's schema was dropped under this store
+        object: StoreLost from now on (logged once); other errors as they are."""
+        if not isinstance(exc, psycopg.errors.UndefinedTable):
+            return None
+        if self._lost is None:
+            self._lost = (
+                f"the duetime store in schema {self.schema!r} of {show_dsn(self.dsn)} was"
+                " dropped while this process had it open; this store object stops (new"
+                " entries there would reach no worker, and its fencing tokens would start"
+                " over): restart the process to open what is there now"
+            )
+            logger.error("durable store lost: %s", self._lost)
+        return StoreLost(self._lost)
 
     async def _q(self, sql: bytes, *params: Any) -> Rows:
         return await self._open_pool().query(sql, _p(*params))

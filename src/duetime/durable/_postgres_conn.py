@@ -196,6 +196,8 @@ class Pool:
     :param on_open: called with each new connection
     :param timeout: how long one query (or transaction), the wait for a free
         connection included, may take, in seconds
+    :param translate: turns a server error into the exception to raise
+        instead (None: raise it as it is)
     """
 
     def __init__(
@@ -205,9 +207,11 @@ class Pool:
         setup: bytes = b"",
         on_open: Callable[[Conn], None] | None = None,
         timeout: float = math.inf,
+        translate: Callable[[psycopg.Error], Exception | None] | None = None,
     ) -> None:
         self.conninfo = conninfo
         self.timeout = timeout
+        self.translate = translate
         self.setup = setup
         self.on_open = on_open
         self._idle: list[Conn] = []
@@ -272,9 +276,17 @@ class Pool:
             connection is closed: the server may still run the statement)
         """
         with anyio.move_on_after(self.timeout):
-            async with self.conn() as conn:
-                return await conn.query(sql, params)
+            try:
+                async with self.conn() as conn:
+                    return await conn.query(sql, params)
+            except psycopg.Error as exc:
+                raise self._translated(exc) from exc
         raise self._timed_out()
+
+    def _translated(self, exc: psycopg.Error) -> Exception:
+        if self.translate is not None:
+            return self.translate(exc) or exc
+        return exc
 
     def _timed_out(self) -> TimeoutError:
         return TimeoutError(f"PostgreSQL: no reply within {self.timeout:g} s (timeout)")
@@ -285,7 +297,10 @@ class Pool:
         :raises TimeoutError: not done within ``timeout`` seconds
         """
         with anyio.move_on_after(self.timeout):
-            return await self._transaction(work)
+            try:
+                return await self._transaction(work)
+            except psycopg.Error as exc:
+                raise self._translated(exc) from exc
         raise self._timed_out()
 
     async def _transaction(self, work: Callable[[Conn], Any]) -> Any:
