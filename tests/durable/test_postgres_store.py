@@ -377,3 +377,10 @@ def test_the_cli_never_shows_the_password(capsys: pytest.CaptureFixture[str]) ->
     out = capsys.readouterr()
     assert "s3cret-pw" not in out.out + out.err
     assert "127.0.0.1" in out.out + out.err
+
+
+def test_a_postgres_url_without_the_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # makes the import fail
+    for url in ("postgresql://localhost/app", "postgres://localhost/app"):
+        with pytest.raises(ImportError, match="postgres' extra"):
+            open_store(url)
