@@ -153,8 +153,20 @@ class PostgresStore:
         self.read_only = bool(read_only)
         self.dsn = dsn
         try:
+            given = psycopg.conninfo.conninfo_to_dict(dsn)
+            # Defaults the DSN may override: TCP keepalives notice a server that
+            # vanished without closing (a partition) within about 25 s, where the
+            # kernel's default takes hours; the name shows in pg_stat_activity.
+            defaults = {
+                "application_name": "duetime",
+                "keepalives": "1",
+                "keepalives_idle": "10",
+                "keepalives_interval": "5",
+                "keepalives_count": "3",
+            }
             self._conninfo = psycopg.conninfo.make_conninfo(
                 dsn,
+                **{k: v for k, v in defaults.items() if k not in given},
                 connect_timeout=max(1, math.ceil(self.connect_timeout)),
                 client_encoding="UTF8",
             )
