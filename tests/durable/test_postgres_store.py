@@ -384,3 +384,16 @@ def test_a_postgres_url_without_the_extra_names_it(monkeypatch: pytest.MonkeyPat
     for url in ("postgresql://localhost/app", "postgres://localhost/app"):
         with pytest.raises(ImportError, match="postgres' extra"):
             open_store(url)
+
+
+def test_without_psycopg_the_store_names_the_extra() -> None:
+    code = (
+        "import sys; sys.modules['psycopg'] = None\n"
+        "import duetime.durable\n"
+        "try:\n"
+        "    duetime.durable.PostgresStore\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "pip install 'duetime[postgres]'" in out.stdout

@@ -142,7 +142,13 @@ def __getattr__(name: str) -> Any:
         return RedisStore
     # PostgresStore needs the `postgres` extra (psycopg): the same, for the same reason.
     if name == "PostgresStore":
-        from ._postgres import PostgresStore
-
+        try:
+            from ._postgres import PostgresStore
+        except ModuleNotFoundError as exc:
+            if exc.name != "psycopg":
+                raise
+            raise ImportError(
+                "PostgresStore needs psycopg: pip install 'duetime[postgres]'"
+            ) from exc
         return PostgresStore
     raise AttributeError(f"module 'duetime.durable' has no attribute {name!r}")

@@ -40,9 +40,10 @@ import psycopg.errors
 from .._exceptions import EntryExists
 from .._vocab import Status
 from . import _postgres_rows as rows
-from ._postgres_conn import Conn, Pool, Rows, array, text_or_none
-from ._postgres_listen import Listener, open_schema, show_dsn
+from ._postgres_conn import Conn, Pool, Rows, array, conninfo, text_or_none
+from ._postgres_listen import open_schema, show_dsn
 from ._postgres_sql import SESSION, Sql, check_schema_name, finish_fields, insert_params, insert_sql
+from ._postgres_wake import Listener, Waits
 from ._sqlite_file import NotAStore
 from ._store import (
     Claim,
@@ -65,9 +66,6 @@ _CONFLICTS = ("keep", "replace", "error")
 #: Connections for claims and lease renewals (a worker runs one claim loop and
 #: one renewal task), besides ``pool_size``.
 _LEASE_CONNECTIONS = 2
-#: How long a store object's interest in finishes lasts once announced (seconds);
-#: renewed by ``wait_finished`` when less than half of it is left.
-_AWAIT_FOR = 60.0
 
 
 def _seconds(value: object, what: str) -> float:
@@ -82,7 +80,7 @@ def _p(*values: Any) -> list[bytes | None]:
     return [array(v) if type(v) is list else text_or_none(v) for v in values]
 
 
-class PostgresStore:
+class PostgresStore(Waits):
     """A durable store in PostgreSQL that several processes and hosts share.
 
     Open it with ``async with`` (the Scheduler does).  Times are the server's
@@ -114,7 +112,6 @@ class PostgresStore:
     :raises TypeError: a parameter of the wrong type
     :raises ValueError: a DSN psycopg cannot parse, a schema name that is not a
         plain lower-case identifier, a non-positive lease, poll, ttl or size
-    :raises ImportError: psycopg is not installed (``pip install 'duetime[postgres]'``)
     """
 
     def __init__(
@@ -133,12 +130,6 @@ class PostgresStore:
     ) -> None:
         if not isinstance(dsn, str):
             raise TypeError(f"dsn must be a str, not {type(dsn).__name__}")
-        try:
-            import psycopg.conninfo
-        except ImportError as exc:  # pragma: no cover - depends on the install
-            raise ImportError(
-                "PostgresStore needs psycopg: pip install 'duetime[postgres]'"
-            ) from exc
         self.schema = check_schema_name(schema)
         self.lease = _seconds(lease, "lease")
         self.poll = _seconds(poll, "poll")
@@ -153,23 +144,7 @@ class PostgresStore:
         self.read_only = bool(read_only)
         self.dsn = dsn
         try:
-            given = psycopg.conninfo.conninfo_to_dict(dsn)
-            # Defaults the DSN may override: TCP keepalives notice a server that
-            # vanished without closing (a partition) within about 25 s, where the
-            # kernel's default takes hours; the name shows in pg_stat_activity.
-            defaults = {
-                "application_name": "duetime",
-                "keepalives": "1",
-                "keepalives_idle": "10",
-                "keepalives_interval": "5",
-                "keepalives_count": "3",
-            }
-            self._conninfo = psycopg.conninfo.make_conninfo(
-                dsn,
-                **{k: v for k, v in defaults.items() if k not in given},
-                connect_timeout=max(1, math.ceil(self.connect_timeout)),
-                client_encoding="UTF8",
-            )
+            self._conninfo = conninfo(dsn, self.connect_timeout)
         except Exception:  # its message may quote the DSN: not repeated here
             raise ValueError(f"PostgresStore: cannot parse the DSN {show_dsn(dsn)!r}") from None
         self._pool_size = pool_size
@@ -627,64 +602,3 @@ class PostgresStore:
             return None
         value = rows.number(first)
         return value if math.isfinite(value) else rows.number(now)
-
-    async def wait_changed(self, timeout: float) -> None:
-        """Return when another writer may have moved the head earlier, or after
-        ``timeout`` seconds.  Never raises on a timeout.
-
-        A notification (another process's write), a write of this store object
-        that moved the head, or a reconnect of the LISTEN connection returns at
-        once, and so does one since this task's previous call.  Every ``poll``
-        seconds the head is also read: an earlier head than at the start returns.
-        """
-        if self._changed.missed():
-            await anyio.lowlevel.checkpoint()
-            return
-        event = self._changed.event()
-        deadline = anyio.current_time() + max(0.0, timeout)
-        try:
-            start = await self.head() if timeout > self.poll else None
-            while True:
-                remaining = deadline - anyio.current_time()
-                if remaining <= 0:
-                    return
-                with anyio.move_on_after(min(self.poll, remaining)):
-                    await event.wait()
-                    return
-                if anyio.current_time() >= deadline:
-                    return  # the caller's own deadline: it claims next anyway
-                head = await self.head()  # the safety poll
-                if head is not None and (start is None or head < start):
-                    return
-        finally:
-            self._changed.seen()
-
-    async def wait_finished(self, timeout: float) -> None:
-        """Return when a row may have finished (a notification, a finish of this
-        store object, a reconnect), or after ``timeout`` seconds; a finish since
-        this task's previous call returns at once.  Never raises on a timeout.
-
-        Other processes announce finishes only while some store object awaits
-        them: a call renews this store object's interest (a row in
-        ``{schema}.awaiting``) when it runs low, and returns at once when it had
-        lapsed (finishes meanwhile went unannounced).
-        """
-        pool = self._open_pool()
-        now = anyio.current_time()
-        if not self.read_only and self._awaiting_until - now < _AWAIT_FOR / 2:
-            lapsed = self._awaiting_until <= now
-            await pool.query(self._sql.awaiting(), _p(self._offset, self._id, _AWAIT_FOR))
-            self._awaiting_until = now + _AWAIT_FOR
-            if lapsed:
-                self._finished.seen()
-                return
-        limit = timeout if not self.read_only else min(timeout, self.poll)
-        await self._finished.wait(max(0.0, limit))
-
-    async def wait_aborted(self, timeout: float) -> None:
-        """Return when an abort may have been requested (a notification, an abort
-        by this store object, a reconnect), or after ``timeout`` seconds; one
-        since this task's previous call returns at once.  Never raises on a
-        timeout."""
-        self._open_pool()
-        await self._aborted.wait(max(0.0, timeout))

@@ -28,10 +28,11 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 import psycopg
+import psycopg.conninfo
 import psycopg.errors
 from psycopg import pq
 
-__all__ = ["Conn", "Pool", "Rows", "array", "text_or_none"]
+__all__ = ["Conn", "Pool", "Rows", "array", "conninfo", "text_or_none"]
 
 logger = logging.getLogger("duetime.durable")
 
@@ -51,6 +52,32 @@ def array(values: Sequence[Any]) -> bytes:
         else:
             parts.append(str(v))
     return ("{" + ",".join(parts) + "}").encode("utf-8", "surrogatepass")
+
+
+def conninfo(dsn: str, connect_timeout: float) -> str:
+    """The libpq connection string of a store's connections: ``dsn`` (a URL or
+    ``key=value`` pairs) with UTF-8 text, ``connect_timeout``, and defaults the
+    DSN may override: TCP keepalives, so that a server that vanished without
+    closing (a partition) is noticed within about 25 s where the kernel's
+    default takes hours, and ``application_name=duetime`` (pg_stat_activity).
+
+    :raises psycopg.ProgrammingError: a DSN libpq cannot parse (its message may
+        quote the DSN)
+    """
+    given = psycopg.conninfo.conninfo_to_dict(dsn)
+    defaults = {
+        "application_name": "duetime",
+        "keepalives": "1",
+        "keepalives_idle": "10",
+        "keepalives_interval": "5",
+        "keepalives_count": "3",
+    }
+    return psycopg.conninfo.make_conninfo(
+        dsn,
+        **{k: v for k, v in defaults.items() if k not in given},
+        connect_timeout=max(1, math.ceil(connect_timeout)),
+        client_encoding="UTF8",
+    )
 
 
 def text_or_none(value: Any) -> bytes | None:
