@@ -11,13 +11,16 @@ claim-and-finish-sized round trips by 8 tasks 1.2-1.3k/s vs 0.6-0.8k/s): a
 thread hop per query costs more than the query.
 
 Every operation is one statement (autocommit), on the server's clock: a claim
-is one ``UPDATE ... WHERE key IN (SELECT ... FOR UPDATE SKIP LOCKED)`` that also
-dead-letters poison and malformed rows, fencing tokens come from a sequence,
-and ``finish_many`` is one statement whose rows are each fenced by their token.
+is one statement, an ``UPDATE`` of the rows a ``SELECT ... ORDER BY visible_at
+LIMIT n FOR UPDATE SKIP LOCKED`` picked, that also dead-letters poison and
+malformed rows; fencing tokens come from a sequence; ``finish_many`` is one
+statement whose rows are each fenced by their token.  Claims and lease
+renewals commit without waiting for the WAL flush (a lease lost in a server
+crash only lets its entry run again); a defer and a finish wait for it.
 The schema (:mod:`._postgres_sql`) is created, and checked on every open,
 under an advisory lock; a schema of another version or of another application
 is refused and left untouched.  Wake-ups come through one ``LISTEN``
-connection per store object (:mod:`._postgres_listen`); writers send a
+connection per store object (:mod:`._postgres_wake`); writers send a
 ``NOTIFY`` only when they move the head earlier, when rows finish while some
 store object awaits finishes, and on aborts.
 """
