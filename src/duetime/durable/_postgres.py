@@ -14,9 +14,9 @@ Every operation is one statement (autocommit), on the server's clock: a claim
 is one statement, an ``UPDATE`` of the rows a ``SELECT ... ORDER BY visible_at
 LIMIT n FOR UPDATE SKIP LOCKED`` picked, that also dead-letters poison and
 malformed rows; fencing tokens come from a sequence; ``finish_many`` is one
-statement whose rows are each fenced by their token.  Claims and lease
-renewals commit without waiting for the WAL flush (a lease lost in a server
-crash only lets its entry run again); a defer and a finish wait for it.
+statement whose rows are each fenced by their token.  Lease renewals commit
+without waiting for the WAL flush; claims, defers and finishes wait for it (a
+claim lost in a server crash would let a second worker run the entry).
 The schema (:mod:`._postgres_sql`) is created, and checked on every open,
 under an advisory lock; a schema of another version or of another application
 is refused and left untouched.  Wake-ups come through one ``LISTEN``
@@ -66,9 +66,9 @@ __all__ = ["NotAStore", "PostgresStore"]
 logger = logging.getLogger("duetime.durable")
 
 _CONFLICTS = ("keep", "replace", "error")
-#: Connections for claims and lease renewals (a worker runs one claim loop and
-#: one renewal task), besides ``pool_size``.
-_LEASE_CONNECTIONS = 2
+#: Connections for lease renewals (a worker runs one renewal task), besides
+#: ``pool_size``.
+_LEASE_CONNECTIONS = 1
 
 
 def _seconds(value: object, what: str) -> float:
@@ -106,8 +106,8 @@ class PostgresStore(Waits):
         ``entries``, ``head``, ``time``, the waits): its connections are
         read-only sessions, nothing is created or purged, and every writing
         method raises :class:`~duetime.durable.ReadOnlyStore`
-    :param pool_size: the most connections open at once for queries (two
-        more carry claims and lease renewals, and one LISTENs)
+    :param pool_size: the most connections open at once for queries (one
+        more carries lease renewals, and one LISTENs)
     :param connect_timeout: how long opening one connection may take (seconds)
     :param timeout: how long one statement may wait for its reply (seconds): a
         server that stops answering (a freeze, a partition) raises
@@ -200,10 +200,11 @@ class PostgresStore(Waits):
             timeout=self.timeout,
             translate=self._translate,
         )
-        # Leases (claims and renewals) commit without waiting for the WAL flush:
-        # a lease lost in a server crash only lets its entry run again (at
-        # least once), and it saves a disk flush per claim.  Everything else
-        # (a defer, a finish) waits for it.
+        # Lease renewals commit without waiting for the WAL flush: a renewal
+        # lost in a server crash leaves the previous lease end, still ahead
+        # (renewals come well before it), and the next renewal moves it on.
+        # Everything else waits for the flush: a claim lost in a crash would
+        # let a second worker run what the first one is running.
         leases = Pool(
             self._conninfo,
             _LEASE_CONNECTIONS,
@@ -483,7 +484,7 @@ class PostgresStore(Waits):
         self._check_writable()
         if limit == 0:
             return []
-        got = await self._lease_q(self._claim, self._offset, limit, owner, self.dedupe_ttl)
+        got = await self._q(self._claim, self._offset, limit, owner, self.dedupe_ttl)
         claims: list[Claim] = []
         bad: list[tuple[str, int, Outcome]] = []
         ended = False
