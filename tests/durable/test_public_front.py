@@ -34,6 +34,7 @@ def test_front_names_are_pinned() -> None:
             "NotAStore",
             "OnConflict",
             "Outcome",
+            "PostgresEnqueue",
             "ReadOnlyStore",
             "Release",
             "RetryAt",

@@ -36,6 +36,11 @@ The wing, by file:
     ``_sqlite_sql.py``): :class:`SQLiteStore`, one host
   - ``_redis.py`` (with ``_redis_lua.py``, ``_redis_rows.py``):
     :class:`RedisStore`, several hosts (the ``redis`` extra, loaded lazily)
+  - ``_postgres.py`` (with ``_postgres_conn.py``, ``_postgres_listen.py``,
+    ``_postgres_rows.py``, ``_postgres_sql.py``, ``_postgres_wake.py``): :class:`PostgresStore`,
+    several hosts on PostgreSQL (the ``postgres`` extra, loaded lazily)
+  - ``_postgres_enqueue.py``: :class:`PostgresEnqueue`, entries deferred inside
+    the caller's own PostgreSQL transaction (no store needed)
   - ``_url.py``: :func:`open_store`, a store from a URL
   - ``_redact.py``: a store URL shown without its credentials
   - ``conformance.py``: the conformance suite, for a store's tests (pytest), with
@@ -57,6 +62,7 @@ from typing import TYPE_CHECKING, Any
 from ._client import Client
 from ._deferred import Deferred
 from ._memory import MemoryStore
+from ._postgres_enqueue import PostgresEnqueue
 from ._registry import TaskDef, TaskRegistry, current_entry
 from ._session import StoreSession
 from ._sqlite import SQLiteStore
@@ -87,6 +93,7 @@ from ._url import open_store
 from ._worker import Worker
 
 if TYPE_CHECKING:
+    from ._postgres import PostgresStore as PostgresStore  # lazy: see __getattr__
     from ._redis import RedisStore as RedisStore  # lazy: see __getattr__
 
 __all__ = [
@@ -107,6 +114,7 @@ __all__ = [
     "NotAStore",
     "OnConflict",
     "Outcome",
+    "PostgresEnqueue",
     "ReadOnlyStore",
     "Release",
     "RetryAt",
@@ -132,4 +140,15 @@ def __getattr__(name: str) -> Any:
         from ._redis import RedisStore
 
         return RedisStore
+    # PostgresStore needs the `postgres` extra (psycopg): the same, for the same reason.
+    if name == "PostgresStore":
+        try:
+            from ._postgres import PostgresStore
+        except ModuleNotFoundError as exc:
+            if exc.name != "psycopg":
+                raise
+            raise ImportError(
+                "PostgresStore needs psycopg: pip install 'duetime[postgres]'"
+            ) from exc
+        return PostgresStore
     raise AttributeError(f"module 'duetime.durable' has no attribute {name!r}")
