@@ -27,7 +27,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from duetime.durable._postgres_conn import Pool, array, text_or_none  # noqa: E402
+from duetime.durable._postgres_conn import Pool, array, text_or_none
 
 URL = os.environ.get("DUETIME_TEST_POSTGRES_URL", "")
 N_INSERT = 3000

@@ -39,22 +39,16 @@ from .._vocab import Status
 from . import _postgres_rows as rows
 from ._postgres_conn import Conn, Pool, Rows, array, text_or_none
 from ._postgres_listen import Listener, open_schema, show_dsn
-from ._postgres_sql import KINDS, Sql, check_schema_name, insert_params, insert_sql
+from ._postgres_sql import SESSION, Sql, check_schema_name, finish_fields, insert_params, insert_sql
 from ._sqlite_file import NotAStore
 from ._store import (
-    RESULT_DROPPED,
-    Aborted,
     Claim,
     Dead,
-    Done,
     Entry,
     NewRow,
-    NextOccurrence,
     OnConflict,
     Outcome,
     ReadOnlyStore,
-    Release,
-    RetryAt,
     check_result_ttl,
 )
 from ._wakeup import Wakeup
@@ -62,6 +56,9 @@ from ._wakeup import Wakeup
 __all__ = ["NotAStore", "PostgresStore"]
 
 _CONFLICTS = ("keep", "replace", "error")
+#: Connections for claims and lease renewals (a worker runs one claim loop and
+#: one renewal task), besides ``pool_size``.
+_LEASE_CONNECTIONS = 2
 #: How long a store object's interest in finishes lasts once announced (seconds);
 #: renewed by ``wait_finished`` when less than half of it is left.
 _AWAIT_FOR = 60.0
@@ -102,9 +99,12 @@ class PostgresStore:
         ``entries``, ``head``, ``time``, the waits): its connections are
         read-only sessions, nothing is created or purged, and every writing
         method raises :class:`~duetime.durable.ReadOnlyStore`
-    :param pool_size: the most connections open at once for queries (the
-        LISTEN connection is one more)
+    :param pool_size: the most connections open at once for queries (two
+        more carry claims and lease renewals, and one LISTENs)
     :param connect_timeout: how long opening one connection may take (seconds)
+    :param timeout: how long one statement may wait for its reply (seconds): a
+        server that stops answering (a freeze, a partition) raises
+        ``TimeoutError`` rather than hanging the caller
     :raises TypeError: a parameter of the wrong type
     :raises ValueError: a DSN psycopg cannot parse, a schema name that is not a
         plain lower-case identifier, a non-positive lease, poll, ttl or size
@@ -123,6 +123,7 @@ class PostgresStore:
         read_only: bool = False,
         pool_size: int = 10,
         connect_timeout: float = 10.0,
+        timeout: float = 30.0,
     ) -> None:
         if not isinstance(dsn, str):
             raise TypeError(f"dsn must be a str, not {type(dsn).__name__}")
@@ -138,6 +139,7 @@ class PostgresStore:
         self.dedupe_ttl = _seconds(dedupe_ttl, "dedupe_ttl")
         self.result_ttl = check_result_ttl(result_ttl, self.dedupe_ttl)
         self.connect_timeout = _seconds(connect_timeout, "connect_timeout")
+        self.timeout = _seconds(timeout, "timeout")
         if isinstance(pool_size, bool) or not isinstance(pool_size, int):
             raise TypeError(f"pool_size must be an int, not {type(pool_size).__name__}")
         if pool_size < 1:
@@ -160,9 +162,11 @@ class PostgresStore:
             "replace": insert_sql(self.schema, replace_when="status <> 1").encode(),
         }
         self._claim, self._finish = self._sql.claim(), self._sql.finish()
+        self._insert_one, self._read = self._sql.insert_one(), self._sql.read()
         self._offset = 0.0
         self._id = uuid.uuid4().hex
         self._pool: Pool | None = None
+        self._leases: Pool | None = None
         self._stack: AsyncExitStack | None = None
         self._listener: Listener | None = None
         self._changed = Wakeup()
@@ -190,10 +194,24 @@ class PostgresStore:
         """
         if self._stack is not None:
             raise RuntimeError("this PostgresStore is already open")
-        setup = b"SET default_transaction_read_only = on" if self.read_only else b""
-        pool = Pool(self._conninfo, self._pool_size, setup, on_open=self._own_pid)
+        setup = SESSION + (b"; SET default_transaction_read_only = on" if self.read_only else b"")
+        pool = Pool(
+            self._conninfo, self._pool_size, setup, on_open=self._own_pid, timeout=self.timeout
+        )
+        # Leases (claims and renewals) commit without waiting for the WAL flush:
+        # a lease lost in a server crash only lets its entry run again (at
+        # least once), and it saves a disk flush per claim.  Everything else
+        # (a defer, a finish) waits for it.
+        leases = Pool(
+            self._conninfo,
+            _LEASE_CONNECTIONS,
+            setup + b"; SET synchronous_commit = off",
+            on_open=self._own_pid,
+            timeout=self.timeout,
+        )
         stack = AsyncExitStack()
         stack.callback(pool.close)
+        stack.callback(leases.close)
         try:
             await open_schema(pool, self.schema, read_only=self.read_only, shown=show_dsn(self.dsn))
             listener = Listener(
@@ -209,7 +227,7 @@ class PostgresStore:
             with anyio.CancelScope(shield=True):
                 await stack.aclose()
             raise
-        self._pool, self._stack, self._listener = pool, stack, listener
+        self._pool, self._leases, self._stack, self._listener = pool, leases, stack, listener
         self._awaiting_until = -math.inf
         return self
 
@@ -217,6 +235,7 @@ class PostgresStore:
         """Stop listening and close the connections."""
         stack, self._stack = self._stack, None
         pool, self._pool = self._pool, None
+        self._leases = None
         self._listener = None
         if stack is None:
             return
@@ -238,6 +257,11 @@ class PostgresStore:
 
     async def _q(self, sql: bytes, *params: Any) -> Rows:
         return await self._open_pool().query(sql, _p(*params))
+
+    async def _lease_q(self, sql: bytes, *params: Any) -> Rows:
+        self._open_pool()
+        assert self._leases is not None
+        return await self._leases.query(sql, _p(*params))
 
     def _check_writable(self) -> None:
         if self.read_only:
@@ -300,6 +324,8 @@ class PostgresStore:
             if new.key not in first or on_conflict == "replace":
                 first[new.key] = i
         unique = [rows_[i] for i in sorted(first.values())]
+        if on_conflict == "keep" and len(unique) == 1:
+            return [await self._add_one(pool, unique[0])] * len(rows_)
         params = _p(*insert_params(unique, self.lease, self._offset))
         sql = self._insert[on_conflict]
         if on_conflict == "keep":
@@ -323,6 +349,22 @@ class PostgresStore:
             self._changed.notify()
         stored = {rows.text(r[2]): rows.entry(r[2:13]) for r in got.rows}
         return [stored[new.key] for new in rows_]
+
+    async def _add_one(self, pool: Pool, new: NewRow) -> Entry:
+        lease = self.lease if new.lease is None else new.lease
+        params = _p(
+            self._offset, new.key, new.task, new.payload, new.due, new.delay,
+            float(lease), new.max_deliveries, new.schedule,
+        )  # fmt: skip
+        got = await pool.query(self._insert_one, params)
+        if not got.rows:  # the key exists: keep what is stored
+            got = await pool.query(self._read, _p(self._offset, new.key))
+            if not got.rows:  # gone meanwhile (deleted, expired): try again
+                return await self._add_one(pool, new)
+            return rows.entry(got.rows[0])
+        if got.rows[0][-1] not in (b"0", None):
+            self._changed.notify()
+        return rows.entry(got.rows[0])
 
     async def _purge(self, pool: Pool) -> None:
         """Delete expired tombstones, at most once a second (a lookup still treats
@@ -420,7 +462,7 @@ class PostgresStore:
         self._check_writable()
         if limit == 0:
             return []
-        got = await self._q(self._claim, self._offset, limit, owner, self.dedupe_ttl)
+        got = await self._lease_q(self._claim, self._offset, limit, owner, self.dedupe_ttl)
         claims: list[Claim] = []
         bad: list[tuple[str, int, Outcome]] = []
         ended = False
@@ -449,7 +491,7 @@ class PostgresStore:
             return []
         keys = [k for k, _ in claims]
         tokens = [int(t) for _, t in claims]
-        got = await self._q(self._sql.extend(), self._offset, keys, tokens)
+        got = await self._lease_q(self._sql.extend(), self._offset, keys, tokens)
         hit = {int(r[0] or b"0") for r in got.rows}
         renewed = {(keys[n - 1], tokens[n - 1]) for n in hit}
         return [(k, t) in renewed for k, t in zip(keys, tokens, strict=True)]
@@ -462,7 +504,7 @@ class PostgresStore:
             (nothing is applied)
         :raises ReadOnlyStore: the store was opened ``read_only``
         """
-        fields = [_outcome(outcome) for _, _, outcome in items]
+        fields = [finish_fields(outcome) for _, _, outcome in items]
         self._check_writable()
         if not items:
             return []
@@ -603,25 +645,3 @@ class PostgresStore:
         timeout."""
         self._open_pool()
         await self._aborted.wait(max(0.0, timeout))
-
-
-def _outcome(
-    outcome: Outcome,
-) -> tuple[int, float | None, str | None, str | None, str | None, str | None]:
-    """An outcome as the finish statement's fields: kind, time, error, result,
-    error type, traceback."""
-    match outcome:
-        case Done(result=res, dropped=dropped):
-            err = None if dropped is None else RESULT_DROPPED + dropped
-            return KINDS["Done"], None, err, res, None, None
-        case RetryAt(at=when, error=err):
-            return KINDS["RetryAt"], float(when), err, None, None, None
-        case NextOccurrence(due=when, error=err):
-            return KINDS["NextOccurrence"], float(when), err, None, None, None
-        case Dead(error=err, error_type=etype, traceback=tb):
-            return KINDS["Dead"], None, err, None, etype, tb
-        case Release():
-            return KINDS["Release"], None, None, None, None, None
-        case Aborted(reason=reason):
-            return KINDS["Aborted"], None, reason, None, None, None
-    raise TypeError(f"finish() takes an outcome (Done, RetryAt, ...), not {outcome!r}")

@@ -19,6 +19,7 @@ hands out a connection in an unknown state.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -193,6 +194,8 @@ class Pool:
     :param size: the most connections open at once
     :param setup: statements run on each new connection (simple protocol)
     :param on_open: called with each new connection
+    :param timeout: how long one query (or transaction), the wait for a free
+        connection included, may take, in seconds
     """
 
     def __init__(
@@ -201,8 +204,10 @@ class Pool:
         size: int,
         setup: bytes = b"",
         on_open: Callable[[Conn], None] | None = None,
+        timeout: float = math.inf,
     ) -> None:
         self.conninfo = conninfo
+        self.timeout = timeout
         self.setup = setup
         self.on_open = on_open
         self._idle: list[Conn] = []
@@ -213,7 +218,7 @@ class Pool:
     async def conn(self) -> AsyncIterator[Conn]:
         """A connection for a run of queries; a broken or interrupted one is closed."""
         async with self._limit:
-            conn = self._idle.pop() if self._idle else await self._open()
+            conn = self._take_idle() or await self._open()
             try:
                 yield conn
             except BaseException:
@@ -228,6 +233,26 @@ class Pool:
             else:
                 self._idle.append(conn)
 
+    def _take_idle(self) -> Conn | None:
+        """An idle connection that is still alive, or None.  Reading what the
+        socket holds (non-blocking ``recv``) tells a connection the server
+        closed while it sat idle (a restart) from a live one, before a
+        statement is sent on it."""
+        while self._idle:
+            conn = self._idle.pop()
+            try:
+                # Twice: a server that goes away sends its last message (an
+                # error), and libpq sees the end of the stream only on the
+                # next read.
+                conn.pg.consume_input()
+                conn.pg.consume_input()
+            except psycopg.OperationalError:
+                pass
+            if not conn.broken:
+                return conn
+            conn.close()
+        return None
+
     async def _open(self) -> Conn:
         conn = await Conn.open(self.conninfo)
         if self.setup:
@@ -241,12 +266,29 @@ class Pool:
         return conn
 
     async def query(self, sql: bytes, params: Sequence[bytes | None] = ()) -> Rows:
-        """Run one statement on a pooled connection (autocommit)."""
-        async with self.conn() as conn:
-            return await conn.query(sql, params)
+        """Run one statement on a pooled connection (autocommit).
+
+        :raises TimeoutError: no reply within ``timeout`` seconds (the
+            connection is closed: the server may still run the statement)
+        """
+        with anyio.move_on_after(self.timeout):
+            async with self.conn() as conn:
+                return await conn.query(sql, params)
+        raise self._timed_out()
+
+    def _timed_out(self) -> TimeoutError:
+        return TimeoutError(f"PostgreSQL: no reply within {self.timeout:g} s (timeout)")
 
     async def transaction(self, work: Callable[[Conn], Any]) -> Any:
-        """Run ``await work(conn)`` between BEGIN and COMMIT (ROLLBACK if it raises)."""
+        """Run ``await work(conn)`` between BEGIN and COMMIT (ROLLBACK if it raises).
+
+        :raises TimeoutError: not done within ``timeout`` seconds
+        """
+        with anyio.move_on_after(self.timeout):
+            return await self._transaction(work)
+        raise self._timed_out()
+
+    async def _transaction(self, work: Callable[[Conn], Any]) -> Any:
         async with self.conn() as conn:
             await conn.script(b"BEGIN")
             try:

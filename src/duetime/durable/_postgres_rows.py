@@ -163,18 +163,17 @@ def claim(r: Raw) -> Claim | str:
         if when is None or key is None or task is None or payload is None:
             raise ValueError
         body = payload.decode()
+        try:
+            args = decode_args(body)
+        except Exception as exc:  # the codec's own errors, or anything a payload provokes
+            return f"{MALFORMED}payload cannot be decoded ({type(exc).__name__})"
         found = Entry(
-            key.decode(), task.decode(), (), when, Status.RUNNING,
+            key.decode(), task.decode(), args, when, Status.RUNNING,
             int(attempt or b""), None if error is None else error.decode(),
             int(occurrence or b""), None if schedule is None else schedule.decode(),
             int(deliveries or b""), abort_requested=ab == b"t",
         )  # fmt: skip
-        token, lease_until, lease = int(r[11] or b""), number(r[12]), number(r[13])
+        return Claim(found, body, int(r[11] or b""), number(r[12]), number(r[13]))
     except (UnicodeDecodeError, ValueError):
         why = entry(r).last_error
         return why if why is not None and why.startswith(MALFORMED) else MALFORMED + "unreadable"
-    try:
-        args = decode_args(body)
-    except Exception as exc:  # the codec's own errors, or anything a payload provokes
-        return f"{MALFORMED}payload cannot be decoded ({type(exc).__name__})"
-    return Claim(replace(found, args=args), body, token, lease_until, lease)
