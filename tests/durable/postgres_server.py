@@ -85,6 +85,20 @@ def find_bindir() -> Path | None:
     return None
 
 
+def running_in_group(pgid: int) -> bool:
+    """Whether a process of process group ``pgid`` still runs (zombies, dead
+    but not reaped, do not count); False where ``/proc`` is not there."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # "pid (comm) state ppid pgrp ...": comm may hold spaces, so split after ")".
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # it ended while we looked
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
 def check_loopback(url: str, variable: str = "DUETIME_TEST_POSTGRES_URL") -> None:
     host = urlsplit(url).hostname or ""
     if host not in LOOPBACK:
@@ -239,8 +253,21 @@ class PostgresServer:
 
     def kill(self) -> None:
         """``kill -9`` every process of the server (postmaster and backends) at
-        once, and reap the postmaster: a crash.  :meth:`start` recovers."""
+        once: a crash.  Returns once none of them runs any more (a backend is
+        not this process's child: its death is seen in ``/proc``).
+        :meth:`start` recovers.
+
+        :raises RuntimeError: a server process still ran 30 s after the signal
+        """
+        group = self.pid if self.proc is not None else None
         self._reap(signal.SIGKILL)
+        if group is None:
+            return
+        deadline = time.monotonic() + 30
+        while running_in_group(group):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server processes of group {group} outlived kill -9")
+            time.sleep(0.01)
 
     def restart(self, mode: str = "immediate") -> None:
         """Stop (``immediate``: no shutdown checkpoint, as ``pg_ctl restart -m

@@ -111,9 +111,6 @@ class PostgresEnqueue:
 
     # -- the rows -------------------------------------------------------------------
 
-    def _task(self, task: str | Callable[..., Any]) -> TaskDef:
-        return self.tasks.resolve(task)
-
     def _payload(self, t: TaskDef, args: Sequence[Any]) -> str:
         self.tasks.check_args(t, args)
         try:
@@ -149,7 +146,7 @@ class PostgresEnqueue:
             ``at``, a bad key, ``keys`` of another length or a key given twice,
             an argument the codec refuses, a payload over 64 KiB
         """
-        t = self._task(task)
+        t = self.tasks.resolve(task)
         due, wait = _when(delay, at)
         sets = []
         for args in argsets:
