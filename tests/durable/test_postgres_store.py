@@ -24,6 +24,7 @@ from duetime.durable import (
     NotAStore,
     PostgresStore,
     ReadOnlyStore,
+    StoreLost,
     open_store,
 )
 from duetime.durable.conformance import row
@@ -350,3 +351,52 @@ def freeze(server: PostgresServer) -> list[int]:
     for pid in pids:
         os.kill(pid, signal.SIGSTOP)
     return pids
+
+
+async def test_a_dropped_schema_is_a_lost_store(
+    postgres_store: Factory, postgres_url: str, postgres_schema: str, real_time: None
+) -> None:
+    async with postgres_store() as store:
+        await store.add([row("a", 1)])
+        await anyio.to_thread.run_sync(
+            admin, postgres_url, f"DROP SCHEMA {postgres_schema} CASCADE"
+        )
+        with pytest.raises(StoreLost, match="was dropped"):
+            await store.claim("w", 10)
+        with pytest.raises(StoreLost):  # every call from now on, without asking the server
+            await store.get("a")
+
+
+def test_the_cli_never_shows_the_password(capsys: pytest.CaptureFixture[str]) -> None:
+    from duetime.__main__ import main
+
+    from .postgres_server import free_port
+
+    url = f"postgresql://duetime:s3cret-pw@127.0.0.1:{free_port()}/nowhere"
+    assert main(["entries", "--store", url]) == 2  # the store's error, not a bug (1)
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert "s3cret-pw" not in text
+    assert "OperationalError" in text
+    assert "127.0.0.1" in text
+    assert "Traceback" not in text
+
+
+def test_a_postgres_url_without_the_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # makes the import fail
+    for url in ("postgresql://localhost/app", "postgres://localhost/app"):
+        with pytest.raises(ImportError, match="postgres' extra"):
+            open_store(url)
+
+
+def test_without_psycopg_the_store_names_the_extra() -> None:
+    code = (
+        "import sys; sys.modules['psycopg'] = None\n"
+        "import duetime.durable\n"
+        "try:\n"
+        "    duetime.durable.PostgresStore\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "pip install 'duetime[postgres]'" in out.stdout

@@ -37,7 +37,7 @@ The wing, by file:
   - ``_redis.py`` (with ``_redis_lua.py``, ``_redis_rows.py``):
     :class:`RedisStore`, several hosts (the ``redis`` extra, loaded lazily)
   - ``_postgres.py`` (with ``_postgres_conn.py``, ``_postgres_listen.py``,
-    ``_postgres_rows.py``, ``_postgres_sql.py``): :class:`PostgresStore`,
+    ``_postgres_rows.py``, ``_postgres_sql.py``, ``_postgres_wake.py``): :class:`PostgresStore`,
     several hosts on PostgreSQL (the ``postgres`` extra, loaded lazily)
   - ``_postgres_enqueue.py``: :class:`PostgresEnqueue`, entries deferred inside
     the caller's own PostgreSQL transaction (no store needed)
@@ -142,7 +142,13 @@ def __getattr__(name: str) -> Any:
         return RedisStore
     # PostgresStore needs the `postgres` extra (psycopg): the same, for the same reason.
     if name == "PostgresStore":
-        from ._postgres import PostgresStore
-
+        try:
+            from ._postgres import PostgresStore
+        except ModuleNotFoundError as exc:
+            if exc.name != "psycopg":
+                raise
+            raise ImportError(
+                "PostgresStore needs psycopg: pip install 'duetime[postgres]'"
+            ) from exc
         return PostgresStore
     raise AttributeError(f"module 'duetime.durable' has no attribute {name!r}")

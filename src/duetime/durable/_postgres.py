@@ -11,13 +11,16 @@ claim-and-finish-sized round trips by 8 tasks 1.2-1.3k/s vs 0.6-0.8k/s): a
 thread hop per query costs more than the query.
 
 Every operation is one statement (autocommit), on the server's clock: a claim
-is one ``UPDATE ... WHERE key IN (SELECT ... FOR UPDATE SKIP LOCKED)`` that also
-dead-letters poison and malformed rows, fencing tokens come from a sequence,
-and ``finish_many`` is one statement whose rows are each fenced by their token.
+is one statement, an ``UPDATE`` of the rows a ``SELECT ... ORDER BY visible_at
+LIMIT n FOR UPDATE SKIP LOCKED`` picked, that also dead-letters poison and
+malformed rows; fencing tokens come from a sequence; ``finish_many`` is one
+statement whose rows are each fenced by their token.  Lease renewals commit
+without waiting for the WAL flush; claims, defers and finishes wait for it (a
+claim lost in a server crash would let a second worker run the entry).
 The schema (:mod:`._postgres_sql`) is created, and checked on every open,
 under an advisory lock; a schema of another version or of another application
 is refused and left untouched.  Wake-ups come through one ``LISTEN``
-connection per store object (:mod:`._postgres_listen`); writers send a
+connection per store object (:mod:`._postgres_wake`); writers send a
 ``NOTIFY`` only when they move the head earlier, when rows finish while some
 store object awaits finishes, and on aborts.
 """
@@ -25,6 +28,7 @@ store object awaits finishes, and on aborts.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import uuid
 from collections.abc import Sequence
@@ -33,13 +37,16 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
+import psycopg
+import psycopg.errors
 
 from .._exceptions import EntryExists
 from .._vocab import Status
 from . import _postgres_rows as rows
-from ._postgres_conn import Conn, Pool, Rows, array, text_or_none
-from ._postgres_listen import Listener, open_schema, show_dsn
+from ._postgres_conn import Conn, Pool, Rows, array, conninfo, text_or_none
+from ._postgres_listen import open_schema, show_dsn
 from ._postgres_sql import SESSION, Sql, check_schema_name, finish_fields, insert_params, insert_sql
+from ._postgres_wake import Listener, Waits
 from ._sqlite_file import NotAStore
 from ._store import (
     Claim,
@@ -49,19 +56,19 @@ from ._store import (
     OnConflict,
     Outcome,
     ReadOnlyStore,
+    StoreLost,
     check_result_ttl,
 )
 from ._wakeup import Wakeup
 
 __all__ = ["NotAStore", "PostgresStore"]
 
+logger = logging.getLogger("duetime.durable")
+
 _CONFLICTS = ("keep", "replace", "error")
-#: Connections for claims and lease renewals (a worker runs one claim loop and
-#: one renewal task), besides ``pool_size``.
-_LEASE_CONNECTIONS = 2
-#: How long a store object's interest in finishes lasts once announced (seconds);
-#: renewed by ``wait_finished`` when less than half of it is left.
-_AWAIT_FOR = 60.0
+#: Connections for lease renewals (a worker runs one renewal task), besides
+#: ``pool_size``.
+_LEASE_CONNECTIONS = 1
 
 
 def _seconds(value: object, what: str) -> float:
@@ -76,7 +83,7 @@ def _p(*values: Any) -> list[bytes | None]:
     return [array(v) if type(v) is list else text_or_none(v) for v in values]
 
 
-class PostgresStore:
+class PostgresStore(Waits):
     """A durable store in PostgreSQL that several processes and hosts share.
 
     Open it with ``async with`` (the Scheduler does).  Times are the server's
@@ -99,8 +106,8 @@ class PostgresStore:
         ``entries``, ``head``, ``time``, the waits): its connections are
         read-only sessions, nothing is created or purged, and every writing
         method raises :class:`~duetime.durable.ReadOnlyStore`
-    :param pool_size: the most connections open at once for queries (two
-        more carry claims and lease renewals, and one LISTENs)
+    :param pool_size: the most connections open at once for queries (one
+        more carries lease renewals, and one LISTENs)
     :param connect_timeout: how long opening one connection may take (seconds)
     :param timeout: how long one statement may wait for its reply (seconds): a
         server that stops answering (a freeze, a partition) raises
@@ -108,7 +115,6 @@ class PostgresStore:
     :raises TypeError: a parameter of the wrong type
     :raises ValueError: a DSN psycopg cannot parse, a schema name that is not a
         plain lower-case identifier, a non-positive lease, poll, ttl or size
-    :raises ImportError: psycopg is not installed (``pip install 'duetime[postgres]'``)
     """
 
     def __init__(
@@ -127,12 +133,6 @@ class PostgresStore:
     ) -> None:
         if not isinstance(dsn, str):
             raise TypeError(f"dsn must be a str, not {type(dsn).__name__}")
-        try:
-            import psycopg.conninfo
-        except ImportError as exc:  # pragma: no cover - depends on the install
-            raise ImportError(
-                "PostgresStore needs psycopg: pip install 'duetime[postgres]'"
-            ) from exc
         self.schema = check_schema_name(schema)
         self.lease = _seconds(lease, "lease")
         self.poll = _seconds(poll, "poll")
@@ -147,11 +147,7 @@ class PostgresStore:
         self.read_only = bool(read_only)
         self.dsn = dsn
         try:
-            self._conninfo = psycopg.conninfo.make_conninfo(
-                dsn,
-                connect_timeout=max(1, math.ceil(self.connect_timeout)),
-                client_encoding="UTF8",
-            )
+            self._conninfo = conninfo(dsn, self.connect_timeout)
         except Exception:  # its message may quote the DSN: not repeated here
             raise ValueError(f"PostgresStore: cannot parse the DSN {show_dsn(dsn)!r}") from None
         self._pool_size = pool_size
@@ -176,6 +172,7 @@ class PostgresStore:
         self._purged_at = -math.inf
         #: Backend pids of this store object's query connections (see Listener).
         self._own: set[int] = set()
+        self._lost: str | None = None
 
     def __repr__(self) -> str:
         mode = ", read_only=True" if self.read_only else ""
@@ -196,18 +193,25 @@ class PostgresStore:
             raise RuntimeError("this PostgresStore is already open")
         setup = SESSION + (b"; SET default_transaction_read_only = on" if self.read_only else b"")
         pool = Pool(
-            self._conninfo, self._pool_size, setup, on_open=self._own_pid, timeout=self.timeout
+            self._conninfo,
+            self._pool_size,
+            setup,
+            on_open=self._own_pid,
+            timeout=self.timeout,
+            translate=self._translate,
         )
-        # Leases (claims and renewals) commit without waiting for the WAL flush:
-        # a lease lost in a server crash only lets its entry run again (at
-        # least once), and it saves a disk flush per claim.  Everything else
-        # (a defer, a finish) waits for it.
+        # Lease renewals commit without waiting for the WAL flush: a renewal
+        # lost in a server crash leaves the previous lease end, still ahead
+        # (renewals come well before it), and the next renewal moves it on.
+        # Everything else waits for the flush: a claim lost in a crash would
+        # let a second worker run what the first one is running.
         leases = Pool(
             self._conninfo,
             _LEASE_CONNECTIONS,
             setup + b"; SET synchronous_commit = off",
             on_open=self._own_pid,
             timeout=self.timeout,
+            translate=self._translate,
         )
         stack = AsyncExitStack()
         stack.callback(pool.close)
@@ -228,6 +232,7 @@ class PostgresStore:
                 await stack.aclose()
             raise
         self._pool, self._leases, self._stack, self._listener = pool, leases, stack, listener
+        self._lost = None
         self._awaiting_until = -math.inf
         return self
 
@@ -253,7 +258,24 @@ class PostgresStore:
         pool = self._pool
         if pool is None:
             raise RuntimeError("the PostgresStore is not open: use `async with store:`")
+        if self._lost is not None:
+            raise StoreLost(self._lost)
         return pool
+
+    def _translate(self, exc: psycopg.Error) -> Exception | None:
+        """A missing table means the store's schema was dropped under this store
+        object: StoreLost from now on (logged once); other errors as they are."""
+        if not isinstance(exc, psycopg.errors.UndefinedTable):
+            return None
+        if self._lost is None:
+            self._lost = (
+                f"the duetime store in schema {self.schema!r} of {show_dsn(self.dsn)} was"
+                " dropped while this process had it open; this store object stops (new"
+                " entries there would reach no worker, and its fencing tokens would start"
+                " over): restart the process to open what is there now"
+            )
+            logger.error("durable store lost: %s", self._lost)
+        return StoreLost(self._lost)
 
     async def _q(self, sql: bytes, *params: Any) -> Rows:
         return await self._open_pool().query(sql, _p(*params))
@@ -462,7 +484,7 @@ class PostgresStore:
         self._check_writable()
         if limit == 0:
             return []
-        got = await self._lease_q(self._claim, self._offset, limit, owner, self.dedupe_ttl)
+        got = await self._q(self._claim, self._offset, limit, owner, self.dedupe_ttl)
         claims: list[Claim] = []
         bad: list[tuple[str, int, Outcome]] = []
         ended = False
@@ -584,64 +606,3 @@ class PostgresStore:
             return None
         value = rows.number(first)
         return value if math.isfinite(value) else rows.number(now)
-
-    async def wait_changed(self, timeout: float) -> None:
-        """Return when another writer may have moved the head earlier, or after
-        ``timeout`` seconds.  Never raises on a timeout.
-
-        A notification (another process's write), a write of this store object
-        that moved the head, or a reconnect of the LISTEN connection returns at
-        once, and so does one since this task's previous call.  Every ``poll``
-        seconds the head is also read: an earlier head than at the start returns.
-        """
-        if self._changed.missed():
-            await anyio.lowlevel.checkpoint()
-            return
-        event = self._changed.event()
-        deadline = anyio.current_time() + max(0.0, timeout)
-        try:
-            start = await self.head() if timeout > self.poll else None
-            while True:
-                remaining = deadline - anyio.current_time()
-                if remaining <= 0:
-                    return
-                with anyio.move_on_after(min(self.poll, remaining)):
-                    await event.wait()
-                    return
-                if anyio.current_time() >= deadline:
-                    return  # the caller's own deadline: it claims next anyway
-                head = await self.head()  # the safety poll
-                if head is not None and (start is None or head < start):
-                    return
-        finally:
-            self._changed.seen()
-
-    async def wait_finished(self, timeout: float) -> None:
-        """Return when a row may have finished (a notification, a finish of this
-        store object, a reconnect), or after ``timeout`` seconds; a finish since
-        this task's previous call returns at once.  Never raises on a timeout.
-
-        Other processes announce finishes only while some store object awaits
-        them: a call renews this store object's interest (a row in
-        ``{schema}.awaiting``) when it runs low, and returns at once when it had
-        lapsed (finishes meanwhile went unannounced).
-        """
-        pool = self._open_pool()
-        now = anyio.current_time()
-        if not self.read_only and self._awaiting_until - now < _AWAIT_FOR / 2:
-            lapsed = self._awaiting_until <= now
-            await pool.query(self._sql.awaiting(), _p(self._offset, self._id, _AWAIT_FOR))
-            self._awaiting_until = now + _AWAIT_FOR
-            if lapsed:
-                self._finished.seen()
-                return
-        limit = timeout if not self.read_only else min(timeout, self.poll)
-        await self._finished.wait(max(0.0, limit))
-
-    async def wait_aborted(self, timeout: float) -> None:
-        """Return when an abort may have been requested (a notification, an abort
-        by this store object, a reconnect), or after ``timeout`` seconds; one
-        since this task's previous call returns at once.  Never raises on a
-        timeout."""
-        self._open_pool()
-        await self._aborted.wait(max(0.0, timeout))

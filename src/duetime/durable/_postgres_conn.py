@@ -28,10 +28,11 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 import psycopg
+import psycopg.conninfo
 import psycopg.errors
 from psycopg import pq
 
-__all__ = ["Conn", "Pool", "Rows", "array", "text_or_none"]
+__all__ = ["Conn", "Pool", "Rows", "array", "conninfo", "text_or_none"]
 
 logger = logging.getLogger("duetime.durable")
 
@@ -51,6 +52,32 @@ def array(values: Sequence[Any]) -> bytes:
         else:
             parts.append(str(v))
     return ("{" + ",".join(parts) + "}").encode("utf-8", "surrogatepass")
+
+
+def conninfo(dsn: str, connect_timeout: float) -> str:
+    """The libpq connection string of a store's connections: ``dsn`` (a URL or
+    ``key=value`` pairs) with UTF-8 text, ``connect_timeout``, and defaults the
+    DSN may override: TCP keepalives, so that a server that vanished without
+    closing (a partition) is noticed within about 25 s where the kernel's
+    default takes hours, and ``application_name=duetime`` (pg_stat_activity).
+
+    :raises psycopg.ProgrammingError: a DSN libpq cannot parse (its message may
+        quote the DSN)
+    """
+    given = psycopg.conninfo.conninfo_to_dict(dsn)
+    defaults = {
+        "application_name": "duetime",
+        "keepalives": "1",
+        "keepalives_idle": "10",
+        "keepalives_interval": "5",
+        "keepalives_count": "3",
+    }
+    return psycopg.conninfo.make_conninfo(
+        dsn,
+        **{k: v for k, v in defaults.items() if k not in given},
+        connect_timeout=max(1, math.ceil(connect_timeout)),
+        client_encoding="UTF8",
+    )
 
 
 def text_or_none(value: Any) -> bytes | None:
@@ -196,6 +223,8 @@ class Pool:
     :param on_open: called with each new connection
     :param timeout: how long one query (or transaction), the wait for a free
         connection included, may take, in seconds
+    :param translate: turns a server error into the exception to raise
+        instead (None: raise it as it is)
     """
 
     def __init__(
@@ -205,9 +234,11 @@ class Pool:
         setup: bytes = b"",
         on_open: Callable[[Conn], None] | None = None,
         timeout: float = math.inf,
+        translate: Callable[[psycopg.Error], Exception | None] | None = None,
     ) -> None:
         self.conninfo = conninfo
         self.timeout = timeout
+        self.translate = translate
         self.setup = setup
         self.on_open = on_open
         self._idle: list[Conn] = []
@@ -272,9 +303,17 @@ class Pool:
             connection is closed: the server may still run the statement)
         """
         with anyio.move_on_after(self.timeout):
-            async with self.conn() as conn:
-                return await conn.query(sql, params)
+            try:
+                async with self.conn() as conn:
+                    return await conn.query(sql, params)
+            except psycopg.Error as exc:
+                raise self._translated(exc) from exc
         raise self._timed_out()
+
+    def _translated(self, exc: psycopg.Error) -> Exception:
+        if self.translate is not None:
+            return self.translate(exc) or exc
+        return exc
 
     def _timed_out(self) -> TimeoutError:
         return TimeoutError(f"PostgreSQL: no reply within {self.timeout:g} s (timeout)")
@@ -285,7 +324,10 @@ class Pool:
         :raises TimeoutError: not done within ``timeout`` seconds
         """
         with anyio.move_on_after(self.timeout):
-            return await self._transaction(work)
+            try:
+                return await self._transaction(work)
+            except psycopg.Error as exc:
+                raise self._translated(exc) from exc
         raise self._timed_out()
 
     async def _transaction(self, work: Callable[[Conn], Any]) -> Any:

@@ -1,21 +1,17 @@
-"""A PostgresStore's schema check and creation, its LISTEN connection, and its DSN shown safely."""
+"""A PostgresStore's schema, checked and created, and its DSN shown safely."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 
-import anyio
-import anyio.abc
 import psycopg
 
 from ._postgres_conn import Conn, Pool
 from ._postgres_sql import APPLICATION, SCHEMA_VERSION, create_sql
 from ._redact import redact_url
 from ._sqlite_file import NotAStore
-from ._wakeup import Wakeup
 
-__all__ = ["Listener", "open_schema", "show_dsn"]
+__all__ = ["open_schema", "show_dsn"]
 
 logger = logging.getLogger("duetime.durable")
 
@@ -101,70 +97,3 @@ async def _judge(conn: Conn, schema: str, where: str) -> bool:
             f" version {SCHEMA_VERSION}. Use a matching duetime version (nothing was changed)."
         )
     return True
-
-
-class Listener:
-    """The LISTEN connection of one store object: notifications become wake-ups.
-
-    :param conninfo: the libpq connection string
-    :param channel: the channel to LISTEN on
-    :param wakeups: payload -> the :class:`Wakeup` it notifies
-    :param own: backend pids of the store object's own query connections (kept
-        up to date by the store): their notifications are skipped, the writer
-        already woke this process (counting them again would be a spurious
-        wake-up that arrives late)
-    """
-
-    def __init__(
-        self, conninfo: str, channel: str, wakeups: Mapping[str, Wakeup], own: set[int]
-    ) -> None:
-        self.conninfo = conninfo
-        self.channel = channel
-        self.wakeups = wakeups
-        self.own = own
-
-    async def run(
-        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
-    ) -> None:
-        """Listen until cancelled; reconnect (after a short pause) when the
-        connection drops, and count the reconnect as a wake-up of every kind
-        (notifications sent meanwhile are lost)."""
-        started = False
-        pause = 0.05
-        while True:
-            conn: Conn | None = None
-            try:
-                conn = await Conn.open(self.conninfo)
-                await conn.script(f'LISTEN "{self.channel}"'.encode())
-                if started:
-                    logger.info("PostgresStore: LISTEN connection back")
-                    for wakeup in self.wakeups.values():
-                        wakeup.notify()
-                else:
-                    started = True
-                    task_status.started()
-                pause = 0.05
-                await self._receive(conn)
-            except Exception as exc:
-                if not started:
-                    raise
-                logger.debug("PostgresStore: LISTEN connection lost: %s", type(exc).__name__)
-            finally:
-                if conn is not None:
-                    conn.close()
-            await anyio.sleep(pause)
-            pause = min(1.0, pause * 2)
-
-    async def _receive(self, conn: Conn) -> None:
-        pg = conn.pg
-        while True:
-            await anyio.wait_readable(pg.socket)
-            pg.consume_input()  # raises once the connection is gone
-            while (note := pg.notifies()) is not None:
-                if note.be_pid in self.own:
-                    continue
-                wakeup = self.wakeups.get(note.extra.decode("ascii", "replace"))
-                if wakeup is not None:
-                    wakeup.notify()
-            if conn.broken:
-                raise psycopg.OperationalError("the LISTEN connection was closed")
