@@ -12,15 +12,22 @@ for the store to announce finishes (:meth:`Store.wait_finished
 <duetime.durable.Store.wait_finished>`: Redis pub/sub, SQLite's
 ``data_version``, MemoryStore at once) and then re-reads only the awaited
 keys, waking the waiters of each key that finished.
+
+A waiter parks on its backend's cheapest primitive (an asyncio future, or
+trio's ``wait_task_rescheduled``) rather than an Event per key: an
+``asyncio.Event`` carries a deque of about 760 bytes, which for 10,000
+awaiters outweighs everything else the watcher keeps.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Generator
 from typing import Any, Generic, Protocol, TypeVar
 
 import anyio
 import anyio.abc
+from anyio.lowlevel import checkpoint, current_token
 
 from .._exceptions import CallbackCancelled, DeferredFailed, SchedulerClosed
 from .._vocab import Status
@@ -43,14 +50,36 @@ _FINISHED = (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
 
 
 class _Slot:
-    """The waiters of one key: woken together once its entry has finished."""
+    """The waiters of one key: woken together once its entry has finished.
 
-    __slots__ = ("entry", "event", "waiters")
+    ``parked`` holds what wakes each waiter parked now: an asyncio future, or a
+    :class:`_TrioPark` on trio.
+    """
+
+    __slots__ = ("done", "entry", "parked", "waiters")
 
     def __init__(self) -> None:
-        self.event = anyio.Event()
+        self.done = False
         self.entry: Entry | None = None
+        self.parked: list[Any] = []
         self.waiters = 0
+
+
+class _TrioPark:
+    """One trio task parked on a slot; its :meth:`abort` unparks it if cancelled."""
+
+    __slots__ = ("slot", "task")
+
+    def __init__(self, slot: _Slot, task: Any) -> None:
+        self.slot = slot
+        self.task = task
+
+    def abort(self, raise_cancel: object) -> Any:
+        # Removed now, so the watcher never reschedules a task trio already woke.
+        import trio
+
+        self.slot.parked.remove(self)
+        return trio.lowlevel.Abort.SUCCEEDED
 
 
 def finished(entry: Entry | None) -> bool:
@@ -72,6 +101,11 @@ class Watcher:
         self._running = False
         self._closed = False
         self._more: anyio.Event | None = None  # set when a key is added while idle
+        native = current_token().native_token
+        # The running asyncio loop (its futures park the waiters), or None on trio.
+        self._loop: asyncio.AbstractEventLoop | None = (
+            native if isinstance(native, asyncio.AbstractEventLoop) else None
+        )
 
     @property
     def watched(self) -> int:
@@ -103,7 +137,19 @@ class Watcher:
             if finished(entry):
                 self._resolve(key, slot, entry)
             entry = None  # not kept while waiting: 10,000 awaiters hold no snapshots
-            await slot.event.wait()
+            if slot.done:
+                await checkpoint()
+            elif self._loop is not None:
+                # The future directly, not a helper coroutine: one frame per awaiter.
+                fut = self._loop.create_future()
+                slot.parked.append(fut)
+                try:
+                    await fut
+                finally:
+                    if not slot.done:  # cancelled: not left for the watcher to wake
+                        slot.parked.remove(fut)
+            else:
+                await _park_trio(slot)
             if self._closed and slot.entry is None:
                 raise SchedulerClosed(_CLOSED)
             entry = slot.entry
@@ -121,13 +167,31 @@ class Watcher:
         self._closed = True
         slots, self._slots = self._slots, {}
         for slot in slots.values():
-            slot.event.set()
+            self._wake(slot)
 
     def _resolve(self, key: str, slot: _Slot, entry: Entry | None) -> None:
         if self._slots.get(key) is slot:
             del self._slots[key]
         slot.entry = entry
-        slot.event.set()
+        self._wake(slot)
+
+    def _wake(self, slot: _Slot) -> None:
+        """Mark ``slot`` done and wake every waiter parked on it."""
+        if slot.done:
+            return
+        slot.done = True
+        parked, slot.parked = slot.parked, []
+        if not parked:
+            return
+        if self._loop is not None:
+            for fut in parked:
+                if not fut.done():  # a cancelled waiter's future is done already
+                    fut.set_result(None)
+        else:
+            import trio
+
+            for park in parked:
+                trio.lowlevel.reschedule(park.task)
 
     async def _serve(self) -> None:
         """The watcher: after each announced finish, re-read the awaited keys.
@@ -191,6 +255,15 @@ class Watcher:
         async with anyio.create_task_group() as tg:
             for _ in range(n):
                 tg.start_soon(reader)
+
+
+async def _park_trio(slot: _Slot) -> None:
+    """Park the current trio task on ``slot`` until the watcher wakes it (cancellable)."""
+    import trio
+
+    park = _TrioPark(slot, trio.lowlevel.current_task())
+    slot.parked.append(park)
+    await trio.lowlevel.wait_task_rescheduled(park.abort)
 
 
 def outcome(key: str, entry: Entry | None, task: str | None) -> Any:
