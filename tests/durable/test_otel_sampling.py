@@ -3,7 +3,10 @@ force (metrics only).  Virtual time, both backends."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -164,3 +167,66 @@ async def test_without_a_tracer_a_run_reads_no_trace_context_and_is_measured(
     assert metrics_only.total("messaging.process.duration", error__type="ValueError") == 2
     assert metrics_only.total("duetime.entry.lateness") == 3
     assert metrics_only.total("duetime.dead_letters") == 1
+
+
+_LATE_PROVIDER = """
+import sys
+import anyio
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+import duetime.otel
+from duetime import Scheduler, Status
+from duetime.durable import TaskRegistry
+from duetime.testing import MemoryStore
+
+tasks = TaskRegistry()
+
+
+@tasks.task("t.a")
+async def a() -> None:
+    pass
+
+
+async def done(s, key):
+    with anyio.fail_after(120):
+        while (e := await s.deferred(key)) is None or e.status is not Status.COMPLETED:
+            await anyio.sleep(0.01)
+
+
+async def main():
+    duetime.otel.instrument()  # the global tracer provider: none set yet
+    exporter = InMemorySpanExporter()
+    async with Scheduler(store=MemoryStore(), tasks=tasks) as s:
+        await s.defer("t.a", key="before")
+        await done(s, "before")
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        trace.set_tracer_provider(provider)
+        await s.defer("t.a", key="after")
+        await done(s, "after")
+    for span in exporter.get_finished_spans():
+        key = span.attributes["messaging.message.id"]
+        print(span.name, key, len(span.links))
+
+
+anyio.run(main, backend=sys.argv[1])
+"""
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_a_global_tracer_provider_set_after_instrument_is_used_from_then_on(
+    tmp_path: Path, backend: str
+) -> None:
+    # Set once per process: in a process of its own.
+    script = tmp_path / "late.py"
+    script.write_text(_LATE_PROVIDER)
+    out = subprocess.run(
+        [sys.executable, str(script), backend],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    ).stdout
+    assert sorted(out.splitlines()) == ["process t.a after 1", "send t.a after 0"]
