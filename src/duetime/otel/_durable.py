@@ -80,13 +80,34 @@ class _Tally:
 
 
 class _Processing:
-    """The process span of the run in progress in one runner task."""
+    """The run in progress in one runner task: its process span (None: no tracer
+    in force) and the type of the error its task raised."""
 
     __slots__ = ("error_type", "span")
 
-    def __init__(self, span: trace.Span) -> None:
+    def __init__(self, span: trace.Span | None) -> None:
         self.span = span
         self.error_type: str | None = None
+
+
+class _PerTask:
+    """What every run of one task shares, made once: the span name, the span
+    attributes a sampler may look at, and the metric attributes (shared: never
+    mutated, so the SDK sees the same dicts run after run)."""
+
+    __slots__ = ("metric", "name", "span")
+
+    def __init__(self, task: str, old: bool) -> None:
+        self.name = f"process {task}"
+        self.span: dict[str, Any] = {
+            sc.SYSTEM: sc.SYSTEM_NAME,
+            sc.OPERATION_TYPE: "process",
+            sc.OPERATION_NAME: "process",
+            sc.DESTINATION: task,
+        }
+        if old:
+            self.span[sc.OLD_OPERATION] = "deliver"
+        self.metric: dict[str, Any] = {sc.SYSTEM: sc.SYSTEM_NAME, sc.DESTINATION: task}
 
 
 _current: contextvars.ContextVar[_Processing | None] = contextvars.ContextVar(
@@ -172,16 +193,36 @@ class DurableTelemetry:
             meter, "duetime.aborts", "{entry}", "Runs this worker ended as aborted."
         )
         self.status = StatusCounts(meter, status_interval)
-        self._task_attrs: dict[str, dict[str, Any]] = {}
+        self._tasks: dict[str, _PerTask] = {}
+        # A tracer that makes no spans (no TracerProvider in force): the runs are
+        # measured without one.  The global provider's proxy is asked again at
+        # each run until a real provider is set (set once: then for good).
+        self._proxy = isinstance(tracer, trace.ProxyTracer)
+        self._tracing = not isinstance(tracer, trace.NoOpTracer) and not self._proxy
+
+    def _per_task(self, task: str) -> _PerTask:
+        """What the runs of ``task`` share (kept for at most ``_MAX_TASKS`` tasks:
+        task names come from rows)."""
+        per = self._tasks.get(task)
+        if per is None:
+            per = _PerTask(task, self._old)
+            if len(self._tasks) < _MAX_TASKS:
+                self._tasks[task] = per
+        return per
 
     def _attrs(self, task: str) -> dict[str, Any]:
         """The metric attributes of ``task`` (shared: never mutate)."""
-        attrs = self._task_attrs.get(task)
-        if attrs is None:
-            attrs = {sc.SYSTEM: sc.SYSTEM_NAME, sc.DESTINATION: task}
-            if len(self._task_attrs) < _MAX_TASKS:
-                self._task_attrs[task] = attrs
-        return attrs
+        return self._per_task(task).metric
+
+    def _traces(self) -> bool:
+        """Whether runs get a process span: a TracerProvider is in force."""
+        if self._proxy:
+            provider = trace.get_tracer_provider()
+            if isinstance(provider, trace.ProxyTracerProvider):
+                return False
+            self._proxy = False
+            self._tracing = not isinstance(provider, trace.NoOpTracerProvider)
+        return self._tracing
 
     # -- producing --------------------------------------------------------------------
 
@@ -268,58 +309,80 @@ class DurableTelemetry:
         run: Any,
     ) -> Any:
         """Run ``execute(claim, run)`` inside a CONSUMER span linked to the entry's
-        creation context; record lateness, duration and the outcome."""
+        creation context; record lateness, duration and the outcome.
+
+        Without a TracerProvider in force no span is made (nor its attributes,
+        nor the link); the metrics are recorded all the same.
+        """
         entry = claim.entry
         task: str = entry.task
+        per = self._tasks.get(task) or self._per_task(task)
         started = anyio.current_time()
         clock = time.perf_counter()
         # The claim's store time, plus what passed here since it came back.
         lateness = claim.lease_until - claim.lease + (started - run.claimed) - entry.due.timestamp()
-        attrs: dict[str, Any] = {
-            sc.SYSTEM: sc.SYSTEM_NAME,
-            sc.OPERATION_TYPE: "process",
-            sc.OPERATION_NAME: "process",
-            sc.DESTINATION: task,
-            sc.MESSAGE_ID: entry.key,
-            sc.ATTEMPT: entry.attempt,
-            sc.DELIVERIES: entry.deliveries,
-            sc.LATENESS: lateness,
-        }
-        if entry.schedule is not None:
-            attrs[sc.OCCURRENCE] = entry.occurrence
-        if self._old:
-            attrs[sc.OLD_OPERATION] = "deliver"
-        created = _created(claim.payload)
-        links = None if created is None else [Link(created)]
-        metric = self._attrs(task)
+        metric = per.metric
         self._consumed.add(1, task, metric)
-        self._lateness.record(max(lateness, 0.0), metric)
-        span = self._tracer.start_span(
-            f"process {task}", context=_ROOT, kind=SpanKind.CONSUMER, attributes=attrs, links=links
-        )
+        self._lateness.record(lateness if lateness > 0.0 else 0.0, metric)
+        span: trace.Span | None = None
+        if self._tracing or self._traces():
+            # Everything known at the start is given to start_span, the link
+            # too: a sampler decides on them.
+            attrs = {
+                **per.span,
+                sc.MESSAGE_ID: entry.key,
+                sc.ATTEMPT: entry.attempt,
+                sc.DELIVERIES: entry.deliveries,
+                sc.LATENESS: lateness,
+            }
+            if entry.schedule is not None:
+                attrs[sc.OCCURRENCE] = entry.occurrence
+            created = _created(claim.payload)
+            span = self._tracer.start_span(
+                per.name,
+                context=_ROOT,
+                kind=SpanKind.CONSUMER,
+                attributes=attrs,
+                links=None if created is None else (Link(created),),
+            )
         state = _Processing(span)
         token = _current.set(state)
-        # The task's own spans are children of this one (attach: cheaper than use_span).
-        attached = otel_context.attach(trace.set_span_in_context(span, _ROOT))
         outcome: Any = None
+        if span is None:
+            try:
+                outcome = await execute(claim, run)
+                return outcome
+            finally:
+                _current.reset(token)
+                self._ran(per, state, outcome, clock)
+        # The task's own spans are children of this one, sampled or not (attach:
+        # cheaper than use_span).
+        attached = otel_context.attach(trace.set_span_in_context(span, _ROOT))
         try:
             outcome = await execute(claim, run)
             return outcome
         finally:
             otel_context.detach(attached)
             _current.reset(token)
-            span.set_attribute(sc.OUTCOME, _outcome_name(outcome))
-            if state.error_type is None and type(outcome).__name__ == "Dead":
-                # Dead-lettered before its task ran (unknown task, bad payload...).
-                state.error_type = outcome.error_type or "_OTHER"
+            self._ran(per, state, outcome, clock)
+            span.end()
+
+    def _ran(self, per: _PerTask, state: _Processing, outcome: Any, clock: float) -> None:
+        """Record a run's duration (``clock``: its start), and its outcome on its span."""
+        duration = time.perf_counter() - clock
+        span = state.span
+        if state.error_type is None and type(outcome).__name__ == "Dead":
+            # Dead-lettered before its task ran (unknown task, bad payload...).
+            state.error_type = outcome.error_type or "_OTHER"
+            if span is not None and span.is_recording():
                 span.set_attribute(sc.ERROR_TYPE, state.error_type)
                 span.set_status(SpanStatus(StatusCode.ERROR, outcome.error[:300]))
-            duration = time.perf_counter() - clock
-            if state.error_type is None:
-                self._duration.record(duration, metric)
-            else:
-                self._duration.record(duration, {**metric, sc.ERROR_TYPE: state.error_type})
-            span.end()
+        if span is not None and span.is_recording():
+            span.set_attribute(sc.OUTCOME, _outcome_name(outcome))
+        if state.error_type is None:
+            self._duration.record(duration, per.metric)
+        else:
+            self._duration.record(duration, {**per.metric, sc.ERROR_TYPE: state.error_type})
 
     def failed(self, error: BaseException) -> None:
         """Record ``error`` (the task's exception) on the process span in progress."""
@@ -328,6 +391,8 @@ class DurableTelemetry:
             return
         state.error_type = _type_name(error)
         span = state.span
+        if span is None or not span.is_recording():
+            return
         span.record_exception(error)
         span.set_attribute(sc.ERROR_TYPE, state.error_type)
         span.set_status(SpanStatus(StatusCode.ERROR, f"{type(error).__qualname__}: {error}"[:300]))
@@ -392,9 +457,9 @@ def _span_context(parent: str, state: str | None) -> SpanContext | None:
     if not trace_id or not span_id:
         return None
     return SpanContext(
-        trace_id,
-        span_id,
-        is_remote=True,
-        trace_flags=TraceFlags(flags),
-        trace_state=TraceState.from_header([state]) if state else None,
+        trace_id, span_id, True, _FLAGS[flags], TraceState.from_header([state]) if state else None
     )
+
+
+#: Every W3C trace-flags byte, made once.
+_FLAGS = tuple(TraceFlags(flags) for flags in range(256))
