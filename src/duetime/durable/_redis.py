@@ -27,6 +27,7 @@ from .._vocab import Status
 from . import _redis_lua as lua
 from . import _redis_rows as codec
 from ._redact import redact_url
+from ._redis_stats import RedisInspection
 from ._store import (
     RESULT_DROPPED,
     Claim,
@@ -113,7 +114,7 @@ def _time(value: float) -> str:
     return repr(float(value))
 
 
-class RedisStore:
+class RedisStore(RedisInspection):
     """A durable store on Redis (or Valkey) that several processes and hosts share.
 
     Open it with ``async with`` (the Scheduler does).  Times are the server's
@@ -213,6 +214,7 @@ class RedisStore:
         self._stack: AsyncExitStack | None = None
         self._changed: anyio.Event | None = None  # set (and replaced) per wake-up message
         self._dirty = False  # a wake-up message arrived that no wait_changed has seen
+        self._indexed = False  # every row counted for inspection (see _redis_stats)
 
     def __repr__(self) -> str:
         mode = ", read_only=True" if self.read_only else ""

@@ -49,6 +49,7 @@ numbers to Redis as integers, so scripts return times as strings.
 
 from __future__ import annotations
 
+from . import _redis_stats as _stats
 from ._codec import MAX_PAYLOAD
 
 __all__ = ["ADD", "CANCEL", "CLAIM", "DELETE", "ENTRIES", "EXTEND", "FINISH"]
@@ -58,6 +59,7 @@ __all__ += ["GET", "RETRY", "TIME"]
 _PRELUDE = r"""
 local Q, ALL, TOMB, SEQ, ROWS, BAD = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local CHAN = ARGV[1]
+local ix_save, ix_forget, act  -- the inspection indexes: defined after the checks (_redis_stats)
 local DONE_CHAN = string.sub(CHAN, 1, -5) .. 'done'  -- '{p}:wake' -> '{p}:done'
 -- set by GET and ENTRIES for a store opened read-only: nothing is purged or set aside
 local READONLY = false
@@ -74,6 +76,7 @@ local function wake(old)
   if new and (old == nil or new < old) then redis.call('PUBLISH', CHAN, fmt(new)) end
 end
 local function forget(k)
+  if ix_forget then ix_forget(k) end
   redis.call('HDEL', ROWS, k)
   redis.call('HDEL', BAD, k)
   redis.call('ZREM', Q, k)
@@ -94,7 +97,7 @@ _CHECK = (
     + r"""
 local STATUS = {PENDING = true, RUNNING = true, COMPLETED = true, FAILED = true}
 local FIELDS = {'k', 't', 'p', 'd', 's', 'a', 'e', 'o', 'sch', 'dl', 'l', 'md', 'tok', 'lu', 'ow',
-                'x', 'qr', 'r', 'ru', 'et', 'tb'}
+                'x', 'qr', 'r', 'ru', 'et', 'tb', 'ix'}
 -- Python's datetime holds 0001-01-02 .. 9999-12-31: a due time outside cannot be listed.
 local TMIN, TMAX = -62135510400, 253402300799
 local function num(v)
@@ -183,6 +186,8 @@ local function aside(k, raw, r, why)
   if type(r.t) == 'string' and utf8(r.t) then q.t = r.t end
   if type(r.sch) == 'string' and utf8(r.sch) then q.sch = r.sch end
   if READONLY then return q, cjson.encode(q) end  -- reported as it would be set aside
+  ix_forget(k)
+  ix_save(q)
   redis.call('HSET', BAD, k, raw)
   redis.call('ZREM', Q, k)
   redis.call('ZREM', TOMB, k)
@@ -214,6 +219,7 @@ local function load(k)
   return r, raw
 end
 local function save(r)
+  ix_save(r)
   local ok, raw = pcall(cjson.encode, r)
   if not ok then
     -- a field this version does not know holds what cjson cannot write back
@@ -226,6 +232,7 @@ local function save(r)
   return raw
 end
 """
+    + _stats.INDEX
 )
 
 #: ARGV[3]: on_conflict; then per row: key, JSON of the new row's fields, due, delay
@@ -235,6 +242,7 @@ ADD = (
     + _CHECK
     + r"""
 purge()
+if redis.call('HLEN', ROWS) == 0 then redis.call('SET', TAG .. 'ixv', '1') end
 local mode = ARGV[3]
 local n = (#ARGV - 3) / 4
 if mode ~= 'keep' then
@@ -285,6 +293,7 @@ purge()
 local owner = ARGV[3]
 local due = redis.call('ZRANGEBYSCORE', Q, '-inf', fmt(NOW), 'LIMIT', 0, tonumber(ARGV[4]))
 local out = {}
+local late_n, late_t, late_m = 0, 0, 0  -- claims and their start lateness (act)
 for _, k in ipairs(due) do
   local r = load(k)
   if not r or (r.s ~= 'PENDING' and r.s ~= 'RUNNING') then
@@ -299,6 +308,8 @@ for _, k in ipairs(due) do
       redis.call('ZREM', Q, k)
       save(r)
     else
+      local late = math.max(0, NOW - num(r.d))
+      late_n, late_t, late_m = late_n + 1, late_t + late, math.max(late_m, late)
       r.dl = r.dl + 1
       r.s = 'RUNNING'
       r.tok = redis.call('INCR', SEQ)
@@ -311,6 +322,7 @@ for _, k in ipairs(due) do
     end
   end
 end
+if late_n > 0 then act(late_n, late_t, late_m, 0, 0, 0) end
 return out
 """
 )
@@ -395,13 +407,20 @@ local ttl, rttl = tonumber(ARGV[3]), tonumber(ARGV[4])
 local old = head()
 local out = {}
 local ended = false
+local n_done, n_failed, n_retried = 0, 0, 0  -- runs ended, by outcome (act)
 for i = 5, #ARGV, 8 do
   local kind = ARGV[i + 2]
   local ok = apply(ARGV[i], ARGV[i + 1], kind, ARGV[i + 3], ARGV[i + 4], ttl,
                    ARGV[i + 5], rttl, ARGV[i + 6], ARGV[i + 7])
   if ok == 1 and (kind == 'done' or kind == 'dead') then ended = true end
+  if ok == 1 then
+    if kind == 'done' or (kind == 'next' and ARGV[i + 4] == '') then n_done = n_done + 1
+    elseif kind == 'dead' or kind == 'next' then n_failed = n_failed + 1
+    elseif kind == 'retry' then n_retried = n_retried + 1 end
+  end
   table.insert(out, tostring(ok))
 end
+if n_done + n_failed + n_retried > 0 then act(0, 0, 0, n_done, n_failed, n_retried) end
 wake(old)
 if ended then redis.call('PUBLISH', DONE_CHAN, '1') end
 return table.concat(out)
@@ -506,3 +525,12 @@ TIME = (
 return fmt(NOW)
 """
 )
+
+
+# -- inspection (the queries' own scripts: see ._redis_stats) ---------------------------
+
+ACTIVITY = _PRELUDE + _CHECK + _stats.ACTIVITY
+PAGE = _PRELUDE + _CHECK + _stats.PAGE
+REINDEX = _PRELUDE + _CHECK + _stats.REINDEX
+STATS = _PRELUDE + _CHECK + _stats.STATS
+__all__ += ["ACTIVITY", "PAGE", "REINDEX", "STATS"]

@@ -77,6 +77,7 @@ from ._sqlite_sql import (
     run_ops,
     transaction,
 )
+from ._sqlite_stats import SQLiteInspection, ensure_schema, finish_recorded
 from ._store import (
     RESULT_DROPPED,
     Claim,
@@ -112,7 +113,7 @@ _INLINE_ROWS = 128
 logger = logging.getLogger("duetime.durable")
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteInspection):
     """The embedded durable store: one SQLite file, shared safely by the processes of one host.
 
     Use it as ``async with SQLiteStore("jobs.db") as store`` (the Scheduler
@@ -227,6 +228,8 @@ class SQLiteStore:
         self.data_version = await self._run(data_version)
         self._finished_version = self.data_version
         self._detail = await self._run(schema_version) >= 2
+        if not self.read_only:
+            await self._run(ensure_schema)  # the inspection index and activity ring
         if self._inline is not None:
             self._inline_version = data_version(self._inline)
         return self
@@ -501,7 +504,9 @@ class SQLiteStore:
         ops = [[*self._finish_op(key, token, outcome), None] for key, token, outcome in items]
         if not ops:
             return []
-        results = await self._write(partial(run_ops, ops))
+        results = await self._write(
+            partial(finish_recorded, partial(run_ops, ops), items, self._now())
+        )
         if any(
             ok and not isinstance(outcome, Done | Dead)
             for ok, (_k, _t, outcome) in zip(results, items, strict=True)

@@ -21,6 +21,7 @@ from ._sqlite_rows import (
     dead_letter_rows,
     lenient_text,
 )
+from ._sqlite_stats import record_claims
 from ._store import Claim, Entry, entry_args, utc
 
 __all__ = [
@@ -210,6 +211,7 @@ def claim_rows(
                 claims.append(c)
         if bad:
             dead_letter_rows(conn, bad)
+        record_claims(conn, now, claims)  # the activity ring (inspection)
         return claims
 
     # Text that is not UTF-8 must reach claim_row, not fail the whole fetch.
