@@ -50,6 +50,7 @@ def test_front_names_are_pinned() -> None:
             "current_entry",
             "entry_args",
             "open_store",
+            "series_times",
             "utc",
         ]
     )

@@ -383,7 +383,11 @@ class DictStore:
         await anyio.lowlevel.checkpoint()
         self._purge(self._clock())
         rows = sorted(
-            (r for r in self._rows.values() if query.matches(r.task, r.status, r.key, r.due)),
+            (
+                r
+                for r in self._rows.values()
+                if query.matches(r.task, r.status, r.key, r.due, r.schedule)
+            ),
             key=lambda r: (r.due, r.key),
         )
         kept = rows[: query.limit]

@@ -64,7 +64,7 @@ from ._registry import TaskDef, TaskRegistry, current_entry
 from ._session import StoreSession
 from ._sqlite import SQLiteStore
 from ._sqlite_file import NotAStore
-from ._stats import Counts, EntryQuery, Minute
+from ._stats import Counts, EntryQuery, Minute, series_times
 from ._store import (
     MALFORMED,
     MAX_RESULT,
@@ -127,6 +127,7 @@ __all__ = [
     "current_entry",
     "entry_args",
     "open_store",
+    "series_times",
     "utc",
 ]
 

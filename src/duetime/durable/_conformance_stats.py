@@ -143,6 +143,22 @@ class InspectionConformance:
         assert await keys(task="mail", status=Status.PENDING, key_prefix="m") == ["mail:2"]
         assert await keys(status=Status.FAILED) == []
         assert await keys(task="nope") == []
+        assert await keys(series=True) == []
+        assert await keys(series=False, task="bill") == ["mailbox", "bill:1"]
+
+    async def test_page_filters_series(self, store: Store) -> None:
+        now = await store.time()
+        spec = '{"v":1,"trigger":{"every":60.0},"start":%r,"misfire":"coalesce","overlap":"skip"}'
+        await store.add(
+            [
+                row("one", due=now + 1),
+                row("every-minute", due=now + 2, schedule=spec % (now + 2)),
+            ]
+        )
+        series = (await store.page(EntryQuery(series=True))).entries
+        assert [e.key for e in series] == ["every-minute"]
+        assert series[0].schedule == spec % (now + 2)
+        assert [e.key for e in (await store.page(EntryQuery(series=False))).entries] == ["one"]
 
     async def test_page_reports_entries_as_listings_do(self, store: Store) -> None:
         await store.add([row("a", 1, "x", task="t")])

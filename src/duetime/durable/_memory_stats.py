@@ -50,7 +50,11 @@ class MemoryInspection:
         await anyio.lowlevel.checkpoint()
         self._purge(self._now())
         rows = sorted(
-            (r for r in self._rows.values() if query.matches(r.task, r.status, r.key, r.due)),
+            (
+                r
+                for r in self._rows.values()
+                if query.matches(r.task, r.status, r.key, r.due, r.schedule)
+            ),
             key=lambda r: (r.due, r.key),
         )
         pairs: list[tuple[float, Entry]] = [(r.due, r.entry()) for r in rows[: query.limit + 1]]

@@ -117,13 +117,14 @@ return scan[1]
 
 #: ARGV[3]: status or '', [4] task or '' (with [5] '1' when a task is given),
 #: [6] key prefix, [7] due from or '', [8] due before or '', [9] after due or '',
-#: [10] after key, [11] limit, [12] '1' if read-only.  Scans at most 5000 members.
+#: [10] after key, [11] limit, [12] '1' if read-only, [13] series: '1' only, '0' none, '' all.  Scans at most 5000 members.
 #: Returns {'more'|'end', last due, last key, then key, due, row JSON per match}.
 PAGE = r"""
 READONLY = ARGV[12] == '1'
 local status, task, has_task, prefix = ARGV[3], ARGV[4], ARGV[5] == '1', ARGV[6]
 local lo, hi, after_due, after_key = ARGV[7], ARGV[8], ARGV[9], ARGV[10]
 local limit = tonumber(ARGV[11])
+local series = ARGV[13]
 local src = ALL
 if status ~= '' then src = SIDX .. status end
 local min = '-inf'
@@ -145,7 +146,8 @@ while budget > 0 do
     if not skip and (plen == 0 or string.sub(k, 1, plen) == prefix) then
       local r, raw = read(k)
       if r and not (r.x and num(r.x) <= NOW) and (status == '' or r.s == status)
-          and (not has_task or r.t == task) then
+          and (not has_task or r.t == task)
+          and (series == '' or (series == '1') == (r.sch ~= nil)) then
         table.insert(out, k)
         table.insert(out, score)
         table.insert(out, raw)
@@ -228,6 +230,7 @@ class RedisInspection:
             after_key,
             query.limit,
             self._ro_flag,
+            "" if query.series is None else ("1" if query.series else "0"),
         )
         rows = [
             (float(codec.text(reply[i + 1])), codec.read(reply[i], reply[i + 2]))

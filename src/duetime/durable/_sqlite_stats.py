@@ -195,6 +195,8 @@ def page(query: EntryQuery, now: float, conn: sqlite3.Connection) -> Page:
     if query.due_before is not None:
         where.append("due < ?")
         args.append(query.due_before)
+    if query.series is not None:
+        where.append("schedule IS NOT NULL" if query.series else "schedule IS NULL")
     if query.after is not None:
         due, key = query.after
         where.append("(due > ? OR (due = ? AND key > ?))")

@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .._vocab import Status
+from ._series import parse_schedule
 
 __all__ = [
     "ACTIVITY_MINUTES",
@@ -33,6 +34,7 @@ __all__ = [
     "check_minutes",
     "key_prefix_end",
     "minutes_window",
+    "series_times",
 ]
 
 #: The most entries one :meth:`Store.page` call returns.
@@ -98,6 +100,8 @@ class EntryQuery:
     :ivar key_prefix: only keys that start with it ("" for any)
     :ivar due_from: only entries due at or after it (epoch seconds)
     :ivar due_before: only entries due before it (epoch seconds)
+    :ivar series: True for recurring series only, False for one-shot entries
+        only, None for both
     :ivar after: the cursor ``(due, key)`` to start after, or None for the first page
     :ivar limit: at most this many entries (1 to :data:`MAX_PAGE`)
     :raises TypeError: a field of the wrong type
@@ -110,6 +114,7 @@ class EntryQuery:
     key_prefix: str = ""
     due_from: float | None = None
     due_before: float | None = None
+    series: bool | None = None
     after: tuple[float, str] | None = None
     limit: int = 50
 
@@ -145,13 +150,19 @@ class EntryQuery:
             if not math.isfinite(self.after[0]):
                 raise ValueError(f"EntryQuery.after due must be finite, not {self.after[0]!r}")
             object.__setattr__(self, "after", (float(self.after[0]), self.after[1]))
+        if self.series is not None and not isinstance(self.series, bool):
+            raise TypeError(f"EntryQuery.series must be a bool or None, not {self.series!r}")
         if isinstance(self.limit, bool) or not isinstance(self.limit, int):
             raise TypeError(f"EntryQuery.limit must be an int, not {type(self.limit).__name__}")
         if not 1 <= self.limit <= MAX_PAGE:
             raise ValueError(f"EntryQuery.limit must be 1 to {MAX_PAGE}, not {self.limit}")
 
-    def matches(self, task: str, status: Status, key: str, due: float) -> bool:
+    def matches(
+        self, task: str, status: Status, key: str, due: float, schedule: str | None = None
+    ) -> bool:
         """True if an entry with these fields passes every filter and lies after the cursor."""
+        if self.series is not None and self.series != (schedule is not None):
+            return False
         if self.status is not None and status is not self.status:
             return False
         if self.task is not None and task != self.task:
@@ -229,3 +240,22 @@ def key_prefix_end(prefix: str) -> str | None:
         if last < 0x10FFFF:
             return "".join(chars) + chr(last + 1)
     return None
+
+
+def series_times(schedule: str, due: float, count: int = 5) -> list[float]:
+    """The next ``count`` due times of a recurring series whose stored
+    ``schedule`` (:attr:`Entry.schedule`) is due next at ``due``: ``due``
+    first, then the trigger's following points (fewer if the trigger ends).
+
+    :raises ValueError: a schedule this version cannot read, or count < 1
+    """
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"count must be an int >= 1, not {count!r}")
+    grid = parse_schedule(schedule).grid
+    out = [float(due)]
+    while len(out) < count:
+        nxt = grid.after(out[-1])
+        if nxt is None:
+            break
+        out.append(nxt)
+    return out
