@@ -117,7 +117,8 @@ return scan[1]
 
 #: ARGV[3]: status or '', [4] task or '' (with [5] '1' when a task is given),
 #: [6] key prefix, [7] due from or '', [8] due before or '', [9] after due or '',
-#: [10] after key, [11] limit, [12] '1' if read-only, [13] series: '1' only, '0' none, '' all.  Scans at most 5000 members.
+#: [10] after key, [11] limit, [12] '1' if read-only, [13] series: '1' only, '0' none,
+#: '' all.  Scans at most 5000 members.
 #: Returns {'more'|'end', last due, last key, then key, due, row JSON per match}.
 PAGE = r"""
 READONLY = ARGV[12] == '1'
