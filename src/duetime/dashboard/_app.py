@@ -70,6 +70,7 @@ def create_app(
     label: str | None = None,
     secret: bytes | str | None = None,
     refresh: float = 5.0,
+    sign_in: str | None = None,
 ) -> Starlette:
     """The dashboard of ``store`` as an ASGI app (Starlette), to serve alone or
     mount in a Starlette or FastAPI app (``app.mount("/duetime", create_app(store))``).
@@ -88,6 +89,8 @@ def create_app(
     :param secret: the key that signs the CSRF tokens; random per app by
         default (several processes serving one dashboard must share one)
     :param refresh: seconds between live refreshes by the page's script (0: none)
+    :param sign_in: where the header's "Sign in" link leads a viewer (your
+        login page), or None for no link
     :raises TypeError: a store that is not a duetime Store, or a bad parameter type
     :raises ValueError: a negative refresh
     """
@@ -103,6 +106,8 @@ def create_app(
         raise TypeError(f"refresh must be a number of seconds, not {type(refresh).__name__}")
     if not 0 <= refresh < float("inf"):
         raise ValueError(f"refresh must be >= 0 and finite, not {refresh!r}")
+    if sign_in is not None and not isinstance(sign_in, str):
+        raise TypeError(f"sign_in must be a str or None, not {type(sign_in).__name__}")
     if secret is None:
         key = secrets.token_bytes(32)
     elif isinstance(secret, str):
@@ -134,6 +139,7 @@ def create_app(
         refresh=float(refresh),
         csrf=Csrf(key),
         env=env,
+        sign_in=sign_in,
     )
 
     def bind(fn: Callable[[Dashboard, Request], Awaitable[Response]]) -> Any:

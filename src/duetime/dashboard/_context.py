@@ -33,6 +33,7 @@ class Dashboard:
     refresh: float
     csrf: Csrf
     env: jinja2.Environment
+    sign_in: str | None = None
 
     async def grant(self, request: Request) -> Grant | None:
         """The request's grant (None: refused)."""
@@ -57,6 +58,7 @@ class Dashboard:
             label=self.label,
             kind=type(self.store).__name__,
             refresh=self.refresh,
+            sign_in=self.sign_in,
             csrf_token=token,
             can_abort=callable(getattr(self.store, "abort", None)),
             **{"done": None, "page": "", **context},

@@ -22,6 +22,7 @@ import signal
 import sys
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from ._cli_dashboard import add_dashboard_command, run_dashboard
 from ._cli_run import STORE_LOST, WORKER_EXIT_CODES, guarded
 from ._cli_show import entry_json
 from ._cli_store import STORE_COMMANDS, add_store_commands, run_store_command
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from ._worker import Worker
 
 # redact_text: for the usage errors of python -m duetime's parser.
-__all__ = ["COMMANDS", "add_commands", "entry_json", "redact_text", "run_command"]
+__all__ = ["COMMANDS", "add_commands", "entry_json", "redact_text", "run_command", "run_dashboard"]
 
 #: The subcommands this module adds and runs.
 COMMANDS = ("worker", *STORE_COMMANDS)
@@ -64,6 +65,7 @@ def add_commands(sub: Any) -> None:
     worker.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
     worker.add_argument("--quiet", action="store_true", help="log warnings and errors only")
     add_store_commands(sub)
+    add_dashboard_command(sub)  # run by duetime.__main__ with the dashboard's server
 
 
 def run_command(args: argparse.Namespace) -> int:
