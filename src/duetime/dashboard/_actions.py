@@ -15,6 +15,7 @@ from duetime.durable import EntryQuery
 
 from ._context import Dashboard, logger, page_url
 from ._pages import parse_query
+from ._text import key_of_form
 
 __all__ = ["BULK_MAX", "act", "act_bulk"]
 
@@ -78,7 +79,8 @@ async def act(dash: Dashboard, request: Request) -> Response:
     if isinstance(checked, Response):
         return checked
     form, who = checked
-    action, key = form.get("action", ""), form.get("key")
+    action, field = form.get("action", ""), form.get("key")
+    key = None if field is None else key_of_form(field)
     if action not in _ACTIONS or key is None:
         return HTMLResponse("<!doctype html><title>400</title><p>Bad action.</p>", 400)
     store = dash.store

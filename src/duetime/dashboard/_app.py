@@ -129,6 +129,7 @@ def create_app(
         args=_text.show_args,
         when=_text.when,
         seconds=_text.seconds,
+        qkey=_text.form_key,
     )
     env.globals.update(ago=_text.ago)
     dash = Dashboard(

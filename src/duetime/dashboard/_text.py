@@ -12,8 +12,9 @@ import math
 import re
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote, unquote
 
-__all__ = ["ago", "clip", "show", "show_args", "when"]
+__all__ = ["ago", "clip", "form_key", "key_of_form", "show", "show_args", "when"]
 
 # C0 and C1 controls but tab and newline, DEL, and the bidirectional overrides
 # (which can make text read in another order than it is stored).
@@ -100,3 +101,14 @@ def seconds(value: float) -> str:
     if value < 120:
         return f"{value:.1f} s"
     return f"{value / 60:.1f} min"
+
+
+def form_key(key: str) -> str:
+    """An entry key as a form field carries it: percent-encoded ASCII, so a key
+    with control characters (which HTML would not keep) reaches the action whole."""
+    return quote(key.encode("utf-8", "surrogatepass"), safe="")
+
+
+def key_of_form(value: str) -> str:
+    """The entry key a form field carries (see :func:`form_key`)."""
+    return unquote(value, errors="surrogatepass")
