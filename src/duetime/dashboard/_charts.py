@@ -14,7 +14,7 @@ from ._text import seconds, when
 
 __all__ = ["Chart", "lateness_chart", "throughput_chart"]
 
-WIDTH, HEIGHT = 640, 180
+WIDTH, HEIGHT = 560, 180
 _LEFT, _RIGHT, _TOP, _BOTTOM = 48, 8, 10, 22
 
 
