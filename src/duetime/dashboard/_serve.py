@@ -79,7 +79,8 @@ async def serve(
     backend: str,
     title: str = "duetime",
 ) -> None:
-    """Serve the dashboard of the open ``store`` until SIGINT or SIGTERM."""
+    """Serve the dashboard of the open ``store`` until SIGINT or SIGTERM (after
+    SIGINT the command exits 130, as an interrupted command does)."""
     app = token_app(store, token=token, label=label, title=title)
     if backend == "trio":
         from hypercorn.config import Config
@@ -89,12 +90,17 @@ async def serve(
         config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
         config.accesslog = "-"
 
+        received: list[int] = []
+
         async def stopped() -> None:
             with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async for _ in signals:
+                async for signum in signals:
+                    received.append(signum)
                     return
 
         await hypercorn_serve(app, config, shutdown_trigger=stopped)  # type: ignore[arg-type]
+        if received == [signal.SIGINT]:
+            raise KeyboardInterrupt  # as uvicorn does: the command exits 130
         return
     import uvicorn
 
