@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -222,3 +223,43 @@ def test_create_app_checks_its_arguments() -> None:
         create_app(MemoryStore(), refresh=-1)
     with pytest.raises(ValueError, match="role"):
         Grant("root")  # type: ignore[arg-type]
+
+
+async def test_abort_a_running_entry_on_a_store_that_can(anyio_backend: Any) -> None:
+    from duetime.durable import MemoryStore
+
+    class AbortingStore(MemoryStore):
+        """A store with ``abort`` (the protocol's abort, as stores that have it)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.aborted: list[str] = []
+
+        async def abort(self, key: str) -> bool:
+            self.aborted.append(key)
+            return True
+
+    store = AbortingStore()
+    await seed(store)
+    app = create_app(store, authorize=lambda request: "admin")
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://dash") as client:
+        page = (await client.get("/entry?key=run-1")).text
+        assert 'id="action-abort"' in page
+        r = await client.post(
+            "/act", data={"csrf": csrf_of(page), "action": "abort", "key": "run-1"}
+        )
+        assert r.headers["location"].endswith("done=aborted")
+        assert "Abort requested" in (await client.get(r.headers["location"])).text
+    assert store.aborted == ["run-1"]
+    # a store without abort: no button, and the action is refused
+    plain = MemoryStore()
+    await seed(plain)
+    transport = httpx.ASGITransport(app=create_app(plain, authorize=lambda request: "admin"))
+    async with httpx.AsyncClient(transport=transport, base_url="http://dash") as client:
+        page = (await client.get("/entry?key=dead-1")).text
+        assert 'id="action-abort"' not in page
+        r = await client.post(
+            "/act", data={"csrf": csrf_of(page), "action": "abort", "key": "run-1"}
+        )
+        assert r.status_code == 400
