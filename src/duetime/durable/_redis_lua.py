@@ -534,3 +534,7 @@ PAGE = _PRELUDE + _CHECK + _stats.PAGE
 REINDEX = _PRELUDE + _CHECK + _stats.REINDEX
 STATS = _PRELUDE + _CHECK + _stats.STATS
 __all__ += ["ACTIVITY", "PAGE", "REINDEX", "STATS"]
+
+# Every script, each run as a function that writes its count changes as it ends.
+for _name in __all__:
+    globals()[_name] = _stats.wrap(globals()[_name])

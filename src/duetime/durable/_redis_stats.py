@@ -4,9 +4,13 @@ Kept by every script through ``save`` and ``forget`` (:data:`INDEX`, appended
 to the scripts' checks in :mod:`._redis_lua`), so no query ever scans the
 whole store:
 
-- ``{p}:cnt``: a hash, ``STATUS<TAB>task`` -> how many rows;
-- ``{p}:s:STATUS``: per status, a sorted set of its rows by due time (the
-  filtered pages: dead letters are ``{p}:s:FAILED``);
+- ``{p}:cnt``: a hash, ``STATUS<TAB>task`` -> how many rows (a script adds up
+  its changes and writes them once, as it ends: :func:`wrap`);
+- ``{p}:s:STATUS``: for RUNNING, FAILED and CANCELLED, a sorted set of the
+  rows by due time (the filtered pages: dead letters are ``{p}:s:FAILED``).
+  PENDING rows are listed from ``{p}:q`` (where they are by due time, among
+  the few RUNNING ones), COMPLETED ones from ``{p}:all``: the claim and the
+  finish each move a row in one sorted set only;
 - a row's ``ix`` field: the status it is counted under (so a save knows what
   to move without reading anything else);
 - ``{p}:act``: a hash, a ring of 64 per-minute slots (``slot:m`` the minute,
@@ -31,7 +35,7 @@ from . import _redis_rows as codec
 from ._stats import ACTIVITY_MINUTES, Counts, EntryQuery, Minute, check_minutes, minutes_window
 from ._store import Entry, EntryDetail, Page, page_from
 
-__all__ = ["ACTIVITY", "INDEX", "PAGE", "REINDEX", "RING", "STATS", "RedisInspection"]
+__all__ = ["ACTIVITY", "INDEX", "PAGE", "REINDEX", "RING", "STATS", "RedisInspection", "wrap"]
 
 RING = ACTIVITY_MINUTES + 4
 
@@ -41,19 +45,23 @@ INDEX = (
     r"""
 local TAG = string.sub(Q, 1, -2)
 local CNT, SIDX, ACT, IXV = TAG .. 'cnt', TAG .. 's:', TAG .. 'act', TAG .. 'ixv'
+-- The statuses with a sorted set of their own.  PENDING rows are listed from Q
+-- (by due time, like {p}:s:*), COMPLETED ones from ALL: no index for either.
+local INDEXED = {RUNNING = true, FAILED = true, CANCELLED = true}
 local function ix_drop(s, t, k)
-  if redis.call('HINCRBY', CNT, s .. '\t' .. t, -1) <= 0 then
-    redis.call('HDEL', CNT, s .. '\t' .. t)
-  end
-  redis.call('ZREM', SIDX .. s, k)
+  local f = s .. '\t' .. t
+  IXD[f] = (IXD[f] or 0) - 1
+  if INDEXED[s] then redis.call('ZREM', SIDX .. s, k) end
 end
 ix_save = function(r)
   if r.ix ~= r.s then
     if type(r.ix) == 'string' and type(r.t) == 'string' then ix_drop(r.ix, r.t, r.k) end
-    redis.call('HINCRBY', CNT, r.s .. '\t' .. r.t, 1)
+    local f = r.s .. '\t' .. r.t
+    IXD[f] = (IXD[f] or 0) + 1
     r.ix = r.s
+    -- a row's due time changes only with its status (claim, finish, retry, replace)
+    if INDEXED[r.s] then redis.call('ZADD', SIDX .. r.s, r.d, r.k) end
   end
-  redis.call('ZADD', SIDX .. r.s, r.d, r.k)
 end
 ix_forget = function(k)
   local raw = redis.call('HGET', ROWS, k)
@@ -85,6 +93,29 @@ act = function(c, ls, lm, d, f, rt)
 end
 """
 )
+
+_WRAP_HEAD = """local IXD = {}  -- the changes of {p}:cnt this script makes, written as it ends
+local function __script()
+"""
+_WRAP_TAIL = """
+end
+local __out = __script()
+if next(IXD) then
+  local cnt = string.sub(KEYS[1], 1, -2) .. 'cnt'
+  for f, n in pairs(IXD) do
+    if n ~= 0 and redis.call('HINCRBY', cnt, f, n) <= 0 then redis.call('HDEL', cnt, f) end
+  end
+end
+return __out
+"""
+
+
+def wrap(script: str) -> str:
+    """``script`` run as a function, after which the count changes it added up
+    (``IXD``) are written to ``{p}:cnt``, one ``HINCRBY`` per task and status
+    rather than two per row."""
+    return _WRAP_HEAD + script + _WRAP_TAIL
+
 
 #: Returns the store's time, then the fields and values of {p}:act.
 ACTIVITY = r"""
@@ -127,7 +158,7 @@ local lo, hi, after_due, after_key = ARGV[7], ARGV[8], ARGV[9], ARGV[10]
 local limit = tonumber(ARGV[11])
 local series = ARGV[13]
 local src = ALL
-if status ~= '' then src = SIDX .. status end
+if status == 'PENDING' then src = Q elseif INDEXED[status] then src = SIDX .. status end
 local min = '-inf'
 if lo ~= '' then min = lo end
 if after_due ~= '' and (lo == '' or tonumber(after_due) >= tonumber(lo)) then min = after_due end
