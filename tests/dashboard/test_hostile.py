@@ -87,3 +87,22 @@ async def test_a_huge_traceback_is_shown_whole_but_escaped(store: Store) -> None
         page = (await client.get("/entry", params={"key": key})).text
     check(page)
     assert page.count("tb ") >= 9000 * 0.9  # stores keep the end of a long traceback
+
+
+async def test_a_key_that_is_not_utf8(store_kind: str, store: Store) -> None:
+    if store_kind == "sqlite":
+        pytest.skip("sqlite3 cannot bind a str with lone surrogates: such a key cannot be stored")
+    from duetime.durable import NewRow
+
+    key = "bad-\udcff-key"  # bytes b"bad-\xff-key", as a store that read them reports them
+    await store.add([NewRow(key=key, task="t", payload="[]", delay=0.0)])
+    app = create_app(store, authorize=lambda request: "admin")
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://dash") as client:
+        for path in ("/", "/entries", "/dead-letters"):
+            r = await client.get(path)
+            assert r.status_code == 200, path
+            check(r.text)
+        assert (
+            "bad-\\udcff-key" in r.text or "bad-\\udcff-key" in (await client.get("/entries")).text
+        )

@@ -89,4 +89,5 @@ def page_url(request: Request, name: str, **params: Any) -> str:
     """The path of route ``name`` with a query string (values as text)."""
     path = str(request.url_for(name).path)
     query = {k: v for k, v in params.items() if v is not None and v != ""}
-    return f"{path}?{urlencode(query)}" if query else path
+    # (errors: a key that holds lone surrogates links to its bytes rather than failing)
+    return f"{path}?{urlencode(query, errors='surrogateescape')}" if query else path

@@ -38,6 +38,9 @@ def show(value: Any, limit: int = 200) -> str:
     if value is None:
         return ""
     text = value if isinstance(value, str) else repr(value)
+    # A key read from bytes that are not UTF-8 keeps them as lone surrogates,
+    # which no page can be encoded with: shown as \udcxx escapes instead.
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     return clip(_CONTROL.sub(_escape, text), limit)
 
 
