@@ -167,15 +167,19 @@ async def test_bulk_retry_and_delete_the_matching_dead_letters(
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://dash") as client:
         token = csrf_of((await client.get("/dead-letters")).text)
-        r = await client.post(
-            "/act-bulk", data={"csrf": token, "action": "retry", "prefix": "h", "task": ""}
-        )
+        form = {"csrf": token, "action": "retry", "prefix": "h", "task": ""}
+        r = await client.post("/act-bulk", data=form)
+        assert r.status_code == 400  # not confirmed: nothing changed
+        assert len((await store.page(EntryQuery(status=Status.FAILED))).entries) == 7
+        r = await client.post("/act-bulk", data={**form, "confirm": "yes"})
         assert r.status_code == 303
         assert "done=bulk-retried" in r.headers["location"]
         assert "Retried 6 dead letters." in (await client.get(r.headers["location"])).text
         left = (await store.page(EntryQuery(status=Status.FAILED))).entries
         assert [e.key for e in left] == ["dead-1"]
-        r = await client.post("/act-bulk", data={"csrf": token, "action": "delete"})
+        r = await client.post(
+            "/act-bulk", data={"csrf": token, "action": "delete", "confirm": "yes"}
+        )
         assert "Deleted 1 dead letters." in (await client.get(r.headers["location"])).text
     assert await store.get("dead-1") is None
     logged = [r.getMessage() for r in caplog.records if r.name == "duetime.dashboard"]

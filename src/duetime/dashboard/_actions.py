@@ -103,7 +103,8 @@ async def act(dash: Dashboard, request: Request) -> Response:
 
 async def act_bulk(dash: Dashboard, request: Request) -> Response:
     """Retry or delete every dead letter the form's filters match (``action``,
-    ``task``, ``prefix``, ``due_from``, ``due_before``), at most :data:`BULK_MAX`."""
+    ``task``, ``prefix``, ``due_from``, ``due_before``; ``confirm=yes``, the
+    form's checkbox), at most :data:`BULK_MAX`."""
     checked = await _checked(dash, request)
     if isinstance(checked, Response):
         return checked
@@ -111,6 +112,8 @@ async def act_bulk(dash: Dashboard, request: Request) -> Response:
     action = form.get("action", "")
     if action not in ("retry", "delete"):
         return HTMLResponse("<!doctype html><title>400</title><p>Bad action.</p>", 400)
+    if form.get("confirm") != "yes":  # the form's checkbox: one click never empties a store
+        return HTMLResponse("<!doctype html><title>400</title><p>Tick the box to confirm.</p>", 400)
     fields = {k: form.get(k, "") for k in ("task", "prefix", "due_from", "due_before")}
     filters = parse_query(QueryParams(fields), status=Status.FAILED, with_status=False)
     if filters.query is None:
