@@ -253,9 +253,14 @@ def series_times(schedule: str, due: float, count: int = 5) -> list[float]:
         raise ValueError(f"count must be an int >= 1, not {count!r}")
     grid = parse_schedule(schedule).grid
     out = [float(due)]
+    at = out[0]
     while len(out) < count:
-        nxt = grid.after(out[-1])
+        nxt = grid.after(at)
         if nxt is None:
             break
-        out.append(nxt)
+        at = nxt
+        # A due time read back as a datetime (microseconds) may fall a hair before
+        # its grid point: that point is the due time itself, not the next one.
+        if nxt - out[-1] >= 0.001:
+            out.append(nxt)
     return out
