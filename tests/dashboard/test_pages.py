@@ -190,3 +190,21 @@ async def test_mounted_in_fastapi_under_a_prefix(store: Store) -> None:
         assert 'href="/ops/duetime/entry?key=dead-1"' in html
         assert 'href="/ops/duetime/static/dashboard.css"' in html
         assert (await client.get("/ops/duetime/static/refresh.js")).status_code == 200
+
+
+async def test_a_store_that_does_not_answer(anyio_backend: object) -> None:
+    from duetime.dashboard import create_app
+    from duetime.durable import MemoryStore
+
+    class Down(MemoryStore):
+        async def time(self) -> float:
+            raise ConnectionError("redis://:<secret>@db: connection refused <b>")
+
+    app = create_app(Down(), authorize=lambda request: "viewer")
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://dash") as client:
+        for path in PAGES:
+            r = await client.get(path)
+            assert r.status_code == 503, path
+            assert "The store did not answer: ConnectionError" in r.text
+            assert "<b>" not in r.text
