@@ -210,6 +210,6 @@ def redis_store(redis_url: str) -> Iterator[Callable[..., RedisStore]]:
     for prefix in prefixes:
         names = ["q", "all", "tomb", "seq", "rows", "bad", "cnt", "act", "ixv"]
         names += [f"s:{status}" for status in ("PENDING", "RUNNING", "COMPLETED", "FAILED")]
-        names += ["s:CANCELLED"]
+        names += ["s:CANCELLED", "running"]
         keys = [f"{{{prefix}}}:{name}" for name in names]
         command(parts.hostname or "", parts.port or 6379, "DEL", *keys, db=db)

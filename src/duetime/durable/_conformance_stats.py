@@ -160,6 +160,17 @@ class InspectionConformance:
         assert series[0].schedule == spec % (now + 2)
         assert [e.key for e in (await store.page(EntryQuery(series=False))).entries] == ["one"]
 
+    async def test_page_of_running_entries_walks_in_order(self, store: Store) -> None:
+        now = await store.time()
+        dues = {"r3": now - 1, "r1": now - 3, "r2": now - 3, "r0": now - 5, "r4": now}
+        await store.add([row(k, task="t", due=d) for k, d in dues.items()])
+        await store.add([row("later", task="t", due=now + 500)])
+        assert len(await store.claim("w", 10)) == 5
+        got = await self._all_pages(store, status=Status.RUNNING)
+        assert [e.key for e in got] == ["r0", "r1", "r2", "r3", "r4"]
+        got = await self._all_pages(store, status=Status.RUNNING, due_from=now - 3, task="t")
+        assert [e.key for e in got] == ["r1", "r2", "r3", "r4"]
+
     async def test_page_reports_entries_as_listings_do(self, store: Store) -> None:
         await store.add([row("a", 1, "x", task="t")])
         [e] = (await store.page(EntryQuery())).entries

@@ -6,11 +6,11 @@ whole store:
 
 - ``{p}:cnt``: a hash, ``STATUS<TAB>task`` -> how many rows (a script adds up
   its changes and writes them once, as it ends: :func:`wrap`);
-- ``{p}:s:STATUS``: for RUNNING, FAILED and CANCELLED, a sorted set of the
-  rows by due time (the filtered pages: dead letters are ``{p}:s:FAILED``).
+- ``{p}:s:STATUS``: for FAILED and CANCELLED, a sorted set of the rows by
+  due time (the filtered pages: dead letters are ``{p}:s:FAILED``);
+  ``{p}:running``: the RUNNING rows, a plain set (a page sorts its few rows).
   PENDING rows are listed from ``{p}:q`` (where they are by due time, among
-  the few RUNNING ones), COMPLETED ones from ``{p}:all``: the claim and the
-  finish each move a row in one sorted set only;
+  the few RUNNING ones), COMPLETED ones from ``{p}:all``;
 - a row's ``ix`` field: the status it is counted under (so a save knows what
   to move without reading anything else);
 - ``{p}:act``: a hash, a ring of 64 per-minute slots (``slot:m`` the minute,
@@ -47,11 +47,15 @@ local TAG = string.sub(Q, 1, -2)
 local CNT, SIDX, ACT, IXV = TAG .. 'cnt', TAG .. 's:', TAG .. 'act', TAG .. 'ixv'
 -- The statuses with a sorted set of their own.  PENDING rows are listed from Q
 -- (by due time, like {p}:s:*), COMPLETED ones from ALL: no index for either.
-local INDEXED = {RUNNING = true, FAILED = true, CANCELLED = true}
+-- RUNNING rows (a few: as many as the workers run) are in a plain set: a small
+-- sorted set inserts in linear time, parsing every score it passes.
+local INDEXED = {FAILED = true, CANCELLED = true}
+local RUNNING = TAG .. 'running'
 local function ix_drop(s, t, k)
   local f = s .. '\t' .. t
   IXD[f] = (IXD[f] or 0) - 1
-  if INDEXED[s] then redis.call('ZREM', SIDX .. s, k) end
+  if s == 'RUNNING' then redis.call('SREM', RUNNING, k)
+  elseif INDEXED[s] then redis.call('ZREM', SIDX .. s, k) end
 end
 ix_save = function(r)
   if r.ix ~= r.s then
@@ -60,7 +64,8 @@ ix_save = function(r)
     IXD[f] = (IXD[f] or 0) + 1
     r.ix = r.s
     -- a row's due time changes only with its status (claim, finish, retry, replace)
-    if INDEXED[r.s] then redis.call('ZADD', SIDX .. r.s, r.d, r.k) end
+    if r.s == 'RUNNING' then redis.call('SADD', RUNNING, r.k)
+    elseif INDEXED[r.s] then redis.call('ZADD', SIDX .. r.s, r.d, r.k) end
   end
 end
 ix_forget = function(k)
@@ -165,11 +170,38 @@ if after_due ~= '' and (lo == '' or tonumber(after_due) >= tonumber(lo)) then mi
 local max = '+inf'
 if hi ~= '' then max = '(' .. hi end
 local ad = tonumber(after_due)
+local running = nil  -- RUNNING: the set's rows in the window, sorted by (due, key)
+if status == 'RUNNING' then
+  running = {}
+  for _, k in ipairs(redis.call('SMEMBERS', RUNNING)) do
+    local r = read(k)
+    local d = r and r.s == 'RUNNING' and num(r.d)
+    if d and (lo == '' or d >= tonumber(lo)) and (hi == '' or d < tonumber(hi))
+        and (ad == nil or d >= ad) then
+      table.insert(running, {d, k, r.d})
+    end
+  end
+  table.sort(running, function(a, b)
+    if a[1] ~= b[1] then return a[1] < b[1] end
+    return a[2] < b[2]
+  end)
+end
+local function batch(offset)
+  if running == nil then
+    return redis.call('ZRANGEBYSCORE', src, min, max, 'WITHSCORES', 'LIMIT', offset, 500)
+  end
+  local got = {}
+  for i = offset + 1, math.min(offset + 500, #running) do
+    table.insert(got, running[i][2])
+    table.insert(got, running[i][3])
+  end
+  return got
+end
 local out = {'end', '', ''}
 local budget, offset = 5000, 0
 local plen = #prefix
 while budget > 0 do
-  local got = redis.call('ZRANGEBYSCORE', src, min, max, 'WITHSCORES', 'LIMIT', offset, 500)
+  local got = batch(offset)
   if #got == 0 then return out end
   offset = offset + 500
   for i = 1, #got, 2 do
