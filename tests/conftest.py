@@ -10,8 +10,9 @@ from duetime.testing import anyio_backend_fixture, hold_autojump
 
 anyio_backend = anyio_backend_fixture()
 
-# Real Redis servers for the RedisStore tests (skip locally without one; fail under CI=true).
-pytest_plugins = ["tests.durable.redis_server"]
+# Real Redis and PostgreSQL servers for the store tests (skip locally without
+# one; fail under CI=true).
+pytest_plugins = ["tests.durable.redis_server", "tests.durable.postgres_server"]
 
 
 @pytest.fixture

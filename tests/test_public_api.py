@@ -9,6 +9,7 @@ import pytest
 
 import duetime
 import duetime.durable
+import duetime.otel
 import duetime.testing
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,6 +125,7 @@ def test_reference_describes_every_exported_name() -> None:
     # A one-line description each, readable as plain Markdown (GitHub, the sdist).
     names = set(duetime.__all__) | set(duetime.testing.__all__) | set(duetime.durable.__all__)
     names |= set(_dashboard_names())
+    names |= set(duetime.otel.__all__)
     assert sorted(names - _rows()) == []
     assert sorted(_rows() - names) == []  # no row for a name that is gone
 

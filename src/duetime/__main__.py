@@ -1,5 +1,5 @@
 """Command line: ``python -m duetime demo``, ``worker``, ``dashboard``, ``entries``,
-``dead-letters``, ``retry`` and ``delete`` (``python -m duetime COMMAND --help``).
+``dead-letters``, ``retry``, ``delete`` and ``abort`` (``python -m duetime COMMAND --help``).
 
 The benchmark suite is a development tool of the source checkout:
 ``python benchmarks/run.py`` or ``nox -s bench``.
@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 __all__ = ["main"]
 
@@ -25,6 +25,16 @@ class _Parser(argparse.ArgumentParser):
         super().error(redact_text(message))
 
 
+def _serve_worker_metrics(host: str, port: int) -> Any:
+    """``worker --metrics-port``: serve ``/metrics`` and instrument the worker
+    (imported only then: the ``prometheus`` extra, OpenTelemetry's SDK)."""
+    from .otel import instrument, serve_metrics
+
+    server = serve_metrics(port, host)
+    instrument(meter_provider=server.meter_provider)
+    return server
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the duetime command line; return the exit status."""
     parser = _Parser(prog="python -m duetime", description=(__doc__ or "").replace("``", ""))
@@ -37,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--plain", action="store_true", help="plain text, even if rich is installed")
     from .durable._cli import COMMANDS, add_commands
 
-    add_commands(sub)  # worker, entries, dead-letters, retry, delete, dashboard
+    add_commands(sub)  # worker, entries, dead-letters, retry, delete, abort, dashboard
     args = parser.parse_args(argv)
     if args.command == "demo":
         from ._demo import run_demo
@@ -59,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in COMMANDS:
         from .durable._cli import run_command
 
-        return run_command(args)
+        return run_command(args, _serve_worker_metrics)
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover
     return 2  # pragma: no cover
 

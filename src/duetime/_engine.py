@@ -11,7 +11,6 @@ PendingReplies, ThreadedScheduler) see the engine only as a :class:`~._host.Host
 
 from __future__ import annotations
 
-import logging
 import math
 import threading
 from collections import deque
@@ -50,6 +49,7 @@ from ._handle import (
 from ._heap import TimerHeap
 from ._host import Cancellable
 from ._lifecycle import exit_block
+from ._logs import core_log
 from ._tasks import CallbackTasks, warn_blocking
 from ._unobserved import Unobserved
 from ._util import CLOSED, CLOSING, NEW, OPEN, backend_clock, is_async
@@ -59,7 +59,7 @@ __all__ = ["LATENESS_SAMPLES", "Engine", "PlainHandle"]
 
 T_co = TypeVar("T_co", covariant=True)
 
-logger = logging.getLogger("duetime")
+logger = core_log
 
 _INF = math.inf
 LATENESS_SAMPLES = 1024

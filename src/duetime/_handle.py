@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import logging
 import threading
 from collections.abc import Callable, Generator
 from contextvars import Context, ContextVar
@@ -14,6 +13,7 @@ from anyio import Event, TaskNotFinished
 from anyio.lowlevel import checkpoint
 
 from ._exceptions import CallbackCancelled
+from ._logs import core_log
 from ._util import callable_name
 from ._vocab import Status
 
@@ -25,7 +25,7 @@ __all__ = ["Handle", "RunInfo", "current_run"]
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
 
-logger = logging.getLogger("duetime")
+logger = core_log
 
 
 # Internal state codes.  Plain ints keep the hot path to int compares; QUEUED is a
@@ -406,6 +406,7 @@ def report_unobserved(
             "unobserved exception in %s",
             handle.name,
             exc_info=(type(exc), exc, exc.__traceback__),
+            extra={"callback": handle.name},
         )
         return
     try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import random
 import threading
 import uuid
@@ -13,6 +12,7 @@ from anyio import fail_after
 
 from ._exceptions import CallbackCancelled, SchedulerClosed
 from ._handle import Handle
+from ._logs import core_log
 from ._threads import unwrap
 from ._util import to_delay
 from ._vocab import Status
@@ -27,7 +27,7 @@ __all__ = ["Job", "JobOwner", "RecurringJob"]
 
 T = TypeVar("T")
 
-logger = logging.getLogger("duetime")
+logger = core_log
 
 
 class JobOwner(Protocol):

@@ -830,16 +830,28 @@ class Scheduler:
             raise TypeError(f"key must be a str, not {type(key).__name__}")
         return Deferred(self._client(), key)
 
-    async def cancel_deferred(self, key: str) -> bool:
-        """Delete a PENDING or FAILED entry or series.
+    async def cancel_deferred(self, key: str, *, abort: bool = False) -> bool:
+        """Delete a PENDING or FAILED entry or series; with ``abort=True``, also
+        abort a RUNNING one, from any process.
 
-        :return: True if deleted; False if absent, finished, or running (a
-            running entry is not interrupted)
+        An abort is stored with the entry and announced: the worker holding it
+        cancels its run (an async task), or a sync task sees
+        ``current_entry().abort_requested`` turn True and stops when it polls
+        it; the entry ends CANCELLED, not retried, not dead-lettered, and its
+        awaiters get :exc:`~duetime.CallbackCancelled`.  A run that returns
+        before the abort reaches it still completes (one outcome, whatever
+        races).  A series stops, and its running occurrence is aborted.
+        Without ``abort`` (the default) a running entry is left alone.
+
+        :param abort: abort a running entry too
+        :return: True if deleted or its abort requested; False if absent or
+            finished, or running and ``abort`` is False
         :raises TypeError: ``key`` is not a str (any str is looked up, even one
-            ``defer`` would refuse: a malformed row a store lists)
+            ``defer`` would refuse: a malformed row a store lists), or
+            ``abort`` is not a bool
         :raises RuntimeError: the Scheduler has no store
         """
-        return await self._client().cancel_deferred(key)
+        return await self._client().cancel_deferred(key, abort=abort)
 
     async def deferred(self, key: str) -> Entry | None:
         """The entry stored under ``key`` (finished ones while kept as tombstones), or None.

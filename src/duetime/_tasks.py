@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import logging
 import math
 from collections import deque
 from collections.abc import Callable
@@ -33,6 +32,7 @@ from ._handle import (
     Handle,
     _current,
 )
+from ._logs import core_log
 from ._util import is_async, strip_own_frames
 
 if TYPE_CHECKING:
@@ -73,7 +73,7 @@ class TaskSite(Protocol):
 
 __all__ = ["CallbackTasks", "TaskSite", "warn_blocking"]
 
-logger = logging.getLogger("duetime")
+logger = core_log
 
 _INF = math.inf
 # Callback tasks parked for reuse; beyond this an idle task exits.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import math
 import threading
 import time
@@ -20,6 +19,7 @@ from ._exceptions import SchedulerClosed
 from ._handle import FAILED, Handle, current_run, report_unobserved
 from ._host import host_of
 from ._jobs import Job, RecurringJob
+from ._logs import core_log
 from ._options import make_extra
 from ._recurring import Recurring
 from ._retry import Retry
@@ -30,7 +30,7 @@ from ._vocab import Misfire, Overlap, Status
 
 __all__ = ["Job", "RecurringJob", "ThreadedScheduler"]  # Job/RecurringJob from _jobs
 
-logger = logging.getLogger("duetime")
+logger = core_log
 
 T = TypeVar("T")
 PosArgsT = TypeVarTuple("PosArgsT")

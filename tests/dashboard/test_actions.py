@@ -256,14 +256,16 @@ async def test_abort_a_running_entry_on_a_store_that_can(anyio_backend: Any) -> 
         assert r.headers["location"].endswith("done=aborted")
         assert "Abort requested" in (await client.get(r.headers["location"])).text
     assert store.aborted == ["run-1"]
-    # a store without abort: no button, and the action is refused
-    plain = MemoryStore()
-    await seed(plain)
-    transport = httpx.ASGITransport(app=create_app(plain, authorize=lambda request: "admin"))
+    # the real abort: the RUNNING entry now carries the request
+    real = MemoryStore()
+    await seed(real)
+    transport = httpx.ASGITransport(app=create_app(real, authorize=lambda request: "admin"))
     async with httpx.AsyncClient(transport=transport, base_url="http://dash") as client:
-        page = (await client.get("/entry?key=dead-1")).text
-        assert 'id="action-abort"' not in page
+        page = (await client.get("/entry?key=run-1")).text
         r = await client.post(
             "/act", data={"csrf": csrf_of(page), "action": "abort", "key": "run-1"}
         )
-        assert r.status_code == 400
+        assert r.headers["location"].endswith("done=aborted")
+    running = await real.get("run-1")
+    assert running is not None
+    assert running.abort_requested

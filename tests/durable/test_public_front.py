@@ -17,9 +17,11 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_front_names_are_pinned() -> None:
     assert sorted(duetime.durable.__all__) == sorted(
         [
+            "ABORTED",
             "MALFORMED",
             "MAX_RESULT",
             "RESULT_DROPPED",
+            "Aborted",
             "Claim",
             "Client",
             "Counts",
@@ -37,6 +39,7 @@ def test_front_names_are_pinned() -> None:
             "OnConflict",
             "Outcome",
             "Page",
+            "PostgresEnqueue",
             "ReadOnlyStore",
             "Release",
             "RetryAt",

@@ -59,6 +59,10 @@ BAD: dict[bytes, tuple[bytes, str]] = {
     b"bad-md": (good_row("bad-md", md=0), 'field "md"'),
     b"bad-error": (good_row("bad-error", e={"no": 1}), 'field "e"'),
     b"bad-token": (good_row("bad-token", s="RUNNING", tok="x", lu="1"), 'field "tok"'),
+    b"bad-abtext": (good_row("bad-abtext", s="RUNNING", tok=1, lu="1", ab="yes"), 'field "ab"'),
+    b"bad-abtwo": (good_row("bad-abtwo", s="RUNNING", tok=1, lu="1", ab=2), 'field "ab"'),
+    b"bad-abtrue": (good_row("bad-abtrue", s="RUNNING", tok=1, lu="1", ab=True), 'field "ab"'),
+    b"bad-abpending": (good_row("bad-abpending", ab=1), 'field "ab"'),
     b"bad-value-utf8": (good_row("bad-value-utf8").replace(b'"t"', b'"t\xff"', 1), "UTF-8"),
     b"bad-\xff": (good_row("bad-XX").replace(b"bad-XX", b"bad-\xff"), "UTF-8"),
     b"bad-\xc0\xaf": (good_row("bad-XX").replace(b"bad-XX", b"bad-\xc0\xaf"), "UTF-8"),
@@ -108,17 +112,23 @@ async def test_every_script_goes_on_past_malformed_rows(redis_store: Factory) ->
         assert len(await store.entries()) == 30
 
 
-async def test_cancel_and_get_of_a_malformed_row_do_not_raise(redis_store: Factory) -> None:
+async def test_cancel_get_and_abort_of_a_malformed_row_do_not_raise(
+    redis_store: Factory,
+) -> None:
     async with redis_store() as store:
         await write_garbage(store, await store.time())
-        for key in BAD_KEYS:  # the first script to read each row is cancel or get
-            if len(key) % 2:
+        # the first script to read each row is cancel, get, aborts or abort
+        for i, key in enumerate(BAD_KEYS):
+            if i % 4 == 0:
                 assert await store.cancel(key)
-            else:
+                continue
+            if i % 4 == 1:
                 entry = await store.get(key)
                 assert entry is not None
                 assert entry.status is Status.FAILED
-                assert await store.cancel(key)
+            elif i % 4 == 2:
+                assert await store.aborts([(key, 1)]) == [False]
+            assert await store.abort(key)  # a dead letter: deleted
         assert await store.entries() == []
 
 
@@ -133,7 +143,16 @@ async def test_a_row_in_the_queue_but_not_in_the_rows_is_dropped(redis_store: Fa
 
 
 async def test_python_side_decoding_never_raises_for_one_row() -> None:
-    for raw in (b"{", b"[]", b'{"k": "x"}', good_row("x", d="1e999"), good_row("x", a=1.5)):
+    for raw in (
+        b"{",
+        b"[]",
+        b'{"k": "x"}',
+        good_row("x", d="1e999"),
+        good_row("x", a=1.5),
+        good_row("x", ab=1),  # a request on a row that is not RUNNING
+        good_row("x", s="RUNNING", ab=True),
+        good_row("x", s="RUNNING", ab="1"),
+    ):
         entry = read(b"x\xff", raw)
         assert entry.status is Status.FAILED
         assert entry.key == "x\udcff"
@@ -142,6 +161,8 @@ async def test_python_side_decoding_never_raises_for_one_row() -> None:
     ok = read("x", good_row("x"))
     assert ok.status is Status.PENDING
     assert ok.args == (1,)
+    running = read("x", good_row("x", s="RUNNING", ab=1))
+    assert (running.status, running.abort_requested) == (Status.RUNNING, True)
 
 
 async def test_a_worker_runs_every_good_entry_next_to_garbage(redis_store: Factory) -> None:

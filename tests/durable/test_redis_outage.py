@@ -199,3 +199,30 @@ async def test_a_worker_runs_an_entry_deferred_after_a_restart_and_stops(
         entry = await store.get("after")
         assert entry is not None
         assert entry.status is Status.COMPLETED
+
+
+async def test_an_abort_reaches_a_waiter_after_a_restart(server: RedisServer) -> None:
+    """The subscription comes back after a restart and carries abort requests
+    again; the return of the subscription itself wakes the waiter (requests sent
+    meanwhile were lost)."""
+    async with RedisStore(server.url, poll=3600) as worker, RedisStore(server.url) as operator:
+        await operator.add([row("a")])
+        [c] = await operator.claim("w", 1)
+        await worker.wait_aborted(0)
+        server.stop()
+        await anyio.sleep(1)
+        server.start()
+        with anyio.fail_after(60):
+            await worker.wait_aborted(3600)  # the resubscription
+        woke = anyio.Event()
+
+        async def wait() -> None:
+            await worker.wait_aborted(3600)
+            woke.set()
+
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(wait)
+                await anyio.sleep(0.1)
+                assert await operator.abort("a")
+        assert await worker.aborts([("a", c.token)]) == [True]

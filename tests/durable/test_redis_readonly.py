@@ -74,6 +74,10 @@ async def test_lists_and_refuses_every_write(redis_store: Factory) -> None:
                 await reader.retry("later")
             with pytest.raises(ReadOnlyStore):
                 await reader.delete("later")
+            with pytest.raises(ReadOnlyStore):
+                await reader.abort("later")
+            assert await reader.aborts([("later", 1)]) == [False]  # a read
+            await reader.wait_aborted(0)
         assert await snapshot(writer) == before
 
 

@@ -343,3 +343,32 @@ async def test_a_scheduler_with_a_redis_store_runs_and_leaves_cleanly(
         entry = await s.deferred("p")
         assert entry is not None
         assert entry.status is Status.COMPLETED
+
+
+async def test_an_abort_from_another_connection_wakes_wait_aborted(redis_store: Factory) -> None:
+    """The request travels on the ``{prefix}:abort`` channel: the waiter's own
+    store object made no write, and its safety poll is far away."""
+    async with redis_store(poll=30.0) as waiter, redis_store() as operator:
+        await operator.add([row("a"), row("b", delay=60.0)])
+        [c] = await operator.claim("w", 1)
+        await waiter.wait_aborted(0)
+        woke_at: list[float] = []
+
+        async def wait() -> None:
+            await waiter.wait_aborted(30.0)
+            woke_at.append(anyio.current_time())
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(wait)
+                await anyio.sleep(0.05)
+                assert await operator.abort("b")  # a PENDING row: deleted, no request
+                await anyio.sleep(0.3)
+                assert woke_at == []
+                sent = anyio.current_time()
+                assert await operator.abort("a")
+        assert woke_at[0] - sent < 5.0
+        assert await waiter.aborts([("a", c.token)]) == [True]
+        got = await waiter.get("a")
+        assert got is not None
+        assert got.abort_requested

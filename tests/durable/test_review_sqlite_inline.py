@@ -27,7 +27,7 @@ async def test_a_large_add_is_written_off_the_event_loop_thread(
         threads.append(threading.get_ident())
         return insert_new(conn, params)
 
-    monkeypatch.setattr("duetime.durable._sqlite.insert_new", spy)
+    monkeypatch.setattr("duetime.durable._sqlite_sql.insert_new", spy)
     loop_thread = threading.get_ident()
     async with SQLiteStore(tmp_path / "jobs.db") as store:
         await store.add([NewRow("one", "t", "[]", delay=0.0)])

@@ -103,12 +103,12 @@ async def test_other_schema_version_is_refused_and_untouched(
     async with SQLiteStore(path) as store:
         await store.add([row("a")])
     conn = sqlite3.connect(path)
-    conn.execute("PRAGMA user_version = 3")
+    conn.execute("PRAGMA user_version = 4")
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.commit()
     conn.close()
     before = digest(path)
-    with pytest.raises(NotAStore, match="schema version 3"):
+    with pytest.raises(NotAStore, match="schema version 4"):
         async with SQLiteStore(path):
             pass
     assert digest(path) == before
@@ -190,3 +190,57 @@ async def test_two_connections_never_claim_one_row_twice(
             tg.start_soon(worker, b, "b")
         assert sorted(k for k, _ in got) == sorted(f"k{i}" for i in range(300))
         assert len({t for _, t in got}) == 300
+
+
+@pytest.mark.usefixtures("real_time")
+async def test_another_store_objects_abort_wakes_wait_aborted(
+    tmp_path: Path, anyio_backend: Any
+) -> None:
+    """Two store objects on one file, as two processes: the operator's abort is
+    seen through ``data_version`` within the waiter's poll."""
+    path = tmp_path / "jobs.db"
+    async with SQLiteStore(path, poll=0.05) as waiter, SQLiteStore(path) as operator:
+        await operator.add([row("a")])
+        [c] = await operator.claim("w", 1)
+        await waiter.wait_aborted(0)
+        woke = anyio.Event()
+
+        async def wait() -> None:
+            await waiter.wait_aborted(3600)
+            woke.set()
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(wait)
+                await anyio.sleep(0.2)
+                assert not woke.is_set()
+                assert await operator.abort("a")
+        assert await waiter.aborts([("a", c.token)]) == [True]
+
+
+@pytest.mark.usefixtures("real_time")
+async def test_every_waiting_task_sees_another_processes_finish(
+    tmp_path: Path, anyio_backend: Any
+) -> None:
+    """Two tasks wait in ``wait_finished`` on one store object; a finish by
+    another store object (as another process) wakes both within the poll, not
+    only the first to read ``data_version``."""
+    path = tmp_path / "jobs.db"
+    async with SQLiteStore(path, poll=0.05) as waiter, SQLiteStore(path) as worker:
+        await worker.add([row("a")])
+        [c] = await worker.claim("w", 1)
+        woke: list[int] = []
+
+        async def wait(i: int) -> None:
+            await waiter.wait_finished(0)
+            await waiter.wait_finished(3600)
+            woke.append(i)
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(wait, 1)
+                tg.start_soon(wait, 2)
+                await anyio.sleep(0.3)
+                assert woke == []
+                await worker.finish_many([("a", c.token, Done("[1]"))])
+        assert sorted(woke) == [1, 2]

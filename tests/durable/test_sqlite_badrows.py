@@ -11,17 +11,20 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from duetime import Scheduler, Status
-from duetime.durable import Done, SQLiteStore, TaskRegistry
+from duetime.durable import ABORTED, Done, Release, SQLiteStore, TaskRegistry
 from duetime.durable.conformance import START, loop_epoch_clock, row
 from duetime.testing import hold_autojump
 from tests.durable.waiting import wait_for
 
 pytestmark = pytest.mark.anyio
 
-_COLUMNS = "key, task, payload, status, due, visible_at, lease, max_deliveries, schedule"
+_COLUMNS = (
+    "key, task, payload, status, due, visible_at, lease, max_deliveries, schedule, abort_requested"
+)
 
 # key -> the columns that differ from a good, due row ({} is a good row), and
 # what its last_error must say once claimed.
@@ -41,6 +44,11 @@ BAD: dict[str, tuple[dict[str, Any], str]] = {
     "blobschedule": ({"schedule": b"{}"}, "schedule is not text"),
     "textvisible": ({"visible_at": "soon"}, "visible_at is not a number"),
     "infvisible": ({"visible_at": float("inf")}, "visible_at is not a number"),
+    "textabort": ({"abort_requested": "yes"}, "abort_requested 'yes' is not 0 or 1"),
+    "twoabort": ({"abort_requested": 2}, "abort_requested 2 is not 0 or 1"),
+    "realabort": ({"abort_requested": 0.5}, "abort_requested 0.5 is not 0 or 1"),
+    "pendingabort": ({"abort_requested": 1}, "abort_requested on a row that is not RUNNING"),
+    "blobabort": ({"abort_requested": b"\x01"}, "is not 0 or 1"),
 }
 
 
@@ -61,6 +69,7 @@ def insert(
         "lease": 30.0,
         "max_deliveries": 5,
         "schedule": None,
+        "abort_requested": 0,
     }
     values.update(cols)
     marks = ", ".join(
@@ -181,3 +190,45 @@ async def run_worker(store: SQLiteStore, tasks: TaskRegistry) -> None:
         assert bad.deliveries == 1
         for key in [*BAD, "badschedule"]:
             assert await s.delete_deferred(key)
+
+
+async def test_garbage_in_the_abort_request_of_a_running_row(
+    tmp_path: Path, anyio_backend: Any
+) -> None:
+    """A RUNNING row whose abort_requested holds garbage: listing shows it as
+    malformed, ``aborts`` and finishing never raise (garbage is no request), and
+    once its lease lapses a claim dead-letters it alone."""
+    path = tmp_path / "jobs.db"
+    async with SQLiteStore(path, clock=loop_epoch_clock(), lease=5.0) as store:
+        await store.add([row("good", 1)])
+        [c] = await store.claim("w", 1)
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute("UPDATE duetime_entries SET abort_requested = 'x' WHERE key = 'good'")
+        insert(path, "odd", START, status=1, visible_at=START + 5, abort_requested=7)
+        conn.close()
+        listed = {e.key: e for e in await store.entries()}
+        for key, value in (("good", "'x'"), ("odd", "7")):
+            assert listed[key].status is Status.RUNNING
+            assert f"abort_requested {value} is not 0 or 1" in str(listed[key].last_error)
+            assert listed[key].abort_requested is False
+        assert await store.aborts([("good", c.token), ("odd", 0)]) == [False, False]
+        await anyio.sleep(10)  # both leases lapse
+        assert await store.claim("w", 10) == []  # dead-lettered, not handed out
+        for key in ("good", "odd"):
+            e = await store.get(key)
+            assert e is not None
+            assert e.status is Status.FAILED
+            assert str(e.last_error).startswith("malformed row: abort_requested"), e
+        assert await store.delete("odd")
+        # A request stored over the garbage is a request like any other.
+        await store.add([row("again", 2)])
+        [c] = await store.claim("w", 1)
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute("UPDATE duetime_entries SET abort_requested = 'x' WHERE key = 'again'")
+        conn.close()
+        assert await store.abort("again")
+        assert await store.aborts([("again", c.token)]) == [True]
+        assert await store.finish_many([("again", c.token, Release())]) == [True]
+        e = await store.get("again")
+        assert e is not None
+        assert (e.status, e.last_error) == (Status.CANCELLED, ABORTED)

@@ -97,6 +97,12 @@ async def test_lists_and_refuses_writes(tmp_path: Path, anyio_backend: Any) -> N
             await store.delete("b")
         with pytest.raises(ReadOnlyStore):
             await store.retry("b")
+        with pytest.raises(ReadOnlyStore):
+            await store.abort("b")
+        with pytest.raises(ReadOnlyStore):
+            await store.cancel("b")
+        assert await store.aborts([("b", 1)]) == [False]  # a read
+        await store.wait_aborted(0)
     assert digest(path) == before
 
 

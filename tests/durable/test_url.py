@@ -28,7 +28,7 @@ def test_memory() -> None:
 
 
 def test_bad_urls() -> None:
-    for url in ("postgres://db/x", "jobs.db", "sqlite://", "sqlite:///", "memory://x"):
+    for url in ("mysql://db/x", "jobs.db", "sqlite://", "sqlite:///", "memory://x"):
         with pytest.raises(ValueError, match="URL"):
             open_store(url)
     with pytest.raises(TypeError):

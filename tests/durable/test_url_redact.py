@@ -77,7 +77,7 @@ def test_never_raises_and_shows_control_characters_escaped() -> None:
     "url",
     [
         "redis+sentinel://u:s3cretPW@127.0.0.1:6394/0",
-        "postgres://u:s3cretPW@db/x",
+        "mysql://u:s3cretPW@db/x",
         "sqlite:/:s3cretPW@x",
         "sqlite://:s3cretPW@x",
         "memory://:s3cretPW@x",

@@ -18,7 +18,9 @@ import anyio.lowlevel
 
 from duetime import EntryExists, Status
 from duetime.durable import (
+    ABORTED,
     RESULT_DROPPED,
+    Aborted,
     Claim,
     Counts,
     Dead,
@@ -63,6 +65,7 @@ class _Row:
     result_until: float = math.inf
     error_type: str | None = None
     traceback: str | None = None
+    abort_requested: bool = False  # only while RUNNING
 
     def claimable_at(self) -> float | None:
         if self.status is Status.PENDING:
@@ -83,6 +86,7 @@ class _Row:
             occurrence=self.occurrence,
             schedule=self.schedule,
             deliveries=self.deliveries,
+            abort_requested=self.abort_requested,
         )
 
 
@@ -113,6 +117,10 @@ class DictStore:
         self._finishes = 0
         self._finish_seen: dict[int, int] = {}
         self._finished = anyio.Event()
+        # wait_aborted: the same, for abort requests
+        self._aborts = 0
+        self._abort_seen: dict[int, int] = {}
+        self._aborted = anyio.Event()
         self._clock = clock
         self._rows: dict[str, _Row] = {}
         self._tokens = 0
@@ -211,6 +219,36 @@ class DictStore:
         self._ended()
         return True
 
+    async def abort(self, key: str) -> bool:
+        await anyio.lowlevel.checkpoint()
+        row = self._live(key, self._clock())
+        if row is None:
+            return False
+        if row.status is Status.RUNNING:
+            row.abort_requested = True
+            self._aborts += 1
+            self._aborted.set()
+            self._aborted = anyio.Event()
+            return True
+        if row.status not in (Status.PENDING, Status.FAILED):
+            return False
+        del self._rows[key]
+        self._ended()
+        return True
+
+    async def aborts(self, claims: Sequence[tuple[str, int]]) -> list[bool]:
+        await anyio.lowlevel.checkpoint()
+        out = []
+        for key, token in claims:
+            row = self._rows.get(key)
+            out.append(
+                row is not None
+                and row.status is Status.RUNNING
+                and row.token == token
+                and row.abort_requested
+            )
+        return out
+
     async def get(self, key: str) -> Entry | None:
         await anyio.lowlevel.checkpoint()
         now = self._clock()
@@ -252,6 +290,10 @@ class DictStore:
             if len(out) >= limit:
                 break
             row = self._rows[key]
+            if row.abort_requested:  # aborted, and its worker is gone: it ends here
+                self._cancelled(row, ABORTED, now)
+                self._ended()
+                continue
             if row.deliveries >= row.max_deliveries:  # poison: dead-letter, do not deliver
                 row.status = Status.FAILED
                 row.lease_until = math.inf
@@ -281,7 +323,7 @@ class DictStore:
 
     async def finish_many(self, items: Sequence[tuple[str, int, Outcome]]) -> list[bool]:
         for _key, _token, outcome in items:  # a bad outcome applies nothing
-            if not isinstance(outcome, Done | RetryAt | NextOccurrence | Dead | Release):
+            if not isinstance(outcome, Done | RetryAt | NextOccurrence | Dead | Release | Aborted):
                 raise TypeError(f"not an outcome: {outcome!r}")
         await anyio.lowlevel.checkpoint()
         now = self._clock()
@@ -289,10 +331,8 @@ class DictStore:
         out = [self._finish(key, token, outcome, now) for key, token, outcome in items]
         self._count_finishes(now, items, out)
         self._moved_if_earlier(before)
-        if any(
-            ok and isinstance(o, Done | Dead) for ok, (_k, _t, o) in zip(out, items, strict=True)
-        ):
-            self._ended()
+        if any(ok for ok in out):
+            self._ended()  # spurious wake-ups are harmless; a missed one is not
         return out
 
     def _finish(self, key: str, token: int, outcome: Outcome, now: float) -> bool:
@@ -300,7 +340,12 @@ class DictStore:
         if row is None or row.status is not Status.RUNNING or row.token != token:
             return False  # fenced: another claim, or no claim, holds the row
         row.lease_until = math.inf
-        if isinstance(outcome, Done):
+        aborted, row.abort_requested = row.abort_requested, False
+        if isinstance(outcome, Aborted):
+            self._cancelled(row, outcome.reason, now)
+        elif aborted and not isinstance(outcome, Done):  # an aborted row never runs again
+            self._cancelled(row, ABORTED, now)
+        elif isinstance(outcome, Done):
             row.status = Status.COMPLETED
             row.expires = now + self.dedupe_ttl
             row.result, row.result_until = outcome.result, now + self.result_ttl
@@ -322,6 +367,11 @@ class DictStore:
             row.status = Status.PENDING
             row.deliveries = max(0, row.deliveries - 1)
         return True
+
+    def _cancelled(self, row: _Row, reason: str, now: float) -> None:
+        row.status, row.last_error, row.abort_requested = Status.CANCELLED, reason, False
+        row.lease_until = math.inf
+        row.expires = now + self.dedupe_ttl
 
     async def retry(self, key: str) -> bool:
         await anyio.lowlevel.checkpoint()
@@ -444,8 +494,10 @@ class DictStore:
     def _count_finishes(
         self, now: float, items: Sequence[tuple[str, int, Outcome]], applied: list[bool]
     ) -> None:
-        for ok, (_k, _t, o) in zip(applied, items, strict=True):
-            if not ok or isinstance(o, Release):
+        for ok, (k, _t, o) in zip(applied, items, strict=True):
+            row = self._rows.get(k)
+            # A release is no run; a run an abort ended counts in none of the columns.
+            if not ok or isinstance(o, Release) or row is None or row.status is Status.CANCELLED:
                 continue
             c = self._minute(now)
             if isinstance(o, Done) or (isinstance(o, NextOccurrence) and o.error is None):
@@ -454,3 +506,15 @@ class DictStore:
                 c[3] += 1
             else:
                 c[2] += 1
+
+    async def wait_aborted(self, timeout: float) -> None:
+        task = anyio.get_current_task().id
+        last = self._abort_seen.get(task)
+        try:
+            if last is not None and last != self._aborts:
+                await anyio.lowlevel.checkpoint()  # a request since this task's last wait
+                return
+            with anyio.move_on_after(timeout):
+                await self._aborted.wait()
+        finally:
+            self._abort_seen[task] = self._aborts

@@ -60,7 +60,6 @@ class Dashboard:
             refresh=self.refresh,
             sign_in=self.sign_in,
             csrf_token=token,
-            can_abort=callable(getattr(self.store, "abort", None)),
             **{"done": None, "page": "", **context},
         )
         response = HTMLResponse(html, status_code=status_code)

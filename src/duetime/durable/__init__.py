@@ -39,6 +39,11 @@ The wing, by file:
     ``_sqlite_sql.py``, ``_sqlite_stats.py``): :class:`SQLiteStore`, one host
   - ``_redis.py`` (with ``_redis_lua.py``, ``_redis_rows.py``):
     :class:`RedisStore`, several hosts (the ``redis`` extra, loaded lazily)
+  - ``_postgres.py`` (with ``_postgres_conn.py``, ``_postgres_listen.py``,
+    ``_postgres_rows.py``, ``_postgres_sql.py``, ``_postgres_wake.py``): :class:`PostgresStore`,
+    several hosts on PostgreSQL (the ``postgres`` extra, loaded lazily)
+  - ``_postgres_enqueue.py``: :class:`PostgresEnqueue`, entries deferred inside
+    the caller's own PostgreSQL transaction (no store needed)
   - ``_url.py``: :func:`open_store`, a store from a URL
   - ``_redact.py``: a store URL shown without its credentials
   - ``conformance.py``: the conformance suite, for a store's tests (pytest), with
@@ -60,15 +65,18 @@ from typing import TYPE_CHECKING, Any
 from ._client import Client
 from ._deferred import Deferred
 from ._memory import MemoryStore
+from ._postgres_enqueue import PostgresEnqueue
 from ._registry import TaskDef, TaskRegistry, current_entry
 from ._session import StoreSession
 from ._sqlite import SQLiteStore
 from ._sqlite_file import NotAStore
 from ._stats import Counts, EntryQuery, Minute, series_times
 from ._store import (
+    ABORTED,
     MALFORMED,
     MAX_RESULT,
     RESULT_DROPPED,
+    Aborted,
     Claim,
     Dead,
     Done,
@@ -91,12 +99,15 @@ from ._url import open_store
 from ._worker import Worker
 
 if TYPE_CHECKING:
+    from ._postgres import PostgresStore as PostgresStore  # lazy: see __getattr__
     from ._redis import RedisStore as RedisStore  # lazy: see __getattr__
 
 __all__ = [
+    "ABORTED",
     "MALFORMED",
     "MAX_RESULT",
     "RESULT_DROPPED",
+    "Aborted",
     "Claim",
     "Client",
     "Counts",
@@ -114,6 +125,7 @@ __all__ = [
     "OnConflict",
     "Outcome",
     "Page",
+    "PostgresEnqueue",
     "ReadOnlyStore",
     "Release",
     "RetryAt",
@@ -140,4 +152,15 @@ def __getattr__(name: str) -> Any:
         from ._redis import RedisStore
 
         return RedisStore
+    # PostgresStore needs the `postgres` extra (psycopg): the same, for the same reason.
+    if name == "PostgresStore":
+        try:
+            from ._postgres import PostgresStore
+        except ModuleNotFoundError as exc:
+            if exc.name != "psycopg":
+                raise
+            raise ImportError(
+                "PostgresStore needs psycopg: pip install 'duetime[postgres]'"
+            ) from exc
+        return PostgresStore
     raise AttributeError(f"module 'duetime.durable' has no attribute {name!r}")

@@ -1,5 +1,5 @@
 """``python -m duetime worker``, and the store commands (``entries``,
-``dead-letters``, ``retry``, ``delete``, in :mod:`._cli_store`).
+``dead-letters``, ``retry``, ``delete``, ``abort``, in :mod:`._cli_store`).
 
 ``worker MODULE:REGISTRY --store URL`` imports the module the operator named,
 takes its :class:`~duetime.durable.TaskRegistry`, and runs stored
@@ -20,7 +20,8 @@ import logging
 import os
 import signal
 import sys
-from typing import TYPE_CHECKING, Any, NoReturn
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from ._cli_dashboard import add_dashboard_command, run_dashboard
 from ._cli_run import STORE_LOST, WORKER_EXIT_CODES, guarded
@@ -36,7 +37,16 @@ if TYPE_CHECKING:
     from ._worker import Worker
 
 # redact_text: for the usage errors of python -m duetime's parser.
-__all__ = ["COMMANDS", "add_commands", "entry_json", "redact_text", "run_command", "run_dashboard"]
+__all__ = [
+    "COMMANDS",
+    "MetricsServer",
+    "ServeMetrics",
+    "add_commands",
+    "entry_json",
+    "redact_text",
+    "run_command",
+    "run_dashboard",
+]
 
 #: The subcommands this module adds and runs.
 COMMANDS = ("worker", *STORE_COMMANDS)
@@ -64,19 +74,48 @@ def add_commands(sub: Any) -> None:
     )
     worker.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
     worker.add_argument("--quiet", action="store_true", help="log warnings and errors only")
+    worker.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus metrics on http://HOST:PORT/metrics (0: any free port, "
+        "logged); needs the prometheus extra",
+    )
+    worker.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="the address --metrics-port binds (127.0.0.1: this host only)",
+    )
     add_store_commands(sub)
     add_dashboard_command(sub)  # run by duetime.__main__ with the dashboard's server
 
 
-def run_command(args: argparse.Namespace) -> int:
+class MetricsServer(Protocol):
+    """A running ``/metrics`` endpoint (``duetime.otel.MetricsServer``)."""
+
+    host: str
+    port: int
+
+    def close(self) -> None:
+        """Stop serving."""
+
+
+#: Starts the ``/metrics`` endpoint of ``worker --metrics-port``: ``(host, port)``.
+ServeMetrics = Callable[[str, int], MetricsServer]
+
+
+def run_command(args: argparse.Namespace, serve_metrics: ServeMetrics | None = None) -> int:
     """Run a parsed ``worker`` or store command; return the exit status.
 
     An operator's error is one line on stderr and status 2; see :mod:`._cli_run`.
+
+    :param serve_metrics: starts the worker's ``/metrics`` endpoint (``--metrics-port``)
     """
-    return guarded(args.command, args.store, lambda: _run(args))
+    return guarded(args.command, args.store, lambda: _run(args, serve_metrics))
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, serve_metrics: ServeMetrics | None = None) -> int:
     if args.command == "worker":
         if args.concurrency < 1:
             print("--concurrency must be >= 1", file=sys.stderr)
@@ -95,14 +134,32 @@ def _run(args: argparse.Namespace) -> int:
         logging.getLogger("coredis").setLevel(logging.WARNING)
         import anyio
 
-        status: int = anyio.run(
-            _serve,
-            registry,
-            args.store,
-            args.concurrency,
-            max(args.grace, 0.0),
-            backend=args.backend,
-        )
+        metrics: MetricsServer | None = None
+        if args.metrics_port is not None:
+            if serve_metrics is None:  # pragma: no cover - python -m duetime passes it
+                raise ValueError("--metrics-port is not available here")
+            try:
+                metrics = serve_metrics(args.metrics_host, args.metrics_port)
+            except OSError as exc:  # in use, not an address of this host
+                raise ValueError(
+                    f"--metrics-port: cannot listen on {args.metrics_host}:{args.metrics_port}"
+                    f" ({exc.strerror or exc})"
+                ) from None
+            logger.info(
+                "serving Prometheus metrics on http://%s:%d/metrics", metrics.host, metrics.port
+            )
+        try:
+            status: int = anyio.run(
+                _serve,
+                registry,
+                args.store,
+                args.concurrency,
+                max(args.grace, 0.0),
+                backend=args.backend,
+            )
+        finally:
+            if metrics is not None:
+                metrics.close()
         return status
     return run_store_command(args)
 

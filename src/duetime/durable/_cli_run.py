@@ -94,6 +94,10 @@ def _expected_types() -> tuple[type[BaseException], ...]:
         from coredis.exceptions import RedisError
 
         types.append(RedisError)
+    if "psycopg" in sys.modules:
+        import psycopg
+
+        types.append(psycopg.Error)  # the server refused us, a missing table...
     return tuple(types)
 
 

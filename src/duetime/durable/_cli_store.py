@@ -1,4 +1,5 @@
-"""The store commands of the command line: ``entries``, ``dead-letters``, ``retry``, ``delete``.
+"""The store commands of the command line: ``entries``, ``dead-letters``, ``retry``,
+``delete``, ``abort``.
 
 Listing opens the store read-only (``open_store(url, read_only=True)``): it
 never creates a store, never writes to one, and works on a read-only file or
@@ -7,7 +8,9 @@ too, show what they selected, and open the store for writing only to change
 what was selected, through the Store protocol (``retry``, ``delete``: what
 ``Scheduler.retry_deferred`` and ``delete_deferred`` call).  A change of every
 dead letter of a task, or of all of them, needs ``--yes``; ``--dry-run`` shows
-the selection and changes nothing.
+the selection and changes nothing.  ``abort`` takes keys only: it deletes a
+pending or failed entry and aborts a running one (``Store.abort``: what
+``Scheduler.cancel_deferred(key, abort=True)`` calls), whichever process runs it.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from ._store import Entry, Store
 
 __all__ = ["STORE_COMMANDS", "add_store_commands", "run_store_command"]
 
-STORE_COMMANDS = ("entries", "dead-letters", "retry", "delete")
+STORE_COMMANDS = ("entries", "dead-letters", "retry", "delete", "abort")
 ALL = sys.maxsize  # a store's "no limit"
 DEFAULT_LIMIT = 1000
 PARTLY = 3  # exit status: some entries named with --key were skipped
@@ -44,6 +47,16 @@ _CHANGE_CODES = EXIT_CODES.replace(
     "  2    also: --task or --all-failed without --yes (nothing was changed)\n"
     "  3    some entries named with --key were skipped (absent, or not in a\n"
     "       state that allows it); the others were changed\n"
+    "  130 ",
+)
+
+_ABORT_CODES = EXIT_CODES.replace(
+    "  0    done\n",
+    "  0    every named entry was aborted or deleted (or would be, with --dry-run)\n",
+).replace(
+    "  130 ",
+    "  3    some named entries were skipped (absent or finished); the others\n"
+    "       were aborted or deleted\n"
     "  130 ",
 )
 
@@ -105,7 +118,8 @@ def _parser(sub: Any, name: str, help: str, description: str, codes: str) -> Any
 
 
 def add_store_commands(sub: Any) -> None:
-    """Add ``entries``, ``dead-letters``, ``retry`` and ``delete`` to argparse subparsers."""
+    """Add ``entries``, ``dead-letters``, ``retry``, ``delete`` and ``abort`` to
+    argparse subparsers."""
     entries = _parser(
         sub,
         "entries",
@@ -168,12 +182,30 @@ def add_store_commands(sub: Any) -> None:
                 action="store_true",
                 help="with --key: delete a pending or finished entry too (not a running one)",
             )
+    abort = _parser(
+        sub,
+        "abort",
+        "abort running entries (and delete pending ones), by key",
+        "Abort the entries named by --key: a running one is aborted (the worker"
+        " holding it, on any host, cancels its run; a sync task stops when it next"
+        " checks current_entry().abort_requested) and ends CANCELLED, not retried;"
+        " a series stops. A pending or failed one is deleted. A finished one is"
+        " skipped. The selection is printed first; --dry-run stops there.",
+        _ABORT_CODES,
+    )
+    _common(abort)
+    abort.add_argument(
+        "--key", action="append", required=True, metavar="KEY", help="an entry's key (repeatable)"
+    )
+    abort.add_argument("--dry-run", action="store_true", help="show the selection, change nothing")
 
 
 def run_store_command(args: argparse.Namespace) -> int:
     """Run a parsed store command; return its exit status (errors raise)."""
     if args.command in ("entries", "dead-letters"):
         return _list_command(args)
+    if args.command == "abort":
+        return _abort_command(args)
     return _change_command(args)
 
 
@@ -333,4 +365,74 @@ def _change_command(args: argparse.Namespace) -> int:
     for key, reason in missed:
         print(f"skipped  {visible(key)}: {reason}")
     print(f"{past} {len(picked) - len(missed)} of {len(picked) + len(skipped)} {noun}")
+    return PARTLY if skipped or missed else 0
+
+
+# -- abort ---------------------------------------------------------------------------
+
+
+async def _select_abort(args: argparse.Namespace) -> tuple[list[Entry], list[tuple[str, str]]]:
+    """The named entries that can be aborted or deleted, and the ``(key, reason)``
+    of the others."""
+    from ._url import open_store
+
+    picked: list[Entry] = []
+    skipped: list[tuple[str, str]] = []
+    store = open_store(args.store, read_only=True)
+    async with _deadline(args.timeout, "opening it and selecting entries"), store:
+        for key in dict.fromkeys(args.key):  # each key once, in the given order
+            e = await store.get(key)
+            if e is None:
+                skipped.append((key, "no such entry"))
+            elif e.status in (Status.COMPLETED, Status.CANCELLED):
+                skipped.append((key, f"{e.status}: finished"))
+            else:
+                picked.append(e)
+    return picked, skipped
+
+
+def _abort_verb(e: Entry) -> str:
+    return "abort" if e.status is Status.RUNNING else "delete"
+
+
+async def _apply_abort(args: argparse.Namespace, picked: Sequence[Entry]) -> list[tuple[str, str]]:
+    """``Store.abort`` each of ``picked``; the ``(key, reason)`` of those that
+    finished meanwhile."""
+    from ._url import open_store
+
+    missed: list[tuple[str, str]] = []
+    store = open_store(args.store)
+    async with _deadline(args.timeout, "opening it, or aborting an entry") as scope, store:
+        for e in picked:
+            scope.deadline = anyio.current_time() + args.timeout
+            if await store.abort(e.key):
+                # The store decides by the state it finds: say what it found.
+                now = await store.get(e.key)
+                if now is None:
+                    print(f"deleted  {_describe(e)}", flush=True)
+                else:
+                    print(
+                        f"aborted  {_describe(e)}: the worker holding it cancels its run",
+                        flush=True,
+                    )
+            else:
+                missed.append((e.key, "finished since it was selected"))
+    return missed
+
+
+def _abort_command(args: argparse.Namespace) -> int:
+    picked, skipped = anyio.run(_select_abort, args)
+    for key, reason in skipped:
+        print(f"skipped  {visible(key)}: {reason}")
+    if args.dry_run:
+        for e in picked:
+            print(f"would {_abort_verb(e)}  {_describe(e)}")
+        print(f"{len(picked)} of {len(picked) + len(skipped)} entries would be aborted or deleted")
+        print("(dry run: nothing changed)")
+        return PARTLY if skipped else 0
+    missed = anyio.run(_apply_abort, args, picked) if picked else []
+    for key, reason in missed:
+        print(f"skipped  {visible(key)}: {reason}")
+    done = len(picked) - len(missed)
+    print(f"aborted or deleted {done} of {len(picked) + len(skipped)} entries named with --key")
     return PARTLY if skipped or missed else 0

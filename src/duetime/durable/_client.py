@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 from .._exceptions import SchedulerClosed
+from .._instrument import probes
 from .._util import check_aware, to_delay
 from .._vocab import MISFIRE, OVERLAP, Misfire, Overlap, Status
 from ._codec import encode_args
@@ -107,11 +109,19 @@ class Client:
             max_deliveries=t.max_deliveries,
         )
 
-    async def _add(self, rows: list[NewRow], on_conflict: OnConflict) -> list[Entry]:
+    async def _add(
+        self, rows: list[NewRow], on_conflict: OnConflict, batch: bool = False
+    ) -> list[Entry]:
         if on_conflict not in _ON_CONFLICT:
             raise ValueError(f"on_conflict must be one of {_ON_CONFLICT}, got {on_conflict!r}")
         self._check_open()
-        entries = await self._store.add(rows, on_conflict=on_conflict)
+        probe = probes.durable
+        if probe is None:
+            entries = await self._store.add(rows, on_conflict=on_conflict)
+        else:  # instrumented: spans, metrics, the trace context stored with each row
+            entries = await probe.send(
+                partial(self._store.add, on_conflict=on_conflict), rows, batch
+            )
         if self._worker is not None:
             self._worker.notice(entries)
         return entries
@@ -199,7 +209,7 @@ class Client:
         if not rows:
             self._check_open()
             return []
-        return await self._add(rows, on_conflict)
+        return await self._add(rows, on_conflict, batch=True)
 
     async def defer_every(
         self,
@@ -263,10 +273,20 @@ class Client:
         )
         return (await self._add([row], on_conflict))[0]
 
-    async def cancel_deferred(self, key: str) -> bool:
-        """Delete a PENDING or FAILED entry (or series); False if absent, running or finished."""
+    async def cancel_deferred(self, key: str, *, abort: bool = False) -> bool:
+        """Delete a PENDING or FAILED entry (or series); with ``abort=True``, also
+        abort a RUNNING one (:meth:`Store.abort <duetime.durable.Store.abort>`: the
+        worker holding it cancels its run, and it ends CANCELLED).
+
+        :return: True if deleted (or its abort requested); False if absent or
+            finished, or running and ``abort`` is False
+        :raises TypeError: ``abort`` is not a bool
+        """
+        if type(abort) is not bool:
+            raise TypeError(f"abort must be a bool, not {type(abort).__name__}")
         self._check_open()
-        return await self._store.cancel(lookup_key(key))
+        key = lookup_key(key)
+        return await (self._store.abort(key) if abort else self._store.cancel(key))
 
     async def deferred(self, key: str) -> Entry | None:
         """The entry stored under ``key`` (finished ones while kept), or None."""

@@ -15,6 +15,13 @@ with a ``$`` key as a tag and rejects tags it does not know.
 
 Round trips are exact except that a ``tuple`` comes back as a ``list`` and a
 datetime's ``tzinfo`` comes back as a fixed UTC offset (the same instant).
+
+A payload may end with one more element that is no argument: the trace context
+of the call that deferred it, ``{"$trace": {"traceparent": ...}}`` (the W3C
+Trace Context headers, written by :func:`with_trace` when tracing is on).
+:func:`decode_args` drops it; :func:`trace_carrier` reads it.  A user dict
+never reads as it (its ``$`` keys are wrapped), and a payload without it is
+what every earlier version wrote.
 """
 
 from __future__ import annotations
@@ -31,7 +38,10 @@ from typing import Any
 from uuid import UUID
 
 __all__ = ["MAX_DEPTH", "MAX_PAYLOAD", "PayloadError", "decode_args", "encode_args"]
-__all__ += ["decode_result", "encode_result"]
+__all__ += ["TRACE_TAG", "decode_result", "encode_result", "trace_carrier", "with_trace"]
+
+#: The tag of the trace-context element a payload may end with.
+TRACE_TAG = "$trace"
 
 #: Largest encoded payload, in bytes of UTF-8.
 MAX_PAYLOAD = 64 * 1024
@@ -211,6 +221,8 @@ def decode_args(payload: str) -> tuple[Any, ...]:
         raise PayloadError(f"payload is not valid JSON: {exc}") from None
     if type(value) is not list:
         raise PayloadError("payload is not a JSON array of arguments")
+    if value and type(last := value[-1]) is dict and len(last) == 1 and TRACE_TAG in last:
+        del value[-1]  # the deferring call's trace context, not an argument
     try:
         # Plain scalars (the common arguments) need no walk.
         return tuple(
@@ -254,3 +266,42 @@ def decode_result(text: str) -> Any:
     if len(values) != 1:
         raise PayloadError("a stored result is a JSON array of one value")
     return values[0]
+
+
+def with_trace(payload: str, carrier: dict[str, str]) -> str:
+    """``payload`` (as :func:`encode_args` wrote it) with the trace context
+    ``carrier`` (W3C Trace Context header names and values) appended as its last
+    element; ``payload`` unchanged when the result would exceed
+    :data:`MAX_PAYLOAD` (a store refuses such a row) or ``carrier`` is empty."""
+    if not carrier:
+        return payload
+    element = _ENCODER.encode({TRACE_TAG: carrier})
+    text = f"[{element}]" if payload == "[]" else f"{payload[:-1]},{element}]"
+    if len(text.encode("utf-8")) > MAX_PAYLOAD:
+        return payload
+    return text
+
+
+#: Where the trace-context element starts: it follows a "," or the array's "[".
+_TRACE_START = '{"' + TRACE_TAG + '":'
+
+
+def trace_carrier(payload: str) -> dict[str, str] | None:
+    """The trace context :func:`with_trace` appended to ``payload``, or None (a
+    payload without one, or one another program wrote that does not parse).
+    Never raises."""
+    if not payload.endswith("}]"):
+        return None
+    i = payload.rfind(_TRACE_START)
+    if i < 1 or payload[i - 1] not in ",[":
+        return None
+    try:
+        value = _DECODER.decode(payload[i:-1])
+    except ValueError:
+        return None
+    if type(value) is not dict or len(value) != 1:
+        return None
+    carrier = value[TRACE_TAG]
+    if type(carrier) is not dict:
+        return None
+    return {k: v for k, v in carrier.items() if type(v) is str}

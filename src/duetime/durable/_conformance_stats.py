@@ -18,7 +18,7 @@ import pytest
 from .._vocab import Status
 from ._conformance_kit import row
 from ._stats import Counts, EntryQuery
-from ._store import Dead, Done, Entry, NextOccurrence, Outcome, RetryAt, Store
+from ._store import Aborted, Dead, Done, Entry, NextOccurrence, Outcome, RetryAt, Store
 
 __all__ = ["InspectionConformance"]
 
@@ -99,6 +99,38 @@ class InspectionConformance:
             await self.advance(61)
             await store.add([row("b", task="x", delay=600)])  # a write: stores purge lazily
             assert (await store.counts()).groups == (("x", Status.PENDING, 1),)
+
+    async def test_counts_and_activity_of_aborted_runs(self, tmp_path: Path) -> None:
+        # Two runs an abort ends (an Aborted outcome; a retry after an abort
+        # request): CANCELLED tombstones, counted until they expire, listed and
+        # inspected; the activity counts their claims and no finish of theirs.
+        async with self.make_store(tmp_path, lease=10.0, dedupe_ttl=60.0) as store:
+            await store.add([row("a", task="x"), row("b", task="x"), row("c", task="x")])
+            claims = {c.entry.key: c for c in await store.claim("w", 10)}
+            assert await store.abort("b")
+            now = await store.time()
+            assert await store.finish_many(
+                [
+                    ("a", claims["a"].token, Aborted()),
+                    ("b", claims["b"].token, RetryAt(now + 60, "again")),
+                ]
+            ) == [True, True]
+            counts = await store.counts()
+            assert counts.by_task == {"x": {Status.CANCELLED: 2, Status.RUNNING: 1}}
+            assert counts.by_status[Status.CANCELLED] == 2
+            page = await store.page(EntryQuery(status=Status.CANCELLED))
+            assert [e.key for e in page.entries] == ["a", "b"]
+            detail = await store.inspect("b")
+            assert detail is not None
+            assert detail.entry.status is Status.CANCELLED
+            assert detail.owner is None
+            assert detail.expires_at is not None
+            minutes = await store.activity(60)
+            assert sum(m.started for m in minutes) == 3
+            assert sum(m.finished for m in minutes) == 0
+            await self.advance(61)
+            await store.add([row("d", task="x", delay=600)])  # a write: stores purge lazily
+            assert (await store.counts()).by_task == {"x": {Status.PENDING: 1, Status.RUNNING: 1}}
 
     # -- page ----------------------------------------------------------------
 

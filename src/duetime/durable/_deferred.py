@@ -26,7 +26,7 @@ from .._exceptions import CallbackCancelled, DeferredFailed, SchedulerClosed
 from .._vocab import Status
 from ._codec import PayloadError, decode_result
 from ._log import describe, worker_log
-from ._store import RESULT_DROPPED, Entry, Store
+from ._store import ABORTED, RESULT_DROPPED, Entry, Store
 
 __all__ = ["Deferred", "Watcher", "outcome"]
 
@@ -239,6 +239,8 @@ def outcome(key: str, entry: Entry | None, task: str | None) -> Any:
             entry.traceback or "",
         )
     if entry.status is Status.CANCELLED:
+        if entry.last_error == ABORTED:
+            raise CallbackCancelled(f"durable entry {key!r} was aborted while it ran")
         raise CallbackCancelled(f"durable entry {key!r} was cancelled")
     raise RuntimeError(f"durable entry {key!r} is {entry.status}, not finished")  # pragma: no cover
 
@@ -248,7 +250,7 @@ class _Client(Protocol):
 
     async def deferred(self, key: str) -> Entry | None: ...
 
-    async def cancel_deferred(self, key: str) -> bool: ...
+    async def cancel_deferred(self, key: str, *, abort: bool = False) -> bool: ...
 
     def watcher(self) -> Watcher: ...
 
@@ -327,16 +329,26 @@ class Deferred(Generic[T_co]):
         with anyio.fail_after(_seconds(timeout)):
             return await watcher.outcome_of(self)
 
-    async def cancel(self) -> bool:
+    async def cancel(self, *, abort: bool = False) -> bool:
         """Cancel the entry: delete it if PENDING or FAILED (awaiting this handle
         then raises :exc:`~duetime.CallbackCancelled`; another handle on the key
-        finds it gone: :exc:`LookupError`).  A RUNNING entry is not interrupted.
+        finds it gone: :exc:`LookupError`).  A RUNNING entry is left alone,
+        unless ``abort`` is True: then the worker running it, in any process,
+        cancels its run (a sync task sees ``current_entry().abort_requested``),
+        and it ends CANCELLED: every awaiter gets
+        :exc:`~duetime.CallbackCancelled`, or its value if it returned before
+        the abort reached it.  A series stops; its running occurrence is aborted.
+        ``abort`` defaults to False, as for ``Scheduler.cancel_deferred``.
 
-        :return: True if the entry was cancelled; False if absent, running or finished
+        :param abort: abort a running entry too
+        :return: True if the entry was deleted or its abort requested; False if
+            absent or finished, or running and ``abort`` is False
+        :raises TypeError: ``abort`` is not a bool
         :raises SchedulerClosed: outside the block that opened the store
         """
-        done = await self._client.cancel_deferred(self.key)
-        if done:
+        done = await self._client.cancel_deferred(self.key, abort=abort)
+        if done and (not abort or await self._client.deferred(self.key) is None):
+            # Deleted (not a requested abort: that run may still complete).
             self._cancelled = True
         return done
 

@@ -1,6 +1,7 @@
 """The durable wing's loggers, and the outage log of a worker's store.
 
-Every logger of the durable wing is named here, on the ``duetime`` hierarchy:
+The names and what each level carries are decided, for the whole package, in
+``duetime._logs`` (and shown in the guide "Observing durable work"):
 
 - ``duetime.durable``: a worker starts and stops (INFO), each run
   (DEBUG), a failed attempt that will be retried (WARNING), a dead letter
@@ -20,6 +21,7 @@ from typing import Any
 
 import anyio
 
+from .._logs import DURABLE, STORE
 from ._store import StoreLost
 
 __all__ = [
@@ -35,9 +37,7 @@ __all__ = [
 ]
 
 #: Runs, retries, dead letters, leases, and a worker's start and stop.
-WORKER = "duetime.durable"
-#: Store outages: when a worker's store stops answering, and answers again.
-STORE = "duetime.durable.store"
+WORKER = DURABLE
 
 worker_log = logging.getLogger(WORKER)
 store_log = logging.getLogger(STORE)

@@ -5,7 +5,8 @@ become claimable (the due time of a PENDING row, the lease end of a RUNNING
 one), with lazy deletion through a per-row version.  Its clock follows the
 event loop's clock (so on ``VirtualTimeLoop`` or trio's ``MockClock`` leases
 lapse exactly when virtual time says), and :meth:`MemoryStore.crash` makes a
-"dead" worker's leases lapse at once.
+"dead" worker's leases lapse at once.  Its announcements (``wait_changed``,
+``wait_finished``, ``wait_aborted``) wake waiters at once, with no poll.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from .._vocab import Status
 from ._activity import ActivityRing
 from ._memory_stats import MemoryInspection
 from ._store import (
+    ABORTED,
     RESULT_DROPPED,
+    Aborted,
     Claim,
     Dead,
     Done,
@@ -71,6 +74,7 @@ class _Row:
     result_until: float = math.inf
     error_type: str | None = None
     traceback: str | None = None
+    abort_requested: bool = False
 
     def visible_at(self) -> float | None:
         if self.status is Status.PENDING:
@@ -92,6 +96,7 @@ class _Row:
             occurrence=self.occurrence,
             schedule=self.schedule,
             deliveries=self.deliveries,
+            abort_requested=self.abort_requested,
         )
 
     def full_entry(self, now: float) -> Entry:
@@ -165,6 +170,7 @@ class MemoryStore(MemoryInspection):
         self._changed = Wakeup()
         self._finished = Wakeup()
         self._activity = ActivityRing()  # per-minute claims and finishes (inspection)
+        self._aborted = Wakeup()
 
     # -- context manager (nothing to open) ---------------------------------------
 
@@ -300,6 +306,42 @@ class MemoryStore(MemoryInspection):
         self._finished.notify()
         return True
 
+    async def abort(self, key: str) -> bool:
+        """Cancel ``key``, interrupting its run: a PENDING or FAILED row is deleted;
+        a RUNNING one gets an abort request, announced to :meth:`wait_aborted`
+        (see :meth:`duetime.durable.Store.abort`).
+
+        :return: True if deleted or its abort requested; False if absent or finished
+        """
+        await anyio.lowlevel.checkpoint()
+        row = self._live(key, self._now())
+        if row is None:
+            return False
+        if row.status is Status.RUNNING:
+            row.abort_requested = True
+            self._aborted.notify()
+            return True
+        if row.status not in (Status.PENDING, Status.FAILED):
+            return False
+        del self._rows[key]
+        self._finished.notify()
+        return True
+
+    async def aborts(self, claims: Sequence[tuple[str, int]]) -> list[bool]:
+        """For each ``(key, token)``, whether an abort of that RUNNING row was
+        requested (False for a token that is no longer current)."""
+        await anyio.lowlevel.checkpoint()
+        out: list[bool] = []
+        for key, token in claims:
+            row = self._rows.get(key)
+            out.append(
+                row is not None
+                and row.status is Status.RUNNING
+                and row.token == token
+                and row.abort_requested
+            )
+        return out
+
     async def get(self, key: str) -> Entry | None:
         """The entry stored under ``key`` (tombstones included), or None."""
         await anyio.lowlevel.checkpoint()
@@ -341,6 +383,10 @@ class MemoryStore(MemoryInspection):
             heapq.heappop(self._heap)
             row = top[1]
             row.owner = None
+            if row.abort_requested:  # its worker died before it learnt of the abort
+                self._end_aborted(row, ABORTED, now)
+                self._touch(row)
+                continue
             if row.deliveries >= row.max_deliveries:
                 row.status = Status.FAILED
                 row.last_error = _poison(row)
@@ -389,9 +435,10 @@ class MemoryStore(MemoryInspection):
     def _record_finishes(self, items: Sequence[tuple[str, int, Outcome]], done: list[bool]) -> None:
         """Count the applied finishes in the activity ring (inspection)."""
         completed = failed = retried = 0
-        for (_key, _token, outcome), ok in zip(items, done, strict=True):
-            if not ok:
-                continue
+        for (key, _token, outcome), ok in zip(items, done, strict=True):
+            row = self._rows.get(key)
+            if not ok or row is None or row.status is Status.CANCELLED:
+                continue  # a run an abort ended counts in none of the columns
             if isinstance(outcome, Done) or (
                 isinstance(outcome, NextOccurrence) and outcome.error is None
             ):
@@ -410,7 +457,13 @@ class MemoryStore(MemoryInspection):
         before = self._head_value()
         row.owner = None
         row.lease_until = math.inf
-        if isinstance(outcome, Done):
+        aborted = row.abort_requested
+        row.abort_requested = False  # only a RUNNING row carries a request
+        if isinstance(outcome, Aborted):
+            self._end_aborted(row, outcome.reason, now)
+        elif aborted and not isinstance(outcome, Done):  # an aborted row never runs again
+            self._end_aborted(row, ABORTED, now)
+        elif isinstance(outcome, Done):
             row.status = Status.COMPLETED
             row.expires_at = now + self.dedupe_ttl
             row.result = outcome.result
@@ -443,6 +496,16 @@ class MemoryStore(MemoryInspection):
         self._touch(row)
         self._wake_if_earlier(before)
         return True
+
+    def _end_aborted(self, row: _Row, reason: str, now: float) -> None:
+        """End ``row`` CANCELLED by an abort: a tombstone, a series stops."""
+        row.status = Status.CANCELLED
+        row.last_error = reason
+        row.abort_requested = False
+        row.owner = None
+        row.lease_until = math.inf
+        row.expires_at = now + self.dedupe_ttl
+        self._finished.notify()
 
     async def retry(self, key: str) -> bool:
         """Make a FAILED row PENDING again, due now, attempt 1; False if not FAILED."""
@@ -488,6 +551,11 @@ class MemoryStore(MemoryInspection):
         task's previous call returned makes it return at once), or after ``timeout``."""
         await self._finished.wait(timeout)
 
+    async def wait_aborted(self, timeout: float) -> None:
+        """Return when an abort was requested (one since this task's previous call
+        returned makes it return at once), or after ``timeout``."""
+        await self._aborted.wait(timeout)
+
     # -- test helpers -------------------------------------------------------------
 
     def crash(self, owner: str) -> int:
@@ -523,5 +591,5 @@ def _positive(name: str, value: float) -> None:
 
 
 def _check_outcome(outcome: object) -> None:
-    if not isinstance(outcome, Done | RetryAt | NextOccurrence | Dead | Release):
+    if not isinstance(outcome, Done | RetryAt | NextOccurrence | Dead | Release | Aborted):
         raise TypeError(f"finish() takes an outcome (Done, RetryAt, ...), not {outcome!r}")

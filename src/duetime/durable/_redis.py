@@ -12,7 +12,6 @@ import importlib.util
 import json
 import logging
 import math
-import threading
 from collections.abc import Awaitable, Sequence
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -27,20 +26,16 @@ from .._vocab import Status
 from . import _redis_lua as lua
 from . import _redis_rows as codec
 from ._redact import redact_url
+from ._redis_log import check_eviction, quiet_coredis, unquiet_coredis
 from ._redis_stats import RedisInspection
 from ._store import (
-    RESULT_DROPPED,
     Claim,
     Dead,
-    Done,
     Entry,
     NewRow,
-    NextOccurrence,
     OnConflict,
     Outcome,
     ReadOnlyStore,
-    Release,
-    RetryAt,
     check_result_ttl,
 )
 from ._wakeup import Wakeup
@@ -55,63 +50,8 @@ T = TypeVar("T")
 logger = logging.getLogger("duetime")
 
 
-class _CoredisNoise(logging.Filter):
-    """Two kinds of coredis records that say nothing a RedisStore does not: a
-    connection attempt "failed" because its caller was cancelled (a timeout or a
-    shutdown: dropped), and a traceback-less ``exc_info`` that prints as
-    ``NoneType: None`` (the line is kept, without it).
-
-    It sits on the ``coredis`` logger only while at least one RedisStore is open
-    (:func:`_quiet_coredis`): importing duetime changes no other library's logging.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        if exc is not None and not isinstance(exc, Exception):
-            return False  # a cancellation (or an interrupt), not a failure
-        if record.exc_info and exc is None:
-            record.exc_info = None
-        return True
-
-
-_NOISE = _CoredisNoise()
-_open_stores = 0  # RedisStores open in this process, each counted once
-_open_lock = threading.Lock()  # stores may be opened on event loops in several threads
-
-
-def _quiet_coredis() -> None:
-    """Count one more open store; the first one adds the filter."""
-    global _open_stores
-    with _open_lock:
-        _open_stores += 1
-        if _open_stores == 1:
-            logging.getLogger("coredis").addFilter(_NOISE)
-
-
-def _unquiet_coredis() -> None:
-    """Count one store fewer; the last one removes the filter."""
-    global _open_stores
-    with _open_lock:
-        _open_stores -= 1
-        if _open_stores == 0:
-            logging.getLogger("coredis").removeFilter(_NOISE)
-
-
 _SCHEMES = ("redis://", "rediss://", "unix://")
 _CONFLICTS = ("keep", "replace", "error")
-
-
-def _seconds(value: object, what: str, *, zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{what} must be a number of seconds, not {type(value).__name__}")
-    if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
-        raise ValueError(f"{what} must be a finite number {'>=' if zero else '>'} 0, got {value!r}")
-    return float(value)
-
-
-def _time(value: float) -> str:
-    # repr round-trips a float exactly; Redis parses it back with strtod.
-    return repr(float(value))
 
 
 class RedisStore(RedisInspection):
@@ -145,7 +85,8 @@ class RedisStore(RedisInspection):
         authenticating, the first commands), in seconds
     :param timeout: how long one command may wait for its reply, in seconds
     :param read_only: open the store for listing only (``get``, ``entries``,
-        ``head``, ``time``, ``wait_changed``): nothing is written to the server
+        ``head``, ``time``, ``aborts`` and the ``wait_*`` methods): nothing is
+        written to the server
         (expired tombstones are left out of the results instead of purged, a
         malformed row is reported as FAILED without being set aside), and every
         writing method raises :class:`~duetime.durable.ReadOnlyStore`
@@ -191,23 +132,25 @@ class RedisStore(RedisInspection):
             raise ValueError(f"prefix must be a non-empty str without braces, got {prefix!r}")
         self.url = url
         self.prefix = prefix
-        self.lease = _seconds(lease, "lease")
-        self.dedupe_ttl = _seconds(dedupe_ttl, "dedupe_ttl", zero=True)
+        self.lease = codec.seconds(lease, "lease")
+        self.dedupe_ttl = codec.seconds(dedupe_ttl, "dedupe_ttl", zero=True)
         self.result_ttl = (
             self.dedupe_ttl
             if result_ttl is None and self.dedupe_ttl == 0
             else check_result_ttl(result_ttl, self.dedupe_ttl)
         )
-        self.poll = _seconds(poll, "poll")
-        self.connect_timeout = _seconds(connect_timeout, "connect_timeout")
-        self.timeout = _seconds(timeout, "timeout")
+        self.poll = codec.seconds(poll, "poll")
+        self.connect_timeout = codec.seconds(connect_timeout, "connect_timeout")
+        self.timeout = codec.seconds(timeout, "timeout")
         self.read_only = bool(read_only)
         tag = "{" + prefix + "}"
         names = ("q", "all", "tomb", "seq", "rows", "bad")
         self._keys = [codec.arg(f"{tag}:{name}") for name in names]
         self._channel = f"{tag}:wake"
         self._done_channel = f"{tag}:done"
+        self._abort_channel = f"{tag}:abort"
         self._finished = Wakeup()  # a finish message (or a resubscription) arrived
+        self._aborted = Wakeup()  # an abort message (or a resubscription) arrived
         self._offset = 0.0
         self._client: coredis.Redis[bytes] | None = None
         self._shas: dict[str, str] = {}  # script name -> SHA1, loaded at open
@@ -257,14 +200,14 @@ class RedisStore(RedisInspection):
         # coredis's task groups, entered inside it, must exit inside it.
         deadline = anyio.CancelScope(deadline=anyio.current_time() + self.connect_timeout)
         stack = AsyncExitStack()
-        _quiet_coredis()
-        stack.callback(_unquiet_coredis)  # left last, after coredis's own exits
+        quiet_coredis()
+        stack.callback(unquiet_coredis)  # left last, after coredis's own exits
         try:
             stack.enter_context(deadline)
             await stack.enter_async_context(client)
             # The first round trip: a wrong address or password fails here, plainly.
             await client.ping()
-            await self._check_eviction(client)
+            await check_eviction(client, self.url)
             for name in lua.__all__:  # loaded now, so no call ever meets NOSCRIPT first
                 self._shas[name] = codec.text(await client.script_load(getattr(lua, name)))
             self._changed = anyio.Event()
@@ -314,24 +257,6 @@ class RedisStore(RedisInspection):
             f"RedisStore {redact_url(self.url)}: no reply to {what} within {self.timeout:g} s"
         )
 
-    async def _check_eviction(self, client: coredis.Redis[bytes]) -> None:
-        from coredis.exceptions import ResponseError
-
-        try:
-            config = await client.config_get(["maxmemory-policy"])
-        except ResponseError:  # CONFIG is disabled on some managed servers
-            logger.info("RedisStore: cannot read maxmemory-policy (CONFIG is disabled)")
-            return
-        raw = config.get(b"maxmemory-policy", b"noeviction")
-        policy = codec.text(raw) if isinstance(raw, bytes | str) else "noeviction"
-        if policy != "noeviction":
-            logger.warning(
-                "RedisStore %s: the server's maxmemory-policy is %r, not 'noeviction': "
-                "under memory pressure Redis may evict durable entries (lost work)",
-                redact_url(self.url),
-                policy,
-            )
-
     # -- testing -----------------------------------------------------------------
 
     def advance_clock(self, seconds: float) -> None:
@@ -343,7 +268,7 @@ class RedisStore(RedisInspection):
 
         :raises ValueError: a negative or non-finite number of seconds
         """
-        self._offset += _seconds(seconds, "seconds", zero=True)
+        self._offset += codec.seconds(seconds, "seconds", zero=True)
 
     # -- calls -------------------------------------------------------------------
 
@@ -353,7 +278,11 @@ class RedisStore(RedisInspection):
             raise RuntimeError("the RedisStore is not open: use `async with store:`")
         from coredis.exceptions import NoScriptError
 
-        argv = [codec.arg(self._channel), codec.arg(_time(self._offset)), *map(codec.arg, args)]
+        argv = [
+            codec.arg(self._channel),
+            codec.arg(codec.timestr(self._offset)),
+            *map(codec.arg, args),
+        ]
         try:
             return await self._within(name, client.evalsha(self._shas[name], self._keys, argv))
         except NoScriptError:
@@ -397,7 +326,7 @@ class RedisStore(RedisInspection):
             fields: dict[str, Any] = {
                 "t": row.task,
                 "p": row.payload,
-                "l": _time(self.lease if row.lease is None else row.lease),
+                "l": codec.timestr(self.lease if row.lease is None else row.lease),
                 "md": row.max_deliveries,
             }
             if row.schedule is not None:
@@ -405,8 +334,8 @@ class RedisStore(RedisInspection):
             args += [
                 row.key,
                 json.dumps(fields),
-                "" if row.due is None else _time(row.due),
-                "" if row.delay is None else _time(row.delay),
+                "" if row.due is None else codec.timestr(row.due),
+                "" if row.delay is None else codec.timestr(row.delay),
             ]
         reply = await self._run("ADD", *args)
         if reply[0] == b"exists":
@@ -420,6 +349,27 @@ class RedisStore(RedisInspection):
         """
         self._check_writable()
         return bool(await self._run("CANCEL", key))
+
+    async def abort(self, key: str) -> bool:
+        """Delete a PENDING or FAILED row, or store an abort request in a RUNNING
+        one and announce it (the key, on the ``{prefix}:abort`` channel), in one
+        script; False if absent or finished (see :class:`Store`).
+
+        :raises ReadOnlyStore: the store was opened ``read_only``
+        """
+        self._check_writable()
+        return bool(await self._run("ABORT", key))
+
+    async def aborts(self, claims: Sequence[tuple[str, int]]) -> list[bool]:
+        """For each ``(key, token)``, whether that RUNNING row has an abort request
+        and the token is current, in one script."""
+        if not claims:
+            return []
+        args: list[str | int] = [self._ro_flag]
+        for key, token in claims:
+            args += [key, token]
+        reply: bytes = await self._run("ABORTS", *args)
+        return [c == ord("1") for c in reply]
 
     async def get(self, key: str) -> Entry | None:
         """The entry stored under ``key`` (unexpired tombstones included), or None."""
@@ -459,7 +409,7 @@ class RedisStore(RedisInspection):
             raise ValueError(f"claim limit must be >= 0, not {limit!r}")
         if limit == 0:
             return []
-        reply = await self._run("CLAIM", owner, limit)
+        reply = await self._run("CLAIM", owner, limit, codec.timestr(self.dedupe_ttl))
         claims = []
         unreadable: list[tuple[str, int, Outcome]] = []
         for i in range(0, len(reply), 3):
@@ -507,9 +457,9 @@ class RedisStore(RedisInspection):
         self._check_writable()
         if not items:
             return []
-        args: list[str | int] = [_time(self.dedupe_ttl), _time(self.result_ttl)]
+        args: list[str | int] = [codec.timestr(self.dedupe_ttl), codec.timestr(self.result_ttl)]
         for key, token, outcome in items:
-            args += [key, token, *_outcome_args(outcome)]
+            args += [key, token, *codec.outcome_args(outcome)]
         reply: bytes = await self._run("FINISH", *args)
         return [c == ord("1") for c in reply]
 
@@ -577,6 +527,15 @@ class RedisStore(RedisInspection):
             raise RuntimeError("the RedisStore is not open: use `async with store:`")
         await self._finished.wait(timeout)
 
+    async def wait_aborted(self, timeout: float) -> None:
+        """Return when an abort may have been requested (a message on the
+        ``{prefix}:abort`` channel, or the subscription came back: messages may
+        have been lost), or after ``timeout`` seconds.  A message since this
+        task's previous call returns at once.  Never raises on a timeout."""
+        if self._changed is None:
+            raise RuntimeError("the RedisStore is not open: use `async with store:`")
+        await self._aborted.wait(timeout)
+
     async def _listen(
         self,
         client: coredis.Redis[bytes],
@@ -593,7 +552,7 @@ class RedisStore(RedisInspection):
         while True:
             try:
                 async with client.pubsub(
-                    channels=[self._channel, self._done_channel],
+                    channels=[self._channel, self._done_channel, self._abort_channel],
                     ignore_subscribe_messages=True,
                     retry_policy=None,
                 ) as pubsub:
@@ -601,6 +560,7 @@ class RedisStore(RedisInspection):
                         logger.debug("RedisStore: wake-up subscription back")
                         self._wake()
                         self._finished.notify()
+                        self._aborted.notify()
                     else:
                         started = True
                         task_status.started()
@@ -609,8 +569,11 @@ class RedisStore(RedisInspection):
                         message = await pubsub.get_message()
                         if message is None:
                             continue
-                        if codec.text(message["channel"]) == self._done_channel:
+                        channel = codec.text(message["channel"])
+                        if channel == self._done_channel:
                             self._finished.notify()
+                        elif channel == self._abort_channel:
+                            self._aborted.notify()
                         else:
                             self._wake()
             except Exception as exc:
@@ -626,21 +589,3 @@ class RedisStore(RedisInspection):
         self._dirty = True
         changed, self._changed = self._changed, anyio.Event()
         changed.set()
-
-
-def _outcome_args(outcome: Outcome) -> tuple[str, str, str, str, str, str]:
-    """The script arguments of an outcome: its kind, a time or '', an error or '',
-    a result or '', an error type or '', a traceback or ''."""
-    match outcome:
-        case Done(result=res, dropped=dropped):
-            err = "" if dropped is None else RESULT_DROPPED + dropped
-            return "done", "", err, res or "", "", ""
-        case RetryAt(at=when, error=err):
-            return "retry", _time(when), err, "", "", ""
-        case NextOccurrence(due=when, error=err):
-            return "next", _time(when), err or "", "", "", ""
-        case Dead(error=err, error_type=etype, traceback=tb):
-            return "dead", "", err, "", etype or "", tb or ""
-        case Release():
-            return "release", "", "", "", "", ""
-    raise TypeError(f"not an outcome: {outcome!r}")

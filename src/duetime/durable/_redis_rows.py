@@ -13,10 +13,22 @@ from dataclasses import replace
 from typing import Any
 
 from .._vocab import Status
-from ._store import Entry, entry_args, utc
+from ._store import (
+    RESULT_DROPPED,
+    Aborted,
+    Dead,
+    Done,
+    Entry,
+    NextOccurrence,
+    Outcome,
+    Release,
+    RetryAt,
+    entry_args,
+    utc,
+)
 
 __all__ = ["arg", "describe", "entry", "read", "row", "text", "unreadable"]
-__all__ += ["number", "string"]
+__all__ += ["number", "outcome_args", "seconds", "string", "timestr"]
 
 _STATUSES = {s.value: s for s in Status}
 
@@ -87,6 +99,9 @@ def entry(row: dict[str, Any]) -> Entry:
     status = _STATUSES.get(row.get("s"))  # type: ignore[arg-type]
     if status is None:
         raise ValueError("field 's' is not a status")
+    abort = row.get("ab")
+    if abort is not None and (type(abort) is not int or abort != 1 or status is not Status.RUNNING):
+        raise ValueError("field 'ab' is not an abort request (1, on a RUNNING row)")
     return Entry(
         key=string(row, "k"),
         task=string(row, "t"),
@@ -98,6 +113,7 @@ def entry(row: dict[str, Any]) -> Entry:
         occurrence=_int(row, "o"),
         schedule=string(row, "sch", optional=True),
         deliveries=_int(row, "dl"),
+        abort_requested=abort == 1,
     )
 
 
@@ -145,3 +161,45 @@ def describe(exc: BaseException) -> str:
     """An exception as one line for an error message: its type and first line."""
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def seconds(value: object, what: str, *, zero: bool = False) -> float:
+    """A number of seconds given as an option, checked.
+
+    :raises TypeError: not a number
+    :raises ValueError: not finite, negative, or 0 unless ``zero``
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{what} must be a number of seconds, not {type(value).__name__}")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+        raise ValueError(f"{what} must be a finite number {'>=' if zero else '>'} 0, got {value!r}")
+    return float(value)
+
+
+def timestr(value: float) -> str:
+    """A time as a script argument."""
+    # repr round-trips a float exactly; Redis parses it back with strtod.
+    return repr(float(value))
+
+
+def outcome_args(outcome: Outcome) -> tuple[str, str, str, str, str, str]:
+    """The FINISH script's arguments of an outcome: its kind, a time or '', an
+    error or '', a result or '', an error type or '', a traceback or ''.
+
+    :raises TypeError: not an outcome
+    """
+    match outcome:
+        case Done(result=res, dropped=dropped):
+            err = "" if dropped is None else RESULT_DROPPED + dropped
+            return "done", "", err, res or "", "", ""
+        case RetryAt(at=when, error=err):
+            return "retry", timestr(when), err, "", "", ""
+        case NextOccurrence(due=when, error=err):
+            return "next", timestr(when), err or "", "", "", ""
+        case Dead(error=err, error_type=etype, traceback=tb):
+            return "dead", "", err, "", etype or "", tb or ""
+        case Release():
+            return "release", "", "", "", "", ""
+        case Aborted(reason=why):
+            return "abort", "", why, "", "", ""
+    raise TypeError(f"not an outcome: {outcome!r}")

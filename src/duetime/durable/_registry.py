@@ -25,7 +25,23 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: Longest task name a registry accepts (names are stored in every row).
 MAX_NAME = 200
 
-_current: ContextVar[Entry | None] = ContextVar("duetime_current_entry", default=None)
+
+class Running:
+    """What :func:`current_entry` reads: the entry of the run in this context.
+
+    The worker keeps one per run (its run record) in the context variable and
+    replaces :attr:`entry` when an abort of the run is requested, so a sync
+    task's thread, which runs in a copy of the context, sees the new entry.
+    :attr:`entry` is None before and after the task runs (a run record that
+    kept its entry to the end would keep thousands alive on a busy worker).
+    """
+
+    __slots__ = ("entry",)
+
+    entry: Entry | None
+
+
+_current: ContextVar[Running | None] = ContextVar("duetime_current_entry", default=None)
 
 
 def current_entry() -> Entry:
@@ -33,11 +49,15 @@ def current_entry() -> Entry:
 
     Inside a task run by a durable worker it returns the :class:`Entry` (status
     RUNNING): ``key``, ``task``, ``attempt``, ``due`` and ``idempotency_key``,
-    which is the same for every attempt of one occurrence.
+    which is the same for every attempt of one occurrence.  Its
+    ``abort_requested`` turns True once the worker learns that an abort of the
+    run was requested (the next call returns the new entry): a sync task, which
+    cannot be interrupted, polls it to stop early.
 
     :raises RuntimeError: outside a durable task
     """
-    entry = _current.get()
+    running = _current.get()
+    entry = None if running is None else running.entry
     if entry is None:
         raise RuntimeError("current_entry() is only available inside a durable task")
     return entry

@@ -4,10 +4,12 @@
 claim into an :class:`~duetime.durable.Outcome`: it resolves the task,
 decodes the arguments, places a series' occurrence, calls the task (an async
 one in the runner task, a sync one in a thread it waits for), and decides done,
-retry, next occurrence or dead letter.  A sync task's thread cannot be
+retry, next occurrence, dead letter or aborted.  A sync task's thread cannot be
 interrupted: the run waits for it, shielded, past ``timeout=`` and past the
 shutdown's grace, so its entry stays leased and no next attempt starts while
-it runs.
+it runs.  An aborted run (``_Run.abort``) ends :class:`~duetime.durable.Aborted`
+whatever its task did: an async one is cancelled, a sync one sees
+``current_entry().abort_requested`` and its return value is discarded.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ from typing import Any
 import anyio
 from anyio import CancelScope, CapacityLimiter, get_cancelled_exc_class, to_thread
 
+from .._instrument import probes
 from ._codec import PayloadError, decode_args, encode_result
 from ._log import entry_fields, printable, short, worker_log
-from ._registry import TaskDef, TaskRegistry, _current
+from ._registry import Running, TaskDef, TaskRegistry, _current
 from ._series import Series, parse_schedule
 from ._store import (
     MAX_TRACEBACK,
+    Aborted,
     Claim,
     Dead,
     Done,
@@ -52,10 +56,12 @@ _TIME_CAP = 2.0
 _NONE = encode_result(None)
 
 
-class _Run:
-    """One claim this process holds: what renewal and shutdown need."""
+class _Run(Running):
+    """One claim this process holds: what renewal, abort and shutdown need, and
+    what ``current_entry()`` reads while its task runs (:attr:`entry`)."""
 
     __slots__ = (
+        "aborted",
         "claimed",
         "expires",
         "key",
@@ -85,6 +91,19 @@ class _Run:
         self.lost = False
         self.thread = False  # a thread runs this entry's task (it cannot be interrupted)
         self.value: Any = None  # what the task returned
+        self.aborted = False  # an abort was requested: it ends Aborted
+        self.entry = None  # while its task runs: what current_entry() gives
+
+    def abort(self) -> None:
+        """An abort of this run was requested: from now on ``current_entry()``
+        says so, and a running async task is cancelled (a thread runs on)."""
+        if self.aborted:
+            return
+        self.aborted = True
+        if self.entry is not None:
+            self.entry = replace(self.entry, abort_requested=True)
+        if self.scope is not None and not self.thread:
+            self.scope.cancel()
 
 
 def _reason(exc: BaseException) -> str:
@@ -208,16 +227,20 @@ class TaskCalls:
             point = stands
             if series.overlap == "allow":
                 return await self._spawn_occurrence(claim, task, series, point)
-        if self._stopping() or run.lost:
-            return None if run.lost else Release()
+        if self._stopping() or run.lost or run.aborted:
+            return None if run.lost else Aborted() if run.aborted else Release()
         if series is not None and point != entry.due.timestamp():
             entry = replace(entry, due=utc(point))  # current_entry().due: the point it stands for
         started = anyio.current_time()
         error = await self._call(task, args, entry, run)
+        if error is not None and probes.durable is not None:
+            probes.durable.failed(error)
         if worker_log.isEnabledFor(logging.DEBUG):
             self._log_run(claim, entry, run, started, error)
         if run.lost:
             return None
+        if run.aborted:  # caught its cancellation, or a thread that returned: discarded
+            return Aborted()
         if error is None:
             if series is None:
                 return _done(entry, run.value)
@@ -290,7 +313,8 @@ class TaskCalls:
         task, the entry and the limit when it ran past ``timeout=``), or None.  A
         cancellation of an async run (its runner's streak scope, through
         ``run.scope``) propagates; a sync run's thread is waited for."""
-        token = _current.set(entry)
+        run.entry = entry
+        token = _current.set(run)
         run.scope = run.streak  # cancellable by renewal and shutdown only while it runs
         run.started = True
         try:
@@ -308,6 +332,7 @@ class TaskCalls:
             return exc
         finally:
             run.scope = None
+            run.entry = None
             _current.reset(token)
 
     async def _call_in_thread(

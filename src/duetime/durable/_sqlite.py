@@ -14,7 +14,8 @@ goes to the thread when the lock is taken.  Claims are one
 ``UPDATE ... FROM ... RETURNING``; fencing tokens come from a counter row
 bumped in the same transaction, so they are unique for the file's whole
 life.  Another process's commit is seen through ``PRAGMA
-data_version``, polled every ``poll`` seconds by :meth:`SQLiteStore.wait_changed`.
+data_version``, polled every ``poll`` seconds by :meth:`SQLiteStore.wait_changed`,
+``wait_finished`` and ``wait_aborted`` (:mod:`._sqlite_watch`).
 
 A file that is not a duetime store (not SQLite, another application's
 database, or another duetime schema version) is refused before anything is
@@ -30,14 +31,13 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import anyio
 import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
 
-from .._exceptions import EntryExists
 from .._vocab import Status
 from ._sqlite_file import (
     NotAStore,
@@ -55,46 +55,38 @@ from ._sqlite_rows import (
 )
 from ._sqlite_rows import entry as _entry
 from ._sqlite_sql import (
+    ABORT,
+    ABORTS,
     CODE,
-    DEAD,
     DETAIL,
-    DONE,
-    ENTRY,
-    EXPIRED,
     FENCE,
-    INSERT,
     LIVE,
-    NEXT,
-    RELEASE,
-    REPLACE,
-    RETRY_AT,
+    abort_row,
+    add_rows,
     checkpoint,
     claim_rows,
     data_version,
-    insert_new,
-    new_entry,
+    entry_columns,
+    finish_op,
     read,
     run_ops,
     transaction,
 )
 from ._sqlite_stats import SQLiteInspection, ensure_schema, finish_recorded
+from ._sqlite_watch import HeadWatch, VersionWatch
 from ._store import (
-    RESULT_DROPPED,
+    Aborted,
     Claim,
     Dead,
     Done,
     Entry,
     NewRow,
-    NextOccurrence,
     OnConflict,
     Outcome,
     ReadOnlyStore,
-    Release,
-    RetryAt,
     StoreLost,
     check_result_ttl,
 )
-from ._wakeup import Wakeup
 
 __all__ = ["NotAStore", "ReadOnlyStore", "SQLiteStore"]
 
@@ -123,8 +115,10 @@ class SQLiteStore(SQLiteInspection):
 
     :param path: the database file (str or PathLike); created if absent
     :param lease: the default lease in seconds, for rows that carry none
-    :param poll: how often :meth:`wait_changed` checks for another process's
-        commit (``PRAGMA data_version``, a few microseconds)
+    :param poll: how often :meth:`wait_changed`, :meth:`wait_finished` and
+        :meth:`wait_aborted` check for another process's commit (``PRAGMA
+        data_version``, a few microseconds): an abort requested by another
+        process reaches a worker within about that long
     :param dedupe_ttl: how long a completed key is kept as a tombstone
     :param result_ttl: how long a COMPLETED tombstone keeps its task's return
         value (default and at most ``dedupe_ttl``)
@@ -133,8 +127,9 @@ class SQLiteStore(SQLiteInspection):
     :param clock: the store's clock in UTC epoch seconds (tests inject a
         virtual one); called on the event-loop thread
     :param read_only: open an existing store for listing only (``get``,
-        ``entries``, ``head``, ``wait_changed``): the file is never created,
-        changed or switched to WAL, and it may sit on a read-only file or mount
+        ``entries``, ``head``, ``aborts`` and the ``wait_*`` methods): the file
+        is never created, changed (not even upgraded from an older schema
+        version) or switched to WAL, and it may sit on a read-only file or mount
         (in a writable directory SQLite may create the empty ``-wal`` and
         ``-shm`` files beside it, with the file's mode and owner);
         opening raises FileNotFoundError if it does not exist, and every
@@ -196,12 +191,10 @@ class SQLiteStore(SQLiteInspection):
         self._inline_commits = 0
         self._lost: str | None = None
         self._limiter: anyio.CapacityLimiter | None = None
-        self.data_version = 0  # PRAGMA data_version of _conn (and of _inline) last seen
-        self._inline_version = 0
-        self._changed = Wakeup()
-        self._finished = Wakeup()  # this object's finishes; others' by data_version
-        self._finished_version = 0  # data_version of _conn when wait_finished last looked
-        self._detail = True  # the file has the result columns (a read-only version 1 lacks them)
+        self._changed = HeadWatch()  # this object's writes; others' by data_version
+        self._finished = VersionWatch()  # this object's finishes; others' by data_version
+        self._aborted = VersionWatch()  # this object's abort requests; others' likewise
+        self._version = 3  # the file's schema version (a read-only older file stays so)
         self._purged_at = -math.inf
 
     def __repr__(self) -> str:
@@ -225,13 +218,12 @@ class SQLiteStore(SQLiteInspection):
         self._limiter = anyio.CapacityLimiter(1)
         self._lost = None
         self._conn = await anyio.to_thread.run_sync(self._open, limiter=self._limiter)
-        self.data_version = await self._run(data_version)
-        self._finished_version = self.data_version
-        self._detail = await self._run(schema_version) >= 2
         if not self.read_only:
+            # Before the versions are read: this commit is no other writer's.
             await self._run(ensure_schema)  # the inspection index and activity ring
-        if self._inline is not None:
-            self._inline_version = data_version(self._inline)
+        self._changed.version, self._changed.inline = await self._versions()
+        self._finished.version = self._aborted.version = self._changed.version
+        self._version = await self._run(schema_version)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -378,66 +370,66 @@ class SQLiteStore(SQLiteInspection):
             params.append(
                 (new.key, new.task, new.payload, due, due, lease, new.max_deliveries, new.schedule)
             )
-        insert = INSERT + (REPLACE if on_conflict == "replace" else " ON CONFLICT (key) DO NOTHING")
-        insert += f" RETURNING {ENTRY}"
-
         # Purge expired tombstones at most once a second (an indexed delete, but not
-        # free); a key whose tombstone expired since is replaced below all the same.
+        # free); a key whose tombstone expired since is replaced all the same.
         purge = now - self._purged_at >= 1.0
         if purge:
             self._purged_at = now
-
-        distinct = len({p[0] for p in params}) == len(params)
-
-        def work(conn: sqlite3.Connection) -> list[Entry]:
-            if purge:
-                conn.execute("DELETE FROM duetime_entries WHERE expires_at <= ?", (now,))
-            if distinct and insert_new(conn, params):
-                return [new_entry(p) for p in params]
-            out = []
-            for p in params:
-                got = conn.execute(insert, p).fetchone()
-                if got is None and conn.execute(EXPIRED, (p[0], now)).rowcount:
-                    got = conn.execute(insert, p).fetchone()  # it was an expired tombstone
-                if got is None:
-                    if on_conflict == "keep":
-                        got = conn.execute(
-                            f"SELECT {ENTRY} FROM duetime_entries WHERE key = ?", (p[0],)
-                        ).fetchone()
-                    elif on_conflict == "replace":
-                        raise EntryExists(
-                            f"durable entry {p[0]!r} is running and cannot be replaced"
-                        )
-                    else:
-                        raise EntryExists(f"a durable entry with key {p[0]!r} already exists")
-                out.append(_entry(got))
-            return out
-
+        work = partial(add_rows, params, on_conflict, now, purge)
         write = self._write_inline if len(params) <= _INLINE_ROWS else self._write
         entries = await write(work)
         self._wake()
         return entries
 
     async def cancel(self, key: str) -> bool:
-        """Delete a PENDING or FAILED row; False if absent, RUNNING or finished."""
-        sql = "DELETE FROM duetime_entries WHERE key = ? AND status IN (0, 3)"
-        done = await self._write(lambda c: c.execute(sql, (key,)).rowcount == 1)
+        """Delete a PENDING or FAILED row; False if absent, RUNNING or finished.
+
+        :raises ReadOnlyStore: the store was opened ``read_only``
+        """
+        done = await self._write(lambda c: c.execute(ABORT, (key,)).rowcount == 1)
         if done:
             self._finished.notify()
         return done
 
+    async def abort(self, key: str) -> bool:
+        """Delete a PENDING or FAILED row, or request the abort of a RUNNING one
+        (stored with the row; every process's :meth:`wait_aborted` wakes), in one
+        transaction; False if absent or finished (see ``Store.abort``).
+
+        :raises ReadOnlyStore: the store was opened ``read_only``
+        """
+        done = await self._write(partial(abort_row, key))
+        if done == 1:
+            self._finished.notify()
+        elif done == 2:
+            self._aborted.notify()
+        return done != 0
+
+    async def aborts(self, claims: Sequence[tuple[str, int]]) -> list[bool]:
+        """For each ``(key, token)``, whether that RUNNING row has an abort request
+        and the token is current; one query (the requested rows, by a partial index)."""
+        pairs = [(key, token) for key, token in claims]
+        if not pairs:
+            return []
+        if self._version < 3:
+            return [False] * len(pairs)  # a read-only older file: no requests
+        requested = set(await self._run(partial(read, ABORTS, ())))
+        return [pair in requested for pair in pairs]
+
     async def get(self, key: str) -> Entry | None:
         """The entry stored under ``key`` (tombstones included), or None."""
         now = self._now()
-        columns = ENTRY + DETAIL if self._detail else ENTRY
+        columns = entry_columns(self._version)
+        if self._version >= 2:  # version 1 lacks the result columns
+            columns += DETAIL
         sql = f"SELECT {columns} FROM duetime_entries WHERE key = ? AND {LIVE}"
         got = await self._run(partial(read, sql, (key, now)))
         if not got:
             return None
         found = _entry(got[0])
-        if not self._detail:
+        if self._version < 2:
             return found
-        return with_detail(found, got[0][10:], now)
+        return with_detail(found, got[0][11:], now)
 
     async def entries(self, *, status: Status | None = None, limit: int = 1000) -> list[Entry]:
         """Entries by due time (then key), optionally only those with ``status``.
@@ -454,7 +446,8 @@ class SQLiteStore(SQLiteInspection):
                 return []
             where += " AND status = ?"
             args.append(code)
-        sql = f"SELECT {ENTRY} FROM duetime_entries WHERE {where} ORDER BY due, key LIMIT ?"
+        columns = entry_columns(self._version)
+        sql = f"SELECT {columns} FROM duetime_entries WHERE {where} ORDER BY due, key LIMIT ?"
         got = await self._run(partial(read, sql, (*args, limit)))
         return [_entry(r) for r in got]
 
@@ -478,7 +471,11 @@ class SQLiteStore(SQLiteInspection):
         clock = self._thread_clock
         probe_at = self._now()
 
-        return await self._run(partial(claim_rows, owner, limit, probe_at, clock))
+        work = partial(claim_rows, owner, limit, probe_at, clock, self.dedupe_ttl)
+        claims, ended = await self._run(work)
+        if ended:
+            self._finished.notify()
+        return claims
 
     async def extend(self, claims: Sequence[tuple[str, int]]) -> list[bool]:
         """Renew the leases of ``(key, token)`` pairs to now + each row's lease, in one go."""
@@ -501,43 +498,28 @@ class SQLiteStore(SQLiteInspection):
         :raises TypeError: an outcome that is not one of the outcome types
             (nothing is applied)
         """
-        ops = [[*self._finish_op(key, token, outcome), None] for key, token, outcome in items]
+        now = self._now()
+        ops = [
+            finish_op(key, token, outcome, now, self.dedupe_ttl, self.result_ttl)
+            for key, token, outcome in items
+        ]
         if not ops:
             return []
         results = await self._write(
             partial(finish_recorded, partial(run_ops, ops), items, self._now())
         )
-        if any(
-            ok and not isinstance(outcome, Done | Dead)
-            for ok, (_k, _t, outcome) in zip(results, items, strict=True)
-        ):
+        requeued = ended = False
+        for got, (_k, _t, outcome) in zip(results, items, strict=True):
+            # 2: the row had an abort request and ended CANCELLED whatever the outcome.
+            if got == 2 or (got and isinstance(outcome, Done | Dead | Aborted)):
+                ended = True
+            elif got:
+                requeued = True
+        if requeued:
             self._wake()
-        if any(
-            ok and isinstance(outcome, Done | Dead)
-            for ok, (_k, _t, outcome) in zip(results, items, strict=True)
-        ):
+        if ended:
             self._finished.notify()
-        return results
-
-    def _finish_op(self, key: str, token: int, outcome: Outcome) -> tuple[str, tuple[Any, ...]]:
-        """The fenced statement and its parameters that record ``outcome``."""
-        args: tuple[Any, ...]
-        if isinstance(outcome, Done):
-            now = self._now()
-            dropped = None if outcome.dropped is None else RESULT_DROPPED + outcome.dropped
-            until = now + self.result_ttl
-            sql, args = DONE, (now + self.dedupe_ttl, outcome.result, until, dropped)
-        elif isinstance(outcome, RetryAt):
-            sql, args = RETRY_AT, (outcome.at, outcome.at, outcome.error)
-        elif isinstance(outcome, NextOccurrence):
-            sql, args = NEXT, (outcome.due, outcome.due, outcome.error)
-        elif isinstance(outcome, Dead):
-            sql, args = DEAD, (outcome.error, outcome.error_type, outcome.traceback)
-        elif isinstance(outcome, Release):
-            sql, args = RELEASE, ()
-        else:
-            raise TypeError(f"finish() takes an outcome (Done, RetryAt, ...), not {outcome!r}")
-        return sql + FENCE, (*args, key, token)
+        return [got != 0 for got in results]
 
     async def retry(self, key: str) -> bool:
         """Make a FAILED row PENDING again, due now, attempt 1; False if not FAILED."""
@@ -572,44 +554,18 @@ class SQLiteStore(SQLiteInspection):
         """Return when a writer may have moved the head earlier, or after ``timeout`` seconds.
 
         Another process's commit is noticed within ``poll`` seconds (``PRAGMA
-        data_version``); this store object's own writes wake at once.  The
-        version is read on both of the store's connections: a commit by one of
-        them changes only the other's, another process's changes both (so a
-        commit by each of them also wakes, spuriously).  A commit
-        since the previous call returns at once (a spurious wake-up is harmless),
-        and so does a write by this store object since this task's previous call.
+        data_version``, read on both of the store's connections); this store
+        object's own writes wake at once.  A commit since the previous call
+        returns at once (a spurious wake-up is harmless), and so does a write
+        by this store object since this task's previous call.
         """
-        if self._changed.missed():
-            await anyio.lowlevel.checkpoint()
-            return
-        event = self._changed.event()
-        deadline = anyio.current_time() + max(0.0, timeout)
-        try:
-            while True:
-                version = await self._run(data_version)
-                inline = self._inline_version
-                if self._inline is not None:
-                    inline = data_version(self._inline)  # a few microseconds, no lock
-                # Both changed since the last wake-up: another process committed.
-                # (The baselines move only here: a commit elsewhere between the two
-                # reads is then seen on the next poll, never lost.)
-                if version != self.data_version and (
-                    self._inline is None or inline != self._inline_version
-                ):
-                    self.data_version, self._inline_version = version, inline
-                    return
-                remaining = deadline - anyio.current_time()
-                if remaining <= 0:
-                    return
-                with anyio.move_on_after(min(self.poll, remaining)):
-                    await event.wait()
-                    return
-                if anyio.current_time() >= deadline:
-                    # The caller's own deadline (its head is due): no poll first,
-                    # it claims next anyway (a version change is seen next call).
-                    return
-        finally:
-            self._changed.seen()
+        await self._changed.wait(timeout, self.poll, self._versions)
+
+    async def _versions(self) -> tuple[int, int | None]:
+        """``data_version`` of the thread connection and of the inline one (if any)."""
+        version = await self._run(data_version)
+        # The inline connection's read: a few microseconds, no lock, on the loop thread.
+        return version, None if self._inline is None else data_version(self._inline)
 
     async def wait_finished(self, timeout: float) -> None:
         """Return when a row may have finished, or after ``timeout`` seconds.
@@ -619,25 +575,20 @@ class SQLiteStore(SQLiteInspection):
         data_version``: any commit there wakes, spuriously for most).  A finish
         since this task's previous call returns at once.
         """
-        if self._finished.missed():
-            await anyio.lowlevel.checkpoint()
-            return
-        event = self._finished.event()
-        deadline = anyio.current_time() + max(0.0, timeout)
-        try:
-            while True:
-                version = await self._run(data_version)
-                if version != self._finished_version:
-                    self._finished_version = version
-                    return
-                remaining = deadline - anyio.current_time()
-                if remaining <= 0:
-                    return
-                with anyio.move_on_after(min(self.poll, remaining)):
-                    await event.wait()
-                    return
-        finally:
-            self._finished.seen()
+        await self._finished.wait(timeout, self.poll, self._data_version)
+
+    async def wait_aborted(self, timeout: float) -> None:
+        """Return when an abort may have been requested, or after ``timeout`` seconds.
+
+        This store object's own requests wake at once; another process's commit
+        is noticed within ``poll`` seconds, as for :meth:`wait_finished` (any
+        commit there wakes, spuriously for most).  A request since this task's
+        previous call returns at once.
+        """
+        await self._aborted.wait(timeout, self.poll, self._data_version)
+
+    async def _data_version(self) -> int:
+        return await self._run(data_version)
 
 
 def _check_limit(limit: int) -> None:

@@ -21,10 +21,11 @@ __all__ += [
 __all__ += ["open_writable"]
 
 APPLICATION_ID = 0x64756574  #: ``PRAGMA application_id`` of a duetime store ("duet")
-SCHEMA_VERSION = 2  #: ``PRAGMA user_version`` of the schema this module writes
+SCHEMA_VERSION = 3  #: ``PRAGMA user_version`` of the schema this module writes
 #: Older schema versions it reads, and upgrades when it opens them for writing
-#: (version 1 lacks the result columns: :data:`_UPGRADE_1`).
-_UPGRADABLE = (1,)
+#: (version 1 lacks the result columns, :data:`_UPGRADE_1`; versions 1 and 2
+#: lack the abort request, :data:`_UPGRADE_2`).
+_UPGRADABLE = (1, 2)
 _HEADER = b"SQLite format 3\x00"
 _TABLES = {"duetime_meta", "duetime_entries"}
 
@@ -51,11 +52,13 @@ CREATE TABLE duetime_entries (
     result TEXT,              -- a COMPLETED row's encoded return value
     result_until REAL,        -- ... kept until then (result_ttl)
     error_type TEXT,          -- a FAILED row's exception type
-    traceback TEXT            -- ... and its traceback text
+    traceback TEXT,           -- ... and its traceback text
+    abort_requested INTEGER NOT NULL DEFAULT 0  -- 1: a RUNNING row's run is to be aborted
 );
 CREATE INDEX duetime_entries_visible ON duetime_entries (visible_at) WHERE visible_at IS NOT NULL;
 CREATE INDEX duetime_entries_expires ON duetime_entries (expires_at) WHERE expires_at IS NOT NULL;
 CREATE INDEX duetime_entries_due ON duetime_entries (status, due);
+CREATE INDEX duetime_entries_abort ON duetime_entries (visible_at) WHERE abort_requested = 1;
 INSERT INTO duetime_meta (k, v) VALUES ('token', 0);
 """
 
@@ -66,6 +69,13 @@ _UPGRADE_1 = (
     "ALTER TABLE duetime_entries ADD COLUMN result_until REAL",
     "ALTER TABLE duetime_entries ADD COLUMN error_type TEXT",
     "ALTER TABLE duetime_entries ADD COLUMN traceback TEXT",
+)
+
+# Version 2 to 3: the abort request (every row 0: nothing to rewrite), and the
+# partial index the claim uses to end the aborted rows whose lease lapsed.
+_UPGRADE_2 = (
+    "ALTER TABLE duetime_entries ADD COLUMN abort_requested INTEGER NOT NULL DEFAULT 0",
+    "CREATE INDEX duetime_entries_abort ON duetime_entries (visible_at) WHERE abort_requested = 1",
 )
 
 
@@ -146,8 +156,9 @@ def init_schema(conn: sqlite3.Connection, path: str) -> None:
     """Inside BEGIN IMMEDIATE: check the file again (another process may have won a
     race), create the schema if the database is empty, or upgrade an older one."""
     if _check_identity(conn, path):
-        if schema_version(conn) == 1:
-            for statement in _UPGRADE_1:
+        version = schema_version(conn)
+        if version < SCHEMA_VERSION:
+            for statement in (*(_UPGRADE_1 if version == 1 else ()), *_UPGRADE_2):
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         return

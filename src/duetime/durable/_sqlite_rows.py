@@ -40,7 +40,13 @@ __all__ = [
     "lenient_text",
 ]
 
-STATUS = {0: Status.PENDING, 1: Status.RUNNING, 2: Status.COMPLETED, 3: Status.FAILED}
+STATUS = {
+    0: Status.PENDING,
+    1: Status.RUNNING,
+    2: Status.COMPLETED,
+    3: Status.FAILED,
+    4: Status.CANCELLED,
+}
 
 _MAXF = "1.7976931348623157e308"  # the largest finite double: infinities and text sort above
 _MIN_TS, _MAX_TS = -62135596800.0, 253402300799.0  # 0001-01-01 .. 9999-12-31T23:59:59 UTC
@@ -74,6 +80,9 @@ _MALFORMED = f"""CASE
     WHEN typeof(schedule) NOT IN ('text', 'null') THEN 'schedule is not text'
     WHEN typeof(last_error) NOT IN ('text', 'null') THEN 'last_error is not text'
     WHEN length(payload) > {MAX_PAYLOAD} THEN 'payload is over {MAX_PAYLOAD // 1024} KiB'
+    WHEN {_int("abort_requested")} OR abort_requested NOT IN (0, 1)
+        THEN 'abort_requested ' || substr(quote(abort_requested), 1, 40) || ' is not 0 or 1'
+    WHEN abort_requested = 1 AND status != 1 THEN 'abort_requested on a row that is not RUNNING'
 END"""
 
 #: True for a row a claim may pick (the claim must not pick a row past the sweep's window).
@@ -137,6 +146,10 @@ def _problems(r: Sequence[Any]) -> list[str]:
     """What is wrong with an ``_ENTRY`` row, for a listing (empty if nothing)."""
     key, task, payload, status, due, attempt, last_error, occurrence, schedule, deliveries = r[:10]
     out = []
+    if r[10] not in (0, 1) or type(r[10]) is not int:
+        out.append(f"abort_requested {_short(r[10])} is not 0 or 1")
+    elif r[10] == 1 and status != 1:
+        out.append("abort_requested on a row that is not RUNNING")
     for name, value in (("key", key), ("task", task), ("payload", payload)):
         if not _is_text(value):
             out.append(f"{name} is not {'UTF-8 ' if isinstance(value, BadText) else ''}text")
@@ -191,6 +204,8 @@ def _well_formed(r: Sequence[Any]) -> bool:
         and type(status) is int
         and status in STATUS
         and _timestamp(due) is not None
+        and (r[10] == 0 or (r[10] == 1 and status == 1))
+        and type(r[10]) is int
     )
 
 
@@ -205,7 +220,7 @@ def entry(r: Sequence[Any]) -> Entry:
     if _well_formed(r):
         return Entry(
             key, task, entry_args(payload), utc(due), STATUS[status], attempt,
-            last_error, occurrence, schedule, deliveries,
+            last_error, occurrence, schedule, deliveries, abort_requested=r[10] == 1,
         )  # fmt: skip
     problems = _problems(r)
     error = _text(last_error) if last_error is not None else None
@@ -223,6 +238,7 @@ def entry(r: Sequence[Any]) -> Entry:
         occurrence=occurrence if type(occurrence) is int else 0,
         schedule=schedule if type(schedule) is str else None,
         deliveries=deliveries if type(deliveries) is int else 0,
+        abort_requested=type(r[10]) is int and r[10] == 1 and status == 1,
     )
 
 
@@ -243,7 +259,7 @@ def with_detail(found: Entry, detail: Sequence[Any], now: float) -> Entry:
 def claim_row(r: Sequence[Any]) -> Claim | str:
     """The :class:`Claim` of a ``_CLAIM`` row (the claim just set its status,
     token and lease), or why the row is malformed."""
-    token, lease_until, lease = r[10], r[11], r[12]
+    token, lease_until, lease = r[11], r[12], r[13]
     if _well_formed(r) and type(token) is int and type(lease_until) is type(lease) is float:
         return Claim(entry(r), r[2], token, lease_until, lease)
     problems = _problems(r)

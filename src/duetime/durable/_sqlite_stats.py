@@ -85,7 +85,17 @@ ON CONFLICT (slot) DO UPDATE SET
     minute = excluded.minute
 """
 
-_ENTRY = "key, task, payload, status, due, attempt, last_error, occurrence, schedule, deliveries"
+_ENTRY = (
+    "key, task, payload, status, due, attempt, last_error, occurrence, schedule, deliveries,"
+    " abort_requested"
+)
+
+
+def _entry_columns(version: int) -> str:
+    # Before schema version 3 a file has no abort request column: 0.
+    return _ENTRY if version >= 3 else _ENTRY.replace("abort_requested", "0")
+
+
 _DETAIL = ", result, result_until, error_type, traceback"
 _MORE = ", owner, lease_until, token, lease, max_deliveries, expires_at"
 _LIVE = "(expires_at IS NULL OR expires_at > ?)"
@@ -131,13 +141,14 @@ def finish_recorded(
     items: Sequence[tuple[str, int, Outcome]],
     now: float,
     conn: sqlite3.Connection,
-) -> list[bool]:
-    """Inside the finish transaction: ``run(conn)`` (the fenced updates), then one
-    upsert counting the finishes that applied."""
-    results: list[bool] = run(conn)
+) -> list[int]:
+    """Inside the finish transaction: ``run(conn)`` (the fenced updates: 1 applied,
+    2 ended CANCELLED by an abort request, 0 not applied), then one upsert counting
+    the finishes that applied (a run an abort ended counts in none of the columns)."""
+    results: list[int] = run(conn)
     completed = failed = retried = 0
-    for ok, (_key, _token, outcome) in zip(results, items, strict=True):
-        if not ok:
+    for got, (_key, _token, outcome) in zip(results, items, strict=True):
+        if got != 1:
             continue
         if isinstance(outcome, Done) or (
             isinstance(outcome, NextOccurrence) and outcome.error is None
@@ -176,8 +187,9 @@ def _task(task: Any) -> str:
     return task if type(task) is str else repr(task)
 
 
-def page(query: EntryQuery, now: float, conn: sqlite3.Connection) -> Page:
-    """One page: a ``(status, due)`` index range per status, merged."""
+def page(query: EntryQuery, now: float, version: int, conn: sqlite3.Connection) -> Page:
+    """One page: a ``(status, due)`` index range per status, merged (``version``:
+    the file's schema version)."""
     where = [_LIVE]
     args: list[Any] = [now]
     if query.task is not None:
@@ -204,7 +216,8 @@ def page(query: EntryQuery, now: float, conn: sqlite3.Connection) -> Page:
         args += [due, due, key]
     codes = [c for c, s in STATUS.items() if query.status is None or s is query.status]
     sql = (
-        f"SELECT {_ENTRY} FROM duetime_entries WHERE status = ? AND {' AND '.join(where)}"
+        f"SELECT {_entry_columns(version)} FROM duetime_entries"
+        f" WHERE status = ? AND {' AND '.join(where)}"
         " ORDER BY due, key LIMIT ?"
     )
     rows: list[tuple[float, Entry]] = []
@@ -233,9 +246,10 @@ def _minutes(now: float, count: int, conn: sqlite3.Connection) -> list[Minute]:
     return out
 
 
-def inspect(key: str, now: float, detail: bool, conn: sqlite3.Connection) -> EntryDetail | None:
+def inspect(key: str, now: float, version: int, conn: sqlite3.Connection) -> EntryDetail | None:
     """Every column of the row under ``key``, or None."""
-    columns = _ENTRY + (_DETAIL if detail else "") + _MORE
+    detail = version >= 2  # version 1 lacks the result columns
+    columns = _entry_columns(version) + (_DETAIL if detail else "") + _MORE
     r = conn.execute(
         f"SELECT {columns} FROM duetime_entries WHERE key = ? AND {_LIVE}", (key, now)
     ).fetchone()
@@ -243,7 +257,7 @@ def inspect(key: str, now: float, detail: bool, conn: sqlite3.Connection) -> Ent
         return None
     found = _entry(r)
     if detail:
-        found = with_detail(found, r[10:14], now)
+        found = with_detail(found, r[11:15], now)
     owner, lease_until, token, lease, max_deliveries, expires_at = r[-6:]
     running = found.status.value == "RUNNING"
     return EntryDetail(
@@ -277,7 +291,7 @@ def _lenient(fn: Callable[[sqlite3.Connection], _T], conn: sqlite3.Connection) -
 class SQLiteInspection:
     """The inspection half of SQLiteStore (a mixin: it runs in the store's thread)."""
 
-    _detail: bool
+    _version: int  # the file's schema version (1 lacks the result columns)
 
     async def _run(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         raise NotImplementedError
@@ -296,7 +310,7 @@ class SQLiteInspection:
         """
         if not isinstance(query, EntryQuery):
             raise TypeError(f"page() takes an EntryQuery, not {type(query).__name__}")
-        return await self._run(partial(_lenient, partial(page, query, self._now())))
+        return await self._run(partial(_lenient, partial(page, query, self._now(), self._version)))
 
     async def activity(self, minutes: int = 60) -> list[Minute]:
         """The last ``minutes`` minutes of claims and finishes, oldest first.
@@ -316,4 +330,4 @@ class SQLiteInspection:
 
     async def inspect(self, key: str) -> EntryDetail | None:
         """Everything the store knows of ``key``, or None."""
-        return await self._run(partial(_lenient, partial(inspect, key, self._now(), self._detail)))
+        return await self._run(partial(_lenient, partial(inspect, key, self._now(), self._version)))

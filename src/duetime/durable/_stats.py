@@ -187,6 +187,9 @@ class Minute:
     :ivar failed: runs dead-lettered (FAILED), and series occurrences that
         failed (their retries ran out; the series moved on)
     :ivar retried: runs that raised and were set to retry
+
+    A run an abort ended (CANCELLED) counts in none of ``completed``,
+    ``failed``, ``retried``; its claim counts in ``started``.
     :ivar lateness_total: the sum over the claims of how late each started
         (claim time minus due time, seconds, never negative)
     :ivar lateness_max: the largest of those

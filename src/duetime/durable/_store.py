@@ -33,6 +33,14 @@ The rules every store keeps (the conformance suite,
   store unchanged.
 - :meth:`Store.entries` and :meth:`Store.get` never report a tombstone older
   than ``dedupe_ttl`` (stores purge those lazily).
+- Abort: :meth:`Store.abort` on a RUNNING row stores an abort request with the
+  row (:attr:`Entry.abort_requested`) and announces it (:meth:`Store.wait_aborted`);
+  the worker holding the lease learns of it (:meth:`Store.aborts`), cancels the
+  run and finishes it with :class:`Aborted`.  A row with an abort request never
+  runs again: finished with any outcome but :class:`Done` it ends CANCELLED
+  (a series stops), and a claim that finds its lease lapsed ends it CANCELLED
+  instead of handing it out.  :class:`Done` still completes it (the run ended
+  before the abort reached it): whatever races, the entry has one outcome.
 """
 
 from __future__ import annotations
@@ -68,6 +76,8 @@ __all__ = [
     "RetryAt",
     "Store",
     "StoreLost",
+    "ABORTED",
+    "Aborted",
     "check_result_ttl",
     "entry_args",
     "utc",
@@ -83,6 +93,9 @@ MALFORMED = "malformed row: "
 #: How the ``last_error`` of a COMPLETED entry whose return value was not kept
 #: (the codec cannot carry it, or it is too large) begins; the reason follows.
 RESULT_DROPPED = "result not kept: "
+
+#: The ``last_error`` of an entry that ends CANCELLED by an abort request.
+ABORTED = "aborted"
 
 #: Largest encoded return value a store keeps, in bytes of UTF-8.
 MAX_RESULT = 64 * 1024
@@ -114,6 +127,10 @@ class Entry:
         (only :meth:`Store.get` reports it)
     :ivar traceback: a FAILED entry's traceback as text, if known (only
         :meth:`Store.get` reports it)
+    :ivar abort_requested: an abort of the RUNNING entry was requested
+        (:meth:`Store.abort`); it ends CANCELLED.  Inside a run,
+        ``current_entry().abort_requested`` turns True once the worker has
+        learnt of the request (a sync task polls it to stop early).
     """
 
     key: str
@@ -129,6 +146,7 @@ class Entry:
     result: str | None = None
     error_type: str | None = None
     traceback: str | None = None
+    abort_requested: bool = False
 
     @property
     def idempotency_key(self) -> str:
@@ -313,7 +331,16 @@ class Release:
     claim not counted (deliveries - 1)."""
 
 
-Outcome = Done | RetryAt | NextOccurrence | Dead | Release
+@dataclass(frozen=True, slots=True)
+class Aborted:
+    """The run was aborted (:meth:`Store.abort`): the row ends CANCELLED, a
+    tombstone with ``last_error`` ``reason``; not retried, not dead-lettered,
+    and a series stops."""
+
+    reason: str = ABORTED
+
+
+Outcome = Done | RetryAt | NextOccurrence | Dead | Release | Aborted
 
 
 @runtime_checkable
@@ -348,6 +375,28 @@ class Store(Protocol):
 
     async def cancel(self, key: str) -> bool:
         """Delete a PENDING or FAILED row; False if absent, RUNNING or finished."""
+
+    async def abort(self, key: str) -> bool:
+        """Cancel ``key``, interrupting its run: a PENDING or FAILED row is deleted
+        (as by :meth:`cancel`); a RUNNING row gets an abort request, stored with
+        the row (:attr:`Entry.abort_requested`) and announced to every process
+        that waits in :meth:`wait_aborted`.  One atomic step either way.  A
+        series row is treated alike (its running occurrence is aborted, and the
+        series ends CANCELLED with it).
+
+        :return: True if the row was deleted or its abort requested (again);
+            False if absent or finished
+        """
+
+    async def aborts(self, claims: Sequence[tuple[str, int]]) -> list[bool]:
+        """For each ``(key, token)`` a worker holds, whether an abort of that row
+        was requested, in one call (False for a token that is no longer current)."""
+
+    async def wait_aborted(self, timeout: float) -> None:
+        """Return when an abort may have been requested in any process, or after
+        ``timeout`` seconds; the same contract as :meth:`wait_finished` (a request
+        since this task's previous call returns at once, spurious returns are
+        harmless).  Never raises on a timeout."""
 
     async def get(self, key: str) -> Entry | None:
         """The entry stored under ``key`` (tombstones included), or None."""

@@ -12,6 +12,7 @@ from ._store import Store
 __all__ = ["open_store"]
 
 _REDIS = ("redis://", "rediss://", "unix://")
+_POSTGRES = ("postgresql://", "postgres://")
 
 
 def _quoted(url: str) -> str:
@@ -27,19 +28,22 @@ def open_store(url: str, *, read_only: bool = False, **options: Any) -> Store:
       :class:`~duetime.durable.SQLiteStore` (``%xx`` escapes are decoded);
     - ``memory://``: a ``MemoryStore`` (one process, tests);
     - ``redis://host:6379/0``, ``rediss://...`` (TLS) and ``unix://...``: a
-      ``RedisStore`` from the ``redis`` extra.
+      ``RedisStore`` from the ``redis`` extra;
+    - ``postgresql://user:password@host:5432/db`` and ``postgres://...``: a
+      ``PostgresStore`` from the ``postgres`` extra (the URL is its DSN).
 
     Error messages show the URL through :func:`redact_url`, never its password.
 
     :param read_only: open the store for listing only (``get``, ``entries``):
         a SQLite file is never created or written (it may sit on a read-only
         file or mount; a missing one raises FileNotFoundError when entered), a
-        Redis store is read without writing anything to the server; a new
+        Redis or PostgreSQL store is read without writing anything to the server; a new
         ``memory://`` store is empty, so there is nothing to protect
     :param options: keyword arguments for the store (``lease=``, ``dedupe_ttl=``...)
     :raises TypeError: ``url`` is not a str
     :raises ValueError: an unknown scheme, or a URL without a path
-    :raises ImportError: a Redis URL without the ``redis`` extra installed
+    :raises ImportError: a Redis URL without the ``redis`` extra installed, or a
+        PostgreSQL URL without the ``postgres`` extra
     """
     if not isinstance(url, str):
         raise TypeError(f"a store URL must be a str, not {type(url).__name__}")
@@ -75,6 +79,18 @@ def open_store(url: str, *, read_only: bool = False, **options: Any) -> Store:
         if read_only:
             options["read_only"] = True
         return RedisStore(url, **options)
+    if sep and url.lower().startswith(_POSTGRES):
+        if importlib.util.find_spec("psycopg") is None:
+            raise ImportError(
+                f"a PostgreSQL store ({url.split('://')[0]}://) needs the 'postgres' extra:"
+                " pip install 'duetime[postgres]'"
+            )
+        # Lazy: the PostgreSQL store (and psycopg) load only for a PostgreSQL URL.
+        from ._postgres import PostgresStore
+
+        if read_only:
+            options["read_only"] = True
+        return PostgresStore(url, **options)
     if not sep:
         raise ValueError(
             f"not a store URL: {_quoted(url)} (a SQLite file is sqlite:///relative/path.db"
@@ -82,5 +98,5 @@ def open_store(url: str, *, read_only: bool = False, **options: Any) -> Store:
         )
     raise ValueError(
         f"unknown store URL scheme {redact_url(scheme + '://')!r}: use sqlite:///path,"
-        " redis://host:port/db, rediss://..., unix://... or memory://"
+        " redis://host:port/db, rediss://..., unix://..., postgresql://... or memory://"
     )

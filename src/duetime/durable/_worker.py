@@ -10,6 +10,14 @@ finishes of the runs that end beside it as one ``finish_many``
 batched ``extend`` every lease/3; a run whose lease was taken over is cancelled and
 never finishes the entry.  What a run does is in ``_running.TaskCalls``.
 
+One abort watcher per process, while it holds runs (idle, it waits on an
+event and calls nothing): it waits in ``Store.wait_aborted`` (at most a third
+of the shortest lease held, a safety poll), then asks ``Store.aborts`` about
+every claim held, in one call, and aborts each run whose abort was requested:
+an async task is cancelled, a sync task's ``current_entry().abort_requested``
+turns True; the run ends :class:`~duetime.durable.Aborted` (CANCELLED, not
+retried, not dead-lettered, one INFO line).
+
 A sync task runs in a thread, which cannot be interrupted: its entry stays
 leased (renewed) for as long as the thread runs, past a ``timeout=`` and past
 the shutdown's grace, and nothing (no next attempt, no release) happens to the
@@ -36,6 +44,7 @@ import anyio
 import anyio.abc
 from anyio import CancelScope, Event, get_cancelled_exc_class
 
+from .._instrument import probes
 from .._vocab import Status
 from ._finisher import Finisher
 from ._keys import check_key
@@ -43,6 +52,7 @@ from ._log import StoreHealth, short, worker_log
 from ._registry import TaskRegistry
 from ._running import SHIELD_CAP, TaskCalls, _Run
 from ._store import (
+    Aborted,
     Claim,
     Entry,
     NextOccurrence,
@@ -123,6 +133,7 @@ class Worker:
         self._wake_at = math.inf
         self._renew_scope: CancelScope | None = None
         self._renew_at = math.inf
+        self._abort_wake: Event | None = None  # set when runs appear: the abort watcher waits
         self._health = StoreHealth(self.poke, self._store_lost)
         self._lost: StoreLost | None = None
         self._finisher = Finisher(store, SHIELD_CAP, self._health)
@@ -160,9 +171,12 @@ class Worker:
         """
         self._tg = tg
         self._claim_done = Event()
+        if probes.durable is not None:
+            probes.durable.worker_started(self._store, tg)
         tg.start_soon(self._claim_loop, name=f"duetime durable claim loop {self.owner}")
         tg.start_soon(self._renew_loop, name=f"duetime durable lease renewal {self.owner}")
         tg.start_soon(self._finisher.serve, name=f"duetime durable finishes {self.owner}")
+        tg.start_soon(self._abort_loop, name=f"duetime durable abort watcher {self.owner}")
 
     def _store_lost(self, exc: StoreLost) -> None:
         """A store call raised StoreLost: stop now (the loops and runs are cancelled)."""
@@ -330,6 +344,8 @@ class Worker:
         if shield.cancelled_caught:  # shutdown gave it up: whatever it took lapses
             return 0
         now = anyio.current_time()
+        if claims and self._abort_wake is not None:
+            self._abort_wake.set()
         for c in claims:
             run = _Run(c, sent, now)
             self._runs.add(run)
@@ -436,14 +452,57 @@ class Worker:
                     if run.scope is not None:
                         run.scope.cancel()
 
+    # -- abort requests ----------------------------------------------------------------
+
+    async def _abort_loop(self) -> None:
+        """The abort watcher: while this process holds runs, wait for an abort to be
+        announced (or a third of the shortest lease held), then ask the store about
+        every run held, in one call, and abort those whose abort was requested."""
+        store = self._store
+        # Ask without waiting first: at the start (the first wait sets this task's
+        # mark, requests after it wake the next wait) and after a failed call (the
+        # request that woke it may not have been read).
+        at_once = True
+        backoff = 0.0
+        while True:
+            if not self._runs:
+                self._abort_wake = Event()
+                await self._abort_wake.wait()
+                self._abort_wake = None
+                continue
+            call = "wait_aborted"
+            try:
+                poll = 0.0 if at_once else min(SAFETY_POLL, min(r.lease for r in self._runs) / 3)
+                await store.wait_aborted(poll)
+                held = [r for r in self._runs if not (r.aborted or r.lost)]
+                if held:
+                    call = "aborts"
+                    with anyio.fail_after(SHIELD_CAP):
+                        flags = await store.aborts([(r.key, r.token) for r in held])
+                    for run, flag in zip(held, flags, strict=False):
+                        if flag:
+                            run.abort()
+                at_once = False
+                backoff = 0.0
+                self._health.ok()
+            except Exception as exc:
+                self._health.failed(exc, call)
+                at_once = True
+                backoff = min(max(backoff * 2, 0.1), MAX_BACKOFF)
+                await anyio.sleep(backoff)
+
     # -- running one claim -------------------------------------------------------------
 
     async def _run_claim(self, claim: Claim, run: _Run) -> None:
         outcome: Outcome | None = None
         try:
-            outcome = await self._calls.execute(claim, run)
+            probe = probes.durable
+            if probe is None:
+                outcome = await self._calls.execute(claim, run)
+            else:  # instrumented: a span, metrics
+                outcome = await probe.process(self._calls.execute, claim, run)
         except get_cancelled_exc_class():
-            outcome = Release()
+            outcome = Aborted() if run.aborted else Release()
             raise
         except StoreLost as exc:  # the worker stops: one ERROR was logged by the store
             self._health.failed(exc, "run")
@@ -454,6 +513,13 @@ class Worker:
                 extra={"key": run.key, "task": run.task},
             )
         finally:
+            if isinstance(outcome, Aborted):
+                worker_log.info(
+                    "durable task %r (entry %r) aborted",
+                    short(run.task),
+                    short(run.key),
+                    extra={"key": run.key, "task": run.task},
+                )
             if outcome is not None and not run.lost:
                 # Queued, not awaited (so no shield is needed when cancelled): the
                 # finisher sends it with its neighbours, then calls _finished.
@@ -470,6 +536,8 @@ class Worker:
 
     def _finished(self, run: _Run, outcome: Outcome | None, recorded: bool) -> None:
         """A run's end is recorded (or needs no record): free its slot."""
+        if probes.durable is not None:
+            probes.durable.finished(run.task, outcome, recorded, run.lost)
         if recorded:
             # Our own write may move the head earlier than the loop's wake-up
             # (a store need not report its own writes to wait_changed).

@@ -41,6 +41,7 @@ import pytest
 
 from .._exceptions import EntryExists
 from .._vocab import Status
+from ._conformance_abort import AbortConformance
 from ._conformance_kit import (
     MALFORMED_FAULTS,
     START,
@@ -71,7 +72,7 @@ __all__ = [
 
 
 @pytest.mark.anyio
-class StoreConformance(ResultConformance, InspectionConformance):
+class StoreConformance(ResultConformance, InspectionConformance, AbortConformance):
     """The suite.  Subclasses implement :meth:`make_store` (and may override :meth:`advance`)."""
 
     def make_store(self, tmp_path: Path, **options: Any) -> Store:

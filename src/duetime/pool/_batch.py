@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 from collections.abc import Callable, Coroutine, Iterable, Sequence
@@ -14,6 +13,7 @@ from anyio import current_effective_deadline
 
 from .._exceptions import CallbackCancelled
 from .._handle import CANCELLED, COMPLETED, EXPIRED, FAILED, Handle
+from .._logs import core_log
 from .._util import backend_clock
 from ._checkpoint import Checkpoint
 from ._pool import WorkerPool
@@ -24,7 +24,7 @@ __all__ = ["BatchReport", "process_batch"]
 ItemT = TypeVar("ItemT")
 T = TypeVar("T")
 
-logger = logging.getLogger("duetime")
+logger = core_log
 
 _INF = math.inf
 # Where each item ended up, by input index.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import logging
 import math
 from collections.abc import Callable, Coroutine
 from contextvars import ContextVar
@@ -35,6 +34,7 @@ from .._handle import (
     report_unobserved,
 )
 from .._lifecycle import exit_block
+from .._logs import core_log
 from .._unobserved import Unobserved
 from .._util import (
     CLOSED,
@@ -56,7 +56,7 @@ __all__ = ["PoolStatistics", "WorkerPool"]
 ItemT = TypeVar("ItemT")
 T = TypeVar("T")
 
-logger = logging.getLogger("duetime")
+logger = core_log
 
 _INF = math.inf
 # The pool whose handler is running in this context: aclose() from inside a

@@ -1,0 +1,239 @@
+"""What duetime.otel costs a durable worker: claim + run + finish, instrumentation off and on.
+
+One process, a SQLiteStore on a temporary file, ``Scheduler(store=..., tasks=...)``
+with its worker (``max_concurrency`` 16): N no-op entries are stored with
+``defer_many`` (instrumented or not, as the round is), then the worker runs them;
+the rate is N over the span from the first run to the last.  "on" is
+``duetime.otel.instrument()`` with the OpenTelemetry SDK: a TracerProvider whose
+BatchSpanProcessor hands spans to an exporter that drops them, and a MeterProvider
+with an in-memory reader (every span and metric is made and recorded; nothing
+is sent anywhere).  Rounds alternate off and on, a fresh file each; the figure
+is the median of the rounds and the ratio the median of the per-round ratios.
+
+Standalone: ``python benchmarks/bench_otel.py [--quick]``.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "src"))
+
+import anyio  # noqa: E402
+from _common import ge, have, ratio  # noqa: E402
+
+from duetime import Scheduler, SQLiteStore, TaskRegistry  # noqa: E402
+
+tasks = TaskRegistry()
+_runs: list[float] = []
+_cpu: list[float] = []
+_all_ran: anyio.Event | None = None
+_n = 0
+
+
+@tasks.task("bench.noop")
+async def noop(i: int) -> None:
+    _runs.append(time.perf_counter())
+    if len(_runs) == 1:
+        _cpu.append(time.process_time())
+    if len(_runs) == _n and _all_ran is not None:
+        _cpu.append(time.process_time())
+        _all_ran.set()
+
+
+async def one_round(db: Path, n: int) -> float:
+    """Entries per second through claim + run + finish (first run to last run)."""
+    global _all_ran, _n
+    _runs.clear()
+    _n = n
+    async with Scheduler(store=SQLiteStore(db), tasks=tasks, worker=False) as s:
+        for start in range(0, n, 1000):
+            await s.defer_many(noop, [(i,) for i in range(start, min(n, start + 1000))])
+    _all_ran = anyio.Event()
+    async with Scheduler(store=SQLiteStore(db), tasks=tasks) as s:
+        with anyio.fail_after(600):
+            await _all_ran.wait()
+    return (n - 1) / (_runs[-1] - _runs[0])
+
+
+class _Drop:
+    """A span exporter that drops what it is given (the cost is in making spans)."""
+
+    def export(self, spans: Sequence[Any]) -> Any:
+        from opentelemetry.sdk.trace.export import SpanExportResult
+
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+#: The configurations measured: (label, spans sampled: None = no TracerProvider).
+MODES = {
+    "off": None,
+    "on, metrics only": 0.0,
+    "on, 1% of traces sampled": 0.01,
+    "on, every run traced": 1.0,
+}
+
+
+def _on(sampled: float) -> list[Any]:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+    import duetime.otel
+
+    providers: list[Any] = [MeterProvider(metric_readers=[InMemoryMetricReader()])]
+    tracer_provider = None
+    if sampled:
+        tracer_provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(sampled)))
+        tracer_provider.add_span_processor(BatchSpanProcessor(_Drop()))  # type: ignore[arg-type]
+        providers.append(tracer_provider)
+    duetime.otel.instrument(tracer_provider=tracer_provider, meter_provider=providers[0])
+    return providers
+
+
+def _off(providers: list[Any]) -> None:
+    import duetime.otel
+
+    duetime.otel.uninstrument()
+    for p in providers:
+        p.shutdown()
+
+
+def measure(n: int, rounds: int) -> dict[str, dict[str, list[float]]]:
+    """Per mode: entries/s and process CPU microseconds per entry, one per round."""
+    out: dict[str, dict[str, list[float]]] = {m: {"rate": [], "cpu": []} for m in MODES}
+    order = list(MODES)
+    with tempfile.TemporaryDirectory() as d:
+        for r in range(rounds):
+            for mode in order if r % 2 == 0 else order[::-1]:
+                sampled = MODES[mode]
+                providers = [] if sampled is None else _on(sampled)
+                _cpu.clear()
+                try:
+                    rate = anyio.run(
+                        one_round,
+                        Path(d) / f"{r}-{len(out[mode]['rate'])}-{order.index(mode)}.db",
+                        n,
+                    )
+                finally:
+                    _off(providers)
+                out[mode]["rate"].append(rate)
+                out[mode]["cpu"].append((_cpu[1] - _cpu[0]) / (n - 1) * 1e6)
+    return out
+
+
+def _spawn_worker(url: str, out: Path, mode: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, __file__, "--worker", url, str(out), mode])
+
+
+def processes(n: int, mode: str) -> float:
+    """bench_durable_runner's throughput (4 worker processes drain N no-op entries due
+    at a common start, SQLite), each worker instrumented as ``mode`` says."""
+    import bench_durable_runner as runner
+
+    with tempfile.TemporaryDirectory() as d:
+        url = f"sqlite:///{Path(d) / 'jobs.db'}"
+        start = time.time() + 3.0
+        anyio.run(runner.fill, url, n, runner.rec, start)
+        outs = [Path(d) / f"t{i}.json" for i in range(runner.WORKERS)]
+        procs = [_spawn_worker(url, o, mode) for o in outs]
+        for p in procs:
+            if p.wait(timeout=300) != 0:
+                raise RuntimeError("a worker failed")
+        seen = [x for o in outs for x in json.loads(o.read_text())]
+    if len({k for k, *_ in seen}) != n:
+        raise RuntimeError(f"ran {len(seen)} of {n}")
+    return float(n / (max(t for _k, t, *_ in seen) - start))
+
+
+def _worker_main(url: str, out: str, mode: str) -> None:
+    import bench_durable_runner as runner
+
+    providers = [] if MODES[mode] is None else _on(MODES[mode] or 0.0)
+    try:
+        anyio.run(runner.worker, url, "drain", out, 16)
+    finally:
+        _off(providers)
+
+
+def run(quick: bool) -> dict[str, Any]:
+    if not have("opentelemetry.sdk"):
+        return {}
+    n = 2000 if quick else 10000
+    m = measure(n, 3 if quick else 5)
+    n4 = 4000 if quick else 40000
+    four: dict[str, list[float]] = {mode: [] for mode in MODES}
+    for r in range(2 if quick else 3):
+        for mode in list(MODES) if r % 2 == 0 else list(MODES)[::-1]:
+            four[mode].append(processes(n4, mode))
+    four_med = {mode: statistics.median(v) for mode, v in four.items()}
+    med = {mode: {k: statistics.median(v) for k, v in m[mode].items()} for mode in m}
+    off = med["off"]
+    ratios = []
+    for mode in list(MODES)[1:]:
+        cpu_ratio = off["cpu"] / med[mode]["cpu"]
+        target = ">= 0.8x" if mode != "on, every run traced" else "report"
+        met = ge(cpu_ratio, 0.8, not quick) if target != "report" else None
+        ratios.append(ratio(f"{mode} / off (CPU per entry)", cpu_ratio, target, met))
+    four_ratios = [
+        ratio(
+            f"{mode} / off (4 processes, entries/s)",
+            four_med[mode] / four_med["off"],
+            ">= 0.8x" if mode != "on, every run traced" else "report",
+            ge(four_med[mode] / four_med["off"], 0.8, not quick)
+            if mode != "on, every run traced"
+            else None,
+        )
+        for mode in list(MODES)[1:]
+    ]
+    return {
+        "otel_durable_cost_4_processes": {
+            "title": "Durable claim + run + finish, 4 worker processes, duetime.otel off and on",
+            "unit": "entries/s",
+            "lower_is_better": False,
+            "values": four_med,
+            "ratios": four_ratios,
+            "notes": [
+                f"bench_durable_runner's throughput: {n4} no-op entries, SQLite, concurrency 16;"
+                " every round: "
+                + ", ".join(f"{k} {[round(x) for x in v]}" for k, v in four.items())
+            ],
+        },
+        "otel_durable_cost": {
+            "title": "Durable claim + run + finish, duetime.otel off and on (SQLite, 1 process)",
+            "unit": "entries/s",
+            "lower_is_better": False,
+            "values": {mode: med[mode]["rate"] for mode in MODES},
+            "ratios": ratios,
+            "notes": [
+                f"{n} no-op entries per round, {len(m['off']['rate'])} rounds, modes interleaved;"
+                " CPU us per entry (all threads of the process): "
+                + ", ".join(f"{mode} {med[mode]['cpu']:.0f}" for mode in MODES)
+            ],
+        },
+    }
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "--worker":
+        _worker_main(sys.argv[2], sys.argv[3], sys.argv[4])
+        sys.exit(0)
+    print(json.dumps(run("--quick" in sys.argv), indent=2, default=str))

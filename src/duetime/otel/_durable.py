@@ -1,0 +1,400 @@
+"""The durable wing's spans and metrics: what ``duetime.otel.instrument()`` plugs in.
+
+:class:`DurableTelemetry` is the probe the durable wing's hooks call
+(``duetime._instrument.DurableProbe``):
+
+- ``send``: ``defer`` and ``defer_every`` make one PRODUCER span
+  ``send {task}`` whose context is stored with the entry (the creation context);
+  ``defer_many`` makes one CLIENT span ``send {task}`` for the call and a
+  PRODUCER span ``create {task}`` per entry, whose context is stored with that
+  entry and which the send span links to (``create_spans=False``: the send span
+  is a PRODUCER span and its context is stored with every entry);
+- ``process``: each run is a CONSUMER span ``process {task}`` in a new trace,
+  linked to the entry's creation context (retries, re-deliveries and a series'
+  runs each get their own trace, all linked to the call that deferred them);
+- metrics: messages sent and consumed, processing time, lateness, dead
+  letters, lost leases, aborts, and entries by status (:mod:`._status`).
+
+The W3C Trace Context (``traceparent``, ``tracestate``) is what is stored,
+whatever ``OTEL_PROPAGATORS`` says: a row outlives the process that wrote it and
+is read by workers configured elsewhere, and baggage (which may carry what
+should never land in a database) is not copied into the store.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import time
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
+from typing import Any
+
+import anyio
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
+from opentelemetry.trace import Link, SpanContext, SpanKind, StatusCode, TraceFlags
+from opentelemetry.trace import Status as SpanStatus
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.trace.span import TraceState
+
+from ..durable._codec import trace_carrier, with_trace
+from . import _semconv as sc
+from ._status import StatusCounts
+
+__all__ = ["DurableTelemetry"]
+
+_PROPAGATOR = TraceContextTextMapPropagator()
+#: A process span's parent: none (a new trace), whatever the runner task's context.
+_ROOT = Context()
+#: At most this many per-task attribute sets are kept (task names come from rows).
+_MAX_TASKS = 1000
+
+
+class _Tally:
+    """A monotonic counter kept in a dict and reported when a collector asks (an
+    observable counter): an event costs a dict update, not an SDK measurement,
+    which matters on the per-run path."""
+
+    def __init__(self, meter: Meter, name: str, unit: str, description: str) -> None:
+        self._counts: dict[Hashable, int] = {}
+        self._attrs: dict[Hashable, dict[str, Any]] = {}
+        meter.create_observable_counter(
+            name, callbacks=[self._observe], unit=unit, description=description
+        )
+
+    def add(self, n: int, key: Hashable, attrs: dict[str, Any]) -> None:
+        """Count ``n`` under ``key``, whose points carry ``attrs``."""
+        counts = self._counts
+        if key in counts:
+            counts[key] += n
+        else:
+            self._attrs[key] = attrs
+            counts[key] = n
+
+    def _observe(self, _options: CallbackOptions) -> Iterable[Observation]:
+        counts = self._counts.copy()  # one step under the GIL: the loop adds meanwhile
+        attrs = self._attrs
+        return [Observation(n, attrs[key]) for key, n in counts.items()]
+
+
+class _Processing:
+    """The process span of the run in progress in one runner task."""
+
+    __slots__ = ("error_type", "span")
+
+    def __init__(self, span: trace.Span) -> None:
+        self.span = span
+        self.error_type: str | None = None
+
+
+_current: contextvars.ContextVar[_Processing | None] = contextvars.ContextVar(
+    "duetime_otel_processing", default=None
+)
+
+
+def _type_name(exc: BaseException) -> str:
+    cls = type(exc)
+    module = cls.__module__
+    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+
+
+_OUTCOMES = {"Done": "done", "RetryAt": "retry", "NextOccurrence": "next", "Dead": "dead"}
+
+
+def _outcome_name(outcome: Any) -> str:
+    """``done``, ``retry``, ``next``, ``dead``, ``release``, ``aborted``, or ``none``."""
+    if outcome is None:
+        return "none"
+    name = type(outcome).__name__
+    return _OUTCOMES.get(name) or name.lower()
+
+
+class DurableTelemetry:
+    """Spans and metrics for the durable wing (the probe its hooks call).
+
+    :param tracer: where spans go
+    :param meter: where metrics go
+    :param create_spans: a ``create {task}`` span per entry of ``defer_many``
+    :param status_interval: the least time between two counts of a store's
+        entries by status (each count is taken when a collector asks)
+    """
+
+    def __init__(
+        self,
+        tracer: trace.Tracer,
+        meter: Meter,
+        *,
+        create_spans: bool = True,
+        status_interval: float = 30.0,
+    ) -> None:
+        self._tracer = tracer
+        self._create_spans = create_spans
+        self._old = sc.emit_old()
+        self._sent = _Tally(
+            meter,
+            "messaging.client.sent.messages",
+            "{message}",
+            "Entries deferred (stored) by this process.",
+        )
+        self._consumed = _Tally(
+            meter,
+            "messaging.client.consumed.messages",
+            "{message}",
+            "Claimed entries handed to their task by this process's worker.",
+        )
+        self._duration = meter.create_histogram(
+            "messaging.process.duration",
+            unit="s",
+            description="How long a run took, from claim to outcome.",
+            explicit_bucket_boundaries_advisory=sc.DURATION_BUCKETS,
+        )
+        self._lateness = meter.create_histogram(
+            "duetime.entry.lateness",
+            unit="s",
+            description="How late a run started: its start minus its due time.",
+            explicit_bucket_boundaries_advisory=sc.LATENESS_BUCKETS,
+        )
+        self._dead = _Tally(
+            meter,
+            "duetime.dead_letters",
+            "{entry}",
+            "Entries this worker dead-lettered (FAILED for good).",
+        )
+        self._lost = _Tally(
+            meter,
+            "duetime.leases.lost",
+            "{lease}",
+            "Runs whose lease was lost (taken over, or lapsed before the finish).",
+        )
+        self._aborts = _Tally(
+            meter, "duetime.aborts", "{entry}", "Runs this worker ended as aborted."
+        )
+        self.status = StatusCounts(meter, status_interval)
+        self._task_attrs: dict[str, dict[str, Any]] = {}
+
+    def _attrs(self, task: str) -> dict[str, Any]:
+        """The metric attributes of ``task`` (shared: never mutate)."""
+        attrs = self._task_attrs.get(task)
+        if attrs is None:
+            attrs = {sc.SYSTEM: sc.SYSTEM_NAME, sc.DESTINATION: task}
+            if len(self._task_attrs) < _MAX_TASKS:
+                self._task_attrs[task] = attrs
+        return attrs
+
+    # -- producing --------------------------------------------------------------------
+
+    async def send(
+        self,
+        add: Callable[[Sequence[Any]], Awaitable[list[Any]]],
+        rows: Sequence[Any],
+        batch: bool,
+    ) -> list[Any]:
+        """Store ``rows`` through ``add`` inside a send span, each with its creation
+        context; count them in ``messaging.client.sent.messages``."""
+        if not rows:
+            return await add(rows)
+        task: str = rows[0].task
+        n = len(rows)
+        attrs: dict[str, Any] = {
+            sc.SYSTEM: sc.SYSTEM_NAME,
+            sc.OPERATION_TYPE: "send",
+            sc.OPERATION_NAME: "send",
+            sc.DESTINATION: task,
+        }
+        if self._old:
+            attrs[sc.OLD_OPERATION] = "publish"
+        links: list[Link] | None = None
+        kind = SpanKind.PRODUCER
+        stamped: list[Any] | None = None
+        if batch:
+            attrs[sc.BATCH_COUNT] = n
+            if self._create_spans:
+                kind = SpanKind.CLIENT
+                links, stamped = self._create(task, rows)
+        else:
+            attrs[sc.MESSAGE_ID] = rows[0].key
+        metric = {sc.SYSTEM: sc.SYSTEM_NAME, sc.OPERATION_NAME: "send", sc.DESTINATION: task}
+        with self._tracer.start_as_current_span(
+            f"send {task}", kind=kind, attributes=attrs, links=links
+        ) as span:
+            if stamped is None:  # the send span is the creation context of every row
+                carrier: dict[str, str] = {}
+                _PROPAGATOR.inject(carrier)
+                stamped = [_stamp(row, carrier) for row in rows]
+            try:
+                entries = await add(stamped)
+            except Exception as exc:
+                error = _type_name(exc)
+                span.set_attribute(sc.ERROR_TYPE, error)
+                self._sent.add(n, (task, error), {**metric, sc.ERROR_TYPE: error})
+                raise
+        self._sent.add(n, task, metric)
+        return entries
+
+    def _create(self, task: str, rows: Sequence[Any]) -> tuple[list[Link], list[Any]]:
+        """One ``create {task}`` span per row: the links the send span gets, and the
+        rows stamped with their own creation contexts."""
+        links: list[Link] = []
+        stamped: list[Any] = []
+        base = {
+            sc.SYSTEM: sc.SYSTEM_NAME,
+            sc.OPERATION_TYPE: "create",
+            sc.OPERATION_NAME: "create",
+            sc.DESTINATION: task,
+        }
+        if self._old:
+            base[sc.OLD_OPERATION] = "create"
+        name = f"create {task}"
+        for row in rows:
+            span = self._tracer.start_span(
+                name, kind=SpanKind.PRODUCER, attributes={**base, sc.MESSAGE_ID: row.key}
+            )
+            span.end()
+            context = span.get_span_context()
+            links.append(Link(context, {sc.MESSAGE_ID: row.key}))
+            carrier: dict[str, str] = {}
+            _PROPAGATOR.inject(carrier, context=trace.set_span_in_context(span))
+            stamped.append(_stamp(row, carrier))
+        return links, stamped
+
+    # -- consuming --------------------------------------------------------------------
+
+    async def process(
+        self,
+        execute: Callable[[Any, Any], Awaitable[Any]],
+        claim: Any,
+        run: Any,
+    ) -> Any:
+        """Run ``execute(claim, run)`` inside a CONSUMER span linked to the entry's
+        creation context; record lateness, duration and the outcome."""
+        entry = claim.entry
+        task: str = entry.task
+        started = anyio.current_time()
+        clock = time.perf_counter()
+        # The claim's store time, plus what passed here since it came back.
+        lateness = claim.lease_until - claim.lease + (started - run.claimed) - entry.due.timestamp()
+        attrs: dict[str, Any] = {
+            sc.SYSTEM: sc.SYSTEM_NAME,
+            sc.OPERATION_TYPE: "process",
+            sc.OPERATION_NAME: "process",
+            sc.DESTINATION: task,
+            sc.MESSAGE_ID: entry.key,
+            sc.ATTEMPT: entry.attempt,
+            sc.DELIVERIES: entry.deliveries,
+            sc.LATENESS: lateness,
+        }
+        if entry.schedule is not None:
+            attrs[sc.OCCURRENCE] = entry.occurrence
+        if self._old:
+            attrs[sc.OLD_OPERATION] = "deliver"
+        created = _created(claim.payload)
+        links = None if created is None else [Link(created)]
+        metric = self._attrs(task)
+        self._consumed.add(1, task, metric)
+        self._lateness.record(max(lateness, 0.0), metric)
+        span = self._tracer.start_span(
+            f"process {task}", context=_ROOT, kind=SpanKind.CONSUMER, attributes=attrs, links=links
+        )
+        state = _Processing(span)
+        token = _current.set(state)
+        # The task's own spans are children of this one (attach: cheaper than use_span).
+        attached = otel_context.attach(trace.set_span_in_context(span, _ROOT))
+        outcome: Any = None
+        try:
+            outcome = await execute(claim, run)
+            return outcome
+        finally:
+            otel_context.detach(attached)
+            _current.reset(token)
+            span.set_attribute(sc.OUTCOME, _outcome_name(outcome))
+            if state.error_type is None and type(outcome).__name__ == "Dead":
+                # Dead-lettered before its task ran (unknown task, bad payload...).
+                state.error_type = outcome.error_type or "_OTHER"
+                span.set_attribute(sc.ERROR_TYPE, state.error_type)
+                span.set_status(SpanStatus(StatusCode.ERROR, outcome.error[:300]))
+            duration = time.perf_counter() - clock
+            if state.error_type is None:
+                self._duration.record(duration, metric)
+            else:
+                self._duration.record(duration, {**metric, sc.ERROR_TYPE: state.error_type})
+            span.end()
+
+    def failed(self, error: BaseException) -> None:
+        """Record ``error`` (the task's exception) on the process span in progress."""
+        state = _current.get()
+        if state is None:
+            return
+        state.error_type = _type_name(error)
+        span = state.span
+        span.record_exception(error)
+        span.set_attribute(sc.ERROR_TYPE, state.error_type)
+        span.set_status(SpanStatus(StatusCode.ERROR, f"{type(error).__qualname__}: {error}"[:300]))
+
+    def finished(self, task: str, outcome: Any, recorded: bool, lost: bool) -> None:
+        """Count a dead letter, an abort or a lost lease."""
+        if lost or (outcome is not None and not recorded):
+            self._lost.add(1, task, self._attrs(task))
+            return
+        if not recorded:
+            return
+        name = type(outcome).__name__
+        if name == "Dead":
+            self._dead.add(1, task, self._attrs(task))
+        elif name == "Aborted":
+            self._aborts.add(1, task, self._attrs(task))
+
+    def worker_started(self, store: Any, tg: Any) -> None:
+        """Observe ``store``'s entries by status while ``tg`` runs."""
+        self.status.watch(store, tg)
+
+
+def _stamp(row: Any, carrier: dict[str, str]) -> Any:
+    """``row`` with ``carrier`` (a trace context) stored in its payload."""
+    if not carrier:
+        return row
+    payload = with_trace(row.payload, carrier)
+    return row if payload is row.payload else dataclasses.replace(row, payload=payload)
+
+
+#: How the element ``with_trace`` writes for a bare traceparent begins.
+_BARE = '{"$trace":{"traceparent":"'
+
+
+def _created(payload: str) -> SpanContext | None:
+    """The creation context stored in ``payload`` (its W3C ``traceparent`` and
+    ``tracestate``), or None: none stored, or not a valid version-00 one."""
+    # The common case, a traceparent alone, read without decoding JSON.
+    tail = len(_BARE) + 60  # the element, its 55-character value, and "," or "["
+    if len(payload) >= tail and payload.endswith('"}}]') and payload[-tail] in ",[":
+        i = len(payload) - len(_BARE) - 59
+        if payload.startswith(_BARE, i):
+            return _span_context(payload[i + len(_BARE) : -4], None)
+    carrier = trace_carrier(payload)
+    if not carrier:
+        return None
+    return _span_context(carrier.get("traceparent", ""), carrier.get("tracestate"))
+
+
+def _span_context(parent: str, state: str | None) -> SpanContext | None:
+    """The remote span context of a W3C ``traceparent`` (version 00), or None."""
+    # 00-<32 hex trace id>-<16 hex span id>-<2 hex flags>, parsed by hand: this
+    # runs once per run, and the propagator's regular expression costs more.
+    if len(parent) != 55 or parent[:3] != "00-" or parent[35] != "-" or parent[52] != "-":
+        return None
+    try:
+        trace_id = int(parent[3:35], 16)
+        span_id = int(parent[36:52], 16)
+        flags = int(parent[53:55], 16)
+    except ValueError:
+        return None
+    if not trace_id or not span_id:
+        return None
+    return SpanContext(
+        trace_id,
+        span_id,
+        is_remote=True,
+        trace_flags=TraceFlags(flags),
+        trace_state=TraceState.from_header([state]) if state else None,
+    )
