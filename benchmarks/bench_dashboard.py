@@ -1,7 +1,9 @@
-"""The dashboard's overview on a store of a million entries (SQLite and Redis).
+"""The dashboard's overview on a store of a million entries (SQLite, Redis, PostgreSQL).
 
 The store is filled fast (SQLite: one ``executemany`` into the store's own
-schema, as a restore would; Redis: the store's ``add`` in batches of 5,000),
+schema, as a restore would; Redis: the store's ``add`` in batches of 5,000;
+PostgreSQL: one ``INSERT ... SELECT`` from ``generate_series`` into the store's
+schema, then ``VACUUM ANALYZE`` as autovacuum would after a bulk load),
 then a few thousand entries are claimed and finished through the store so
 that every status and the last hour's activity have something to show.  A
 fresh store object (as a dashboard process opens it) then answers, five
@@ -108,6 +110,30 @@ async def fill_redis(url: str, n: int) -> float:
     return time.perf_counter() - t0
 
 
+async def fill_postgres(url: str, n: int) -> float:
+    """A PostgresStore (schema ``bench``) of ``n`` PENDING entries, as :func:`fill_sqlite`."""
+    import psycopg
+
+    from duetime.durable import PostgresStore
+
+    t0 = time.perf_counter()
+    async with PostgresStore(url, schema="bench"):
+        pass  # the schema, indexes and activity ring
+    tasks = "ARRAY[" + ", ".join(f"'{t}'" for t in TASKS) + "]"
+    now = time.time()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO bench.entries (key, task, payload, status, due, visible_at, lease,"
+            f" max_deliveries) SELECT 'job-' || lpad(i::text, 8, '0'), ({tasks})[i % 5 + 1],"
+            " '[' || i || ']', 0, d.due, d.due, 30.0, 5 FROM generate_series(0, %s - 1) i,"
+            " LATERAL (SELECT CASE WHEN i % 50 = 0 THEN %s - 60 + i % 86400"
+            " ELSE %s + 60 + i % 86400 END::float8 AS due) d",
+            (n, now, now),
+        )
+        conn.execute("VACUUM ANALYZE bench.entries")
+    return time.perf_counter() - t0
+
+
 async def measure(store: Store, work: int) -> dict[str, float]:
     """Median milliseconds of the overview's queries and of three pages."""
     import httpx
@@ -153,6 +179,7 @@ def run(quick: bool) -> dict[str, dict[str, Any]]:
         values = anyio.run(measure, SQLiteStore(db), work)
         notes.append(f"SQLite: {n} entries written in {built:.1f} s")
         results["dashboard_sqlite"] = _result("SQLiteStore", n, values, quick, notes)
+    results.update(_postgres(n, work, quick))
     if shutil.which("redis-server") is None or not have("coredis"):
         results["dashboard_redis"] = {"skipped": "redis-server or coredis is not installed"}
         return results
@@ -169,6 +196,29 @@ def run(quick: bool) -> dict[str, dict[str, Any]]:
             server.kill()
             server.wait()
     return results
+
+
+def _postgres(n: int, work: int, quick: bool) -> dict[str, dict[str, Any]]:
+    """The same figures on a private PostgreSQL cluster (see bench_postgres_peers)."""
+    if not have("psycopg"):
+        return {"dashboard_postgres": {"skipped": "psycopg is not installed"}}
+    from bench_postgres_peers import fresh_database, postgres
+
+    try:
+        server = postgres()
+        url, how = server.__enter__()
+    except LookupError as exc:
+        return {"dashboard_postgres": {"skipped": str(exc)}}
+    try:
+        from duetime.durable import PostgresStore
+
+        db = fresh_database(url)
+        built = anyio.run(fill_postgres, db, n)
+        values = anyio.run(measure, PostgresStore(db, schema="bench"), work)
+    finally:
+        server.__exit__(None, None, None)
+    note = f"PostgreSQL ({how}): {n} entries inserted and vacuumed in {built:.1f} s"
+    return {"dashboard_postgres": _result("PostgresStore", n, values, quick, [note])}
 
 
 def _result(

@@ -30,7 +30,7 @@ HOSTILE = [
 SERIES = '{"v":1,"trigger":{"every":60.0},"start":%r,"misfire":"coalesce","overlap":"skip"}'
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "postgres"])
 def store_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
@@ -39,13 +39,13 @@ def store_kind(request: pytest.FixtureRequest) -> str:
 def make_store(
     store_kind: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[Callable[[], Store]]:
-    """A factory of the unopened store under test (Redis: the test server)."""
+    """A factory of the unopened store under test (Redis, PostgreSQL: the test servers)."""
     if store_kind == "memory":
         yield lambda: MemoryStore()
     elif store_kind == "sqlite":
         yield lambda: SQLiteStore(tmp_path / "jobs.db")
-    else:
-        factory = request.getfixturevalue("redis_store")
+    else:  # the test servers (skipped without PostgreSQL, as the other Postgres tests)
+        factory = request.getfixturevalue(f"{store_kind}_store")
         yield lambda: factory()
 
 
@@ -95,11 +95,13 @@ async def seed_hostile(store: Store) -> None:
     import json
 
     now = await store.time()
+    # PostgreSQL text cannot hold NUL: there, the control characters come without it.
+    nul = "" if type(store).__name__ == "PostgresStore" else "\x00"
     rows = [
         NewRow(
-            key=f"h{i}-{text}",
-            task=f"t{text}"[:40],
-            payload=json.dumps([text, "x" * 5000]),
+            key=f"h{i}-{text}".replace("\x00", nul),
+            task=f"t{text}"[:40].replace("\x00", nul),
+            payload=json.dumps([text.replace("\x00", nul), "x" * 5000]),
             due=now - 10 + i,
         )
         for i, text in enumerate(HOSTILE)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,6 +15,7 @@ from starlette.responses import Response
 
 from duetime import Status
 from duetime.durable import EntryQuery, Page, series_times
+from duetime.durable._codec import trace_id
 
 from ._charts import lateness_chart, throughput_chart
 from ._context import Dashboard, logger
@@ -268,6 +269,9 @@ async def entry(dash: Dashboard, request: Request) -> Response:
         detail = await dash.store.inspect(key)
     except Exception as exc:
         return _store_error(dash, request, grant, exc)
+    if detail is not None and detail.trace_id is None:
+        # The deferring call's trace, read from the payload's trace element.
+        detail = replace(detail, trace_id=trace_id(detail.payload))
     return dash.render(
         request,
         grant,

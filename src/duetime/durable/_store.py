@@ -558,7 +558,9 @@ class EntryDetail:
     :ivar lease: its lease length in seconds
     :ivar max_deliveries: claims an attempt may take before it is dead-lettered
     :ivar expires_at: when a finished entry's tombstone is dropped, else None
-    :ivar trace_id: the trace the entry was deferred in, when the store keeps one
+    :ivar trace_id: the trace id the entry was deferred in, for a store that
+        keeps it apart (the stores here leave it None: it is in the payload's
+        trace element, which the dashboard reads)
     """
 
     entry: Entry
