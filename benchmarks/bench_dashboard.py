@@ -124,10 +124,10 @@ async def fill_postgres(url: str, n: int) -> float:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
             "INSERT INTO bench.entries (key, task, payload, status, due, visible_at, lease,"
-            f" max_deliveries) SELECT 'job-' || lpad(i::text, 8, '0'), ({tasks})[i % 5 + 1],"
+            f" max_deliveries) SELECT 'job-' || lpad(i::text, 8, '0'), ({tasks})[i %% 5 + 1],"
             " '[' || i || ']', 0, d.due, d.due, 30.0, 5 FROM generate_series(0, %s - 1) i,"
-            " LATERAL (SELECT CASE WHEN i % 50 = 0 THEN %s - 60 + i % 86400"
-            " ELSE %s + 60 + i % 86400 END::float8 AS due) d",
+            " LATERAL (SELECT CASE WHEN i %% 50 = 0 THEN %s - 60 + i %% 86400"
+            " ELSE %s + 60 + i %% 86400 END::float8 AS due) d",
             (n, now, now),
         )
         conn.execute("VACUUM ANALYZE bench.entries")
