@@ -551,7 +551,25 @@ def finish_fields(
     outcome: Outcome,
 ) -> tuple[int, float | None, str | None, str | None, str | None, str | None]:
     """An outcome as the finish statement's fields: kind, time, error, result,
-    error type, traceback."""
+    error type, traceback (a NUL in a text, which PostgreSQL text cannot hold,
+    written as ``\\x00``; a result is the codec's JSON, which has none)."""
+    return _without_nul(_fields(outcome))
+
+
+def _without_nul(
+    f: tuple[int, float | None, str | None, str | None, str | None, str | None],
+) -> tuple[int, float | None, str | None, str | None, str | None, str | None]:
+    kind, at, err, res, etype, tb = f
+
+    def clean(text: str | None) -> str | None:
+        return text.replace("\x00", "\\x00") if text is not None and "\x00" in text else text
+
+    return kind, at, clean(err), res, clean(etype), clean(tb)
+
+
+def _fields(
+    outcome: Outcome,
+) -> tuple[int, float | None, str | None, str | None, str | None, str | None]:
     match outcome:
         case Done(result=res, dropped=dropped):
             err = None if dropped is None else RESULT_DROPPED + dropped
