@@ -114,9 +114,17 @@ def _rows() -> set[str]:
     return set(re.findall(r"^\| `(\w+)` \|", REFERENCE, re.MULTILINE))
 
 
+def _dashboard_names() -> list[str]:
+    """duetime.dashboard's names (the dashboard extra; pinned here)."""
+    dashboard = pytest.importorskip("duetime.dashboard")
+    assert sorted(dashboard.__all__) == ["ADMIN", "Grant", "VIEWER", "create_app"]
+    return list(dashboard.__all__)
+
+
 def test_reference_describes_every_exported_name() -> None:
     # A one-line description each, readable as plain Markdown (GitHub, the sdist).
     names = set(duetime.__all__) | set(duetime.testing.__all__) | set(duetime.durable.__all__)
+    names |= set(_dashboard_names())
     names |= set(duetime.otel.__all__)
     assert sorted(names - _rows()) == []
     assert sorted(_rows() - names) == []  # no row for a name that is gone

@@ -1,4 +1,4 @@
-"""Command line: ``python -m duetime demo``, ``worker``, ``entries``,
+"""Command line: ``python -m duetime demo``, ``worker``, ``dashboard``, ``entries``,
 ``dead-letters``, ``retry``, ``delete`` and ``abort`` (``python -m duetime COMMAND --help``).
 
 The benchmark suite is a development tool of the source checkout:
@@ -47,12 +47,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--plain", action="store_true", help="plain text, even if rich is installed")
     from .durable._cli import COMMANDS, add_commands
 
-    add_commands(sub)  # worker, entries, dead-letters, retry, delete, abort
+    add_commands(sub)  # worker, entries, dead-letters, retry, delete, abort, dashboard
     args = parser.parse_args(argv)
     if args.command == "demo":
         from ._demo import run_demo
 
         return run_demo(fast=args.fast, backend=args.backend, plain=args.plain)
+    if args.command == "dashboard":
+        from .durable._cli import run_dashboard
+
+        try:
+            from .dashboard._serve import serve
+        except ImportError as exc:
+            print(
+                f"duetime dashboard needs the dashboard extra ({exc.name} is missing):"
+                " pip install 'duetime[dashboard]'",
+                file=sys.stderr,
+            )
+            return 2
+        return run_dashboard(args, serve)
     if args.command in COMMANDS:
         from .durable._cli import run_command
 

@@ -208,5 +208,8 @@ def redis_store(redis_url: str) -> Iterator[Callable[..., RedisStore]]:
     parts = urlsplit(redis_url)
     db = int(parts.path.strip("/") or 0)
     for prefix in prefixes:
-        keys = [f"{{{prefix}}}:{name}" for name in ("q", "all", "tomb", "seq", "rows", "bad")]
+        names = ["q", "all", "tomb", "seq", "rows", "bad", "cnt", "act", "ixv"]
+        names += [f"s:{status}" for status in ("PENDING", "RUNNING", "COMPLETED", "FAILED")]
+        names += ["s:CANCELLED", "running"]
+        keys = [f"{{{prefix}}}:{name}" for name in names]
         command(parts.hostname or "", parts.port or 6379, "DEL", *keys, db=db)

@@ -22,13 +22,18 @@ from duetime.durable import (
     RESULT_DROPPED,
     Aborted,
     Claim,
+    Counts,
     Dead,
     Done,
     Entry,
+    EntryDetail,
+    EntryQuery,
+    Minute,
     NewRow,
     NextOccurrence,
     OnConflict,
     Outcome,
+    Page,
     Release,
     RetryAt,
     entry_args,
@@ -54,6 +59,7 @@ class _Row:
     last_error: str | None = None
     token: int = 0
     lease_until: float = math.inf
+    owner: str | None = None
     expires: float = math.inf  # a tombstone's end
     result: str | None = None
     result_until: float = math.inf
@@ -123,6 +129,8 @@ class DictStore:
         self._moves = 0
         self._seen: dict[int, int] = {}
         self._moved = anyio.Event()
+        # activity: minute number -> [started, completed, failed, retried, late total, late max]
+        self._minutes: dict[int, list[float]] = {}
 
     async def __aenter__(self) -> DictStore:
         return self
@@ -296,7 +304,9 @@ class DictStore:
             row.status = Status.RUNNING
             row.deliveries += 1
             row.lease_until = now + row.lease
+            row.owner = owner
             out.append(Claim(row.entry(), row.payload, row.token, row.lease_until, row.lease))
+        self._count_claims(now, [c.entry.due.timestamp() for c in out])
         return out
 
     async def extend(self, claims: Sequence[tuple[str, int]]) -> list[bool]:
@@ -319,6 +329,7 @@ class DictStore:
         now = self._clock()
         before = self._head()
         out = [self._finish(key, token, outcome, now) for key, token, outcome in items]
+        self._count_finishes(now, items, out)
         self._moved_if_earlier(before)
         if any(ok for ok in out):
             self._ended()  # spurious wake-ups are harmless; a missed one is not
@@ -408,6 +419,93 @@ class DictStore:
                 await self._finished.wait()
         finally:
             self._finish_seen[task] = self._finishes
+
+    # -- inspection ---------------------------------------------------------------
+
+    async def counts(self) -> Counts:
+        await anyio.lowlevel.checkpoint()
+        self._purge(self._clock())
+        return Counts.of((r.task, r.status, 1) for r in self._rows.values())
+
+    async def page(self, query: EntryQuery) -> Page:
+        if not isinstance(query, EntryQuery):
+            raise TypeError(f"page() takes an EntryQuery, not {query!r}")
+        await anyio.lowlevel.checkpoint()
+        self._purge(self._clock())
+        rows = sorted(
+            (
+                r
+                for r in self._rows.values()
+                if query.matches(r.task, r.status, r.key, r.due, r.schedule)
+            ),
+            key=lambda r: (r.due, r.key),
+        )
+        kept = rows[: query.limit]
+        more = len(rows) > query.limit
+        return Page(tuple(r.entry() for r in kept), (kept[-1].due, kept[-1].key) if more else None)
+
+    async def activity(self, minutes: int = 60) -> list[Minute]:
+        if isinstance(minutes, bool) or not isinstance(minutes, int):
+            raise TypeError(f"minutes must be an int, not {minutes!r}")
+        if not 1 <= minutes <= 60:
+            raise ValueError(f"minutes must be 1 to 60, not {minutes}")
+        await anyio.lowlevel.checkpoint()
+        current = int(self._clock() // 60)
+        out = []
+        for m in range(current - minutes + 1, current + 1):
+            c = self._minutes.get(m)
+            if c is None:
+                out.append(Minute(m * 60.0))
+            else:
+                out.append(Minute(m * 60.0, int(c[0]), int(c[1]), int(c[2]), int(c[3]), c[4], c[5]))
+        return out
+
+    async def inspect(self, key: str) -> EntryDetail | None:
+        entry = await self.get(key)
+        row = self._rows.get(key)
+        if entry is None or row is None:
+            return None
+        running = row.status is Status.RUNNING
+        return EntryDetail(
+            entry=entry,
+            payload=row.payload,
+            owner=row.owner if running else None,
+            lease_until=row.lease_until if running else None,
+            token=row.token,
+            lease=row.lease,
+            max_deliveries=row.max_deliveries,
+            expires_at=row.expires if math.isfinite(row.expires) else None,
+        )
+
+    def _minute(self, now: float) -> list[float]:
+        m = int(now // 60)
+        for old in [k for k in self._minutes if k <= m - 60]:
+            del self._minutes[old]
+        return self._minutes.setdefault(m, [0, 0, 0, 0, 0.0, 0.0])
+
+    def _count_claims(self, now: float, dues: list[float]) -> None:
+        if dues:
+            c = self._minute(now)
+            late = [max(0.0, now - d) for d in dues]
+            c[0] += len(dues)
+            c[4] += sum(late)
+            c[5] = max(c[5], *late)
+
+    def _count_finishes(
+        self, now: float, items: Sequence[tuple[str, int, Outcome]], applied: list[bool]
+    ) -> None:
+        for ok, (k, _t, o) in zip(applied, items, strict=True):
+            row = self._rows.get(k)
+            # A release is no run; a run an abort ended counts in none of the columns.
+            if not ok or isinstance(o, Release) or row is None or row.status is Status.CANCELLED:
+                continue
+            c = self._minute(now)
+            if isinstance(o, Done) or (isinstance(o, NextOccurrence) and o.error is None):
+                c[1] += 1
+            elif isinstance(o, RetryAt):
+                c[3] += 1
+            else:
+                c[2] += 1
 
     async def wait_aborted(self, timeout: float) -> None:
         task = anyio.get_current_task().id

@@ -30,10 +30,13 @@ The wing, by file:
 - the store seam and the stores
 
   - ``_store.py``: :class:`Store`, the protocol, and the values that cross it
+  - ``_stats.py``: the values of the inspection queries (:class:`Counts`,
+    :class:`EntryQuery`, :class:`Minute`); ``_activity.py``: a per-minute ring
   - ``_wakeup.py``: in-process wake-ups for ``Store.wait_changed``
-  - ``_memory.py``: :class:`MemoryStore`, one process, virtual time
+  - ``_memory.py``: :class:`MemoryStore`, one process, virtual time (its
+    inspection queries in ``_memory_stats.py``)
   - ``_sqlite.py`` (with ``_sqlite_file.py``, ``_sqlite_rows.py``,
-    ``_sqlite_sql.py``): :class:`SQLiteStore`, one host
+    ``_sqlite_sql.py``, ``_sqlite_stats.py``): :class:`SQLiteStore`, one host
   - ``_redis.py`` (with ``_redis_lua.py``, ``_redis_rows.py``):
     :class:`RedisStore`, several hosts (the ``redis`` extra, loaded lazily)
   - ``_postgres.py`` (with ``_postgres_conn.py``, ``_postgres_listen.py``,
@@ -67,6 +70,7 @@ from ._registry import TaskDef, TaskRegistry, current_entry
 from ._session import StoreSession
 from ._sqlite import SQLiteStore
 from ._sqlite_file import NotAStore
+from ._stats import Counts, EntryQuery, Minute, series_times
 from ._store import (
     ABORTED,
     MALFORMED,
@@ -77,10 +81,12 @@ from ._store import (
     Dead,
     Done,
     Entry,
+    EntryDetail,
     NewRow,
     NextOccurrence,
     OnConflict,
     Outcome,
+    Page,
     ReadOnlyStore,
     Release,
     RetryAt,
@@ -104,16 +110,21 @@ __all__ = [
     "Aborted",
     "Claim",
     "Client",
+    "Counts",
     "Dead",
     "Deferred",
     "Done",
     "Entry",
+    "EntryDetail",
+    "EntryQuery",
     "MemoryStore",
+    "Minute",
     "NewRow",
     "NextOccurrence",
     "NotAStore",
     "OnConflict",
     "Outcome",
+    "Page",
     "PostgresEnqueue",
     "ReadOnlyStore",
     "Release",
@@ -128,6 +139,7 @@ __all__ = [
     "current_entry",
     "entry_args",
     "open_store",
+    "series_times",
     "utc",
 ]
 

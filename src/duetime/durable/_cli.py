@@ -23,6 +23,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
+from ._cli_dashboard import add_dashboard_command, run_dashboard
 from ._cli_run import STORE_LOST, WORKER_EXIT_CODES, guarded
 from ._cli_show import entry_json
 from ._cli_store import STORE_COMMANDS, add_store_commands, run_store_command
@@ -44,6 +45,7 @@ __all__ = [
     "entry_json",
     "redact_text",
     "run_command",
+    "run_dashboard",
 ]
 
 #: The subcommands this module adds and runs.
@@ -86,6 +88,7 @@ def add_commands(sub: Any) -> None:
         help="the address --metrics-port binds (127.0.0.1: this host only)",
     )
     add_store_commands(sub)
+    add_dashboard_command(sub)  # run by duetime.__main__ with the dashboard's server
 
 
 class MetricsServer(Protocol):

@@ -38,7 +38,8 @@ from typing import Any
 from uuid import UUID
 
 __all__ = ["MAX_DEPTH", "MAX_PAYLOAD", "PayloadError", "decode_args", "encode_args"]
-__all__ += ["TRACE_TAG", "decode_result", "encode_result", "trace_carrier", "with_trace"]
+__all__ += ["TRACE_TAG", "decode_result", "encode_result", "trace_carrier", "trace_id"]
+__all__ += ["with_trace"]
 
 #: The tag of the trace-context element a payload may end with.
 TRACE_TAG = "$trace"
@@ -305,3 +306,23 @@ def trace_carrier(payload: str) -> dict[str, str] | None:
     if type(carrier) is not dict:
         return None
     return {k: v for k, v in carrier.items() if type(v) is str}
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def trace_id(payload: str) -> str | None:
+    """The trace id (32 lower-case hex digits) of the W3C ``traceparent`` that
+    :func:`with_trace` appended to ``payload``, or None: none stored, or one
+    that is not a valid version-00 traceparent (an all-zero id included).
+    Never raises."""
+    carrier = trace_carrier(payload)
+    parent = "" if carrier is None else carrier.get("traceparent", "")
+    if len(parent) != 55 or parent[:3] != "00-" or parent[35] != "-" or parent[52] != "-":
+        return None
+    found = parent[3:35]
+    if not _HEX.issuperset(parent[3:35] + parent[36:52] + parent[53:]):
+        return None
+    if found == "0" * 32 or parent[36:52] == "0" * 16:
+        return None
+    return found

@@ -23,6 +23,8 @@ import anyio.lowlevel
 
 from .._exceptions import EntryExists
 from .._vocab import Status
+from ._activity import ActivityRing
+from ._memory_stats import MemoryInspection
 from ._store import (
     ABORTED,
     RESULT_DROPPED,
@@ -124,7 +126,7 @@ class _LoopEpochClock:
         return self._start + (now - self._t0)
 
 
-class MemoryStore:
+class MemoryStore(MemoryInspection):
     """An in-process durable store on the event loop's (virtual) clock, for tests.
 
     It passes the same conformance suite as the persistent stores, so code
@@ -167,6 +169,7 @@ class MemoryStore:
         self._tokens = 0
         self._changed = Wakeup()
         self._finished = Wakeup()
+        self._activity = ActivityRing()  # per-minute claims and finishes (inspection)
         self._aborted = Wakeup()
 
     # -- context manager (nothing to open) ---------------------------------------
@@ -397,6 +400,7 @@ class MemoryStore:
             row.lease_until = now + row.lease
             self._touch(row)
             out.append(Claim(row.entry(), row.payload, row.token, row.lease_until, row.lease))
+        self._activity.claimed(now, [c.entry.due.timestamp() for c in out])
         return out
 
     async def extend(self, claims: Sequence[tuple[str, int]]) -> list[bool]:
@@ -424,7 +428,26 @@ class MemoryStore:
         for _key, _token, outcome in items:
             _check_outcome(outcome)
         await anyio.lowlevel.checkpoint()
-        return [self._finish(key, token, outcome) for key, token, outcome in items]
+        done = [self._finish(key, token, outcome) for key, token, outcome in items]
+        self._record_finishes(items, done)
+        return done
+
+    def _record_finishes(self, items: Sequence[tuple[str, int, Outcome]], done: list[bool]) -> None:
+        """Count the applied finishes in the activity ring (inspection)."""
+        completed = failed = retried = 0
+        for (key, _token, outcome), ok in zip(items, done, strict=True):
+            row = self._rows.get(key)
+            if not ok or row is None or row.status is Status.CANCELLED:
+                continue  # a run an abort ended counts in none of the columns
+            if isinstance(outcome, Done) or (
+                isinstance(outcome, NextOccurrence) and outcome.error is None
+            ):
+                completed += 1
+            elif isinstance(outcome, Dead | NextOccurrence):
+                failed += 1
+            elif isinstance(outcome, RetryAt):
+                retried += 1
+        self._activity.finished(self._now(), completed=completed, failed=failed, retried=retried)
 
     def _finish(self, key: str, token: int, outcome: Outcome) -> bool:
         row = self._rows.get(key)

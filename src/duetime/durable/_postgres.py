@@ -46,6 +46,7 @@ from . import _postgres_rows as rows
 from ._postgres_conn import Conn, Pool, Rows, array, conninfo, text_or_none
 from ._postgres_listen import open_schema, show_dsn
 from ._postgres_sql import SESSION, Sql, check_schema_name, finish_fields, insert_params, insert_sql
+from ._postgres_stats import PostgresInspection
 from ._postgres_wake import Listener, Waits
 from ._sqlite_file import NotAStore
 from ._store import (
@@ -83,7 +84,7 @@ def _p(*values: Any) -> list[bytes | None]:
     return [array(v) if type(v) is list else text_or_none(v) for v in values]
 
 
-class PostgresStore(Waits):
+class PostgresStore(Waits, PostgresInspection):
     """A durable store in PostgreSQL that several processes and hosts share.
 
     Open it with ``async with`` (the Scheduler does).  Times are the server's

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 import psycopg
 
 from ._postgres_conn import Conn, Pool
+from ._postgres_minutes import ensure_sql
 from ._postgres_sql import APPLICATION, SCHEMA_VERSION, create_sql
 from ._redact import redact_url
 from ._sqlite_file import NotAStore
@@ -51,8 +53,13 @@ async def open_schema(pool: Pool, schema: str, *, read_only: bool, shown: str) -
     """
     where = f"schema {schema!r} of {shown}"
     async with pool.conn() as conn:
-        if await _judge(conn, schema, where):
-            return
+        found = await _judge(conn, schema, where)
+        whole = found and (read_only or await _has_minutes(conn, schema))
+    if whole:
+        return
+    if found:
+        await pool.transaction(partial(_ensure, schema))
+        return
     if read_only:
         raise NotAStore(f"there is no duetime store in {where} (read-only: nothing created)")
 
@@ -65,6 +72,19 @@ async def open_schema(pool: Pool, schema: str, *, read_only: bool, shown: str) -
             logger.info("PostgresStore: created the duetime store in %s", where)
 
     await pool.transaction(create)
+
+
+async def _has_minutes(conn: Conn, schema: str) -> bool:
+    """True if the store has its activity ring (a store an older duetime created has not)."""
+    got = await conn.query(b"SELECT to_regclass($1) IS NOT NULL", [f"{schema}.minutes".encode()])
+    return got.rows[0][0] == b"t"
+
+
+async def _ensure(schema: str, conn: Conn) -> None:
+    """Add the activity ring and the counts' index to a store that lacks them,
+    under the store's advisory lock (concurrent openers add them once)."""
+    await conn.query(b"SELECT pg_advisory_xact_lock(hashtext($1))", [f"duetime:{schema}".encode()])
+    await conn.script(ensure_sql(schema).encode())
 
 
 async def _judge(conn: Conn, schema: str, where: str) -> bool:

@@ -12,6 +12,9 @@ A store lives in its own schema (``duetime`` by default):
 - ``{schema}.awaiting``: one row per store object waiting for finishes
   (``wait_finished``), with the time its interest lapses: a finish sends a
   NOTIFY only while someone awaits.
+- ``{schema}.minutes`` and the index ``entries_status_task``: the activity
+  ring the claim and finish statements bump, and what the counts group by
+  (:mod:`._postgres_minutes`).
 
 Times are float8 epoch seconds on the server's clock: every statement that
 reads the time reads ``clock_timestamp()`` (plus ``$1``, a test-only offset,
@@ -35,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._codec import MAX_PAYLOAD
+from ._postgres_minutes import claims_upsert, ensure_sql, finishes_upsert
 from ._store import (
     ABORTED,
     MALFORMED,
@@ -142,7 +146,7 @@ CREATE INDEX entries_status_due ON {s}.entries (status, due, key);
 CREATE TABLE {s}.awaiting (id text PRIMARY KEY, until float8 NOT NULL);
 INSERT INTO {s}.meta (k, v) VALUES ('application', '{APPLICATION}'),
     ('schema_version', '{SCHEMA_VERSION}');
-"""
+{ensure_sql(s)}"""
 
 
 def _now() -> str:
@@ -337,6 +341,7 @@ done AS (
     RETURNING {", ".join("x." + c.strip() for c in ENTRY.split(","))},
         x.token, x.lease_until, x.lease
 ),
+act AS ({claims_upsert(s, "done")}),
 fin AS (
     SELECT {_notify(s, "f")} WHERE EXISTS (SELECT 1 FROM done WHERE status <> 1)
         AND EXISTS (SELECT 1 FROM {s}.awaiting, t WHERE until > t.now)
@@ -412,8 +417,10 @@ u AS (
         traceback = CASE WHEN i.kind = 3 AND NOT {c} THEN i.tb
             WHEN i.kind = 0 THEN NULL ELSE x.traceback END
     FROM i, t WHERE x.key = i.key AND x.token = i.tok AND {_RUNNING}
-    RETURNING i.n, x.status IN (2, 3, 4) AS ended, x.visible_at
+    RETURNING i.n, x.status IN (2, 3, 4) AS ended, x.visible_at,
+        x.status AS st, i.kind AS kind, i.err IS NULL AS clean
 ),
+act AS ({finishes_upsert(s, "u")}),
 fin AS (
     SELECT {_notify(s, "f")} WHERE EXISTS (SELECT 1 FROM u WHERE ended)
         AND EXISTS (SELECT 1 FROM {s}.awaiting, t WHERE until > t.now)
@@ -544,7 +551,25 @@ def finish_fields(
     outcome: Outcome,
 ) -> tuple[int, float | None, str | None, str | None, str | None, str | None]:
     """An outcome as the finish statement's fields: kind, time, error, result,
-    error type, traceback."""
+    error type, traceback (a NUL in a text, which PostgreSQL text cannot hold,
+    written as ``\\x00``; a result is the codec's JSON, which has none)."""
+    return _without_nul(_fields(outcome))
+
+
+def _without_nul(
+    f: tuple[int, float | None, str | None, str | None, str | None, str | None],
+) -> tuple[int, float | None, str | None, str | None, str | None, str | None]:
+    kind, at, err, res, etype, tb = f
+
+    def clean(text: str | None) -> str | None:
+        return text.replace("\x00", "\\x00") if text is not None and "\x00" in text else text
+
+    return kind, at, clean(err), res, clean(etype), clean(tb)
+
+
+def _fields(
+    outcome: Outcome,
+) -> tuple[int, float | None, str | None, str | None, str | None, str | None]:
     match outcome:
         case Done(result=res, dropped=dropped):
             err = None if dropped is None else RESULT_DROPPED + dropped

@@ -27,6 +27,7 @@ from . import _redis_lua as lua
 from . import _redis_rows as codec
 from ._redact import redact_url
 from ._redis_log import check_eviction, quiet_coredis, unquiet_coredis
+from ._redis_stats import RedisInspection
 from ._store import (
     Claim,
     Dead,
@@ -53,7 +54,7 @@ _SCHEMES = ("redis://", "rediss://", "unix://")
 _CONFLICTS = ("keep", "replace", "error")
 
 
-class RedisStore:
+class RedisStore(RedisInspection):
     """A durable store on Redis (or Valkey) that several processes and hosts share.
 
     Open it with ``async with`` (the Scheduler does).  Times are the server's
@@ -156,6 +157,7 @@ class RedisStore:
         self._stack: AsyncExitStack | None = None
         self._changed: anyio.Event | None = None  # set (and replaced) per wake-up message
         self._dirty = False  # a wake-up message arrived that no wait_changed has seen
+        self._indexed = False  # every row counted for inspection (see _redis_stats)
 
     def __repr__(self) -> str:
         mode = ", read_only=True" if self.read_only else ""

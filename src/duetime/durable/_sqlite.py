@@ -72,6 +72,7 @@ from ._sqlite_sql import (
     run_ops,
     transaction,
 )
+from ._sqlite_stats import SQLiteInspection, ensure_schema, finish_recorded
 from ._sqlite_watch import HeadWatch, VersionWatch
 from ._store import (
     Aborted,
@@ -104,7 +105,7 @@ _INLINE_ROWS = 128
 logger = logging.getLogger("duetime.durable")
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteInspection):
     """The embedded durable store: one SQLite file, shared safely by the processes of one host.
 
     Use it as ``async with SQLiteStore("jobs.db") as store`` (the Scheduler
@@ -217,6 +218,9 @@ class SQLiteStore:
         self._limiter = anyio.CapacityLimiter(1)
         self._lost = None
         self._conn = await anyio.to_thread.run_sync(self._open, limiter=self._limiter)
+        if not self.read_only:
+            # Before the versions are read: this commit is no other writer's.
+            await self._run(ensure_schema)  # the inspection index and activity ring
         self._changed.version, self._changed.inline = await self._versions()
         self._finished.version = self._aborted.version = self._changed.version
         self._version = await self._run(schema_version)
@@ -501,7 +505,9 @@ class SQLiteStore:
         ]
         if not ops:
             return []
-        results = await self._write(partial(run_ops, ops))
+        results = await self._write(
+            partial(finish_recorded, partial(run_ops, ops), items, self._now())
+        )
         requeued = ended = False
         for got, (_k, _t, outcome) in zip(results, items, strict=True):
             # 2: the row had an abort request and ended CANCELLED whatever the outcome.

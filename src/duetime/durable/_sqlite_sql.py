@@ -32,6 +32,7 @@ from ._sqlite_rows import (
     lenient_text,
 )
 from ._sqlite_rows import entry as row_entry
+from ._sqlite_stats import record_claims
 from ._store import (
     ABORTED,
     RESULT_DROPPED,
@@ -375,6 +376,7 @@ def claim_rows(
                 claims.append(c)
         if bad:
             dead_letter_rows(conn, bad)
+        record_claims(conn, now, claims)  # the activity ring (inspection)
         return claims
 
     # Text that is not UTF-8 must reach claim_row, not fail the whole fetch.

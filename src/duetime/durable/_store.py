@@ -53,6 +53,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from .._vocab import Status
 from ._codec import decode_args
+from ._stats import Counts, EntryQuery, Minute
 
 __all__ = [
     "MALFORMED",
@@ -63,6 +64,9 @@ __all__ = [
     "Dead",
     "Done",
     "Entry",
+    "EntryDetail",
+    "Page",
+    "page_from",
     "NewRow",
     "NextOccurrence",
     "OnConflict",
@@ -445,6 +449,33 @@ class Store(Protocol):
         is harmless (the caller reads the rows it waits for again).  Never raises
         on a timeout."""
 
+    # -- inspection: what a dashboard asks (values in ._stats) ---------------------
+    # Each is answered by the store itself at a cost bounded however many rows
+    # it holds: counters or an index it keeps, never a listing of every row.
+
+    async def counts(self) -> Counts:
+        """How many entries the store holds, per task and status (tombstones
+        included, expired ones not)."""
+
+    async def page(self, query: EntryQuery) -> Page:
+        """One page of the entries ``query`` matches, in ``(due, key)`` order.
+
+        :raises TypeError: a query that is not an :class:`EntryQuery`
+        """
+
+    async def activity(self, minutes: int = 60) -> list[Minute]:
+        """The last ``minutes`` minutes of the store's clock, oldest first, the
+        current one last: claims and their start lateness, and finishes by
+        outcome (a minute with nothing is all zeros).
+
+        :raises TypeError: minutes that is not an int
+        :raises ValueError: minutes outside 1 to 60
+        """
+
+    async def inspect(self, key: str) -> EntryDetail | None:
+        """Everything the store knows of the entry under ``key`` (tombstones
+        included), or None."""
+
 
 def utc(ts: float) -> datetime:
     """Epoch seconds to an aware UTC datetime."""
@@ -484,3 +515,60 @@ def check_result_ttl(result_ttl: float | None, dedupe_ttl: float) -> float:
             " a result is kept with its tombstone"
         )
     return float(result_ttl)
+
+
+# -- inspection values that carry an Entry (the others are in ._stats) ------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of :meth:`Store.page`.
+
+    :ivar entries: the entries, in ``(due, key)`` order (as listings report
+        them: no result or traceback)
+    :ivar next: the cursor for the next page (``EntryQuery(after=...)``), or
+        None when no entry matches after this page.  A store may bound the
+        work of one call, so a page can hold fewer than ``limit`` entries and
+        still have a ``next``.
+    """
+
+    entries: tuple[Entry, ...]
+    next: tuple[float, str] | None = None
+
+
+def page_from(rows: Sequence[tuple[float, Entry]], limit: int) -> Page:
+    """A Page from up to ``limit + 1`` ``(due, entry)`` pairs in order: the extra
+    one only says there is a next page (its cursor is the last one kept)."""
+    kept = rows[:limit]
+    more = len(rows) > limit and kept
+    nxt = (kept[-1][0], kept[-1][1].key) if more else None
+    return Page(tuple(e for _, e in kept), nxt)
+
+
+@dataclass(frozen=True, slots=True)
+class EntryDetail:
+    """Everything a store knows of one entry (:meth:`Store.inspect`).
+
+    :ivar entry: the entry as :meth:`Store.get` reports it (result, error
+        type and traceback included)
+    :ivar payload: the stored JSON text of its arguments, raw
+    :ivar owner: the worker holding its lease (RUNNING), else None
+    :ivar lease_until: when that lease lapses (epoch seconds), else None
+    :ivar token: the fencing token of its latest claim (0: never claimed)
+    :ivar lease: its lease length in seconds
+    :ivar max_deliveries: claims an attempt may take before it is dead-lettered
+    :ivar expires_at: when a finished entry's tombstone is dropped, else None
+    :ivar trace_id: the trace id the entry was deferred in, for a store that
+        keeps it apart (the stores here leave it None: it is in the payload's
+        trace element, which the dashboard reads)
+    """
+
+    entry: Entry
+    payload: str
+    owner: str | None = None
+    lease_until: float | None = None
+    token: int = 0
+    lease: float = 0.0
+    max_deliveries: int = 0
+    expires_at: float | None = None
+    trace_id: str | None = None

@@ -50,6 +50,7 @@ from ._conformance_kit import (
     row,
 )
 from ._conformance_results import ResultConformance
+from ._conformance_stats import InspectionConformance
 from ._store import (
     Claim,
     Dead,
@@ -71,7 +72,7 @@ __all__ = [
 
 
 @pytest.mark.anyio
-class StoreConformance(ResultConformance, AbortConformance):
+class StoreConformance(ResultConformance, InspectionConformance, AbortConformance):
     """The suite.  Subclasses implement :meth:`make_store` (and may override :meth:`advance`)."""
 
     def make_store(self, tmp_path: Path, **options: Any) -> Store:

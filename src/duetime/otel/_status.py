@@ -8,9 +8,10 @@ group counts when asked, at most once per ``interval`` seconds, and sleeps
 otherwise (no count is taken while nobody collects; the first collection after
 a worker starts reports nothing for it yet).
 
-A store that answers ``await store.counts()`` with a mapping of status to count
-is asked that (one query); any other store is counted through
-``Store.entries(status=...)``, up to :data:`CAP` entries per status.
+A store is asked ``await store.counts()`` (one query: the Store protocol's
+:class:`~duetime.durable.Counts`, or a mapping of status to count); an object
+without ``counts`` is counted through ``entries(status=...)``, up to
+:data:`CAP` entries per status.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import anyio.lowlevel
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from .._vocab import Status
+from ..durable import Counts
 from . import _semconv as sc
 
 __all__ = ["CAP", "DURABLE_STATUSES", "StatusCounts"]
@@ -46,7 +48,8 @@ async def count(store: Any) -> dict[str, int]:
     """``store``'s entries by status name (at most :data:`CAP` each without ``counts``)."""
     counts = getattr(store, "counts", None)
     if callable(counts):
-        answer: Mapping[Any, int] = await counts()
+        got = await counts()
+        answer: Mapping[Any, int] = got.by_status if isinstance(got, Counts) else got
         found = {str(Status(k)): int(v) for k, v in answer.items()}
         return {str(s): found.get(str(s), 0) for s in DURABLE_STATUSES}
     result: dict[str, int] = {}

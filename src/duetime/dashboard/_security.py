@@ -1,0 +1,138 @@
+"""Who may do what on the dashboard, and the CSRF check of its actions.
+
+Roles: :data:`ADMIN` may act (retry, delete, cancel, abort), :data:`VIEWER`
+may only look.  ``authorize(request)`` (sync or async) returns a role, a
+:class:`Grant` (a role and who it is, for the log), or None to refuse the
+request (403).  Without ``authorize`` everyone is a viewer.
+
+CSRF: a *signed double-submit cookie*.  The first page sets a random value in
+an ``HttpOnly``, ``SameSite=Strict`` cookie; every form carries the HMAC of
+that value under the app's secret, and an action is applied only if the form's
+token is the HMAC of the cookie it came with (and a browser's ``Origin``, when
+sent, is the dashboard's own).  Stateless (no session store, so several
+processes serve one dashboard when they share ``secret``), and unlike a plain
+double-submit cookie, a cookie planted by a sibling subdomain is useless
+without the secret.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import inspect
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from starlette.requests import Request
+
+__all__ = ["ADMIN", "VIEWER", "Authorize", "Csrf", "Grant", "resolve_grant"]
+
+#: The role that may act.
+ADMIN: Literal["admin"] = "admin"
+#: The role that may only look.
+VIEWER: Literal["viewer"] = "viewer"
+
+_ROLES = (ADMIN, VIEWER)
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What ``authorize`` grants a request: a role, and who it is (shown in the
+    action log; the client's address when not given).
+
+    :raises ValueError: a role that is not ``"admin"`` or ``"viewer"``
+    :raises TypeError: a ``who`` that is not a str or None
+    """
+
+    role: Literal["admin", "viewer"]
+    who: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.role not in _ROLES:
+            raise ValueError(f"Grant.role must be 'admin' or 'viewer', not {self.role!r}")
+        if self.who is not None and not isinstance(self.who, str):
+            raise TypeError(f"Grant.who must be a str or None, not {type(self.who).__name__}")
+
+    @property
+    def admin(self) -> bool:
+        """True if this grant may act."""
+        return self.role == ADMIN
+
+
+Authorize = Callable[[Request], "Grant | str | Awaitable[Grant | str | None] | None"]
+
+
+def _client(request: Request) -> str:
+    user: Any = request.scope.get("user")
+    if user is not None and getattr(user, "is_authenticated", False):
+        name = getattr(user, "display_name", None)
+        if isinstance(name, str) and name:
+            return name
+    client = request.client
+    return f"{client.host}:{client.port}" if client is not None else "unknown client"
+
+
+async def resolve_grant(authorize: Authorize | None, request: Request) -> Grant | None:
+    """The grant of ``request`` (None: refused).
+
+    :raises TypeError: ``authorize`` returned something else than a role, a
+        Grant or None
+    """
+    if authorize is None:
+        return Grant(VIEWER, _client(request))
+    got: Any = authorize(request)
+    if inspect.isawaitable(got):
+        got = await got
+    if got is None or got is False:
+        return None
+    if isinstance(got, Grant):
+        return got if got.who is not None else Grant(got.role, _client(request))
+    if isinstance(got, str) and got in _ROLES:
+        return Grant(ADMIN if got == ADMIN else VIEWER, _client(request))
+    raise TypeError(
+        "authorize(request) must return 'admin', 'viewer', a duetime.dashboard.Grant or None,"
+        f" not {type(got).__name__}"
+    )
+
+
+class Csrf:
+    """Tokens for the dashboard's forms (see the module docstring)."""
+
+    COOKIE = "duetime_dashboard_csrf"
+
+    def __init__(self, secret: bytes) -> None:
+        self._secret = secret
+
+    def _sign(self, value: str) -> str:
+        return hmac.new(self._secret, value.encode("ascii"), hashlib.sha256).hexdigest()
+
+    def cookie_of(self, request: Request) -> str | None:
+        """The request's CSRF cookie if it is well formed."""
+        value = request.cookies.get(self.COOKIE)
+        if value is None or len(value) != 43 or not value.isascii():
+            return None
+        return value
+
+    def token(self, request: Request) -> tuple[str, str | None]:
+        """The form token for ``request``, and a new cookie value to set (None:
+        the request's cookie is kept)."""
+        cookie = self.cookie_of(request)
+        new = None
+        if cookie is None:
+            cookie = new = secrets.token_urlsafe(32)
+        return self._sign(cookie), new
+
+    def check(self, request: Request, token: str | None) -> bool:
+        """True if ``token`` is the signature of the request's cookie and the
+        request does not come from another origin."""
+        origin = request.headers.get("origin")
+        if origin is not None and origin != "null":
+            own = f"{request.url.scheme}://{request.url.netloc}"
+            if origin != own:
+                return False
+        cookie = self.cookie_of(request)
+        if cookie is None or not token or not token.isascii():
+            return False
+        return hmac.compare_digest(self._sign(cookie), token)

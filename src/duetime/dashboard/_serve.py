@@ -1,0 +1,110 @@
+"""The server of ``python -m duetime dashboard``: the app, an admin token
+checked by HTTP Basic, and uvicorn (asyncio) or hypercorn (trio)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import signal
+
+import anyio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+
+from duetime.durable import Store
+
+from ._app import create_app
+from ._security import ADMIN, VIEWER, Authorize, Grant
+from ._text import show
+
+__all__ = ["serve", "token_app", "token_authorize"]
+
+
+def token_authorize(token: str | None) -> Authorize:
+    """``authorize`` for a dashboard guarded by one admin token: a request whose
+    HTTP Basic password is the token is an admin, any other a viewer."""
+    secret = None if token is None else token.encode("utf-8")
+
+    def authorize(request: Request) -> Grant | str:
+        scheme, _, value = request.headers.get("authorization", "").partition(" ")
+        if secret is None or scheme.lower() != "basic":
+            return VIEWER
+        try:
+            user, _, password = base64.b64decode(value, validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            return VIEWER
+        if hmac.compare_digest(password.encode("utf-8"), secret):
+            return Grant(ADMIN, f"{show(user, 60) or 'admin'} (admin token)")
+        return VIEWER
+
+    return authorize
+
+
+def token_app(store: Store, *, token: str | None, label: str, title: str) -> Starlette:
+    """The dashboard under ``/``, with ``/login`` asking the browser for the token."""
+    authorize = token_authorize(token)
+
+    async def login(request: Request) -> Response:
+        if token is None:
+            return PlainTextResponse("This dashboard is read-only: no admin token is set.", 404)
+        got = authorize(request)
+        if isinstance(got, Grant) and got.admin:
+            return RedirectResponse("/", status_code=303)
+        return PlainTextResponse(
+            "Sign in with the admin token as the password.",
+            401,
+            headers={"WWW-Authenticate": 'Basic realm="duetime dashboard", charset="UTF-8"'},
+        )
+
+    dashboard = create_app(
+        store,
+        authorize=authorize,
+        title=title,
+        label=label,
+        sign_in="/login" if token is not None else None,
+    )
+    return Starlette(routes=[Route("/login", login), Mount("/", dashboard)])
+
+
+async def serve(
+    store: Store,
+    *,
+    label: str,
+    token: str | None,
+    host: str,
+    port: int,
+    backend: str,
+    title: str = "duetime",
+) -> None:
+    """Serve the dashboard of the open ``store`` until SIGINT or SIGTERM (after
+    SIGINT the command exits 130, as an interrupted command does)."""
+    app = token_app(store, token=token, label=label, title=title)
+    if backend == "trio":
+        from hypercorn.config import Config
+        from hypercorn.trio import serve as hypercorn_serve
+
+        config = Config()
+        config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+        config.accesslog = "-"
+
+        received: list[int] = []
+
+        async def stopped() -> None:
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for signum in signals:
+                    received.append(signum)
+                    return
+
+        await hypercorn_serve(app, config, shutdown_trigger=stopped)  # type: ignore[arg-type]
+        if received == [signal.SIGINT]:
+            raise KeyboardInterrupt  # as uvicorn does: the command exits 130
+        return
+    import uvicorn
+
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=host, port=port, lifespan="off", log_level="info")
+    )
+    await server.serve()
