@@ -298,8 +298,8 @@ WITH t AS MATERIALIZED (SELECT {_now()} AS now),
 swept AS (
     UPDATE {e} SET status = 3, visible_at = NULL, owner = NULL, lease_until = NULL,
         last_error = '{MALFORMED}visible_at is not a finite number'
-    WHERE key IN (SELECT key FROM {e} WHERE visible_at > {_MAXF} LIMIT $2
-        FOR UPDATE SKIP LOCKED)
+    WHERE key IN (SELECT key FROM {e} WHERE visible_at > {_MAXF}
+        ORDER BY visible_at DESC LIMIT $2 FOR UPDATE SKIP LOCKED)
     RETURNING key
 ),
 locked AS MATERIALIZED (
@@ -459,7 +459,9 @@ ORDER BY due, key LIMIT $2::bigint
         e = self.e
         return f"""
 SELECT (SELECT min(visible_at) FROM {e} WHERE visible_at <= {_MAXF}),
-    EXISTS (SELECT 1 FROM {e} WHERE visible_at > {_MAXF} OR visible_at < -{_MAXF}),
+    (SELECT visible_at FROM {e} WHERE visible_at > {_MAXF} ORDER BY visible_at DESC
+        LIMIT 1) IS NOT NULL OR (SELECT visible_at FROM {e} WHERE visible_at < -{_MAXF}
+        ORDER BY visible_at LIMIT 1) IS NOT NULL,
     {_now()}
 """.encode()
 
