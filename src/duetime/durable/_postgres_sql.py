@@ -303,18 +303,14 @@ swept AS (
     RETURNING key
 ),
 locked AS MATERIALIZED (
-    SELECT key, visible_at FROM {e}, t WHERE visible_at <= t.now
-    ORDER BY visible_at LIMIT $2 FOR UPDATE SKIP LOCKED
-),
-picked AS MATERIALIZED (
-    SELECT l.key, nextval('{s}.tokens') AS tok FROM (SELECT key FROM locked
-    ORDER BY visible_at) l
+    SELECT p.* FROM {e} p, t WHERE p.visible_at <= t.now
+    ORDER BY p.visible_at LIMIT $2 FOR UPDATE OF p SKIP LOCKED
 ),
 judged AS MATERIALIZED (
-    SELECT p.key, k.tok, {_why("p")} AS why,
+    SELECT p.key, nextval('{s}.tokens') AS tok, {_why("p")} AS why,
         p.deliveries >= p.max_deliveries AS poison, p.abort_requested AS ab,
         {_POISON} AS poison_why
-    FROM picked k JOIN {e} p ON p.key = k.key
+    FROM (SELECT * FROM locked ORDER BY visible_at) p
 ),
 done AS (
     UPDATE {e} x SET
@@ -419,8 +415,9 @@ fin AS (
         AND EXISTS (SELECT 1 FROM {s}.awaiting, t WHERE until > t.now)
 ),
 woke AS (
-    SELECT {_notify(s, "c")} FROM head
-    WHERE (SELECT min(visible_at) FROM u) < coalesce(head.h, 'Infinity'::float8)
+    SELECT {_notify(s, "c")} WHERE EXISTS (SELECT 1 FROM u WHERE visible_at IS NOT NULL)
+        AND (SELECT min(visible_at) FROM u)
+            < coalesce((SELECT h FROM head), 'Infinity'::float8)
 )
 SELECT n, ended, (SELECT count(*) FROM fin), (SELECT count(*) FROM woke) FROM u
 """.encode()
