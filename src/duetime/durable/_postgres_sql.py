@@ -302,23 +302,19 @@ WITH t AS MATERIALIZED (SELECT {_now()} AS now),
 swept AS (
     UPDATE {e} SET status = 3, visible_at = NULL, owner = NULL, lease_until = NULL,
         last_error = '{MALFORMED}visible_at is not a finite number'
-    WHERE key IN (SELECT key FROM {e} WHERE visible_at > {_MAXF} LIMIT $2
-        FOR UPDATE SKIP LOCKED)
+    WHERE key IN (SELECT key FROM {e} WHERE visible_at > {_MAXF}
+        ORDER BY visible_at DESC LIMIT $2 FOR UPDATE SKIP LOCKED)
     RETURNING key
 ),
 locked AS MATERIALIZED (
-    SELECT key, visible_at FROM {e}, t WHERE visible_at <= t.now
-    ORDER BY visible_at LIMIT $2 FOR UPDATE SKIP LOCKED
-),
-picked AS MATERIALIZED (
-    SELECT l.key, nextval('{s}.tokens') AS tok FROM (SELECT key FROM locked
-    ORDER BY visible_at) l
+    SELECT p.* FROM {e} p, t WHERE p.visible_at <= t.now
+    ORDER BY p.visible_at LIMIT $2 FOR UPDATE OF p SKIP LOCKED
 ),
 judged AS MATERIALIZED (
-    SELECT p.key, k.tok, {_why("p")} AS why,
+    SELECT p.key, nextval('{s}.tokens') AS tok, {_why("p")} AS why,
         p.deliveries >= p.max_deliveries AS poison, p.abort_requested AS ab,
         {_POISON} AS poison_why
-    FROM picked k JOIN {e} p ON p.key = k.key
+    FROM (SELECT * FROM locked ORDER BY visible_at) p
 ),
 done AS (
     UPDATE {e} x SET
@@ -426,8 +422,9 @@ fin AS (
         AND EXISTS (SELECT 1 FROM {s}.awaiting, t WHERE until > t.now)
 ),
 woke AS (
-    SELECT {_notify(s, "c")} FROM head
-    WHERE (SELECT min(visible_at) FROM u) < coalesce(head.h, 'Infinity'::float8)
+    SELECT {_notify(s, "c")} WHERE EXISTS (SELECT 1 FROM u WHERE visible_at IS NOT NULL)
+        AND (SELECT min(visible_at) FROM u)
+            < coalesce((SELECT h FROM head), 'Infinity'::float8)
 )
 SELECT n, ended, (SELECT count(*) FROM fin), (SELECT count(*) FROM woke) FROM u
 """.encode()
@@ -466,7 +463,9 @@ ORDER BY due, key LIMIT $2::bigint
         e = self.e
         return f"""
 SELECT (SELECT min(visible_at) FROM {e} WHERE visible_at <= {_MAXF}),
-    EXISTS (SELECT 1 FROM {e} WHERE visible_at > {_MAXF} OR visible_at < -{_MAXF}),
+    (SELECT visible_at FROM {e} WHERE visible_at > {_MAXF} ORDER BY visible_at DESC
+        LIMIT 1) IS NOT NULL OR (SELECT visible_at FROM {e} WHERE visible_at < -{_MAXF}
+        ORDER BY visible_at LIMIT 1) IS NOT NULL,
     {_now()}
 """.encode()
 
