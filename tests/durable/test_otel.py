@@ -214,6 +214,9 @@ async def test_metrics_after_known_work(telemetry: Telemetry) -> None:
         assert telemetry.total("messaging.client.consumed.messages") == 6
         assert telemetry.total("messaging.process.duration") == 6
         assert telemetry.total("duetime.entry.lateness") == 6
+        # The conventions require messaging.operation.name on both consumer metrics.
+        for metric in ("messaging.client.consumed.messages", "messaging.process.duration"):
+            assert telemetry.total(metric, messaging__operation__name="process") == 6
         (sent,) = [
             p
             for p in telemetry.points("messaging.client.sent.messages")

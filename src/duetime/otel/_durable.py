@@ -107,7 +107,12 @@ class _PerTask:
         }
         if old:
             self.span[sc.OLD_OPERATION] = "deliver"
-        self.metric: dict[str, Any] = {sc.SYSTEM: sc.SYSTEM_NAME, sc.DESTINATION: task}
+        # messaging.operation.name is required on the consumed and duration metrics.
+        self.metric: dict[str, Any] = {
+            sc.SYSTEM: sc.SYSTEM_NAME,
+            sc.OPERATION_NAME: "process",
+            sc.DESTINATION: task,
+        }
 
 
 _current: contextvars.ContextVar[_Processing | None] = contextvars.ContextVar(
