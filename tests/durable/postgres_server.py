@@ -85,16 +85,34 @@ def find_bindir() -> Path | None:
     return None
 
 
-def running_in_group(pgid: int) -> bool:
-    """Whether a process of process group ``pgid`` still runs (zombies, dead
-    but not reaped, do not count); False where ``/proc`` is not there."""
+def _stat_fields(stat: Path) -> list[str] | None:
+    try:
+        # "pid (comm) state ppid pgrp ...": comm may hold spaces, so split after ")".
+        return stat.read_text().rpartition(")")[2].split()
+    except OSError:
+        return None  # it ended while we looked
+
+
+def server_pids(postmaster: int) -> set[int]:
+    """The postmaster and its children (its backends and auxiliary processes),
+    those that run (zombies do not count); empty where ``/proc`` is not there.
+    PostgreSQL's children each call ``setsid()``, so the postmaster's process
+    group does not hold them: they are found by their parent."""
+    pids = set()
     for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            # "pid (comm) state ppid pgrp ...": comm may hold spaces, so split after ")".
-            fields = stat.read_text().rpartition(")")[2].split()
-        except OSError:
-            continue  # it ended while we looked
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != "Z":
+        fields = _stat_fields(stat)
+        if fields is None or len(fields) < 2 or fields[0] == "Z":
+            continue
+        pid = int(stat.parent.name)
+        if pid == postmaster or int(fields[1]) == postmaster:
+            pids.add(pid)
+    return pids
+
+
+def _running(pids: set[int]) -> bool:
+    for pid in pids:
+        fields = _stat_fields(Path(f"/proc/{pid}/stat"))
+        if fields is not None and fields and fields[0] != "Z":
             return True
     return False
 
@@ -259,14 +277,17 @@ class PostgresServer:
 
         :raises RuntimeError: a server process still ran 30 s after the signal
         """
-        group = self.pid if self.proc is not None else None
-        self._reap(signal.SIGKILL)
-        if group is None:
+        if self.proc is None:
             return
+        pids = server_pids(self.proc.pid)
+        for pid in pids - {self.proc.pid}:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self._reap(signal.SIGKILL)
         deadline = time.monotonic() + 30
-        while running_in_group(group):
+        while _running(pids):
             if time.monotonic() > deadline:
-                raise RuntimeError(f"server processes of group {group} outlived kill -9")
+                raise RuntimeError(f"server processes {sorted(pids)} outlived kill -9")
             time.sleep(0.01)
 
     def restart(self, mode: str = "immediate") -> None:
@@ -281,12 +302,18 @@ class PostgresServer:
     def pause(self) -> None:
         """SIGSTOP every server process: connections stay open, nothing answers."""
         if self.proc is not None:
-            os.killpg(self.proc.pid, signal.SIGSTOP)
+            self._signal_all(signal.SIGSTOP)
 
     def resume(self) -> None:
         """SIGCONT every server process (after :meth:`pause`)."""
         if self.proc is not None:
-            os.killpg(self.proc.pid, signal.SIGCONT)
+            self._signal_all(signal.SIGCONT)
+
+    def _signal_all(self, sig: int) -> None:
+        assert self.proc is not None
+        for pid in server_pids(self.proc.pid) | {self.proc.pid}:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
 
     def close(self) -> None:
         """Stop the server if it runs (immediately: its data is thrown away)
