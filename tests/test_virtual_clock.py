@@ -638,7 +638,10 @@ def test_subprocess_is_not_overtaken() -> None:
 
     returncode, now = run_virtual(main)
     assert returncode == 0
-    assert 0.2 <= now < 60  # virtual time flowed at the real rate meanwhile
+    # Virtual time flowed meanwhile (not frozen, not jumped to the timeout).  Not
+    # ">= 0.2": the loop's clock follows real time only while it waits, so on a
+    # loaded machine it can trail the child's own clock.
+    assert 0 < now < 60
 
 
 def test_io_grace_setting() -> None:
