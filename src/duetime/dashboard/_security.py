@@ -8,8 +8,8 @@ request (403).  Without ``authorize`` everyone is a viewer.
 CSRF: a *signed double-submit cookie*.  The first page sets a random value in
 an ``HttpOnly``, ``SameSite=Strict`` cookie; every form carries the HMAC of
 that value under the app's secret, and an action is applied only if the form's
-token is the HMAC of the cookie it came with (and a browser's ``Origin``, when
-sent, is the dashboard's own).  Stateless (no session store, so several
+token is the HMAC of the cookie it came with (and a browser's ``Origin`` and
+``Sec-Fetch-Site``, when sent, say the dashboard's own origin).  Stateless (no session store, so several
 processes serve one dashboard when they share ``secret``), and unlike a plain
 double-submit cookie, a cookie planted by a sibling subdomain is useless
 without the secret.
@@ -126,12 +126,17 @@ class Csrf:
 
     def check(self, request: Request, token: str | None) -> bool:
         """True if ``token`` is the signature of the request's cookie and the
-        request does not come from another origin."""
+        request does not come from another origin: an ``Origin`` header, when
+        sent, is the dashboard's own (``null``, from a sandboxed frame or a
+        redirect through another origin, is refused: the dashboard's own
+        forms never send it, its Referrer-Policy being ``same-origin``), and a
+        ``Sec-Fetch-Site`` header, when sent, is ``same-origin`` (a sibling
+        subdomain is ``same-site``: its cookies reach the dashboard)."""
         origin = request.headers.get("origin")
-        if origin is not None and origin != "null":
-            own = f"{request.url.scheme}://{request.url.netloc}"
-            if origin != own:
-                return False
+        if origin is not None and origin != f"{request.url.scheme}://{request.url.netloc}":
+            return False
+        if request.headers.get("sec-fetch-site", "same-origin") != "same-origin":
+            return False
         cookie = self.cookie_of(request)
         if cookie is None or not token or not token.isascii():
             return False
