@@ -44,7 +44,8 @@ async def test_a_foreign_browser_request_is_refused(
         )
         assert r.status_code == 403
         detail = await store.inspect("dead-1")
-        assert detail is not None and detail.entry.status is Status.FAILED
+        assert detail is not None
+        assert detail.entry.status is Status.FAILED
         # the same form from the dashboard's own page is applied
         r = await client.post(
             "/act",
@@ -53,4 +54,5 @@ async def test_a_foreign_browser_request_is_refused(
         )
         assert r.status_code == 303
         detail = await store.inspect("dead-1")
-        assert detail is not None and detail.entry.status is Status.PENDING
+        assert detail is not None
+        assert detail.entry.status is Status.PENDING

@@ -9,10 +9,11 @@ CSRF: a *signed double-submit cookie*.  The first page sets a random value in
 an ``HttpOnly``, ``SameSite=Strict`` cookie; every form carries the HMAC of
 that value under the app's secret, and an action is applied only if the form's
 token is the HMAC of the cookie it came with (and a browser's ``Origin`` and
-``Sec-Fetch-Site``, when sent, say the dashboard's own origin).  Stateless (no session store, so several
-processes serve one dashboard when they share ``secret``), and unlike a plain
-double-submit cookie, a cookie planted by a sibling subdomain is useless
-without the secret.
+``Sec-Fetch-Site``, when sent, say the dashboard's own origin).  Stateless
+(no session store, so several processes serve one dashboard when they share
+``secret``); unlike a plain double-submit cookie, a cookie planted by a
+sibling subdomain is useless without a token signed for it, and the origin
+checks refuse what a sibling subdomain sends.
 """
 
 from __future__ import annotations
