@@ -28,6 +28,8 @@ from typing import Any, Literal
 
 from starlette.requests import Request
 
+from ._text import show
+
 __all__ = ["ADMIN", "VIEWER", "Authorize", "Csrf", "Grant", "resolve_grant"]
 
 #: The role that may act.
@@ -65,18 +67,26 @@ class Grant:
 Authorize = Callable[[Request], "Grant | str | Awaitable[Grant | str | None] | None"]
 
 
+def _line(name: str) -> str:
+    """A name for the action log: one line of text (line breaks and controls
+    escaped), at most 200 characters."""
+    text = name.replace("\n", "\\n").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    return show(text, 200)
+
+
 def _client(request: Request) -> str:
     user: Any = request.scope.get("user")
     if user is not None and getattr(user, "is_authenticated", False):
         name = getattr(user, "display_name", None)
         if isinstance(name, str) and name:
-            return name
+            return _line(name)
     client = request.client
     return f"{client.host}:{client.port}" if client is not None else "unknown client"
 
 
 async def resolve_grant(authorize: Authorize | None, request: Request) -> Grant | None:
-    """The grant of ``request`` (None: refused).
+    """The grant of ``request`` (None: refused), its ``who`` shown as one
+    line of text (controls escaped, cut to 200 characters).
 
     :raises TypeError: ``authorize`` returned something else than a role, a
         Grant or None
@@ -89,7 +99,8 @@ async def resolve_grant(authorize: Authorize | None, request: Request) -> Grant 
     if got is None or got is False:
         return None
     if isinstance(got, Grant):
-        return got if got.who is not None else Grant(got.role, _client(request))
+        # The name goes into log lines: one line of text, whoever chose it.
+        return Grant(got.role, _line(got.who) if got.who is not None else _client(request))
     if isinstance(got, str) and got in _ROLES:
         return Grant(ADMIN if got == ADMIN else VIEWER, _client(request))
     raise TypeError(
