@@ -83,7 +83,10 @@ async def act(dash: Dashboard, request: Request) -> Response:
     form, grant = checked
     who = grant.who or "unknown"
     action, field = form.get("action", ""), form.get("key")
-    key = None if field is None else key_of_form(field)
+    try:
+        key = None if field is None else key_of_form(field)
+    except ValueError:  # not percent-encoded UTF-8: no form of the dashboard sent it
+        key = None
     if action not in _ACTIONS or key is None:
         return HTMLResponse("<!doctype html><title>400</title><p>Bad action.</p>", 400)
     store = dash.store

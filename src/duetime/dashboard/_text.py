@@ -113,5 +113,8 @@ def form_key(key: str) -> str:
 
 
 def key_of_form(value: str) -> str:
-    """The entry key a form field carries (see :func:`form_key`)."""
+    """The entry key a form field carries (see :func:`form_key`).
+
+    :raises UnicodeDecodeError: the field's bytes are not UTF-8 (lone surrogates allowed)
+    """
     return unquote(value, errors="surrogatepass")
