@@ -16,11 +16,11 @@ from starlette.responses import Response
 from duetime import Status
 from duetime.durable import EntryQuery, Page, series_times
 from duetime.durable._codec import trace_id
-from duetime.durable._redact import redact_text
 
 from ._charts import lateness_chart, throughput_chart
 from ._context import Dashboard, logger
 from ._security import Grant
+from ._text import redact_text
 
 __all__ = [
     "DONE",
