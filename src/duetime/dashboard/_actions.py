@@ -14,7 +14,8 @@ from duetime import Status
 from duetime.durable import EntryQuery
 
 from ._context import Dashboard, logger, page_url
-from ._pages import parse_query
+from ._pages import describe, parse_query, store_error
+from ._security import Grant
 from ._text import key_of_form
 
 __all__ = ["BULK_MAX", "act", "act_bulk"]
@@ -55,8 +56,9 @@ def _forbidden(message: str) -> Response:
     return HTMLResponse(f"<!doctype html><title>403</title><p>{message}</p>", status_code=403)
 
 
-async def _checked(dash: Dashboard, request: Request) -> tuple[dict[str, str], str] | Response:
-    """The form and who sent it, if the sender is an admin and its CSRF token is valid."""
+async def _checked(dash: Dashboard, request: Request) -> tuple[dict[str, str], Grant] | Response:
+    """The form and the grant of who sent it, if the sender is an admin and its
+    CSRF token is valid."""
     grant = await dash.grant(request)
     if grant is None:
         return dash.refused()
@@ -70,7 +72,7 @@ async def _checked(dash: Dashboard, request: Request) -> tuple[dict[str, str], s
     if not dash.csrf.check(request, form.get("csrf")):
         logger.warning("dashboard: refused an action by %s: bad CSRF token", grant.who)
         return _forbidden("Forbidden: the form's token is missing or stale; reload the page.")
-    return form, grant.who or "unknown"
+    return form, grant
 
 
 async def act(dash: Dashboard, request: Request) -> Response:
@@ -78,9 +80,13 @@ async def act(dash: Dashboard, request: Request) -> Response:
     checked = await _checked(dash, request)
     if isinstance(checked, Response):
         return checked
-    form, who = checked
+    form, grant = checked
+    who = grant.who or "unknown"
     action, field = form.get("action", ""), form.get("key")
-    key = None if field is None else key_of_form(field)
+    try:
+        key = None if field is None else key_of_form(field)
+    except ValueError:  # not percent-encoded UTF-8: no form of the dashboard sent it
+        key = None
     if action not in _ACTIONS or key is None:
         return HTMLResponse("<!doctype html><title>400</title><p>Bad action.</p>", 400)
     store = dash.store
@@ -88,10 +94,8 @@ async def act(dash: Dashboard, request: Request) -> Response:
     try:
         changed = bool(await method(key))
     except Exception as exc:
-        logger.warning(
-            "dashboard: %s of %r by %s failed: %s: %s", action, key, who, type(exc).__name__, exc
-        )
-        raise
+        logger.warning("dashboard: %s of %r by %s failed: %s", action, key, who, describe(exc))
+        return store_error(dash, request, grant, exc)
     logger.info(
         "dashboard: %s of %r by %s: %s", action, key, who, "done" if changed else "unchanged"
     )
@@ -106,7 +110,8 @@ async def act_bulk(dash: Dashboard, request: Request) -> Response:
     checked = await _checked(dash, request)
     if isinstance(checked, Response):
         return checked
-    form, who = checked
+    form, grant = checked
+    who = grant.who or "unknown"
     action = form.get("action", "")
     if action not in ("retry", "delete"):
         return HTMLResponse("<!doctype html><title>400</title><p>Bad action.</p>", 400)
@@ -120,24 +125,34 @@ async def act_bulk(dash: Dashboard, request: Request) -> Response:
     method = dash.store.retry if action == "retry" else dash.store.delete
     changed = 0
     after = None
-    while changed < BULK_MAX:
-        page = await dash.store.page(
-            EntryQuery(
-                status=Status.FAILED,
-                task=base.task,
-                key_prefix=base.key_prefix,
-                due_from=base.due_from,
-                due_before=base.due_before,
-                after=after,
-                limit=min(500, BULK_MAX - changed),
+    try:
+        while changed < BULK_MAX:
+            page = await dash.store.page(
+                EntryQuery(
+                    status=Status.FAILED,
+                    task=base.task,
+                    key_prefix=base.key_prefix,
+                    due_from=base.due_from,
+                    due_before=base.due_before,
+                    after=after,
+                    limit=min(500, BULK_MAX - changed),
+                )
             )
+            for e in page.entries:
+                if await method(e.key):
+                    changed += 1
+            if page.next is None:
+                break
+            after = page.next
+    except Exception as exc:
+        logger.warning(
+            "dashboard: bulk %s by %s stopped after %d changed: %s",
+            action,
+            who,
+            changed,
+            describe(exc),
         )
-        for e in page.entries:
-            if await method(e.key):
-                changed += 1
-        if page.next is None:
-            break
-        after = page.next
+        return store_error(dash, request, grant, exc)
     logger.info(
         "dashboard: bulk %s of the dead letters matching %r by %s: %d changed",
         action,

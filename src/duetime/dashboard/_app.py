@@ -84,8 +84,9 @@ def create_app(
         act), ``"viewer"`` (may look), a :class:`Grant` (a role and who), or
         None (403).  Without it everyone may look and nobody may act.
     :param title: the name shown in the page titles
-    :param label: what the header says the store is (e.g. its URL without
-        credentials); the store's class name by default
+    :param label: what the header says the store is (e.g. its URL: any
+        password or credential-like query parameter in a URL is shown as
+        ``***``); the store's class name by default
     :param secret: the key that signs the CSRF tokens; random per app by
         default (several processes serving one dashboard must share one)
     :param refresh: seconds between live refreshes by the page's script (0: none)
@@ -136,7 +137,8 @@ def create_app(
         store=store,
         authorize=authorize,
         title=title,
-        label=label if label is not None else type(store).__name__,
+        # (an operator may pass the URL as configured: its credentials are not shown)
+        label=_text.redact_text(label) if label is not None else type(store).__name__,
         refresh=float(refresh),
         csrf=Csrf(key),
         env=env,

@@ -20,8 +20,19 @@ from duetime.durable._codec import trace_id
 from ._charts import lateness_chart, throughput_chart
 from ._context import Dashboard, logger
 from ._security import Grant
+from ._text import redact_text
 
-__all__ = ["DONE", "dead_letters", "entries", "entry", "overview", "parse_query", "series"]
+__all__ = [
+    "DONE",
+    "describe",
+    "dead_letters",
+    "entries",
+    "entry",
+    "overview",
+    "parse_query",
+    "series",
+    "store_error",
+]
 
 #: The largest page a visitor may ask for.
 MAX_LIMIT = 200
@@ -111,14 +122,21 @@ async def _guard(dash: Dashboard, request: Request) -> Grant | Response:
     return dash.refused() if grant is None else grant
 
 
-def _store_error(dash: Dashboard, request: Request, grant: Grant, exc: Exception) -> Response:
-    logger.warning("dashboard: the store failed: %s: %s", type(exc).__name__, exc)
+def describe(exc: Exception) -> str:
+    """A store's error as a page or a log line may show it: its type and text,
+    any URL in the text without its credentials."""
+    return redact_text(f"{type(exc).__name__}: {exc}")
+
+
+def store_error(dash: Dashboard, request: Request, grant: Grant, exc: Exception) -> Response:
+    """The error page (503) of a store that failed: its error's type and text."""
+    logger.warning("dashboard: the store failed: %s", describe(exc))
     return dash.render(
         request,
         grant,
         "error.html",
         status_code=503,
-        message=f"The store did not answer: {type(exc).__name__}: {exc}",
+        message=f"The store did not answer: {describe(exc)}",
     )
 
 
@@ -142,7 +160,7 @@ async def overview(dash: Dashboard, request: Request) -> Response:
         counts = await dash.store.counts()
         minutes = await dash.store.activity(60)
     except Exception as exc:
-        return _store_error(dash, request, grant, exc)
+        return store_error(dash, request, grant, exc)
     return dash.render(
         request,
         grant,
@@ -182,7 +200,7 @@ async def _listing(
         if filters.query is not None:
             page = await dash.store.page(filters.query)
     except Exception as exc:
-        return _store_error(dash, request, grant, exc)
+        return store_error(dash, request, grant, exc)
     next_params = None
     if page.next is not None:
         next_params = {**filters.values, "after_due": repr(page.next[0]), "after_key": page.next[1]}
@@ -268,7 +286,7 @@ async def entry(dash: Dashboard, request: Request) -> Response:
         now = await dash.store.time()
         detail = await dash.store.inspect(key)
     except Exception as exc:
-        return _store_error(dash, request, grant, exc)
+        return store_error(dash, request, grant, exc)
     if detail is not None and detail.trace_id is None:
         # The deferring call's trace, read from the payload's trace element.
         detail = replace(detail, trace_id=trace_id(detail.payload))

@@ -8,11 +8,12 @@ request (403).  Without ``authorize`` everyone is a viewer.
 CSRF: a *signed double-submit cookie*.  The first page sets a random value in
 an ``HttpOnly``, ``SameSite=Strict`` cookie; every form carries the HMAC of
 that value under the app's secret, and an action is applied only if the form's
-token is the HMAC of the cookie it came with (and a browser's ``Origin``, when
-sent, is the dashboard's own).  Stateless (no session store, so several
-processes serve one dashboard when they share ``secret``), and unlike a plain
-double-submit cookie, a cookie planted by a sibling subdomain is useless
-without the secret.
+token is the HMAC of the cookie it came with (and a browser's ``Origin`` and
+``Sec-Fetch-Site``, when sent, say the dashboard's own origin).  Stateless
+(no session store, so several processes serve one dashboard when they share
+``secret``); unlike a plain double-submit cookie, a cookie planted by a
+sibling subdomain is useless without a token signed for it, and the origin
+checks refuse what a sibling subdomain sends.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from starlette.requests import Request
+
+from ._text import show
 
 __all__ = ["ADMIN", "VIEWER", "Authorize", "Csrf", "Grant", "resolve_grant"]
 
@@ -64,18 +67,26 @@ class Grant:
 Authorize = Callable[[Request], "Grant | str | Awaitable[Grant | str | None] | None"]
 
 
+def _line(name: str) -> str:
+    """A name for the action log: one line of text (line breaks and controls
+    escaped), at most 200 characters."""
+    text = name.replace("\n", "\\n").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    return show(text, 200)
+
+
 def _client(request: Request) -> str:
     user: Any = request.scope.get("user")
     if user is not None and getattr(user, "is_authenticated", False):
         name = getattr(user, "display_name", None)
         if isinstance(name, str) and name:
-            return name
+            return _line(name)
     client = request.client
     return f"{client.host}:{client.port}" if client is not None else "unknown client"
 
 
 async def resolve_grant(authorize: Authorize | None, request: Request) -> Grant | None:
-    """The grant of ``request`` (None: refused).
+    """The grant of ``request`` (None: refused), its ``who`` shown as one
+    line of text (controls escaped, cut to 200 characters).
 
     :raises TypeError: ``authorize`` returned something else than a role, a
         Grant or None
@@ -88,7 +99,8 @@ async def resolve_grant(authorize: Authorize | None, request: Request) -> Grant 
     if got is None or got is False:
         return None
     if isinstance(got, Grant):
-        return got if got.who is not None else Grant(got.role, _client(request))
+        # The name goes into log lines: one line of text, whoever chose it.
+        return Grant(got.role, _line(got.who) if got.who is not None else _client(request))
     if isinstance(got, str) and got in _ROLES:
         return Grant(ADMIN if got == ADMIN else VIEWER, _client(request))
     raise TypeError(
@@ -126,12 +138,17 @@ class Csrf:
 
     def check(self, request: Request, token: str | None) -> bool:
         """True if ``token`` is the signature of the request's cookie and the
-        request does not come from another origin."""
+        request does not come from another origin: an ``Origin`` header, when
+        sent, is the dashboard's own (``null``, from a sandboxed frame or a
+        redirect through another origin, is refused: the dashboard's own
+        forms never send it, its Referrer-Policy being ``same-origin``), and a
+        ``Sec-Fetch-Site`` header, when sent, is ``same-origin`` (a sibling
+        subdomain is ``same-site``: its cookies reach the dashboard)."""
         origin = request.headers.get("origin")
-        if origin is not None and origin != "null":
-            own = f"{request.url.scheme}://{request.url.netloc}"
-            if origin != own:
-                return False
+        if origin is not None and origin != f"{request.url.scheme}://{request.url.netloc}":
+            return False
+        if request.headers.get("sec-fetch-site", "same-origin") != "same-origin":
+            return False
         cookie = self.cookie_of(request)
         if cookie is None or not token or not token.isascii():
             return False

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import ipaddress
 import signal
 
 import anyio
@@ -13,6 +14,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from duetime.durable import Store
 
@@ -43,8 +45,59 @@ def token_authorize(token: str | None) -> Authorize:
     return authorize
 
 
-def token_app(store: Store, *, token: str | None, label: str, title: str) -> Starlette:
-    """The dashboard under ``/``, with ``/login`` asking the browser for the token."""
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _addressed_to_loopback(host_header: str) -> bool:
+    """True if a request's ``Host`` names this machine's loopback: ``localhost``
+    or an IP address (a name an attacker controls can be re-pointed at
+    127.0.0.1; an address cannot)."""
+    name = host_header.strip().lower()
+    if name.startswith("["):  # [::1]:8000
+        name = name[1 : name.find("]")] if "]" in name else ""
+    elif name.count(":") == 1:
+        name = name.partition(":")[0]
+    if name in ("localhost", "localhost."):
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+class _LoopbackHosts:
+    """Answers 421 to a request whose ``Host`` is a name other than ``localhost``:
+    a server bound to loopback is reached by such a name only through DNS
+    rebinding (a hostile page's own name re-pointed at 127.0.0.1)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+            if not _addressed_to_loopback(host):
+                refused = PlainTextResponse(
+                    "This dashboard answers only requests addressed to localhost.", 421
+                )
+                await refused(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def token_app(
+    store: Store, *, token: str | None, label: str, title: str, host: str | None = None
+) -> ASGIApp:
+    """The dashboard under ``/``, with ``/login`` asking the browser for the
+    token; bound to a loopback ``host``, it answers only requests addressed to
+    ``localhost`` or an IP address (421 otherwise: DNS rebinding)."""
     authorize = token_authorize(token)
 
     async def login(request: Request) -> Response:
@@ -66,7 +119,8 @@ def token_app(store: Store, *, token: str | None, label: str, title: str) -> Sta
         label=label,
         sign_in="/login" if token is not None else None,
     )
-    return Starlette(routes=[Route("/login", login), Mount("/", dashboard)])
+    app = Starlette(routes=[Route("/login", login), Mount("/", dashboard)])
+    return _LoopbackHosts(app) if host is not None and _is_loopback(host) else app
 
 
 async def serve(
@@ -81,7 +135,7 @@ async def serve(
 ) -> None:
     """Serve the dashboard of the open ``store`` until SIGINT or SIGTERM (after
     SIGINT the command exits 130, as an interrupted command does)."""
-    app = token_app(store, token=token, label=label, title=title)
+    app = token_app(store, token=token, label=label, title=title, host=host)
     if backend == "trio":
         from hypercorn.config import Config
         from hypercorn.trio import serve as hypercorn_serve

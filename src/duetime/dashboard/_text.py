@@ -14,7 +14,18 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, unquote
 
-__all__ = ["ago", "clip", "form_key", "key_of_form", "show", "show_args", "when"]
+from duetime.durable._redact import redact_text
+
+__all__ = [
+    "ago",
+    "clip",
+    "form_key",
+    "key_of_form",
+    "redact_text",
+    "show",
+    "show_args",
+    "when",
+]
 
 # C0 and C1 controls but tab and newline, DEL, and the bidirectional overrides
 # (which can make text read in another order than it is stored).
@@ -113,5 +124,8 @@ def form_key(key: str) -> str:
 
 
 def key_of_form(value: str) -> str:
-    """The entry key a form field carries (see :func:`form_key`)."""
+    """The entry key a form field carries (see :func:`form_key`).
+
+    :raises UnicodeDecodeError: the field's bytes are not UTF-8 (lone surrogates allowed)
+    """
     return unquote(value, errors="surrogatepass")

@@ -212,6 +212,8 @@ def parse_schedule(text: str) -> Series:
         raise ValueError(f"bad schedule {text[:80]!r}")
     if not isinstance(trig, dict) or not math.isfinite(start):
         raise ValueError(f"bad schedule {text[:80]!r}")
+    if not abs(start) <= _YEAR_9999:  # beyond, adding the interval may change nothing
+        raise ValueError(f"start out of range in schedule {text[:80]!r}")
     grid: Grid
     if "every" in trig:
         every = trig["every"]
