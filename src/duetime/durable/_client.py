@@ -44,6 +44,27 @@ def _allows_overlap(schedule: str | None) -> bool:
         return False
 
 
+async def abort_with_occurrences(store: Store, key: str) -> bool:
+    """:meth:`Store.abort` ``key``; for an ``overlap="allow"`` series, also its
+    occurrences that run or wait to run as entries of their own
+    (``"{key}@{k}"``), among the first :data:`_OCCURRENCE_SCAN` entries of each
+    of those statuses.
+
+    :return: whether any of them was deleted or its abort requested
+    """
+    series = await store.get(key)
+    done = await store.abort(key)
+    if series is None or not _allows_overlap(series.schedule):
+        return done
+    prefix = f"{key}@"
+    for status in (Status.RUNNING, Status.PENDING):
+        for e in await store.entries(status=status, limit=_OCCURRENCE_SCAN):
+            tail = e.key[len(prefix) :]
+            if e.key.startswith(prefix) and tail.isdigit() and e.task == series.task:
+                done = await store.abort(e.key) or done
+    return done
+
+
 _ON_CONFLICT = ("keep", "replace", "error")
 
 
@@ -305,24 +326,7 @@ class Client:
         key = lookup_key(key)
         if not abort:
             return await self._store.cancel(key)
-        series = await self._store.get(key)
-        done = await self._store.abort(key)
-        if series is not None and _allows_overlap(series.schedule):
-            done = await self._abort_occurrences(series) or done
-        return done
-
-    async def _abort_occurrences(self, series: Entry) -> bool:
-        """Abort the occurrences an ``overlap="allow"`` series added as entries
-        of their own (``"{key}@{k}"``) that are running or waiting to run, among
-        the first :data:`_OCCURRENCE_SCAN` entries of each of those statuses."""
-        prefix = f"{series.key}@"
-        done = False
-        for status in (Status.RUNNING, Status.PENDING):
-            for e in await self._store.entries(status=status, limit=_OCCURRENCE_SCAN):
-                tail = e.key[len(prefix) :]
-                if e.key.startswith(prefix) and tail.isdigit() and e.task == series.task:
-                    done = await self._store.abort(e.key) or done
-        return done
+        return await abort_with_occurrences(self._store, key)
 
     async def deferred(self, key: str) -> Entry | None:
         """The entry stored under ``key`` (finished ones while kept), or None."""
