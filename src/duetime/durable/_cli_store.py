@@ -398,6 +398,7 @@ def _abort_verb(e: Entry) -> str:
 async def _apply_abort(args: argparse.Namespace, picked: Sequence[Entry]) -> list[tuple[str, str]]:
     """``Store.abort`` each of ``picked``; the ``(key, reason)`` of those that
     finished meanwhile."""
+    from ._client import abort_with_occurrences
     from ._url import open_store
 
     missed: list[tuple[str, str]] = []
@@ -405,7 +406,7 @@ async def _apply_abort(args: argparse.Namespace, picked: Sequence[Entry]) -> lis
     async with _deadline(args.timeout, "opening it, or aborting an entry") as scope, store:
         for e in picked:
             scope.deadline = anyio.current_time() + args.timeout
-            if await store.abort(e.key):
+            if await abort_with_occurrences(store, e.key):
                 # The store decides by the state it finds: say what it found.
                 now = await store.get(e.key)
                 if now is None:

@@ -20,7 +20,7 @@ from .._vocab import MISFIRE, OVERLAP, Misfire, Overlap, Status
 from ._codec import encode_args
 from ._keys import check_key, lookup_key, new_keys
 from ._registry import TaskRegistry
-from ._series import Series, trigger_grid
+from ._series import Series, parse_schedule, trigger_grid
 from ._store import Entry, NewRow, OnConflict, Store
 from ._worker import Worker
 
@@ -28,6 +28,42 @@ if TYPE_CHECKING:
     from ._deferred import Watcher
 
 __all__ = ["Client"]
+
+
+#: How many running (and pending) entries an abort of an ``overlap="allow"``
+#: series looks through for its occurrences.
+_OCCURRENCE_SCAN = 10_000
+
+
+def _allows_overlap(schedule: str | None) -> bool:
+    if schedule is None:
+        return False
+    try:
+        return parse_schedule(schedule).overlap == "allow"
+    except ValueError:
+        return False
+
+
+async def abort_with_occurrences(store: Store, key: str) -> bool:
+    """:meth:`Store.abort` ``key``; for an ``overlap="allow"`` series, also its
+    occurrences that run or wait to run as entries of their own
+    (``"{key}@{k}"``), among the first :data:`_OCCURRENCE_SCAN` entries of each
+    of those statuses.
+
+    :return: whether any of them was deleted or its abort requested
+    """
+    series = await store.get(key)
+    done = await store.abort(key)
+    if series is None or not _allows_overlap(series.schedule):
+        return done
+    prefix = f"{key}@"
+    for status in (Status.RUNNING, Status.PENDING):
+        for e in await store.entries(status=status, limit=_OCCURRENCE_SCAN):
+            tail = e.key[len(prefix) :]
+            if e.key.startswith(prefix) and tail.isdigit() and e.task == series.task:
+                done = await store.abort(e.key) or done
+    return done
+
 
 _ON_CONFLICT = ("keep", "replace", "error")
 
@@ -276,7 +312,9 @@ class Client:
     async def cancel_deferred(self, key: str, *, abort: bool = False) -> bool:
         """Delete a PENDING or FAILED entry (or series); with ``abort=True``, also
         abort a RUNNING one (:meth:`Store.abort <duetime.durable.Store.abort>`: the
-        worker holding it cancels its run, and it ends CANCELLED).
+        worker holding it cancels its run, and it ends CANCELLED).  Aborting an
+        ``overlap="allow"`` series also aborts its occurrences running or
+        waiting to run as entries of their own (``"{key}@{k}"``).
 
         :return: True if deleted (or its abort requested); False if absent or
             finished, or running and ``abort`` is False
@@ -286,7 +324,9 @@ class Client:
             raise TypeError(f"abort must be a bool, not {type(abort).__name__}")
         self._check_open()
         key = lookup_key(key)
-        return await (self._store.abort(key) if abort else self._store.cancel(key))
+        if not abort:
+            return await self._store.cancel(key)
+        return await abort_with_occurrences(self._store, key)
 
     async def deferred(self, key: str) -> Entry | None:
         """The entry stored under ``key`` (finished ones while kept), or None."""

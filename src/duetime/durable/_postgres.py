@@ -404,6 +404,8 @@ class PostgresStore(Waits, PostgresInspection):
         :raises ReadOnlyStore: the store was opened ``read_only``
         """
         self._check_writable()
+        if "\0" in key:  # PostgreSQL text cannot hold one: no entry has it
+            return False
         got = await self._q(self._sql.cancel(), self._offset, key)
         done = got.rows[0][0] == b"1"
         if done:
@@ -417,6 +419,8 @@ class PostgresStore(Waits, PostgresInspection):
         :raises ReadOnlyStore: the store was opened ``read_only``
         """
         self._check_writable()
+        if "\0" in key:  # PostgreSQL text cannot hold one: no entry has it
+            return False
         got = await self._q(self._sql.abort(), self._offset, key)
         deleted, requested = got.rows[0][0] == b"1", got.rows[0][1] == b"1"
         if deleted:
@@ -437,6 +441,8 @@ class PostgresStore(Waits, PostgresInspection):
 
     async def get(self, key: str) -> Entry | None:
         """The entry stored under ``key`` (unexpired tombstones included), or None."""
+        if "\0" in key:  # PostgreSQL text cannot hold one: no entry has it
+            return None
         got = await self._q(self._sql.get(), self._offset, key)
         if not got.rows:
             return None
@@ -576,6 +582,8 @@ class PostgresStore(Waits, PostgresInspection):
         :raises ReadOnlyStore: the store was opened ``read_only``
         """
         self._check_writable()
+        if "\0" in key:  # PostgreSQL text cannot hold one: no entry has it
+            return False
         got = await self._q(self._sql.retry(), self._offset, key)
         ok = got.rows[0][0] == b"1"
         if ok and got.rows[0][1] not in (b"0", None):
@@ -588,6 +596,8 @@ class PostgresStore(Waits, PostgresInspection):
         :raises ReadOnlyStore: the store was opened ``read_only``
         """
         self._check_writable()
+        if "\0" in key:  # PostgreSQL text cannot hold one: no entry has it
+            return False
         got = await self._q(self._sql.delete(), self._offset, key)
         done = got.rows[0][0] == b"1"
         if done:

@@ -40,8 +40,16 @@ _OK = (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK)
 _NUMBERS = {int, float}
 
 
+def _nul(text: str) -> ValueError:
+    return ValueError(f"PostgreSQL text cannot hold a NUL character, got {text[:100]!r}")
+
+
 def array(values: Sequence[Any]) -> bytes:
-    """A PostgreSQL array literal (text format) of ``values``: str, int, float or None."""
+    """A PostgreSQL array literal (text format) of ``values``: str, int, float or None.
+
+    :raises ValueError: a str holding a NUL character (libpq would end the
+        text there: another key)
+    """
     if values:
         # The common arrays (all text, all numbers) are escaped and joined by C
         # loops; a NUL separates the texts while escaping (PostgreSQL text
@@ -60,6 +68,8 @@ def array(values: Sequence[Any]) -> bytes:
         if v is None:
             parts.append("NULL")
         elif type(v) is str:
+            if "\0" in v:
+                raise _nul(v)
             parts.append('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"')
         elif type(v) is float:
             parts.append(repr(v))
@@ -95,10 +105,16 @@ def conninfo(dsn: str, connect_timeout: float) -> str:
 
 
 def text_or_none(value: Any) -> bytes | None:
-    """One query parameter in text format (None is SQL NULL)."""
+    """One query parameter in text format (None is SQL NULL).
+
+    :raises ValueError: a str holding a NUL character (libpq would end the
+        text there: another key)
+    """
     if value is None:
         return None
     if type(value) is str:
+        if "\0" in value:
+            raise _nul(value)
         return value.encode("utf-8", "surrogatepass")
     if type(value) is float:
         return repr(value).encode()

@@ -252,7 +252,8 @@ def insert_params(rows: Sequence[NewRow], default_lease: float, offset: float = 
 def _why(p: str) -> str:
     """NULL for a row (alias ``p``) a claim may hand out as it is, else why not: a
     row another program wrote (the column types already rule out text in a
-    number column, not NaN, infinities or out-of-range values)."""
+    number column, not NaN, infinities or out-of-range values; a counter at
+    its column's top is refused as its finish would add one to it)."""
     return f"""CASE
     WHEN {p}.task = '' THEN 'task is not a task name'
     WHEN NOT ({p}.due BETWEEN {_MIN_TS} AND {_MAX_TS})
@@ -263,8 +264,10 @@ def _why(p: str) -> str:
         THEN 'lease ' || {p}.lease::text || ' is not a positive number of seconds'
     WHEN {p}.status NOT IN (0, 1)
         THEN 'status ' || {p}.status::text || ' is not PENDING (0) or RUNNING (1)'
-    WHEN {p}.attempt < 1 THEN 'attempt is not an integer >= 1'
-    WHEN {p}.occurrence < 0 THEN 'occurrence is not an integer >= 0'
+    WHEN NOT ({p}.attempt BETWEEN 1 AND 2147483646)
+        THEN 'attempt is not an integer from 1 to 2147483646'
+    WHEN NOT ({p}.occurrence BETWEEN 0 AND 9223372036854775806)
+        THEN 'occurrence is not an integer from 0 to 9223372036854775806'
     WHEN {p}.deliveries < 0 THEN 'deliveries is not an integer >= 0'
     WHEN {p}.max_deliveries < 1 THEN 'max_deliveries is not an integer >= 1'
     WHEN octet_length({p}.payload) > {MAX_PAYLOAD}

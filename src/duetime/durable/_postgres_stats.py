@@ -130,6 +130,8 @@ class PostgresInspection:
         """
         if not isinstance(query, EntryQuery):
             raise TypeError(f"page() takes an EntryQuery, not {type(query).__name__}")
+        if "\0" in (query.task or "") + query.key_prefix:
+            return page_from([], query.limit)  # PostgreSQL text cannot hold a NUL: no match
         sql, params = _page_sql(f"{self.schema}.entries", query)
         got = await self._q(sql, self._offset, *params)
         found: list[tuple[float, Entry]] = []
