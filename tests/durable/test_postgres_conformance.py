@@ -1,60 +1,30 @@
 """PostgresStore passes the store conformance suite, on asyncio and trio, on a real server.
 
-PostgreSQL answers over real sockets, so each test holds the virtual clock's
-autojump (time flows at the real rate while the server replies).  The suite's
-:meth:`advance` moves the stores' view of the server clock instead
-(``PostgresStore.advance_clock``, a test-only offset every statement adds to
-``clock_timestamp()``), so leases and tombstones lapse without waiting.  The
-tests that wait on the loop clock itself are re-stated here with real waits
-under 1 s.
+The wiring (real waits, the server clock moved by ``PostgresStore.advance_clock``,
+a test-only offset every statement adds to ``clock_timestamp()``):
+tests/durable/_on_server.py.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 import anyio.to_thread
 import pytest
 
 from duetime.durable import PostgresStore, Store
-from duetime.durable.conformance import MalformedRowConformance, StoreConformance, row
-from duetime.testing import hold_autojump
+from duetime.durable.conformance import MalformedRowConformance, row
+
+from ._on_server import OnServer, OnServerConformance
 
 pytestmark = pytest.mark.anyio
 
 
-class _OnServer:
-    stores: list[PostgresStore]
-    factory: Callable[..., PostgresStore]
-
-    @pytest.fixture(autouse=True)
-    async def _real_server(
-        self, anyio_backend: Any, postgres_store: Callable[..., PostgresStore]
-    ) -> AsyncIterator[None]:
-        self.factory = postgres_store
-        self.stores = []
-        with hold_autojump():
-            yield
-
-    def make_store(self, tmp_path: Path, **options: Any) -> Store:
-        store = self.factory(poll=0.2, **options)
-        self.stores.append(store)
-        return store
-
-    async def advance(self, seconds: float) -> None:
-        for store in self.stores:
-            store.advance_clock(seconds)
-
-
-class TestPostgresStore(_OnServer, StoreConformance):
-    async def test_wait_changed_times_out(self, store: Store) -> None:
-        t0 = anyio.current_time()
-        await store.wait_changed(0.5)  # two safety polls see the same head: no early return
-        assert 0.5 <= anyio.current_time() - t0 < 1.5
+class TestPostgresStore(OnServerConformance):
+    store_fixture: ClassVar[str] = "postgres_store"
 
     async def test_wait_changed_wakes_on_an_earlier_entry(self, store: Store) -> None:
         other = self.make_store(Path())
@@ -85,7 +55,9 @@ _FAULTS = {
 }
 
 
-class TestPostgresMalformedRows(_OnServer, MalformedRowConformance):
+class TestPostgresMalformedRows(OnServer, MalformedRowConformance):
+    store_fixture: ClassVar[str] = "postgres_store"
+
     async def corrupt(self, store: Store, key: str, fault: str) -> None:
         assert isinstance(store, PostgresStore)
         sql = f"UPDATE {store.schema}.entries SET {_FAULTS[fault]} WHERE key = %s"

@@ -1,56 +1,27 @@
 """RedisStore passes the store conformance suite, on asyncio and trio, on a real server.
 
-Redis answers over real sockets, so each test holds the virtual clock's autojump
-(time flows at the real rate while the server replies).  The suite's
-:meth:`advance` moves the stores' view of the server clock instead
-(``RedisStore.advance_clock``, a test-only offset added to ``TIME`` in every
-script), so leases and tombstones lapse without waiting.  The two tests that
-wait on the loop clock itself are re-stated here with real waits under 1 s.
+The wiring (real waits, the server clock moved by ``RedisStore.advance_clock``,
+a test-only offset added to ``TIME`` in every script): tests/durable/_on_server.py.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
-from typing import Any
+from typing import ClassVar
 
 import anyio
 import pytest
 
-from duetime.durable import RedisStore, Store
-from duetime.durable.conformance import StoreConformance, row
-from duetime.testing import hold_autojump
+from duetime.durable import Store
+from duetime.durable.conformance import row
+
+from ._on_server import OnServerConformance
 
 pytestmark = pytest.mark.anyio
 
 
-class TestRedisStore(StoreConformance):
-    stores: list[RedisStore]
-    factory: Callable[..., RedisStore]
-
-    @pytest.fixture(autouse=True)
-    async def _real_server(
-        self, anyio_backend: Any, redis_store: Callable[..., RedisStore]
-    ) -> AsyncIterator[None]:
-        self.factory = redis_store
-        self.stores = []
-        with hold_autojump():
-            yield
-
-    def make_store(self, tmp_path: Path, **options: Any) -> Store:
-        store = self.factory(poll=0.2, **options)
-        self.stores.append(store)
-        return store
-
-    async def advance(self, seconds: float) -> None:
-        for store in self.stores:
-            store.advance_clock(seconds)
-
-    async def test_wait_changed_times_out(self, store: Store) -> None:
-        t0 = anyio.current_time()
-        await store.wait_changed(0.5)  # two safety polls see the same head: no early return
-        assert 0.5 <= anyio.current_time() - t0 < 1.5
+class TestRedisStore(OnServerConformance):
+    store_fixture: ClassVar[str] = "redis_store"
 
     async def test_wait_changed_wakes_on_an_earlier_entry(self, store: Store) -> None:
         now = await store.time()

@@ -10,15 +10,13 @@ outcome whatever it is finished with.
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
 from .._vocab import Status
-from ._conformance_kit import row
+from ._conformance_kit import StoreUnderTest, row
 from ._store import (
     ABORTED,
     Aborted,
@@ -50,19 +48,8 @@ def _outcomes(now: float) -> dict[str, Outcome]:
 
 
 @pytest.mark.anyio
-class AbortConformance:
+class AbortConformance(StoreUnderTest):
     """Abort requests, and the one outcome of an aborted row (mixed into the suite)."""
-
-    def make_store(self, tmp_path: Path, **options: Any) -> Store:
-        raise NotImplementedError
-
-    async def advance(self, seconds: float) -> None:
-        await anyio.sleep(seconds)
-
-    @pytest.fixture
-    async def store(self, anyio_backend: Any, tmp_path: Path) -> AsyncIterator[Store]:
-        async with self.make_store(tmp_path, lease=10.0) as s:
-            yield s
 
     async def _running(self, store: Store, key: str, **kw: Any) -> Claim:
         await store.add([row(key, 1, **kw)])

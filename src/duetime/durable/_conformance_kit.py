@@ -13,7 +13,14 @@ import pytest
 from .._vocab import Status
 from ._store import MALFORMED, Claim, Done, NewRow, Store
 
-__all__ = ["MALFORMED_FAULTS", "START", "MalformedRowConformance", "loop_epoch_clock", "row"]
+__all__ = [
+    "MALFORMED_FAULTS",
+    "START",
+    "MalformedRowConformance",
+    "StoreUnderTest",
+    "loop_epoch_clock",
+    "row",
+]
 
 #: Where :func:`loop_epoch_clock` starts by default: 2024-01-01T00:00Z, epoch seconds.
 START = 1704067200.0
@@ -32,12 +39,38 @@ def row(key: str, *args: Any, task: str = "t", **kw: Any) -> NewRow:
     return NewRow(key=key, task=task, payload=json.dumps(list(args)), **kw)
 
 
+@pytest.mark.anyio
+class StoreUnderTest:
+    """What every part of the suite stands on: the store under test and its clock.
+
+    Subclasses implement :meth:`make_store` (and may override :meth:`advance`).
+    """
+
+    def make_store(self, tmp_path: Path, **options: Any) -> Store:
+        """A new, unentered store (the suite enters it).
+
+        :param tmp_path: a fresh directory of this test
+        :param options: ``lease``, ``dedupe_ttl`` and ``result_ttl``, in seconds
+        """
+        raise NotImplementedError
+
+    async def advance(self, seconds: float) -> None:
+        """Move the store's clock forward by ``seconds``."""
+        await anyio.sleep(seconds)
+
+    @pytest.fixture
+    async def store(self, anyio_backend: Any, tmp_path: Path) -> AsyncIterator[Store]:
+        """The store under test, entered, with a 10 s lease."""
+        async with self.make_store(tmp_path, lease=10.0) as s:
+            yield s
+
+
 #: The faults :meth:`MalformedRowConformance.corrupt` writes into a row.
 MALFORMED_FAULTS = ("due_not_a_number", "due_infinite", "lease_negative", "status_unknown")
 
 
 @pytest.mark.anyio
-class MalformedRowConformance:
+class MalformedRowConformance(StoreUnderTest):
     """A row another program wrote wrong is dead-lettered alone and never breaks a listing.
 
     For stores that can hold such a row: subclasses implement :meth:`make_store`
@@ -45,20 +78,10 @@ class MalformedRowConformance:
     another program would).  Every test runs on asyncio and trio.
     """
 
-    def make_store(self, tmp_path: Path, **options: Any) -> Store:
-        """A new, unentered store (as :meth:`StoreConformance.make_store`)."""
-        raise NotImplementedError
-
     async def corrupt(self, store: Store, key: str, fault: str) -> None:
         """Overwrite the PENDING row ``key`` with ``fault``, one of :data:`MALFORMED_FAULTS`:
         a due time that is text or infinite, a negative lease, an unknown status."""
         raise NotImplementedError
-
-    @pytest.fixture
-    async def store(self, anyio_backend: Any, tmp_path: Path) -> AsyncIterator[Store]:
-        """The store under test, entered, with a 10 s lease."""
-        async with self.make_store(tmp_path, lease=10.0) as s:
-            yield s
 
     @pytest.mark.parametrize("fault", MALFORMED_FAULTS)
     async def test_a_malformed_row_is_dead_lettered_alone(self, store: Store, fault: str) -> None:

@@ -8,7 +8,6 @@ finishes (:meth:`Store.wait_finished <duetime.durable.Store.wait_finished>`).
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,26 +15,15 @@ import anyio
 import pytest
 
 from .._vocab import Status
-from ._conformance_kit import row
+from ._conformance_kit import StoreUnderTest, row
 from ._store import MAX_RESULT, RESULT_DROPPED, Dead, Done, RetryAt, Store
 
 __all__ = ["ResultConformance"]
 
 
 @pytest.mark.anyio
-class ResultConformance:
+class ResultConformance(StoreUnderTest):
     """Results, failures and finish announcements (mixed into the suite)."""
-
-    def make_store(self, tmp_path: Path, **options: Any) -> Store:
-        raise NotImplementedError
-
-    async def advance(self, seconds: float) -> None:
-        await anyio.sleep(seconds)
-
-    @pytest.fixture
-    async def store(self, anyio_backend: Any, tmp_path: Path) -> AsyncIterator[Store]:
-        async with self.make_store(tmp_path, lease=10.0) as s:
-            yield s
 
     async def _finish(self, store: Store, key: str, outcome: Done | Dead) -> None:
         await store.add([row(key, 5)])

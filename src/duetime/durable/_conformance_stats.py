@@ -8,15 +8,13 @@ store (:meth:`Store.counts <duetime.durable.Store.counts>`, ``page``,
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
 
 from .._vocab import Status
-from ._conformance_kit import row
+from ._conformance_kit import StoreUnderTest, row
 from ._stats import Counts, EntryQuery
 from ._store import Aborted, Dead, Done, Entry, NextOccurrence, Outcome, RetryAt, Store
 
@@ -24,19 +22,8 @@ __all__ = ["InspectionConformance"]
 
 
 @pytest.mark.anyio
-class InspectionConformance:
+class InspectionConformance(StoreUnderTest):
     """Counts, filtered pages, per-minute activity, one entry's detail (mixed into the suite)."""
-
-    def make_store(self, tmp_path: Path, **options: Any) -> Store:
-        raise NotImplementedError
-
-    async def advance(self, seconds: float) -> None:
-        await anyio.sleep(seconds)
-
-    @pytest.fixture
-    async def store(self, anyio_backend: Any, tmp_path: Path) -> AsyncIterator[Store]:
-        async with self.make_store(tmp_path, lease=10.0) as s:
-            yield s
 
     async def _all_pages(self, store: Store, **filters: Any) -> list[Entry]:
         out: list[Entry] = []

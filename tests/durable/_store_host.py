@@ -1,7 +1,8 @@
-"""One simulated host for tests/durable/test_postgres_hosts.py: a worker process that
-drives the PostgresStore API directly (claim -> run -> fenced finish).
+"""One simulated host for tests/durable/_hosts_scenario.py: a worker process that
+drives a PostgresStore's or a RedisStore's API directly (claim -> run -> fenced finish).
 
-Usage: ``python -m tests.durable._postgres_host URL SCHEMA LOG BACKEND LEASE``
+Usage: ``python -m tests.durable._store_host KIND URL NAMESPACE LOG BACKEND LEASE``,
+``KIND`` ``postgres`` (``NAMESPACE`` is the schema) or ``redis`` (the key prefix).
 
 It logs one line per event to ``LOG`` (flushed at once, so a ``kill -9`` loses at
 most a partial last line)::
@@ -25,7 +26,9 @@ from typing import IO, Any
 
 import anyio
 
-from duetime.durable import Claim, Done, NextOccurrence, Outcome, PostgresStore
+from duetime.durable import Claim, Done, NextOccurrence, Outcome, Store
+
+from ._server_stores import open_store
 
 TASK_SECONDS = 0.05  # each "task" holds its lease this long
 CONCURRENCY = 8
@@ -44,7 +47,7 @@ async def retrying(fn: Any, *args: Any) -> Any:
             await anyio.sleep(0.05)
 
 
-async def run(claim: Claim, store: PostgresStore, out: IO[str]) -> None:
+async def run(claim: Claim, store: Store, out: IO[str]) -> None:
     await anyio.sleep(TASK_SECONDS)
     entry = claim.entry
     outcome: Outcome = Done()
@@ -61,10 +64,10 @@ async def run(claim: Claim, store: PostgresStore, out: IO[str]) -> None:
     out.flush()
 
 
-async def main(url: str, schema: str, path: str, lease: float) -> None:
+async def main(kind: str, url: str, namespace: str, path: str, lease: float) -> None:
     owner = f"host-{os.getpid()}"
     with open(path, "a") as out:  # noqa: ASYNC230 - once, at startup
-        store = PostgresStore(url, schema=schema, lease=lease, poll=0.25)
+        store = open_store(kind, url, namespace, lease=lease, poll=0.25)
         while True:
             try:
                 await store.__aenter__()
@@ -93,9 +96,7 @@ async def main(url: str, schema: str, path: str, lease: float) -> None:
                     await anyio.sleep(0.002)
 
 
-async def _one(
-    claim: Claim, store: PostgresStore, out: IO[str], limiter: anyio.CapacityLimiter
-) -> None:
+async def _one(claim: Claim, store: Store, out: IO[str], limiter: anyio.CapacityLimiter) -> None:
     try:
         await run(claim, store, out)
     finally:
@@ -103,5 +104,5 @@ async def _one(
 
 
 if __name__ == "__main__":
-    url, schema, path, backend, lease = sys.argv[1:6]
-    anyio.run(main, url, schema, path, float(lease), backend=backend)
+    kind, url, namespace, path, backend, lease = sys.argv[1:7]
+    anyio.run(main, kind, url, namespace, path, float(lease), backend=backend)
