@@ -28,6 +28,7 @@ from . import _redis_rows as codec
 from ._redact import redact_url
 from ._redis_log import check_eviction, quiet_coredis, unquiet_coredis
 from ._redis_stats import RedisInspection
+from ._row_text import check_new_rows
 from ._store import (
     Claim,
     Dead,
@@ -314,11 +315,15 @@ class RedisStore(RedisInspection):
 
         :raises EntryExists: a conflict under ``"error"``, or a RUNNING row under ``"replace"``
         :raises ValueError: an unknown ``on_conflict``
+        :raises ValueError: a row whose key, task, payload or schedule is not
+            valid Unicode text (a lone surrogate); nothing is written
+        :raises TypeError: a row that is not a NewRow
         :raises ReadOnlyStore: the store was opened ``read_only``
         """
         self._check_writable()
         if on_conflict not in _CONFLICTS:
             raise ValueError(f"on_conflict must be one of {_CONFLICTS}, got {on_conflict!r}")
+        check_new_rows(rows)
         if not rows:
             return []
         args: list[str] = [on_conflict]

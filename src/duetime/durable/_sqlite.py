@@ -36,6 +36,7 @@ import anyio.from_thread
 import anyio.to_thread
 
 from .._vocab import Status
+from ._row_text import check_new_rows
 from ._sqlite_conn import SQLiteConnection
 from ._sqlite_file import (
     NotAStore,
@@ -228,14 +229,14 @@ class SQLiteStore(SQLiteConnection, SQLiteInspection):
             included), or ``"replace"`` of a RUNNING entry; nothing is inserted
         :raises ValueError: an unknown ``on_conflict``
         :raises TypeError: a row that is not a NewRow
+        :raises ValueError: a row whose key, task, payload or schedule is not
+            valid Unicode text (a lone surrogate); nothing is inserted
         """
         if on_conflict not in ("keep", "replace", "error"):
             raise ValueError(
                 f"on_conflict must be 'keep', 'replace' or 'error', not {on_conflict!r}"
             )
-        for new in rows:
-            if not isinstance(new, NewRow):
-                raise TypeError(f"add() takes NewRow values, not {type(new).__name__}")
+        check_new_rows(rows)
         if not rows:
             return []
         now = self._now()
