@@ -323,7 +323,7 @@ class RedisStore(RedisInspection):
         self._check_writable()
         if on_conflict not in _CONFLICTS:
             raise ValueError(f"on_conflict must be one of {_CONFLICTS}, got {on_conflict!r}")
-        check_new_rows(rows)
+        check_new_rows(rows, key_bytes=True)  # coredis sends a key's surrogateescapes as bytes
         if not rows:
             return []
         args: list[str] = [on_conflict]
