@@ -69,7 +69,7 @@ async def _checked(dash: Dashboard, request: Request) -> tuple[dict[str, str], G
     if not grant.admin:
         logger.warning("dashboard: refused an action by %s: not an admin", grant.who)
         return _forbidden("Forbidden: this dashboard is read-only for you.")
-    if not dash.csrf.check(request, form.get("csrf")):
+    if not dash.csrf.check(request, form.get("csrf"), grant.identity):
         logger.warning("dashboard: refused an action by %s: bad CSRF token", grant.who)
         return _forbidden("Forbidden: the form's token is missing or stale; reload the page.")
     return form, grant

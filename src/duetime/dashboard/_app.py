@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from duetime.durable import Store
 
 from . import _actions, _pages, _text
-from ._context import Dashboard
+from ._context import AuthorizeFailed, Dashboard, authorize_failed
 from ._security import Authorize, Csrf
 
 __all__ = ["create_app"]
@@ -71,6 +71,7 @@ def create_app(
     secret: bytes | str | None = None,
     refresh: float = 5.0,
     sign_in: str | None = None,
+    secure_cookies: bool | None = None,
 ) -> Starlette:
     """The dashboard of ``store`` as an ASGI app (Starlette), to serve alone or
     mount in a Starlette or FastAPI app (``app.mount("/duetime", create_app(store))``).
@@ -92,6 +93,10 @@ def create_app(
     :param refresh: seconds between live refreshes by the page's script (0: none)
     :param sign_in: where the header's "Sign in" link leads a viewer (your
         login page), or None for no link
+    :param secure_cookies: whether the dashboard's cookie (the CSRF one) carries
+        ``Secure`` (sent over HTTPS only): True always (behind a proxy that
+        terminates TLS and forwards plain HTTP), False never, None when the
+        request's scheme is ``https``
     :raises TypeError: a store that is not a duetime Store, or a bad parameter type
     :raises ValueError: a negative refresh
     """
@@ -109,6 +114,10 @@ def create_app(
         raise ValueError(f"refresh must be >= 0 and finite, not {refresh!r}")
     if sign_in is not None and not isinstance(sign_in, str):
         raise TypeError(f"sign_in must be a str or None, not {type(sign_in).__name__}")
+    if secure_cookies is not None and not isinstance(secure_cookies, bool):
+        raise TypeError(
+            f"secure_cookies must be a bool or None, not {type(secure_cookies).__name__}"
+        )
     if secret is None:
         key = secrets.token_bytes(32)
     elif isinstance(secret, str):
@@ -143,6 +152,7 @@ def create_app(
         csrf=Csrf(key),
         env=env,
         sign_in=sign_in,
+        secure_cookies=secure_cookies,
     )
 
     def bind(fn: Callable[[Dashboard, Request], Awaitable[Response]]) -> Any:
@@ -161,4 +171,8 @@ def create_app(
         Route("/act-bulk", bind(_actions.act_bulk), methods=["POST"], name="act_bulk"),
         Mount("/static", StaticFiles(packages=[("duetime.dashboard", "static")]), name="static"),
     ]
-    return Starlette(routes=routes, middleware=[Middleware(_SecurityHeaders)])
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(_SecurityHeaders)],
+        exception_handlers={AuthorizeFailed: authorize_failed},
+    )

@@ -1,5 +1,5 @@
 """What the dashboard's pages and actions share: the store, the templates,
-the CSRF signer, who may do what."""
+the CSRF signer, who may do what (and the answer when ``authorize`` fails)."""
 
 from __future__ import annotations
 
@@ -14,12 +14,29 @@ from starlette.responses import HTMLResponse, Response
 
 from duetime.durable import Store
 
-from ._security import Authorize, Csrf, Grant, resolve_grant
+from ._security import Authorize, Csrf, Grant, Visitor, one_line, resolve_grant
+from ._text import redact_text
 
-__all__ = ["Dashboard", "cookie_path", "logger", "page_url"]
+__all__ = ["AuthorizeFailed", "Dashboard", "authorize_failed", "cookie_path", "logger", "page_url"]
 
 #: Every action is logged here, with who did it.
 logger = logging.getLogger("duetime.dashboard")
+
+
+class AuthorizeFailed(Exception):
+    """The app's ``authorize(request)`` raised (or returned something it may
+    not): the request is answered by :func:`authorize_failed` (500)."""
+
+
+async def authorize_failed(request: Request, exc: Exception) -> Response:
+    """The page (500) of a request whose ``authorize`` failed: what happened,
+    never the error itself (it is in the server's log)."""
+    return HTMLResponse(
+        "<!doctype html><title>500</title><p>Internal error: this dashboard could not"
+        " check who you are (its authorize function failed). The error is in the"
+        " server's log.</p>",
+        status_code=500,
+    )
 
 
 @dataclass(slots=True)
@@ -34,10 +51,29 @@ class Dashboard:
     csrf: Csrf
     env: jinja2.Environment
     sign_in: str | None = None
+    secure_cookies: bool | None = None
 
-    async def grant(self, request: Request) -> Grant | None:
-        """The request's grant (None: refused)."""
-        return await resolve_grant(self.authorize, request)
+    async def grant(self, request: Request) -> Visitor | None:
+        """The request's grant (None: refused).
+
+        :raises AuthorizeFailed: ``authorize`` raised, or returned something
+            else than a role, a Grant or None (logged once, as an ERROR with
+            its traceback, URL credentials in its text redacted)
+        """
+        try:
+            return await resolve_grant(self.authorize, request)
+        except Exception as exc:
+            what = one_line(redact_text(f"{type(exc).__name__}: {exc}"), 1000)
+            # The traceback's frames, under the redacted text (the raw one may hold a DSN).
+            shown = AuthorizeFailed(what)
+            logger.error(
+                "dashboard: authorize(request) failed on %s %s: %s (answered 500)",
+                request.method,
+                one_line(request.url.path),
+                what,
+                exc_info=(AuthorizeFailed, shown, exc.__traceback__),
+            )
+            raise shown from None
 
     def render(
         self,
@@ -48,7 +84,8 @@ class Dashboard:
         **context: Any,
     ) -> HTMLResponse:
         """A page, with the CSRF token of its forms (and its cookie, if new)."""
-        token, new_cookie = self.csrf.token(request)
+        identity = grant.identity if isinstance(grant, Visitor) else ""
+        token, new_cookie = self.csrf.token(request, identity)
         html = self.env.get_template(template).render(
             request=request,
             url=lambda name, **params: page_url(request, name, **params),
@@ -70,7 +107,11 @@ class Dashboard:
                 path=cookie_path(request),
                 httponly=True,
                 samesite="strict",
-                secure=request.url.scheme == "https",
+                secure=(
+                    request.url.scheme == "https"
+                    if self.secure_cookies is None
+                    else self.secure_cookies
+                ),
             )
         return response
 

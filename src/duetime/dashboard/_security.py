@@ -5,15 +5,18 @@ may only look.  ``authorize(request)`` (sync or async) returns a role, a
 :class:`Grant` (a role and who it is, for the log), or None to refuse the
 request (403).  Without ``authorize`` everyone is a viewer.
 
-CSRF: a *signed double-submit cookie*.  The first page sets a random value in
-an ``HttpOnly``, ``SameSite=Strict`` cookie; every form carries the HMAC of
-that value under the app's secret, and an action is applied only if the form's
-token is the HMAC of the cookie it came with (and a browser's ``Origin`` and
-``Sec-Fetch-Site``, when sent, say the dashboard's own origin).  Stateless
-(no session store, so several processes serve one dashboard when they share
-``secret``); unlike a plain double-submit cookie, a cookie planted by a
-sibling subdomain is useless without a token signed for it, and the origin
-checks refuse what a sibling subdomain sends.
+CSRF: a *signed double-submit cookie*, tied to the user.  The first page sets
+a random value in an ``HttpOnly``, ``SameSite=Strict`` cookie; every form
+carries the HMAC, under the app's secret, of that value and of the user's
+identity (:attr:`Visitor.identity`: the ``who`` of the :class:`Grant` that
+``authorize`` returned, else the authenticated ``request.user``'s name), and an
+action is applied only if the form's token is the HMAC of the cookie it came
+with and of the identity of whoever sends it (and a browser's ``Origin`` and
+``Sec-Fetch-Site``, when sent, say the dashboard's own origin).  Stateless (no
+session store, so several processes serve one dashboard when they share
+``secret``); unlike a plain double-submit cookie, a cookie planted by a sibling
+subdomain is useless without a token signed for it, and a token a user got for
+themselves is useless in another user's request.
 """
 
 from __future__ import annotations
@@ -30,7 +33,16 @@ from starlette.requests import Request
 
 from ._text import show
 
-__all__ = ["ADMIN", "VIEWER", "Authorize", "Csrf", "Grant", "resolve_grant"]
+__all__ = [
+    "ADMIN",
+    "VIEWER",
+    "Authorize",
+    "Csrf",
+    "Grant",
+    "Visitor",
+    "one_line",
+    "resolve_grant",
+]
 
 #: The role that may act.
 ADMIN: Literal["admin"] = "admin"
@@ -64,45 +76,69 @@ class Grant:
         return self.role == ADMIN
 
 
+@dataclass(frozen=True, slots=True)
+class Visitor(Grant):
+    """A request's grant as the dashboard resolved it, with the identity its
+    CSRF tokens are tied to (``""``: nobody named, the token is tied to the
+    cookie alone)."""
+
+    identity: str = ""
+
+
 Authorize = Callable[[Request], "Grant | str | Awaitable[Grant | str | None] | None"]
 
 
-def _line(name: str) -> str:
-    """A name for the action log: one line of text (line breaks and controls
-    escaped), at most 200 characters."""
+def one_line(name: str, limit: int = 200) -> str:
+    """A name or a text for a log line: one line of text (line breaks and
+    controls escaped), at most ``limit`` characters."""
     text = name.replace("\n", "\\n").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
-    return show(text, 200)
+    return show(text, limit)
 
 
-def _client(request: Request) -> str:
+def _user(request: Request) -> str | None:
+    """The display name of the request's authenticated user (an authentication
+    middleware's ``request.user``), or None."""
     user: Any = request.scope.get("user")
     if user is not None and getattr(user, "is_authenticated", False):
         name = getattr(user, "display_name", None)
         if isinstance(name, str) and name:
-            return _line(name)
+            return name
+    return None
+
+
+def _client(request: Request) -> str:
+    name = _user(request)
+    if name is not None:
+        return one_line(name)
     client = request.client
     return f"{client.host}:{client.port}" if client is not None else "unknown client"
 
 
-async def resolve_grant(authorize: Authorize | None, request: Request) -> Grant | None:
+async def resolve_grant(authorize: Authorize | None, request: Request) -> Visitor | None:
     """The grant of ``request`` (None: refused), its ``who`` shown as one
-    line of text (controls escaped, cut to 200 characters).
+    line of text (controls escaped, cut to 200 characters), and the identity
+    its CSRF tokens are tied to: the ``who`` that ``authorize`` named, else the
+    authenticated user's name, else ``""``.
 
     :raises TypeError: ``authorize`` returned something else than a role, a
         Grant or None
+    :raises Exception: whatever ``authorize`` raised
     """
     if authorize is None:
-        return Grant(VIEWER, _client(request))
+        return Visitor(VIEWER, _client(request))
     got: Any = authorize(request)
     if inspect.isawaitable(got):
         got = await got
     if got is None or got is False:
         return None
     if isinstance(got, Grant):
-        # The name goes into log lines: one line of text, whoever chose it.
-        return Grant(got.role, _line(got.who) if got.who is not None else _client(request))
+        if got.who is not None:
+            # The name goes into log lines: one line of text, whoever chose it.
+            return Visitor(got.role, one_line(got.who), got.who)
+        return Visitor(got.role, _client(request), _user(request) or "")
     if isinstance(got, str) and got in _ROLES:
-        return Grant(ADMIN if got == ADMIN else VIEWER, _client(request))
+        role: Literal["admin", "viewer"] = ADMIN if got == ADMIN else VIEWER
+        return Visitor(role, _client(request), _user(request) or "")
     raise TypeError(
         "authorize(request) must return 'admin', 'viewer', a duetime.dashboard.Grant or None,"
         f" not {type(got).__name__}"
@@ -117,8 +153,10 @@ class Csrf:
     def __init__(self, secret: bytes) -> None:
         self._secret = secret
 
-    def _sign(self, value: str) -> str:
-        return hmac.new(self._secret, value.encode("ascii"), hashlib.sha256).hexdigest()
+    def _sign(self, cookie: str, identity: str) -> str:
+        # The cookie is 43 ASCII characters: what follows it is the identity, unambiguously.
+        message = cookie.encode("ascii") + b"\x00" + identity.encode("utf-8", "surrogatepass")
+        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
 
     def cookie_of(self, request: Request) -> str | None:
         """The request's CSRF cookie if it is well formed."""
@@ -127,18 +165,19 @@ class Csrf:
             return None
         return value
 
-    def token(self, request: Request) -> tuple[str, str | None]:
-        """The form token for ``request``, and a new cookie value to set (None:
-        the request's cookie is kept)."""
+    def token(self, request: Request, identity: str) -> tuple[str, str | None]:
+        """The form token for ``request`` by the user ``identity``, and a new
+        cookie value to set (None: the request's cookie is kept)."""
         cookie = self.cookie_of(request)
         new = None
         if cookie is None:
             cookie = new = secrets.token_urlsafe(32)
-        return self._sign(cookie), new
+        return self._sign(cookie, identity), new
 
-    def check(self, request: Request, token: str | None) -> bool:
-        """True if ``token`` is the signature of the request's cookie and the
-        request does not come from another origin: an ``Origin`` header, when
+    def check(self, request: Request, token: str | None, identity: str) -> bool:
+        """True if ``token`` is the signature of the request's cookie and of the
+        sender's ``identity``, and the request does not come from another
+        origin: an ``Origin`` header, when
         sent, is the dashboard's own (``null``, from a sandboxed frame or a
         redirect through another origin, is refused: the dashboard's own
         forms never send it, its Referrer-Policy being ``same-origin``), and a
@@ -152,4 +191,4 @@ class Csrf:
         cookie = self.cookie_of(request)
         if cookie is None or not token or not token.isascii():
             return False
-        return hmac.compare_digest(self._sign(cookie), token)
+        return hmac.compare_digest(self._sign(cookie, identity), token)
