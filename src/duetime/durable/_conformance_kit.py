@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ __all__ = [
     "StoreUnderTest",
     "loop_epoch_clock",
     "row",
+    "wake_delay",
 ]
 
 #: Where :func:`loop_epoch_clock` starts by default: 2024-01-01T00:00Z, epoch seconds.
@@ -37,6 +39,39 @@ def row(key: str, *args: Any, task: str = "t", **kw: Any) -> NewRow:
     if "due" not in kw and "delay" not in kw:
         kw["delay"] = 0.0
     return NewRow(key=key, task=task, payload=json.dumps(list(args)), **kw)
+
+
+async def wake_delay(
+    wait: Callable[[float], Awaitable[None]],
+    act: Callable[[], Awaitable[object]],
+    *,
+    settle: float = 0.5,
+    prime: bool = False,
+) -> float:
+    """How long after ``act()`` a task blocked in ``wait(600)`` returned, in
+    seconds of the loop clock (``inf`` if it returned before ``act``).
+
+    :param wait: a ``wait_*`` method of a store
+    :param act: what should wake it (awaited ``settle`` seconds after the
+        waiter started)
+    :param prime: first call ``wait(0)`` in the waiting task, so that what
+        happened before it (that task's earlier wake-ups) is consumed
+    """
+    woke = math.inf
+
+    async def waiter() -> None:
+        nonlocal woke
+        if prime:
+            await wait(0)
+        await wait(600.0)
+        woke = anyio.current_time()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waiter)
+        await anyio.sleep(settle)
+        t_act = anyio.current_time()
+        await act()
+    return woke - t_act if woke >= t_act else math.inf
 
 
 @pytest.mark.anyio
