@@ -1,14 +1,15 @@
 """ThreadedScheduler: the Scheduler's API for synchronous programs, safe from any thread.
 
 The ``call_*`` front and lookups are here; starting, stopping and the batched
-hand-over to the event loop are its base :class:`~._threaded_loop.LoopThread`.
+hand-over to the event loop are :class:`~._threaded_loop.LoopThread`, and the
+durable methods :class:`~._threaded_deferring.ThreadedDeferring`, its bases.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
 from datetime import datetime, timedelta
-from typing import Any, Literal, TypeVar, TypeVarTuple, Unpack, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, TypeVarTuple, Unpack, overload
 
 from ._cron import Cron
 from ._exceptions import SchedulerClosed
@@ -18,10 +19,13 @@ from ._options import make_extra
 from ._recurring import Recurring
 from ._retry import Retry
 from ._scheduler import Scheduler
-from ._threaded_loop import LoopThread
+from ._threaded_deferring import ThreadedDeferring
 from ._threads import contained, contained_on_error
 from ._util import check_aware, to_delay
 from ._vocab import Misfire, Overlap
+
+if TYPE_CHECKING:
+    from .durable import Store, TaskRegistry
 
 __all__ = ["Job", "RecurringJob", "ThreadedScheduler"]  # Job/RecurringJob from _jobs
 
@@ -32,7 +36,7 @@ PosArgsT = TypeVarTuple("PosArgsT")
 _DEFAULT_KEEP_FINISHED = 10_000
 
 
-class ThreadedScheduler(LoopThread):
+class ThreadedScheduler(ThreadedDeferring):
     """Run a :class:`Scheduler` on an event loop in a background thread.
 
     Every method is safe to call from any thread.  Sync callbacks run on
@@ -59,6 +63,15 @@ class ThreadedScheduler(LoopThread):
         job's own exception; whatever it raises is logged)
     :param wall_clock: as for :class:`Scheduler`
     :param slow_callback_duration: as for :class:`Scheduler`
+    :param store: a durable store, as for :class:`Scheduler`: entered on the
+        loop thread by :meth:`start` and left by :meth:`shutdown`; :meth:`defer`
+        and its friends block the calling thread until it has answered
+    :param tasks: as for :class:`Scheduler` (required with ``store``)
+    :param worker: as for :class:`Scheduler`: with a store, also claim and run
+        stored entries on the loop (False: only defer them)
+    :raises ValueError: on an invalid argument value
+    :raises TypeError: on an argument of the wrong type, or ``store`` without
+        ``tasks`` (or the reverse)
     """
 
     def __init__(
@@ -75,6 +88,9 @@ class ThreadedScheduler(LoopThread):
         on_error: Callable[[Handle[Any], BaseException], object] | None = None,
         wall_clock: Callable[[], datetime] | None = None,
         slow_callback_duration: float = 0.1,
+        store: Store | None = None,
+        tasks: TaskRegistry | None = None,
+        worker: bool = True,
     ) -> None:
         if max_threads is None:
             import os
@@ -99,7 +115,11 @@ class ThreadedScheduler(LoopThread):
             on_error=contained_on_error(on_error),
             wall_clock=wall_clock,
             slow_callback_duration=slow_callback_duration,
+            store=store,
+            tasks=tasks,
+            worker=worker,
         )
+        self._durable = store is not None
         super().__init__(
             scheduler,
             backend=backend,
