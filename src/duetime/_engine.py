@@ -4,7 +4,8 @@
 one timer loop that sleeps in a cancel scope until the earliest due time, the
 inline fast path for plain sync callbacks, the reusable callback tasks for
 everything else, each handle's final state and counters, cancellation, and the
-wall-clock watch.  Leaving the block is its base :class:`~._engine_exit.EngineExit`.
+wall-clock watch.  Opening and leaving the block is its base
+:class:`~._engine_block.EngineBlock`.
 :class:`~duetime.Scheduler` is the public face that turns ``call_*`` into
 entries; satellites (Recurring, Timeouts, PendingReplies, ThreadedScheduler) see
 the engine only as a :class:`~._host.Host`.
@@ -25,14 +26,13 @@ from anyio import (
     CancelScope,
     CapacityLimiter,
     Event,
-    create_task_group,
     get_cancelled_exc_class,
 )
 from anyio.abc import TaskGroup
 
 from ._bridge import ThreadBridge
 from ._context import InContext
-from ._engine_exit import EngineExit
+from ._engine_block import EngineBlock
 from ._exceptions import DeadlineExpired, SchedulerClosed
 from ._handle import (
     CANCELLED,
@@ -52,7 +52,7 @@ from ._host import Cancellable
 from ._logs import core_log
 from ._tasks import CallbackTasks, warn_blocking
 from ._unobserved import Unobserved
-from ._util import NEW, OPEN, backend_clock, is_async
+from ._util import NEW, is_async
 from ._wall import WallWatch
 
 __all__ = ["LATENESS_SAMPLES", "Engine", "PlainHandle"]
@@ -98,14 +98,15 @@ class PlainHandle(Handle[T_co]):
         return Handle.cancel(self)
 
 
-class Engine(EngineExit):
+class Engine(EngineBlock):
     """Runs a scheduler's entries once they are due, and ends each in one final state.
 
     Its :class:`~duetime.Scheduler` sees it as an :class:`~._front.EngineFront`,
     satellites as a :class:`~._host.Host`, its callback tasks as a
     :class:`~._tasks.TaskSite` and its wall-clock watch as a
-    :class:`~._wall.WallSite`: each view lists what that part may use.  Leaving
-    the block (``close``, ``crash``, the drain) comes from :class:`~._engine_exit.EngineExit`.
+    :class:`~._wall.WallSite`: each view lists what that part may use.  Opening
+    and leaving the block (``open``, ``close``, ``crash``, the drain) come from
+    :class:`~._engine_block.EngineBlock`.
     """
 
     def __init__(
@@ -304,30 +305,6 @@ class Engine(EngineExit):
         scope = self._sleep_scope
         if scope is not None:
             scope.deadline = when
-
-    # ------------------------------------------------------------------ opening
-
-    async def open(self) -> None:
-        """Start the task group and the timer loop (from ``Scheduler.__aenter__``)."""
-        if self.state != NEW:
-            raise RuntimeError("a Scheduler can be entered only once")
-        self.clock = backend_clock()
-        self.bridge.open()
-        self._cancelled_exc = get_cancelled_exc_class()
-        self.base_context = copy_context()
-        if self.max_concurrency is not None:
-            self.limiter = CapacityLimiter(self.max_concurrency)
-        self._never = Event()  # the timer loop sleeps on it until its deadline
-        tg = create_task_group()
-        await tg.__aenter__()
-        self.tg = tg
-        self.tasks.open(tg, self.clock, self.limiter, self.base_context)
-        self.loop_thread = _get_ident()
-        self.unobserved.defer = self.bridge.soon
-        self.state = OPEN
-        self.closed = False
-        self.accepting = self.loop_thread
-        tg.start_soon(self._timer_loop, name=f"duetime timer loop {id(self):#x}")
 
     # ------------------------------------------------------------------ cancellation
 

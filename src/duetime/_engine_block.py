@@ -1,23 +1,33 @@
-"""Leaving an engine's block: exit hooks, ``on_exit`` and ``grace``, abort and crash.
+"""An engine's block: opening it, and leaving it (``on_exit``, ``grace``, abort, crash).
 
-:class:`EngineExit` is the part of :class:`~._engine.Engine` that runs once the
-block starts to end (and when a BaseException ends it from inside): it drains or
-cancels what is pending, waits within ``grace`` for what runs, and decides
-whether a failed attempt may still be retried while the block exits.  None of
-it is on the schedule, fire or cancel paths, which stay in ``_engine``.
+:class:`EngineBlock` is the part of :class:`~._engine.Engine` that starts the
+task group and the timer loop, and that runs once the block starts to end (or a
+BaseException ends it from inside): it drains or cancels what is pending, waits
+within ``grace`` for what runs, and decides whether a failed attempt may still
+be retried while the block exits.  None of it is on the schedule, fire or
+cancel paths, which stay in ``_engine``.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from collections import deque
 from collections.abc import Callable
+from contextvars import Context, copy_context
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from anyio import Event, move_on_at
+from anyio import (
+    CapacityLimiter,
+    Event,
+    create_task_group,
+    get_cancelled_exc_class,
+    move_on_at,
+)
 from anyio.abc import TaskGroup
 
+from ._bridge import ThreadBridge
 from ._context import InContext
 from ._handle import CANCELLED, PENDING, QUEUED, RUNNING, Handle
 from ._heap import TimerHeap
@@ -25,26 +35,33 @@ from ._host import Cancellable
 from ._lifecycle import exit_block
 from ._tasks import CallbackTasks
 from ._unobserved import Unobserved
-from ._util import CLOSED, CLOSING, OPEN
+from ._util import CLOSED, CLOSING, NEW, OPEN, backend_clock
 from ._wall import WallWatch
 
-__all__ = ["EngineExit"]
+__all__ = ["EngineBlock"]
 
 _INF = math.inf
+_get_ident = threading.get_ident
 
 
-class EngineExit:
-    """How an :class:`~._engine.Engine`'s block ends; a base of the engine.
+class EngineBlock:
+    """How an :class:`~._engine.Engine`'s block opens and ends; a base of the engine.
 
     The attributes below are the engine's (set in ``Engine.__init__``), listed
-    for the type checker: they are what leaving the block reads and changes.
+    for the type checker: they are what opening and leaving the block read and
+    change.
     """
 
     state: int
     closed: bool
     accepting: int | None
+    loop_thread: int | None
     tg: TaskGroup | None
     clock: Callable[[], float]
+    bridge: ThreadBridge
+    base_context: Context
+    max_concurrency: int | None
+    limiter: CapacityLimiter | None
     grace: float | None
     on_exit: str
     heap: TimerHeap
@@ -62,6 +79,8 @@ class EngineExit:
     _batch_j: int
     _quiet: Event | None
     _quiet_mode: int
+    _cancelled_exc: type[BaseException]
+    _never: Event | None
 
     if TYPE_CHECKING:
 
@@ -71,6 +90,30 @@ class EngineExit:
         def rearm(self, when: float) -> None: ...
 
         def _cancel_pending(self, h: Handle[Any]) -> bool: ...
+
+        async def _timer_loop(self) -> None: ...
+
+    async def open(self) -> None:
+        """Start the task group and the timer loop (from ``Scheduler.__aenter__``)."""
+        if self.state != NEW:
+            raise RuntimeError("a Scheduler can be entered only once")
+        self.clock = backend_clock()
+        self.bridge.open()
+        self._cancelled_exc = get_cancelled_exc_class()
+        self.base_context = copy_context()
+        if self.max_concurrency is not None:
+            self.limiter = CapacityLimiter(self.max_concurrency)
+        self._never = Event()  # the timer loop sleeps on it until its deadline
+        tg = create_task_group()
+        await tg.__aenter__()
+        self.tg = tg
+        self.tasks.open(tg, self.clock, self.limiter, self.base_context)
+        self.loop_thread = _get_ident()
+        self.unobserved.defer = self.bridge.soon
+        self.state = OPEN
+        self.closed = False
+        self.accepting = self.loop_thread
+        tg.start_soon(self._timer_loop, name=f"duetime timer loop {id(self):#x}")
 
     async def close(
         self,
