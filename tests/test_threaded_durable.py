@@ -208,3 +208,17 @@ def test_on_the_loop_thread_a_blocking_call_refuses(tmp_path: Path) -> None:
         job = s.call_soon(lambda: s.deferred("k"), in_thread=False)  # runs on the loop
         with pytest.raises(RuntimeError, match="loop's own thread"):
             job.result(timeout=WAIT)
+
+
+def test_a_store_that_cannot_be_opened_fails_start_and_stops_the_loop_thread(
+    tmp_path: Path,
+) -> None:
+    s = ThreadedScheduler(store=SQLiteStore(tmp_path / "no" / "such" / "q.db"), tasks=registry())
+    with pytest.raises(FileNotFoundError, match=r"q\.db"), s:
+        pass  # never reached: entering raises
+    assert not [t for t in threading.enumerate() if t.name == "duetime-scheduler"]
+    with pytest.raises(SchedulerClosed, match="shut down"):
+        s.call_soon(print)
+    with pytest.raises(SchedulerClosed, match="shut down"):
+        s.deferred("k")
+    s.shutdown()  # nothing left to stop: returns at once

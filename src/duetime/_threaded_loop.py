@@ -94,18 +94,34 @@ class LoopThread(AbstractContextManager["LoopThread"]):
     def start(self) -> Self:
         """Start the event loop thread and enter the scheduler.
 
+        If entering fails (a durable store that cannot be opened, say), the
+        loop thread is stopped again, the error is raised here, and the
+        scheduler counts as shut down.
+
         :raises RuntimeError: if already started
         """
         with self._lock:
             if self._state != 0:
                 raise RuntimeError("a ThreadedScheduler can be started only once")
             self._state = 1
-        self._portal_cm = start_blocking_portal(
+        portal_cm = self._portal_cm = start_blocking_portal(
             self._backend, self._backend_options, name="duetime-scheduler"
         )
-        portal = self._portal = self._portal_cm.__enter__()
+        portal = self._portal = portal_cm.__enter__()
         self._scheduler_cm = portal.wrap_async_context_manager(self._scheduler)
-        self._scheduler_cm.__enter__()
+        try:
+            self._scheduler_cm.__enter__()
+        except BaseException:
+            # No __exit__ follows a failed __enter__: stop the loop thread now,
+            # or it would outlive the program's main thread.
+            with self._lock:
+                self._state = 2
+            try:
+                portal_cm.__exit__(None, None, None)
+            finally:
+                self._threads.close()
+                self._stopped.set()
+            raise
         portal.call(self._set_thread_limiter)
         return self
 
