@@ -3,7 +3,8 @@
 :class:`Deferring` is a base of :class:`~duetime.Scheduler`: thin, typed
 delegations to the client of the :class:`~duetime.durable.StoreSession` the
 block enters (``Scheduler(store=..., tasks=...)``).  The durable package is
-imported only when one of them is called, so ``call_*`` never load it.
+imported inside the methods, not at module level: it is built on the core,
+which does not import it back at import time.
 """
 
 from __future__ import annotations
