@@ -425,9 +425,19 @@ def test_a_base_exception_from_a_done_callback_or_on_error_is_contained(
     def on_error(handle: Any, exc: BaseException) -> None:
         raise Fatal("from on_error")
 
+    gate = threading.Event()
+
+    def gated() -> str:
+        # Held until the done-callback is registered: the virtual clock could
+        # otherwise finish the job first, and the callback would then run (and
+        # raise) here, in the registering thread.
+        gate.wait(30)
+        return "x"
+
     with make(backend, on_error=on_error) as s:
-        job = s.call_later(1, str, "x")
+        job = s.call_soon(gated)
         job.add_done_callback(lambda j: sys.exit(4))
+        gate.set()
         assert job.result(timeout=10) == "x"
         s.call_soon(divide_by_zero, 1)  # unobserved: goes to on_error, which raises
         assert s.call_later(2, str, "alive").result(timeout=10) == "alive"

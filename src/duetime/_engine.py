@@ -3,10 +3,12 @@
 :class:`Engine` owns everything that happens once an entry is on the heap: the
 one timer loop that sleeps in a cancel scope until the earliest due time, the
 inline fast path for plain sync callbacks, the reusable callback tasks for
-everything else, each handle's final state and counters, cancellation, the
-wall-clock watch, and leaving the block.  :class:`~duetime.Scheduler` is the
-public face that turns ``call_*`` into entries; satellites (Recurring, Timeouts,
-PendingReplies, ThreadedScheduler) see the engine only as a :class:`~._host.Host`.
+everything else, each handle's final state and counters, cancellation, and the
+wall-clock watch.  Opening and leaving the block is its base
+:class:`~._engine_block.EngineBlock`.
+:class:`~duetime.Scheduler` is the public face that turns ``call_*`` into
+entries; satellites (Recurring, Timeouts, PendingReplies, ThreadedScheduler) see
+the engine only as a :class:`~._host.Host`.
 """
 
 from __future__ import annotations
@@ -17,21 +19,20 @@ from collections import deque
 from collections.abc import Callable
 from contextvars import Context, copy_context
 from datetime import datetime
-from types import CoroutineType, TracebackType
+from types import CoroutineType
 from typing import Any, TypeVar
 
 from anyio import (
     CancelScope,
     CapacityLimiter,
     Event,
-    create_task_group,
     get_cancelled_exc_class,
-    move_on_at,
 )
 from anyio.abc import TaskGroup
 
 from ._bridge import ThreadBridge
 from ._context import InContext
+from ._engine_block import EngineBlock
 from ._exceptions import DeadlineExpired, SchedulerClosed
 from ._handle import (
     CANCELLED,
@@ -48,11 +49,10 @@ from ._handle import (
 )
 from ._heap import TimerHeap
 from ._host import Cancellable
-from ._lifecycle import exit_block
 from ._logs import core_log
 from ._tasks import CallbackTasks, warn_blocking
 from ._unobserved import Unobserved
-from ._util import CLOSED, CLOSING, NEW, OPEN, backend_clock, is_async
+from ._util import NEW, is_async
 from ._wall import WallWatch
 
 __all__ = ["LATENESS_SAMPLES", "Engine", "PlainHandle"]
@@ -98,13 +98,15 @@ class PlainHandle(Handle[T_co]):
         return Handle.cancel(self)
 
 
-class Engine:
+class Engine(EngineBlock):
     """Runs a scheduler's entries once they are due, and ends each in one final state.
 
     Its :class:`~duetime.Scheduler` sees it as an :class:`~._front.EngineFront`,
     satellites as a :class:`~._host.Host`, its callback tasks as a
     :class:`~._tasks.TaskSite` and its wall-clock watch as a
-    :class:`~._wall.WallSite`: each view lists what that part may use.
+    :class:`~._wall.WallSite`: each view lists what that part may use.  Opening
+    and leaving the block (``open``, ``close``, ``crash``, the drain) come from
+    :class:`~._engine_block.EngineBlock`.
     """
 
     def __init__(
@@ -303,197 +305,6 @@ class Engine:
         scope = self._sleep_scope
         if scope is not None:
             scope.deadline = when
-
-    # ------------------------------------------------------------------ lifecycle
-
-    async def open(self) -> None:
-        """Start the task group and the timer loop (from ``Scheduler.__aenter__``)."""
-        if self.state != NEW:
-            raise RuntimeError("a Scheduler can be entered only once")
-        self.clock = backend_clock()
-        self.bridge.open()
-        self._cancelled_exc = get_cancelled_exc_class()
-        self.base_context = copy_context()
-        if self.max_concurrency is not None:
-            self.limiter = CapacityLimiter(self.max_concurrency)
-        self._never = Event()  # the timer loop sleeps on it until its deadline
-        tg = create_task_group()
-        await tg.__aenter__()
-        self.tg = tg
-        self.tasks.open(tg, self.clock, self.limiter, self.base_context)
-        self.loop_thread = _get_ident()
-        self.unobserved.defer = self.bridge.soon
-        self.state = OPEN
-        self.closed = False
-        self.accepting = self.loop_thread
-        tg.start_soon(self._timer_loop, name=f"duetime timer loop {id(self):#x}")
-
-    async def close(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        """Leave the block: exit hooks, then ``on_exit`` and ``grace`` (or abort).
-
-        A BaseException that ended the block from inside (a callback's
-        KeyboardInterrupt, say) leaves it as itself.
-        """
-        tg = self.tg
-        assert tg is not None
-        self.closed = True
-        self.accepting = None
-        self.state = CLOSING
-        for hook in list(self._exit_hooks):
-            try:
-                hook.cancel()
-            except BaseException as fatal:
-                self.crash(fatal)
-        try:
-            result = await exit_block(tg, self._drain, self._abort, exc_type, exc, tb)
-        except BaseException:
-            self._after_exit()
-            if self._fatal is not None:
-                raise self._fatal from None
-            raise
-        self._after_exit()
-        if self._fatal is not None:
-            raise self._fatal from None
-        return result
-
-    def _after_exit(self) -> None:
-        """Report what nobody observed (on every way out), then forget the loop."""
-        self.tg = None  # from here on crash() only records
-        self.unobserved.flush()  # a BaseException from on_error is recorded by crash()
-        self.unobserved.defer = None
-
-    def crash(self, exc: BaseException) -> None:
-        """A BaseException escaped a callback, a done-callback or ``on_error``.
-
-        Every other handle ends in a final state (CANCELLED), the block ends,
-        and ``exc`` leaves it as itself (never wrapped in a group).  It never
-        escapes one of our tasks: on asyncio that would stop the event loop.
-        """
-        if self._fatal is None:
-            self._fatal = exc
-        if self.tg is not None:
-            self._abort()
-
-    async def _drain(self) -> None:
-        """The block ended normally: apply ``on_exit`` within ``grace``.
-
-        ``"drain"`` starts what is due within ``grace`` of the exit and cancels
-        the rest at once; running callbacks then get ``grace`` from the last
-        start (at most twice ``grace`` in all).  ``grace=None`` waits as long
-        as it takes.
-        """
-        grace = self.grace
-        start_by = _INF if grace is None else self.clock() + grace
-        if self.on_exit == "cancel":
-            self._cancel_all_pending()
-        else:
-            self._drain_until = start_by
-            self._cancel_pending_after(start_by)
-            with move_on_at(start_by):
-                # Until nothing is pending or running: a failed attempt may put
-                # a retry back on the heap meanwhile.
-                await self._wait_quiet(3)
-            self._drain_until = -_INF  # no retry starts after the window
-            self._cancel_all_pending()
-        run_until = _INF if grace is None else self.clock() + grace
-        with move_on_at(run_until):
-            await self._wait_quiet(2)
-
-    def requeue(self, h: Handle[Any], when: float) -> bool:
-        """Put a failed attempt back on the heap for ``when``, if leaving the block allows.
-
-        While open it always may; while exiting with ``on_exit="drain"``, only
-        for a retry due inside the drain window.
-        """
-        state = self.state
-        if state != OPEN and not (
-            state == CLOSING and self.on_exit == "drain" and when <= self._drain_until
-        ):
-            return False
-        h._when = when
-        h._st = PENDING
-        h._result = None
-        self.heap.push((when, h._id, h))
-        if when < self.wake_at:
-            self.rearm(when)
-        return True
-
-    def _abort(self) -> None:
-        self.state = CLOSED  # no retries from here on
-        self.closed = True
-        self.accepting = None
-        self._cancel_all_pending()
-        tg = self.tg
-        assert tg is not None
-        tg.cancel_scope.cancel()
-
-    def _busy(self, mode: int) -> int:
-        # 1: pending, 2: running, 3: both
-        return (self.pending if mode & 1 else 0) + (self.running if mode & 2 else 0)
-
-    async def _wait_quiet(self, mode: int) -> None:
-        while self._busy(mode) > 0:
-            self._quiet = Event()
-            self._quiet_mode = mode
-            await self._quiet.wait()
-
-    def check_quiet(self) -> None:
-        """Wake the exit if it waits for what just reached zero."""
-        mode = self._quiet_mode
-        if mode and self._busy(mode) == 0:
-            assert self._quiet is not None
-            self._quiet_mode = 0
-            self._quiet.set()
-
-    def _cancel_pending_after(self, when: float) -> None:
-        fatal = None
-        for h in self.heap.live():
-            x = h._x
-            if h._when > when and (x is None or not x.internal):
-                try:
-                    self._cancel_pending(h)
-                except BaseException as exc:
-                    fatal = fatal or exc
-        if fatal is not None:
-            self.crash(fatal)
-
-    def _cancel_all_pending(self) -> None:
-        tasks = self.tasks
-        q = tasks.q
-        doomed = self.heap.live() + list(self.soon) + list(q) + list(tasks.acquiring)
-        if self._batch is not None:
-            doomed += [e[2] for e in self._batch[self._batch_j :] if e[2]._when is e[0]]
-            self._batch = None
-        self.heap.clear()
-        self.soon.clear()
-        q.clear()
-        self.wall.clear()
-        # Every one ends CANCELLED even if a done-callback raises a BaseException
-        # on the way: the first such exception ends the block afterwards.
-        fatal = None
-        for h in doomed:
-            x = h._x
-            if x is not None and x.internal:
-                continue
-            try:
-                if h._st <= QUEUED:
-                    self.cancelled += 1
-                    h._finish(CANCELLED, None)
-                elif h._st == RUNNING and isinstance(h._result, InContext):
-                    # An async callback created inline, not yet picked up by a callback task.
-                    h._result.close()
-                    self.running -= 1
-                    self.cancelled += 1
-                    h._finish(CANCELLED, None)
-            except BaseException as exc:
-                fatal = fatal or exc
-        if fatal is not None:
-            self.crash(fatal)
 
     # ------------------------------------------------------------------ cancellation
 

@@ -4,30 +4,29 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine
 from contextvars import Context
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, TypeVarTuple, Unpack, overload
 
-from anyio import current_effective_deadline
-
 from ._cron import Cron
+from ._deferring import Deferring
 from ._engine import Engine, PlainHandle
-from ._exceptions import DeadlineExpired
 from ._front import EngineFront
-from ._handle import PENDING, Extra, Handle, _ids
+from ._general import NO_DEADLINE_IN_THREAD, schedule_opts, schedule_wall
+from ._handle import PENDING, Handle, _ids
 from ._host import Host
-from ._options import check_settings, make_extra, parse_options
+from ._options import check_settings, parse_options
 from ._recurring import Recurring
 from ._retry import Retry
 from ._stats import SchedulerStatistics, snapshot
-from ._util import check_aware, to_delay
-from ._vocab import Misfire, Overlap, Status
+from ._util import to_delay
+from ._vocab import Misfire, Overlap
 
 if TYPE_CHECKING:
-    from .durable import Client, Deferred, Entry, OnConflict, Store, StoreSession, TaskRegistry
+    from .durable import Store, StoreSession, TaskRegistry
 
 __all__ = ["Scheduler", "SchedulerStatistics"]
 
@@ -38,17 +37,13 @@ _INF = math.inf
 _NEG_INF = -math.inf  # a constant: the hot path would negate _INF at each call
 _get_ident = threading.get_ident
 _new = object.__new__
-_NO_DEADLINE_IN_THREAD = (
-    "inherit_deadline=True needs the event loop's thread: another thread has no"
-    " anyio deadline to inherit"
-)
 
 
 def _default_wall_clock() -> datetime:
     return datetime.now(UTC)
 
 
-class Scheduler:
+class Scheduler(Deferring):
     """Run callbacks later: after a delay, at a time, or soon.
 
     Use it as ``async with Scheduler() as scheduler:``.  The block owns one anyio
@@ -102,7 +97,7 @@ class Scheduler:
     # call (a helper, an ``__init__`` frame) costs about 7% of it.  Options
     # arrive as ``**opts``: with none given that is one empty dict and one test,
     # where six keyword-only defaults cost CPython 3.11 a dict lookup each per
-    # call.  Anything with an option goes through the shared ``_schedule_opts``.
+    # call.  Anything with an option goes through ``_general.schedule_opts``.
 
     __slots__ = ("__weakref__", "_durable", "_engine", "_heap")
 
@@ -241,7 +236,7 @@ class Scheduler:
         e = self._engine
         if opts or _get_ident() != e.accepting:
             e.check_open()
-            return self._schedule_opts(e.clock(), func, args, *parse_options("call_soon", opts))
+            return schedule_opts(e, e.clock(), func, args, *parse_options("call_soon", opts))
         if not callable(func):
             raise TypeError(f"func must be callable, got {func!r}")
         # PlainHandle(clock(), func, args, e), written out: no __init__ frame.
@@ -343,8 +338,8 @@ class Scheduler:
         e = self._engine
         if opts or _get_ident() != e.accepting:
             e.check_open()
-            return self._schedule_opts(
-                e.clock() + delay, func, args, *parse_options("call_later", opts)
+            return schedule_opts(
+                e, e.clock() + delay, func, args, *parse_options("call_later", opts)
             )
         when = e.clock() + delay
         if not callable(func):
@@ -423,7 +418,7 @@ class Scheduler:
         """
         if type(when) is not float:
             if isinstance(when, datetime):
-                return self._call_at_wall(when, func, args, opts)
+                return schedule_wall(self._engine, when, func, args, opts)
             if isinstance(when, bool) or not isinstance(when, int | float):
                 raise TypeError(
                     f"when must be a loop time (float) or an aware datetime, got {when!r}"
@@ -434,7 +429,7 @@ class Scheduler:
         e = self._engine
         if opts or _get_ident() != e.accepting:
             e.check_open()
-            return self._schedule_opts(when, func, args, *parse_options("call_at", opts))
+            return schedule_opts(e, when, func, args, *parse_options("call_at", opts))
         if not callable(func):
             raise TypeError(f"func must be callable, got {func!r}")
         # PlainHandle(when, func, args, e), written out: no __init__ frame.
@@ -452,19 +447,6 @@ class Scheduler:
         if when < e.wake_at:
             e.rearm(when)
         return h
-
-    def _call_at_wall(
-        self, when: datetime, func: Callable[..., Any], args: tuple[Any, ...], opts: dict[str, Any]
-    ) -> Handle[Any]:
-        """``call_at`` with an aware datetime: a wall-clock entry (its Extra says so)."""
-        check_aware(when)
-        e = self._engine
-        e.check_open()
-        x = Extra()
-        x.wall = when
-        return self._schedule_opts(
-            e.to_loop_time(when), func, args, *parse_options("call_at", opts), x
-        )
 
     @overload
     def call_every(
@@ -570,64 +552,11 @@ class Scheduler:
         )
         if _get_ident() != e.loop_thread:
             if inherit_deadline:
-                raise RuntimeError(_NO_DEADLINE_IN_THREAD)
+                raise RuntimeError(NO_DEADLINE_IN_THREAD)
             e.check_open()
             recurring: Recurring[Any] = e.bridge.call(make)
             return recurring
         return make()
-
-    def _schedule_opts(
-        self,
-        when: float,
-        func: Callable[..., Any],
-        args: tuple[Any, ...],
-        name: str | None,
-        timeout: float | None,
-        retry: Retry | None,
-        in_thread: bool | None,
-        inherit_deadline: bool,
-        context: Context | None,
-        x: Extra | None = None,
-    ) -> Handle[Any]:
-        """The slow path of every ``call_*``: options, or a call from another thread."""
-        e = self._engine
-        if (
-            x is None
-            and name is None
-            and timeout is None
-            and retry is None
-            and in_thread is None
-            and not inherit_deadline
-            and context is None
-        ):
-            if not callable(func):
-                raise TypeError(f"func must be callable, got {func!r}")
-            h: Handle[Any] = Handle(when, func, args, e)
-        else:
-            x = make_extra(
-                func, name, timeout, retry, in_thread, inherit_deadline, e.sync_in_thread, x
-            )
-            if context is not None:
-                if not isinstance(context, Context):
-                    raise TypeError(f"context must be a contextvars.Context, got {context!r}")
-                x.context = context
-            h = Handle(when, func, args, e, x)
-        if _get_ident() != e.loop_thread:
-            if inherit_deadline:
-                raise RuntimeError(_NO_DEADLINE_IN_THREAD)
-            e.bridge.submit(h)
-            return h
-        if inherit_deadline:
-            assert x is not None
-            deadline = current_effective_deadline()
-            if deadline < _INF:
-                x.deadline = deadline
-                if when >= deadline:
-                    # Never started: it could not begin before the deadline.
-                    e.expire_unstarted(h, DeadlineExpired(f"{h.name} was due after its deadline"))
-                    return h
-        e.push(h)
-        return h
 
     # ------------------------------------------------------------------ introspection
 
@@ -644,255 +573,3 @@ class Scheduler:
         e = self._engine
         state = ("new", "open", "closing", "closed")[e.state]
         return f"<Scheduler {state} pending={e.pending} running={e.running}>"
-
-    # ================================================================== durable
-    # Registered tasks in a durable store (store=, tasks=, worker=): thin, typed
-    # delegations to the client of the StoreSession the block enters.  Nothing above
-    # this line reads self._durable except __init__, __aenter__ and __aexit__.
-
-    def _client(self) -> Client:
-        session = self._durable
-        if session is None:
-            raise RuntimeError(
-                "this Scheduler has no durable store: create it with"
-                " Scheduler(store=..., tasks=...) to defer registered tasks"
-            )
-        return session.client
-
-    @overload
-    async def defer(
-        self,
-        task: Callable[[Unpack[PosArgsT]], Coroutine[Any, Any, T]],
-        /,
-        *args: Unpack[PosArgsT],
-        delay: float | timedelta | None = ...,
-        at: datetime | None = ...,
-        key: str | None = ...,
-        on_conflict: OnConflict = ...,
-    ) -> Deferred[T]: ...
-
-    @overload
-    async def defer(
-        self,
-        task: Callable[[Unpack[PosArgsT]], T],
-        /,
-        *args: Unpack[PosArgsT],
-        delay: float | timedelta | None = ...,
-        at: datetime | None = ...,
-        key: str | None = ...,
-        on_conflict: OnConflict = ...,
-    ) -> Deferred[T]: ...
-
-    @overload
-    async def defer(
-        self,
-        task: str,
-        /,
-        *args: Any,
-        delay: float | timedelta | None = ...,
-        at: datetime | None = ...,
-        key: str | None = ...,
-        on_conflict: OnConflict = ...,
-    ) -> Deferred[Any]: ...
-
-    async def defer(  # type: ignore[misc]  # mypy: TypeVarTuple overload impl
-        self,
-        task: str | Callable[..., Any],
-        /,
-        *args: Any,
-        delay: float | timedelta | None = None,
-        at: datetime | None = None,
-        key: str | None = None,
-        on_conflict: OnConflict = "keep",
-    ) -> Deferred[Any]:
-        """Store one run of a registered task; it is safe in the store on return.
-
-        Due now unless ``delay`` (added to the store's clock) or ``at`` is given.
-        Delivery is at least once: see ``docs/guide-durable.md``.
-
-        :param task: a function registered in ``tasks``, or its name
-        :param args: positional arguments: JSON values or an aware datetime,
-            date, UUID, Decimal or bytes (64 KiB encoded at most)
-        :param delay: seconds or a timedelta from now
-        :param at: an aware datetime
-        :param key: the entry's identity (default: a random key); an insert is
-            idempotent by key, and a finished key is kept as a tombstone for the
-            store's ``dedupe_ttl``
-        :param on_conflict: when ``key`` exists (tombstones included):
-            ``"keep"`` returns that entry and stores nothing, ``"replace"``
-            replaces it unless it is running, ``"error"`` raises
-        :return: a :class:`~duetime.Deferred` on the entry: its ``entry`` is the
-            :class:`~duetime.Entry` now stored under the key; awaiting it gives
-            the task's return value, whichever process runs it
-        :raises RuntimeError: the Scheduler has no store
-        :raises SchedulerClosed: outside the ``async with`` block
-        :raises LookupError: an unknown task name
-        :raises TypeError: an unregistered function, or an argument the codec
-            does not carry
-        :raises ValueError: a naive ``at``, a negative delay, both ``delay`` and
-            ``at``, a bad key or ``on_conflict``, a payload over 64 KiB
-        :raises EntryExists: as ``on_conflict`` says
-        """
-        from .durable import Deferred
-
-        client = self._client()
-        entry = await client.defer(
-            task, *args, delay=delay, at=at, key=key, on_conflict=on_conflict
-        )
-        return Deferred(client, entry.key, entry)
-
-    async def defer_many(
-        self,
-        task: str | Callable[..., Any],
-        argsets: Iterable[Sequence[Any]],
-        /,
-        *,
-        delay: float | timedelta | None = None,
-        at: datetime | None = None,
-        keys: Iterable[str | None] | None = None,
-        on_conflict: OnConflict = "keep",
-    ) -> list[Deferred[Any]]:
-        """Store many runs of one task in one store transaction (all or nothing).
-
-        :param argsets: one sequence of positional arguments per run
-        :param keys: one key (or None for a random one) per run
-        :return: a :class:`~duetime.Deferred` per run (its ``entry`` the entry now
-            stored), in the order of ``argsets``
-        :raises ValueError: ``keys`` of another length, a key given twice;
-            otherwise as :meth:`defer` (every run is checked before any is stored)
-        """
-        from .durable import Deferred
-
-        client = self._client()
-        entries = await client.defer_many(
-            task, argsets, delay=delay, at=at, keys=keys, on_conflict=on_conflict
-        )
-        return [Deferred(client, e.key, e) for e in entries]
-
-    async def defer_every(
-        self,
-        trigger: float | timedelta | Cron,
-        task: str | Callable[..., Any],
-        /,
-        *args: Any,
-        key: str,
-        start: float | timedelta | datetime | None = None,
-        misfire: Misfire = "coalesce",
-        overlap: Overlap = "skip",
-        on_conflict: OnConflict = "keep",
-    ) -> Deferred[Any]:
-        """Store a recurring series of a registered task: one row on a drift-free grid.
-
-        With several workers each occurrence runs once.  ``current_entry().due``
-        is the grid point a run stands for.
-
-        :param trigger: an interval (seconds or a timedelta) or a :class:`~duetime.Cron`
-        :param key: the series' identity (required; idempotent by key)
-        :param start: a delay from now or an aware datetime where the grid
-            starts (default: now)
-        :param misfire: for points missed while no worker ran: ``"coalesce"``
-            (one run for the latest), ``"skip"``, or ``"catch_up"`` (every one)
-        :param overlap: for points that come while a run is running: ``"skip"``,
-            ``"wait"`` (run next), or ``"allow"`` (each its own entry,
-            keyed ``"{key}@{occurrence}"``)
-        :return: a :class:`~duetime.Deferred` on the series (its ``entry`` the
-            series' entry); a series has no single result: awaiting it raises
-            TypeError
-        :raises RuntimeError: the Scheduler has no store
-        :raises TypeError: a trigger that is neither an interval nor a Cron
-        :raises ValueError: a bad policy, interval or start; otherwise as :meth:`defer`
-        """
-        from .durable import Deferred
-
-        client = self._client()
-        entry = await client.defer_every(
-            trigger,
-            task,
-            *args,
-            key=key,
-            start=start,
-            misfire=misfire,
-            overlap=overlap,
-            on_conflict=on_conflict,
-        )
-        return Deferred(client, entry.key, entry)
-
-    def deferred_handle(self, key: str) -> Deferred[Any]:
-        """A :class:`~duetime.Deferred` on the entry stored under ``key``, by any
-        process: nothing is read until it is awaited (or refreshed).
-
-        :raises TypeError: ``key`` is not a str
-        :raises RuntimeError: the Scheduler has no store
-        """
-        from .durable import Deferred
-
-        if not isinstance(key, str):
-            raise TypeError(f"key must be a str, not {type(key).__name__}")
-        return Deferred(self._client(), key)
-
-    async def cancel_deferred(self, key: str, *, abort: bool = False) -> bool:
-        """Delete a PENDING or FAILED entry or series; with ``abort=True``, also
-        abort a RUNNING one, from any process.
-
-        An abort is stored with the entry and announced: the worker holding it
-        cancels its run (an async task), or a sync task sees
-        ``current_entry().abort_requested`` turn True and stops when it polls
-        it; the entry ends CANCELLED, not retried, not dead-lettered, and its
-        awaiters get :exc:`~duetime.CallbackCancelled`.  A run that returns
-        before the abort reaches it still completes (one outcome, whatever
-        races).  A series stops, and its running occurrence is aborted.
-        Without ``abort`` (the default) a running entry is left alone.
-
-        :param abort: abort a running entry too
-        :return: True if deleted or its abort requested; False if absent or
-            finished, or running and ``abort`` is False
-        :raises TypeError: ``key`` is not a str (any str is looked up, even one
-            ``defer`` would refuse: a malformed row a store lists), or
-            ``abort`` is not a bool
-        :raises RuntimeError: the Scheduler has no store
-        """
-        return await self._client().cancel_deferred(key, abort=abort)
-
-    async def deferred(self, key: str) -> Entry | None:
-        """The entry stored under ``key`` (finished ones while kept as tombstones), or None.
-
-        :raises TypeError: ``key`` is not a str (any str is looked up, even one
-            ``defer`` would refuse: a malformed row a store lists)
-        :raises RuntimeError: the Scheduler has no store
-        """
-        return await self._client().deferred(key)
-
-    async def deferred_entries(
-        self, *, status: Status | None = None, limit: int = 1000
-    ) -> list[Entry]:
-        """Stored entries by due time, optionally only those with ``status``.
-
-        :raises RuntimeError: the Scheduler has no store
-        """
-        return await self._client().entries(status=status, limit=limit)
-
-    async def dead_letters(self, *, limit: int = 1000) -> list[Entry]:
-        """FAILED entries: retries exhausted, unknown task, bad payload, or poison
-        (a worker died with it ``max_deliveries`` times).
-
-        :raises RuntimeError: the Scheduler has no store
-        """
-        return await self._client().dead_letters(limit=limit)
-
-    async def retry_deferred(self, key: str) -> bool:
-        """Make a FAILED entry PENDING again, due now, attempt 1; False if not FAILED.
-
-        :raises TypeError: ``key`` is not a str (any str is looked up, even one
-            ``defer`` would refuse: a malformed row a store lists)
-        :raises RuntimeError: the Scheduler has no store
-        """
-        return await self._client().retry_deferred(key)
-
-    async def delete_deferred(self, key: str) -> bool:
-        """Delete an entry that is not running (dead letters and tombstones too).
-
-        :raises TypeError: ``key`` is not a str (any str is looked up, even one
-            ``defer`` would refuse: a malformed row a store lists)
-        :raises RuntimeError: the Scheduler has no store
-        """
-        return await self._client().delete_deferred(key)

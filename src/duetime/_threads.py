@@ -13,7 +13,8 @@ pending one, and its ``timeout`` starts when a thread picks it up.
 A job that raises a BaseException that is not an Exception (``sys.exit()``,
 KeyboardInterrupt, a custom one) fails with it, as in :mod:`concurrent.futures`,
 and the scheduler keeps running: the exception travels through the scheduler
-inside a :class:`Raised`, so the event loop never sees it raised.
+inside a :class:`Raised`, so the event loop never sees it raised; the
+scheduler's ``on_error`` sees the job's own exception (:func:`contained_on_error`).
 """
 
 from __future__ import annotations
@@ -30,12 +31,23 @@ from typing import Any
 
 from anyio import CancelScope, get_cancelled_exc_class
 
-from ._handle import Handle, current_run
+from ._handle import Handle, current_run, report_unobserved
+from ._logs import core_log
 from ._retry import Retry
 from ._util import loop_soon_threadsafe
 from ._virtual import VirtualTimeLoop, current_mock_clock, hold_autojump
 
-__all__ = ["GuardAsync", "GuardSync", "InThread", "Raised", "JobThreads", "contained", "unwrap"]
+__all__ = [
+    "CancelWaiting",
+    "GuardAsync",
+    "GuardSync",
+    "InThread",
+    "JobThreads",
+    "Raised",
+    "contained",
+    "contained_on_error",
+    "unwrap",
+]
 
 # Work states: QUEUED -> RUNNING (a thread took it) -> DONE, or QUEUED -> ABANDONED.
 QUEUED, RUNNING, DONE, ABANDONED = range(4)
@@ -404,3 +416,33 @@ class JobThreads:
         # RuntimeError: the loop has stopped, and nobody waits for the outcome.
         with contextlib.suppress(RuntimeError):
             wake()
+
+
+class CancelWaiting:
+    """An exit hook: cancel the sync jobs still waiting for a worker thread."""
+
+    __slots__ = ("_threads",)
+
+    def __init__(self, threads: JobThreads) -> None:
+        self._threads = threads
+
+    def cancel(self) -> None:
+        self._threads.cancel_waiting()
+
+
+def contained_on_error(
+    on_error: Callable[[Handle[Any], BaseException], object] | None,
+) -> Callable[[Handle[Any], BaseException], object]:
+    """``on_error`` as the loop calls it: with the job's own exception, never raising."""
+
+    def report(handle: Handle[Any], exc: BaseException) -> None:
+        exc = unwrap(exc)
+        if on_error is None:
+            report_unobserved(None, handle, exc)
+            return
+        try:
+            on_error(handle, exc)
+        except BaseException:  # must not stop the loop
+            core_log.exception("on_error raised while reporting %r", handle)
+
+    return report

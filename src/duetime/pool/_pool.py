@@ -1,12 +1,14 @@
-"""WorkerPool: a bounded, optionally prioritised queue served by N supervised workers."""
+"""WorkerPool: a bounded, optionally prioritised queue served by N supervised workers.
+
+Submitting, the workers and each item's final state are here; opening and
+closing the block is the pool's base :class:`~._closing.PoolClosing`.
+"""
 
 from __future__ import annotations
 
 import inspect
 import math
 from collections.abc import Callable, Coroutine
-from contextvars import ContextVar
-from types import TracebackType
 from typing import Any, Generic, TypeVar, overload
 
 from anyio import (
@@ -14,10 +16,8 @@ from anyio import (
     ClosedResourceError,
     Event,
     WouldBlock,
-    create_task_group,
     current_effective_deadline,
     get_cancelled_exc_class,
-    sleep_until,
 )
 from anyio.abc import TaskGroup
 from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled
@@ -28,26 +28,21 @@ from .._handle import (
     COMPLETED,
     EXPIRED,
     FAILED,
-    QUEUED,
     RUNNING,
     Handle,
     report_unobserved,
 )
-from .._lifecycle import exit_block
 from .._logs import core_log
 from .._unobserved import Unobserved
 from .._util import (
-    CLOSED,
-    CLOSING,
     NEW,
     OPEN,
-    backend_clock,
     is_async,
-    loop_soon_threadsafe,
     strip_own_frames,
     to_delay,
     to_positive,
 )
+from ._closing import PoolClosing, in_handler
 from ._queue import ItemQueue, expired, number
 from ._stats import Estimate, PoolStatistics
 
@@ -59,14 +54,9 @@ T = TypeVar("T")
 logger = core_log
 
 _INF = math.inf
-# The pool whose handler is running in this context: aclose() from inside a
-# handler must not wait for the drain (it would wait on itself).
-_in_handler: ContextVar[WorkerPool[Any, Any] | None] = ContextVar(
-    "duetime_pool_handler", default=None
-)
 
 
-class WorkerPool(Generic[ItemT, T]):
+class WorkerPool(PoolClosing, Generic[ItemT, T]):
     """N workers that run ``handler(item)`` for items taken from a bounded queue.
 
     ::
@@ -301,124 +291,12 @@ class WorkerPool(Generic[ItemT, T]):
             self._queue.put(h, prio)
         return h
 
-    # ------------------------------------------------------------------ lifecycle
-
-    async def __aenter__(self) -> WorkerPool[ItemT, T]:
-        if self._state != NEW:
-            raise RuntimeError("a WorkerPool can be entered only once")
-        self._clock = backend_clock()
-        deadline = self._deadline_arg
-        ambient = current_effective_deadline()
-        if ambient != _INF:
-            deadline = ambient if deadline is None else min(deadline, ambient)
-        self._deadline = deadline
-        tg = create_task_group()
-        await tg.__aenter__()
-        self._tg = tg
-        self._unobserved.defer = loop_soon_threadsafe()
-        self._state = OPEN
-        for i in range(self._workers):
-            tg.start_soon(self._worker, name=f"duetime pool worker {i} {id(self):#x}")
-        if deadline is not None and deadline != _INF:
-            self._watch_scope = CancelScope()
-            tg.start_soon(self._watch_deadline, deadline, self._watch_scope)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        assert self._tg is not None
-        self._begin_close()
-        try:
-            result = await exit_block(self._tg, self._wait_drained, self._abort, exc_type, exc, tb)
-        except BaseException:
-            self._flush_unobserved()
-            if self._fatal is not None:
-                raise self._fatal from None
-            raise
-        self._flush_unobserved()
-        if self._fatal is not None:
-            # The group's cancellation (ours, from _crash) was absorbed: the
-            # handler's BaseException leaves the block as itself.
-            raise self._fatal from None
-        return result
-
-    def _flush_unobserved(self) -> None:
-        """Report what nobody observed, on every way out of the block."""
-        self._unobserved.flush()
-        self._unobserved.defer = None
-
-    async def aclose(self) -> None:
-        """The sentinel: accept nothing more, let queued items run, then stop.
-
-        anyio's name for closing a resource.  Afterwards ``submit`` and
-        ``submit_nowait`` raise :exc:`anyio.ClosedResourceError`, and so do
-        producers that were waiting for room.  Waits until every accepted item
-        has finished, except when called from one of this pool's own handlers
-        (which would be waiting on itself): then it returns at once.  Calling it
-        twice is safe.
-        """
-        self._begin_close()
-        if _in_handler.get() is self or self._state == NEW:
-            return
-        await self._wait_drained()
-
-    def _begin_close(self) -> None:
-        if self._state in (NEW, OPEN):
-            self._state = CLOSING
-        if self._drained is None:
-            self._drained = Event()
-        # Idle workers re-check (and exit once the queue is empty); blocked
-        # producers see the pool closed.
-        self._queue.release_all()
-        self._check_drained()
-
-    async def _wait_drained(self) -> None:
-        assert self._drained is not None
-        await self._drained.wait()
+    # ------------------------------------------------------------------ workers
 
     def _check_drained(self) -> None:
+        # Here, not in PoolClosing: every settled item calls it.
         if self._drained is not None and self._queued + self._running == 0:
             self._drained.set()
-
-    def _crash(self, exc: BaseException) -> None:
-        """A BaseException escaped a handler, a done-callback or ``on_error``.
-
-        Every other item ends in a final state (CANCELLED), the block ends, and
-        ``exc`` leaves it as itself (never wrapped in a group).  It never escapes
-        one of our tasks: on asyncio a KeyboardInterrupt there stops the loop.
-        """
-        if self._fatal is None:
-            self._fatal = exc
-        if self._tg is not None:
-            self._abort()
-
-    def _abort(self) -> None:
-        """Body raised (or we were cancelled): end queued items, cancel the workers."""
-        self._state = CLOSED
-        now = self._clock()
-        late = self._deadline is not None and now >= self._deadline
-        for h in self._queue.take_all():
-            if h._st == QUEUED:
-                if late:
-                    self._settle(h, EXPIRED, expired(h))
-                else:
-                    self._settle(h, CANCELLED, None)
-        assert self._tg is not None
-        self._tg.cancel_scope.cancel()
-
-    async def _watch_deadline(self, deadline: float, scope: CancelScope) -> None:
-        with scope:
-            await sleep_until(deadline)
-            # No queued item can start any more: expire them now rather than as
-            # workers come free, and release producers waiting for room.
-            for h in self._queue.take_all():
-                if h._st == QUEUED:
-                    self._settle(h, EXPIRED, expired(h))
-            self._queue.release_putters()
 
     async def _worker(self) -> None:
         """Supervise one worker loop: a crash outside a handler restarts it."""
@@ -484,7 +362,7 @@ class WorkerPool(Generic[ItemT, T]):
         h._st = RUNNING
         assert h._args is not None
         item = h._args[0]
-        token = _in_handler.set(self)
+        token = in_handler.set(self)
         scope: CancelScope | None = None
         try:
             if self._async:
@@ -534,7 +412,7 @@ class WorkerPool(Generic[ItemT, T]):
                 self._estimate.learn(ran)
                 self._settle(h, COMPLETED, result, ran)
         finally:
-            _in_handler.reset(token)
+            in_handler.reset(token)
             # A traceback that outlives the item reaches this frame (through the
             # handler's): it must not keep the handle alive, or an unobserved
             # failure could not be reported when the program drops the handle.
