@@ -201,9 +201,16 @@ def test_exact_arguments_are_what_decoding_gives_back(args: list[Any]) -> None:
 
 
 def test_exact_arguments_refuse_what_encode_args_refuses() -> None:
-    for bad in ([float("nan")], [float("inf")], [1 << 100_000], ["\ud800"], ["x" * MAX_PAYLOAD]):
-        with pytest.raises(ValueError):
-            encode_args_exact(bad)
+    bad: list[tuple[list[Any], str]] = [
+        ([float("nan")], "NaN and infinities"),
+        ([float("inf")], "NaN and infinities"),
+        ([1 << 100_000], "cannot be written as JSON"),
+        (["\ud800"], "lone surrogate"),
+        (["x" * MAX_PAYLOAD], "byte limit"),
+    ]
+    for args, match in bad:
+        with pytest.raises(ValueError, match=match):
+            encode_args_exact(args)
     with pytest.raises(TypeError):
         encode_args_exact([{1, 2}])
 
