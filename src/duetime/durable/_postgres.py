@@ -343,6 +343,8 @@ class PostgresStore(Waits, PostgresInspection):
             return []
         pool = self._open_pool()
         await self._purge(pool)
+        if on_conflict == "keep" and len(rows_) == 1:  # an awaited defer
+            return [await self._add_one(pool, rows_[0])]
         # A key repeated in one batch conflicts with its earlier row: one row per
         # key goes to the server (the first; the last under "replace").
         first: dict[str, int] = {}

@@ -328,17 +328,8 @@ class Pool:
             conn = self._take_idle() or await self._open()
             try:
                 yield conn
-            except BaseException:
-                idle = conn.pg.transaction_status == pq.TransactionStatus.IDLE
-                if conn.broken or not idle or self._closed:
-                    conn.close()
-                else:
-                    self._idle.append(conn)
-                raise
-            if conn.broken or self._closed:
-                conn.close()
-            else:
-                self._idle.append(conn)
+            finally:
+                self._put_back(conn)
 
     def _take_idle(self) -> Conn | None:
         """An idle connection that is still alive, or None.  Reading what the
@@ -380,11 +371,32 @@ class Pool:
         """
         with anyio.move_on_after(self.timeout):
             try:
-                async with self.conn() as conn:
-                    return await conn.query(sql, params)
+                # What conn() does, inline: this is every statement's path.
+                limit = self._limit
+                try:
+                    limit.acquire_nowait()  # the query's own wait is the checkpoint
+                except anyio.WouldBlock:
+                    await limit.acquire()
+                try:
+                    conn = self._take_idle() or await self._open()
+                    try:
+                        return await conn.query(sql, params)
+                    finally:
+                        self._put_back(conn)
+                finally:
+                    limit.release()
             except psycopg.Error as exc:
                 raise self._translated(exc) from exc
         raise self._timed_out()
+
+    def _put_back(self, conn: Conn) -> None:
+        """Keep ``conn`` for the next query, or close it: broken, left inside a
+        transaction (interrupted), or the pool closed."""
+        idle = conn.pg.transaction_status == pq.TransactionStatus.IDLE
+        if conn.broken or not idle or self._closed:
+            conn.close()
+        else:
+            self._idle.append(conn)
 
     def _translated(self, exc: psycopg.Error) -> Exception:
         if self.translate is not None:
