@@ -194,6 +194,8 @@ def test_exact_arguments_are_what_decoding_gives_back(args: list[Any]) -> None:
     assert text == encode_args(args)
     plain = all(type(a) in (str, int, float, bool, type(None)) for a in args)
     assert (exact is not None) == plain
+    if plain:  # written as the JSON encoder writes it
+        assert text == json.dumps(args, ensure_ascii=False, separators=(",", ":"))
     if exact is not None:
         decoded = decode_args(text)
         assert exact == decoded

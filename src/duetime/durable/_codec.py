@@ -133,14 +133,32 @@ def encode_args(args: Sequence[Any]) -> str:
     return encode_args_exact(args)[0]
 
 
-def _plain(args: Sequence[Any]) -> bool:
-    """True if every argument is a str, int, bool, None or finite float: JSON
-    carries each as it is, and decoding gives back an equal value of the same type."""
+def _plain_json(args: Sequence[Any]) -> str | None:
+    """The JSON text of ``args`` if every one is a str, int, bool, None or finite
+    float (JSON carries each as it is, and decoding gives back an equal value of
+    the same type), written as the module's encoder writes it; else None.
+
+    :raises ValueError: an int too large to write
+    """
+    parts = []
     for a in args:
         t = type(a)
-        if not (t is str or t is int or a is None or t is bool or (t is float and a - a == 0.0)):
-            return False
-    return True
+        if t is str:
+            parts.append(_string(a))
+        elif t is int:
+            try:
+                parts.append(int.__repr__(a))
+            except ValueError as exc:  # beyond sys.get_int_max_str_digits()
+                raise ValueError(f"arguments cannot be written as JSON: {exc}") from None
+        elif a is None:
+            parts.append("null")
+        elif t is bool:
+            parts.append("true" if a else "false")
+        elif t is float and a - a == 0.0:  # finite
+            parts.append(float.__repr__(a))
+        else:
+            return None
+    return "[" + ",".join(parts) + "]"
 
 
 def encode_args_exact(args: Sequence[Any]) -> tuple[str, tuple[Any, ...] | None]:
@@ -152,13 +170,11 @@ def encode_args_exact(args: Sequence[Any]) -> tuple[str, tuple[Any, ...] | None]
     :raises TypeError: as :func:`encode_args`
     :raises ValueError: as :func:`encode_args`
     """
-    if _plain(args):  # nothing to walk, tag or check
-        exact: tuple[Any, ...] | None = tuple(args)
-        encoded: list[Any] = list(args)
-    else:
-        exact = None
-        encoded = [_encode(arg, [str(i)], 0) for i, arg in enumerate(args)]
-    return _checked(_dump(encoded)), exact
+    text = _plain_json(args)  # nothing to walk, tag or check
+    if text is not None:
+        return _checked(text), tuple(args)
+    encoded = [_encode(arg, [str(i)], 0) for i, arg in enumerate(args)]
+    return _checked(_dump(encoded)), None
 
 
 def _dump(encoded: list[Any]) -> str:
@@ -195,6 +211,8 @@ def _bad_constant(name: str) -> Any:
 # build a new one per call (a measurable share of a defer's cost).
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 _DECODER = json.JSONDecoder(parse_constant=_bad_constant)
+#: How that encoder writes a str (ensure_ascii=False).
+_string = json.encoder.encode_basestring
 
 
 def _decode_tag(tag: str, raw: Any, depth: int) -> Any:
