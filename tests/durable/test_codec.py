@@ -20,7 +20,11 @@ from duetime.durable._codec import (
     PayloadError,
     decode_args,
     encode_args,
+    encode_args_exact,
+    known_args,
+    known_payloads,
 )
+from duetime.durable._store import entry_args
 
 
 def roundtrip(*args: Any) -> tuple[Any, ...]:
@@ -179,3 +183,47 @@ def test_round_trip_property(args: list[Any]) -> None:
     except ValueError:  # a lone surrogate in st.text(): refused, never mangled
         return
     assert decode_args(text) == tuple(args)
+
+
+@given(st.lists(json_values, max_size=4))
+def test_exact_arguments_are_what_decoding_gives_back(args: list[Any]) -> None:
+    try:
+        text, exact = encode_args_exact(args)
+    except ValueError:  # a lone surrogate in st.text(): refused, never mangled
+        return
+    assert text == encode_args(args)
+    plain = all(type(a) in (str, int, float, bool, type(None)) for a in args)
+    assert (exact is not None) == plain
+    if plain:  # written as the JSON encoder writes it
+        assert text == json.dumps(args, ensure_ascii=False, separators=(",", ":"))
+    if exact is not None:
+        decoded = decode_args(text)
+        assert exact == decoded
+        assert [type(a) for a in exact] == [type(a) for a in decoded]
+
+
+def test_exact_arguments_refuse_what_encode_args_refuses() -> None:
+    bad: list[tuple[list[Any], str]] = [
+        ([float("nan")], "NaN and infinities"),
+        ([float("inf")], "NaN and infinities"),
+        ([1 << 100_000], "cannot be written as JSON"),
+        (["\ud800"], "lone surrogate"),
+        (["x" * MAX_PAYLOAD], "byte limit"),
+    ]
+    for args, match in bad:
+        with pytest.raises(ValueError, match=match):
+            encode_args_exact(args)
+    with pytest.raises(TypeError):
+        encode_args_exact([{1, 2}])
+
+
+def test_entry_args_takes_known_payloads_without_decoding() -> None:
+    text, exact = encode_args_exact((1, "a", None, 2.5, True))
+    assert exact is not None
+    assert entry_args(text) is not exact  # decoded: no block knows it
+    with known_payloads({text: exact}):
+        assert known_args(text) is exact
+        assert entry_args(text) is exact
+        assert entry_args('["other"]') == ("other",)  # a payload the block does not know
+    assert known_args(text) is None
+    assert entry_args(text) == exact

@@ -17,7 +17,7 @@ from .._exceptions import SchedulerClosed
 from .._instrument import probes
 from .._util import check_aware, to_delay
 from .._vocab import MISFIRE, OVERLAP, Misfire, Overlap, Status
-from ._codec import encode_args
+from ._codec import encode_args, encode_args_exact, known_payloads
 from ._keys import check_key, lookup_key, new_keys
 from ._registry import TaskRegistry
 from ._series import Series, parse_schedule, trigger_grid
@@ -131,33 +131,44 @@ class Client:
         delay: float | timedelta | None,
         at: datetime | None,
         key: str | None,
-    ) -> NewRow:
+    ) -> tuple[NewRow, dict[str, tuple[Any, ...]]]:
+        """The row of one defer, and its payload's arguments if they need no
+        decoding (see :func:`known_payloads`)."""
         t = self._registry.resolve(task)
         self._registry.check_args(t, args)
         due, wait = _when(delay, at)
-        return NewRow(
+        payload, exact = encode_args_exact(args)
+        row = NewRow(
             key=new_keys(1)[0] if key is None else check_key(key),
             task=t.name,
-            payload=encode_args(tuple(args)),
+            payload=payload,
             due=due,
             delay=wait,
             lease=t.lease,
             max_deliveries=t.max_deliveries,
         )
+        return row, {} if exact is None else {payload: exact}
 
     async def _add(
-        self, rows: list[NewRow], on_conflict: OnConflict, batch: bool = False
+        self,
+        rows: list[NewRow],
+        on_conflict: OnConflict,
+        batch: bool = False,
+        known: dict[str, tuple[Any, ...]] | None = None,
     ) -> list[Entry]:
         if on_conflict not in _ON_CONFLICT:
             raise ValueError(f"on_conflict must be one of {_ON_CONFLICT}, got {on_conflict!r}")
         self._check_open()
         probe = probes.durable
-        if probe is None:
-            entries = await self._store.add(rows, on_conflict=on_conflict)
-        else:  # instrumented: spans, metrics, the trace context stored with each row
-            entries = await probe.send(
-                partial(self._store.add, on_conflict=on_conflict), rows, batch
-            )
+        # The entries the store returns carry the arguments just encoded: the
+        # store need not decode them (a payload it rewrote is decoded).
+        with known_payloads(known or {}):
+            if probe is None:
+                entries = await self._store.add(rows, on_conflict=on_conflict)
+            else:  # instrumented: spans, metrics, the trace context stored with each row
+                entries = await probe.send(
+                    partial(self._store.add, on_conflict=on_conflict), rows, batch
+                )
         if self._worker is not None:
             self._worker.notice(entries)
         return entries
@@ -192,8 +203,8 @@ class Client:
         :raises EntryExists: see ``on_conflict``
         :raises SchedulerClosed: outside the block that opened the store
         """
-        row = self._row(task, args, delay, at, key)
-        return (await self._add([row], on_conflict))[0]
+        row, known = self._row(task, args, delay, at, key)
+        return (await self._add([row], on_conflict, known=known))[0]
 
     async def defer_many(
         self,
@@ -238,14 +249,17 @@ class Client:
             if len(set(key_list)) != n:
                 raise ValueError("defer_many got the same key twice")
         name, lease, max_deliveries = t.name, t.lease, t.max_deliveries
-        rows = [
-            NewRow(k, name, encode_args(a), due, wait, lease, max_deliveries)
-            for a, k in zip(sets, key_list, strict=True)
-        ]
+        rows: list[NewRow] = []
+        known: dict[str, tuple[Any, ...]] = {}
+        for a, k in zip(sets, key_list, strict=True):
+            payload, exact = encode_args_exact(a)
+            rows.append(NewRow(k, name, payload, due, wait, lease, max_deliveries))
+            if exact is not None:
+                known[payload] = exact
         if not rows:
             self._check_open()
             return []
-        return await self._add(rows, on_conflict, batch=True)
+        return await self._add(rows, on_conflict, batch=True, known=known)
 
     async def defer_every(
         self,

@@ -31,7 +31,9 @@ import binascii
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -39,7 +41,7 @@ from uuid import UUID
 
 __all__ = ["MAX_DEPTH", "MAX_PAYLOAD", "PayloadError", "decode_args", "encode_args"]
 __all__ += ["TRACE_TAG", "decode_result", "encode_result", "trace_carrier", "trace_id"]
-__all__ += ["with_trace"]
+__all__ += ["encode_args_exact", "known_args", "known_payloads", "with_trace"]
 
 #: The tag of the trace-context element a payload may end with.
 TRACE_TAG = "$trace"
@@ -128,15 +130,71 @@ def encode_args(args: Sequence[Any]) -> str:
         than :data:`MAX_DEPTH`, a str that is not valid Unicode, an int too large
         to write, or a payload over :data:`MAX_PAYLOAD` bytes
     """
+    return encode_args_exact(args)[0]
+
+
+def _plain_json(args: Sequence[Any]) -> str | None:
+    """The JSON text of ``args`` if every one is a str, int, bool, None or finite
+    float (JSON carries each as it is, and decoding gives back an equal value of
+    the same type), written as the module's encoder writes it; else None.
+
+    :raises ValueError: an int too large to write
+    """
+    parts = []
+    for a in args:
+        t = type(a)
+        if t is str:
+            parts.append(_string(a))
+        elif t is int:
+            try:
+                parts.append(int.__repr__(a))
+            except ValueError as exc:  # beyond sys.get_int_max_str_digits()
+                raise ValueError(f"arguments cannot be written as JSON: {exc}") from None
+        elif a is None:
+            parts.append("null")
+        elif t is bool:
+            parts.append("true" if a else "false")
+        elif t is float and a - a == 0.0:  # finite
+            parts.append(float.__repr__(a))
+        else:
+            return None
+    return "[" + ",".join(parts) + "]"
+
+
+def encode_args_exact(args: Sequence[Any]) -> tuple[str, tuple[Any, ...] | None]:
+    """:func:`encode_args`, and the arguments as :func:`decode_args` gives them
+    back from that text when they are plain scalars (str, int, bool, None,
+    finite float: a caller that keeps them need not decode what it just
+    encoded), else None.
+
+    :raises TypeError: as :func:`encode_args`
+    :raises ValueError: as :func:`encode_args`
+    """
+    text = _plain_json(args)  # nothing to walk, tag or check
+    if text is not None:
+        return _checked(text), tuple(args)
     encoded = [_encode(arg, [str(i)], 0) for i, arg in enumerate(args)]
+    return _checked(_dump(encoded)), None
+
+
+def _dump(encoded: list[Any]) -> str:
     try:
         text = _ENCODER.encode(encoded)
     except ValueError as exc:  # an int beyond sys.get_int_max_str_digits()
         raise ValueError(f"arguments cannot be written as JSON: {exc}") from None
-    try:
-        size = len(text.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise ValueError("arguments hold a str with a lone surrogate (not valid Unicode)") from None
+    return text
+
+
+def _checked(text: str) -> str:
+    if text.isascii():
+        size = len(text)
+    else:
+        try:
+            size = len(text.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise ValueError(
+                "arguments hold a str with a lone surrogate (not valid Unicode)"
+            ) from None
     if size > MAX_PAYLOAD:
         raise ValueError(
             f"arguments are {size} bytes as JSON, over the {MAX_PAYLOAD} byte limit: "
@@ -153,6 +211,8 @@ def _bad_constant(name: str) -> Any:
 # build a new one per call (a measurable share of a defer's cost).
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 _DECODER = json.JSONDecoder(parse_constant=_bad_constant)
+#: How that encoder writes a str (ensure_ascii=False).
+_string = json.encoder.encode_basestring
 
 
 def _decode_tag(tag: str, raw: Any, depth: int) -> Any:
@@ -201,6 +261,36 @@ def _decode(value: Any, depth: int) -> Any:
             return _decode_tag(tags[0], value[tags[0]], depth)
         return {k: _decode(v, depth + 1) for k, v in value.items()}
     return value
+
+
+#: Payload texts this task just encoded, and the arguments decoding each gives
+#: back (see :func:`known_payloads`).
+_KNOWN: ContextVar[Mapping[str, tuple[Any, ...]] | None] = ContextVar(
+    "duetime_known_payloads", default=None
+)
+
+
+@contextmanager
+def known_payloads(known: Mapping[str, tuple[Any, ...]]) -> Iterator[None]:
+    """Within the block (in this task), :func:`known_args` of a payload in
+    ``known`` is its value there: the client passes what
+    :func:`encode_args_exact` returned for the rows it hands to a store, so
+    building the entries the store returns does not decode them again.
+
+    :param known: payload text -> the arguments :func:`decode_args` gives for it
+    """
+    token = _KNOWN.set(known)
+    try:
+        yield
+    finally:
+        _KNOWN.reset(token)
+
+
+def known_args(payload: str) -> tuple[Any, ...] | None:
+    """The arguments of ``payload`` if the enclosing :func:`known_payloads`
+    block knows them, else None (decode it)."""
+    known = _KNOWN.get()
+    return None if known is None or type(payload) is not str else known.get(payload)
 
 
 def decode_args(payload: str) -> tuple[Any, ...]:

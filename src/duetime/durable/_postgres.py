@@ -110,9 +110,14 @@ class PostgresStore(Waits, PostgresInspection):
     :param pool_size: the most connections open at once for queries (one
         more carries lease renewals, and one LISTENs)
     :param connect_timeout: how long opening one connection may take (seconds)
-    :param timeout: how long one statement may wait for its reply (seconds): a
-        server that stops answering (a freeze, a partition) raises
-        ``TimeoutError`` rather than hanging the caller
+    :param timeout: how long one call may take (seconds), the wait for a free
+        connection and the opening of a new one included: a server that stops
+        answering (a freeze, a partition) raises ``TimeoutError`` rather than
+        hanging the caller.  It also bounds leaving: a Scheduler on this store
+        leaves its ``async with`` within about ``timeout`` plus a few seconds
+        (a call in flight gives up, and closing waits for no connection),
+        besides what its worker spends recording the outcomes of the runs it
+        cancelled (retried until their leases end)
     :raises TypeError: a parameter of the wrong type
     :raises ValueError: a DSN psycopg cannot parse, a schema name that is not a
         plain lower-case identifier, a non-positive lease, poll, ttl or size
@@ -338,6 +343,8 @@ class PostgresStore(Waits, PostgresInspection):
             return []
         pool = self._open_pool()
         await self._purge(pool)
+        if on_conflict == "keep" and len(rows_) == 1:  # an awaited defer
+            return [await self._add_one(pool, rows_[0])]
         # A key repeated in one batch conflicts with its earlier row: one row per
         # key goes to the server (the first; the last under "replace").
         first: dict[str, int] = {}

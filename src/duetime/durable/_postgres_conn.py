@@ -5,9 +5,12 @@ so they do not run on trio.  This module drives the documented ``psycopg.pq``
 layer instead: a non-blocking ``PGconn`` sends a query, and the calling task
 waits on its socket with ``anyio.wait_readable``/``wait_writable``, so the same
 code runs on asyncio and trio with no thread hop per query.  Opening a
-connection (host name resolution, TLS, authentication) is the one blocking
-step; it runs in a worker thread.  Nothing here speaks the wire protocol:
-libpq does.
+connection is libpq's non-blocking connect (``PQconnectStart`` in a worker
+thread, as it resolves the host name, then ``PQconnectPoll`` on the loop for
+TCP, TLS and authentication): a server that accepts the TCP connection and
+never answers (a frozen server) holds it for at most ``connect_timeout``, and
+cancelling it (a store that closes) ends it at once.  Nothing here speaks the
+wire protocol: libpq does.
 
 Parameters and results travel as text (libpq's format 0); :func:`array` and
 :func:`text_or_none` encode parameters, :class:`Rows` reads results.  A task
@@ -32,7 +35,7 @@ import psycopg.conninfo
 import psycopg.errors
 from psycopg import pq
 
-__all__ = ["Conn", "Pool", "Rows", "array", "conninfo", "text_or_none"]
+__all__ = ["Conn", "Pool", "Rows", "array", "conninfo", "connect_timeout", "text_or_none"]
 
 logger = logging.getLogger("duetime.durable")
 
@@ -155,15 +158,27 @@ class Conn:
         self.prepared: set[bytes] = set()
 
     @classmethod
-    async def open(cls, conninfo: str) -> Conn:
-        """Connect (in a worker thread: name resolution and TLS block) and switch
-        to non-blocking mode.
+    async def open(cls, conninfo: str, timeout: float = math.inf) -> Conn:
+        """Connect without blocking the loop, and switch to non-blocking mode.
 
-        :raises psycopg.OperationalError: the server cannot be reached or refused us
+        :param timeout: how long connecting may take, in seconds (libpq leaves
+            its own ``connect_timeout`` to the caller of a non-blocking connect)
+        :raises psycopg.OperationalError: the server cannot be reached or refused us,
+            or did not finish the connection within ``timeout``
         """
-        pg = await anyio.to_thread.run_sync(_connect, conninfo)
-        pg.nonblocking = 1
-        return cls(pg)
+        # PQconnectStart resolves the host name: the one step that blocks.
+        pg = await anyio.to_thread.run_sync(_connect_start, conninfo)
+        try:
+            with anyio.move_on_after(timeout):
+                await _connect_poll(pg)
+                pg.nonblocking = 1
+                return cls(pg)
+            raise psycopg.OperationalError(
+                f"connecting to the PostgreSQL server took over {timeout:g} s (connect_timeout)"
+            )
+        except BaseException:
+            pg.finish()
+            raise
 
     @property
     def broken(self) -> bool:
@@ -235,13 +250,43 @@ class Conn:
         await self._round_trip()
 
 
-def _connect(conninfo: str) -> pq.abc.PGconn:
-    pg = pq.PGconn.connect(conninfo.encode("utf-8"))
-    if pg.status != pq.ConnStatus.OK:
+def _connect_start(conninfo: str) -> pq.abc.PGconn:
+    pg = pq.PGconn.connect_start(conninfo.encode("utf-8"))
+    if pg.status == pq.ConnStatus.BAD:
         message = (pg.error_message or b"").decode("utf-8", "replace").strip()
         pg.finish()
         raise psycopg.OperationalError(message or "cannot connect")
     return pg
+
+
+async def _connect_poll(pg: pq.abc.PGconn) -> None:
+    """Drive a started connection to its end (libpq tries each host and
+    address of the DSN in turn; its socket may change between polls).
+
+    :raises psycopg.OperationalError: every host failed or refused us
+    """
+    while True:
+        status = pg.connect_poll()
+        if status == pq.PollingStatus.OK:
+            return
+        if status == pq.PollingStatus.READING:
+            await anyio.wait_readable(pg.socket)
+        elif status == pq.PollingStatus.WRITING:
+            await anyio.wait_writable(pg.socket)
+        else:
+            message = (pg.error_message or b"").decode("utf-8", "replace").strip()
+            raise psycopg.OperationalError(message or "cannot connect")
+
+
+def connect_timeout(conninfo: str) -> float:
+    """The ``connect_timeout`` of a libpq connection string, in seconds
+    (libpq's rule: none, 0 or less means no limit, and at least 2 s)."""
+    value = psycopg.conninfo.conninfo_to_dict(conninfo).get("connect_timeout")
+    try:
+        seconds = int(str(value))
+    except ValueError:
+        return math.inf
+    return math.inf if seconds <= 0 else float(max(2, seconds))
 
 
 class Pool:
@@ -267,6 +312,7 @@ class Pool:
         translate: Callable[[psycopg.Error], Exception | None] | None = None,
     ) -> None:
         self.conninfo = conninfo
+        self.connect_timeout = connect_timeout(conninfo)
         self.timeout = timeout
         self.translate = translate
         self.setup = setup
@@ -282,17 +328,8 @@ class Pool:
             conn = self._take_idle() or await self._open()
             try:
                 yield conn
-            except BaseException:
-                idle = conn.pg.transaction_status == pq.TransactionStatus.IDLE
-                if conn.broken or not idle or self._closed:
-                    conn.close()
-                else:
-                    self._idle.append(conn)
-                raise
-            if conn.broken or self._closed:
-                conn.close()
-            else:
-                self._idle.append(conn)
+            finally:
+                self._put_back(conn)
 
     def _take_idle(self) -> Conn | None:
         """An idle connection that is still alive, or None.  Reading what the
@@ -315,7 +352,7 @@ class Pool:
         return None
 
     async def _open(self) -> Conn:
-        conn = await Conn.open(self.conninfo)
+        conn = await Conn.open(self.conninfo, self.connect_timeout)
         if self.setup:
             try:
                 await conn.script(self.setup)
@@ -334,11 +371,32 @@ class Pool:
         """
         with anyio.move_on_after(self.timeout):
             try:
-                async with self.conn() as conn:
-                    return await conn.query(sql, params)
+                # What conn() does, inline: this is every statement's path.
+                limit = self._limit
+                try:
+                    limit.acquire_nowait()  # the query's own wait is the checkpoint
+                except anyio.WouldBlock:
+                    await limit.acquire()
+                try:
+                    conn = self._take_idle() or await self._open()
+                    try:
+                        return await conn.query(sql, params)
+                    finally:
+                        self._put_back(conn)
+                finally:
+                    limit.release()
             except psycopg.Error as exc:
                 raise self._translated(exc) from exc
         raise self._timed_out()
+
+    def _put_back(self, conn: Conn) -> None:
+        """Keep ``conn`` for the next query, or close it: broken, left inside a
+        transaction (interrupted), or the pool closed."""
+        idle = conn.pg.transaction_status == pq.TransactionStatus.IDLE
+        if conn.broken or not idle or self._closed:
+            conn.close()
+        else:
+            self._idle.append(conn)
 
     def _translated(self, exc: psycopg.Error) -> Exception:
         if self.translate is not None:

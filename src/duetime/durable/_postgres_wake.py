@@ -19,7 +19,7 @@ import anyio.abc
 import anyio.lowlevel
 import psycopg
 
-from ._postgres_conn import Conn, Pool, text_or_none
+from ._postgres_conn import Conn, Pool, connect_timeout, text_or_none
 from ._postgres_sql import Sql
 from ._wakeup import Wakeup
 
@@ -148,7 +148,7 @@ class Listener:
         while True:
             conn: Conn | None = None
             try:
-                conn = await Conn.open(self.conninfo)
+                conn = await Conn.open(self.conninfo, connect_timeout(self.conninfo))
                 await conn.script(f'LISTEN "{self.channel}"'.encode())
                 if started:
                     logger.info("PostgresStore: LISTEN connection back")
