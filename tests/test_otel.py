@@ -202,3 +202,16 @@ def test_the_otel_extra_needs_the_api_only() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "ok", out.stdout + out.stderr
+
+
+def test_the_metrics_endpoint_keeps_no_exemplars() -> None:
+    # Prometheus text has no place for exemplars; the SDK would otherwise look at
+    # the current span at every record to decide whether to keep one.
+    from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter
+
+    server = duetime.otel.serve_metrics(0)
+    try:
+        config = server.meter_provider._sdk_config  # no public accessor
+        assert isinstance(config.exemplar_filter, AlwaysOffExemplarFilter)
+    finally:
+        server.close()

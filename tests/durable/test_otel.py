@@ -217,6 +217,12 @@ async def test_metrics_after_known_work(telemetry: Telemetry) -> None:
         # The conventions require messaging.operation.name on both consumer metrics.
         for metric in ("messaging.client.consumed.messages", "messaging.process.duration"):
             assert telemetry.total(metric, messaging__operation__name="process") == 6
+        # duetime's lateness: the system and the task (the operation is always "process").
+        lateness = [dict(p.attributes) for p in telemetry.points("duetime.entry.lateness")]
+        assert sorted(lateness, key=str) == [
+            {"messaging.system": "duetime", "messaging.destination.name": task}
+            for task in ("t.add", "t.sync")
+        ]
         (sent,) = [
             p
             for p in telemetry.points("messaging.client.sent.messages")

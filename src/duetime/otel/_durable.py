@@ -26,8 +26,8 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import time
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Sequence
+from typing import Any, overload
 
 import anyio
 from opentelemetry import context as otel_context
@@ -39,6 +39,7 @@ from opentelemetry.trace import Status as SpanStatus
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.trace.span import TraceState
 
+from ..durable._codec import TRACE_TAG as _TRACE_TAG
 from ..durable._codec import trace_carrier, with_trace
 from . import _semconv as sc
 from ._status import StatusCounts
@@ -50,6 +51,11 @@ _PROPAGATOR = TraceContextTextMapPropagator()
 _ROOT = Context()
 #: At most this many per-task attribute sets are kept (task names come from rows).
 _MAX_TASKS = 1000
+#: At most this many error types per task get an attribute set kept for them.
+_MAX_ERRORS = 100
+#: While no TracerProvider is set, the global one is looked up again at most this
+#: often (seconds) on the run path (a lookup reads the environment).
+_RECHECK = 1.0
 
 
 class _Tally:
@@ -92,10 +98,11 @@ class _Processing:
 
 class _PerTask:
     """What every run of one task shares, made once: the span name, the span
-    attributes a sampler may look at, and the metric attributes (shared: never
-    mutated, so the SDK sees the same dicts run after run)."""
+    attributes given to ``start_span`` (what a sampler may decide on), and the
+    metric attributes (shared: never mutated; the SDK copies and hashes them at
+    each record, so only building them is saved)."""
 
-    __slots__ = ("metric", "name", "span")
+    __slots__ = ("errors", "lateness", "metric", "name", "span")
 
     def __init__(self, task: str, old: bool) -> None:
         self.name = f"process {task}"
@@ -113,6 +120,20 @@ class _PerTask:
             sc.OPERATION_NAME: "process",
             sc.DESTINATION: task,
         }
+        # duetime's own histogram: the operation is always "process", and each
+        # attribute costs the SDK about a microsecond per record.
+        self.lateness: dict[str, Any] = {sc.SYSTEM: sc.SYSTEM_NAME, sc.DESTINATION: task}
+        #: The duration's attributes per error type (``error.type`` added).
+        self.errors: dict[str, dict[str, Any]] = {}
+
+    def failed(self, error_type: str) -> dict[str, Any]:
+        """The duration's attributes of a run that failed with ``error_type``."""
+        attrs = self.errors.get(error_type)
+        if attrs is None:
+            attrs = {**self.metric, sc.ERROR_TYPE: error_type}
+            if len(self.errors) < _MAX_ERRORS:
+                self.errors[error_type] = attrs
+        return attrs
 
 
 _current: contextvars.ContextVar[_Processing | None] = contextvars.ContextVar(
@@ -200,10 +221,13 @@ class DurableTelemetry:
         self.status = StatusCounts(meter, status_interval)
         self._tasks: dict[str, _PerTask] = {}
         # A tracer that makes no spans (no TracerProvider in force): the runs are
-        # measured without one.  The global provider's proxy is asked again at
-        # each run until a real provider is set (set once: then for good).
+        # measured without one.  While the global provider is still the API's
+        # proxy, it is asked again at each send, when a worker starts, and at
+        # most every _RECHECK seconds on the run path, until a real provider is
+        # set (set once: then for good).
         self._proxy = isinstance(tracer, trace.ProxyTracer)
         self._tracing = not isinstance(tracer, trace.NoOpTracer) and not self._proxy
+        self._recheck_at = 0.0
 
     def _per_task(self, task: str) -> _PerTask:
         """What the runs of ``task`` share (kept for at most ``_MAX_TASKS`` tasks:
@@ -217,11 +241,21 @@ class DurableTelemetry:
 
     def _attrs(self, task: str) -> dict[str, Any]:
         """The metric attributes of ``task`` (shared: never mutate)."""
-        return self._per_task(task).metric
+        per = self._tasks.get(task)
+        return (per or self._per_task(task)).metric
 
-    def _traces(self) -> bool:
-        """Whether runs get a process span: a TracerProvider is in force."""
+    def _traces(self, now: float | None = None) -> bool:
+        """Whether spans are made: a TracerProvider is in force.
+
+        :param now: ``time.perf_counter()`` on the run path: the global provider
+            is then looked up only if ``_RECHECK`` seconds passed since the last
+            lookup (None: looked up now)
+        """
         if self._proxy:
+            if now is not None:
+                if now < self._recheck_at:
+                    return False
+                self._recheck_at = now + _RECHECK
             provider = trace.get_tracer_provider()
             if isinstance(provider, trace.ProxyTracerProvider):
                 return False
@@ -243,6 +277,17 @@ class DurableTelemetry:
             return await add(rows)
         task: str = rows[0].task
         n = len(rows)
+        metric = {sc.SYSTEM: sc.SYSTEM_NAME, sc.OPERATION_NAME: "send", sc.DESTINATION: task}
+        if not (self._tracing or self._traces()):
+            # No span would be recorded and no context stored: only count.
+            try:
+                entries = await add(rows)
+            except Exception as exc:
+                error = _type_name(exc)
+                self._sent.add(n, (task, error), {**metric, sc.ERROR_TYPE: error})
+                raise
+            self._sent.add(n, task, metric)
+            return entries
         attrs: dict[str, Any] = {
             sc.SYSTEM: sc.SYSTEM_NAME,
             sc.OPERATION_TYPE: "send",
@@ -261,7 +306,6 @@ class DurableTelemetry:
                 links, stamped = self._create(task, rows)
         else:
             attrs[sc.MESSAGE_ID] = rows[0].key
-        metric = {sc.SYSTEM: sc.SYSTEM_NAME, sc.OPERATION_NAME: "send", sc.DESTINATION: task}
         with self._tracer.start_as_current_span(
             f"send {task}", kind=kind, attributes=attrs, links=links
         ) as span:
@@ -317,7 +361,10 @@ class DurableTelemetry:
         creation context; record lateness, duration and the outcome.
 
         Without a TracerProvider in force no span is made (nor its attributes,
-        nor the link); the metrics are recorded all the same.
+        nor the link); the metrics are recorded all the same.  A span is started
+        with the attributes a sampler may decide on and the link (read from the
+        payload only if the sampler looks at it, or the span records); the
+        per-message attributes are set only on a span that records.
         """
         entry = claim.entry
         task: str = entry.task
@@ -326,15 +373,27 @@ class DurableTelemetry:
         clock = time.perf_counter()
         # The claim's store time, plus what passed here since it came back.
         lateness = claim.lease_until - claim.lease + (started - run.claimed) - entry.due.timestamp()
-        metric = per.metric
-        self._consumed.add(1, task, metric)
-        self._lateness.record(lateness if lateness > 0.0 else 0.0, metric)
-        span: trace.Span | None = None
-        if self._tracing or self._traces():
-            # Everything known at the start is given to start_span, the link
-            # too: a sampler decides on them.
+        self._consumed.add(1, task, per.metric)
+        self._lateness.record(lateness if lateness > 0.0 else 0.0, per.lateness)
+        if not (self._tracing or (self._proxy and self._traces(clock))):
+            state = _Processing(None)
+            token = _current.set(state)
+            outcome: Any = None
+            try:
+                outcome = await execute(claim, run)
+                return outcome
+            finally:
+                _current.reset(token)
+                self._ran(per, state, outcome, clock)
+        span = self._tracer.start_span(
+            per.name,
+            context=_ROOT,
+            kind=SpanKind.CONSUMER,
+            attributes=per.span,
+            links=_StoredLink(claim.payload),
+        )
+        if span.is_recording():
             attrs = {
-                **per.span,
                 sc.MESSAGE_ID: entry.key,
                 sc.ATTEMPT: entry.attempt,
                 sc.DELIVERIES: entry.deliveries,
@@ -342,24 +401,10 @@ class DurableTelemetry:
             }
             if entry.schedule is not None:
                 attrs[sc.OCCURRENCE] = entry.occurrence
-            created = _created(claim.payload)
-            span = self._tracer.start_span(
-                per.name,
-                context=_ROOT,
-                kind=SpanKind.CONSUMER,
-                attributes=attrs,
-                links=None if created is None else (Link(created),),
-            )
+            span.set_attributes(attrs)
         state = _Processing(span)
         token = _current.set(state)
-        outcome: Any = None
-        if span is None:
-            try:
-                outcome = await execute(claim, run)
-                return outcome
-            finally:
-                _current.reset(token)
-                self._ran(per, state, outcome, clock)
+        outcome = None
         # The task's own spans are children of this one, sampled or not (attach:
         # cheaper than use_span).
         attached = otel_context.attach(trace.set_span_in_context(span, _ROOT))
@@ -387,7 +432,7 @@ class DurableTelemetry:
         if state.error_type is None:
             self._duration.record(duration, per.metric)
         else:
-            self._duration.record(duration, {**per.metric, sc.ERROR_TYPE: state.error_type})
+            self._duration.record(duration, per.failed(state.error_type))
 
     def failed(self, error: BaseException) -> None:
         """Record ``error`` (the task's exception) on the process span in progress."""
@@ -404,19 +449,19 @@ class DurableTelemetry:
 
     def finished(self, task: str, outcome: Any, recorded: bool, lost: bool) -> None:
         """Count a dead letter, an abort or a lost lease."""
-        if lost or (outcome is not None and not recorded):
+        if recorded and not lost:
+            name = type(outcome).__name__
+            if name == "Dead":
+                self._dead.add(1, task, self._attrs(task))
+            elif name == "Aborted":
+                self._aborts.add(1, task, self._attrs(task))
+        elif lost or outcome is not None:
             self._lost.add(1, task, self._attrs(task))
-            return
-        if not recorded:
-            return
-        name = type(outcome).__name__
-        if name == "Dead":
-            self._dead.add(1, task, self._attrs(task))
-        elif name == "Aborted":
-            self._aborts.add(1, task, self._attrs(task))
 
     def worker_started(self, store: Any, tg: Any) -> None:
-        """Observe ``store``'s entries by status while ``tg`` runs."""
+        """Observe ``store``'s entries by status while ``tg`` runs (and look the
+        global TracerProvider up again, if none was set yet)."""
+        self._traces()
         self.status.watch(store, tg)
 
 
@@ -428,6 +473,50 @@ def _stamp(row: Any, carrier: dict[str, str]) -> Any:
     return row if payload is row.payload else dataclasses.replace(row, payload=payload)
 
 
+class _StoredLink(Sequence[Link]):
+    """A run's link to the creation context stored in its payload: none, or one.
+
+    The payload is read when the link is first asked for: a sampler that never
+    looks at links (``TraceIdRatioBased``, ``ParentBased`` on a new trace) and a
+    span that does not record cost no parse.  Truth is answered without a parse
+    (a trace-context element is stored); a stored context that turns out not to
+    be valid is an empty sequence.
+    """
+
+    __slots__ = ("_links", "_payload")
+
+    def __init__(self, payload: str) -> None:
+        self._payload = payload
+        self._links: tuple[Link, ...] | None = None
+
+    def _read(self) -> tuple[Link, ...]:
+        links = self._links
+        if links is None:
+            created = _created(self._payload)
+            links = self._links = () if created is None else (Link(created),)
+        return links
+
+    def __bool__(self) -> bool:
+        if self._links is None:
+            return self._payload.endswith("}]") and _TRACE_START in self._payload
+        return bool(self._links)
+
+    def __len__(self) -> int:
+        return len(self._read())
+
+    @overload
+    def __getitem__(self, index: int) -> Link: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Link]: ...
+    def __getitem__(self, index: int | slice) -> Link | Sequence[Link]:
+        return self._read()[index]
+
+    def __iter__(self) -> Iterator[Link]:
+        return iter(self._read())
+
+
+#: How the element ``with_trace`` writes begins.
+_TRACE_START = '{"' + _TRACE_TAG + '":'
 #: How the element ``with_trace`` writes for a bare traceparent begins.
 _BARE = '{"$trace":{"traceparent":"'
 

@@ -42,7 +42,8 @@ class MetricsServer:
 
 def serve_metrics(port: int, host: str = "127.0.0.1") -> MetricsServer:
     """Serve Prometheus text on ``http://host:port/metrics`` from a thread, for a
-    new SDK MeterProvider (pass its ``meter_provider`` to :func:`instrument`).
+    new SDK MeterProvider (pass its ``meter_provider`` to :func:`instrument`),
+    which keeps no exemplars (the text format has no place for them).
 
     :param port: the TCP port (0: any free one, see :attr:`MetricsServer.port`)
     :param host: the address to bind (loopback unless told otherwise)
@@ -57,7 +58,7 @@ def serve_metrics(port: int, host: str = "127.0.0.1") -> MetricsServer:
         raise ValueError(f"port must be in 0..65535, got {port}")
     try:
         from opentelemetry.exporter.prometheus import PrometheusMetricReader
-        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
         from prometheus_client import CollectorRegistry, start_http_server
     except ImportError as exc:
         raise ImportError(
@@ -66,7 +67,8 @@ def serve_metrics(port: int, host: str = "127.0.0.1") -> MetricsServer:
         ) from exc
     registry = CollectorRegistry()
     reader = PrometheusMetricReader(registry=registry)
-    provider = MeterProvider(metric_readers=[reader])
+    # Prometheus text carries no exemplars: keeping them would be work thrown away.
+    provider = MeterProvider(metric_readers=[reader], exemplar_filter=AlwaysOffExemplarFilter())
     try:
         server, thread = start_http_server(port, addr=host, registry=registry)
     except BaseException:
