@@ -374,6 +374,9 @@ class MemoryStore(MemoryInspection):
         if limit < 0:
             raise ValueError(f"claim limit must be >= 0, not {limit!r}")
         await anyio.lowlevel.checkpoint()
+        return self._claim(owner, limit)
+
+    def _claim(self, owner: str, limit: int) -> list[Claim]:
         now = self._now()
         out: list[Claim] = []
         while len(out) < limit:
@@ -431,6 +434,23 @@ class MemoryStore(MemoryInspection):
         done = [self._finish(key, token, outcome) for key, token, outcome in items]
         self._record_finishes(items, done)
         return done
+
+    async def finish_and_claim(
+        self, items: Sequence[tuple[str, int, Outcome]], owner: str, limit: int
+    ) -> tuple[list[bool], list[Claim]]:
+        """``finish_many(items)`` then ``claim(owner, limit)`` in one step.
+
+        :raises TypeError: an outcome that is not one of the outcome types
+        :raises ValueError: a negative limit (nothing is applied either way)
+        """
+        if limit < 0:
+            raise ValueError(f"claim limit must be >= 0, not {limit!r}")
+        for _key, _token, outcome in items:
+            _check_outcome(outcome)
+        await anyio.lowlevel.checkpoint()
+        done = [self._finish(key, token, outcome) for key, token, outcome in items]
+        self._record_finishes(items, done)
+        return done, self._claim(owner, limit)
 
     def _record_finishes(self, items: Sequence[tuple[str, int, Outcome]], done: list[bool]) -> None:
         """Count the applied finishes in the activity ring (inspection)."""

@@ -90,6 +90,10 @@ ENTRY = (
 DETAIL = "result, result_until, error_type, traceback"
 #: What a claim returns besides :data:`ENTRY`.
 CLAIMED = "token, lease_until, lease"
+#: A PENDING or RUNNING row without a claimable time (written by another
+#: program): never due, so claims find it through its own partial index
+#: (``entries_stray``, empty unless such a row exists) and dead-letter it.
+STRAY = "visible_at IS NULL AND status IN (0, 1)"
 
 
 def check_schema_name(schema: object) -> str:
@@ -296,17 +300,21 @@ class Sql:
 
     def claim(self) -> bytes:
         """$1 offset, $2 limit, $3 owner, $4 dedupe_ttl.  One statement: rows whose
-        claimable time is not a finite number, and malformed and poison rows among
-        the due ones, are dead-lettered; a lapsed row with an abort request ends
-        CANCELLED; the rest are leased with new tokens, in due order."""
+        claimable time is not a finite number or NULL (:data:`STRAY`), and
+        malformed and poison rows among the due ones, are dead-lettered; a lapsed
+        row with an abort request ends CANCELLED; the rest are leased with new
+        tokens, in due order."""
         e, s = self.e, self.schema
         return f"""
 WITH t AS MATERIALIZED (SELECT {_now()} AS now),
+odd AS MATERIALIZED (SELECT key FROM {e} WHERE visible_at > {_MAXF}
+    ORDER BY visible_at DESC LIMIT $2 FOR UPDATE SKIP LOCKED),
+stray AS MATERIALIZED (SELECT key FROM {e} WHERE {STRAY} LIMIT $2 FOR UPDATE SKIP LOCKED),
 swept AS (
-    UPDATE {e} SET status = 3, visible_at = NULL, owner = NULL, lease_until = NULL,
-        last_error = '{MALFORMED}visible_at is not a finite number'
-    WHERE key IN (SELECT key FROM {e} WHERE visible_at > {_MAXF}
-        ORDER BY visible_at DESC LIMIT $2 FOR UPDATE SKIP LOCKED)
+    UPDATE {e} SET status = 3, owner = NULL, lease_until = NULL, last_error = '{MALFORMED}'
+        || CASE WHEN visible_at IS NULL THEN 'visible_at is NULL (the row is PENDING or RUNNING)'
+            ELSE 'visible_at is not a finite number' END, visible_at = NULL
+    WHERE key IN (SELECT key FROM odd UNION ALL SELECT key FROM stray)
     RETURNING key
 ),
 locked AS MATERIALIZED (
@@ -462,13 +470,13 @@ ORDER BY due, key LIMIT $2::bigint
 
     def head(self) -> bytes:
         """$1 offset: the earliest finite claimable time, whether a row's is not
-        finite, and the time."""
+        finite (or NULL: :data:`STRAY`), and the time."""
         e = self.e
         return f"""
 SELECT (SELECT min(visible_at) FROM {e} WHERE visible_at <= {_MAXF}),
     (SELECT visible_at FROM {e} WHERE visible_at > {_MAXF} ORDER BY visible_at DESC
         LIMIT 1) IS NOT NULL OR (SELECT visible_at FROM {e} WHERE visible_at < -{_MAXF}
-        ORDER BY visible_at LIMIT 1) IS NOT NULL,
+        ORDER BY visible_at LIMIT 1) IS NOT NULL OR EXISTS (SELECT 1 FROM {e} WHERE {STRAY}),
     {_now()}
 """.encode()
 

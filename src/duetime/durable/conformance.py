@@ -42,6 +42,7 @@ import pytest
 from .._exceptions import EntryExists
 from .._vocab import Status
 from ._conformance_abort import AbortConformance
+from ._conformance_both import FinishAndClaimConformance
 from ._conformance_kit import (
     MALFORMED_FAULTS,
     START,
@@ -72,7 +73,9 @@ __all__ = [
 
 
 @pytest.mark.anyio
-class StoreConformance(ResultConformance, InspectionConformance, AbortConformance):
+class StoreConformance(
+    ResultConformance, InspectionConformance, AbortConformance, FinishAndClaimConformance
+):
     """The suite.  Subclasses implement :meth:`make_store` (and may override :meth:`advance`)."""
 
     def make_store(self, tmp_path: Path, **options: Any) -> Store:
