@@ -45,7 +45,7 @@ from .._vocab import Status
 from . import _postgres_rows as rows
 from ._postgres_conn import Conn, Pool, Rows, conninfo
 from ._postgres_listen import open_schema, show_dsn
-from ._postgres_sql import SESSION, Sql, check_schema_name, insert_params, insert_sql
+from ._postgres_sql import SESSION, WORK_SESSION, Sql, check_schema_name, insert_params, insert_sql
 from ._postgres_stats import PostgresInspection
 from ._postgres_wake import Listener, Waits
 from ._postgres_work import WorkMixin, ensure_stray_index, params
@@ -68,6 +68,9 @@ _CONFLICTS = ("keep", "replace", "error")
 #: Connections for lease renewals (a worker runs one renewal task), besides
 #: ``pool_size``.
 _LEASE_CONNECTIONS = 1
+#: Connections for claims and finishes (a worker's claim loop and its finisher,
+#: and one to spare), besides ``pool_size``.
+_WORK_CONNECTIONS = 3
 
 
 def _seconds(value: object, what: str) -> float:
@@ -104,8 +107,9 @@ class PostgresStore(WorkMixin, Waits, PostgresInspection):
         ``entries``, ``head``, ``time``, the waits): its connections are
         read-only sessions, nothing is created or purged, and every writing
         method raises :class:`~duetime.durable.ReadOnlyStore`
-    :param pool_size: the most connections open at once for queries (one
-        more carries lease renewals, and one LISTENs)
+    :param pool_size: the most connections open at once for queries (up to
+        three more carry a worker's claims and finishes, one its lease
+        renewals, and one LISTENs)
     :param connect_timeout: how long opening one connection may take (seconds)
     :param timeout: how long one statement may wait for its reply (seconds): a
         server that stops answering (a freeze, a partition) raises
@@ -161,6 +165,7 @@ class PostgresStore(WorkMixin, Waits, PostgresInspection):
         self._id = uuid.uuid4().hex
         self._pool: Pool | None = None
         self._leases: Pool | None = None
+        self._work: Pool | None = None
         self._stack: AsyncExitStack | None = None
         self._listener: Listener | None = None
         self._changed = Wakeup()
@@ -189,7 +194,8 @@ class PostgresStore(WorkMixin, Waits, PostgresInspection):
         """
         if self._stack is not None:
             raise RuntimeError("this PostgresStore is already open")
-        setup = SESSION + (b"; SET default_transaction_read_only = on" if self.read_only else b"")
+        ro = b"; SET default_transaction_read_only = on" if self.read_only else b""
+        setup = SESSION + ro
         pool = Pool(
             self._conninfo,
             self._pool_size,
@@ -206,7 +212,15 @@ class PostgresStore(WorkMixin, Waits, PostgresInspection):
         leases = Pool(
             self._conninfo,
             _LEASE_CONNECTIONS,
-            setup + b"; SET synchronous_commit = off",
+            WORK_SESSION + ro + b"; SET synchronous_commit = off",
+            on_open=self._own_pid,
+            timeout=self.timeout,
+            translate=self._translate,
+        )
+        work = Pool(
+            self._conninfo,
+            _WORK_CONNECTIONS,
+            WORK_SESSION + ro,
             on_open=self._own_pid,
             timeout=self.timeout,
             translate=self._translate,
@@ -214,6 +228,7 @@ class PostgresStore(WorkMixin, Waits, PostgresInspection):
         stack = AsyncExitStack()
         stack.callback(pool.close)
         stack.callback(leases.close)
+        stack.callback(work.close)
         try:
             await open_schema(pool, self.schema, read_only=self.read_only, shown=show_dsn(self.dsn))
             if not self.read_only:
@@ -232,6 +247,7 @@ class PostgresStore(WorkMixin, Waits, PostgresInspection):
                 await stack.aclose()
             raise
         self._pool, self._leases, self._stack, self._listener = pool, leases, stack, listener
+        self._work = work
         self._lost = None
         self._awaiting_until = -math.inf
         return self
@@ -240,7 +256,7 @@ class PostgresStore(WorkMixin, Waits, PostgresInspection):
         """Stop listening and close the connections."""
         stack, self._stack = self._stack, None
         pool, self._pool = self._pool, None
-        self._leases = None
+        self._leases = self._work = None
         self._listener = None
         if stack is None:
             return
@@ -279,6 +295,11 @@ class PostgresStore(WorkMixin, Waits, PostgresInspection):
 
     async def _q(self, sql: bytes, *params: Any) -> Rows:
         return await self._open_pool().query(sql, _p(*params))
+
+    def _work_pool(self) -> Pool:
+        self._open_pool()
+        assert self._work is not None
+        return self._work
 
     async def _lease_q(self, sql: bytes, *params: Any) -> Rows:
         self._open_pool()

@@ -42,15 +42,7 @@ from ._postgres_minutes import claims_upsert, ensure_sql, finishes_upsert
 from ._store import (
     ABORTED,
     MALFORMED,
-    RESULT_DROPPED,
-    Aborted,
-    Dead,
-    Done,
     NewRow,
-    NextOccurrence,
-    Outcome,
-    Release,
-    RetryAt,
 )
 
 __all__ = [
@@ -60,13 +52,12 @@ __all__ = [
     "FAILED",
     "CANCELLED",
     "SCHEMA_VERSION",
+    "WORK_SESSION",
     "ENTRY",
     "DETAIL",
-    "KINDS",
     "Sql",
     "check_schema_name",
     "create_sql",
-    "finish_fields",
     "insert_params",
     "insert_sql",
 ]
@@ -193,6 +184,15 @@ _RUNNING = "(x.status + 0) = 1"
 SESSION = (
     b"SET enable_hashjoin = off; SET enable_mergejoin = off;"
     b" SET plan_cache_mode = force_custom_plan"
+)
+#: Session settings of the connections that claim, renew and finish (the
+#: worker's path): the same, but each statement is planned once per connection.
+#: Their parameters do not change the good plan (rows in ``visible_at`` order
+#: from its index, or one primary-key lookup per item), and planning the claim
+#: anew for each execution cost about 0.8 ms of a 4-5 ms claim of 100 rows.
+WORK_SESSION = (
+    b"SET enable_hashjoin = off; SET enable_mergejoin = off;"
+    b" SET plan_cache_mode = force_generic_plan"
 )
 
 
@@ -551,47 +551,3 @@ ON CONFLICT (id) DO UPDATE SET until = excluded.until
     def not_awaiting(self) -> bytes:
         """$1 this store object's id: it no longer waits for finishes."""
         return f"DELETE FROM {self.schema}.awaiting WHERE id = $1".encode()
-
-
-#: ``finish`` kinds of the outcomes, by class name.
-KINDS = {"Done": 0, "RetryAt": 1, "NextOccurrence": 2, "Dead": 3, "Release": 4, "Aborted": 5}
-
-
-def finish_fields(
-    outcome: Outcome,
-) -> tuple[int, float | None, str | None, str | None, str | None, str | None]:
-    """An outcome as the finish statement's fields: kind, time, error, result,
-    error type, traceback (a NUL in a text, which PostgreSQL text cannot hold,
-    written as ``\\x00``; a result is the codec's JSON, which has none)."""
-    return _without_nul(_fields(outcome))
-
-
-def _without_nul(
-    f: tuple[int, float | None, str | None, str | None, str | None, str | None],
-) -> tuple[int, float | None, str | None, str | None, str | None, str | None]:
-    kind, at, err, res, etype, tb = f
-
-    def clean(text: str | None) -> str | None:
-        return text.replace("\x00", "\\x00") if text is not None and "\x00" in text else text
-
-    return kind, at, clean(err), res, clean(etype), clean(tb)
-
-
-def _fields(
-    outcome: Outcome,
-) -> tuple[int, float | None, str | None, str | None, str | None, str | None]:
-    match outcome:
-        case Done(result=res, dropped=dropped):
-            err = None if dropped is None else RESULT_DROPPED + dropped
-            return KINDS["Done"], None, err, res, None, None
-        case RetryAt(at=when, error=err):
-            return KINDS["RetryAt"], float(when), err, None, None, None
-        case NextOccurrence(due=when, error=err):
-            return KINDS["NextOccurrence"], float(when), err, None, None, None
-        case Dead(error=err, error_type=etype, traceback=tb):
-            return KINDS["Dead"], None, err, None, etype, tb
-        case Release():
-            return KINDS["Release"], None, None, None, None, None
-        case Aborted(reason=reason):
-            return KINDS["Aborted"], None, reason, None, None, None
-    raise TypeError(f"finish() takes an outcome (Done, RetryAt, ...), not {outcome!r}")

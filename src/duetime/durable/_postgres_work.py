@@ -22,11 +22,21 @@ import psycopg.errors
 from . import _postgres_rows as rows
 from ._postgres_conn import Conn, Pool, Rows, array, text_or_none
 from ._postgres_minutes import stray_sql
-from ._postgres_sql import Sql, finish_fields
-from ._store import Claim, Dead, Outcome
+from ._postgres_sql import Sql
+from ._store import (
+    RESULT_DROPPED,
+    Aborted,
+    Claim,
+    Dead,
+    Done,
+    NextOccurrence,
+    Outcome,
+    Release,
+    RetryAt,
+)
 from ._wakeup import Wakeup
 
-__all__ = ["WorkMixin", "ensure_stray_index", "params"]
+__all__ = ["KINDS", "WorkMixin", "ensure_stray_index", "finish_fields", "params"]
 
 logger = logging.getLogger("duetime.durable")
 
@@ -73,7 +83,7 @@ class WorkMixin:
 
         def _check_writable(self) -> None: ...
 
-        def _open_pool(self) -> Pool: ...
+        def _work_pool(self) -> Pool: ...
 
         async def _lease_q(self, sql: bytes, *values: Any) -> Rows: ...
 
@@ -95,7 +105,7 @@ class WorkMixin:
         self._check_writable()
         if limit == 0:
             return []
-        pool = self._open_pool()
+        pool = self._work_pool()
         got = await pool.query(self._claim, self._claim_params(owner, limit))
         return await self._claimed(got)
 
@@ -149,7 +159,7 @@ class WorkMixin:
         self._check_writable()
         if not items:
             return []
-        pool = self._open_pool()
+        pool = self._work_pool()
         out = [False] * len(items)
         for group in _groups(items):
             await self._finish_group(pool.query, items, fields, group, out)
@@ -172,7 +182,7 @@ class WorkMixin:
         self._check_writable()
         if not items or not limit:
             return await self.finish_many(items), await self.claim(owner, limit)
-        pool = self._open_pool()
+        pool = self._work_pool()
         out = [False] * len(items)
         claim = self._claim_params(owner, limit)
 
@@ -237,3 +247,47 @@ async def ensure_stray_index(pool: Pool, schema: str) -> None:
             " claim looks for stray rows among the PENDING ones",
             schema,
         )
+
+
+#: ``finish`` kinds of the outcomes, by class name.
+KINDS = {"Done": 0, "RetryAt": 1, "NextOccurrence": 2, "Dead": 3, "Release": 4, "Aborted": 5}
+
+
+def finish_fields(
+    outcome: Outcome,
+) -> tuple[int, float | None, str | None, str | None, str | None, str | None]:
+    """An outcome as the finish statement's fields: kind, time, error, result,
+    error type, traceback (a NUL in a text, which PostgreSQL text cannot hold,
+    written as ``\\x00``; a result is the codec's JSON, which has none)."""
+    return _without_nul(_fields(outcome))
+
+
+def _without_nul(
+    f: tuple[int, float | None, str | None, str | None, str | None, str | None],
+) -> tuple[int, float | None, str | None, str | None, str | None, str | None]:
+    kind, at, err, res, etype, tb = f
+
+    def clean(text: str | None) -> str | None:
+        return text.replace("\x00", "\\x00") if text is not None and "\x00" in text else text
+
+    return kind, at, clean(err), res, clean(etype), clean(tb)
+
+
+def _fields(
+    outcome: Outcome,
+) -> tuple[int, float | None, str | None, str | None, str | None, str | None]:
+    match outcome:
+        case Done(result=res, dropped=dropped):
+            err = None if dropped is None else RESULT_DROPPED + dropped
+            return KINDS["Done"], None, err, res, None, None
+        case RetryAt(at=when, error=err):
+            return KINDS["RetryAt"], float(when), err, None, None, None
+        case NextOccurrence(due=when, error=err):
+            return KINDS["NextOccurrence"], float(when), err, None, None, None
+        case Dead(error=err, error_type=etype, traceback=tb):
+            return KINDS["Dead"], None, err, None, etype, tb
+        case Release():
+            return KINDS["Release"], None, None, None, None, None
+        case Aborted(reason=reason):
+            return KINDS["Aborted"], None, reason, None, None, None
+    raise TypeError(f"finish() takes an outcome (Done, RetryAt, ...), not {outcome!r}")
