@@ -106,6 +106,9 @@ def postgres() -> Iterator[tuple[str, str]]:
     options = f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={directory}"
     options += " -c max_connections=300 -c shared_buffers=256MB"
     durability = "PostgreSQL's default durability (fsync, synchronous_commit on)"
+    if os.environ.get("BENCH_PG_STATEMENTS") == "1":  # where the server's time goes
+        options += " -c shared_preload_libraries=pg_stat_statements"
+        options += " -c pg_stat_statements.track_planning=on"
     if os.environ.get("BENCH_PG_FSYNC") == "off":  # the CPU's ceiling, not a deployment
         options += " -c fsync=off"
         durability = "fsync off (BENCH_PG_FSYNC=off)"
