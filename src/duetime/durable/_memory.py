@@ -452,23 +452,6 @@ class MemoryStore(MemoryInspection):
         self._record_finishes(items, done)
         return done, self._claim(owner, limit)
 
-    def _record_finishes(self, items: Sequence[tuple[str, int, Outcome]], done: list[bool]) -> None:
-        """Count the applied finishes in the activity ring (inspection)."""
-        completed = failed = retried = 0
-        for (key, _token, outcome), ok in zip(items, done, strict=True):
-            row = self._rows.get(key)
-            if not ok or row is None or row.status is Status.CANCELLED:
-                continue  # a run an abort ended counts in none of the columns
-            if isinstance(outcome, Done) or (
-                isinstance(outcome, NextOccurrence) and outcome.error is None
-            ):
-                completed += 1
-            elif isinstance(outcome, Dead | NextOccurrence):
-                failed += 1
-            elif isinstance(outcome, RetryAt):
-                retried += 1
-        self._activity.finished(self._now(), completed=completed, failed=failed, retried=retried)
-
     def _finish(self, key: str, token: int, outcome: Outcome) -> bool:
         row = self._rows.get(key)
         if row is None or row.status is not Status.RUNNING or row.token != token:
