@@ -14,7 +14,10 @@ Every operation is one statement (autocommit), on the server's clock: a claim
 is one statement, an ``UPDATE`` of the rows a ``SELECT ... ORDER BY visible_at
 LIMIT n FOR UPDATE SKIP LOCKED`` picked, that also dead-letters poison and
 malformed rows; fencing tokens come from a sequence; ``finish_many`` is one
-statement whose rows are each fenced by their token.  Lease renewals commit
+statement whose rows are each fenced by their token; ``finish_and_claim`` runs
+the two in one transaction (:mod:`._postgres_work`).  Claims, finishes and
+lease renewals run on connections of their own, where each statement keeps
+one plan.  Lease renewals commit
 without waiting for the WAL flush; claims, defers and finishes wait for it (a
 claim lost in a server crash would let a second worker run the entry).
 The schema (:mod:`._postgres_sql`) is created, and checked on every open,
