@@ -29,6 +29,7 @@ class Counting(MemoryStore):
         self.calls: Counter[str] = Counter()
         self.gate: anyio.Event | None = None
         self.entered = anyio.Event()
+        self.held: list[str] = []  # the keys the held call claimed
 
     async def claim(self, owner: str, limit: int) -> list[Claim]:
         self.calls["claim"] += 1
@@ -43,7 +44,8 @@ class Counting(MemoryStore):
     ) -> tuple[list[bool], list[Claim]]:
         self.calls["finish_and_claim"] += 1
         got = await super().finish_and_claim(items, owner, limit)
-        if self.gate is not None and got[1]:
+        if self.gate is not None and got[1] and not self.entered.is_set():
+            self.held = [c.entry.key for c in got[1]]
             self.entered.set()
             await self.gate.wait()  # the rows are claimed; the reply waits
         return got
@@ -106,28 +108,35 @@ async def test_no_claim_rides_once_the_store_is_drained() -> None:
 async def test_a_claim_that_returns_during_shutdown_is_released() -> None:
     tasks = TaskRegistry()
 
+    ran: set[str] = set()
+
     @tasks.task("t")
     async def work(i: int) -> None:
-        pass
+        ran.add(current_entry().key)
 
     store = Counting()
     store.gate = anyio.Event()
     await store.__aenter__()
     await store.add([row(f"k{i}", i) for i in range(30)])
-    async with anyio.create_task_group() as tg:
-        async with StoreSession(store, tasks, worker=True, concurrency=5, grace=0):
-            with anyio.fail_after(600):
-                await store.entered.wait()  # rows claimed with finishes, reply held
 
-            async def open_later() -> None:
-                await anyio.sleep(1)  # shutdown has begun by then
-                assert store.gate is not None
-                store.gate.set()
+    async def open_later() -> None:
+        await anyio.sleep(1)  # shutdown has begun by then
+        assert store.gate is not None
+        store.gate.set()
 
-            tg.start_soon(open_later)
+    async with (
+        anyio.create_task_group() as tg,
+        StoreSession(store, tasks, worker=True, concurrency=5, grace=0),
+    ):
+        with anyio.fail_after(600):
+            await store.entered.wait()  # rows claimed with finishes, reply held
+        tg.start_soon(open_later)
     entries = await store.entries(limit=100)
     await store.__aexit__(None, None, None)
     assert not [e.key for e in entries if e.status is Status.RUNNING]
-    pending = [e for e in entries if e.status is Status.PENDING]
-    assert pending  # what the held claim took went back, unrun
-    assert all(e.deliveries == 0 for e in pending)
+    # What the held call claimed went back unrun, its claim not counted.
+    assert store.held
+    assert not ran & set(store.held)
+    back = {e.key: e for e in entries if e.key in store.held}
+    assert {e.status for e in back.values()} == {Status.PENDING}
+    assert {e.deliveries for e in back.values()} == {0}

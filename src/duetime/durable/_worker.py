@@ -378,20 +378,12 @@ class Worker:
         return n
 
     def took(self, claims: list[Claim], reserved: int, sent: float) -> None:
-        """Run what a claim that rode with finishes returned; free its reservation.
-        Shutting down, the rows are released instead (shutdown waits for that)."""
+        """Queue what a claim that rode with finishes returned; free its
+        reservation.  Shutting down, each is released unrun by its runner
+        (a run not started then is), and shutdown waits for that."""
         self._reserved -= reserved
         self._backlog = len(claims) == reserved
-        if not self._stopping:
-            self._accept(claims, sent)
-            return
-        for c in claims:
-            run = _Run(c, sent, anyio.current_time())
-            run.renew_at = math.inf
-            self._runs.add(run)
-            self._finisher.put(
-                c.entry.key, c.token, Release(), partial(self._finished, run, None), run.expires
-            )
+        self._accept(claims, sent)
 
     def _kick(self) -> None:
         """Make sure one more runner task looks at the queue, if it holds claims and
