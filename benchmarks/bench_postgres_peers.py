@@ -21,8 +21,9 @@ when not installed (``pip install -e '.[bench]'``).  Figures:
   its own benchmark's) and B = 100 (what duetime claims at most at a time);
   Procrastinate ``run_worker_async(concurrency=100, wait=False)``.  Each worker
   records when it ran what; the rate is jobs over the span from the first run
-  in any process to the last, and every job must run exactly once.  A ratio to
-  a peer is to its best setting.
+  in any process to the last, and every job must run exactly once.  The
+  processes import first and start together (:func:`start_gate`).  A ratio
+  to a peer is to its best setting.
 
 pgqueuer and Procrastinate are asyncio-only: they run on asyncio; duetime runs
 on asyncio here too (the same code runs on trio).  Worker processes run this
@@ -34,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import glob
+import importlib
 import json
 import logging
 import os
@@ -106,6 +108,9 @@ def postgres() -> Iterator[tuple[str, str]]:
     options = f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={directory}"
     options += " -c max_connections=300 -c shared_buffers=256MB"
     durability = "PostgreSQL's default durability (fsync, synchronous_commit on)"
+    if os.environ.get("BENCH_PG_STATEMENTS") == "1":  # where the server's time goes
+        options += " -c shared_preload_libraries=pg_stat_statements"
+        options += " -c pg_stat_statements.track_planning=on"
     if os.environ.get("BENCH_PG_FSYNC") == "off":  # the CPU's ceiling, not a deployment
         options += " -c fsync=off"
         durability = "fsync off (BENCH_PG_FSYNC=off)"
@@ -315,11 +320,46 @@ def available(kind: str) -> str | None:
     return f"{', '.join(missing)} not installed (pip install -e '.[bench]')" if missing else None
 
 
+#: What each kind's worker process imports before it says it is ready.
+_IMPORTS = {
+    "duetime": ("anyio", "trio", "psycopg", "duetime", "duetime.durable"),
+    "pgqueuer": ("asyncpg", "pgqueuer", "pgqueuer.types"),
+    "procrastinate": ("psycopg", "procrastinate"),
+}
+
+
+def start_gate(modules: tuple[str, ...]) -> None:
+    """In a worker process: import ``modules``, say ``ready`` on stdout, and
+    wait for a line on stdin (:func:`start_together`).  Importing costs about
+    0.8 s of CPU per process: on a 2-core machine, processes still importing
+    slowed the ones already running, inside the span measured."""
+    for name in modules:
+        importlib.import_module(name)
+    print("ready", flush=True)
+    sys.stdin.readline()
+
+
+def spawn_together(cmds: list[list[str]]) -> list[subprocess.Popen[bytes]]:
+    """Start worker processes, wait until each has said ready (:func:`start_gate`),
+    then tell them all to start at once."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    pipe = subprocess.PIPE
+    ps = [subprocess.Popen(cmd, env=env, stdin=pipe, stdout=pipe) for cmd in cmds]
+    for p in ps:
+        assert p.stdout is not None
+        if p.stdout.readline().strip() != b"ready":
+            raise RuntimeError(f"a benchmark worker did not start: {p.wait()}")
+    for p in ps:
+        assert p.stdin is not None
+        p.stdin.write(b"go\n")
+        p.stdin.close()
+    return ps
+
+
 def _processes(kind: str, setting: int, url: str, tmp: Path, n: int) -> dict[str, Any]:
     outs = [tmp / f"{kind}{setting}-{i}.json" for i in range(WORKERS)]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, str(setting), url]
-    ps = [subprocess.Popen([*cmd, str(o)], env=env) for o in outs]
+    ps = spawn_together([[*cmd, str(o)] for o in outs])
     for p in ps:
         if p.wait(timeout=900) != 0:
             raise RuntimeError(f"a {kind} benchmark worker exited with {p.returncode}")
@@ -452,6 +492,7 @@ def run(quick: bool) -> dict[str, Any]:
 
 
 def _worker_main(kind: str, setting: int, url: str, out: str) -> None:
+    start_gate(_IMPORTS[kind])
     asyncio.run(KINDS[kind][2](url, setting))
     times = [_times[0], _times[-1]] if _times else []
     Path(out).write_text(json.dumps({"times": times, "ran": _ran}))

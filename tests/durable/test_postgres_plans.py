@@ -12,7 +12,7 @@ import pytest
 
 from duetime.durable import PostgresStore
 from duetime.durable._postgres_conn import array
-from duetime.durable._postgres_sql import SESSION, Sql
+from duetime.durable._postgres_sql import SESSION, WORK_SESSION, Sql
 from duetime.durable.conformance import row
 
 from .postgres_server import PostgresServer  # noqa: F401  (the fixtures' module)
@@ -20,11 +20,11 @@ from .postgres_server import PostgresServer  # noqa: F401  (the fixtures' module
 pytestmark = pytest.mark.anyio
 
 
-def _plan(url: str, sql: bytes, args: str) -> str:
+def _plan(url: str, sql: bytes, args: str, session: bytes = SESSION) -> str:
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(SESSION)
+        conn.execute(session)
         conn.execute(b"PREPARE probe AS " + sql)
         plan = conn.execute(f"EXPLAIN EXECUTE probe({args})".encode()).fetchall()
     return "\n".join(str(line[0]) for line in plan)
@@ -48,6 +48,33 @@ async def test_claim_and_head_use_the_index_on_a_table_without_statistics(
     # would cost every claim (or every idle worker's wake-up) time in
     # proportion to the table.
     assert "Seq Scan on entries" not in plan, plan
+
+
+@pytest.mark.parametrize("statement", ["claim", "finish", "extend"])
+async def test_the_worker_path_plans_once_and_well_on_a_table_without_statistics(
+    postgres_store: Any, postgres_url: str, statement: str, real_time: None
+) -> None:
+    # The worker's connections keep one generic plan per statement (planned
+    # without the parameters' values): it must reach the rows through the
+    # indexes too, or every claim and finish would scan the table.
+    store: PostgresStore
+    async with postgres_store() as store:
+        for i in range(0, 5000, 1000):
+            await store.add([row(f"k{j}", j) for j in range(i, i + 1000)])
+        sql = Sql(store.schema)
+        query, args = {
+            "claim": (sql.claim(), "0, 100, 'w', 86400"),
+            "finish": (
+                sql.finish(),
+                "0, 86400, 86400, '{k1,k2}', '{1,2}', '{0,0}', '{NULL,NULL}', '{NULL,NULL}',"
+                " '{NULL,NULL}', '{NULL,NULL}', '{NULL,NULL}'",
+            ),
+            "extend": (sql.extend(), "0, '{k1,k2}', '{1,2}'"),
+        }[statement]
+        plan = await anyio.to_thread.run_sync(_plan, postgres_url, query, args, WORK_SESSION)
+    assert "Seq Scan on entries" not in plan, plan
+    if statement != "claim":
+        assert "entries_pkey" in plan, plan
 
 
 _TEXTS = [

@@ -209,6 +209,11 @@ class FlakyStore(MemoryStore):
         self._check("finish_many")
         return await super().finish_many(items)
 
+    async def finish_and_claim(self, items: Any, owner: str, limit: int) -> Any:
+        self._check("finish_many")
+        self._check("claim")
+        return await super().finish_and_claim(items, owner, limit)
+
     async def wait_changed(self, timeout: float) -> None:
         self._check("wait_changed")
         await super().wait_changed(timeout)

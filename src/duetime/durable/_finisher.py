@@ -11,6 +11,11 @@ gets its own True/False.
 A store error does not give a finish up: it is sent again, with backoff, for as
 long as its lease holds (the ``until`` it was queued with), so a short outage
 does not turn a finished run into a re-run.
+
+When the store offers ``finish_and_claim`` (:class:`~._store.FinishAndClaim`)
+and the worker wants more rows (:class:`Refill`), a group goes with a claim
+for the slots it frees, in one call: on a database, one commit (one WAL
+flush) instead of a finish's and then a claim's.
 """
 
 from __future__ import annotations
@@ -18,15 +23,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from functools import partial
+from typing import Protocol
 
 import anyio
 import anyio.lowlevel
 from anyio import CancelScope
 
 from ._log import StoreHealth, short, worker_log
-from ._store import Outcome, Store
+from ._store import Claim, FinishAndClaim, Outcome, Store
 
-__all__ = ["Finisher"]
+__all__ = ["Finisher", "Refill"]
 
 #: At most this many finishes per store call.
 MAX_BATCH = 500
@@ -55,6 +61,20 @@ class _Item:
         self.until = until
 
 
+class Refill(Protocol):
+    """What a finisher asks its worker before and after a group that carries a claim."""
+
+    owner: str
+
+    def room(self, finishing: int) -> int:
+        """How many rows to claim with a group of ``finishing`` finishes (0: none);
+        that many slots stay reserved until :meth:`took`."""
+
+    def took(self, claims: list[Claim], reserved: int, sent: float) -> None:
+        """The group's claim returned ``claims`` (empty if it failed): run them
+        and free the ``reserved`` slots (called after the group's callbacks)."""
+
+
 class Finisher:
     """Sends the finishes of one process to ``store`` in groups, from one task.
 
@@ -65,10 +85,21 @@ class Finisher:
     :param timeout: the longest one ``finish_many`` call may take before it counts
         as failed (shorter when every lease in the batch ends sooner)
     :param health: told of each call's success or failure (outage logging)
+    :param refill: the worker whose claims may ride with the groups (used only
+        if the store offers ``finish_and_claim``)
     """
 
-    def __init__(self, store: Store, timeout: float, health: StoreHealth | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        timeout: float,
+        health: StoreHealth | None = None,
+        refill: Refill | None = None,
+    ) -> None:
         self._store = store
+        self._both = store if isinstance(store, FinishAndClaim) else None
+        self._refill = refill if self._both is not None else None
+        self._claimed: tuple[list[Claim], int, float] | None = None
         self._timeout = timeout
         self._health = health if health is not None else StoreHealth()
         self._queue: list[_Item] = []
@@ -143,6 +174,14 @@ class Finisher:
                 continue
             pause = _FIRST_PAUSE
             self._done(batch, results)
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Give the claim that rode with the last group to the worker (its
+        finishes' callbacks have freed their slots by now)."""
+        claimed, self._claimed = self._claimed, None
+        if claimed is not None and self._refill is not None:
+            self._refill.took(*claimed)
 
     def _done(self, batch: Sequence[_Item], results: Sequence[bool]) -> None:
         for item, ok in zip(batch, results, strict=True):
@@ -167,12 +206,23 @@ class Finisher:
     async def _send(self, batch: Sequence[_Item]) -> list[bool] | None:
         """Send one group; its results, or None if the store failed."""
         items = [(it.key, it.token, it.outcome) for it in batch]
-        limit = max(it.until for it in batch) - anyio.current_time()
+        sent = anyio.current_time()
+        limit = max(it.until for it in batch) - sent
+        refill = self._refill
+        room = 0 if refill is None else refill.room(len(batch))
         try:
             with anyio.fail_after(max(_MIN_CALL, min(self._timeout, limit))):
-                results = await self._store.finish_many(items)
+                if room and refill is not None and self._both is not None:
+                    # Its claim's rows may be taken even if the reply is lost:
+                    # they then wait out their lease, as after a failed claim.
+                    self._claimed = ([], room, sent)
+                    results, claims = await self._both.finish_and_claim(items, refill.owner, room)
+                    self._claimed = (claims, room, sent)
+                else:
+                    results = await self._store.finish_many(items)
         except Exception as exc:
             self._health.failed(exc, "finish")
+            self._hand_over()  # frees the reserved slots
             return None
         self._health.ok()
         for (key, _token, outcome), ok in zip(items, results, strict=True):

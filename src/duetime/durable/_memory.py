@@ -374,6 +374,9 @@ class MemoryStore(MemoryInspection):
         if limit < 0:
             raise ValueError(f"claim limit must be >= 0, not {limit!r}")
         await anyio.lowlevel.checkpoint()
+        return self._claim(owner, limit)
+
+    def _claim(self, owner: str, limit: int) -> list[Claim]:
         now = self._now()
         out: list[Claim] = []
         while len(out) < limit:
@@ -432,22 +435,22 @@ class MemoryStore(MemoryInspection):
         self._record_finishes(items, done)
         return done
 
-    def _record_finishes(self, items: Sequence[tuple[str, int, Outcome]], done: list[bool]) -> None:
-        """Count the applied finishes in the activity ring (inspection)."""
-        completed = failed = retried = 0
-        for (key, _token, outcome), ok in zip(items, done, strict=True):
-            row = self._rows.get(key)
-            if not ok or row is None or row.status is Status.CANCELLED:
-                continue  # a run an abort ended counts in none of the columns
-            if isinstance(outcome, Done) or (
-                isinstance(outcome, NextOccurrence) and outcome.error is None
-            ):
-                completed += 1
-            elif isinstance(outcome, Dead | NextOccurrence):
-                failed += 1
-            elif isinstance(outcome, RetryAt):
-                retried += 1
-        self._activity.finished(self._now(), completed=completed, failed=failed, retried=retried)
+    async def finish_and_claim(
+        self, items: Sequence[tuple[str, int, Outcome]], owner: str, limit: int
+    ) -> tuple[list[bool], list[Claim]]:
+        """``finish_many(items)`` then ``claim(owner, limit)`` in one step.
+
+        :raises TypeError: an outcome that is not one of the outcome types
+        :raises ValueError: a negative limit (nothing is applied either way)
+        """
+        if limit < 0:
+            raise ValueError(f"claim limit must be >= 0, not {limit!r}")
+        for _key, _token, outcome in items:
+            _check_outcome(outcome)
+        await anyio.lowlevel.checkpoint()
+        done = [self._finish(key, token, outcome) for key, token, outcome in items]
+        self._record_finishes(items, done)
+        return done, self._claim(owner, limit)
 
     def _finish(self, key: str, token: int, outcome: Outcome) -> bool:
         row = self._rows.get(key)

@@ -5,13 +5,15 @@ ring of per-minute counters its claim and finish paths bump."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio.lowlevel
 
+from .._vocab import Status
 from ._activity import ActivityRing
 from ._stats import Counts, EntryQuery, Minute
-from ._store import EntryDetail, Page, page_from
+from ._store import Dead, Done, EntryDetail, NextOccurrence, Outcome, Page, RetryAt, page_from
 
 if TYPE_CHECKING:
     from ._store import Entry
@@ -33,6 +35,24 @@ class MemoryInspection:
 
     def _live(self, key: str, now: float) -> Any:
         raise NotImplementedError
+
+    def _record_finishes(self, items: Sequence[tuple[str, int, Outcome]], done: list[bool]) -> None:
+        """Count the applied finishes (``done``: each item's result) in the
+        activity ring, by outcome."""
+        completed = failed = retried = 0
+        for (key, _token, outcome), ok in zip(items, done, strict=True):
+            row = self._rows.get(key)
+            if not ok or row is None or row.status is Status.CANCELLED:
+                continue  # a run an abort ended counts in none of the columns
+            if isinstance(outcome, Done) or (
+                isinstance(outcome, NextOccurrence) and outcome.error is None
+            ):
+                completed += 1
+            elif isinstance(outcome, Dead | NextOccurrence):
+                failed += 1
+            elif isinstance(outcome, RetryAt):
+                retried += 1
+        self._activity.finished(self._now(), completed=completed, failed=failed, retried=retried)
 
     async def counts(self) -> Counts:
         """How many entries, per task and status (expired tombstones not counted)."""

@@ -14,7 +14,10 @@ Every operation is one statement (autocommit), on the server's clock: a claim
 is one statement, an ``UPDATE`` of the rows a ``SELECT ... ORDER BY visible_at
 LIMIT n FOR UPDATE SKIP LOCKED`` picked, that also dead-letters poison and
 malformed rows; fencing tokens come from a sequence; ``finish_many`` is one
-statement whose rows are each fenced by their token.  Lease renewals commit
+statement whose rows are each fenced by their token; ``finish_and_claim`` runs
+the two in one transaction (:mod:`._postgres_work`).  Claims, finishes and
+lease renewals run on connections of their own, where each statement keeps
+one plan.  Lease renewals commit
 without waiting for the WAL flush; claims, defers and finishes wait for it (a
 claim lost in a server crash would let a second worker run the entry).
 The schema (:mod:`._postgres_sql`) is created, and checked on every open,
@@ -43,19 +46,17 @@ import psycopg.errors
 from .._exceptions import EntryExists
 from .._vocab import Status
 from . import _postgres_rows as rows
-from ._postgres_conn import Conn, Pool, Rows, array, conninfo, text_or_none
+from ._postgres_conn import Conn, Pool, Rows, conninfo
 from ._postgres_listen import open_schema, show_dsn
-from ._postgres_sql import SESSION, Sql, check_schema_name, finish_fields, insert_params, insert_sql
+from ._postgres_sql import SESSION, WORK_SESSION, Sql, check_schema_name, insert_params, insert_sql
 from ._postgres_stats import PostgresInspection
 from ._postgres_wake import Listener, Waits
+from ._postgres_work import WorkMixin, ensure_stray_index, params
 from ._sqlite_file import NotAStore
 from ._store import (
-    Claim,
-    Dead,
     Entry,
     NewRow,
     OnConflict,
-    Outcome,
     ReadOnlyStore,
     StoreLost,
     check_result_ttl,
@@ -70,6 +71,9 @@ _CONFLICTS = ("keep", "replace", "error")
 #: Connections for lease renewals (a worker runs one renewal task), besides
 #: ``pool_size``.
 _LEASE_CONNECTIONS = 1
+#: Connections for claims and finishes (a worker's claim loop and its finisher,
+#: and one to spare), besides ``pool_size``.
+_WORK_CONNECTIONS = 3
 
 
 def _seconds(value: object, what: str) -> float:
@@ -80,11 +84,10 @@ def _seconds(value: object, what: str) -> float:
     return float(value)
 
 
-def _p(*values: Any) -> list[bytes | None]:
-    return [array(v) if type(v) is list else text_or_none(v) for v in values]
+_p = params
 
 
-class PostgresStore(Waits, PostgresInspection):
+class PostgresStore(WorkMixin, Waits, PostgresInspection):
     """A durable store in PostgreSQL that several processes and hosts share.
 
     Open it with ``async with`` (the Scheduler does).  Times are the server's
@@ -107,8 +110,9 @@ class PostgresStore(Waits, PostgresInspection):
         ``entries``, ``head``, ``time``, the waits): its connections are
         read-only sessions, nothing is created or purged, and every writing
         method raises :class:`~duetime.durable.ReadOnlyStore`
-    :param pool_size: the most connections open at once for queries (one
-        more carries lease renewals, and one LISTENs)
+    :param pool_size: the most connections open at once for queries (up to
+        three more carry a worker's claims and finishes, one its lease
+        renewals, and one LISTENs)
     :param connect_timeout: how long opening one connection may take (seconds)
     :param timeout: how long one call may take (seconds), the wait for a free
         connection and the opening of a new one included: a server that stops
@@ -169,6 +173,7 @@ class PostgresStore(Waits, PostgresInspection):
         self._id = uuid.uuid4().hex
         self._pool: Pool | None = None
         self._leases: Pool | None = None
+        self._work: Pool | None = None
         self._stack: AsyncExitStack | None = None
         self._listener: Listener | None = None
         self._changed = Wakeup()
@@ -197,7 +202,8 @@ class PostgresStore(Waits, PostgresInspection):
         """
         if self._stack is not None:
             raise RuntimeError("this PostgresStore is already open")
-        setup = SESSION + (b"; SET default_transaction_read_only = on" if self.read_only else b"")
+        ro = b"; SET default_transaction_read_only = on" if self.read_only else b""
+        setup = SESSION + ro
         pool = Pool(
             self._conninfo,
             self._pool_size,
@@ -214,7 +220,15 @@ class PostgresStore(Waits, PostgresInspection):
         leases = Pool(
             self._conninfo,
             _LEASE_CONNECTIONS,
-            setup + b"; SET synchronous_commit = off",
+            WORK_SESSION + ro + b"; SET synchronous_commit = off",
+            on_open=self._own_pid,
+            timeout=self.timeout,
+            translate=self._translate,
+        )
+        work = Pool(
+            self._conninfo,
+            _WORK_CONNECTIONS,
+            WORK_SESSION + ro,
             on_open=self._own_pid,
             timeout=self.timeout,
             translate=self._translate,
@@ -222,8 +236,11 @@ class PostgresStore(Waits, PostgresInspection):
         stack = AsyncExitStack()
         stack.callback(pool.close)
         stack.callback(leases.close)
+        stack.callback(work.close)
         try:
             await open_schema(pool, self.schema, read_only=self.read_only, shown=show_dsn(self.dsn))
+            if not self.read_only:
+                await ensure_stray_index(pool, self.schema)
             listener = Listener(
                 self._conninfo,
                 f"{self.schema}.wake",
@@ -238,6 +255,7 @@ class PostgresStore(Waits, PostgresInspection):
                 await stack.aclose()
             raise
         self._pool, self._leases, self._stack, self._listener = pool, leases, stack, listener
+        self._work = work
         self._lost = None
         self._awaiting_until = -math.inf
         return self
@@ -246,7 +264,7 @@ class PostgresStore(Waits, PostgresInspection):
         """Stop listening and close the connections."""
         stack, self._stack = self._stack, None
         pool, self._pool = self._pool, None
-        self._leases = None
+        self._leases = self._work = None
         self._listener = None
         if stack is None:
             return
@@ -285,6 +303,11 @@ class PostgresStore(Waits, PostgresInspection):
 
     async def _q(self, sql: bytes, *params: Any) -> Rows:
         return await self._open_pool().query(sql, _p(*params))
+
+    def _work_pool(self) -> Pool:
+        self._open_pool()
+        assert self._work is not None
+        return self._work
 
     async def _lease_q(self, sql: bytes, *params: Any) -> Rows:
         self._open_pool()
@@ -480,108 +503,6 @@ class PostgresStore(Waits, PostgresInspection):
                 return []
             got = await self._q(self._sql.entries(status=True), self._offset, limit, code)
         return [rows.entry(r) for r in got.rows]
-
-    async def claim(self, owner: str, limit: int) -> list[Claim]:
-        """Lease up to ``limit`` claimable rows, earliest first, each with a new token,
-        in one statement (see ``Store.claim``).
-
-        Poison rows and malformed rows among them are dead-lettered in the same
-        statement, alone; a row whose payload the codec cannot decode (or whose
-        text is not UTF-8) right after, fenced by its token.  A lapsed row with
-        an abort request ends CANCELLED instead of being handed out.
-
-        :raises ValueError: a negative limit
-        :raises ReadOnlyStore: the store was opened ``read_only``
-        """
-        if limit < 0:
-            raise ValueError(f"claim limit must be >= 0, not {limit!r}")
-        self._check_writable()
-        if limit == 0:
-            return []
-        got = await self._q(self._claim, self._offset, limit, owner, self.dedupe_ttl)
-        claims: list[Claim] = []
-        bad: list[tuple[str, int, Outcome]] = []
-        ended = False
-        for r in got.rows:
-            if r[3] != b"1":
-                ended = True  # dead-lettered or cancelled by the statement
-                continue
-            c = rows.claim(r)
-            if isinstance(c, str):
-                bad.append((rows.text(r[0]), int(r[11] or b"0"), Dead(c)))
-            else:
-                claims.append(c)
-        if bad:
-            await self.finish_many(bad)
-        if ended or (got.rows and got.rows[0][-1] not in (b"0", None)):
-            self._finished.notify()
-        return claims
-
-    async def extend(self, claims: Sequence[tuple[str, int]]) -> list[bool]:
-        """Renew the leases of ``(key, token)`` pairs to now + each row's lease, in one statement.
-
-        :raises ReadOnlyStore: the store was opened ``read_only``
-        """
-        self._check_writable()
-        if not claims:
-            return []
-        keys = [k for k, _ in claims]
-        tokens = [int(t) for _, t in claims]
-        got = await self._lease_q(self._sql.extend(), self._offset, keys, tokens)
-        hit = {int(r[0] or b"0") for r in got.rows}
-        renewed = {(keys[n - 1], tokens[n - 1]) for n in hit}
-        return [(k, t) in renewed for k, t in zip(keys, tokens, strict=True)]
-
-    async def finish_many(self, items: Sequence[tuple[str, int, Outcome]]) -> list[bool]:
-        """Apply each ``(key, token, outcome)`` whose token is still current, in one
-        statement; each item is fenced by its own token and gets its own result.
-
-        :raises TypeError: an outcome that is not one of the outcome types
-            (nothing is applied)
-        :raises ReadOnlyStore: the store was opened ``read_only``
-        """
-        fields = [finish_fields(outcome) for _, _, outcome in items]
-        self._check_writable()
-        if not items:
-            return []
-        # One statement changes a row once: a key repeated in a call goes in a
-        # later statement (its token is then no longer current, unless the
-        # first item's was not).
-        out = [False] * len(items)
-        pending = list(range(len(items)))
-        while pending:
-            seen: set[str] = set()
-            now: list[int] = []
-            later: list[int] = []
-            for i in pending:
-                (later if items[i][0] in seen else now).append(i)
-                seen.add(items[i][0])
-            await self._finish_group(items, fields, now, out)
-            pending = later
-        return out
-
-    async def _finish_group(
-        self,
-        items: Sequence[tuple[str, int, Outcome]],
-        fields: list[tuple[int, float | None, str | None, str | None, str | None, str | None]],
-        group: list[int],
-        out: list[bool],
-    ) -> None:
-        params: list[Any] = [self._offset, self.dedupe_ttl, self.result_ttl]
-        params.append([items[i][0] for i in group])
-        params.append([int(items[i][1]) for i in group])
-        for col in range(6):
-            params.append([fields[i][col] for i in group])
-        got = await self._q(self._finish, *params)
-        ended = woke = False
-        for r in got.rows:
-            out[group[int(r[0] or b"0") - 1]] = True
-            ended = ended or r[1] == b"t"
-            woke = woke or r[3] not in (b"0", None)
-        if ended:
-            self._finished.notify()
-        if woke:
-            self._changed.notify()
 
     async def retry(self, key: str) -> bool:
         """Make a FAILED row PENDING again, due now, attempt 1; False if not FAILED.

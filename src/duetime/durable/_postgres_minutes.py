@@ -7,7 +7,9 @@
   connections update different rows (one row would serialise every claim's
   commit behind the previous one's WAL flush).  A reader sums the shards.
 - ``entries_status_task``: the index ``(status, task)`` the counts are a
-  ``GROUP BY`` over.
+  ``GROUP BY`` over;
+- ``entries_stray`` (:func:`stray_sql`): the rows claims must dead-letter
+  though no time makes them due.
 
 The claim and finish statements of :mod:`._postgres_sql` each carry one
 upsert (:func:`claims_upsert`, :func:`finishes_upsert`) as a data-modifying
@@ -16,7 +18,7 @@ CTE, so the counters change in the same transaction as the rows.
 
 from __future__ import annotations
 
-__all__ = ["RING", "SHARDS", "claims_upsert", "ensure_sql", "finishes_upsert"]
+__all__ = ["RING", "SHARDS", "claims_upsert", "ensure_sql", "finishes_upsert", "stray_sql"]
 
 #: Slots of the ring (more than the 60 minutes :meth:`Store.activity` reads).
 RING = 64
@@ -43,7 +45,18 @@ CREATE TABLE IF NOT EXISTS {s}.minutes (
     PRIMARY KEY (slot, shard)
 );
 CREATE INDEX IF NOT EXISTS entries_status_task ON {s}.entries (status, task);
-"""
+{stray_sql(s)}"""
+
+
+def stray_sql(schema: str) -> str:
+    """The statement that creates ``entries_stray`` if absent: the PENDING and
+    RUNNING rows without a claimable time (``visible_at`` NULL, written by another
+    program), which claims dead-letter.  Normally empty: a write to a row outside
+    it costs the index nothing but checking its condition."""
+    return (
+        f"CREATE INDEX IF NOT EXISTS entries_stray ON {schema}.entries (key)"
+        " WHERE visible_at IS NULL AND status IN (0, 1);"
+    )
 
 
 def _upsert(schema: str, counts: str) -> str:

@@ -476,6 +476,32 @@ class Store(Protocol):
         """Everything the store knows of the entry under ``key`` (tombstones
         included), or None."""
 
+    # -- optional: a store may also offer ``finish_and_claim`` -------------------
+    # (:class:`FinishAndClaim`): the worker then records a group of finishes and
+    # claims its next rows in one call.  A store without it is used through
+    # finish_many and claim, as before.
+
+
+@runtime_checkable
+class FinishAndClaim(Protocol):
+    """The optional store method a worker uses, when a store has it, to record
+    the runs that just ended and lease its next rows in one call (one
+    transaction and one durable commit on a database)."""
+
+    async def finish_and_claim(
+        self, items: Sequence[tuple[str, int, Outcome]], owner: str, limit: int
+    ) -> tuple[list[bool], list[Claim]]:
+        """``finish_many(items)`` then ``claim(owner, limit)``, as one atomic step:
+        the same fencing (each finish by its own token; a finish refused does
+        not hold the claim back), the same results, and the finishes applied
+        first (a row they make due is claimable by the claim).  Nothing is
+        visible to another caller before both are durable.
+
+        :raises TypeError: an outcome that is not one of the outcome types
+            (nothing is applied)
+        :raises ValueError: a negative limit (nothing is applied)
+        """
+
 
 def utc(ts: float) -> datetime:
     """Epoch seconds to an aware UTC datetime."""

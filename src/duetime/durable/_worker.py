@@ -136,7 +136,12 @@ class Worker:
         self._abort_wake: Event | None = None  # set when runs appear: the abort watcher waits
         self._health = StoreHealth(self.poke, self._store_lost)
         self._lost: StoreLost | None = None
-        self._finisher = Finisher(store, SHIELD_CAP, self._health)
+        self._finisher = Finisher(store, SHIELD_CAP, self._health, self)
+        # Slots held for a claim riding with a group of finishes, and whether
+        # the last claim came back full (more rows are likely due: worth
+        # claiming with the next finishes).
+        self._reserved = 0
+        self._backlog = False
         self._calls = TaskCalls(
             store,
             registry,
@@ -286,7 +291,7 @@ class Worker:
                 delay: float | None
                 call = "claim"
                 try:
-                    free = self._concurrency - len(self._runs)
+                    free = self._concurrency - len(self._runs) - self._reserved
                     if free <= 0:
                         delay = None  # a finishing task pokes
                     else:
@@ -343,6 +348,12 @@ class Worker:
                 return len(claims)
         if shield.cancelled_caught:  # shutdown gave it up: whatever it took lapses
             return 0
+        self._backlog = len(claims) == limit
+        self._accept(claims, sent)
+        return len(claims)
+
+    def _accept(self, claims: list[Claim], sent: float) -> None:
+        """Queue claims for the runner tasks (their leases counted from ``sent``)."""
         now = anyio.current_time()
         if claims and self._abort_wake is not None:
             self._abort_wake.set()
@@ -353,7 +364,26 @@ class Worker:
                 self._renew_scope.cancel()
             self._queue.append((c, run))
         self._kick()
-        return len(claims)
+
+    # -- claims that ride with finishes (the finisher's Refill) ------------------------
+
+    def room(self, finishing: int) -> int:
+        """How many rows to claim with ``finishing`` finishes: the slots free once
+        they are recorded, while the last claim came back full; reserved."""
+        if self._stopping or not self._backlog or self._lost is not None:
+            return 0
+        free = self._concurrency - len(self._runs) + finishing - self._reserved
+        n = max(0, min(free, MAX_CLAIM))
+        self._reserved += n
+        return n
+
+    def took(self, claims: list[Claim], reserved: int, sent: float) -> None:
+        """Queue what a claim that rode with finishes returned; free its
+        reservation.  Shutting down, each is released unrun by its runner
+        (a run not started then is), and shutdown waits for that."""
+        self._reserved -= reserved
+        self._backlog = len(claims) == reserved
+        self._accept(claims, sent)
 
     def _kick(self) -> None:
         """Make sure one more runner task looks at the queue, if it holds claims and

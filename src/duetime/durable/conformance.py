@@ -38,6 +38,7 @@ import pytest
 from .._vocab import Status
 from ._conformance_abort import AbortConformance
 from ._conformance_add import AddConformance
+from ._conformance_both import FinishAndClaimConformance
 from ._conformance_kit import (
     MALFORMED_FAULTS,
     START,
@@ -75,6 +76,7 @@ class StoreConformance(
     ResultConformance,
     InspectionConformance,
     AbortConformance,
+    FinishAndClaimConformance,
 ):
     """The suite.  Subclasses implement :meth:`make_store` (and may override :meth:`advance`)."""
 
