@@ -27,11 +27,6 @@ tasks = TaskRegistry()
 async def echo(text: str = "") -> None: ...
 
 
-#: The stores whose ``add`` does not check its rows' text yet (not this module's to
-#: change): their case of the test below is an expected failure until it does.
-NOT_WIRED = {"memory": "MemoryStore", "postgres": "PostgresStore"}
-
-
 @pytest.fixture(params=["sqlite", "redis", "memory", "postgres"])
 def kind(request: pytest.FixtureRequest) -> str:
     kind: str = request.param
@@ -65,17 +60,7 @@ FIELDS = {
 
 
 @pytest.mark.parametrize("field", sorted(FIELDS))
-async def test_add_refuses_a_lone_surrogate_and_writes_nothing(
-    store: Store, field: str, kind: str, request: pytest.FixtureRequest
-) -> None:
-    if kind in NOT_WIRED:
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason=f"{NOT_WIRED[kind]}.add does not call check_new_rows"
-                " (duetime.durable._row_text) yet: once it does, drop it from NOT_WIRED",
-            )
-        )
+async def test_add_refuses_a_lone_surrogate_and_writes_nothing(store: Store, field: str) -> None:
     good = NewRow("good", "t", "[]", delay=0.0)
     with pytest.raises(ValueError, match=f"NewRow.{field} is not valid Unicode text"):
         await store.add([good, FIELDS[field]])

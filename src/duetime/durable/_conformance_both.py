@@ -8,34 +8,18 @@ finishes and claim its next rows in one call: it must do what
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any
-
-import anyio
 import pytest
 
 from .._vocab import Status
-from ._conformance_kit import row
+from ._conformance_kit import StoreUnderTest, row
 from ._store import Claim, Dead, Done, FinishAndClaim, Outcome, Release, RetryAt, Store
 
 __all__ = ["FinishAndClaimConformance"]
 
 
 @pytest.mark.anyio
-class FinishAndClaimConformance:
+class FinishAndClaimConformance(StoreUnderTest):
     """``finish_and_claim`` against ``finish_many`` + ``claim`` (mixed into the suite)."""
-
-    def make_store(self, tmp_path: Path, **options: Any) -> Store:
-        raise NotImplementedError
-
-    async def advance(self, seconds: float) -> None:
-        await anyio.sleep(seconds)
-
-    @pytest.fixture
-    async def store(self, anyio_backend: Any, tmp_path: Path) -> AsyncIterator[Store]:
-        async with self.make_store(tmp_path, lease=10.0) as s:
-            yield s
 
     def _both(self, store: Store) -> FinishAndClaim:
         if not isinstance(store, FinishAndClaim):

@@ -25,6 +25,7 @@ from .._exceptions import EntryExists
 from .._vocab import Status
 from ._activity import ActivityRing
 from ._memory_stats import MemoryInspection
+from ._row_text import check_new_rows
 from ._store import (
     ABORTED,
     RESULT_DROPPED,
@@ -249,7 +250,9 @@ class MemoryStore(MemoryInspection):
 
         :raises EntryExists: ``on_conflict="error"`` and the key exists, or
             ``"replace"`` of a RUNNING entry
-        :raises ValueError: an unknown ``on_conflict``
+        :raises ValueError: an unknown ``on_conflict``, or a row whose text holds a
+            lone surrogate
+        :raises TypeError: a row that is not a NewRow
         """
         if on_conflict not in ("keep", "replace", "error"):
             raise ValueError(
@@ -259,10 +262,9 @@ class MemoryStore(MemoryInspection):
         now = self._now()
         self._purge(now)
         # Check the whole batch first so that an error inserts nothing.
+        check_new_rows(rows)
         seen: set[str] = set()
         for new in rows:
-            if not isinstance(new, NewRow):
-                raise TypeError(f"add() takes NewRow values, not {type(new).__name__}")
             existing = new.key in seen or self._live(new.key, now) is not None
             if existing and on_conflict == "error":
                 raise EntryExists(f"a durable entry with key {new.key!r} already exists")

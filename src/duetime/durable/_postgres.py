@@ -52,6 +52,7 @@ from ._postgres_sql import SESSION, WORK_SESSION, Sql, check_schema_name, insert
 from ._postgres_stats import PostgresInspection
 from ._postgres_wake import Listener, Waits
 from ._postgres_work import WorkMixin, ensure_stray_index, params
+from ._row_text import check_new_rows
 from ._sqlite_file import NotAStore
 from ._store import (
     Entry,
@@ -352,15 +353,14 @@ class PostgresStore(WorkMixin, Waits, PostgresInspection):
 
         :raises EntryExists: ``on_conflict="error"`` and a key exists (tombstones
             included), or ``"replace"`` of a RUNNING entry; nothing is inserted
-        :raises ValueError: an unknown ``on_conflict``
+        :raises ValueError: an unknown ``on_conflict``, or a row whose text holds a
+            lone surrogate
         :raises TypeError: a row that is not a NewRow
         :raises ReadOnlyStore: the store was opened ``read_only``
         """
         if on_conflict not in _CONFLICTS:
             raise ValueError(f"on_conflict must be one of {_CONFLICTS}, got {on_conflict!r}")
-        for new in rows_:
-            if not isinstance(new, NewRow):
-                raise TypeError(f"add() takes NewRow values, not {type(new).__name__}")
+        check_new_rows(rows_)
         self._check_writable()
         if not rows_:
             return []
