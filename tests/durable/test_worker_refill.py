@@ -140,3 +140,33 @@ async def test_a_claim_that_returns_during_shutdown_is_released() -> None:
     back = {e.key: e for e in entries if e.key in store.held}
     assert {e.status for e in back.values()} == {Status.PENDING}
     assert {e.deliveries for e in back.values()} == {0}
+
+
+class Faulty(MemoryStore):
+    """A fault-injecting store as a user writes one: it overrides ``finish_many``
+    only, and sees every finish."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.finished: Counter[str] = Counter()
+
+    async def finish_many(self, items: Sequence[tuple[str, int, Outcome]]) -> list[bool]:
+        self.finished.update(key for key, _token, _outcome in items)
+        return await super().finish_many(items)
+
+
+async def test_a_subclass_that_overrides_finish_many_sees_every_finish() -> None:
+    tasks = TaskRegistry()
+
+    @tasks.task("t")
+    async def work(i: int) -> None:
+        await anyio.sleep(0.01 * (i % 3))
+
+    store = Faulty()
+    n = 300
+    await store.__aenter__()
+    await store.add([row(f"k{i}", i) for i in range(n)])
+    async with StoreSession(store, tasks, worker=True, concurrency=10):
+        await _all_done(store, n)
+    await store.__aexit__(None, None, None)
+    assert store.finished == Counter({f"k{i}": 1 for i in range(n)})
