@@ -31,6 +31,7 @@ def test_front_names_are_pinned() -> None:
             "Entry",
             "EntryDetail",
             "EntryQuery",
+            "FinishAndClaim",
             "MemoryStore",
             "Minute",
             "NewRow",
