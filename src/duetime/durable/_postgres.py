@@ -114,7 +114,8 @@ class PostgresStore(WorkMixin, Waits, PostgresInspection):
     :param pool_size: the most connections open at once for queries (up to
         three more carry a worker's claims and finishes, one its lease
         renewals, and one LISTENs)
-    :param connect_timeout: how long opening one connection may take (seconds)
+    :param connect_timeout: how long opening one connection may take (seconds; a
+        shorter ``connect_timeout`` in the DSN wins)
     :param timeout: how long one call may take (seconds), the wait for a free
         connection and the opening of a new one included: a server that stops
         answering (a freeze, a partition) raises ``TimeoutError`` rather than

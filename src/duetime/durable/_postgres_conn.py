@@ -87,11 +87,13 @@ def conninfo(dsn: str, connect_timeout: float) -> str:
     DSN may override: TCP keepalives, so that a server that vanished without
     closing (a partition) is noticed within about 25 s where the kernel's
     default takes hours, and ``application_name=duetime`` (pg_stat_activity).
+    A shorter ``connect_timeout`` in the DSN is kept (the stricter limit wins).
 
     :raises psycopg.ProgrammingError: a DSN libpq cannot parse (its message may
         quote the DSN)
     """
     given = psycopg.conninfo.conninfo_to_dict(dsn)
+    connect_timeout = min(connect_timeout, _seconds_of(given.get("connect_timeout")))
     defaults = {
         "application_name": "duetime",
         "keepalives": "1",
@@ -281,7 +283,10 @@ async def _connect_poll(pg: pq.abc.PGconn) -> None:
 def connect_timeout(conninfo: str) -> float:
     """The ``connect_timeout`` of a libpq connection string, in seconds
     (libpq's rule: none, 0 or less means no limit, and at least 2 s)."""
-    value = psycopg.conninfo.conninfo_to_dict(conninfo).get("connect_timeout")
+    return _seconds_of(psycopg.conninfo.conninfo_to_dict(conninfo).get("connect_timeout"))
+
+
+def _seconds_of(value: Any) -> float:
     try:
         seconds = int(str(value))
     except ValueError:
