@@ -25,24 +25,34 @@ def check_new_rows(rows: Sequence[NewRow], *, key_bytes: bool = False) -> None:
         are not UTF-8 as Python's ``surrogateescape`` does (U+DC80 to U+DCFF):
         a key with those surrogates is allowed (it names such a row), any other
         is not
-    :raises TypeError: an item that is not a NewRow
+    :raises TypeError: an item that is not a NewRow, or whose key, task,
+        payload or schedule is no str
     :raises ValueError: a key, task, payload or schedule with a lone surrogate
     """
     key_errors = "surrogateescape" if key_bytes else "strict"
     for new in rows:
         if not isinstance(new, NewRow):
             raise TypeError(f"add() takes NewRow values, not {type(new).__name__}")
-        if not (new.key.isascii() and new.task.isascii() and new.payload.isascii()):
+        # str.isascii, not the value's own: a field set past NewRow's checks
+        # (object.__setattr__) that is no str, or a str subclass that overrides
+        # isascii, is still caught.
+        try:
+            plain = str.isascii(new.key) and str.isascii(new.task) and str.isascii(new.payload)
+            odd = new.schedule is not None and not str.isascii(new.schedule)
+        except TypeError:
+            new._check()  # names the field that is no str
+            raise
+        if not plain:
             _check_text("key", new.key, key_errors)
             _check_text("task", new.task)
             _check_text("payload", new.payload)
-        if new.schedule is not None and not new.schedule.isascii():
+        if odd and new.schedule is not None:
             _check_text("schedule", new.schedule)
 
 
 def _check_text(name: str, value: str, errors: str = "strict") -> None:
     try:
-        value.encode("utf-8", errors)
+        str.encode(value, "utf-8", errors)
     except UnicodeEncodeError as exc:
         raise ValueError(
             f"NewRow.{name} is not valid Unicode text (a lone surrogate at index"
