@@ -84,7 +84,9 @@ class LoopThread(AbstractContextManager["LoopThread"]):
         self._jobs: dict[str, Job[Any] | RecurringJob[Any]] = {}
         self._prune_at = 1024
         self._portal: BlockingPortal | None = None
-        self._loop_thread: int | None = None
+        # The Thread object, not its ident: a thread started after the loop's
+        # ended may be given the same ident, and would pass for the loop's own.
+        self._loop_thread: threading.Thread | None = None
         self._stopped = threading.Event()  # set once the loop thread has finished
         self._portal_cm: AbstractContextManager[BlockingPortal] | None = None
         self._scheduler_cm: AbstractContextManager[Scheduler] | None = None
@@ -126,7 +128,7 @@ class LoopThread(AbstractContextManager["LoopThread"]):
         return self
 
     def _set_thread_limiter(self) -> None:
-        self._loop_thread = threading.get_ident()
+        self._loop_thread = threading.current_thread()
         host = self._host
         # Sync jobs run on self._threads; this bounds any the scheduler runs itself.
         host.set_thread_limiter(CapacityLimiter(self._max_threads))
@@ -191,7 +193,7 @@ class LoopThread(AbstractContextManager["LoopThread"]):
                 self._stopped.set()
 
     def _on_loop_thread(self) -> bool:
-        return threading.get_ident() == self._loop_thread
+        return threading.current_thread() is self._loop_thread
 
     def _called_from_own_job(self) -> bool:
         try:
@@ -254,7 +256,7 @@ class LoopThread(AbstractContextManager["LoopThread"]):
             if wake:
                 self._wake_pending = True
         if wake:
-            if threading.get_ident() == self._loop_thread:
+            if threading.current_thread() is self._loop_thread:
                 # From a callback on the loop itself: no cross-thread hop needed.
                 self._drain()
                 return job
