@@ -55,7 +55,9 @@ def silent() -> Iterator[int]:
         yield lsn.getsockname()[1]
 
 
-@pytest.mark.parametrize("how", ["localhost", "ip", "socket dir", "socket dir url"])
+@pytest.mark.parametrize(
+    "how", ["localhost", "ip", "socket dir", "socket dir url", "first host refused", "ipv6 first"]
+)
 async def test_every_kind_of_host(server: PostgresServer, how: str, real_time: None) -> None:
     port, where = server.port, server.directory
     dsn = {
@@ -63,6 +65,10 @@ async def test_every_kind_of_host(server: PostgresServer, how: str, real_time: N
         "ip": f"postgresql://postgres@127.0.0.1:{port}/postgres",
         "socket dir": f"host={where} port={port} user=postgres dbname=postgres",
         "socket dir url": f"postgresql://postgres@/postgres?host={where}&port={port}",
+        # libpq moves on to the next host: the socket it waits on changes
+        "first host refused": f"host=127.0.0.1,127.0.0.1 port=1,{port} user=postgres"
+        " dbname=postgres",
+        "ipv6 first": f"host=::1,127.0.0.1 port={port} user=postgres dbname=postgres",
     }[how]
     async with PostgresStore(dsn, schema="review3") as store:
         assert await store.time() > 0
