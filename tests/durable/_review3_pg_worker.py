@@ -29,6 +29,7 @@ async def main(dsn: str, schema: str, out: str, owner: str) -> None:
                 for c in claims:
                     log.write(f"run {c.entry.key} {c.token}\n")
                 held = [(c.entry.key, c.token, Done()) for c in claims]
+                await anyio.sleep(0.01 * len(claims))  # the runs
                 if not claims:
                     if await store.head() is None:
                         return
