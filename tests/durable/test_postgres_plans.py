@@ -50,13 +50,14 @@ async def test_claim_and_head_use_the_index_on_a_table_without_statistics(
     assert "Seq Scan on entries" not in plan, plan
 
 
-@pytest.mark.parametrize("statement", ["claim", "finish", "extend"])
+@pytest.mark.parametrize("statement", ["claim", "finish", "extend", "insert_one", "read"])
 async def test_the_worker_path_plans_once_and_well_on_a_table_without_statistics(
     postgres_store: Any, postgres_url: str, statement: str, real_time: None
 ) -> None:
-    # The worker's connections keep one generic plan per statement (planned
-    # without the parameters' values): it must reach the rows through the
-    # indexes too, or every claim and finish would scan the table.
+    # The worker's connections, and those of one-row adds (an awaited defer),
+    # keep one generic plan per statement (planned without the parameters'
+    # values): it must reach the rows through the indexes too, or every claim,
+    # finish and defer would scan the table.
     store: PostgresStore
     async with postgres_store() as store:
         for i in range(0, 5000, 1000):
@@ -70,6 +71,8 @@ async def test_the_worker_path_plans_once_and_well_on_a_table_without_statistics
                 " '{NULL,NULL}', '{NULL,NULL}', '{NULL,NULL}'",
             ),
             "extend": (sql.extend(), "0, '{k1,k2}', '{1,2}'"),
+            "insert_one": (sql.insert_one(), "0, 'k1', 't', '[]', NULL, 0, 30, NULL, NULL"),
+            "read": (sql.read(), "0, 'k1'"),
         }[statement]
         plan = await anyio.to_thread.run_sync(_plan, postgres_url, query, args, WORK_SESSION)
     assert "Seq Scan on entries" not in plan, plan
