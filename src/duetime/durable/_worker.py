@@ -73,8 +73,9 @@ MAX_CLAIM = 100
 _MIN_NAP = 0.01
 #: Upper bound of the claim loop's backoff after store errors (seconds).
 MAX_BACKOFF = 2.0
-#: How long shutdown waits for a claim in flight before it abandons it (its rows
-#: then wait out their lease: a store that hangs must not hang the exit).
+#: How long shutdown, after the grace, waits for a claim in flight and for each
+#: outcome to be recorded before it gives them up (their rows then wait out
+#: their lease: a store that hangs must not hang the exit).
 STOP_CAP = 5.0
 
 
@@ -198,12 +199,17 @@ class Worker:
         and release their leases; return when every run is recorded.
 
         Not shielded while it waits out the grace (an outer cancellation cuts it
-        short); the rest is.  A sync task's thread cannot be interrupted: this
-        waits for it after the grace, renewing its lease meanwhile (a WARNING
-        names it), and records its outcome when it returns.  A claim in flight
-        is waited for at most ``STOP_CAP`` seconds (then its rows wait out their
-        lease), the releases and finishes at most ``SHIELD_CAP`` seconds.  After
-        a StoreLost nothing is released or finished.
+        short); the rest is.  After the grace, a claim in flight and the
+        outcomes not yet recorded (the releases of the cancelled runs
+        included) get ``STOP_CAP`` seconds: a store call unanswered then is
+        cut short, and what is not recorded is given up, logged in one
+        WARNING, and left to its lease (the entry runs again once it lapses;
+        the fenced finishes keep a late write from counting twice).  A sync
+        task's thread cannot be interrupted: this waits for it after the
+        grace, renewing its lease meanwhile (a WARNING names it), and its
+        outcome gets ``STOP_CAP`` seconds from its return.  While the worker
+        runs, a finish is retried until its lease ends instead.  After a
+        StoreLost nothing is released or finished.
         """
         self._stopping = True
         self.poke()
@@ -213,13 +219,7 @@ class Worker:
                     await self._wait_idle()
         finally:
             with CancelScope(shield=True):
-                if self._claim_done is not None:
-                    with anyio.move_on_after(STOP_CAP):
-                        await self._claim_done.wait()
-                    if self._claim_scope is not None:
-                        self._claim_scope.cancel()  # a store that hangs: give the claim up
-                    with anyio.move_on_after(SHIELD_CAP):
-                        await self._claim_done.wait()
+                self._finisher.drain(STOP_CAP)
                 for run in list(self._runs):
                     if run.thread:
                         worker_log.warning(
@@ -231,7 +231,15 @@ class Worker:
                         )
                     if run.scope is not None:
                         run.scope.cancel()
+                if self._claim_done is not None:
+                    with anyio.move_on_after(STOP_CAP):
+                        await self._claim_done.wait()
+                    if self._claim_scope is not None:
+                        self._claim_scope.cancel()  # a store that hangs: give the claim up
+                    with anyio.move_on_after(SHIELD_CAP):
+                        await self._claim_done.wait()
                 await self._wait_runs()
+                self._finisher.report_left()
 
     async def _wait_idle(self) -> None:
         while self._runs:
