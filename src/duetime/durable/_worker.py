@@ -196,10 +196,12 @@ class Worker:
     async def stop(self, grace: float | None) -> None:
         """Stop claiming, release what did not start, give running async tasks
         ``grace`` seconds (None: as long as they take; 0: none), then cancel them
-        and release their leases; return when every run is recorded.
+        and release their leases; return when every run is recorded or given up.
 
         Not shielded while it waits out the grace (an outer cancellation cuts it
-        short); the rest is.  After the grace, a claim in flight and the
+        short); the rest is.  The grace ends early once no task runs (the
+        outcomes of those that ended may still be on their way to the
+        store).  After the grace, a claim in flight and the
         outcomes not yet recorded (the releases of the cancelled runs
         included) get ``STOP_CAP`` seconds: a store call unanswered then is
         cut short, and what is not recorded is given up, logged in one
@@ -242,7 +244,10 @@ class Worker:
                 self._finisher.report_left()
 
     async def _wait_idle(self) -> None:
-        while self._runs:
+        """Wait until no task runs: each run is recorded, or its outcome is
+        with the finisher (the grace is for the tasks; recording gets its own
+        STOP_CAP after it, so a store that does not answer cannot stretch it)."""
+        while any(not r.finishing for r in self._runs):
             self._idle = Event()
             await self._idle.wait()
 
@@ -562,6 +567,9 @@ class Worker:
                 # Queued, not awaited (so no shield is needed when cancelled): the
                 # finisher sends it with its neighbours, then calls _finished.
                 run.renew_at = math.inf  # no more renewals: it is being finished
+                run.finishing = True
+                if self._idle is not None:  # the grace may wait for no more tasks
+                    self._idle.set()
                 self._finisher.put(
                     run.key,
                     run.token,
