@@ -125,5 +125,5 @@ async def test_leaving_with_runs_in_flight_on_a_frozen_server_is_bounded(
             for key in keys:
                 e = await again.get(key)
                 assert e is not None
-                assert e.status in (Status.RUNNING, Status.PENDING)
-                assert e.deliveries == 1
+                # Still leased, or released (the release undoes its delivery).
+                assert (e.status, e.deliveries) in {(Status.RUNNING, 1), (Status.PENDING, 0)}

@@ -180,3 +180,25 @@ async def test_an_abort_left_to_the_lease_is_still_honoured(mode: str) -> None:
         e = await wait_for(w2.client, "a", Status.CANCELLED)
         await anyio.sleep(3 * LEASE)
     assert runs == {"a": 1}  # not run again
+
+
+async def test_leaving_cuts_the_claim_loops_reads_short() -> None:
+    """The claim loop's head and time calls hang (a client whose timeout is
+    long): leaving does not wait for them."""
+
+    class SlowReads(MemoryStore):
+        hang = False
+
+        async def head(self) -> Any:
+            if self.hang:
+                await anyio.sleep_forever()
+            return await super().head()
+
+    store = SlowReads()
+    async with StoreSession(store, TaskRegistry(), worker=True) as session:
+        store.hang = True
+        assert session.worker is not None
+        session.worker.poke()  # it claims (nothing), then reads the head: hangs
+        await anyio.sleep(1)
+        t0 = anyio.current_time()
+    assert anyio.current_time() - t0 <= STOP_CAP

@@ -152,6 +152,7 @@ class Worker:
             stopping=lambda: self._stopping,
         )
         self._claim_scope: CancelScope | None = None  # the shield of a claim in flight
+        self._loop_scope = CancelScope()  # the claim loop's (stop cuts its other calls)
         self._queue: deque[tuple[Claim, _Run]] = deque()  # claimed, waiting for a runner task
         self._runners = 0  # runner tasks started
         self._idle_runners: list[Event] = []  # one per runner task waiting (set: wake it)
@@ -199,18 +200,13 @@ class Worker:
         and release their leases; return when every run is recorded or given up.
 
         Not shielded while it waits out the grace (an outer cancellation cuts it
-        short); the rest is.  The grace ends early once no task runs (the
-        outcomes of those that ended may still be on their way to the
-        store).  After the grace, a claim in flight and the
-        outcomes not yet recorded (the releases of the cancelled runs
-        included) get ``STOP_CAP`` seconds: a store call unanswered then is
-        cut short, and what is not recorded is given up, logged in one
-        WARNING, and left to its lease (the entry runs again once it lapses;
-        the fenced finishes keep a late write from counting twice).  A sync
-        task's thread cannot be interrupted: this waits for it after the
-        grace, renewing its lease meanwhile (a WARNING names it), and its
-        outcome gets ``STOP_CAP`` seconds from its return.  While the worker
-        runs, a finish is retried until its lease ends instead.  After a
+        short); the rest is.  The grace ends early once no task runs.  After
+        it, a claim in flight and the outcomes not yet recorded get
+        ``STOP_CAP`` seconds (a thread's outcome: from its return): a store
+        call unanswered then is cut short; what is not recorded is given up,
+        logged in one WARNING, and left to its lease.  A sync task's thread
+        cannot be interrupted: this waits for it after the grace, renewing its
+        lease meanwhile (a WARNING names it).  After a
         StoreLost nothing is released or finished.
         """
         self._stopping = True
@@ -222,6 +218,9 @@ class Worker:
         finally:
             with CancelScope(shield=True):
                 self._finisher.drain(STOP_CAP)
+                # The loop's head, time and wait_changed calls: nothing to keep
+                # (a claim in flight is shielded, and given STOP_CAP below).
+                self._loop_scope.cancel()
                 for run in list(self._runs):
                     if run.thread:
                         worker_log.warning(
@@ -244,9 +243,7 @@ class Worker:
                 self._finisher.report_left()
 
     async def _wait_idle(self) -> None:
-        """Wait until no task runs: each run is recorded, or its outcome is
-        with the finisher (the grace is for the tasks; recording gets its own
-        STOP_CAP after it, so a store that does not answer cannot stretch it)."""
+        """Wait until no task runs (each run recorded, or its outcome queued)."""
         while any(not r.finishing for r in self._runs):
             self._idle = Event()
             await self._idle.wait()
@@ -294,53 +291,58 @@ class Worker:
             self._sleep_scope.cancel()
 
     async def _claim_loop(self) -> None:
-        backoff = 0.0
-        health = self._health
         try:
-            while not self._stopping:
-                self._poked = False
-                self._wake_at = math.inf
-                use_store = True
-                delay: float | None
-                call = "claim"
-                try:
-                    free = self._concurrency - len(self._runs) - self._reserved
-                    if free <= 0:
-                        delay = None  # a finishing task pokes
-                    else:
-                        limit = min(free, MAX_CLAIM)
-                        n = await self._claim(limit)
-                        if n == limit:
-                            health.ok()
-                            continue  # maybe more are due
-                        call = "head"
-                        head = await self._store.head()
-                        call = "time"
-                        now = await self._store.time()
-                        delay = SAFETY_POLL if head is None else min(head - now, SAFETY_POLL)
-                        if delay <= 0:
-                            if n:
-                                health.ok()
-                                continue
-                            delay = _MIN_NAP
-                        self._wake_at = now + delay
-                    backoff = 0.0
-                    health.ok()
-                except Exception as exc:
-                    health.failed(exc, call)
-                    # Capped low: a worker resumes within MAX_BACKOFF of the store's
-                    # return even if nothing else wakes it (a poke does, and so does
-                    # another call of this process getting through).
-                    backoff = min(max(backoff * 2, 0.1), MAX_BACKOFF)
-                    delay, use_store = backoff, False
-                if self._poked or self._stopping:
-                    continue
-                if delay is None:
-                    self._wake_at = -math.inf
-                await self._sleep(delay, use_store)
+            with self._loop_scope:
+                await self._claims()
         finally:
             assert self._claim_done is not None
             self._claim_done.set()
+
+    async def _claims(self) -> None:
+        """The claim loop's body, until the worker stops."""
+        backoff = 0.0
+        health = self._health
+        while not self._stopping:
+            self._poked = False
+            self._wake_at = math.inf
+            use_store = True
+            delay: float | None
+            call = "claim"
+            try:
+                free = self._concurrency - len(self._runs) - self._reserved
+                if free <= 0:
+                    delay = None  # a finishing task pokes
+                else:
+                    limit = min(free, MAX_CLAIM)
+                    n = await self._claim(limit)
+                    if n == limit:
+                        health.ok()
+                        continue  # maybe more are due
+                    call = "head"
+                    head = await self._store.head()
+                    call = "time"
+                    now = await self._store.time()
+                    delay = SAFETY_POLL if head is None else min(head - now, SAFETY_POLL)
+                    if delay <= 0:
+                        if n:
+                            health.ok()
+                            continue
+                        delay = _MIN_NAP
+                    self._wake_at = now + delay
+                backoff = 0.0
+                health.ok()
+            except Exception as exc:
+                health.failed(exc, call)
+                # Capped low: a worker resumes within MAX_BACKOFF of the store's
+                # return even if nothing else wakes it (a poke does, and so does
+                # another call of this process getting through).
+                backoff = min(max(backoff * 2, 0.1), MAX_BACKOFF)
+                delay, use_store = backoff, False
+            if self._poked or self._stopping:
+                continue
+            if delay is None:
+                self._wake_at = -math.inf
+            await self._sleep(delay, use_store)
 
     async def _claim(self, limit: int) -> int:
         # Shielded: claimed rows must reach this process, to run or be released
