@@ -152,7 +152,7 @@ class Worker:
             stopping=lambda: self._stopping,
         )
         self._claim_scope: CancelScope | None = None  # the shield of a claim in flight
-        self._loop_scope = CancelScope()  # the claim loop's (stop cuts its other calls)
+        self._loop_scope: CancelScope | None = None  # the claim loop's (stop cuts its calls)
         self._queue: deque[tuple[Claim, _Run]] = deque()  # claimed, waiting for a runner task
         self._runners = 0  # runner tasks started
         self._idle_runners: list[Event] = []  # one per runner task waiting (set: wake it)
@@ -178,6 +178,7 @@ class Worker:
         """
         self._tg = tg
         self._claim_done = Event()
+        self._loop_scope = CancelScope()
         if probes.durable is not None:
             probes.durable.worker_started(self._store, tg)
         tg.start_soon(self._claim_loop, name=f"duetime durable claim loop {self.owner}")
@@ -220,7 +221,8 @@ class Worker:
                 self._finisher.drain(STOP_CAP)
                 # The loop's head, time and wait_changed calls: nothing to keep
                 # (a claim in flight is shielded, and given STOP_CAP below).
-                self._loop_scope.cancel()
+                if self._loop_scope is not None:
+                    self._loop_scope.cancel()
                 for run in list(self._runs):
                     if run.thread:
                         worker_log.warning(
@@ -291,6 +293,7 @@ class Worker:
             self._sleep_scope.cancel()
 
     async def _claim_loop(self) -> None:
+        assert self._loop_scope is not None
         try:
             with self._loop_scope:
                 await self._claims()
