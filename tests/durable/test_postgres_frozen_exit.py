@@ -15,8 +15,8 @@ import time
 import anyio
 import pytest
 
-from duetime import Scheduler
-from duetime.durable import PostgresStore, TaskRegistry
+from duetime import Scheduler, Status
+from duetime.durable import PostgresStore, TaskRegistry, current_entry
 
 from .postgres_server import PostgresServer, server_pids
 
@@ -79,3 +79,51 @@ async def test_a_frozen_server_bounds_calls_and_leaving_by_the_timeout(real_time
             for pid in frozen:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGCONT)
+
+
+async def test_leaving_with_runs_in_flight_on_a_frozen_server_is_bounded(
+    real_time: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    tasks = TaskRegistry()
+    started: list[str] = []
+    all_started = anyio.Event()
+
+    @tasks.task("slow")  # the store's lease (30 s): longer than the bound
+    async def slow() -> None:
+        started.append(current_entry().key)
+        if len(started) == 3:
+            all_started.set()
+        await anyio.sleep_forever()
+
+    keys = ["a", "b", "c"]
+    with PostgresServer() as server:
+        store = PostgresStore(
+            server.url, timeout=TIMEOUT, connect_timeout=CONNECT_TIMEOUT, poll=0.2
+        )
+        frozen: set[int] = set()
+        try:
+            async with Scheduler(store=store, tasks=tasks, grace=0) as s:
+                for key in keys:
+                    await s.defer("slow", key=key)
+                with anyio.fail_after(60):
+                    await all_started.wait()
+                frozen = freeze(server)
+                left = time.monotonic()
+            # Cancelled at once (grace=0): their releases cannot be recorded,
+            # and are left to the lease instead of retried until it ends.
+            assert time.monotonic() - left < BOUND
+        finally:
+            for pid in frozen:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+        assert any(
+            "3 outcome(s)" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records
+        )
+        # Nothing lost, nothing ran to its end: each row is still leased, or
+        # released (a release whose reply the freeze held back may have landed).
+        async with PostgresStore(server.url) as again:
+            for key in keys:
+                e = await again.get(key)
+                assert e is not None
+                # Still leased, or released (the release undoes its delivery).
+                assert (e.status, e.deliveries) in {(Status.RUNNING, 1), (Status.PENDING, 0)}

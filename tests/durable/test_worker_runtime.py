@@ -227,6 +227,44 @@ class FlakyStore(MemoryStore):
         await super().wait_aborted(timeout)
 
 
+async def test_a_thread_outcome_gets_its_own_time_to_be_recorded_after_the_grace() -> None:
+    """Leaving gives each outcome STOP_CAP from when it is ready: a sync task's
+    thread that returns long after the grace still has its outcome recorded
+    through a short outage (not given up at once, and not run again)."""
+    tasks = TaskRegistry()
+    threads = Threads()
+
+    @tasks.task("sync.slow", lease=6)
+    def slow() -> None:
+        threads.body()
+
+    store = FlakyStore()
+    left = anyio.Event()
+
+    async def first_worker() -> None:
+        async with StoreSession(store, tasks, worker=True, grace=0, owner="w1") as r1:
+            await r1.client.defer(slow, key="k")
+            await wait_started(threads)
+        left.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(first_worker)
+        with hold_autojump(), anyio.fail_after(30):
+            while not threads.starts:
+                await anyio.sleep(0.01)
+        await anyio.sleep(STOP_CAP + 1)  # past the grace's end + STOP_CAP
+        assert not left.is_set()
+        store.outage(2, "finish_many")  # shorter than STOP_CAP and than the lease left
+        threads.gate(1).set()
+        with hold_autojump(), anyio.fail_after(30):
+            await left.wait()
+    e = await store.get("k")
+    assert e is not None
+    assert (e.status, e.deliveries) == (Status.COMPLETED, 1)
+    assert store.failures >= 1
+    assert threads.starts == [("k", 1)]
+
+
 async def test_a_worker_resumes_within_the_backoff_cap_after_a_long_outage(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -10,7 +10,13 @@ gets its own True/False.
 
 A store error does not give a finish up: it is sent again, with backoff, for as
 long as its lease holds (the ``until`` it was queued with), so a short outage
-does not turn a finished run into a re-run.
+does not turn a finished run into a re-run.  Once the worker stops
+(:meth:`Finisher.drain`), a finish gets a fixed time instead, counted from the
+drain's start or from when it is queued, whichever is later: a store call still
+unanswered then is cut short (where the store can be interrupted), what is not
+recorded by then is given up, logged once (:meth:`Finisher.report_left`) and
+left to its lease, so a store that does not answer cannot hold the exit until
+the leases end.
 
 When the store offers ``finish_and_claim`` (:class:`~._store.FinishAndClaim`)
 and the worker wants more rows (:class:`Refill`), a group goes with a claim
@@ -104,6 +110,13 @@ class Finisher:
         self._health = health if health is not None else StoreHealth()
         self._queue: list[_Item] = []
         self._wake: anyio.Event | None = None
+        # Stopping: each finish gets this long from its queueing (None: until its lease ends).
+        self._cap: float | None = None
+        self._sending: Sequence[_Item] = ()  # the group in flight
+        self._again: list[_Item] = []  # a group the store failed, sent again after a pause
+        self._call: CancelScope | None = None  # the deadline of the store call in flight
+        self._pause: CancelScope | None = None  # the pause before sending a failed group again
+        self._left: list[str] | None = None  # keys given up while stopping, not yet logged
 
     def put(
         self,
@@ -120,8 +133,11 @@ class Finisher:
         outcome, even when it is being cancelled.
 
         :param until: when the claim's lease ends (``anyio.current_time()``
-            clock): a store error is retried until then
+            clock): a store error is retried until then (after :meth:`drain`,
+            at most its ``cap`` seconds from now)
         """
+        if self._cap is not None:
+            until = min(until, anyio.current_time() + self._cap)
         self._queue.append(_Item(key, token, outcome, then, until))
         if self._wake is not None:
             self._wake.set()
@@ -147,29 +163,68 @@ class Finisher:
             await sent.wait()
         return [bool(ok) for ok in results]
 
+    def drain(self, cap: float) -> None:
+        """The worker stops: from now on a finish not yet recorded is given up
+        ``cap`` seconds after now or after it is queued, whichever is later (or
+        when its lease ends, if sooner); the store call in flight is cut short
+        then.  What is given up is kept for :meth:`report_left`."""
+        if self._cap is not None:
+            return
+        self._cap = cap
+        self._left = []
+        end = anyio.current_time() + cap
+        for item in (*self._sending, *self._again, *self._queue):
+            item.until = min(item.until, end)
+        if self._call is not None:
+            self._call.deadline = min(self._call.deadline, end)
+        if self._pause is not None:
+            self._pause.deadline = min(self._pause.deadline, end)
+
+    def report_left(self) -> None:
+        """Log, in one WARNING, the finishes given up since :meth:`drain` (if
+        any); those given up later are logged as they are."""
+        left, self._left = self._left, None
+        if left:
+            worker_log.warning(
+                "durable worker stopping: %d outcome(s) not recorded within %g s (%s): "
+                "the store did not take them (a write that timed out may still have "
+                "landed); each entry not recorded stays leased and runs again once its "
+                "lease lapses",
+                len(left),
+                self._cap,
+                _some(left),
+            )
+
     async def serve(self) -> None:
         """Send queued finishes in groups until cancelled (the worker's last step)."""
-        again: list[_Item] = []  # a group the store failed, sent again after a pause
         pause = _FIRST_PAUSE
         while True:
-            if not self._queue and not again:
+            if not self._queue and not self._again:
                 self._wake = anyio.Event()
                 await self._wake.wait()
             # Let the runs that end in this tick queue theirs first: one call for
             # all, not one for the first and one for the rest.
             await anyio.lowlevel.cancel_shielded_checkpoint()
+            again = self._again
             room = MAX_BATCH - len(again)
             batch, self._queue = again + self._queue[:room], self._queue[room:]
-            again = []
-            with CancelScope(shield=True):
-                results = await self._send(batch)
+            self._again = []
+            self._sending = batch
+            try:
+                with CancelScope(shield=True):
+                    results = await self._send(batch)
+            finally:
+                self._sending = ()
             if results is None:
                 now = anyio.current_time()
-                again = [it for it in batch if it.until > now]
+                self._again = [it for it in batch if it.until > now]
                 self._give_up([it for it in batch if it.until <= now])
-                if again:
+                if self._again:
                     # Not shielded: the worker's stop may cut it short.
-                    await anyio.sleep(min(pause, min(it.until for it in again) - now))
+                    wait = min(pause, min(it.until for it in self._again) - now)
+                    with CancelScope(deadline=now + wait) as self._pause:
+                        await anyio.sleep_forever()
+                    self._pause = None
                     pause = min(pause * 2, _MAX_PAUSE)
                 continue
             pause = _FIRST_PAUSE
@@ -194,13 +249,16 @@ class Finisher:
     def _give_up(self, items: Sequence[_Item]) -> None:
         if not items:
             return
-        worker_log.warning(
-            "durable finish: could not record %d outcome(s) (%s) before their leases "
-            "ended (a write that timed out may still have landed); any not recorded run again",
-            len(items),
-            ", ".join(repr(short(it.key)) for it in items[:3])
-            + (", ..." if len(items) > 3 else ""),
-        )
+        if self._left is not None:  # stopping: one line for all, at the end
+            self._left.extend(it.key for it in items)
+        else:
+            worker_log.warning(
+                "durable finish: could not record %d outcome(s) (%s) before their leases "
+                "ended (a write that timed out may still have landed); any not recorded "
+                "run again",
+                len(items),
+                _some([it.key for it in items]),
+            )
         self._done(items, [False] * len(items))
 
     async def _send(self, batch: Sequence[_Item]) -> list[bool] | None:
@@ -211,7 +269,7 @@ class Finisher:
         refill = self._refill
         room = 0 if refill is None else refill.room(len(batch))
         try:
-            with anyio.fail_after(max(_MIN_CALL, min(self._timeout, limit))):
+            with anyio.fail_after(max(_MIN_CALL, min(self._timeout, limit))) as self._call:
                 if room and refill is not None and self._both is not None:
                     # Its claim's rows may be taken even if the reply is lost:
                     # they then wait out their lease, as after a failed claim.
@@ -224,6 +282,8 @@ class Finisher:
             self._health.failed(exc, "finish")
             self._hand_over()  # frees the reserved slots
             return None
+        finally:
+            self._call = None
         self._health.ok()
         for (key, _token, outcome), ok in zip(items, results, strict=True):
             if not ok:
@@ -235,3 +295,8 @@ class Finisher:
                     extra={"key": key},
                 )
         return list(results)
+
+
+def _some(keys: Sequence[str]) -> str:
+    """The first three of ``keys`` for a log line (each cut short), then ``...``."""
+    return ", ".join(repr(short(k)) for k in keys[:3]) + (", ..." if len(keys) > 3 else "")

@@ -64,6 +64,7 @@ class _Run(Running):
         "aborted",
         "claimed",
         "expires",
+        "finishing",
         "key",
         "lease",
         "lost",
@@ -89,6 +90,7 @@ class _Run(Running):
         self.streak: CancelScope | None = None  # the scope of the runner task running it
         self.started = False
         self.lost = False
+        self.finishing = False  # its outcome is with the finisher: no task runs for it
         self.thread = False  # a thread runs this entry's task (it cannot be interrupted)
         self.value: Any = None  # what the task returned
         self.aborted = False  # an abort was requested: it ends Aborted

@@ -71,8 +71,10 @@ class StoreSession:
     :param concurrency: how many durable tasks run at once in this process
     :param grace: how long leaving waits for running async tasks before
         cancelling them and releasing their leases (None: as long as they take);
-        a sync task's thread cannot be interrupted, so leaving waits for it,
-        however long it takes, renewing its lease (a WARNING names it)
+        then the outcomes not yet recorded get 5 s more (``STOP_CAP``), after
+        which they are left to their lease; a sync task's thread cannot be
+        interrupted, so leaving waits for it, however long it takes, renewing
+        its lease (a WARNING names it)
     :param on_error: ``on_error(entry, exc)`` for each final failure of a task
         (retries exhausted, an unknown task, an undecodable payload); default:
         logged at ERROR on the ``duetime.durable`` logger

@@ -73,8 +73,9 @@ MAX_CLAIM = 100
 _MIN_NAP = 0.01
 #: Upper bound of the claim loop's backoff after store errors (seconds).
 MAX_BACKOFF = 2.0
-#: How long shutdown waits for a claim in flight before it abandons it (its rows
-#: then wait out their lease: a store that hangs must not hang the exit).
+#: How long shutdown, after the grace, waits for a claim in flight and for each
+#: outcome to be recorded before it gives them up (their rows then wait out
+#: their lease: a store that hangs must not hang the exit).
 STOP_CAP = 5.0
 
 
@@ -151,6 +152,7 @@ class Worker:
             stopping=lambda: self._stopping,
         )
         self._claim_scope: CancelScope | None = None  # the shield of a claim in flight
+        self._loop_scope: CancelScope | None = None  # the claim loop's (stop cuts its calls)
         self._queue: deque[tuple[Claim, _Run]] = deque()  # claimed, waiting for a runner task
         self._runners = 0  # runner tasks started
         self._idle_runners: list[Event] = []  # one per runner task waiting (set: wake it)
@@ -176,6 +178,7 @@ class Worker:
         """
         self._tg = tg
         self._claim_done = Event()
+        self._loop_scope = CancelScope()
         if probes.durable is not None:
             probes.durable.worker_started(self._store, tg)
         tg.start_soon(self._claim_loop, name=f"duetime durable claim loop {self.owner}")
@@ -195,15 +198,17 @@ class Worker:
     async def stop(self, grace: float | None) -> None:
         """Stop claiming, release what did not start, give running async tasks
         ``grace`` seconds (None: as long as they take; 0: none), then cancel them
-        and release their leases; return when every run is recorded.
+        and release their leases; return when every run is recorded or given up.
 
         Not shielded while it waits out the grace (an outer cancellation cuts it
-        short); the rest is.  A sync task's thread cannot be interrupted: this
-        waits for it after the grace, renewing its lease meanwhile (a WARNING
-        names it), and records its outcome when it returns.  A claim in flight
-        is waited for at most ``STOP_CAP`` seconds (then its rows wait out their
-        lease), the releases and finishes at most ``SHIELD_CAP`` seconds.  After
-        a StoreLost nothing is released or finished.
+        short); the rest is.  The grace ends early once no task runs.  After
+        it, a claim in flight and the outcomes not yet recorded get
+        ``STOP_CAP`` seconds (a thread's outcome: from its return): a store
+        call unanswered then is cut short; what is not recorded is given up,
+        logged in one WARNING, and left to its lease.  A sync task's thread
+        cannot be interrupted: this waits for it after the grace, renewing its
+        lease meanwhile (a WARNING names it).  After a
+        StoreLost nothing is released or finished.
         """
         self._stopping = True
         self.poke()
@@ -213,13 +218,11 @@ class Worker:
                     await self._wait_idle()
         finally:
             with CancelScope(shield=True):
-                if self._claim_done is not None:
-                    with anyio.move_on_after(STOP_CAP):
-                        await self._claim_done.wait()
-                    if self._claim_scope is not None:
-                        self._claim_scope.cancel()  # a store that hangs: give the claim up
-                    with anyio.move_on_after(SHIELD_CAP):
-                        await self._claim_done.wait()
+                self._finisher.drain(STOP_CAP)
+                # The loop's head, time and wait_changed calls: nothing to keep
+                # (a claim in flight is shielded, and given STOP_CAP below).
+                if self._loop_scope is not None:
+                    self._loop_scope.cancel()
                 for run in list(self._runs):
                     if run.thread:
                         worker_log.warning(
@@ -231,10 +234,19 @@ class Worker:
                         )
                     if run.scope is not None:
                         run.scope.cancel()
+                if self._claim_done is not None:
+                    with anyio.move_on_after(STOP_CAP):
+                        await self._claim_done.wait()
+                    if self._claim_scope is not None:
+                        self._claim_scope.cancel()  # a store that hangs: give the claim up
+                    with anyio.move_on_after(SHIELD_CAP):
+                        await self._claim_done.wait()
                 await self._wait_runs()
+                self._finisher.report_left()
 
     async def _wait_idle(self) -> None:
-        while self._runs:
+        """Wait until no task runs (each run recorded, or its outcome queued)."""
+        while any(not r.finishing for r in self._runs):
             self._idle = Event()
             await self._idle.wait()
 
@@ -281,53 +293,59 @@ class Worker:
             self._sleep_scope.cancel()
 
     async def _claim_loop(self) -> None:
-        backoff = 0.0
-        health = self._health
+        assert self._loop_scope is not None
         try:
-            while not self._stopping:
-                self._poked = False
-                self._wake_at = math.inf
-                use_store = True
-                delay: float | None
-                call = "claim"
-                try:
-                    free = self._concurrency - len(self._runs) - self._reserved
-                    if free <= 0:
-                        delay = None  # a finishing task pokes
-                    else:
-                        limit = min(free, MAX_CLAIM)
-                        n = await self._claim(limit)
-                        if n == limit:
-                            health.ok()
-                            continue  # maybe more are due
-                        call = "head"
-                        head = await self._store.head()
-                        call = "time"
-                        now = await self._store.time()
-                        delay = SAFETY_POLL if head is None else min(head - now, SAFETY_POLL)
-                        if delay <= 0:
-                            if n:
-                                health.ok()
-                                continue
-                            delay = _MIN_NAP
-                        self._wake_at = now + delay
-                    backoff = 0.0
-                    health.ok()
-                except Exception as exc:
-                    health.failed(exc, call)
-                    # Capped low: a worker resumes within MAX_BACKOFF of the store's
-                    # return even if nothing else wakes it (a poke does, and so does
-                    # another call of this process getting through).
-                    backoff = min(max(backoff * 2, 0.1), MAX_BACKOFF)
-                    delay, use_store = backoff, False
-                if self._poked or self._stopping:
-                    continue
-                if delay is None:
-                    self._wake_at = -math.inf
-                await self._sleep(delay, use_store)
+            with self._loop_scope:
+                await self._claims()
         finally:
             assert self._claim_done is not None
             self._claim_done.set()
+
+    async def _claims(self) -> None:
+        """The claim loop's body, until the worker stops."""
+        backoff = 0.0
+        health = self._health
+        while not self._stopping:
+            self._poked = False
+            self._wake_at = math.inf
+            use_store = True
+            delay: float | None
+            call = "claim"
+            try:
+                free = self._concurrency - len(self._runs) - self._reserved
+                if free <= 0:
+                    delay = None  # a finishing task pokes
+                else:
+                    limit = min(free, MAX_CLAIM)
+                    n = await self._claim(limit)
+                    if n == limit:
+                        health.ok()
+                        continue  # maybe more are due
+                    call = "head"
+                    head = await self._store.head()
+                    call = "time"
+                    now = await self._store.time()
+                    delay = SAFETY_POLL if head is None else min(head - now, SAFETY_POLL)
+                    if delay <= 0:
+                        if n:
+                            health.ok()
+                            continue
+                        delay = _MIN_NAP
+                    self._wake_at = now + delay
+                backoff = 0.0
+                health.ok()
+            except Exception as exc:
+                health.failed(exc, call)
+                # Capped low: a worker resumes within MAX_BACKOFF of the store's
+                # return even if nothing else wakes it (a poke does, and so does
+                # another call of this process getting through).
+                backoff = min(max(backoff * 2, 0.1), MAX_BACKOFF)
+                delay, use_store = backoff, False
+            if self._poked or self._stopping:
+                continue
+            if delay is None:
+                self._wake_at = -math.inf
+            await self._sleep(delay, use_store)
 
     async def _claim(self, limit: int) -> int:
         # Shielded: claimed rows must reach this process, to run or be released
@@ -554,6 +572,9 @@ class Worker:
                 # Queued, not awaited (so no shield is needed when cancelled): the
                 # finisher sends it with its neighbours, then calls _finished.
                 run.renew_at = math.inf  # no more renewals: it is being finished
+                run.finishing = True
+                if self._idle is not None:  # the grace may wait for no more tasks
+                    self._idle.set()
                 self._finisher.put(
                     run.key,
                     run.token,
