@@ -103,7 +103,7 @@ class Finisher:
         refill: Refill | None = None,
     ) -> None:
         self._store = store
-        self._both = store if isinstance(store, FinishAndClaim) else None
+        self._both = _offered_both(store)
         self._refill = refill if self._both is not None else None
         self._claimed: tuple[list[Claim], int, float] | None = None
         self._timeout = timeout
@@ -300,3 +300,19 @@ class Finisher:
 def _some(keys: Sequence[str]) -> str:
     """The first three of ``keys`` for a log line (each cut short), then ``...``."""
     return ", ".join(repr(short(k)) for k in keys[:3]) + (", ..." if len(keys) > 3 else "")
+
+
+def _offered_both(store: Store) -> FinishAndClaim | None:
+    """The store, if the worker may call its ``finish_and_claim``: the store
+    has it, and no class below the one that defines it overrides
+    ``finish_many`` or ``claim`` (a subclass that injects faults into those,
+    say, must see every finish and claim); else None."""
+    if not isinstance(store, FinishAndClaim):
+        return None
+    mro = type(store).__mro__
+
+    def depth(name: str) -> int:
+        return next((i for i, c in enumerate(mro) if name in vars(c)), len(mro))
+
+    both = depth("finish_and_claim")
+    return store if both <= depth("finish_many") and both <= depth("claim") else None

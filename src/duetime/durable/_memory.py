@@ -442,23 +442,13 @@ class MemoryStore(MemoryInspection):
     ) -> tuple[list[bool], list[Claim]]:
         """``finish_many(items)`` then ``claim(owner, limit)`` in one step.
 
-        A subclass that overrides ``finish_many`` or ``claim`` but not this
-        method (a store that injects faults, say) gets its two methods called.
-
         :raises TypeError: an outcome that is not one of the outcome types
         :raises ValueError: a negative limit (nothing is applied either way)
         """
-        # Checked before the subclass's own finish_many could apply anything.
         if limit < 0:
             raise ValueError(f"claim limit must be >= 0, not {limit!r}")
         for _key, _token, outcome in items:
             _check_outcome(outcome)
-        c, m = type(self), MemoryStore
-        if c.finish_and_claim is m.finish_and_claim and (c.finish_many, c.claim) != (
-            m.finish_many,
-            m.claim,
-        ):
-            return await self.finish_many(items), await self.claim(owner, limit)
         await anyio.lowlevel.checkpoint()
         done = [self._finish(key, token, outcome) for key, token, outcome in items]
         self._record_finishes(items, done)
