@@ -208,7 +208,9 @@ def insert_sql(schema: str, *, replace_when: str = "expires_at <= {now}") -> str
     passed); other existing rows are left as they are.  It returns, for each
     input row in order, ``ENTRY`` of the row now stored and whether this
     statement wrote it; and it sends one NOTIFY if the rows it wrote moved the
-    store's head earlier (never one per row).
+    store's head earlier (never one per row).  It meets the rows in key order
+    (a conflicting row is locked even when it is left as it is), so that two
+    batches over overlapping keys cannot deadlock, whatever their orders.
     """
     s, e = schema, f"{schema}.entries"
     cond = replace_when.format(now=_now())
@@ -217,7 +219,7 @@ WITH input AS MATERIALIZED ({_ROWS}),
 head AS MATERIALIZED (SELECT min(visible_at) AS h FROM {e} WHERE visible_at IS NOT NULL),
 written AS (
     INSERT INTO {e} AS x ({_INSERT_COLUMNS})
-    SELECT key, task, payload, 0, due, due, lease, md, sch FROM input ORDER BY n
+    SELECT key, task, payload, 0, due, due, lease, md, sch FROM input ORDER BY key
     ON CONFLICT (key) DO UPDATE SET {_RESET} WHERE x.{cond}
     RETURNING {ENTRY}
 ),
