@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,9 +179,11 @@ class Served:
 
 
 @contextmanager
-def serve(db: Path, log: Path, *, backend: str = "asyncio") -> Iterator[Served]:
+def serve(
+    db: Path, log: Path, *, backend: str = "asyncio", extra: Sequence[str] = ()
+) -> Iterator[Served]:
     """``python -m duetime dashboard`` on ``db`` with the admin token, on a free
-    loopback port; stopped (SIGINT) afterwards."""
+    loopback port (``extra``: more arguments); stopped (SIGINT) afterwards."""
     port = _free_port()
     env = {**os.environ, "DUETIME_DASHBOARD_TOKEN": TOKEN, "PYTHONPATH": SRC}
     # A relative path (the process runs beside the file): what the header shows.
@@ -196,6 +198,7 @@ def serve(db: Path, log: Path, *, backend: str = "asyncio") -> Iterator[Served]:
         str(port),
         "--backend",
         backend,
+        *extra,
     ]
     with open(log, "wb") as out:
         process = subprocess.Popen(

@@ -89,3 +89,21 @@ def test_a_real_server_with_the_admin_token(tmp_path: Path, backend: str) -> Non
     assert "retry of 'invoice-2024-0042' by ops (admin token): done" in log
     assert TOKEN not in log
     assert served.process.returncode == 130  # stopped by SIGINT, on either server
+
+
+@pytest.mark.parametrize(("flag", "secure"), [((), False), (("--secure-cookies",), True)])
+def test_secure_cookies_marks_the_cookie_behind_a_tls_proxy(
+    tmp_path: Path, flag: tuple[str, ...], secure: bool
+) -> None:
+    # Behind a proxy that terminates TLS the server sees plain HTTP: only the
+    # flag can tell it to keep the cookie off plain connections.
+    db = tmp_path / "jobs.db"
+    seed_store(db)
+    with serve(db, tmp_path / "dashboard.log", extra=flag) as served:
+        auth = "Basic " + base64.b64encode(f"ops:{TOKEN}".encode()).decode()
+        with httpx.Client(base_url=served.url, headers={"authorization": auth}) as admin:
+            page = admin.get("/entry", params={"key": "invoice-2024-0042"})
+            assert page.status_code == 200
+            [cookie] = page.headers.get_list("set-cookie")
+            assert ("; secure" in cookie.lower()) is secure
+            assert "httponly" in cookie.lower()

@@ -93,11 +93,18 @@ class _LoopbackHosts:
 
 
 def token_app(
-    store: Store, *, token: str | None, label: str, title: str, host: str | None = None
+    store: Store,
+    *,
+    token: str | None,
+    label: str,
+    title: str,
+    host: str | None = None,
+    secure_cookies: bool | None = None,
 ) -> ASGIApp:
     """The dashboard under ``/``, with ``/login`` asking the browser for the
     token; bound to a loopback ``host``, it answers only requests addressed to
-    ``localhost`` or an IP address (421 otherwise: DNS rebinding)."""
+    ``localhost`` or an IP address (421 otherwise: DNS rebinding).
+    ``secure_cookies`` is :func:`create_app`'s."""
     authorize = token_authorize(token)
 
     async def login(request: Request) -> Response:
@@ -118,6 +125,7 @@ def token_app(
         title=title,
         label=label,
         sign_in="/login" if token is not None else None,
+        secure_cookies=secure_cookies,
     )
     app = Starlette(routes=[Route("/login", login), Mount("/", dashboard)])
     return _LoopbackHosts(app) if host is not None and _is_loopback(host) else app
@@ -132,10 +140,13 @@ async def serve(
     port: int,
     backend: str,
     title: str = "duetime",
+    secure_cookies: bool | None = None,
 ) -> None:
     """Serve the dashboard of the open ``store`` until SIGINT or SIGTERM (after
     SIGINT the command exits 130, as an interrupted command does)."""
-    app = token_app(store, token=token, label=label, title=title, host=host)
+    app = token_app(
+        store, token=token, label=label, title=title, host=host, secure_cookies=secure_cookies
+    )
     if backend == "trio":
         from hypercorn.config import Config
         from hypercorn.trio import serve as hypercorn_serve

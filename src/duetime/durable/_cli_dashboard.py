@@ -26,7 +26,8 @@ __all__ = ["TOKEN_ENV", "ServeDashboard", "add_dashboard_command", "run_dashboar
 #: The environment variable that holds the dashboard's admin token.
 TOKEN_ENV = "DUETIME_DASHBOARD_TOKEN"
 
-#: ``serve(store, label=, token=, host=, port=, backend=)``: runs the server until
+#: ``serve(store, label=, token=, host=, port=, backend=, title=, secure_cookies=)``:
+#: runs the server until
 #: SIGINT/SIGTERM (given by ``duetime.__main__``, from ``duetime.dashboard``).
 ServeDashboard = Callable[..., Awaitable[None]]
 
@@ -68,6 +69,16 @@ def add_dashboard_command(sub: Any) -> None:
         help="asyncio (served by uvicorn) or trio (served by hypercorn)",
     )
     p.add_argument("--title", default="duetime", help="the name in the page titles")
+    p.add_argument(
+        "--secure-cookies",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=(
+            "mark the dashboard's cookie Secure (send it over HTTPS only): use it"
+            " behind a proxy that terminates TLS; by default it is Secure when the"
+            " request came over HTTPS"
+        ),
+    )
 
 
 def _loopback(host: str) -> bool:
@@ -123,6 +134,7 @@ def run_dashboard(args: argparse.Namespace, serve: ServeDashboard) -> int:
                     port=args.port,
                     backend=args.backend,
                     title=args.title,
+                    secure_cookies=args.secure_cookies,
                 )
 
         anyio.run(main, backend=args.backend)
