@@ -15,7 +15,7 @@ A store lives in its own schema (``duetime`` by default):
 - ``{schema}.minutes``: the activity ring the claim and finish statements
   bump (:mod:`._postgres_minutes`).
 
-``entries`` has six indexes, the fewest that keep every statement off a scan of
+``entries`` has five indexes, the fewest that keep every statement off a scan of
 the table but the counts (:mod:`._postgres_stats`): the primary key (``key``:
 finishes, renewals, one-row reads and writes), ``entries_visible``
 (``visible_at``, where not NULL: claims and the head), ``entries_expires``
