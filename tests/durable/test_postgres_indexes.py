@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -154,10 +155,14 @@ async def test_a_transaction_holding_the_table_leaves_the_change_to_the_next_ope
         pass
     await anyio.to_thread.run_sync(_older_layout, postgres_url, s)
     old = await anyio.to_thread.run_sync(_indexes, postgres_url, s)
+
     # A caller's own transaction that wrote to the table (a transactional
     # enqueue) and has not committed: dropping an index must wait for it, and
     # every claim would queue behind the drop.
-    holder = await anyio.to_thread.run_sync(psycopg.connect, postgres_url)
+    def connect() -> psycopg.Connection[Any]:
+        return psycopg.connect(postgres_url)
+
+    holder = await anyio.to_thread.run_sync(connect)
     try:
         await anyio.to_thread.run_sync(
             holder.execute, f"LOCK TABLE {s}.entries IN ROW EXCLUSIVE MODE"
