@@ -51,7 +51,7 @@ from ._postgres_listen import open_schema, show_dsn
 from ._postgres_sql import SESSION, WORK_SESSION, Sql, check_schema_name, insert_params, insert_sql
 from ._postgres_stats import PostgresInspection
 from ._postgres_wake import Listener, Waits
-from ._postgres_work import WorkMixin, ensure_stray_index, params
+from ._postgres_work import WorkMixin, ensure_indexes, params
 from ._row_text import check_new_rows
 from ._sqlite_file import NotAStore
 from ._store import (
@@ -256,7 +256,7 @@ class PostgresStore(WorkMixin, Waits, PostgresInspection):
         try:
             await open_schema(pool, self.schema, read_only=self.read_only, shown=show_dsn(self.dsn))
             if not self.read_only:
-                await ensure_stray_index(pool, self.schema)
+                await ensure_indexes(pool, self.schema)
             listener = Listener(
                 self._conninfo,
                 f"{self.schema}.wake",

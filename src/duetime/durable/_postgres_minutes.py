@@ -1,4 +1,4 @@
-"""PostgresStore's activity ring and inspection index (SQL text, one concept).
+"""PostgresStore's activity ring and the indexes an open adds or drops (SQL text).
 
 - ``{schema}.minutes``: per-minute counters of claims and finishes,
   ``(slot, shard)`` rows: ``slot`` is the minute modulo :data:`RING` (a slot of
@@ -6,10 +6,10 @@
   :data:`SHARDS`, so that concurrent claims and finishes on different
   connections update different rows (one row would serialise every claim's
   commit behind the previous one's WAL flush).  A reader sums the shards.
-- ``entries_status_task``: the index ``(status, task)`` the counts are a
-  ``GROUP BY`` over;
 - ``entries_stray`` (:func:`stray_sql`): the rows claims must dead-letter
-  though no time makes them due.
+  though no time makes them due;
+- :data:`RETIRED`: the indexes a store an older duetime created has and this
+  one no longer writes (:func:`retire_sql`).
 
 The claim and finish statements of :mod:`._postgres_sql` each carry one
 upsert (:func:`claims_upsert`, :func:`finishes_upsert`) as a data-modifying
@@ -18,18 +18,33 @@ CTE, so the counters change in the same transaction as the rows.
 
 from __future__ import annotations
 
-__all__ = ["RING", "SHARDS", "claims_upsert", "ensure_sql", "finishes_upsert", "stray_sql"]
+__all__ = [
+    "RETIRED",
+    "RING",
+    "SHARDS",
+    "claims_upsert",
+    "ensure_sql",
+    "finishes_upsert",
+    "retire_sql",
+    "stray_sql",
+]
 
 #: Slots of the ring (more than the 60 minutes :meth:`Store.activity` reads).
 RING = 64
 #: Rows per minute (connections writing at once spread over them).
 SHARDS = 16
 
+#: Indexes of ``entries`` an older duetime created and writes no more: every
+#: claim and finish wrote an entry into each.  ``(due, key)`` served listings
+#: without a status filter (now a merge of the ``(status, due, key)`` ranges),
+#: ``(status, task)`` the counts (now a read of the table).
+RETIRED = ("entries_due", "entries_status_task")
+
 _COUNTERS = ("started", "completed", "failed", "retried", "late_total")
 
 
 def ensure_sql(schema: str) -> str:
-    """The statements that create the ring and the index if absent (idempotent)."""
+    """The statements that create the ring and ``entries_stray`` if absent (idempotent)."""
     s = schema
     return f"""
 CREATE TABLE IF NOT EXISTS {s}.minutes (
@@ -44,7 +59,6 @@ CREATE TABLE IF NOT EXISTS {s}.minutes (
     late_max float8 NOT NULL DEFAULT 0,
     PRIMARY KEY (slot, shard)
 );
-CREATE INDEX IF NOT EXISTS entries_status_task ON {s}.entries (status, task);
 {stray_sql(s)}"""
 
 
@@ -57,6 +71,11 @@ def stray_sql(schema: str) -> str:
         f"CREATE INDEX IF NOT EXISTS entries_stray ON {schema}.entries (key)"
         " WHERE visible_at IS NULL AND status IN (0, 1);"
     )
+
+
+def retire_sql(schema: str) -> str:
+    """The statements that drop the :data:`RETIRED` indexes if present (idempotent)."""
+    return "".join(f"DROP INDEX IF EXISTS {schema}.{name};" for name in RETIRED)
 
 
 def _upsert(schema: str, counts: str) -> str:

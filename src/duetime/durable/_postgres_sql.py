@@ -12,9 +12,21 @@ A store lives in its own schema (``duetime`` by default):
 - ``{schema}.awaiting``: one row per store object waiting for finishes
   (``wait_finished``), with the time its interest lapses: a finish sends a
   NOTIFY only while someone awaits.
-- ``{schema}.minutes`` and the index ``entries_status_task``: the activity
-  ring the claim and finish statements bump, and what the counts group by
-  (:mod:`._postgres_minutes`).
+- ``{schema}.minutes``: the activity ring the claim and finish statements
+  bump (:mod:`._postgres_minutes`).
+
+``entries`` has five indexes, the fewest that keep every statement off a scan of
+the table but the counts (:mod:`._postgres_stats`): the primary key (``key``:
+finishes, renewals, one-row reads and writes), ``entries_visible``
+(``visible_at``, where not NULL: claims and the head), ``entries_expires``
+(``expires_at``, where not NULL: the purge of tombstones), ``entries_status_due``
+(``(status, due, key)``: listings, one status at a time, merged in due order
+without a sort: :func:`each_status`), and ``entries_stray`` (empty, normally:
+:data:`STRAY`).  Claims and finishes change indexed columns, so each writes a
+new entry into every index whose condition the new row meets: a job (insert,
+claim, finish) writes nine index entries.  A store an older duetime created
+has two more indexes, ``(due, key)`` and ``(status, task)``, that an open for
+writing drops (:mod:`._postgres_minutes`).
 
 Times are float8 epoch seconds on the server's clock: every statement that
 reads the time reads ``clock_timestamp()`` (plus ``$1``, a test-only offset,
@@ -58,6 +70,7 @@ __all__ = [
     "Sql",
     "check_schema_name",
     "create_sql",
+    "each_status",
     "insert_params",
     "insert_sql",
 ]
@@ -103,6 +116,27 @@ def check_schema_name(schema: object) -> str:
     return schema
 
 
+def each_status(select: str, where: str, limit: str) -> str:
+    """``select`` (``SELECT ... FROM entries``, no WHERE) of the rows where
+    ``where`` holds, in ``(due, key)`` order, at most ``limit`` of them: one
+    ordered range of ``entries_status_due`` per status, merged (``Merge
+    Append``), plus the rows of a status no code names (another program's,
+    listed as FAILED), which an empty index range finds.  ``where`` must not
+    join: a time belongs in a scalar subquery (``(SELECT now FROM t)``), or the
+    planner sorts every matching row instead of merging."""
+    legs = [f"status = {code}" for code in range(PENDING, CANCELLED + 1)]
+    # Written as ranges, not as status < 0: without statistics the planner
+    # takes an inequality to match a third of the table (and reads all of it),
+    # a range a 200th.
+    legs.append(
+        f"(status BETWEEN -32768 AND {PENDING - 1} OR status BETWEEN {CANCELLED + 1} AND 32767)"
+    )
+    union = "\nUNION ALL ".join(
+        f"({select} WHERE {leg} AND {where} ORDER BY due, key LIMIT {limit})" for leg in legs
+    )
+    return f"{union}\nORDER BY due, key LIMIT {limit}"
+
+
 def create_sql(schema: str) -> str:
     """The statements that create a store's schema (version :data:`SCHEMA_VERSION`)."""
     s = schema
@@ -136,7 +170,6 @@ CREATE TABLE {s}.entries (
 );
 CREATE INDEX entries_visible ON {s}.entries (visible_at) WHERE visible_at IS NOT NULL;
 CREATE INDEX entries_expires ON {s}.entries (expires_at) WHERE expires_at IS NOT NULL;
-CREATE INDEX entries_due ON {s}.entries (due, key);
 CREATE INDEX entries_status_due ON {s}.entries (status, due, key);
 CREATE TABLE {s}.awaiting (id text PRIMARY KEY, until float8 NOT NULL);
 INSERT INTO {s}.meta (k, v) VALUES ('application', '{APPLICATION}'),
@@ -462,13 +495,14 @@ WHERE key = $2 AND (expires_at IS NULL OR expires_at > t.now)
 
     def entries(self, *, status: bool) -> bytes:
         """$1 offset, $2 limit[, $3 status code]: rows by due time, then key."""
-        where = " AND status = $3::smallint" if status else ""
-        return f"""
-WITH t AS MATERIALIZED (SELECT {_now()} AS now)
-SELECT {ENTRY} FROM {self.e}, t
-WHERE (expires_at IS NULL OR expires_at > t.now){where}
-ORDER BY due, key LIMIT $2::bigint
-""".encode()
+        live = "(expires_at IS NULL OR expires_at > (SELECT now FROM t))"
+        select = f"SELECT {ENTRY} FROM {self.e}"
+        if status:
+            where = f"status = $3::smallint AND {live}"
+            body = f"{select} WHERE {where} ORDER BY due, key LIMIT $2::bigint"
+        else:
+            body = each_status(select, live, "$2::bigint")
+        return f"WITH t AS MATERIALIZED (SELECT {_now()} AS now)\n{body}\n".encode()
 
     def head(self) -> bytes:
         """$1 offset: the earliest finite claimable time, whether a row's is not

@@ -21,7 +21,7 @@ import psycopg.errors
 
 from . import _postgres_rows as rows
 from ._postgres_conn import Conn, Pool, Rows, array, text_or_none
-from ._postgres_minutes import stray_sql
+from ._postgres_minutes import RETIRED, retire_sql, stray_sql
 from ._postgres_sql import Sql
 from ._store import (
     RESULT_DROPPED,
@@ -36,7 +36,7 @@ from ._store import (
 )
 from ._wakeup import Wakeup
 
-__all__ = ["KINDS", "WorkMixin", "ensure_stray_index", "finish_fields", "params"]
+__all__ = ["KINDS", "WorkMixin", "ensure_indexes", "finish_fields", "params"]
 
 logger = logging.getLogger("duetime.durable")
 
@@ -219,34 +219,71 @@ class WorkMixin:
             self._changed.notify()
 
 
-async def ensure_stray_index(pool: Pool, schema: str) -> None:
-    """Create the ``entries_stray`` index in a store an older duetime created
-    (without it every claim would look for stray rows among all the PENDING
-    ones), under the store's advisory lock, so that concurrent openers create it
-    once.  A role that may not create it (not the tables' owner) is told so in
-    a WARNING, and the store works on (its claims cost more).
+async def ensure_indexes(pool: Pool, schema: str) -> None:
+    """Give a store an older duetime created this duetime's indexes: create
+    ``entries_stray`` if absent (without it every claim would look for stray
+    rows among all the PENDING ones) and drop the :data:`RETIRED
+    <._postgres_minutes.RETIRED>` ones if present (each would cost every claim
+    and finish an index entry), in one transaction under the store's advisory
+    lock, so that concurrent openers change the store once.  A store with this
+    layout costs one query.
+
+    Dropping an index waits for the transactions that use the table; the wait
+    is bounded (:data:`_LOCK_TIMEOUT`) so that a long transaction (a caller's
+    own, holding a transactional enqueue) does not queue every claim behind
+    the drop: the store is then left as it is, told in a WARNING, and the next
+    open tries again.  A role that may not change the indexes (not the tables'
+    owner) is told so in a WARNING too, and the store works on (its claims and
+    finishes cost more).
 
     :raises psycopg.Error: the server failed otherwise
     """
-    name = f"{schema}.entries_stray".encode()
-    got = await pool.query(b"SELECT to_regclass($1) IS NOT NULL", [name])
-    if got.rows[0][0] == b"t":
+    # Read from pg_class with the statement's snapshot (to_regclass reads the
+    # backend's catalog cache, which may not yet show another opener's drop).
+    probe = (
+        b"SELECT count(*) FILTER (WHERE c.relname = 'entries_stray') = 0"
+        b" OR count(*) FILTER (WHERE c.relname <> 'entries_stray') > 0"
+        b" FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        b" WHERE n.nspname = $1 AND c.relname = ANY($2::text[])"
+    )
+    names = params(schema, ["entries_stray", *RETIRED])
+    if (await pool.query(probe, names)).rows[0][0] != b"t":
         return
 
-    async def add(conn: Conn) -> None:
+    async def change(conn: Conn) -> bool:
         lock = [f"duetime:{schema}".encode()]
         await conn.query(b"SELECT pg_advisory_xact_lock(hashtext($1))", lock)
-        await conn.script(stray_sql(schema).encode())
+        if (await conn.query(probe, names)).rows[0][0] != b"t":
+            return False  # another opener changed it meanwhile
+        await conn.query(f"SET LOCAL lock_timeout = '{_LOCK_TIMEOUT}'".encode())
+        await conn.script((retire_sql(schema) + stray_sql(schema)).encode())
+        return True
 
+    why = ""
     try:
-        await pool.transaction(add)
+        changed = await pool.transaction(change)
     except psycopg.errors.InsufficientPrivilege:
-        logger.warning(
-            "PostgresStore: could not add the index entries_stray to the store in schema %r"
-            " (only the tables' owner may): open it once as that role; until then each"
-            " claim looks for stray rows among the PENDING ones",
-            schema,
+        why = "only the tables' owner may: open it once as that role"
+    except psycopg.errors.LockNotAvailable:
+        why = (
+            f"a transaction held the table for over {_LOCK_TIMEOUT}; the next open"
+            " for writing tries again"
         )
+    else:
+        if changed:
+            logger.info("PostgresStore: updated the indexes of the store in schema %r", schema)
+        return
+    logger.warning(
+        "PostgresStore: could not bring the indexes of the store in schema %r up to date"
+        " (add entries_stray, drop %s): %s; until then its claims and finishes cost more",
+        schema,
+        " and ".join(RETIRED),
+        why,
+    )
+
+
+#: How long the index change of :func:`ensure_indexes` waits for the table.
+_LOCK_TIMEOUT = "2s"
 
 
 #: ``finish`` kinds of the outcomes, by class name.
