@@ -69,7 +69,8 @@ class _Tally:
     which matters on the per-run path."""
 
     def __init__(self, meter: Meter, name: str, unit: str, description: str) -> None:
-        self._counts: dict[Hashable, int] = {}
+        #: The counts by key (the run path adds to a key already here in place).
+        self.counts: dict[Hashable, int] = {}
         self._attrs: dict[Hashable, dict[str, Any]] = {}
         meter.create_observable_counter(
             name, callbacks=[self._observe], unit=unit, description=description
@@ -77,7 +78,7 @@ class _Tally:
 
     def add(self, n: int, key: Hashable, attrs: dict[str, Any]) -> None:
         """Count ``n`` under ``key``, whose points carry ``attrs``."""
-        counts = self._counts
+        counts = self.counts
         if key in counts:
             counts[key] += n
         else:
@@ -85,7 +86,7 @@ class _Tally:
             counts[key] = n
 
     def _observe(self, _options: CallbackOptions) -> Iterable[Observation]:
-        counts = self._counts.copy()  # one step under the GIL: the loop adds meanwhile
+        counts = self.counts.copy()  # one step under the GIL: the loop adds meanwhile
         attrs = self._attrs
         return [Observation(n, attrs[key]) for key, n in counts.items()]
 
@@ -394,9 +395,15 @@ class DurableTelemetry:
         clock = time.perf_counter()
         # The claim's store time, plus what passed here since it came back.
         lateness = claim.lease_until - claim.lease + (started - run.claimed) - entry.due.timestamp()
-        self._consumed.add(1, task, per.metric)
+        consumed = self._consumed.counts
+        if task in consumed:
+            consumed[task] += 1
+        else:
+            self._consumed.add(1, task, per.metric)
         late = lateness if lateness > 0.0 else 0.0  # the histogram takes no negative value
-        if not (self._tracing or (self._proxy and self._traces(clock))):
+        if not (
+            self._tracing or (self._proxy and clock >= self._recheck_at and self._traces(clock))
+        ):
             self._lateness.record(late, per.lateness, _NO_SPAN)
             state = _Processing(None)
             token = _current.set(state)
@@ -406,7 +413,14 @@ class DurableTelemetry:
                 return outcome
             finally:
                 _current.reset(token)
-                self._ran(per, state, outcome, clock, _NO_SPAN)
+                error = state.error_type
+                if error is None and type(outcome).__name__ == "Dead":
+                    error = outcome.error_type or "_OTHER"  # dead before its task ran
+                self._duration.record(
+                    time.perf_counter() - clock,
+                    per.metric if error is None else per.failed(error),
+                    _NO_SPAN,
+                )
         span = self._tracer.start_span(
             per.name,
             context=_ROOT,
