@@ -15,6 +15,12 @@ the figure is the median of the rounds and the ratio the median of the
 per-round ratios (CPU off / CPU on).
 
 Standalone: ``python benchmarks/bench_otel.py [--quick]``.
+
+``python benchmarks/bench_otel.py --probe-icount [N]`` counts, under callgrind
+(valgrind and gcc needed), the instructions one run costs the probe alone in
+each mode: ``process()`` around a task that returns at once, and
+``finished()``, N times (2,000 by default) after a warm-up, no store and no
+worker: a load-proof view of what duetime.otel and the SDK add per run.
 """
 
 from __future__ import annotations
@@ -280,7 +286,83 @@ def run(quick: bool) -> dict[str, Any]:
     return out
 
 
+def _probe_child(lib: str, mode: str, n: int) -> None:
+    """Run the probe alone N times between two callgrind toggles (see the docstring)."""
+    import ctypes
+    from datetime import UTC, datetime
+    from types import SimpleNamespace
+
+    from duetime._instrument import probes
+    from duetime.durable._store import Done
+
+    cg = ctypes.CDLL(lib)
+    providers = _on(MODES[mode])  # type: ignore[arg-type]
+    probe: Any = probes.durable
+    due = datetime.now(UTC)
+    trace = '{"$trace":{"traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}}'
+    entry = SimpleNamespace(
+        task="bench.noop", key="k", due=due, attempt=1, deliveries=1, schedule=None
+    )
+    claim = SimpleNamespace(
+        entry=entry, lease_until=due.timestamp() + 30, lease=30.0, payload=f"[1,{trace}]"
+    )
+    done = Done()
+
+    async def execute(_claim: Any, _run: Any) -> Done:
+        return done
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            probe.worker_started(None, tg)
+            run = SimpleNamespace(claimed=anyio.current_time())
+            for i in range(300 + n):
+                if i == 300:
+                    cg.cg_toggle()
+                await probe.process(execute, claim, run)
+                probe.finished("bench.noop", done, True, False)
+            cg.cg_toggle()
+            tg.cancel_scope.cancel()
+
+    try:
+        anyio.run(main)
+    finally:
+        _off(providers)
+
+
+def probe_icount(n: int) -> dict[str, float]:
+    """Instructions per run of the probe alone, per "on" mode (see the docstring)."""
+    import re
+
+    from icount import _build
+
+    out: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as d:
+        lib = _build(Path(d))
+        for mode in list(MODES)[1:]:
+            dump = Path(d) / "cg.out"
+            cmd = ["valgrind", "--tool=callgrind", "--collect-atstart=no"]
+            cmd += [f"--callgrind-out-file={dump}", sys.executable, __file__]
+            cmd += ["--probe-child", str(lib), mode, str(n)]
+            subprocess.run(
+                cmd,
+                check=True,
+                stderr=subprocess.DEVNULL,
+            )
+            total = re.search(r"^(?:summary|totals): (\d+)", dump.read_text(), re.M)
+            if total is None:
+                raise RuntimeError(f"no callgrind total for {mode}")
+            out[mode] = int(total.group(1)) / n
+    return out
+
+
 if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "--probe-child":
+        _probe_child(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+        sys.exit(0)
+    if len(sys.argv) >= 2 and sys.argv[1] == "--probe-icount":
+        for mode, count in probe_icount(int(sys.argv[2]) if len(sys.argv) > 2 else 2000).items():
+            print(f"{mode:32} {count:9,.0f} instructions per run")
+        sys.exit(0)
     if len(sys.argv) == 5 and sys.argv[1] == "--worker":
         _worker_main(sys.argv[2], sys.argv[3], sys.argv[4])
         sys.exit(0)

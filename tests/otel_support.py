@@ -36,15 +36,19 @@ class Telemetry:
 
     def points(self, metric: str) -> list[Any]:
         """The data points of ``metric`` in one collection (empty if none)."""
+        return self.collect().get(metric, [])
+
+    def collect(self) -> dict[str, list[Any]]:
+        """Every metric's data points, by name, in one collection (a collection
+        hands each kept exemplar out once)."""
         data = self.reader.get_metrics_data()
-        out: list[Any] = []
+        out: dict[str, list[Any]] = {}
         if data is None:
             return out
         for rm in data.resource_metrics:
             for sm in rm.scope_metrics:
                 for m in sm.metrics:
-                    if m.name == metric:
-                        out.extend(m.data.data_points)
+                    out.setdefault(m.name, []).extend(m.data.data_points)
         return out
 
     def total(self, metric: str, **attrs: Any) -> float:

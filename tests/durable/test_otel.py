@@ -16,6 +16,7 @@ from tests.otel_support import Telemetry, attrs, telemetry
 
 pytestmark = pytest.mark.anyio
 __all__ = ["telemetry"]  # the fixture, imported for the tests below
+DESTINATION = "messaging.destination.name"
 
 
 def _registry() -> tuple[TaskRegistry, list[str]]:
@@ -217,10 +218,20 @@ async def test_metrics_after_known_work(telemetry: Telemetry) -> None:
         # The conventions require messaging.operation.name on both consumer metrics.
         for metric in ("messaging.client.consumed.messages", "messaging.process.duration"):
             assert telemetry.total(metric, messaging__operation__name="process") == 6
-        # duetime's lateness: the system and the task (the operation is always "process").
+        # duetime's lateness: the task alone (its name says duetime; the operation
+        # is always "process").
         lateness = [dict(p.attributes) for p in telemetry.points("duetime.entry.lateness")]
         assert sorted(lateness, key=str) == [
-            {"messaging.system": "duetime", "messaging.destination.name": task}
+            {"messaging.destination.name": task} for task in ("t.add", "t.sync")
+        ]
+        # messaging.process.duration: what the conventions require, nothing more.
+        durations = [dict(p.attributes) for p in telemetry.points("messaging.process.duration")]
+        assert sorted(durations, key=str) == [
+            {
+                "messaging.system": "duetime",
+                "messaging.operation.name": "process",
+                "messaging.destination.name": task,
+            }
             for task in ("t.add", "t.sync")
         ]
         (sent,) = [
@@ -246,6 +257,35 @@ async def test_metrics_after_known_work(telemetry: Telemetry) -> None:
         assert by_status["FAILED"] == 0
     assert telemetry.total("duetime.dead_letters") == 0
     assert telemetry.total("duetime.leases.lost") == 0
+
+
+async def test_a_traced_runs_metrics_have_its_span_as_exemplar(telemetry: Telemetry) -> None:
+    # The default exemplar filter keeps a measurement recorded in a sampled span's
+    # context: a run's duration and lateness point at its process span.
+    tasks, _seen = _registry()
+    async with Scheduler(store=MemoryStore(), tasks=tasks) as s:
+        await s.defer("t.add", 1, 2, key="k1")
+        await s.defer("t.flaky", key="f")
+        await wait_for(s, "k1", Status.COMPLETED)
+        await wait_for(s, "f", Status.FAILED)
+    runs = {
+        (span.context.trace_id, span.context.span_id): span
+        for span in telemetry.spans()
+        if span.name.startswith("process ")
+    }
+    assert len(runs) == 3
+    collected = telemetry.collect()
+    for metric in ("messaging.process.duration", "duetime.entry.lateness"):
+        points = collected[metric]
+        assert points
+        for point in points:
+            assert point.exemplars, (metric, dict(point.attributes))
+            for exemplar in point.exemplars:
+                task = attrs(runs[(exemplar.trace_id, exemplar.span_id)])[DESTINATION]
+                assert task == point.attributes[DESTINATION]
+    (failed,) = [p for p in collected["messaging.process.duration"] if "error.type" in p.attributes]
+    (exemplar,) = failed.exemplars  # the last failed attempt's (one kept per bucket)
+    assert runs[(exemplar.trace_id, exemplar.span_id)].status.status_code is StatusCode.ERROR
 
 
 async def test_a_lost_lease_is_counted(telemetry: Telemetry) -> None:

@@ -135,6 +135,32 @@ async def test_a_sampler_decides_on_the_link_and_the_messaging_attributes(
     assert telemetry.total("duetime.entry.lateness") == 1
 
 
+async def test_an_untraced_runs_metrics_have_no_exemplar(
+    dropped: tuple[Telemetry, _Drop],
+) -> None:
+    # The worker starts inside the application's own sampled span: its runs'
+    # tasks inherit that context, but a run whose span is sampled out has no
+    # span to point at, so its metrics keep no exemplar of the application's.
+    telemetry, _sampler = dropped
+    app = TracerProvider()
+    tasks, seen = _registry()
+    try:
+        with app.get_tracer("app").start_as_current_span("app start"):
+            async with Scheduler(store=MemoryStore(), tasks=tasks) as s:
+                await s.defer("t.add", 1, 2, key="k1")
+                await s.defer("t.flaky", key="f")
+                await wait_for(s, "k1", Status.COMPLETED)
+                await wait_for(s, "f", Status.FAILED)
+    finally:
+        app.shutdown()
+    assert seen == ["add 3"]
+    collected = telemetry.collect()
+    for metric in ("messaging.process.duration", "duetime.entry.lateness"):
+        points = collected[metric]
+        assert sum(p.count for p in points) == 3
+        assert [list(p.exemplars) for p in points] == [[]] * len(points)
+
+
 async def test_a_sampled_out_failure_is_measured_with_its_error_type(
     dropped: tuple[Telemetry, _Drop],
 ) -> None:
@@ -230,6 +256,14 @@ async def test_without_a_tracer_a_run_reads_no_trace_context_and_is_measured(
     assert metrics_only.total("messaging.process.duration", error__type="ValueError") == 2
     assert metrics_only.total("duetime.entry.lateness") == 3
     assert metrics_only.total("duetime.dead_letters") == 1
+    # No span, no exemplar (and the lateness points carry the task alone).
+    collected = metrics_only.collect()
+    for metric in ("messaging.process.duration", "duetime.entry.lateness"):
+        assert [list(p.exemplars) for p in collected[metric]] == [[]] * 2
+    assert sorted((dict(p.attributes) for p in collected["duetime.entry.lateness"]), key=str) == [
+        {"messaging.destination.name": "t.add"},
+        {"messaging.destination.name": "t.flaky"},
+    ]
 
 
 _LATE_PROVIDER = """

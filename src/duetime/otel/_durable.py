@@ -23,6 +23,7 @@ should never land in a database) is not copied into the store.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import dataclasses
 import time
@@ -49,6 +50,10 @@ __all__ = ["DurableTelemetry"]
 _PROPAGATOR = TraceContextTextMapPropagator()
 #: A process span's parent: none (a new trace), whatever the runner task's context.
 _ROOT = Context()
+#: The context a run's metrics are recorded in while no span of it records: no
+#: span, so no exemplar.  Not empty: the SDK looks the current context up in
+#: place of an empty one (a falsy mapping), and a span in it costs an ABC check.
+_NO_SPAN = otel_context.set_value("duetime.run", True, Context())
 #: At most this many per-task attribute sets are kept (task names come from rows).
 _MAX_TASKS = 1000
 #: At most this many error types per task get an attribute set kept for them.
@@ -64,7 +69,8 @@ class _Tally:
     which matters on the per-run path."""
 
     def __init__(self, meter: Meter, name: str, unit: str, description: str) -> None:
-        self._counts: dict[Hashable, int] = {}
+        #: The counts by key (the run path adds to a key already here in place).
+        self.counts: dict[Hashable, int] = {}
         self._attrs: dict[Hashable, dict[str, Any]] = {}
         meter.create_observable_counter(
             name, callbacks=[self._observe], unit=unit, description=description
@@ -72,7 +78,7 @@ class _Tally:
 
     def add(self, n: int, key: Hashable, attrs: dict[str, Any]) -> None:
         """Count ``n`` under ``key``, whose points carry ``attrs``."""
-        counts = self._counts
+        counts = self.counts
         if key in counts:
             counts[key] += n
         else:
@@ -80,7 +86,7 @@ class _Tally:
             counts[key] = n
 
     def _observe(self, _options: CallbackOptions) -> Iterable[Observation]:
-        counts = self._counts.copy()  # one step under the GIL: the loop adds meanwhile
+        counts = self.counts.copy()  # one step under the GIL: the loop adds meanwhile
         attrs = self._attrs
         return [Observation(n, attrs[key]) for key, n in counts.items()]
 
@@ -99,8 +105,8 @@ class _Processing:
 class _PerTask:
     """What every run of one task shares, made once: the span name, the span
     attributes given to ``start_span`` (what a sampler may decide on), and the
-    metric attributes (shared: never mutated; the SDK copies and hashes them at
-    each record, so only building them is saved)."""
+    metric attributes (plain dicts of str, shared: never mutated; the SDK cleans,
+    copies and hashes them at each record, so only building them is saved)."""
 
     __slots__ = ("errors", "lateness", "metric", "name", "span")
 
@@ -120,9 +126,10 @@ class _PerTask:
             sc.OPERATION_NAME: "process",
             sc.DESTINATION: task,
         }
-        # duetime's own histogram: the operation is always "process", and each
-        # attribute costs the SDK about a microsecond per record.
-        self.lateness: dict[str, Any] = {sc.SYSTEM: sc.SYSTEM_NAME, sc.DESTINATION: task}
+        # duetime's own histogram: its name says duetime and the operation is
+        # always "process"; the task is what a panel splits it by.  Each attribute
+        # costs the SDK about a microsecond per record.
+        self.lateness: dict[str, Any] = {sc.DESTINATION: task}
         #: The duration's attributes per error type (``error.type`` added).
         self.errors: dict[str, dict[str, Any]] = {}
 
@@ -139,6 +146,21 @@ class _PerTask:
 _current: contextvars.ContextVar[_Processing | None] = contextvars.ContextVar(
     "duetime_otel_processing", default=None
 )
+#: The event loop's clock (what ``anyio.current_time`` reads), looked up once when
+#: a worker starts and inherited by its tasks: ``anyio.current_time`` finds the
+#: backend anew at each call, about a microsecond on the run path.
+_loop_clock: contextvars.ContextVar[Callable[[], float]] = contextvars.ContextVar(
+    "duetime_otel_loop_clock", default=anyio.current_time
+)
+
+
+def _clock_of_this_loop() -> Callable[[], float]:
+    """The running event loop's clock: asyncio's ``loop.time`` (what anyio reads
+    there), else ``anyio.current_time``."""
+    try:
+        return asyncio.get_running_loop().time
+    except RuntimeError:  # not asyncio (trio)
+        return anyio.current_time
 
 
 def _type_name(exc: BaseException) -> str:
@@ -369,13 +391,20 @@ class DurableTelemetry:
         entry = claim.entry
         task: str = entry.task
         per = self._tasks.get(task) or self._per_task(task)
-        started = anyio.current_time()
+        started = _loop_clock.get()()
         clock = time.perf_counter()
         # The claim's store time, plus what passed here since it came back.
         lateness = claim.lease_until - claim.lease + (started - run.claimed) - entry.due.timestamp()
-        self._consumed.add(1, task, per.metric)
-        self._lateness.record(lateness if lateness > 0.0 else 0.0, per.lateness)
-        if not (self._tracing or (self._proxy and self._traces(clock))):
+        consumed = self._consumed.counts
+        if task in consumed:
+            consumed[task] += 1
+        else:
+            self._consumed.add(1, task, per.metric)
+        late = lateness if lateness > 0.0 else 0.0  # the histogram takes no negative value
+        if not (
+            self._tracing or (self._proxy and clock >= self._recheck_at and self._traces(clock))
+        ):
+            self._lateness.record(late, per.lateness, _NO_SPAN)
             state = _Processing(None)
             token = _current.set(state)
             outcome: Any = None
@@ -384,7 +413,14 @@ class DurableTelemetry:
                 return outcome
             finally:
                 _current.reset(token)
-                self._ran(per, state, outcome, clock)
+                error = state.error_type
+                if error is None and type(outcome).__name__ == "Dead":
+                    error = outcome.error_type or "_OTHER"  # dead before its task ran
+                self._duration.record(
+                    time.perf_counter() - clock,
+                    per.metric if error is None else per.failed(error),
+                    _NO_SPAN,
+                )
         span = self._tracer.start_span(
             per.name,
             context=_ROOT,
@@ -392,6 +428,8 @@ class DurableTelemetry:
             attributes=per.span,
             links=_StoredLink(claim.payload),
         )
+        # The task's own spans are children of this one, sampled or not.
+        context = trace.set_span_in_context(span, _ROOT)
         if span.is_recording():
             attrs = {
                 sc.MESSAGE_ID: entry.key,
@@ -402,23 +440,30 @@ class DurableTelemetry:
             if entry.schedule is not None:
                 attrs[sc.OCCURRENCE] = entry.occurrence
             span.set_attributes(attrs)
+            # Its metrics are recorded in its context: a sampled span is their
+            # exemplar (with the default trace_based filter).
+            recorded_in = context
+        else:
+            recorded_in = _NO_SPAN
+        self._lateness.record(late, per.lateness, recorded_in)
         state = _Processing(span)
         token = _current.set(state)
         outcome = None
-        # The task's own spans are children of this one, sampled or not (attach:
-        # cheaper than use_span).
-        attached = otel_context.attach(trace.set_span_in_context(span, _ROOT))
+        attached = otel_context.attach(context)  # cheaper than use_span
         try:
             outcome = await execute(claim, run)
             return outcome
         finally:
             otel_context.detach(attached)
             _current.reset(token)
-            self._ran(per, state, outcome, clock)
+            self._ran(per, state, outcome, clock, recorded_in)
             span.end()
 
-    def _ran(self, per: _PerTask, state: _Processing, outcome: Any, clock: float) -> None:
-        """Record a run's duration (``clock``: its start), and its outcome on its span."""
+    def _ran(
+        self, per: _PerTask, state: _Processing, outcome: Any, clock: float, context: Context
+    ) -> None:
+        """Record a run's duration (``clock``: its start) in ``context``, and its
+        outcome on its span."""
         duration = time.perf_counter() - clock
         span = state.span
         if state.error_type is None and type(outcome).__name__ == "Dead":
@@ -430,9 +475,9 @@ class DurableTelemetry:
         if span is not None and span.is_recording():
             span.set_attribute(sc.OUTCOME, _outcome_name(outcome))
         if state.error_type is None:
-            self._duration.record(duration, per.metric)
+            self._duration.record(duration, per.metric, context)
         else:
-            self._duration.record(duration, per.failed(state.error_type))
+            self._duration.record(duration, per.failed(state.error_type), context)
 
     def failed(self, error: BaseException) -> None:
         """Record ``error`` (the task's exception) on the process span in progress."""
@@ -460,8 +505,10 @@ class DurableTelemetry:
 
     def worker_started(self, store: Any, tg: Any) -> None:
         """Observe ``store``'s entries by status while ``tg`` runs (and look the
-        global TracerProvider up again, if none was set yet)."""
+        global TracerProvider up again, if none was set yet); the tasks the worker
+        starts from here on read the event loop's clock directly."""
         self._traces()
+        _loop_clock.set(_clock_of_this_loop())
         self.status.watch(store, tg)
 
 
