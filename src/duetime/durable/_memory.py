@@ -24,6 +24,7 @@ import anyio.lowlevel
 from .._exceptions import EntryExists
 from .._vocab import Status
 from ._activity import ActivityRing
+from ._fast import new_entry
 from ._memory_stats import MemoryInspection
 from ._row_text import check_new_rows
 from ._store import (
@@ -86,19 +87,11 @@ class _Row:
 
     def entry(self) -> Entry:
         """The entry as listings report it (no result or traceback)."""
-        return Entry(
-            key=self.key,
-            task=self.task,
-            args=entry_args(self.payload),
-            due=utc(self.due),
-            status=self.status,
-            attempt=self.attempt,
-            last_error=self.last_error,
-            occurrence=self.occurrence,
-            schedule=self.schedule,
-            deliveries=self.deliveries,
-            abort_requested=self.abort_requested,
-        )
+        return new_entry(
+            self.key, self.task, entry_args(self.payload), utc(self.due), self.status,
+            self.attempt, self.last_error, self.occurrence, self.schedule, self.deliveries,
+            self.abort_requested,
+        )  # fmt: skip
 
     def full_entry(self, now: float) -> Entry:
         """The entry as :meth:`MemoryStore.get` reports it: with its result (while

@@ -420,7 +420,10 @@ class PostgresStore(WorkMixin, Waits, PostgresInspection):
             got = await pool.transaction(work)
         if got.rows and got.rows[0][-1] not in (b"0", None):
             self._changed.notify()
-        stored = {rows.text(r[2]): rows.entry(r[2:13]) for r in got.rows}
+        found = [rows.entry(r, 2) for r in got.rows]
+        if [e.key for e in found] == [new.key for new in rows_]:  # the common batch
+            return found
+        stored = {e.key: e for e in found}
         return [stored[new.key] for new in rows_]
 
     async def _add_one(self, pool: Pool, new: NewRow) -> Entry:

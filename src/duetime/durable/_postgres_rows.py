@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 
 from .._vocab import Status
 from ._codec import decode_args
+from ._fast import new_entry
 from ._store import MALFORMED, Claim, Entry, entry_args
 
 __all__ = ["CODE", "STATUS", "Raw", "claim", "detail", "entry", "number", "text"]
@@ -43,6 +44,7 @@ CODE = {
 
 _MIN_TS, _MAX_TS = -62135596800.0, 253402300799.0  # 0001-01-01 .. 9999-12-31T23:59:59 UTC
 _EPOCH = datetime.fromtimestamp(0, UTC)
+_fromtimestamp = datetime.fromtimestamp
 
 
 def text(raw: bytes | None) -> str:
@@ -79,27 +81,29 @@ def _time(raw: bytes | None) -> datetime | None:
     return datetime.fromtimestamp(ts, UTC)
 
 
-def entry(r: Raw) -> Entry:
-    """The :class:`Entry` of an ``ENTRY`` row; never raises.
+def entry(r: Raw, at: int = 0) -> Entry:
+    """The :class:`Entry` of an ``ENTRY`` row (its columns from index ``at`` of
+    ``r``); never raises.
 
     A row that cannot be read as it is (text that is not UTF-8, an unknown
     status, a due time that is not a time) is reported with ``last_error``
     saying what is wrong (unless it was already dead-lettered as malformed),
     status FAILED if its status is unknown, ``due`` the epoch if unreadable.
     """
-    key, task, payload, status, due, attempt, error, occurrence, schedule, deliveries, ab = r[:11]
+    cols = r[at : at + 11]
+    key, task, payload, status, due, attempt, error, occurrence, schedule, deliveries, ab = cols
     try:
-        when = _time(due)
-        if when is None or key is None or task is None or payload is None:
+        ts = float(due)  # type: ignore[arg-type]  # None: TypeError
+        if not _MIN_TS <= ts <= _MAX_TS or key is None or task is None or payload is None:
             raise ValueError
-        return Entry(
-            key.decode(), task.decode(), entry_args(payload.decode()), when, STATUS[status or b""],
-            int(attempt or b""), None if error is None else error.decode(),
-            int(occurrence or b""), None if schedule is None else schedule.decode(),
-            int(deliveries or b""), abort_requested=ab == b"t",
+        return new_entry(
+            key.decode(), task.decode(), entry_args(payload.decode()),
+            _fromtimestamp(ts, UTC), STATUS[status or b""], int(attempt or b""),
+            None if error is None else error.decode(), int(occurrence or b""),
+            None if schedule is None else schedule.decode(), int(deliveries or b""), ab == b"t",
         )  # fmt: skip
-    except (UnicodeDecodeError, KeyError, ValueError):
-        return _malformed(r)
+    except (UnicodeDecodeError, KeyError, ValueError, TypeError):
+        return _malformed(cols)
 
 
 def _malformed(r: Raw) -> Entry:
@@ -167,11 +171,11 @@ def claim(r: Raw) -> Claim | str:
             args = decode_args(body)
         except Exception as exc:  # the codec's own errors, or anything a payload provokes
             return f"{MALFORMED}payload cannot be decoded ({type(exc).__name__})"
-        found = Entry(
+        found = new_entry(
             key.decode(), task.decode(), args, when, Status.RUNNING,
             int(attempt or b""), None if error is None else error.decode(),
             int(occurrence or b""), None if schedule is None else schedule.decode(),
-            int(deliveries or b""), abort_requested=ab == b"t",
+            int(deliveries or b""), ab == b"t",
         )  # fmt: skip
         return Claim(found, body, int(r[11] or b""), number(r[12]), number(r[13]))
     except (UnicodeDecodeError, ValueError):

@@ -13,6 +13,7 @@ from dataclasses import replace
 from typing import Any
 
 from .._vocab import Status
+from ._fast import new_entry
 from ._store import (
     RESULT_DROPPED,
     Aborted,
@@ -102,18 +103,18 @@ def entry(row: dict[str, Any]) -> Entry:
     abort = row.get("ab")
     if abort is not None and (type(abort) is not int or abort != 1 or status is not Status.RUNNING):
         raise ValueError("field 'ab' is not an abort request (1, on a RUNNING row)")
-    return Entry(
-        key=string(row, "k"),
-        task=string(row, "t"),
-        args=entry_args(string(row, "p")),
-        due=utc(number(row, "d")),
-        status=status,
-        attempt=_int(row, "a"),
-        last_error=string(row, "e", optional=True),
-        occurrence=_int(row, "o"),
-        schedule=string(row, "sch", optional=True),
-        deliveries=_int(row, "dl"),
-        abort_requested=abort == 1,
+    return new_entry(
+        string(row, "k"),
+        string(row, "t"),
+        entry_args(string(row, "p")),
+        utc(number(row, "d")),
+        status,
+        _int(row, "a"),
+        string(row, "e", optional=True),
+        _int(row, "o"),
+        string(row, "sch", optional=True),
+        _int(row, "dl"),
+        abort == 1,
     )
 
 

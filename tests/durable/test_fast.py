@@ -1,0 +1,179 @@
+"""The producer's cheap paths give what the plain ones give: entries and rows
+made without their dataclass ``__init__``, batch encoding, arity bounds."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import pickle
+from dataclasses import FrozenInstanceError, dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from duetime import Status
+from duetime.durable import Entry, NewRow, TaskRegistry
+from duetime.durable._codec import encode_args_exact, encode_args_many
+from duetime.durable._fast import _same_fields, new_entry, new_row
+
+NOW = datetime(2026, 12, 6, 12, 0, 0, 123456, tzinfo=UTC)
+
+texts = st.text(max_size=8)
+entries = st.tuples(
+    texts,
+    texts,
+    st.tuples(st.integers(), texts),
+    st.sampled_from(list(Status)),
+    st.integers(min_value=1, max_value=9),
+    st.none() | texts,
+    st.integers(min_value=0, max_value=9),
+    st.none() | texts,
+    st.integers(min_value=0, max_value=9),
+    st.booleans(),
+)
+
+
+@given(entries)
+def test_new_entry_is_the_entry_the_constructor_makes(values: tuple[Any, ...]) -> None:
+    key, task, args, status, attempt, error, occurrence, schedule, deliveries, ab = values
+    made = new_entry(
+        key, task, args, NOW, status, attempt, error, occurrence, schedule, deliveries, ab
+    )
+    plain = Entry(
+        key, task, args, NOW, status, attempt, error, occurrence, schedule, deliveries,
+        abort_requested=ab,
+    )  # fmt: skip
+    assert type(made) is Entry
+    assert made == plain
+    assert hash(made) == hash(plain)
+    assert repr(made) == repr(plain)
+    assert [getattr(made, f.name) for f in dataclasses.fields(Entry)] == [
+        getattr(plain, f.name) for f in dataclasses.fields(Entry)
+    ]
+
+
+def test_a_new_entry_is_frozen_and_copies_like_any_entry() -> None:
+    made = new_entry("k", "t", (1, "a"), NOW, Status.PENDING, 1, None, 0, None, 0, False)
+    with pytest.raises(FrozenInstanceError):
+        made.key = "other"  # type: ignore[misc]
+    with pytest.raises(FrozenInstanceError):
+        del made.task
+    assert pickle.loads(pickle.dumps(made)) == made
+    assert copy.copy(made) == made
+    assert dataclasses.replace(made, status=Status.RUNNING).status is Status.RUNNING
+    assert made.idempotency_key == "k"
+
+
+@given(
+    texts.filter(bool),
+    texts.filter(bool),
+    texts,
+    st.none() | st.floats(min_value=0, max_value=1e9),
+    st.none() | st.floats(min_value=0.1, max_value=1e3),
+    st.integers(min_value=1, max_value=9),
+    st.none() | texts,
+)
+def test_new_row_is_the_row_the_constructor_makes(
+    key: str,
+    task: str,
+    payload: str,
+    due: float | None,
+    lease: float | None,
+    max_deliveries: int,
+    schedule: str | None,
+) -> None:
+    delay = 5.0 if due is None else None
+    made = new_row(key, task, payload, due, delay, lease, max_deliveries, schedule)
+    plain = NewRow(key, task, payload, due, delay, lease, max_deliveries, schedule)
+    assert type(made) is NewRow
+    assert made == plain
+    assert repr(made) == repr(plain)
+    with pytest.raises(FrozenInstanceError):
+        made.key = "other"  # type: ignore[misc]
+
+
+def test_the_twins_must_match_the_dataclass_fields() -> None:
+    # A field added to Entry or NewRow (or one reordered) stops the import,
+    # instead of making values with an unset slot.
+    @dataclass(frozen=True, slots=True)
+    class Grown:
+        key: str
+        task: str
+        extra: int = 0
+
+    class Twin:
+        __slots__ = ("key", "task")
+
+        def __init__(self, key: str, task: str) -> None:
+            self.key, self.task = key, task
+
+    with pytest.raises(RuntimeError, match="out of date with Grown"):
+        _same_fields(Grown, Twin, ())
+
+
+argsets = st.lists(
+    st.lists(
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.floats(allow_nan=False, allow_infinity=False)
+        | st.text(max_size=6)
+        | st.dates()
+        | st.lists(st.integers(), max_size=2),
+        max_size=3,
+    ),
+    max_size=5,
+)
+
+
+@given(argsets)
+def test_encode_args_many_is_encode_args_exact_of_each(sets: list[list[Any]]) -> None:
+    try:
+        expected = [encode_args_exact(s) for s in sets]
+    except ValueError:  # a lone surrogate in st.text()
+        with pytest.raises(ValueError, match="lone surrogate"):
+            encode_args_many(sets)
+        return
+    payloads, known = encode_args_many(sets)
+    assert payloads == [text for text, _ in expected]
+    assert known == {text: exact for text, exact in expected if exact is not None}
+
+
+def test_encode_args_many_raises_what_encode_args_raises() -> None:
+    with pytest.raises(TypeError, match=r"argument 1 has type set"):
+        encode_args_many([(1,), (2, {3})])
+    with pytest.raises(ValueError, match=r"argument 0\[1\] is a naive datetime"):
+        encode_args_many([([date(2026, 1, 1), datetime(2026, 1, 1)],)])
+    with pytest.raises(ValueError, match="lone surrogate"):
+        encode_args_many([("ok",), ("\ud800",)])
+
+
+def test_arity_bounds_agree_with_check_args() -> None:
+    tasks = TaskRegistry()
+
+    @tasks.task("two")
+    def two(a: int, b: int = 0) -> None: ...
+
+    @tasks.task("many")
+    def many(a: int, *rest: int) -> None: ...
+
+    @tasks.task("never")
+    def never(a: int, *, b: int) -> None: ...
+
+    tasks.task("unsigned")(max)  # no signature to check against: any count passes
+
+    assert tasks.arity_bounds(tasks["unsigned"]) == (0, float("inf"))
+    for name in ("two", "many", "never"):
+        t = tasks[name]
+        low, high = tasks.arity_bounds(t)
+        for n in range(5):
+            args = (1,) * n
+            try:
+                tasks.check_args(t, args)
+            except TypeError:
+                assert not low <= n <= high, (name, n)
+            else:
+                assert low <= n <= high, (name, n)
