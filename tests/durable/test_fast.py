@@ -18,6 +18,7 @@ from duetime import Status
 from duetime.durable import Entry, NewRow, TaskRegistry
 from duetime.durable._codec import encode_args_exact, encode_args_many
 from duetime.durable._fast import _same_fields, new_entry, new_row
+from duetime.durable._keys import new_keys
 
 NOW = datetime(2026, 12, 6, 12, 0, 0, 123456, tzinfo=UTC)
 
@@ -104,14 +105,12 @@ def test_the_twins_must_match_the_dataclass_fields() -> None:
         task: str
         extra: int = 0
 
-    class Twin:
-        __slots__ = ("key", "task")
-
-        def __init__(self, key: str, task: str) -> None:
-            self.key, self.task = key, task
+    def make(key: str, task: str) -> Grown:
+        return Grown(key, task)
 
     with pytest.raises(RuntimeError, match="out of date with Grown"):
-        _same_fields(Grown, Twin, ())
+        _same_fields(Grown, make, ())  # type: ignore[arg-type]
+    _same_fields(Grown, make, ("extra",))  # type: ignore[arg-type]
 
 
 argsets = st.lists(
@@ -177,3 +176,38 @@ def test_arity_bounds_agree_with_check_args() -> None:
                 assert not low <= n <= high, (name, n)
             else:
                 assert low <= n <= high, (name, n)
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 1023, 1024, 1025, 3000])
+def test_new_keys_count_within_a_batch(n: int) -> None:
+    keys = new_keys(n)
+    assert len(keys) == n
+    if n > 1:  # one head (time and random bits), then a counter per key
+        assert len({k[:-6] for k in keys}) == 1
+        assert [int(k[-6:], 16) for k in keys] == list(range(n))
+        assert all(len(k) == 38 for k in keys)
+    elif n == 1:
+        assert len(keys[0]) == 32
+
+
+@pytest.mark.parametrize(
+    ("values", "literal"),
+    [
+        ([3600.0] * 3, "{3600.0,3600.0,3600.0}"),
+        ([5] * 3, "{5,5,5}"),
+        ([None] * 3, "{NULL,NULL,NULL}"),
+        ([0.0, -0.0], "{0.0,-0.0}"),  # equal, but not one literal
+        ([-0.0, 0.0], "{-0.0,0.0}"),
+        ([1, 1.0], "{1,1.0}"),  # equal, of two types
+        ([1.0, 1], "{1.0,1}"),
+        ([2.5, 2.5, 3.0], "{2.5,2.5,3.0}"),
+        ([None, 1.5], "{NULL,1.5}"),
+        ([None, "a"], '{NULL,"a"}'),
+        (['a"b', "a\\b"], '{"a\\"b","a\\\\b"}'),
+    ],
+)
+def test_a_uniform_array_column_is_written_as_any_other(values: list[Any], literal: str) -> None:
+    pytest.importorskip("psycopg")
+    from duetime.durable._postgres_conn import array
+
+    assert array(values) == literal.encode()

@@ -16,10 +16,10 @@ here: a caller passes values the constructor would accept as they are
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import fields
 from datetime import datetime
-from typing import Any, cast
+from types import FunctionType
+from typing import Any
 
 from .._vocab import Status
 from ._store import Entry, NewRow
@@ -27,90 +27,107 @@ from ._store import Entry, NewRow
 __all__ = ["new_entry", "new_row"]
 
 
-class _EntryTwin:
+class _EntrySlots:
+    """:class:`Entry`'s layout, without its frozen ``__setattr__``."""
+
     __slots__ = Entry.__slots__
-
-    def __init__(
-        self,
-        key: str,
-        task: str,
-        args: tuple[Any, ...],
-        due: datetime,
-        status: Status,
-        attempt: int,
-        last_error: str | None,
-        occurrence: int,
-        schedule: str | None,
-        deliveries: int,
-        abort_requested: bool,
-    ) -> None:
-        self.key = key
-        self.task = task
-        self.args = args
-        self.due = due
-        self.status = status
-        self.attempt = attempt
-        self.last_error = last_error
-        self.occurrence = occurrence
-        self.schedule = schedule
-        self.deliveries = deliveries
-        self.result = None
-        self.error_type = None
-        self.traceback = None
-        self.abort_requested = abort_requested
-        self.__class__ = Entry  # type: ignore[assignment]
+    key: str
+    task: str
+    args: tuple[Any, ...]
+    due: datetime
+    status: Status
+    attempt: int
+    last_error: str | None
+    occurrence: int
+    schedule: str | None
+    deliveries: int
+    result: str | None
+    error_type: str | None
+    traceback: str | None
+    abort_requested: bool
 
 
-class _NewRowTwin:
+class _NewRowSlots:
+    """:class:`NewRow`'s layout, without its frozen ``__setattr__``."""
+
     __slots__ = NewRow.__slots__
-
-    def __init__(
-        self,
-        key: str,
-        task: str,
-        payload: str,
-        due: float | None,
-        delay: float | None,
-        lease: float | None,
-        max_deliveries: int,
-        schedule: str | None,
-    ) -> None:
-        self.key = key
-        self.task = task
-        self.payload = payload
-        self.due = due
-        self.delay = delay
-        self.lease = lease
-        self.max_deliveries = max_deliveries
-        self.schedule = schedule
-        self.__class__ = NewRow  # type: ignore[assignment]
+    key: str
+    task: str
+    payload: str
+    due: float | None
+    delay: float | None
+    lease: float | None
+    max_deliveries: int
+    schedule: str | None
 
 
-#: ``Entry(key, task, args, due, status, attempt, last_error, occurrence,
-#: schedule, deliveries, abort_requested=...)`` with no result, error type
-#: or traceback (every argument positional and required).
-new_entry = cast(
-    "Callable[[str, str, tuple[Any, ...], datetime, Status, int, str | None, int,"
-    " str | None, int, bool], Entry]",
-    _EntryTwin,
-)
+def new_entry(
+    key: str,
+    task: str,
+    args: tuple[Any, ...],
+    due: datetime,
+    status: Status,
+    attempt: int,
+    last_error: str | None,
+    occurrence: int,
+    schedule: str | None,
+    deliveries: int,
+    abort_requested: bool,
+) -> Entry:
+    """``Entry(key, task, args, due, status, attempt, last_error, occurrence,
+    schedule, deliveries, abort_requested=abort_requested)``: no result, error
+    type or traceback."""
+    e = _EntrySlots()  # a class without __init__: the cheapest call that makes one
+    e.key = key
+    e.task = task
+    e.args = args
+    e.due = due
+    e.status = status
+    e.attempt = attempt
+    e.last_error = last_error
+    e.occurrence = occurrence
+    e.schedule = schedule
+    e.deliveries = deliveries
+    e.result = None
+    e.error_type = None
+    e.traceback = None
+    e.abort_requested = abort_requested
+    e.__class__ = Entry  # type: ignore[assignment]
+    return e  # type: ignore[return-value]
 
-#: ``NewRow(key, task, payload, due, delay, lease, max_deliveries, schedule)``
-#: without NewRow's checks (every argument positional and required).
-new_row = cast(
-    "Callable[[str, str, str, float | None, float | None, float | None, int, str | None], NewRow]",
-    _NewRowTwin,
-)
+
+def new_row(
+    key: str,
+    task: str,
+    payload: str,
+    due: float | None,
+    delay: float | None,
+    lease: float | None,
+    max_deliveries: int,
+    schedule: str | None,
+) -> NewRow:
+    """``NewRow(key, task, payload, due, delay, lease, max_deliveries,
+    schedule)`` without NewRow's checks."""
+    r = _NewRowSlots()
+    r.key = key
+    r.task = task
+    r.payload = payload
+    r.due = due
+    r.delay = delay
+    r.lease = lease
+    r.max_deliveries = max_deliveries
+    r.schedule = schedule
+    r.__class__ = NewRow  # type: ignore[assignment]
+    return r  # type: ignore[return-value]
 
 
-def _same_fields(cls: type, twin: type, set_later: tuple[str, ...]) -> None:
-    """Fail at import if ``cls`` gained, lost or reordered a field the twin sets."""
+def _same_fields(cls: type, make: FunctionType, set_later: tuple[str, ...]) -> None:
+    """Fail at import if ``cls`` gained, lost or reordered a field that ``make`` sets."""
     names = tuple(f.name for f in fields(cls))
-    code = vars(twin)["__init__"].__code__
-    params = code.co_varnames[1 : code.co_argcount]
+    params = make.__code__.co_varnames[: make.__code__.co_argcount]
     if names != vars(cls)["__slots__"] or tuple(n for n in names if n not in set_later) != params:
         raise RuntimeError(f"duetime.durable._fast is out of date with {cls.__name__}'s fields")
 
 
-_same_fields(Entry, _EntryTwin, ("result", "error_type", "traceback"))
-_same_fields(NewRow, _NewRowTwin, ())
+_same_fields(Entry, new_entry, ("result", "error_type", "traceback"))  # type: ignore[arg-type]
+_same_fields(NewRow, new_row, ())  # type: ignore[arg-type]

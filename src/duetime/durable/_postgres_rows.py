@@ -45,6 +45,7 @@ CODE = {
 _MIN_TS, _MAX_TS = -62135596800.0, 253402300799.0  # 0001-01-01 .. 9999-12-31T23:59:59 UTC
 _EPOCH = datetime.fromtimestamp(0, UTC)
 _fromtimestamp = datetime.fromtimestamp
+_SMALL = {b"0": 0, b"1": 1, b"2": 2}
 
 
 def text(raw: bytes | None) -> str:
@@ -93,16 +94,22 @@ def entry(r: Raw, at: int = 0) -> Entry:
     cols = r[at : at + 11]
     key, task, payload, status, due, attempt, error, occurrence, schedule, deliveries, ab = cols
     try:
-        ts = float(due)  # type: ignore[arg-type]  # None: TypeError
-        if not _MIN_TS <= ts <= _MAX_TS or key is None or task is None or payload is None:
+        if due is None or key is None or task is None or payload is None:
             raise ValueError
+        ts = float(due.decode())
+        if not _MIN_TS <= ts <= _MAX_TS:
+            raise ValueError
+        # Small counters (a new row's) from a table: int() of bytes costs more.
         return new_entry(
             key.decode(), task.decode(), entry_args(payload.decode()),
-            _fromtimestamp(ts, UTC), STATUS[status or b""], int(attempt or b""),
-            None if error is None else error.decode(), int(occurrence or b""),
-            None if schedule is None else schedule.decode(), int(deliveries or b""), ab == b"t",
+            _fromtimestamp(ts, UTC), STATUS[status or b""],
+            _SMALL[attempt] if attempt in _SMALL else int(attempt or b""),
+            None if error is None else error.decode(),
+            _SMALL[occurrence] if occurrence in _SMALL else int(occurrence or b""),
+            None if schedule is None else schedule.decode(),
+            _SMALL[deliveries] if deliveries in _SMALL else int(deliveries or b""), ab == b"t",
         )  # fmt: skip
-    except (UnicodeDecodeError, KeyError, ValueError, TypeError):
+    except (UnicodeDecodeError, KeyError, ValueError):
         return _malformed(cols)
 
 
