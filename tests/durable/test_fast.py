@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import pickle
 from dataclasses import FrozenInstanceError, dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from duetime import Status
@@ -211,3 +212,111 @@ def test_a_uniform_array_column_is_written_as_any_other(values: list[Any], liter
     from duetime.durable._postgres_conn import array
 
     assert array(values) == literal.encode()
+
+
+def _old_add_args(rows: list[NewRow], default_lease: float) -> list[bytes]:
+    """The ADD arguments as RedisStore.add wrote them with json.dumps."""
+    from duetime.durable._redis_rows import arg, timestr
+
+    out: list[Any] = []
+    for row in rows:
+        fields: dict[str, Any] = {
+            "t": row.task,
+            "p": row.payload,
+            "l": timestr(default_lease if row.lease is None else row.lease),
+            "md": row.max_deliveries,
+        }
+        if row.schedule is not None:
+            fields["sch"] = row.schedule
+        out += [
+            row.key,
+            json.dumps(fields),
+            "" if row.due is None else timestr(row.due),
+            "" if row.delay is None else timestr(row.delay),
+        ]
+    return [arg(a) for a in out]
+
+
+new_rows = st.builds(
+    NewRow,
+    key=st.text(min_size=1, max_size=4),
+    task=st.sampled_from(["t", 't{}"é', "other"]),
+    payload=st.text(max_size=6).filter(lambda p: not any(0xD800 <= ord(c) < 0xE000 for c in p)),
+    due=st.none(),
+    delay=st.sampled_from([0, 0.0, 5.0, 1e-7, 3600.0]),
+    lease=st.sampled_from([None, 1.5, 30.0]),
+    max_deliveries=st.sampled_from([1, 5]),
+    schedule=st.sampled_from([None, '{"every": 1}']),
+) | st.builds(
+    NewRow,
+    key=st.text(min_size=1, max_size=4),
+    task=st.just("t"),
+    payload=st.just("[]"),
+    due=st.floats(min_value=0, max_value=1e10),
+    lease=st.none(),
+)
+
+
+@settings(deadline=None)  # the first example imports coredis
+@given(st.lists(new_rows, max_size=6))
+def test_redis_add_args_are_what_json_dumps_wrote(rows: list[NewRow]) -> None:
+    pytest.importorskip("coredis")
+    from duetime.durable._redis_rows import add_args
+
+    assert add_args(rows, 30.0) == _old_add_args(rows, 30.0)
+
+
+redis_rows = st.fixed_dictionaries(
+    {
+        "k": st.just("k") | st.integers(),
+        "t": st.just("t"),
+        "p": st.sampled_from(["[1]", "not json", 7]),
+        "d": st.sampled_from(["1796000000.5", "1e400", "nan", "x", 1796000000, 1e300]),
+        "s": st.sampled_from(["PENDING", "RUNNING", "LOST", 3]),
+        "a": st.sampled_from([1, 2.0, 1.5, True, "1"]),
+        "o": st.just(0),
+        "dl": st.sampled_from([0, None]),
+    },
+    optional={
+        "e": st.sampled_from([None, "boom", 5]),
+        "sch": st.sampled_from([None, '{"every": 1}', []]),
+        "ab": st.sampled_from([1, 2, True, None]),
+    },
+)
+
+
+@settings(deadline=None)
+@given(redis_rows)
+def test_redis_rows_read_as_the_checked_way_reads_them(fields: dict[str, Any]) -> None:
+    pytest.importorskip("coredis")
+    from duetime.durable._redis_rows import _int, number, read, string, unreadable
+    from duetime.durable._store import entry_args, utc
+
+    def checked(row: dict[str, Any]) -> Entry:
+        statuses = {s.value: s for s in Status}
+        try:
+            status = statuses.get(row.get("s"))  # type: ignore[arg-type]
+            if status is None:
+                raise ValueError("field 's' is not a status")
+            abort = row.get("ab")
+            if abort is not None and (
+                type(abort) is not int or abort != 1 or status is not Status.RUNNING
+            ):
+                raise ValueError("field 'ab' is not an abort request (1, on a RUNNING row)")
+            return Entry(
+                key=string(row, "k"),
+                task=string(row, "t"),
+                args=entry_args(string(row, "p")),
+                due=utc(number(row, "d")),
+                status=status,
+                attempt=_int(row, "a"),
+                last_error=string(row, "e", optional=True),
+                occurrence=_int(row, "o"),
+                schedule=string(row, "sch", optional=True),
+                deliveries=_int(row, "dl"),
+                abort_requested=abort == 1,
+            )
+        except (ValueError, TypeError, OverflowError) as exc:
+            return unreadable("key", exc)
+
+    assert read("key", json.dumps(fields)) == checked(fields)
