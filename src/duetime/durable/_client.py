@@ -18,6 +18,7 @@ from .._instrument import probes
 from .._util import check_aware, to_delay
 from .._vocab import MISFIRE, OVERLAP, Misfire, Overlap, Status
 from ._codec import encode_args, encode_args_exact, encode_args_many, known_payloads
+from ._deferred import Deferred
 from ._fast import new_row
 from ._keys import check_key, lookup_key, new_keys
 from ._registry import TaskRegistry
@@ -112,6 +113,14 @@ class Client:
         assert self.watcher_ is not None
         return self.watcher_
 
+    def handle(self, entry: Entry) -> Deferred[Any]:
+        """A :class:`~duetime.Deferred` on ``entry`` (as :meth:`defer` returned it)."""
+        return Deferred(self, entry.key, entry)
+
+    def handles(self, entries: list[Entry]) -> list[Deferred[Any]]:
+        """A :class:`~duetime.Deferred` on each of ``entries``, in order."""
+        return [Deferred(self, e.key, e) for e in entries]
+
     def _check_open(self) -> None:
         if self.state != "open":
             if self.state == "closed":
@@ -139,15 +148,9 @@ class Client:
         self._registry.check_args(t, args)
         due, wait = _when(delay, at)
         payload, exact = encode_args_exact(args)
-        row = NewRow(
-            key=new_keys(1)[0] if key is None else check_key(key),
-            task=t.name,
-            payload=payload,
-            due=due,
-            delay=wait,
-            lease=t.lease,
-            max_deliveries=t.max_deliveries,
-        )
+        k = new_keys(1)[0] if key is None else check_key(key)
+        row = new_row(k, t.name, payload, due, wait, t.lease, t.max_deliveries, None)
+        row.__post_init__()  # NewRow's checks, without its frozen __init__'s cost
         return row, {} if exact is None else {payload: exact}
 
     async def _add(

@@ -275,15 +275,15 @@ class MemoryStore(MemoryInspection):
             if old is not None and on_conflict == "keep":
                 out.append(old.entry())
                 continue
-            row = _Row(
-                key=new.key,
-                task=new.task,
-                payload=new.payload,
-                status=Status.PENDING,
-                due=new.due if new.due is not None else now + (new.delay or 0.0),
-                lease=new.lease if new.lease is not None else self.lease,
-                max_deliveries=new.max_deliveries,
-                schedule=new.schedule,
+            row = _Row(  # positional: key, task, payload, status, due, lease, md, schedule
+                new.key,
+                new.task,
+                new.payload,
+                Status.PENDING,
+                new.due if new.due is not None else now + (new.delay or 0.0),
+                new.lease if new.lease is not None else self.lease,
+                new.max_deliveries,
+                new.schedule,
             )
             self._rows[new.key] = row
             self._touch(row)
