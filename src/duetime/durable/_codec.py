@@ -35,12 +35,14 @@ from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
+from types import MappingProxyType
 from typing import Any
 from uuid import UUID
 
 __all__ = ["MAX_DEPTH", "MAX_PAYLOAD", "PayloadError", "decode_args", "encode_args"]
 __all__ += ["TRACE_TAG", "decode_result", "encode_result", "trace_carrier", "trace_id"]
-__all__ += ["encode_args_exact", "encode_args_many", "known_args", "known_payloads", "with_trace"]
+__all__ += ["encode_args_exact", "encode_args_many", "known_args", "known_map", "known_payloads"]
+__all__ += ["with_trace"]
 
 #: The tag of the trace-context element a payload may end with.
 TRACE_TAG = "$trace"
@@ -311,6 +313,16 @@ class known_payloads:
 
     def __exit__(self, *exc_info: object) -> None:
         _KNOWN.reset(self._token)
+
+
+def known_map() -> Mapping[str, tuple[Any, ...]]:
+    """What the enclosing :func:`known_payloads` block knows (payload text ->
+    arguments), or an empty mapping: for a store that reads many rows at once
+    (per row, :func:`known_args` of a str payload is ``known_map().get(payload)``)."""
+    return _KNOWN.get() or _NOTHING
+
+
+_NOTHING: Mapping[str, tuple[Any, ...]] = MappingProxyType({})
 
 
 def known_args(payload: str) -> tuple[Any, ...] | None:

@@ -24,6 +24,7 @@ import anyio.lowlevel
 from .._exceptions import EntryExists
 from .._vocab import Status
 from ._activity import ActivityRing
+from ._codec import known_map
 from ._fast import new_entry
 from ._memory_stats import MemoryInspection
 from ._row_text import check_new_rows
@@ -270,6 +271,7 @@ class MemoryStore(MemoryInspection):
             seen.add(new.key)
         before = self._head_value()
         out: list[Entry] = []
+        known = known_map()
         for new in rows:
             old = self._rows.get(new.key)
             if old is not None and on_conflict == "keep":
@@ -287,7 +289,11 @@ class MemoryStore(MemoryInspection):
             )
             self._rows[new.key] = row
             self._touch(row)
-            out.append(row.entry())
+            args = known.get(new.payload) or entry_args(new.payload)  # what row.entry() gives
+            out.append(
+                new_entry(new.key, new.task, args, utc(row.due), Status.PENDING, 1, None, 0,
+                          new.schedule, 0, False)
+            )  # fmt: skip
         self._wake_if_earlier(before)
         return out
 

@@ -14,9 +14,10 @@ malformed row in listings with ``last_error`` starting with
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 from .._vocab import Status
 from ._codec import decode_args
@@ -46,6 +47,7 @@ _MIN_TS, _MAX_TS = -62135596800.0, 253402300799.0  # 0001-01-01 .. 9999-12-31T23
 _EPOCH = datetime.fromtimestamp(0, UTC)
 _fromtimestamp = datetime.fromtimestamp
 _SMALL = {b"0": 0, b"1": 1, b"2": 2}
+_NO_ARGS: Mapping[str, tuple[Any, ...]] = {}
 
 
 def text(raw: bytes | None) -> str:
@@ -82,9 +84,10 @@ def _time(raw: bytes | None) -> datetime | None:
     return datetime.fromtimestamp(ts, UTC)
 
 
-def entry(r: Raw, at: int = 0) -> Entry:
+def entry(r: Raw, at: int = 0, known: Mapping[str, tuple[Any, ...]] = _NO_ARGS) -> Entry:
     """The :class:`Entry` of an ``ENTRY`` row (its columns from index ``at`` of
-    ``r``); never raises.
+    ``r``); never raises.  ``known`` maps payloads to their arguments (read
+    once for many rows from :func:`~._codec.known_map`); others are decoded.
 
     A row that cannot be read as it is (text that is not UTF-8, an unknown
     status, a due time that is not a time) is reported with ``last_error``
@@ -100,8 +103,9 @@ def entry(r: Raw, at: int = 0) -> Entry:
         if not _MIN_TS <= ts <= _MAX_TS:
             raise ValueError
         # Small counters (a new row's) from a table: int() of bytes costs more.
+        text = payload.decode()
         return new_entry(
-            key.decode(), task.decode(), entry_args(payload.decode()),
+            key.decode(), task.decode(), known.get(text) or entry_args(text),
             _fromtimestamp(ts, UTC), STATUS[status or b""],
             _SMALL[attempt] if attempt in _SMALL else int(attempt or b""),
             None if error is None else error.decode(),
