@@ -6,14 +6,14 @@ awaited ``defer`` on PostgreSQL mostly waits for the server's WAL flush);
 instruction counts of the producer's process do not.  This runs, after a
 warm-up, ``Scheduler.defer`` awaited one at a time and ``defer_many`` of 100 a
 call, on a ``MemoryStore``, on a ``SQLiteStore`` (its thread's instructions
-count too) and, given a URL, on a ``PostgresStore`` (the server is another
-process: only the client's side is counted), under ``valgrind --tool=callgrind``
+count too) and, given a URL, on a ``PostgresStore`` and a ``RedisStore`` (the
+server is another process: only the client's side is counted), under ``valgrind --tool=callgrind``
 counting only inside the timed loops, and prints instructions per entry.
 
 Not a scenario module (the runner runs only ``bench_*.py``).  Needs valgrind
 with its headers and gcc.  Usage, from a checkout::
 
-    python benchmarks/icount_defer.py [--n 2000] [--postgres URL]
+    python benchmarks/icount_defer.py [--n 2000] [--postgres URL] [--redis URL]
 
 ``PYTHONPATH=OTHER/src`` measures another checkout.
 """
@@ -37,7 +37,7 @@ sys.path.insert(0, str(HERE))
 from icount import _build, parse  # noqa: E402
 
 
-def child(lib: str, n: int, postgres: str | None) -> None:
+def child(lib: str, n: int, postgres: str | None, redis: str | None) -> None:
     import anyio
 
     from duetime import Scheduler
@@ -78,6 +78,10 @@ def child(lib: str, n: int, postgres: str | None) -> None:
         makers["postgres"] = lambda tmp: PostgresStore(
             postgres, schema="ic_" + uuid.uuid4().hex[:12]
         )
+    if redis:
+        from duetime.durable import RedisStore
+
+        makers["redis"] = lambda tmp: RedisStore(redis, prefix="ic_" + uuid.uuid4().hex[:12])
     for name, make in makers.items():
         with tempfile.TemporaryDirectory() as tmp:
             anyio.run(loop, make, name, tmp)
@@ -87,10 +91,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--postgres", default=None, help="a PostgreSQL URL (else not measured)")
+    ap.add_argument("--redis", default=None, help="a Redis URL (else not measured)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
-        child(a.child, a.n, a.postgres)
+        child(a.child, a.n, a.postgres, a.redis)
         return 0
     if not shutil.which("valgrind") or not shutil.which("gcc"):
         print("needs valgrind (with its headers) and gcc", file=sys.stderr)
@@ -104,6 +109,7 @@ def main() -> int:
         cmd += [f"--callgrind-out-file={out}/callgrind.out.%p", sys.executable, __file__]
         cmd += ["--child", str(lib), "--n", str(a.n)]
         cmd += ["--postgres", a.postgres] if a.postgres else []
+        cmd += ["--redis", a.redis] if a.redis else []
         subprocess.run(cmd, check=True, stderr=subprocess.DEVNULL, env=dict(os.environ))
         counts = parse(out)
     for what, count in counts.items():

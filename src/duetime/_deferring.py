@@ -3,8 +3,9 @@
 :class:`Deferring` is a base of :class:`~duetime.Scheduler`: thin, typed
 delegations to the client of the :class:`~duetime.durable.StoreSession` the
 block enters (``Scheduler(store=..., tasks=...)``).  The durable package is
-imported inside the methods, not at module level: it is built on the core,
-which does not import it back at import time.
+imported inside the methods that need it, not at module level (the client
+makes the handles of what it stores): it is built on the core, which does not
+import it back at import time.
 """
 
 from __future__ import annotations
@@ -119,13 +120,11 @@ class Deferring:
             ``at``, a bad key or ``on_conflict``, a payload over 64 KiB
         :raises EntryExists: as ``on_conflict`` says
         """
-        from .durable import Deferred
-
         client = self._client()
         entry = await client.defer(
             task, *args, delay=delay, at=at, key=key, on_conflict=on_conflict
         )
-        return Deferred(client, entry.key, entry)
+        return client.handle(entry)
 
     async def defer_many(
         self,
@@ -147,13 +146,11 @@ class Deferring:
         :raises ValueError: ``keys`` of another length, a key given twice;
             otherwise as :meth:`defer` (every run is checked before any is stored)
         """
-        from .durable import Deferred
-
         client = self._client()
         entries = await client.defer_many(
             task, argsets, delay=delay, at=at, keys=keys, on_conflict=on_conflict
         )
-        return [Deferred(client, e.key, e) for e in entries]
+        return client.handles(entries)
 
     async def defer_every(
         self,
@@ -188,8 +185,6 @@ class Deferring:
         :raises TypeError: a trigger that is neither an interval nor a Cron
         :raises ValueError: a bad policy, interval or start; otherwise as :meth:`defer`
         """
-        from .durable import Deferred
-
         client = self._client()
         entry = await client.defer_every(
             trigger,
@@ -201,7 +196,7 @@ class Deferring:
             overlap=overlap,
             on_conflict=on_conflict,
         )
-        return Deferred(client, entry.key, entry)
+        return client.handle(entry)
 
     def deferred_handle(self, key: str) -> Deferred[Any]:
         """A :class:`~duetime.Deferred` on the entry stored under ``key``, by any

@@ -17,7 +17,9 @@ from .._exceptions import SchedulerClosed
 from .._instrument import probes
 from .._util import check_aware, to_delay
 from .._vocab import MISFIRE, OVERLAP, Misfire, Overlap, Status
-from ._codec import encode_args, encode_args_exact, known_payloads
+from ._codec import encode_args, encode_args_exact, encode_args_many, known_payloads
+from ._deferred import Deferred
+from ._fast import new_row
 from ._keys import check_key, lookup_key, new_keys
 from ._registry import TaskRegistry
 from ._series import Series, parse_schedule, trigger_grid
@@ -111,6 +113,14 @@ class Client:
         assert self.watcher_ is not None
         return self.watcher_
 
+    def handle(self, entry: Entry) -> Deferred[Any]:
+        """A :class:`~duetime.Deferred` on ``entry`` (as :meth:`defer` returned it)."""
+        return Deferred(self, entry.key, entry)
+
+    def handles(self, entries: list[Entry]) -> list[Deferred[Any]]:
+        """A :class:`~duetime.Deferred` on each of ``entries``, in order."""
+        return [Deferred(self, e.key, e) for e in entries]
+
     def _check_open(self) -> None:
         if self.state != "open":
             if self.state == "closed":
@@ -138,15 +148,9 @@ class Client:
         self._registry.check_args(t, args)
         due, wait = _when(delay, at)
         payload, exact = encode_args_exact(args)
-        row = NewRow(
-            key=new_keys(1)[0] if key is None else check_key(key),
-            task=t.name,
-            payload=payload,
-            due=due,
-            delay=wait,
-            lease=t.lease,
-            max_deliveries=t.max_deliveries,
-        )
+        k = new_keys(1)[0] if key is None else check_key(key)
+        row = new_row(k, t.name, payload, due, wait, t.lease, t.max_deliveries, None)
+        row.__post_init__()  # NewRow's checks, without its frozen __init__'s cost
         return row, {} if exact is None else {payload: exact}
 
     async def _add(
@@ -227,16 +231,18 @@ class Client:
         """
         # The checks and the encoding of defer, done once per batch where they can
         # be (the task, the time), and per row only where they must (arguments, keys).
-        t = self._registry.resolve(task)
+        registry = self._registry
+        t = registry.resolve(task)
         due, wait = _when(delay, at)
         sets = list(argsets)
-        check_args = self._registry.check_args
+        low, high = registry.arity_bounds(t)
         for args in sets:
             if type(args) is not tuple and (
                 isinstance(args, str | bytes) or not isinstance(args, Sequence)
             ):
                 raise TypeError(f"each item of argsets must be a tuple or list, got {args!r}")
-            check_args(t, args)
+            if not low <= len(args) <= high:
+                registry.check_args(t, args)  # raises, naming the task
         n = len(sets)
         if keys is None:
             key_list = new_keys(n)
@@ -248,17 +254,18 @@ class Client:
             key_list = [next(fresh) if k is None else check_key(k) for k in given]
             if len(set(key_list)) != n:
                 raise ValueError("defer_many got the same key twice")
-        name, lease, max_deliveries = t.name, t.lease, t.max_deliveries
-        rows: list[NewRow] = []
-        known: dict[str, tuple[Any, ...]] = {}
-        for a, k in zip(sets, key_list, strict=True):
-            payload, exact = encode_args_exact(a)
-            rows.append(NewRow(k, name, payload, due, wait, lease, max_deliveries))
-            if exact is not None:
-                known[payload] = exact
-        if not rows:
+        if not n:
             self._check_open()
             return []
+        payloads, known = encode_args_many(sets)
+        name, lease, max_deliveries = t.name, t.lease, t.max_deliveries
+        # The first row checks what every row shares (NewRow's own checks); the
+        # others differ from it only in a key and a payload checked above.
+        rows = [NewRow(key_list[0], name, payloads[0], due, wait, lease, max_deliveries)]
+        rows += [
+            new_row(k, name, p, due, wait, lease, max_deliveries, None)
+            for k, p in zip(key_list[1:], payloads[1:], strict=True)
+        ]
         return await self._add(rows, on_conflict, batch=True, known=known)
 
     async def defer_every(

@@ -31,17 +31,18 @@ import binascii
 import json
 import math
 import re
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
+from types import MappingProxyType
 from typing import Any
 from uuid import UUID
 
 __all__ = ["MAX_DEPTH", "MAX_PAYLOAD", "PayloadError", "decode_args", "encode_args"]
 __all__ += ["TRACE_TAG", "decode_result", "encode_result", "trace_carrier", "trace_id"]
-__all__ += ["encode_args_exact", "known_args", "known_payloads", "with_trace"]
+__all__ += ["encode_args_exact", "encode_args_many", "known_args", "known_map", "known_payloads"]
+__all__ += ["with_trace"]
 
 #: The tag of the trace-context element a payload may end with.
 TRACE_TAG = "$trace"
@@ -177,6 +178,28 @@ def encode_args_exact(args: Sequence[Any]) -> tuple[str, tuple[Any, ...] | None]
     return _checked(_dump(encoded)), None
 
 
+def encode_args_many(
+    argsets: Sequence[Sequence[Any]],
+) -> tuple[list[str], dict[str, tuple[Any, ...]]]:
+    """:func:`encode_args` of each argument set, and for each payload of plain
+    scalars the arguments :func:`decode_args` gives back from it (as
+    :func:`encode_args_exact` says), keyed by payload text.
+
+    :raises TypeError: as :func:`encode_args`, for the first set that fails
+    :raises ValueError: as :func:`encode_args`, for the first set that fails
+    """
+    payloads: list[str] = []
+    known: dict[str, tuple[Any, ...]] = {}
+    for args in argsets:
+        text = _plain_json(args)
+        if text is None:
+            payloads.append(_checked(_dump([_encode(a, [str(i)], 0) for i, a in enumerate(args)])))
+        else:
+            payloads.append(text := _checked(text))
+            known[text] = tuple(args)
+    return payloads, known
+
+
 def _dump(encoded: list[Any]) -> str:
     try:
         text = _ENCODER.encode(encoded)
@@ -270,20 +293,36 @@ _KNOWN: ContextVar[Mapping[str, tuple[Any, ...]] | None] = ContextVar(
 )
 
 
-@contextmanager
-def known_payloads(known: Mapping[str, tuple[Any, ...]]) -> Iterator[None]:
-    """Within the block (in this task), :func:`known_args` of a payload in
-    ``known`` is its value there: the client passes what
+class known_payloads:
+    """Within the ``with`` block (in this task), :func:`known_args` of a payload
+    in ``known`` is its value there: the client passes what
     :func:`encode_args_exact` returned for the rows it hands to a store, so
-    building the entries the store returns does not decode them again.
+    building the entries the store returns does not decode them again.  (A
+    class, not a generator function: it is entered once per ``defer``.)
 
     :param known: payload text -> the arguments :func:`decode_args` gives for it
     """
-    token = _KNOWN.set(known)
-    try:
-        yield
-    finally:
-        _KNOWN.reset(token)
+
+    __slots__ = ("_known", "_token")
+
+    def __init__(self, known: Mapping[str, tuple[Any, ...]]) -> None:
+        self._known = known
+
+    def __enter__(self) -> None:
+        self._token = _KNOWN.set(self._known)
+
+    def __exit__(self, *exc_info: object) -> None:
+        _KNOWN.reset(self._token)
+
+
+def known_map() -> Mapping[str, tuple[Any, ...]]:
+    """What the enclosing :func:`known_payloads` block knows (payload text ->
+    arguments), or an empty mapping: for a store that reads many rows at once
+    (per row, :func:`known_args` of a str payload is ``known_map().get(payload)``)."""
+    return _KNOWN.get() or _NOTHING
+
+
+_NOTHING: Mapping[str, tuple[Any, ...]] = MappingProxyType({})
 
 
 def known_args(payload: str) -> tuple[Any, ...] | None:

@@ -42,4 +42,17 @@ def new_keys(n: int) -> list[str]:
     Ordered keys go to the right edge of a store's key index instead of random
     pages (SQLite writes about half as many pages per batch)."""
     head = f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
-    return [head] if n == 1 else [f"{head}{i:06x}" for i in range(n)]
+    if n == 1:
+        return [head]
+    if n > _COUNTED:
+        return [f"{head}{i:06x}" for i in range(n)]
+    global _counters
+    counters = _counters
+    if not counters:  # written on the first batch, then reused (formatting costs more)
+        counters = _counters = tuple(f"{i:06x}" for i in range(_COUNTED))
+    return [head + c for c in counters[:n]]
+
+
+#: The counters of a batch's first keys.
+_counters: tuple[str, ...] = ()
+_COUNTED = 1024

@@ -24,6 +24,8 @@ import anyio.lowlevel
 from .._exceptions import EntryExists
 from .._vocab import Status
 from ._activity import ActivityRing
+from ._codec import known_map
+from ._fast import new_entry
 from ._memory_stats import MemoryInspection
 from ._row_text import check_new_rows
 from ._store import (
@@ -86,19 +88,11 @@ class _Row:
 
     def entry(self) -> Entry:
         """The entry as listings report it (no result or traceback)."""
-        return Entry(
-            key=self.key,
-            task=self.task,
-            args=entry_args(self.payload),
-            due=utc(self.due),
-            status=self.status,
-            attempt=self.attempt,
-            last_error=self.last_error,
-            occurrence=self.occurrence,
-            schedule=self.schedule,
-            deliveries=self.deliveries,
-            abort_requested=self.abort_requested,
-        )
+        return new_entry(
+            self.key, self.task, entry_args(self.payload), utc(self.due), self.status,
+            self.attempt, self.last_error, self.occurrence, self.schedule, self.deliveries,
+            self.abort_requested,
+        )  # fmt: skip
 
     def full_entry(self, now: float) -> Entry:
         """The entry as :meth:`MemoryStore.get` reports it: with its result (while
@@ -277,24 +271,29 @@ class MemoryStore(MemoryInspection):
             seen.add(new.key)
         before = self._head_value()
         out: list[Entry] = []
+        known = known_map()
         for new in rows:
             old = self._rows.get(new.key)
             if old is not None and on_conflict == "keep":
                 out.append(old.entry())
                 continue
-            row = _Row(
-                key=new.key,
-                task=new.task,
-                payload=new.payload,
-                status=Status.PENDING,
-                due=new.due if new.due is not None else now + (new.delay or 0.0),
-                lease=new.lease if new.lease is not None else self.lease,
-                max_deliveries=new.max_deliveries,
-                schedule=new.schedule,
+            row = _Row(  # positional: key, task, payload, status, due, lease, md, schedule
+                new.key,
+                new.task,
+                new.payload,
+                Status.PENDING,
+                new.due if new.due is not None else now + (new.delay or 0.0),
+                new.lease if new.lease is not None else self.lease,
+                new.max_deliveries,
+                new.schedule,
             )
             self._rows[new.key] = row
             self._touch(row)
-            out.append(row.entry())
+            args = known.get(new.payload) or entry_args(new.payload)  # what row.entry() gives
+            out.append(
+                new_entry(new.key, new.task, args, utc(row.due), Status.PENDING, 1, None, 0,
+                          new.schedule, 0, False)
+            )  # fmt: skip
         self._wake_if_earlier(before)
         return out
 

@@ -46,6 +46,7 @@ import psycopg.errors
 from .._exceptions import EntryExists
 from .._vocab import Status
 from . import _postgres_rows as rows
+from ._codec import known_map
 from ._postgres_conn import Conn, Pool, Rows, conninfo
 from ._postgres_listen import open_schema, show_dsn
 from ._postgres_sql import SESSION, WORK_SESSION, Sql, check_schema_name, insert_params, insert_sql
@@ -420,7 +421,11 @@ class PostgresStore(WorkMixin, Waits, PostgresInspection):
             got = await pool.transaction(work)
         if got.rows and got.rows[0][-1] not in (b"0", None):
             self._changed.notify()
-        stored = {rows.text(r[2]): rows.entry(r[2:13]) for r in got.rows}
+        known = known_map()
+        found = [rows.entry(r, 2, known) for r in got.rows]
+        if [e.key for e in found] == [new.key for new in rows_]:  # the common batch
+            return found
+        stored = {e.key: e for e in found}
         return [stored[new.key] for new in rows_]
 
     async def _add_one(self, pool: Pool, new: NewRow) -> Entry:

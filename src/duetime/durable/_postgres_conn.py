@@ -41,6 +41,7 @@ logger = logging.getLogger("duetime.durable")
 
 _OK = (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK)
 _NUMBERS = {int, float}
+_NONE = {type(None)}
 
 
 def _nul(text: str) -> ValueError:
@@ -60,8 +61,16 @@ def array(values: Sequence[Any]) -> bytes:
         try:
             joined = "\0".join(values)
         except TypeError:
-            if set(map(type, values)) <= _NUMBERS:
+            types = set(map(type, values))
+            if types <= _NUMBERS:
+                # One number in every element (a batch's delay, lease...): written once.
+                # Equal numbers of one type have one repr, but for 0.0 and -0.0.
+                first = values[0]
+                if len(types) == 1 and first and values.count(first) == len(values):
+                    return ("{" + ",".join([repr(first)] * len(values)) + "}").encode()
                 return ("{" + ",".join(map(repr, values)) + "}").encode()
+            if types == _NONE:
+                return ("{" + ",".join(["NULL"] * len(values)) + "}").encode()
         else:
             if joined.count("\0") == len(values) - 1:
                 body = joined.replace("\\", "\\\\").replace('"', '\\"').replace("\0", '","')

@@ -14,12 +14,14 @@ malformed row in listings with ``last_error`` starting with
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 from .._vocab import Status
 from ._codec import decode_args
+from ._fast import new_entry
 from ._store import MALFORMED, Claim, Entry, entry_args
 
 __all__ = ["CODE", "STATUS", "Raw", "claim", "detail", "entry", "number", "text"]
@@ -43,6 +45,9 @@ CODE = {
 
 _MIN_TS, _MAX_TS = -62135596800.0, 253402300799.0  # 0001-01-01 .. 9999-12-31T23:59:59 UTC
 _EPOCH = datetime.fromtimestamp(0, UTC)
+_fromtimestamp = datetime.fromtimestamp
+_SMALL = {b"0": 0, b"1": 1, b"2": 2}
+_NO_ARGS: Mapping[str, tuple[Any, ...]] = {}
 
 
 def text(raw: bytes | None) -> str:
@@ -79,27 +84,37 @@ def _time(raw: bytes | None) -> datetime | None:
     return datetime.fromtimestamp(ts, UTC)
 
 
-def entry(r: Raw) -> Entry:
-    """The :class:`Entry` of an ``ENTRY`` row; never raises.
+def entry(r: Raw, at: int = 0, known: Mapping[str, tuple[Any, ...]] = _NO_ARGS) -> Entry:
+    """The :class:`Entry` of an ``ENTRY`` row (its columns from index ``at`` of
+    ``r``); never raises.  ``known`` maps payloads to their arguments (read
+    once for many rows from :func:`~._codec.known_map`); others are decoded.
 
     A row that cannot be read as it is (text that is not UTF-8, an unknown
     status, a due time that is not a time) is reported with ``last_error``
     saying what is wrong (unless it was already dead-lettered as malformed),
     status FAILED if its status is unknown, ``due`` the epoch if unreadable.
     """
-    key, task, payload, status, due, attempt, error, occurrence, schedule, deliveries, ab = r[:11]
+    cols = r[at : at + 11]
+    key, task, payload, status, due, attempt, error, occurrence, schedule, deliveries, ab = cols
     try:
-        when = _time(due)
-        if when is None or key is None or task is None or payload is None:
+        if due is None or key is None or task is None or payload is None:
             raise ValueError
-        return Entry(
-            key.decode(), task.decode(), entry_args(payload.decode()), when, STATUS[status or b""],
-            int(attempt or b""), None if error is None else error.decode(),
-            int(occurrence or b""), None if schedule is None else schedule.decode(),
-            int(deliveries or b""), abort_requested=ab == b"t",
+        ts = float(due.decode())
+        if not _MIN_TS <= ts <= _MAX_TS:
+            raise ValueError
+        # Small counters (a new row's) from a table: int() of bytes costs more.
+        text = payload.decode()
+        return new_entry(
+            key.decode(), task.decode(), known.get(text) or entry_args(text),
+            _fromtimestamp(ts, UTC), STATUS[status or b""],
+            _SMALL[attempt] if attempt in _SMALL else int(attempt or b""),
+            None if error is None else error.decode(),
+            _SMALL[occurrence] if occurrence in _SMALL else int(occurrence or b""),
+            None if schedule is None else schedule.decode(),
+            _SMALL[deliveries] if deliveries in _SMALL else int(deliveries or b""), ab == b"t",
         )  # fmt: skip
     except (UnicodeDecodeError, KeyError, ValueError):
-        return _malformed(r)
+        return _malformed(cols)
 
 
 def _malformed(r: Raw) -> Entry:
@@ -167,11 +182,11 @@ def claim(r: Raw) -> Claim | str:
             args = decode_args(body)
         except Exception as exc:  # the codec's own errors, or anything a payload provokes
             return f"{MALFORMED}payload cannot be decoded ({type(exc).__name__})"
-        found = Entry(
+        found = new_entry(
             key.decode(), task.decode(), args, when, Status.RUNNING,
             int(attempt or b""), None if error is None else error.decode(),
             int(occurrence or b""), None if schedule is None else schedule.decode(),
-            int(deliveries or b""), abort_requested=ab == b"t",
+            int(deliveries or b""), ab == b"t",
         )  # fmt: skip
         return Claim(found, body, int(r[11] or b""), number(r[12]), number(r[13]))
     except (UnicodeDecodeError, ValueError):

@@ -9,7 +9,6 @@ with skewed clocks agree on due times and leases.
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 import math
 from collections.abc import Awaitable, Sequence
@@ -273,7 +272,7 @@ class RedisStore(RedisInspection):
 
     # -- calls -------------------------------------------------------------------
 
-    async def _run(self, name: str, *args: str | int) -> Any:
+    async def _run(self, name: str, *args: str | int | bytes) -> Any:
         client = self._client
         if client is None:
             raise RuntimeError("the RedisStore is not open: use `async with store:`")
@@ -326,23 +325,7 @@ class RedisStore(RedisInspection):
         check_new_rows(rows, key_bytes=True)  # coredis sends a key's surrogateescapes as bytes
         if not rows:
             return []
-        args: list[str] = [on_conflict]
-        for row in rows:  # a NewRow checked itself when it was made
-            fields: dict[str, Any] = {
-                "t": row.task,
-                "p": row.payload,
-                "l": codec.timestr(self.lease if row.lease is None else row.lease),
-                "md": row.max_deliveries,
-            }
-            if row.schedule is not None:
-                fields["sch"] = row.schedule
-            args += [
-                row.key,
-                json.dumps(fields),
-                "" if row.due is None else codec.timestr(row.due),
-                "" if row.delay is None else codec.timestr(row.delay),
-            ]
-        reply = await self._run("ADD", *args)
+        reply = await self._run("ADD", on_conflict, *codec.add_args(rows, self.lease))
         if reply[0] == b"exists":
             raise EntryExists(f"a durable entry with key {codec.text(reply[1])!r} already exists")
         return [codec.read(row.key, raw) for row, raw in zip(rows, reply[1:], strict=True)]

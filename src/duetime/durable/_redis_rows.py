@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
 from .._vocab import Status
+from ._fast import new_entry
 from ._store import (
     RESULT_DROPPED,
     Aborted,
     Dead,
     Done,
     Entry,
+    NewRow,
     NextOccurrence,
     Outcome,
     Release,
@@ -27,7 +30,7 @@ from ._store import (
     utc,
 )
 
-__all__ = ["arg", "describe", "entry", "read", "row", "text", "unreadable"]
+__all__ = ["add_args", "arg", "describe", "entry", "read", "row", "text", "unreadable"]
 __all__ += ["number", "outcome_args", "seconds", "string", "timestr"]
 
 _STATUSES = {s.value: s for s in Status}
@@ -40,9 +43,48 @@ def text(raw: bytes | str) -> str:
     return raw if isinstance(raw, str) else raw.decode("utf-8", "surrogateescape")
 
 
-def arg(value: str | int) -> bytes:
-    """A key or script argument as the bytes Redis gets (see :func:`text`)."""
+def arg(value: str | int | bytes) -> bytes:
+    """A key or script argument as the bytes Redis gets (see :func:`text`);
+    bytes as they are."""
+    if type(value) is bytes:
+        return value
     return str(value).encode("utf-8", "surrogateescape")
+
+
+_json_str = json.encoder.encode_basestring_ascii  # what json.dumps writes for a str
+_raw_decode = json.JSONDecoder().raw_decode  # json.loads' decoder
+
+
+def add_args(rows: Sequence[NewRow], default_lease: float) -> list[bytes]:
+    """The ADD script's arguments for ``rows`` (checked NewRows), as bytes: per
+    row its key, the JSON of its fields (as ``json.dumps`` writes
+    ``{"t": ..., "p": ..., "l": ..., "md": ...}``, and ``"sch"`` if any), its due
+    time and its delay ('' for the one not given)."""
+    out: list[bytes] = []
+    # A batch's rows mostly share all but the key and payload: the JSON around
+    # the payload, and a time's text, are written again only when they change.
+    shared: tuple[str, float | None, int, str | None] | None = None
+    head = tail = ""
+    when_was: float | None = None
+    when_text = b""
+    for row in rows:
+        now = (row.task, row.lease, row.max_deliveries, row.schedule)
+        if now != shared:
+            shared = now
+            lease = timestr(default_lease if row.lease is None else row.lease)
+            head = f'{{"t": {_json_str(row.task)}, "p": '
+            tail = f', "l": {_json_str(lease)}, "md": {int(row.max_deliveries)}'
+            tail += "}" if row.schedule is None else f', "sch": {_json_str(row.schedule)}}}'
+        when = row.delay if row.due is None else row.due
+        if when is not when_was:
+            when_was, when_text = when, timestr(when).encode()  # type: ignore[arg-type]
+        out += [
+            arg(row.key),
+            (head + _json_str(row.payload) + tail).encode(),
+            b"" if row.due is None else when_text,
+            when_text if row.due is None else b"",
+        ]
+    return out
 
 
 def string(row: dict[str, Any], name: str, *, optional: bool = False) -> Any:
@@ -85,7 +127,13 @@ def row(raw: bytes | str) -> dict[str, Any]:
 
     :raises ValueError: not a JSON object
     """
-    value = json.loads(text(raw))
+    s = text(raw)
+    try:  # a reply's rows have no white space around: no need for loads' checks
+        value, end = _raw_decode(s)
+    except ValueError:
+        end = -1
+    if end != len(s):
+        value = json.loads(s)  # what it says of white space, and its error
     if not isinstance(value, dict):
         raise ValueError("not a JSON object")
     return value
@@ -96,24 +144,48 @@ def entry(row: dict[str, Any]) -> Entry:
 
     :raises ValueError: a missing field or one of the wrong type or range
     """
+    # The common row (as the scripts write it, no abort request), checked inline;
+    # anything else goes the checked way below, which says what is wrong.
+    get = row.get
+    k, t, p, d, a, o, dl = get("k"), get("t"), get("p"), get("d"), get("a"), get("o"), get("dl")
+    e, sch, status = get("e"), get("sch"), _STATUSES.get(get("s"))  # type: ignore[arg-type]
+    if (
+        type(k) is str
+        and type(t) is str
+        and type(p) is str
+        and type(d) is str
+        and type(a) is int
+        and type(o) is int
+        and type(dl) is int
+        and status is not None
+        and (e is None or type(e) is str)
+        and (sch is None or type(sch) is str)
+        and "ab" not in row
+    ):
+        try:
+            ts = float(d)
+        except ValueError:
+            ts = math.nan
+        if ts - ts == 0.0:  # finite
+            return new_entry(k, t, entry_args(p), utc(ts), status, a, e, o, sch, dl, False)
     status = _STATUSES.get(row.get("s"))  # type: ignore[arg-type]
     if status is None:
         raise ValueError("field 's' is not a status")
     abort = row.get("ab")
     if abort is not None and (type(abort) is not int or abort != 1 or status is not Status.RUNNING):
         raise ValueError("field 'ab' is not an abort request (1, on a RUNNING row)")
-    return Entry(
-        key=string(row, "k"),
-        task=string(row, "t"),
-        args=entry_args(string(row, "p")),
-        due=utc(number(row, "d")),
-        status=status,
-        attempt=_int(row, "a"),
-        last_error=string(row, "e", optional=True),
-        occurrence=_int(row, "o"),
-        schedule=string(row, "sch", optional=True),
-        deliveries=_int(row, "dl"),
-        abort_requested=abort == 1,
+    return new_entry(
+        string(row, "k"),
+        string(row, "t"),
+        entry_args(string(row, "p")),
+        utc(number(row, "d")),
+        status,
+        _int(row, "a"),
+        string(row, "e", optional=True),
+        _int(row, "o"),
+        string(row, "sch", optional=True),
+        _int(row, "dl"),
+        abort == 1,
     )
 
 

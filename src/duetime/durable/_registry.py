@@ -264,6 +264,16 @@ class TaskRegistry:
         if arity is not None:
             arity.check(task.name, args)
 
+    def arity_bounds(self, task: TaskDef) -> tuple[int, float]:
+        """``(low, high)``: :meth:`check_args` passes ``args`` of a length from
+        ``low`` to ``high`` and raises for any other (``(1, 0)`` when every call
+        fails), for a caller that checks many argument sets of one task.
+        """
+        arity = self._arity.get(task.name)
+        if arity is None:
+            return 0, math.inf
+        return (1, 0.0) if arity.never else (arity.low, arity.high)
+
     @overload
     def resolve(self, task: str) -> TaskDef: ...
     @overload

@@ -28,6 +28,7 @@ from typing import Any
 
 from .._vocab import Status
 from ._codec import MAX_PAYLOAD
+from ._fast import new_entry
 from ._store import MALFORMED, Claim, Entry, entry_args, utc
 
 __all__ = [
@@ -218,9 +219,9 @@ def entry(r: Sequence[Any]) -> Entry:
     """
     key, task, payload, status, due, attempt, last_error, occurrence, schedule, deliveries = r[:10]
     if _well_formed(r):
-        return Entry(
+        return new_entry(
             key, task, entry_args(payload), utc(due), STATUS[status], attempt,
-            last_error, occurrence, schedule, deliveries, abort_requested=r[10] == 1,
+            last_error, occurrence, schedule, deliveries, r[10] == 1,
         )  # fmt: skip
     problems = _problems(r)
     error = _text(last_error) if last_error is not None else None

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from .._exceptions import EntryExists
 from .._vocab import Status
+from ._fast import new_entry as made_entry
 from ._sqlite_rows import (
     PROBE,
     STATUS,
@@ -312,7 +313,9 @@ def add_rows(
 
 def new_entry(p: tuple[Any, ...]) -> Entry:
     """The entry a fresh insert of ``INSERT`` parameters ``p`` stored."""
-    return Entry(p[0], p[1], entry_args(p[2]), utc(p[3]), Status.PENDING, 1, None, 0, p[7], 0)
+    return made_entry(
+        p[0], p[1], entry_args(p[2]), utc(p[3]), Status.PENDING, 1, None, 0, p[7], 0, False
+    )
 
 
 def data_version(conn: sqlite3.Connection) -> int:
