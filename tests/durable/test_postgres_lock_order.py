@@ -4,6 +4,7 @@ server, asyncio and trio."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from functools import partial
 
@@ -56,3 +57,29 @@ async def test_a_finish_and_a_batch_over_the_same_running_rows_do_not_deadlock(
                 tg.start_soon(b.add, rows)
             done = {e.key for e in await a.entries(status=Status.COMPLETED, limit=10_000)}
             assert done.issuperset(keys)
+
+
+@pytest.mark.parametrize("call", ["finish_many", "extend"])
+async def test_a_finish_or_renewal_in_any_order_and_a_batch_do_not_deadlock(
+    postgres_store: Factory, call: str, real_time: None
+) -> None:
+    # The rows lie in the table in no key order and the worker names them in
+    # another: a finish (or a lease renewal) meets them in key order all the
+    # same, as a batch of defers over them does.
+    rnd = random.Random(4)
+    async with postgres_store() as a, postgres_store() as b:
+        for round_ in range(6):
+            rows = [NewRow(f"s{round_:02d}-{i:04d}", "t", "[]", delay=0.0) for i in range(3000)]
+            rnd.shuffle(rows)
+            await a.add(rows)
+            claims = await a.claim("w", len(rows))
+            assert len(claims) == len(rows)
+            rnd.shuffle(claims)
+            if call == "finish_many":
+                work = partial(a.finish_many, [(c.entry.key, c.token, Done()) for c in claims])
+            else:
+                work = partial(a.extend, [(c.entry.key, c.token) for c in claims])
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(work)
+                tg.start_soon(b.add, sorted(rows, key=lambda r: r.key))
+            assert len(await a.entries(limit=100_000)) == 3000 * (round_ + 1)

@@ -422,14 +422,16 @@ WHERE key = $2 AND (expires_at IS NULL OR expires_at > {_now()})
         """$1 offset, $2 dedupe_ttl, $3 result_ttl, then one array per item field:
         $4 keys, $5 tokens, $6 kinds (:data:`KINDS`), $7 times, $8 errors,
         $9 results, $10 error types, $11 tracebacks.  Each row is changed only
-        if its token is current; returns the ordinal of each item applied."""
+        if its token is current; returns the ordinal of each item applied.  It
+        meets the rows in key order, as :func:`insert_sql` does, so that it
+        cannot deadlock with a batch of defers over the same keys."""
         e, s = self.e, self.schema
         c = "((x.abort_requested AND i.kind <> 0) OR i.kind = 5)"  # it ends CANCELLED
         return f"""
 WITH t AS MATERIALIZED (SELECT {_now()} AS now),
 i AS (SELECT * FROM unnest($4::text[], $5::bigint[], $6::smallint[], $7::float8[],
     $8::text[], $9::text[], $10::text[], $11::text[]) WITH ORDINALITY
-    AS i(key, tok, kind, at, err, res, etype, tb, n)),
+    AS i(key, tok, kind, at, err, res, etype, tb, n) ORDER BY key),
 head AS MATERIALIZED (SELECT min(visible_at) AS h FROM {e}
     WHERE visible_at IS NOT NULL AND NOT (key = ANY($4::text[]))),
 u AS (
@@ -476,11 +478,13 @@ SELECT n, ended, (SELECT count(*) FROM fin), (SELECT count(*) FROM woke) FROM u
 """.encode()
 
     def extend(self) -> bytes:
-        """$1 offset, $2 keys, $3 tokens; the ordinals of the leases renewed."""
+        """$1 offset, $2 keys, $3 tokens; the ordinals of the leases renewed (the
+        rows met in key order, as :meth:`finish` does)."""
         return f"""
 WITH t AS MATERIALIZED (SELECT {_now()} AS now)
 UPDATE {self.e} x SET lease_until = t.now + x.lease, visible_at = t.now + x.lease
-FROM unnest($2::text[], $3::bigint[]) WITH ORDINALITY AS i(key, tok, n), t
+FROM (SELECT * FROM unnest($2::text[], $3::bigint[]) WITH ORDINALITY AS i(key, tok, n)
+    ORDER BY key) i, t
 WHERE x.key = i.key AND x.token = i.tok AND {_RUNNING}
 RETURNING i.n
 """.encode()
