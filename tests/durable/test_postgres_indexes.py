@@ -178,3 +178,61 @@ async def test_a_transaction_holding_the_table_leaves_the_change_to_the_next_ope
     async with postgres_store() as store:
         assert await anyio.to_thread.run_sync(_indexes, postgres_url, s) == NOW
         await _works(store)
+
+
+async def test_a_store_with_a_short_timeout_opens_beside_a_transaction_holding_the_table(
+    postgres_store: Callable[..., PostgresStore],
+    postgres_url: str,
+    postgres_schema: str,
+    caplog: pytest.LogCaptureFixture,
+    real_time: None,
+) -> None:
+    # Its call timeout (1 s) is shorter than the index change's wait for the
+    # table: the open must neither time out on that wait nor on another
+    # opener's, which holds the store's lock while it waits for the table.
+    import psycopg
+
+    s = postgres_schema
+    async with postgres_store():
+        pass
+    await anyio.to_thread.run_sync(_older_layout, postgres_url, s)
+    old = await anyio.to_thread.run_sync(_indexes, postgres_url, s)
+
+    def connect() -> psycopg.Connection[Any]:
+        return psycopg.connect(postgres_url, autocommit=True)
+
+    def waiting_for_the_table() -> bool:
+        got = admin_conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE NOT granted AND mode = 'AccessExclusiveLock'"
+        ).fetchone()
+        return got is not None and got[0] > 0
+
+    holder = await anyio.to_thread.run_sync(connect)
+    admin_conn = await anyio.to_thread.run_sync(connect)
+    try:
+        await anyio.to_thread.run_sync(holder.execute, "BEGIN")
+        await anyio.to_thread.run_sync(
+            holder.execute, f"LOCK TABLE {s}.entries IN ROW EXCLUSIVE MODE"
+        )
+        async with postgres_store(timeout=1.0) as store:
+            assert len(await store.entries()) == 0
+        assert await anyio.to_thread.run_sync(_indexes, postgres_url, s) == old
+        warned = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warned) == 1
+        assert "held the table for over 0.5 s" in warned[0].getMessage()
+
+        async def patient() -> None:
+            async with postgres_store(timeout=30.0):
+                pass
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(patient)
+            with anyio.fail_after(30):
+                while not await anyio.to_thread.run_sync(waiting_for_the_table):
+                    await anyio.sleep(0.01)
+            # Opened (its calls on the table would wait behind the drop meanwhile).
+            async with postgres_store(timeout=1.0):
+                pass
+    finally:
+        await anyio.to_thread.run_sync(holder.close)
+        await anyio.to_thread.run_sync(admin_conn.close)

@@ -225,11 +225,13 @@ async def ensure_indexes(pool: Pool, schema: str) -> None:
     rows among all the PENDING ones) and drop the :data:`RETIRED
     <._postgres_minutes.RETIRED>` ones if present (each would cost every claim
     and finish an index entry), in one transaction under the store's advisory
-    lock, so that concurrent openers change the store once.  A store with this
-    layout costs one query.
+    lock, so that concurrent openers change the store once (one that finds the
+    lock taken leaves the change to its holder and does not wait).  A store
+    with this layout costs one query.
 
     Dropping an index waits for the transactions that use the table; the wait
-    is bounded (:data:`_LOCK_TIMEOUT`) so that a long transaction (a caller's
+    is bounded (:data:`_LOCK_TIMEOUT`, or half the pool's call timeout if that
+    is shorter, so that the open does not time out) so that a long transaction (a caller's
     own, holding a transactional enqueue) does not queue every claim behind
     the drop: the store is then left as it is, told in a WARNING, and the next
     open tries again.  A role that may not change the indexes (not the tables'
@@ -250,12 +252,18 @@ async def ensure_indexes(pool: Pool, schema: str) -> None:
     if (await pool.query(probe, names)).rows[0][0] != b"t":
         return
 
+    # Within the store's own call timeout, so that the open fails on neither wait:
+    # the drop's, and another opener's (which is changing the store meanwhile).
+    wait = min(_LOCK_TIMEOUT, pool.timeout / 2)
+
     async def change(conn: Conn) -> bool:
         lock = [f"duetime:{schema}".encode()]
-        await conn.query(b"SELECT pg_advisory_xact_lock(hashtext($1))", lock)
+        got = await conn.query(b"SELECT pg_try_advisory_xact_lock(hashtext($1))", lock)
+        if got.rows[0][0] != b"t":
+            return False  # another opener holds the lock: it changes the store
         if (await conn.query(probe, names)).rows[0][0] != b"t":
             return False  # another opener changed it meanwhile
-        await conn.query(f"SET LOCAL lock_timeout = '{_LOCK_TIMEOUT}'".encode())
+        await conn.query(f"SET LOCAL lock_timeout = '{max(1, int(wait * 1000))}ms'".encode())
         await conn.script((retire_sql(schema) + stray_sql(schema)).encode())
         return True
 
@@ -266,7 +274,7 @@ async def ensure_indexes(pool: Pool, schema: str) -> None:
         why = "only the tables' owner may: open it once as that role"
     except psycopg.errors.LockNotAvailable:
         why = (
-            f"a transaction held the table for over {_LOCK_TIMEOUT}; the next open"
+            f"a transaction held the table for over {wait:g} s; the next open"
             " for writing tries again"
         )
     else:
@@ -282,8 +290,9 @@ async def ensure_indexes(pool: Pool, schema: str) -> None:
     )
 
 
-#: How long the index change of :func:`ensure_indexes` waits for the table.
-_LOCK_TIMEOUT = "2s"
+#: How long the index change of :func:`ensure_indexes` waits for the table at
+#: most (seconds; half the store's call timeout if that is shorter).
+_LOCK_TIMEOUT = 2.0
 
 
 #: ``finish`` kinds of the outcomes, by class name.
