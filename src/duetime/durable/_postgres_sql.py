@@ -575,8 +575,14 @@ SELECT (SELECT count(*) FROM d), {self._ended("d")}
 """.encode()
 
     def purge(self) -> bytes:
-        """$1 offset: delete the tombstones past their ``dedupe_ttl``."""
-        return f"DELETE FROM {self.e} WHERE expires_at <= {_now()}".encode()
+        """$1 offset: delete the tombstones past their ``dedupe_ttl`` that no
+        other transaction holds (those wait for the next purge): it never waits
+        for a row, so it cannot deadlock with a batch replacing them in key order."""
+        e = self.e
+        return f"""
+DELETE FROM {e} WHERE key IN (
+    SELECT key FROM {e} WHERE expires_at <= {_now()} FOR UPDATE SKIP LOCKED)
+""".encode()
 
     def awaiting(self) -> bytes:
         """$1 offset, $2 this store object's id, $3 seconds: finishes are announced
