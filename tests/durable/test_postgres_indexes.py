@@ -39,14 +39,24 @@ def _indexes(url: str, schema: str) -> set[str]:
     return {r[0] for r in got}
 
 
-def _older_layout(url: str, schema: str) -> None:
-    """Make the store's indexes those an older duetime created."""
+def _older_layout(url: str, schema: str) -> set[str]:
+    """Make the store's indexes those an older duetime created; return their names."""
     admin(
         url,
         f"CREATE INDEX entries_due ON {schema}.entries (due, key)",
         f"CREATE INDEX entries_status_task ON {schema}.entries (status, task)",
         f"DROP INDEX {schema}.entries_stray",
     )
+    return _indexes(url, schema)
+
+
+async def _older_store(
+    postgres_store: Callable[..., PostgresStore], url: str, schema: str
+) -> set[str]:
+    """Create an empty store in ``schema`` with an older duetime's indexes; return their names."""
+    async with postgres_store():
+        pass
+    return await anyio.to_thread.run_sync(_older_layout, url, schema)
 
 
 async def _works(store: PostgresStore) -> None:
@@ -80,8 +90,7 @@ async def test_an_older_layout_is_changed_once_by_concurrent_openers(
 ) -> None:
     async with postgres_store() as store:
         await store.add([row(f"k{i}", i) for i in range(100)])
-    await anyio.to_thread.run_sync(_older_layout, postgres_url, postgres_schema)
-    old = await anyio.to_thread.run_sync(_indexes, postgres_url, postgres_schema)
+    old = await anyio.to_thread.run_sync(_older_layout, postgres_url, postgres_schema)
     assert old == NOW - {"entries_stray"} | {"entries_due", "entries_status_task"}
     async with postgres_store(read_only=True) as reader:
         assert len(await reader.entries()) == 100  # a reader changes nothing
@@ -116,10 +125,7 @@ async def test_a_role_that_may_not_change_the_indexes_is_warned_and_works(
     from psycopg.conninfo import make_conninfo
 
     s = postgres_schema
-    async with postgres_store():
-        pass
-    await anyio.to_thread.run_sync(_older_layout, postgres_url, s)
-    old = await anyio.to_thread.run_sync(_indexes, postgres_url, s)
+    old = await _older_store(postgres_store, postgres_url, s)
     role = f"worker_{uuid.uuid4().hex[:12]}"
     admin(
         postgres_url,
@@ -151,10 +157,7 @@ async def test_a_transaction_holding_the_table_leaves_the_change_to_the_next_ope
     import psycopg
 
     s = postgres_schema
-    async with postgres_store():
-        pass
-    await anyio.to_thread.run_sync(_older_layout, postgres_url, s)
-    old = await anyio.to_thread.run_sync(_indexes, postgres_url, s)
+    old = await _older_store(postgres_store, postgres_url, s)
 
     # A caller's own transaction that wrote to the table (a transactional
     # enqueue) and has not committed: dropping an index must wait for it, and
@@ -193,10 +196,7 @@ async def test_a_store_with_a_short_timeout_opens_beside_a_transaction_holding_t
     import psycopg
 
     s = postgres_schema
-    async with postgres_store():
-        pass
-    await anyio.to_thread.run_sync(_older_layout, postgres_url, s)
-    old = await anyio.to_thread.run_sync(_indexes, postgres_url, s)
+    old = await _older_store(postgres_store, postgres_url, s)
 
     def connect() -> psycopg.Connection[Any]:
         return psycopg.connect(postgres_url, autocommit=True)
